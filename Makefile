@@ -1,0 +1,64 @@
+# Flowscope: network flow logs as a Kubernetes API.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+OUT        ?= _output
+BIN        := $(OUT)/bin
+GO         ?= go
+GOFLAGS    ?=
+export GOFLAGS
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build flowscope-apiserver, flowscope-agent and the dev tools into _output/bin.
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: tools
+tools: ## Build (or reuse from cache) kube-apiserver, kubectl and etcd at pinned versions.
+	hack/build-tools.sh
+
+.PHONY: run
+run: build tools ## Start the whole local system (root): etcd, kube-apiserver, flowscope-apiserver, two agents.
+	hack/local-up.sh
+
+.PHONY: stop
+stop: ## Stop everything `make run` started and clean up.
+	hack/local-down.sh
+
+.PHONY: test
+test: build tools ## Unit, integration and end-to-end tests.
+	$(GO) test ./... -count=1 -timeout 40m
+
+.PHONY: test-unit
+test-unit: ## Unit tests only (no local cluster).
+	$(GO) test -short ./... -count=1
+
+.PHONY: test-e2e
+test-e2e: build tools ## End-to-end tests against a local system started by the suite.
+	$(GO) test ./test/e2e/... -count=1 -v -timeout 30m
+
+.PHONY: bench
+bench: ## Go benchmarks.
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: update-codegen
+update-codegen: ## Regenerate deepcopy, OpenAPI, clientset, listers, informers.
+	hack/update-codegen.sh
+
+.PHONY: verify-codegen
+verify-codegen: ## Fail if generated code is stale.
+	hack/verify-codegen.sh
+
+.PHONY: verify
+verify: verify-codegen ## gofmt, go vet, go mod tidy and generated code.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	cd hack/tools && $(GO) mod tidy -diff
+
+.PHONY: clean
+clean: stop ## Remove build output (keeps the tools cache in ~/.cache/flowscope).
+	rm -rf $(OUT)

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Shared by hack/local-up.sh and hack/local-down.sh (sourced): configuration,
+# layout of OUT_DIR and process management.
+#
+# Layout of OUT_DIR:
+#   certs/           CAs, certificates, keys, tokens.csv, kas/ (KAS self-signed serving cert).
+#                    Created once, kept by local-down.sh so kubeconfigs stay valid.
+#   kubeconfig*      admin and per-user/component kubeconfigs (tokens + KAS CA)
+#   env              shell-sourcable summary (KUBECONFIG, URLs, ports, nodes) for scripts/tests
+#   pids/<c>.pid     one per background component; each runs in its own session/process group
+#   logs/<c>.log     stdout+stderr of each component
+#   etcd/ agents/<node>/ replay/<node>.jsonl kubecache/ manifests/   state, removed by local-down.sh
+
+LOCAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+OUT_DIR="${OUT_DIR:-${LOCAL_ROOT}/_output/local}"
+PORT_BASE="${PORT_BASE:-6440}"
+BIN_DIR="${BIN_DIR:-${LOCAL_ROOT}/_output/bin}"
+TOOLS_DIR="${TOOLS_DIR:-${LOCAL_ROOT}/_output/tools}"
+NODES="${NODES:-node-a node-b}"
+
+# Absolute paths: they end up in pid checks, kubeconfigs and printed commands.
+local::abspath() {
+  case "$1" in
+    /*) printf '%s' "$1" ;;
+    *) printf '%s/%s' "${PWD}" "$1" ;;
+  esac
+}
+if [[ -z "${OUT_DIR%/}" ]]; then
+  echo "OUT_DIR must not be empty or /" >&2
+  exit 1
+fi
+OUT_DIR="$(local::abspath "${OUT_DIR%/}")"
+BIN_DIR="$(local::abspath "${BIN_DIR%/}")"
+TOOLS_DIR="$(local::abspath "${TOOLS_DIR%/}")"
+
+read -r -a NODE_LIST <<<"${NODES}"
+
+CERT_DIR="${OUT_DIR}/certs"
+KAS_CERT_DIR="${CERT_DIR}/kas"
+PID_DIR="${OUT_DIR}/pids"
+LOG_DIR="${OUT_DIR}/logs"
+TOKEN_FILE="${CERT_DIR}/tokens.csv"
+
+ETCD_PORT=$((PORT_BASE + 0))
+ETCD_PEER_PORT=$((PORT_BASE + 1))
+KAS_PORT=$((PORT_BASE + 3))
+APISERVER_PORT=$((PORT_BASE + 4))
+AGENT_PORT_BASE=$((PORT_BASE + 10))
+AGENT_METRICS_PORT_BASE=$((PORT_BASE + 30))
+
+FLOWSCOPE_NAMESPACE=flowscope-system
+APISERVICE_NAME=v1alpha1.flows.flowscope.io
+
+local::log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
+local::warn() { printf '%s WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# local::pid_of NAME: prints the pid of component NAME if its pid file names a
+# live process that belongs to this OUT_DIR (its command line mentions
+# OUT_DIR, which guards against pid reuse); fails otherwise.
+local::pid_of() {
+  local file="${PID_DIR}/$1.pid" pid
+  [[ -s "${file}" ]] || return 1
+  pid="$(<"${file}")"
+  [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/${pid}/cmdline" ]] || return 1
+  # A zombie is not running.
+  [[ "$(ps -o stat= -p "${pid}" 2>/dev/null)" != Z* ]] || return 1
+  tr '\0' ' ' <"/proc/${pid}/cmdline" | grep -qF -- "${OUT_DIR}/" || return 1
+  echo "${pid}"
+}
+
+# local::components: names of the components with a pid file.
+local::components() {
+  local f
+  [[ -d "${PID_DIR}" ]] || return 0
+  for f in "${PID_DIR}"/*.pid; do
+    [[ -e "${f}" ]] || continue
+    f="${f##*/}"
+    echo "${f%.pid}"
+  done
+}
+
+# local::start NAME CMD...: runs CMD in the background in its own session
+# (so its whole process group can be signalled), detached from the terminal,
+# output to logs/NAME.log, pid to pids/NAME.pid.
+local::start() {
+  local name=$1
+  shift
+  mkdir -p "${PID_DIR}" "${LOG_DIR}"
+  # Not a process group leader (no job control in scripts), so setsid execs
+  # in place and $! is the component's own pid, which is also its pgid.
+  setsid nohup "$@" >"${LOG_DIR}/${name}.log" 2>&1 </dev/null &
+  echo "$!" >"${PID_DIR}/${name}.pid"
+}
+
+# local::stop NAME: SIGTERM to the component's process group, up to 10 s,
+# then SIGKILL. Removes the pid file. Harmless if not running.
+local::stop() {
+  local name=$1 pid pgid i
+  if pid="$(local::pid_of "${name}")"; then
+    pgid="$(ps -o pgid= -p "${pid}" 2>/dev/null | tr -d ' ')"
+    local::log "stopping ${name} (pid ${pid})"
+    kill -TERM "${pid}" 2>/dev/null || true
+    # Signal the group only if the component leads its own (never ours).
+    if [[ "${pgid}" == "${pid}" ]]; then
+      kill -TERM -- "-${pgid}" 2>/dev/null || true
+    fi
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "${pid}" 2>/dev/null || break
+      [[ "$(ps -o stat= -p "${pid}" 2>/dev/null)" == Z* ]] && break
+      sleep 0.1
+    done
+    if kill -0 "${pid}" 2>/dev/null && [[ "$(ps -o stat= -p "${pid}" 2>/dev/null)" != Z* ]]; then
+      local::warn "${name} (pid ${pid}) did not exit after 10s, killing"
+      kill -KILL "${pid}" 2>/dev/null || true
+    fi
+    if [[ "${pgid}" == "${pid}" ]]; then
+      kill -KILL -- "-${pgid}" 2>/dev/null || true
+    fi
+  fi
+  rm -f "${PID_DIR}/${name}.pid"
+}
+
+# local::stop_all: stops every component with a pid file, the dependents
+# first (flowgen, aggregated server, agents, then kube-apiserver and etcd).
+local::stop_all() {
+  local c order=() rest=()
+  for c in $(local::components); do
+    case "${c}" in
+      flowgen-*) order+=("${c}") ;;
+      *) rest+=("${c}") ;;
+    esac
+  done
+  for c in "${rest[@]}"; do [[ "${c}" == flowscope-apiserver ]] && order+=("${c}"); done
+  for c in "${rest[@]}"; do [[ "${c}" == agent-* ]] && order+=("${c}"); done
+  for c in "${rest[@]}"; do
+    case "${c}" in flowscope-apiserver | agent-* | kube-apiserver | etcd) ;; *) order+=("${c}") ;; esac
+  done
+  for c in "${rest[@]}"; do [[ "${c}" == kube-apiserver ]] && order+=("${c}"); done
+  for c in "${rest[@]}"; do [[ "${c}" == etcd ]] && order+=("${c}"); done
+  for c in "${order[@]}"; do
+    local::stop "${c}"
+  done
+  return 0
+}
+
+# local::clean_state: removes everything in OUT_DIR except certs/ (and logs/
+# when KEEP_LOGS=1). Only known names are removed, never OUT_DIR itself.
+local::clean_state() {
+  local keep_logs=${KEEP_LOGS:-0} f
+  rm -rf "${PID_DIR}" "${OUT_DIR}/etcd" "${OUT_DIR}/agents" "${OUT_DIR}/replay" \
+    "${OUT_DIR}/kubecache" "${OUT_DIR}/manifests" "${OUT_DIR}/env"
+  for f in "${OUT_DIR}"/kubeconfig "${OUT_DIR}"/kubeconfig-*; do
+    rm -f "${f}"
+  done
+  [[ "${keep_logs}" == 1 ]] || rm -rf "${LOG_DIR}"
+}
+
+# local::port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+local::port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}

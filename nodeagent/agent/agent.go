@@ -1,0 +1,242 @@
+// Package agent wires the node agent together: flow sources feed the ingest
+// pipeline, which writes the store and the live hub; the gRPC service serves
+// them to the aggregated server; a Lease announces the agent.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/lease"
+	"flowscope.io/flowscope/nodeagent/metrics"
+	"flowscope.io/flowscope/nodeagent/replay"
+	"flowscope.io/flowscope/nodeagent/server"
+	"flowscope.io/flowscope/nodeagent/store"
+	"flowscope.io/flowscope/nodeagent/tlsutil"
+)
+
+// Options are the agent's flags.
+type Options struct {
+	NodeName           string
+	Namespace          string
+	DataDir            string
+	Retention          time.Duration
+	ListenAddress      string
+	AdvertiseAddress   string
+	MetricsAddress     string
+	TLSCertFile        string
+	TLSKeyFile         string
+	ClientCAFile       string
+	AllowedClientNames []string
+	ReplayFile         string
+	Kubeconfig         string
+	QueueSize          int
+	WatchBuffer        int
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		Namespace:          "flowscope-system",
+		DataDir:            "/var/lib/flowscope",
+		Retention:          time.Hour,
+		ListenAddress:      ":9101",
+		MetricsAddress:     ":9102",
+		AllowedClientNames: []string{"flowscope-apiserver"},
+		QueueSize:          1 << 16,
+		WatchBuffer:        4096,
+	}
+}
+
+// AddFlags registers the options on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of the node this agent observes (required).")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Namespace of the agent: its Lease lives here, and flows with no pod end are filed here.")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the flow store.")
+	fs.DurationVar(&o.Retention, "retention", o.Retention, "How long flows are kept (the on-demand tier).")
+	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address of the gRPC API (mutual TLS).")
+	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "Address the aggregated server dials, published in the agent's Lease; defaults to --listen-address.")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics and /healthz endpoint; empty disables it.")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "Serving certificate of the gRPC API (required).")
+	fs.StringVar(&o.TLSKeyFile, "tls-private-key-file", o.TLSKeyFile, "Key of the serving certificate (required).")
+	fs.StringVar(&o.ClientCAFile, "client-ca-file", o.ClientCAFile, "CA bundle that signs the aggregated server's client certificate (required).")
+	fs.StringSliceVar(&o.AllowedClientNames, "allowed-client-names", o.AllowedClientNames, "Client certificate common names allowed to call the agent.")
+	fs.StringVar(&o.ReplayFile, "replay-file", o.ReplayFile, "Hubble export file (JSON lines) to follow like tail -F, e.g. /var/log/acns/hubble/events.log.")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig for the Kubernetes API; empty means in-cluster configuration.")
+	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
+	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per watch before it falls back to reading the store.")
+}
+
+// Validate checks the options.
+func (o *Options) Validate() []error {
+	var errs []error
+	if o.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required"))
+	}
+	if strings.Contains(o.NodeName, "/") {
+		errs = append(errs, errors.New("--node-name must not contain '/'"))
+	}
+	for flag, v := range map[string]string{"--tls-cert-file": o.TLSCertFile, "--tls-private-key-file": o.TLSKeyFile, "--client-ca-file": o.ClientCAFile, "--data-dir": o.DataDir} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", flag))
+		}
+	}
+	if o.Retention < time.Minute {
+		errs = append(errs, errors.New("--retention must be at least 1m"))
+	}
+	return errs
+}
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, o *Options) error {
+	st, err := store.Open(store.Options{Dir: filepath.Join(o.DataDir, "store"), Retention: o.Retention})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			klog.ErrorS(err, "Failed closing the flow store")
+		}
+	}()
+	h := hub.New(o.WatchBuffer)
+	p, err := ingest.New(st, h, ingest.Options{
+		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: 1024,
+		SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		return err
+	}
+	tlsConfig, err := tlsutil.ServerConfig(o.TLSCertFile, o.TLSKeyFile, o.ClientCAFile, o.AllowedClientNames)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", o.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.ListenAddress, err)
+	}
+	grpcServer := grpc.NewServer(append(agentapi.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsConfig)))...)
+	agentapi.Register(grpcServer, server.New(o.NodeName, st, p, h))
+
+	// The pipeline outlives the sources and the API so it can sync last.
+	pipelineCtx, stopPipeline := context.WithCancel(context.WithoutCancel(ctx))
+	pipelineDone := make(chan error, 1)
+	go func() { pipelineDone <- p.Run(pipelineCtx) }()
+	defer func() {
+		stopPipeline()
+		if err := <-pipelineDone; err != nil {
+			klog.ErrorS(err, "Failed syncing the flow store on exit")
+		}
+	}()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		klog.InfoS("Serving the agent API", "address", lis.Addr().String(), "node", o.NodeName)
+		return grpcServer.Serve(lis)
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		grpcServer.Stop()
+		return nil
+	})
+	if o.ReplayFile != "" {
+		g.Go(func() error { return runReplay(ctx, o, p) })
+	}
+	if o.MetricsAddress != "" {
+		g.Go(func() error { return serveMetrics(ctx, o.MetricsAddress) })
+	}
+	g.Go(func() error { return keepLease(ctx, o) })
+	g.Go(func() error {
+		// Expired flows leave the LSM tree by compaction; the value log
+		// needs its own garbage collection for disk use to fall.
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				st.RunGC()
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// keepLease keeps the agent's Lease when a Kubernetes API is configured.
+func keepLease(ctx context.Context, o *Options) error {
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		klog.InfoS("No Kubernetes API configuration: not announcing the agent through a Lease", "err", err)
+		return nil
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	addr := o.AdvertiseAddress
+	if addr == "" {
+		addr = o.ListenAddress
+	}
+	lease.Keep(ctx, client, o.Namespace, o.NodeName, addr)
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
+
+func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
+	f := replay.New(o.ReplayFile, replay.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")))
+	opts := hubble.Options{AgentNamespace: o.Namespace, NodeName: o.NodeName}
+	return f.Run(ctx, func(line []byte) {
+		flow, err := hubble.ParseExportLine(line, opts)
+		switch {
+		case errors.Is(err, hubble.ErrNotAFlow):
+			metrics.ReplayLines.WithLabelValues("not_a_flow").Inc()
+		case err != nil:
+			metrics.ReplayLines.WithLabelValues("malformed").Inc()
+			klog.ErrorS(err, "Skipping malformed replay line", "file", o.ReplayFile)
+		default:
+			metrics.ReplayLines.WithLabelValues("flow").Inc()
+			p.Offer(flow)
+		}
+	})
+}
+
+func serveMetrics(ctx context.Context, addr string) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics on %s: %w", addr, err)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package agentapi
+
+import (
+	"context"
+	"encoding/json"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+)
+
+// serviceName is the gRPC service the agents serve.
+const serviceName = "flowscope.agent.v1alpha1.Agent"
+
+// Server is what an agent implements.
+type Server interface {
+	List(context.Context, *ListRequest) (*ListResponse, error)
+	Get(context.Context, *GetRequest) (*GetResponse, error)
+	// Watch sends events until the context ends or an error occurs.
+	Watch(*WatchRequest, WatchStream) error
+}
+
+// WatchStream is the sending side of a watch.
+type WatchStream interface {
+	Context() context.Context
+	Send(*WatchEvent) error
+}
+
+// Codec encodes the messages of this package as JSON. The messages are the
+// Kubernetes API types themselves, which carry JSON tags, so the agent and
+// the server need no second schema; the content subtype is "json".
+type Codec struct{}
+
+var _ encoding.Codec = Codec{}
+
+// Marshal implements encoding.Codec.
+func (Codec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal implements encoding.Codec.
+func (Codec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// Name implements encoding.Codec.
+func (Codec) Name() string { return "json" }
+
+// ServerOptions returns the gRPC server options the service needs.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ForceServerCodec(Codec{}), grpc.MaxRecvMsgSize(1 << 20)}
+}
+
+// Register registers srv on s.
+func Register(s *grpc.Server, srv Server) {
+	s.RegisterService(&serviceDesc, srv)
+}
+
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: serviceName,
+	HandlerType: (*Server)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "List", Handler: unary("List", func(s Server, ctx context.Context, r *ListRequest) (any, error) { return s.List(ctx, r) })},
+		{MethodName: "Get", Handler: unary("Get", func(s Server, ctx context.Context, r *GetRequest) (any, error) { return s.Get(ctx, r) })},
+	},
+	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}},
+}
+
+func unary[Req any](method string, call func(Server, context.Context, *Req) (any, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		req := new(Req)
+		if err := dec(req); err != nil {
+			return nil, err
+		}
+		if interceptor == nil {
+			return call(srv.(Server), ctx, req)
+		}
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: "/" + serviceName + "/" + method}
+		return interceptor(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return call(srv.(Server), ctx, req.(*Req))
+		})
+	}
+}
+
+type watchServerStream struct{ grpc.ServerStream }
+
+func (s watchServerStream) Send(e *WatchEvent) error { return s.SendMsg(e) }
+
+func watchHandler(srv any, stream grpc.ServerStream) error {
+	req := new(WatchRequest)
+	if err := stream.RecvMsg(req); err != nil {
+		return err
+	}
+	return srv.(Server).Watch(req, watchServerStream{stream})
+}
+
+// Client calls one agent.
+type Client struct {
+	conn grpc.ClientConnInterface
+}
+
+// NewClient returns a client over conn. Dial conn with DialOptions.
+func NewClient(conn grpc.ClientConnInterface) *Client { return &Client{conn: conn} }
+
+// DialOptions returns the gRPC dial options the service needs.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{}), grpc.MaxCallRecvMsgSize(256<<20))}
+}
+
+// List calls the agent's List.
+func (c *Client) List(ctx context.Context, req *ListRequest) (*ListResponse, error) {
+	resp := new(ListResponse)
+	if err := c.conn.Invoke(ctx, "/"+serviceName+"/List", req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Get calls the agent's Get.
+func (c *Client) Get(ctx context.Context, req *GetRequest) (*GetResponse, error) {
+	resp := new(GetResponse)
+	if err := c.conn.Invoke(ctx, "/"+serviceName+"/Get", req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// WatchClient receives a watch's events.
+type WatchClient struct{ stream grpc.ClientStream }
+
+// Recv returns the next event.
+func (w *WatchClient) Recv() (*WatchEvent, error) {
+	e := new(WatchEvent)
+	if err := w.stream.RecvMsg(e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Watch opens a watch stream; cancel ctx to end it.
+func (c *Client) Watch(ctx context.Context, req *WatchRequest) (*WatchClient, error) {
+	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[0], "/"+serviceName+"/Watch")
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return nil, err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return &WatchClient{stream: stream}, nil
+}

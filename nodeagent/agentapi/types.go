@@ -1,0 +1,102 @@
+// Package agentapi is the contract between flowscope-apiserver and the node
+// agents: the request and response messages of the agent's gRPC service, the
+// filter that selectors are compiled into, and a client.
+//
+// Resource versions are decimal microsecond timestamps from a hybrid logical
+// clock on each agent: strictly increasing per agent, comparable across
+// agents, and increasing across restarts. A list is taken at a snapshot
+// resource version chosen by the caller; the agent first raises its clock
+// past it, so everything a later watch from that version sees is newer than
+// everything the list returned.
+package agentapi
+
+import (
+	"time"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+)
+
+// Filter selects flows. It travels from the aggregated server to the agents,
+// which compile it once per request.
+type Filter struct {
+	// Namespace restricts to one namespace; empty means all.
+	Namespace string `json:"namespace,omitempty"`
+	// LabelSelector is a label selector over the flow's labels.
+	LabelSelector string `json:"labelSelector,omitempty"`
+	// FieldSelector is a field selector over v1alpha1.FieldSet, already
+	// validated and canonicalised by the scheme's field label conversion,
+	// without the since and until bounds.
+	FieldSelector string `json:"fieldSelector,omitempty"`
+	// Since and Until bound the flow's time, inclusive and exclusive.
+	Since *time.Time `json:"since,omitempty"`
+	Until *time.Time `json:"until,omitempty"`
+}
+
+// Cursor is a position in list order: by time, then node name, then
+// resource version. Lists return what comes strictly after it.
+type Cursor struct {
+	Time time.Time `json:"time"`
+	Node string    `json:"node"`
+	RV   uint64    `json:"rv"`
+}
+
+// ListRequest asks an agent for flows at a snapshot.
+type ListRequest struct {
+	Filter Filter `json:"filter"`
+	// SnapshotRV excludes flows newer than it; 0 means the agent's current
+	// state. The agent never assigns a version at or below it afterwards.
+	SnapshotRV uint64 `json:"snapshotRV,omitempty"`
+	// After resumes a paginated list.
+	After *Cursor `json:"after,omitempty"`
+	// Limit caps the number of flows returned; 0 means no limit.
+	Limit int64 `json:"limit,omitempty"`
+}
+
+// ListResponse carries one agent's page.
+type ListResponse struct {
+	Flows []v1alpha1.Flow `json:"flows"`
+	// More is true when flows matching the request follow the last one.
+	More bool `json:"more,omitempty"`
+	// SnapshotRV is the snapshot the list was taken at.
+	SnapshotRV uint64 `json:"snapshotRV"`
+}
+
+// GetRequest asks for one flow by resource version, in a namespace.
+type GetRequest struct {
+	RV        uint64 `json:"rv"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// GetResponse carries one flow.
+type GetResponse struct {
+	Flow v1alpha1.Flow `json:"flow"`
+}
+
+// WatchRequest asks for the flows that follow a resource version.
+type WatchRequest struct {
+	Filter Filter `json:"filter"`
+	// FromRV: stream the flows with a larger version, replaying from the
+	// store what is already there. 0 means from now.
+	FromRV uint64 `json:"fromRV,omitempty"`
+}
+
+// EventType is the kind of a watch event.
+type EventType string
+
+// Watch event types.
+const (
+	// Added carries a new flow.
+	Added EventType = "ADDED"
+	// Deleted carries a flow that left the store.
+	Deleted EventType = "DELETED"
+	// Progress says that every flow with a version at or below RV has been
+	// sent: the agent's watermark, sent when the stream is idle.
+	Progress EventType = "PROGRESS"
+)
+
+// WatchEvent is one message of a watch stream.
+type WatchEvent struct {
+	Type EventType      `json:"type"`
+	RV   uint64         `json:"rv"`
+	Flow *v1alpha1.Flow `json:"flow,omitempty"`
+}

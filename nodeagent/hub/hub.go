@@ -1,0 +1,124 @@
+// Package hub fans new flows out to the agent's active watches.
+//
+// The ingest pipeline publishes in resource-version order from a single
+// goroutine; each subscriber has a bounded buffer, and a subscriber that
+// lets it fill up is cut off rather than allowed to grow memory or slow the
+// pipeline and the other watchers.
+package hub
+
+import (
+	"errors"
+	"sync"
+
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+// ErrTooSlow ends a subscription whose buffer overflowed.
+var ErrTooSlow = errors.New("watcher too slow: its buffer of pending flows overflowed")
+
+// Hub is the set of active subscriptions.
+type Hub struct {
+	mu     sync.Mutex
+	subs   map[*Subscription]struct{}
+	buffer int
+}
+
+// New returns a hub whose subscribers buffer up to buffer events.
+func New(buffer int) *Hub {
+	return &Hub{subs: make(map[*Subscription]struct{}), buffer: buffer}
+}
+
+// Subscription receives the events published after it was made.
+type Subscription struct {
+	hub     *Hub
+	match   *agentapi.Matcher
+	events  chan agentapi.WatchEvent
+	done    chan struct{}
+	errOnce sync.Once
+	err     error
+}
+
+// Subscribe starts a subscription for the flows match accepts.
+func (h *Hub) Subscribe(match *agentapi.Matcher) *Subscription {
+	s := &Subscription{hub: h, match: match, events: make(chan agentapi.WatchEvent, h.buffer), done: make(chan struct{})}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Len returns the number of active subscriptions.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+// Publish hands new flows to every subscriber whose filter accepts them.
+func (h *Hub) Publish(recs []store.Record) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		for _, r := range recs {
+			if s.match.Matches(r.Flow) && !s.send(agentapi.WatchEvent{Type: agentapi.Added, RV: r.RV, Flow: r.Flow}) {
+				break
+			}
+		}
+	}
+}
+
+// Progress tells every subscriber that all flows up to rv were published.
+// A subscriber whose buffer is full skips it: a later one supersedes it.
+func (h *Hub) Progress(rv uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		select {
+		case s.events <- agentapi.WatchEvent{Type: agentapi.Progress, RV: rv}:
+		default:
+		}
+	}
+}
+
+// send delivers e or cuts the subscriber off; h.mu is held.
+func (s *Subscription) send(e agentapi.WatchEvent) bool {
+	select {
+	case s.events <- e:
+		return true
+	default:
+		s.closeLocked(ErrTooSlow)
+		return false
+	}
+}
+
+func (s *Subscription) closeLocked(err error) {
+	s.errOnce.Do(func() {
+		s.err = err
+		delete(s.hub.subs, s)
+		close(s.done)
+	})
+}
+
+// Events returns the subscription's events.
+func (s *Subscription) Events() <-chan agentapi.WatchEvent { return s.events }
+
+// Done is closed when the subscription ends; Err then tells why.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Err returns why the subscription ended, nil if it was closed by Close.
+func (s *Subscription) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.closeLocked(nil)
+}

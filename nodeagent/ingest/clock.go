@@ -1,0 +1,57 @@
+package ingest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// ceilingLead is how far ahead of the versions it hands out the clock
+// persists a ceiling. After a restart the clock starts at the ceiling, so
+// versions keep increasing even if the node's clock went back or a
+// reservation from a faster clock raised them; one durable write per lead.
+const ceilingLead = 10 * time.Second
+
+// clock is a hybrid logical clock in microseconds since the Unix epoch:
+// each version is the wall clock, or one more than the last version if that
+// is larger. It is used from the pipeline goroutine only.
+type clock struct {
+	now     func() time.Time
+	last    uint64
+	ceiling uint64
+	persist func(ceiling uint64) error
+}
+
+func (c *clock) wall() uint64 { return uint64(c.now().UnixMicro()) }
+
+// next returns a new version, larger than every one before.
+func (c *clock) next() (uint64, error) {
+	return c.advance(max(c.wall(), c.last+1))
+}
+
+// reserve returns a version at least atLeast and the wall clock, not
+// smaller than any handed out, and guarantees later versions are larger.
+func (c *clock) reserve(atLeast uint64) (uint64, error) {
+	return c.advance(max(c.wall(), c.last, atLeast))
+}
+
+func (c *clock) advance(v uint64) (uint64, error) {
+	if v >= c.ceiling {
+		ceiling := v + uint64(ceilingLead.Microseconds())
+		if err := c.persist(ceiling); err != nil {
+			return 0, fmt.Errorf("persist clock ceiling: %w", err)
+		}
+		c.ceiling = ceiling
+	}
+	c.last = v
+	return v, nil
+}
+
+func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func decodeUint64(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("want 8 bytes, have %d", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}

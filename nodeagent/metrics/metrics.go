@@ -1,0 +1,52 @@
+// Package metrics holds the agent's Prometheus metrics, in one registry
+// served on the agent's metrics address.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "flowscope_agent"
+
+var (
+	// Registry holds every agent metric.
+	Registry = prometheus.NewRegistry()
+
+	// FlowsIngested counts flows written to the store.
+	FlowsIngested = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "flows_ingested_total",
+		Help: "Flows written to the store.",
+	})
+	// FlowsDropped counts flows lost before the store, by reason.
+	FlowsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "flows_dropped_total",
+		Help: "Flows lost before reaching the store, by reason (queue_full, store_error).",
+	}, []string{"reason"})
+	// ReplayLines counts lines read by the replay source, by result.
+	ReplayLines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "replay_lines_total",
+		Help: "Lines read from the replay file, by result (flow, not_a_flow, malformed, too_long).",
+	}, []string{"result"})
+	// BatchSeconds observes the time to write one batch to the store.
+	BatchSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "ingest_batch_seconds",
+		Help:    "Time to write one batch of flows to the store.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
+	})
+	// Watchers is the number of active watches.
+	Watchers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "watchers",
+		Help: "Active watches served by this agent.",
+	})
+	// WatchersCutOff counts watches ended because they fell behind.
+	WatchersCutOff = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "watchers_cut_off_total",
+		Help: "Watches ended because their reader fell behind.",
+	})
+)
+
+func init() {
+	Registry.MustRegister(FlowsIngested, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}

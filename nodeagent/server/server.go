@@ -1,0 +1,201 @@
+// Package server serves the agent's store over gRPC (agentapi) to the
+// aggregated API server: list at a snapshot, get by name, and watch from a
+// resource version with replay from the store.
+package server
+
+import (
+	"context"
+	"errors"
+	"math"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/metrics"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+// Pipeline is what the service needs of the ingest pipeline.
+type Pipeline interface {
+	Reserve(ctx context.Context, atLeast uint64) (uint64, error)
+	Head() uint64
+}
+
+// Service implements agentapi.Server.
+type Service struct {
+	node     string
+	store    *store.Store
+	pipeline Pipeline
+	hub      *hub.Hub
+	now      func() time.Time
+}
+
+var _ agentapi.Server = (*Service)(nil)
+
+// New returns the service of node's agent.
+func New(node string, st *store.Store, p Pipeline, h *hub.Hub) *Service {
+	return &Service{node: node, store: st, pipeline: p, hub: h, now: time.Now}
+}
+
+// maxFutureRV is how far past the wall clock a requested version may lie
+// before it is refused as coming from another version space.
+const maxFutureRV = uint64(time.Hour / time.Microsecond)
+
+// List implements agentapi.Server.
+func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentapi.ListResponse, error) {
+	m, err := req.Filter.Compile()
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.checkFuture(req.SnapshotRV); err != nil {
+		return nil, err
+	}
+	if req.SnapshotRV != 0 && req.After != nil && req.SnapshotRV < s.store.OldestCompleteRV(s.now()) {
+		return nil, status.Errorf(codes.OutOfRange, "the list snapshot %d has expired from node %s; restart the list without continue", req.SnapshotRV, s.node)
+	}
+	// Reserving first commits everything up to the snapshot and keeps later
+	// flows above it, so a watch from the snapshot sees exactly the rest.
+	snap, err := s.pipeline.Reserve(ctx, req.SnapshotRV)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	if req.SnapshotRV != 0 {
+		snap = req.SnapshotRV
+	}
+	q := store.TimeScan{Since: m.Since(), Until: m.Until(), MaxRV: snap}
+	if c := req.After; c != nil {
+		switch {
+		case s.node == c.Node:
+			q.AfterTime, q.AfterRV = c.Time, c.RV
+		case s.node > c.Node: // this node's flows at c.Time come after the cursor
+			if c.Time.After(q.Since) {
+				q.Since = c.Time
+			}
+		default: // this node's flows at c.Time came before it
+			q.AfterTime, q.AfterRV = c.Time, math.MaxUint64
+		}
+	}
+	resp := &agentapi.ListResponse{SnapshotRV: snap}
+	err = s.store.ScanTime(q, func(r store.Record) bool {
+		if !m.Matches(r.Flow) {
+			return true
+		}
+		if req.Limit > 0 && int64(len(resp.Flows)) == req.Limit {
+			resp.More = true
+			return false
+		}
+		resp.Flows = append(resp.Flows, *r.Flow)
+		return ctx.Err() == nil
+	})
+	if err != nil {
+		klog.ErrorS(err, "Failed listing flows")
+		return nil, status.Errorf(codes.Internal, "list flows on node %s: %v", s.node, err)
+	}
+	return resp, ctx.Err()
+}
+
+// Get implements agentapi.Server.
+func (s *Service) Get(_ context.Context, req *agentapi.GetRequest) (*agentapi.GetResponse, error) {
+	f, err := s.store.Get(req.RV)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && req.Namespace != "" && f.Namespace != req.Namespace) {
+		return nil, status.Errorf(codes.NotFound, "flow %d not found on node %s", req.RV, s.node)
+	}
+	if err != nil {
+		klog.ErrorS(err, "Failed getting flow", "rv", req.RV)
+		return nil, status.Errorf(codes.Internal, "get flow on node %s: %v", s.node, err)
+	}
+	return &agentapi.GetResponse{Flow: *f}, nil
+}
+
+// Watch implements agentapi.Server. It replays from the store what follows
+// req.FromRV, then streams live flows; when the live buffer overflows it
+// falls back to the store and catches up again, so a slow reader costs
+// disk reads, not memory. It sends a PROGRESS event after the replay and
+// whenever the pipeline advances the watermark.
+func (s *Service) Watch(req *agentapi.WatchRequest, stream agentapi.WatchStream) error {
+	m, err := req.Filter.Compile()
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.checkFuture(req.FromRV); err != nil {
+		return err
+	}
+	metrics.Watchers.Inc()
+	defer metrics.Watchers.Dec()
+	ctx := stream.Context()
+	last := req.FromRV
+	for {
+		if oldest := s.store.OldestCompleteRV(s.now()); last != 0 && last < oldest {
+			return status.Errorf(codes.OutOfRange, "too old resource version: %d (%d) on node %s", last, oldest, s.node)
+		}
+		sub := s.hub.Subscribe(m)
+		// Read the head after subscribing: a flow is committed, then the
+		// head moves, then it is published, so every flow above this head
+		// reaches the subscription and every flow at or below it is in the
+		// store.
+		head := s.pipeline.Head()
+		if last == 0 {
+			last = head
+		}
+		err := s.replay(m, last, head, stream)
+		if err == nil {
+			last = head
+			if err = stream.Send(&agentapi.WatchEvent{Type: agentapi.Progress, RV: head}); err == nil {
+				err = s.forward(ctx, sub, &last, stream)
+			}
+		}
+		sub.Close()
+		if !errors.Is(err, hub.ErrTooSlow) {
+			return err
+		}
+		metrics.WatchersCutOff.Inc()
+		klog.V(2).InfoS("Watch fell behind the live stream, catching up from the store", "rv", last)
+	}
+}
+
+func (s *Service) replay(m *agentapi.Matcher, after, upTo uint64, stream agentapi.WatchStream) error {
+	var sendErr error
+	err := s.store.ScanRV(after, upTo, func(r store.Record) bool {
+		if m.Matches(r.Flow) {
+			sendErr = stream.Send(&agentapi.WatchEvent{Type: agentapi.Added, RV: r.RV, Flow: r.Flow})
+		}
+		return sendErr == nil
+	})
+	if sendErr != nil {
+		return sendErr
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "replay flows on node %s: %v", s.node, err)
+	}
+	return nil
+}
+
+func (s *Service) forward(ctx context.Context, sub *hub.Subscription, last *uint64, stream agentapi.WatchStream) error {
+	for {
+		select {
+		case e := <-sub.Events():
+			if e.RV <= *last {
+				continue // already replayed from the store
+			}
+			if err := stream.Send(&e); err != nil {
+				return err
+			}
+			*last = e.RV
+		case <-sub.Done():
+			return sub.Err()
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *Service) checkFuture(rv uint64) error {
+	if now := uint64(s.now().UnixMicro()); rv > now+maxFutureRV {
+		return status.Errorf(codes.InvalidArgument, "resource version %d is too far in the future (now %d)", rv, now)
+	}
+	return nil
+}

@@ -1,0 +1,328 @@
+// Package store keeps a node's flows in Badger.
+//
+// Key layout:
+//
+//	f<rv:8>            the flow, JSON               primary, in resource-version order
+//	t<time:8><rv:8>    empty                        index in list order (time, then rv)
+//	m<name>            metadata such as the clock ceiling
+//
+// Integers are big-endian so byte order is numeric order. Flow entries expire
+// by TTL computed from the resource version, which is a microsecond
+// timestamp: a flow with version rv lives until rv + retention. That makes
+// the oldest version still complete a pure function of the clock, which is
+// what a watch needs to answer 410 Gone exactly.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+)
+
+// ErrNotFound is returned by Get for a version the store does not hold.
+var ErrNotFound = errors.New("flow not found")
+
+const (
+	prefixFlow = 'f'
+	prefixTime = 't'
+	prefixMeta = 'm'
+)
+
+// Options configure a Store.
+type Options struct {
+	// Dir holds the database; empty means in memory (tests).
+	Dir string
+	// Retention is how long a flow is kept after its resource version.
+	Retention time.Duration
+}
+
+// Store is a node's flow store. Its methods are safe for concurrent use;
+// Write is meant to be called from one goroutine, in version order.
+type Store struct {
+	db        *badger.DB
+	retention time.Duration
+}
+
+// Record is a flow with its resource version.
+type Record struct {
+	RV   uint64
+	Flow *v1alpha1.Flow
+}
+
+// Open opens or creates the store.
+func Open(o Options) (*Store, error) {
+	if o.Retention <= 0 {
+		return nil, fmt.Errorf("open flow store: retention must be positive")
+	}
+	bo := badger.DefaultOptions(o.Dir).
+		WithInMemory(o.Dir == "").
+		WithLogger(klogAdapter{}).
+		// A node agent shares the node: keep Badger's memory small.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithCompression(options.ZSTD).
+		WithDetectConflicts(false).
+		// Durability comes from Sync at the ingest pipeline's interval, not
+		// from an fsync per batch.
+		WithSyncWrites(false)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
+	}
+	return &Store{db: db, retention: o.Retention}, nil
+}
+
+// Close flushes and closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Sync makes every write so far durable.
+func (s *Store) Sync() error { return s.db.Sync() }
+
+// Retention returns the retention the store was opened with.
+func (s *Store) Retention() time.Duration { return s.retention }
+
+// Write stores records, which carry increasing versions.
+func (s *Store) Write(recs []Record) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, r := range recs {
+		val, err := json.Marshal(r.Flow)
+		if err != nil {
+			return fmt.Errorf("encode flow %d: %w", r.RV, err)
+		}
+		exp := s.expiresAt(r.RV)
+		if err := wb.SetEntry(&badger.Entry{Key: flowKey(r.RV), Value: val, ExpiresAt: exp}); err != nil {
+			return fmt.Errorf("write flow %d: %w", r.RV, err)
+		}
+		if err := wb.SetEntry(&badger.Entry{Key: timeKey(r.Flow.Time.Time, r.RV), ExpiresAt: exp}); err != nil {
+			return fmt.Errorf("write time index of flow %d: %w", r.RV, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("write %d flows: %w", len(recs), err)
+	}
+	return nil
+}
+
+// expiresAt is the Unix second after which Badger hides the entry: the
+// first whole second at or after rv + retention.
+func (s *Store) expiresAt(rv uint64) uint64 {
+	return (rv+uint64(s.retention.Microseconds()))/1e6 + 1
+}
+
+// OldestCompleteRV returns the smallest version v such that every flow the
+// store ever held with a version at or above v is still there at now.
+func (s *Store) OldestCompleteRV(now time.Time) uint64 {
+	// An entry with version rv is visible while expiresAt(rv) > now (in
+	// Unix seconds), which holds for every rv >= (now - retention).
+	cut := now.Unix() - int64(s.retention/time.Second)
+	if cut <= 0 {
+		return 0
+	}
+	return uint64(cut) * 1e6
+}
+
+// Get returns the flow with version rv.
+func (s *Store) Get(rv uint64) (*v1alpha1.Flow, error) {
+	var f *v1alpha1.Flow
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(flowKey(rv))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		f, err = decode(item)
+		return err
+	})
+	return f, err
+}
+
+// LastRV returns the largest version stored, 0 when empty.
+func (s *Store) LastRV() (uint64, error) {
+	var rv uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{prefixFlow}})
+		defer it.Close()
+		it.Seek(flowKey(math.MaxUint64))
+		if it.Valid() {
+			rv = binary.BigEndian.Uint64(it.Item().Key()[1:])
+		}
+		return nil
+	})
+	return rv, err
+}
+
+// ScanRV calls fn for every flow with a version in (after, upTo], in version
+// order, until fn returns false.
+func (s *Store) ScanRV(after, upTo uint64, fn func(Record) bool) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{prefixFlow}
+		opts.PrefetchSize = 64
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(flowKey(after + 1)); it.Valid(); it.Next() {
+			rv := binary.BigEndian.Uint64(it.Item().Key()[1:])
+			if rv > upTo || rv <= after {
+				return nil
+			}
+			f, err := decode(it.Item())
+			if err != nil {
+				return err
+			}
+			if !fn(Record{RV: rv, Flow: f}) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// TimeScan is a scan in list order.
+type TimeScan struct {
+	// Since and Until bound the flow time; zero means unbounded.
+	Since, Until time.Time
+	// AfterTime and AfterRV, when AfterRV is not 0, resume after that
+	// position.
+	AfterTime time.Time
+	AfterRV   uint64
+	// MaxRV skips flows with a larger version (the list's snapshot).
+	MaxRV uint64
+}
+
+// ScanTime calls fn for the flows in list order (time, then version), until
+// fn returns false.
+func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
+	start := timeKey(q.Since, 0)
+	var after []byte
+	if q.AfterRV != 0 {
+		after = timeKey(q.AfterTime, q.AfterRV)
+		if string(after) > string(start) {
+			start = after
+		}
+	}
+	var end []byte
+	if !q.Until.IsZero() {
+		end = timeKey(q.Until, 0)
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		opts := badger.IteratorOptions{Prefix: []byte{prefixTime}}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(start); it.Valid(); it.Next() {
+			key := it.Item().Key()
+			if end != nil && string(key) >= string(end) {
+				return nil
+			}
+			if after != nil && string(key) == string(after) {
+				continue
+			}
+			rv := binary.BigEndian.Uint64(key[9:])
+			if q.MaxRV != 0 && rv > q.MaxRV {
+				continue
+			}
+			item, err := txn.Get(flowKey(rv))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				// Expired between the index entry and the flow.
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			f, err := decode(item)
+			if err != nil {
+				return err
+			}
+			if !fn(Record{RV: rv, Flow: f}) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// GetMeta reads a metadata value; nil when absent.
+func (s *Store) GetMeta(name string) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(append([]byte{prefixMeta}, name...))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	return v, err
+}
+
+// SetMeta writes a metadata value durably.
+func (s *Store) SetMeta(name string, value []byte) error {
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte{prefixMeta}, name...), value)
+	}); err != nil {
+		return fmt.Errorf("write store metadata %s: %w", name, err)
+	}
+	return s.db.Sync()
+}
+
+// RunGC reclaims value-log space; call it periodically.
+func (s *Store) RunGC() {
+	for s.db.RunValueLogGC(0.5) == nil {
+	}
+}
+
+// Size returns the bytes on disk of the LSM tree and the value log.
+func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+
+func decode(item *badger.Item) (*v1alpha1.Flow, error) {
+	f := new(v1alpha1.Flow)
+	err := item.Value(func(val []byte) error { return json.Unmarshal(val, f) })
+	if err != nil {
+		return nil, fmt.Errorf("decode flow %x: %w", item.Key(), err)
+	}
+	return f, nil
+}
+
+func flowKey(rv uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefixFlow
+	binary.BigEndian.PutUint64(k[1:], rv)
+	return k
+}
+
+func timeKey(t time.Time, rv uint64) []byte {
+	k := make([]byte, 17)
+	k[0] = prefixTime
+	var ns uint64
+	if !t.IsZero() && t.UnixNano() > 0 {
+		ns = uint64(t.UnixNano())
+	}
+	binary.BigEndian.PutUint64(k[1:], ns)
+	binary.BigEndian.PutUint64(k[9:], rv)
+	return k
+}
+
+// klogAdapter sends Badger's log to klog; its info lines are verbose.
+type klogAdapter struct{}
+
+func (klogAdapter) Errorf(f string, a ...any)   { klog.ErrorfDepth(1, "badger: "+f, a...) }
+func (klogAdapter) Warningf(f string, a ...any) { klog.WarningfDepth(1, "badger: "+f, a...) }
+func (klogAdapter) Infof(f string, a ...any)    { klog.V(4).InfofDepth(1, "badger: "+f, a...) }
+func (klogAdapter) Debugf(f string, a ...any)   { klog.V(6).InfofDepth(1, "badger: "+f, a...) }
