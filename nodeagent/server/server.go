@@ -54,8 +54,10 @@ func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentap
 	if err := s.checkFuture(req.SnapshotRV); err != nil {
 		return nil, err
 	}
-	if req.SnapshotRV != 0 && req.After != nil && req.SnapshotRV < s.store.OldestCompleteRV(s.now()) {
-		return nil, status.Errorf(codes.OutOfRange, "the list snapshot %d has expired from node %s; restart the list without continue", req.SnapshotRV, s.node)
+	// Flows at or below an expired snapshot may be gone: a page of it, or an
+	// exact list at it, would silently miss them.
+	if oldest := s.store.OldestCompleteRV(s.now()); req.SnapshotRV != 0 && req.SnapshotRV < oldest {
+		return nil, status.Errorf(codes.OutOfRange, "too old resource version: %d (%d) on node %s; list again without continue or resourceVersion", req.SnapshotRV, oldest, s.node)
 	}
 	// Reserving first commits everything up to the snapshot and keeps later
 	// flows above it, so a watch from the snapshot sees exactly the rest.
@@ -141,10 +143,18 @@ func (s *Service) Watch(req *agentapi.WatchRequest, stream agentapi.WatchStream)
 		if last == 0 {
 			last = head
 		}
+		if last > head {
+			// Starting ahead of this agent's clock: keep its next flows
+			// above the start, or the watch would skip them.
+			if _, err := s.pipeline.Reserve(ctx, last); err != nil {
+				sub.Close()
+				return status.FromContextError(err).Err()
+			}
+		}
 		err := s.replay(m, last, head, stream)
 		if err == nil {
-			last = head
-			if err = stream.Send(&agentapi.WatchEvent{Type: agentapi.Progress, RV: head}); err == nil {
+			last = max(last, head)
+			if err = stream.Send(&agentapi.WatchEvent{Type: agentapi.Progress, RV: last}); err == nil {
 				err = s.forward(ctx, sub, &last, stream)
 			}
 		}

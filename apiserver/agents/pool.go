@@ -1,0 +1,201 @@
+// Package agents keeps the aggregated server's view of the node agents:
+// which exist (a static list, plus the Leases the agents keep) and one
+// long-lived mutual-TLS gRPC connection to each.
+package agents
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/lease"
+)
+
+// Agent is one node's agent.
+type Agent struct {
+	Node    string
+	Address string
+	*agentapi.Client
+	conn *grpc.ClientConn
+}
+
+// Pool is the set of known agents. It is safe for concurrent use.
+type Pool struct {
+	tlsConfig  *tls.Config
+	serverName string
+
+	mu     sync.RWMutex
+	static map[string]string
+	leased map[string]string
+	agents map[string]*Agent
+	synced func() bool
+}
+
+// NewPool returns a pool that dials agents with tlsConfig. serverName, when
+// set, is the name verified in every agent's certificate instead of the
+// host of its address. static maps node names to addresses of agents that
+// need no Lease.
+func NewPool(tlsConfig *tls.Config, serverName string, static map[string]string) *Pool {
+	p := &Pool{tlsConfig: tlsConfig, serverName: serverName, static: static,
+		leased: map[string]string{}, agents: map[string]*Agent{}, synced: func() bool { return true }}
+	p.mu.Lock()
+	p.reconcileLocked()
+	p.mu.Unlock()
+	return p
+}
+
+// ParseStatic reads "node=host:port,node=host:port".
+func ParseStatic(specs []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, s := range specs {
+		node, addr, ok := strings.Cut(s, "=")
+		if !ok || node == "" || addr == "" {
+			return nil, fmt.Errorf("agent %q: want node=host:port", s)
+		}
+		m[node] = addr
+	}
+	return m, nil
+}
+
+// List returns the agents, ordered by node name.
+func (p *Pool) List() []*Agent {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]*Agent, 0, len(p.agents))
+	for _, a := range p.agents {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b *Agent) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// Get returns node's agent.
+func (p *Pool) Get(node string) (*Agent, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	a, ok := p.agents[node]
+	return a, ok
+}
+
+// HasSynced reports whether the Leases have been read once.
+func (p *Pool) HasSynced() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.synced()
+}
+
+// WatchLeases follows the agents' Leases in namespace until ctx ends. A
+// Lease that is not renewed within its duration drops its agent: that is
+// the grace period after which a vanished agent stops being asked.
+func (p *Pool) WatchLeases(ctx context.Context, client kubernetes.Interface, namespace string) {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 30*time.Second,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = lease.ComponentLabel + "=" + lease.ComponentValue
+		}))
+	inf := factory.Coordination().V1().Leases().Informer()
+	resync := func() { p.resync(inf.GetStore()) }
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { resync() },
+		UpdateFunc: func(any, any) { resync() },
+		DeleteFunc: func(any) { resync() },
+	})
+	p.mu.Lock()
+	p.synced = inf.HasSynced
+	p.mu.Unlock()
+	factory.Start(ctx.Done())
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			resync() // expiry is a matter of time, not of events
+		case <-ctx.Done():
+			factory.Shutdown()
+			return
+		}
+	}
+}
+
+func (p *Pool) resync(s cache.Store) {
+	leased := map[string]string{}
+	now := time.Now()
+	for _, obj := range s.List() {
+		l, ok := obj.(*coordinationv1.Lease)
+		if !ok {
+			continue
+		}
+		if node, addr, live := lease.Live(l, now); live {
+			leased[node] = addr
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.leased = leased
+	p.reconcileLocked()
+}
+
+func (p *Pool) reconcileLocked() {
+	want := map[string]string{}
+	for n, a := range p.leased {
+		want[n] = a
+	}
+	for n, a := range p.static { // a static entry wins over a Lease
+		want[n] = a
+	}
+	for node, a := range p.agents {
+		if want[node] != a.Address {
+			klog.InfoS("Agent left", "node", node, "address", a.Address)
+			_ = a.conn.Close()
+			delete(p.agents, node)
+		}
+	}
+	for node, addr := range want {
+		if _, ok := p.agents[node]; ok {
+			continue
+		}
+		a, err := p.dial(node, addr)
+		if err != nil {
+			klog.ErrorS(err, "Failed creating agent connection", "node", node, "address", addr)
+			continue
+		}
+		klog.InfoS("Agent joined", "node", node, "address", addr)
+		p.agents[node] = a
+	}
+}
+
+func (p *Pool) dial(node, addr string) (*Agent, error) {
+	cfg := p.tlsConfig.Clone()
+	cfg.ServerName = p.serverName
+	opts := append(agentapi.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{Node: node, Address: addr, Client: agentapi.NewClient(conn), conn: conn}, nil
+}
+
+// Close closes every connection.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for node, a := range p.agents {
+		_ = a.conn.Close()
+		delete(p.agents, node)
+	}
+}

@@ -1,0 +1,109 @@
+// Package apiserver is flowscope-apiserver: an aggregated API server that
+// serves the flows.flowscope.io group from the node agents, with delegated
+// authentication and authorization.
+package apiserver
+
+import (
+	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
+
+	"flowscope.io/flowscope/apis/flows/install"
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/agents"
+	"flowscope.io/flowscope/registry/flow"
+)
+
+var (
+	// Scheme holds the served types.
+	Scheme = runtime.NewScheme()
+	// Codecs encode and decode them.
+	Codecs = serializer.NewCodecFactory(Scheme)
+)
+
+func init() {
+	install.Install(Scheme)
+	// GetOptions, ListOptions and friends at the empty group, version v1:
+	// the installer instantiates them for every resource.
+	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
+	unversioned := schema.GroupVersion{Group: "", Version: "v1"}
+	Scheme.AddUnversionedTypes(unversioned,
+		&metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
+}
+
+// Config is the server's configuration.
+type Config struct {
+	GenericConfig *genericapiserver.RecommendedConfig
+	Agents        *agents.Pool
+	// LeaseClient and LeaseNamespace, when set, discover agents by Lease.
+	LeaseClient    kubernetes.Interface
+	LeaseNamespace string
+	Storage        flow.Options
+}
+
+// CompletedConfig is a Config after Complete.
+type CompletedConfig struct {
+	generic genericapiserver.CompletedConfig
+	cfg     *Config
+}
+
+// Complete fills in defaults.
+func (c *Config) Complete() CompletedConfig {
+	return CompletedConfig{generic: c.GenericConfig.Complete(), cfg: c}
+}
+
+// Server is a running-ready flowscope-apiserver.
+type Server struct {
+	GenericAPIServer *genericapiserver.GenericAPIServer
+	cfg              *Config
+}
+
+// New builds the server and installs the flows group.
+func (c CompletedConfig) New() (*Server, error) {
+	generic, err := c.generic.New("flowscope-apiserver", genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, err
+	}
+	info := genericapiserver.NewDefaultAPIGroupInfo(v1alpha1.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	info.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
+		"flows": flow.NewREST(c.cfg.Agents, c.cfg.Storage),
+	}
+	if err := generic.InstallAPIGroup(&info); err != nil {
+		return nil, fmt.Errorf("install the flows API group: %w", err)
+	}
+	s := &Server{GenericAPIServer: generic, cfg: c.cfg}
+	if c.cfg.LeaseClient != nil {
+		generic.AddPostStartHookOrDie("flowscope-agent-discovery", func(ctx genericapiserver.PostStartHookContext) error {
+			go c.cfg.Agents.WatchLeases(ctx, c.cfg.LeaseClient, c.cfg.LeaseNamespace)
+			return nil
+		})
+		generic.AddReadyzChecks(agentsSynced{c.cfg.Agents})
+	}
+	return s, nil
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.cfg.Agents.Close()
+	return s.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}
+
+// Run builds the server from options and serves until ctx ends.
+func Run(ctx context.Context, o *Options) error {
+	cfg, err := o.Config()
+	if err != nil {
+		return err
+	}
+	s, err := cfg.Complete().New()
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}

@@ -1,0 +1,156 @@
+package apiserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/pflag"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	utilcompatibility "k8s.io/apiserver/pkg/util/compatibility"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/agents"
+	generatedopenapi "flowscope.io/flowscope/generated/openapi"
+	"flowscope.io/flowscope/nodeagent/tlsutil"
+	"flowscope.io/flowscope/registry/flow"
+)
+
+// Options are flowscope-apiserver's flags.
+type Options struct {
+	Recommended *genericoptions.RecommendedOptions
+
+	Kubeconfig          string
+	StaticAgents        []string
+	AgentNamespace      string
+	AgentCAFile         string
+	AgentClientCertFile string
+	AgentClientKeyFile  string
+	AgentServerName     string
+	Storage             flow.Options
+}
+
+// NewOptions returns the defaults. The server keeps no state of its own, so
+// etcd, admission and the core API informers are off.
+func NewOptions() *Options {
+	ro := genericoptions.NewRecommendedOptions("", Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion))
+	ro.Etcd = nil
+	ro.Admission = nil
+	ro.CoreAPI = nil
+	ro.Features.EnablePriorityAndFairness = false
+	ro.SecureServing.BindPort = 8443
+	return &Options{
+		Recommended:    ro,
+		AgentNamespace: "flowscope-system",
+		Storage: flow.Options{
+			DefaultWindow:    10 * time.Minute,
+			AgentTimeout:     10 * time.Second,
+			WatchBuffer:      1000,
+			BookmarkInterval: time.Minute,
+			MaxAgentLag:      5 * time.Second,
+		},
+	}
+}
+
+// AddFlags registers the options on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.Recommended.AddFlags(fs)
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig used to discover agents through their Leases; empty means in-cluster, \"-\" disables Lease discovery.")
+	fs.StringSliceVar(&o.StaticAgents, "agents", o.StaticAgents, "Agents to use besides those with Leases, as node=host:port (development).")
+	fs.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "Namespace of the agents' Leases.")
+	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA bundle that signs the agents' serving certificates (required).")
+	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile, "Client certificate presented to the agents (required).")
+	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of the agent client certificate (required).")
+	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "Name expected in every agent's serving certificate; empty means the host of its address.")
+	fs.DurationVar(&o.Storage.DefaultWindow, "default-list-window", o.Storage.DefaultWindow, "How far back a list or an initial watch goes when its field selector names neither since nor until.")
+	fs.DurationVar(&o.Storage.AgentTimeout, "agent-timeout", o.Storage.AgentTimeout, "How long each agent may take to answer a list or get.")
+	fs.IntVar(&o.Storage.WatchBuffer, "watch-buffer", o.Storage.WatchBuffer, "Events buffered per watcher; a watcher that falls further behind is cut off.")
+	fs.DurationVar(&o.Storage.BookmarkInterval, "bookmark-interval", o.Storage.BookmarkInterval, "How often watchers that allow bookmarks get one.")
+	fs.DurationVar(&o.Storage.MaxAgentLag, "max-agent-lag", o.Storage.MaxAgentLag, "How long a silent agent may hold back watch events of the others.")
+}
+
+// Validate checks the options.
+func (o *Options) Validate() []error {
+	errs := o.Recommended.Validate()
+	for flag, v := range map[string]string{"--agent-ca-file": o.AgentCAFile, "--agent-client-cert-file": o.AgentClientCertFile, "--agent-client-key-file": o.AgentClientKeyFile} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", flag))
+		}
+	}
+	if _, err := agents.ParseStatic(o.StaticAgents); err != nil {
+		errs = append(errs, fmt.Errorf("--agents: %w", err))
+	}
+	if o.Storage.DefaultWindow <= 0 || o.Storage.AgentTimeout <= 0 || o.Storage.WatchBuffer <= 0 {
+		errs = append(errs, errors.New("--default-list-window, --agent-timeout and --watch-buffer must be positive"))
+	}
+	return errs
+}
+
+// Config builds the server configuration.
+func (o *Options) Config() (*Config, error) {
+	if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost",
+		[]string{"api.flowscope-system.svc"}, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
+		return nil, fmt.Errorf("create self-signed certificates: %w", err)
+	}
+	// The aggregator multiplexes every user's watches over few HTTP/2
+	// connections to this server.
+	o.Recommended.SecureServing.HTTP2MaxStreamsPerConnection = 1000
+
+	gc := genericapiserver.NewRecommendedConfig(Codecs)
+	namer := openapinamer.NewDefinitionNamer(Scheme)
+	gc.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
+	gc.OpenAPIConfig.Info.Title = "Flowscope"
+	gc.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
+	gc.OpenAPIV3Config.Info.Title = "Flowscope"
+	gc.EffectiveVersion = utilcompatibility.DefaultBuildEffectiveVersion()
+	if err := o.Recommended.ApplyTo(gc); err != nil {
+		return nil, err
+	}
+
+	tlsConfig, err := tlsutil.ClientConfig(o.AgentClientCertFile, o.AgentClientKeyFile, o.AgentCAFile)
+	if err != nil {
+		return nil, err
+	}
+	static, _ := agents.ParseStatic(o.StaticAgents) // checked by Validate
+	cfg := &Config{
+		GenericConfig:  gc,
+		Agents:         agents.NewPool(tlsConfig, o.AgentServerName, static),
+		LeaseNamespace: o.AgentNamespace,
+		Storage:        o.Storage,
+	}
+	if o.Kubeconfig != "-" {
+		var rc *rest.Config
+		if o.Kubeconfig != "" {
+			rc, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		} else {
+			rc, err = rest.InClusterConfig()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client for agent discovery: %w", err)
+		}
+		if cfg.LeaseClient, err = kubernetes.NewForConfig(rc); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// agentsSynced keeps the server unready until the agents' Leases were read,
+// so the first lists do not miss agents.
+type agentsSynced struct{ pool *agents.Pool }
+
+func (a agentsSynced) Name() string { return "flowscope-agents-synced" }
+
+func (a agentsSynced) Check(*http.Request) error {
+	if !a.pool.HasSynced() {
+		return errors.New("agent Leases not read yet")
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package flow
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/selection"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+// query is a request compiled once: the filter that travels to the agents
+// and the agents that can hold an answer.
+type query struct {
+	filter agentapi.Filter
+	// nodes restricts the agents asked; nil means every agent.
+	nodes []string
+	// bounded is true when the user gave since or until.
+	bounded bool
+}
+
+// compileQuery turns a request's namespace and selectors into a query. Its
+// errors are 400s that name the problem.
+func compileQuery(namespace string, opts *metainternalversion.ListOptions, now time.Time) (*query, error) {
+	q := &query{filter: agentapi.Filter{Namespace: namespace}}
+	if opts == nil {
+		return q, nil
+	}
+	if opts.LabelSelector != nil && !opts.LabelSelector.Empty() {
+		q.filter.LabelSelector = opts.LabelSelector.String()
+	}
+	if opts.FieldSelector == nil || opts.FieldSelector.Empty() {
+		return q, nil
+	}
+	var pushed []string
+	var nodes map[string]bool // nil: unrestricted
+	restrict := func(node string) {
+		if nodes == nil {
+			nodes = map[string]bool{node: true}
+			return
+		}
+		// Two different exact nodes select nothing.
+		nodes = map[string]bool{node: nodes[node]}
+	}
+	for _, r := range opts.FieldSelector.Requirements() {
+		equals := r.Operator == selection.Equals || r.Operator == selection.DoubleEquals
+		switch r.Field {
+		case v1alpha1.FieldSince, v1alpha1.FieldUntil:
+			if !equals {
+				return nil, apierrors.NewBadRequest(fmt.Sprintf("field selector %s supports only =, not %s", r.Field, r.Operator))
+			}
+			t, err := v1alpha1.ParseTimeBound(r.Value, now)
+			if err != nil {
+				return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid value %q for field selector %s: %v", r.Value, r.Field, err))
+			}
+			if r.Field == v1alpha1.FieldSince {
+				q.filter.Since = &t
+			} else {
+				q.filter.Until = &t
+			}
+			q.bounded = true
+			continue
+		case "nodeName":
+			if equals {
+				restrict(r.Value)
+			}
+		case "metadata.name":
+			if equals {
+				node, _, ok := splitName(r.Value)
+				if !ok {
+					node = "" // a malformed name matches no agent
+				}
+				restrict(node)
+			}
+		}
+		op := "="
+		if r.Operator == selection.NotEquals {
+			op = "!="
+		}
+		pushed = append(pushed, r.Field+op+fields.EscapeValue(r.Value))
+	}
+	q.filter.FieldSelector = strings.Join(pushed, ",")
+	if nodes != nil {
+		q.nodes = []string{}
+		for n, ok := range nodes {
+			if ok && n != "" {
+				q.nodes = append(q.nodes, n)
+			}
+		}
+	}
+	return q, nil
+}
+
+// splitName reads "<node>.<rv>". Node names may contain dots; versions not.
+func splitName(name string) (node string, rv uint64, ok bool) {
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 {
+		return "", 0, false
+	}
+	rv, err := strconv.ParseUint(name[i+1:], 10, 64)
+	if err != nil || rv == 0 {
+		return "", 0, false
+	}
+	return name[:i], rv, true
+}
+
+// parseRV reads a request's resource version; "" and "0" read as 0.
+func parseRV(s string) (uint64, error) {
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	rv, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || strings.HasPrefix(s, "0") || strings.HasPrefix(s, "+") {
+		return 0, apierrors.NewBadRequest(fmt.Sprintf("invalid resource version %q: flows use positive decimal integers", s))
+	}
+	return rv, nil
+}
+
+// continueToken is the opaque position of a paginated list. It holds
+// everything the next page needs, so it survives restarts of the server and
+// the agents: the snapshot, the time window fixed at the first page, and the
+// last flow returned in list order.
+type continueToken struct {
+	Version int             `json:"v"`
+	RV      uint64          `json:"rv"`
+	Since   *time.Time      `json:"since,omitempty"`
+	After   agentapi.Cursor `json:"after"`
+}
+
+const continueVersion = 1
+
+func (t continueToken) encode() string {
+	b, _ := json.Marshal(t) // plain structs: cannot fail
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeContinue(s string) (*continueToken, error) {
+	bad := func(why string) error {
+		return apierrors.NewBadRequest(fmt.Sprintf("invalid continue token: %s; restart the list without continue", why))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, bad("not base64url")
+	}
+	t := new(continueToken)
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(t); err != nil {
+		return nil, bad("not a Flowscope continue token")
+	}
+	switch {
+	case t.Version != continueVersion:
+		return nil, bad(fmt.Sprintf("unsupported version %d", t.Version))
+	case t.RV == 0:
+		return nil, bad("no resource version")
+	case t.After.Node == "" || t.After.RV == 0:
+		return nil, bad("no position")
+	}
+	return t, nil
+}

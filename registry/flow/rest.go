@@ -1,0 +1,287 @@
+// Package flow is the storage of the flows resource: it serves get, list and
+// watch from the node agents, with selectors pushed down to them.
+package flow
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/apiserver/pkg/warning"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/agents"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+// Agents is the set of node agents the storage fans out to.
+type Agents interface {
+	List() []*agents.Agent
+	Get(node string) (*agents.Agent, bool)
+}
+
+// Options tune the storage.
+type Options struct {
+	// DefaultWindow bounds a list that names no since or until to the
+	// flows of the last DefaultWindow.
+	DefaultWindow time.Duration
+	// AgentTimeout bounds each agent's answer to a list or get.
+	AgentTimeout time.Duration
+	// WatchBuffer bounds the events waiting for a slow watcher before it is
+	// cut off.
+	WatchBuffer int
+	// BookmarkInterval is how often watchers that allow bookmarks get one.
+	BookmarkInterval time.Duration
+	// MaxAgentLag is how long a silent agent may hold back a watch before
+	// the watch goes on without waiting for it.
+	MaxAgentLag time.Duration
+}
+
+// REST implements the flows resource.
+type REST struct {
+	agents Agents
+	opts   Options
+	now    func() time.Time
+}
+
+var gr = v1alpha1.Resource("flows")
+
+var _ interface {
+	rest.Storage
+	rest.Scoper
+	rest.SingularNameProvider
+	rest.ShortNamesProvider
+	rest.KindProvider
+	rest.Getter
+	rest.Lister
+	rest.Watcher
+	rest.TableConvertor
+} = (*REST)(nil)
+
+// NewREST returns the storage.
+func NewREST(a Agents, opts Options) *REST {
+	return &REST{agents: a, opts: opts, now: time.Now}
+}
+
+// New implements rest.Storage.
+func (r *REST) New() runtime.Object { return &v1alpha1.Flow{} }
+
+// Destroy implements rest.Storage.
+func (r *REST) Destroy() {}
+
+// NewList implements rest.Lister.
+func (r *REST) NewList() runtime.Object { return &v1alpha1.FlowList{} }
+
+// NamespaceScoped implements rest.Scoper.
+func (r *REST) NamespaceScoped() bool { return true }
+
+// GetSingularName implements rest.SingularNameProvider.
+func (r *REST) GetSingularName() string { return "flow" }
+
+// ShortNames implements rest.ShortNamesProvider.
+func (r *REST) ShortNames() []string { return []string{"fl"} }
+
+// Kind implements rest.KindProvider.
+func (r *REST) Kind() string { return "Flow" }
+
+// Get implements rest.Getter. The name routes the request to one agent.
+func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+	node, rv, ok := splitName(name)
+	if !ok {
+		return nil, apierrors.NewNotFound(gr, name)
+	}
+	a, ok := r.agents.Get(node)
+	if !ok {
+		return nil, apierrors.NewNotFound(gr, name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opts.AgentTimeout)
+	defer cancel()
+	resp, err := a.Get(ctx, &agentapi.GetRequest{RV: rv, Namespace: genericapirequest.NamespaceValue(ctx)})
+	if err != nil {
+		return nil, r.agentError(err, node, name)
+	}
+	return &resp.Flow, nil
+}
+
+// List implements rest.Lister: one snapshot across every agent that can
+// hold an answer, merged in list order (time, node, version), paginated by
+// opaque continue tokens.
+func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
+	now := r.now()
+	q, err := compileQuery(genericapirequest.NamespaceValue(ctx), opts, now)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		snapshot uint64
+		after    *agentapi.Cursor
+		limit    int64
+	)
+	if opts != nil {
+		limit = opts.Limit
+		if opts.Continue != "" {
+			tok, err := decodeContinue(opts.Continue)
+			if err != nil {
+				return nil, err
+			}
+			snapshot, after = tok.RV, &tok.After
+			if !q.bounded {
+				q.filter.Since = tok.Since
+			}
+		} else {
+			rv, err := parseRV(opts.ResourceVersion)
+			if err != nil {
+				return nil, err
+			}
+			if opts.ResourceVersionMatch == metav1.ResourceVersionMatchExact {
+				snapshot = rv // a list at that exact snapshot
+			} else {
+				// Not older than rv: the present is always fresh enough.
+				snapshot = max(rv, uint64(now.UnixMicro()))
+			}
+		}
+	} else {
+		snapshot = uint64(now.UnixMicro())
+	}
+	if !q.bounded && q.filter.Since == nil {
+		since := now.Add(-r.opts.DefaultWindow)
+		q.filter.Since = &since
+	}
+
+	flows, more, err := r.fanOutList(ctx, q, &agentapi.ListRequest{Filter: q.filter, SnapshotRV: snapshot, After: after, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	list := &v1alpha1.FlowList{Items: flows}
+	list.ResourceVersion = strconv.FormatUint(snapshot, 10)
+	if limit > 0 && int64(len(flows)) > limit {
+		list.Items = flows[:limit]
+		more = true
+	}
+	if more && len(list.Items) > 0 {
+		last := list.Items[len(list.Items)-1]
+		rv, _ := strconv.ParseUint(last.ResourceVersion, 10, 64)
+		list.Continue = continueToken{
+			Version: continueVersion, RV: snapshot, Since: q.filter.Since,
+			After: agentapi.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rv},
+		}.encode()
+	}
+	return list, nil
+}
+
+// fanOutList asks the query's agents in parallel, each under its own
+// timeout, and merges their sorted pages. Agents that fail are named in a
+// warning; the list fails only when every agent asked failed.
+func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListRequest) ([]v1alpha1.Flow, bool, error) {
+	targets := r.targets(q)
+	type result struct {
+		resp *agentapi.ListResponse
+		err  error
+	}
+	results := make([]result, len(targets))
+	var wg sync.WaitGroup
+	for i, a := range targets {
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, r.opts.AgentTimeout)
+			defer cancel()
+			resp, err := a.List(actx, req)
+			results[i] = result{resp, err}
+		})
+	}
+	wg.Wait()
+
+	var (
+		flows  []v1alpha1.Flow
+		more   bool
+		failed []string
+		lastErr error
+	)
+	for i, res := range results {
+		if res.err != nil {
+			if apiErr := r.agentError(res.err, targets[i].Node, ""); !isUnavailable(apiErr) {
+				return nil, false, apiErr // the request itself is wrong
+			}
+			klog.ErrorS(res.err, "Failed listing flows", "node", targets[i].Node)
+			failed = append(failed, fmt.Sprintf("%s (%s)", targets[i].Node, status.Code(res.err)))
+			lastErr = res.err
+			continue
+		}
+		flows = append(flows, res.resp.Flows...)
+		more = more || res.resp.More
+	}
+	if len(failed) > 0 {
+		if len(failed) == len(targets) {
+			return nil, false, apierrors.NewServiceUnavailable(fmt.Sprintf("no flow agent answered: %v", lastErr))
+		}
+		warning.AddWarning(ctx, "", "flows from these nodes are missing, their agents did not answer: "+strings.Join(failed, ", "))
+	}
+	// Each page is sorted; a full sort of their concatenation is as cheap
+	// as a heap merge at these sizes and simpler.
+	slices.SortFunc(flows, compareFlows)
+	return flows, more, nil
+}
+
+// targets returns the agents that can hold an answer to q.
+func (r *REST) targets(q *query) []*agents.Agent {
+	if q.nodes == nil {
+		return r.agents.List()
+	}
+	var out []*agents.Agent
+	for _, n := range q.nodes {
+		if a, ok := r.agents.Get(n); ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// compareFlows orders flows for lists: by time, then node, then version.
+func compareFlows(a, b v1alpha1.Flow) int {
+	if c := a.Time.Compare(b.Time.Time); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.NodeName, b.NodeName); c != 0 {
+		return c
+	}
+	return cmp.Compare(rvOf(&a), rvOf(&b))
+}
+
+func rvOf(f *v1alpha1.Flow) uint64 {
+	rv, _ := strconv.ParseUint(f.ResourceVersion, 10, 64)
+	return rv
+}
+
+// agentError turns an agent's gRPC error into an API status error.
+func (r *REST) agentError(err error, node, name string) error {
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.NotFound:
+		return apierrors.NewNotFound(gr, name)
+	case codes.InvalidArgument:
+		return apierrors.NewBadRequest(st.Message())
+	case codes.OutOfRange:
+		return apierrors.NewResourceExpired(st.Message())
+	case codes.Canceled:
+		return apierrors.NewTimeoutError(fmt.Sprintf("request to the agent of node %s was canceled", node), 1)
+	default:
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("the flow agent of node %s did not answer: %s", node, st.Message()))
+	}
+}
+
+func isUnavailable(err error) bool {
+	return apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err)
+}
