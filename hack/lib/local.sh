@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # variables are used by the scripts sourcing this file
 # Shared by hack/local-up.sh and hack/local-down.sh (sourced): configuration,
 # layout of OUT_DIR and process management.
 #
@@ -8,6 +9,7 @@
 #   kubeconfig*      admin and per-user/component kubeconfigs (tokens + KAS CA)
 #   env              shell-sourcable summary (KUBECONFIG, URLs, ports, nodes) for scripts/tests
 #   pids/<c>.pid     one per background component; each runs in its own session/process group
+#   pids/<c>.bin     fingerprint of the binary it runs (to restart it when rebuilt)
 #   logs/<c>.log     stdout+stderr of each component
 #   etcd/ agents/<node>/ replay/<node>.jsonl kubecache/ manifests/   state, removed by local-down.sh
 
@@ -52,6 +54,17 @@ AGENT_METRICS_PORT_BASE=$((PORT_BASE + 30))
 FLOWSCOPE_NAMESPACE=flowscope-system
 APISERVICE_NAME=v1alpha1.flows.flowscope.io
 
+# local::lock: serializes local-up and local-down on one OUT_DIR (fd 8; the
+# components are started with fd 8 closed so they do not hold the lock).
+local::lock() {
+  command -v flock >/dev/null || return 0
+  exec 8>"${OUT_DIR}/.lock"
+  if ! flock -n 8; then
+    local::log "waiting for another local-up/local-down on ${OUT_DIR}..."
+    flock -w 600 8 || { echo "could not lock ${OUT_DIR}/.lock" >&2; exit 1; }
+  fi
+}
+
 local::log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 local::warn() { printf '%s WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -83,15 +96,25 @@ local::components() {
 
 # local::start NAME CMD...: runs CMD in the background in its own session
 # (so its whole process group can be signalled), detached from the terminal,
-# output to logs/NAME.log, pid to pids/NAME.pid.
+# output to logs/NAME.log, pid to pids/NAME.pid. Only stdin/stdout/stderr are
+# inherited (fds 7 and 8 of the scripts are closed), so a caller reading the
+# script's output through a pipe sees EOF when the script exits.
 local::start() {
   local name=$1
   shift
   mkdir -p "${PID_DIR}" "${LOG_DIR}"
   # Not a process group leader (no job control in scripts), so setsid execs
   # in place and $! is the component's own pid, which is also its pgid.
-  setsid nohup "$@" >"${LOG_DIR}/${name}.log" 2>&1 </dev/null &
+  setsid nohup "$@" >"${LOG_DIR}/${name}.log" 2>&1 </dev/null 7>&- 8>&- &
   echo "$!" >"${PID_DIR}/${name}.pid"
+  # Which build runs, to tell later whether the binary changed since
+  # (`go build` rewrites its output every time, so mtimes do not tell).
+  local::binary_id "$1" >"${PID_DIR}/${name}.bin"
+}
+
+# local::binary_id FILE: a cheap content fingerprint (CRC and size).
+local::binary_id() {
+  cksum <"$(readlink -f "$1")" 2>/dev/null || echo missing
 }
 
 # local::stop NAME: SIGTERM to the component's process group, up to 10 s,
@@ -119,7 +142,7 @@ local::stop() {
       kill -KILL -- "-${pgid}" 2>/dev/null || true
     fi
   fi
-  rm -f "${PID_DIR}/${name}.pid"
+  rm -f "${PID_DIR}/${name}.pid" "${PID_DIR}/${name}.bin"
 }
 
 # local::stop_all: stops every component with a pid file, the dependents
@@ -132,13 +155,20 @@ local::stop_all() {
       *) rest+=("${c}") ;;
     esac
   done
-  for c in "${rest[@]}"; do [[ "${c}" == flowscope-apiserver ]] && order+=("${c}"); done
-  for c in "${rest[@]}"; do [[ "${c}" == agent-* ]] && order+=("${c}"); done
-  for c in "${rest[@]}"; do
-    case "${c}" in flowscope-apiserver | agent-* | kube-apiserver | etcd) ;; *) order+=("${c}") ;; esac
+  local pattern
+  for pattern in flowscope-apiserver 'agent-*' other kube-apiserver etcd; do
+    for c in "${rest[@]}"; do
+      case "${c}" in
+        flowscope-apiserver | agent-* | kube-apiserver | etcd)
+          # shellcheck disable=SC2053 # glob match intended
+          if [[ "${c}" == ${pattern} ]]; then order+=("${c}"); fi
+          ;;
+        *)
+          if [[ "${pattern}" == other ]]; then order+=("${c}"); fi
+          ;;
+      esac
+    done
   done
-  for c in "${rest[@]}"; do [[ "${c}" == kube-apiserver ]] && order+=("${c}"); done
-  for c in "${rest[@]}"; do [[ "${c}" == etcd ]] && order+=("${c}"); done
   for c in "${order[@]}"; do
     local::stop "${c}"
   done

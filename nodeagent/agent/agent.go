@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -134,7 +136,9 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.ListenAddress, err)
 	}
-	grpcServer := grpc.NewServer(append(agentapi.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsConfig)))...)
+	grpcServer := grpc.NewServer(append(agentapi.ServerOptions(),
+		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		grpc.ChainUnaryInterceptor(countUnary), grpc.ChainStreamInterceptor(countStream))...)
 	agentapi.Register(grpcServer, server.New(o.NodeName, st, p, h))
 
 	// The pipeline outlives the sources and the API so it can sync last.
@@ -239,4 +243,16 @@ func serveMetrics(ctx context.Context, addr string) error {
 		return fmt.Errorf("serve metrics on %s: %w", addr, err)
 	}
 	return nil
+}
+
+func countUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	metrics.Requests.WithLabelValues(path.Base(info.FullMethod), status.Code(err).String()).Inc()
+	return resp, err
+}
+
+func countStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	metrics.Requests.WithLabelValues(path.Base(info.FullMethod), status.Code(err).String()).Inc()
+	return err
 }

@@ -26,6 +26,10 @@ type decoder struct {
 
 func (d *decoder) failf(path, format string, args ...any) {
 	if d.err == nil {
+		if path == "" {
+			d.err = malformed(format, args...)
+			return
+		}
 		d.err = malformed("%s: %s", path, fmt.Sprintf(format, args...))
 	}
 }
@@ -42,7 +46,7 @@ func (d *decoder) decodeObject(path string, raw json.RawMessage) (object, bool) 
 		return o, false
 	}
 	if err := json.Unmarshal(raw, &o.fields); err != nil {
-		d.failf(path, "%v", err)
+		d.failf(path, "invalid JSON: %v", err)
 		return o, false
 	}
 	return o, true
@@ -137,7 +141,7 @@ func (d *decoder) strs(o object, names ...string) []string {
 	}
 	path := o.child(name)
 	var items []json.RawMessage
-	if !d.array(path, raw, &items) {
+	if !d.array(path, raw, &items) || len(items) == 0 {
 		return nil
 	}
 	out := make([]string, 0, len(items))
@@ -249,7 +253,7 @@ func numberLiteral(raw json.RawMessage) (string, error) {
 
 // enum reads an enum field, written by protojson as its value name or, for
 // values the writer did not know, its number. It returns the name when the
-// value is in names (indexed by number) or a name was given.
+// number is in table or a name was given, else the number's decimal text.
 func (d *decoder) enum(o object, table map[int64]string, names ...string) (string, bool) {
 	raw, name, ok := o.get(names...)
 	if !ok {
@@ -257,7 +261,7 @@ func (d *decoder) enum(o object, table map[int64]string, names ...string) (strin
 	}
 	if raw[0] == '"' {
 		s := d.stringValue(o.child(name), raw)
-		if n, err := strconv.ParseInt(s, 10, 32); err == nil {
+		if n, err := strconv.ParseInt(s, 10, 32); err == nil && table[n] != "" {
 			return table[n], true
 		}
 		return s, true

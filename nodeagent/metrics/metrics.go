@@ -34,6 +34,11 @@ var (
 		Help:    "Time to write one batch of flows to the store.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
 	})
+	// Requests counts calls of the agent API, by method and gRPC code.
+	Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "api_requests_total",
+		Help: "Calls of the agent API, by method and gRPC status code.",
+	}, []string{"method", "code"})
 	// Watchers is the number of active watches.
 	Watchers = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "watchers",
@@ -47,6 +52,6 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(FlowsIngested, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
+	Registry.MustRegister(FlowsIngested, Requests, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

@@ -1,0 +1,665 @@
+#!/usr/bin/env bash
+# Starts the whole Flowscope system locally, without kubelet or containers:
+# etcd and kube-apiserver (pinned, from _output/tools, see hack/build-tools.sh),
+# the RBAC of artifacts/deploy/rbac, the APIService, one flowscope-agent per
+# node, flowscope-apiserver and, when built, a demo flow generator per node.
+# Every component runs in the background in its own session; pid files in
+# OUT_DIR/pids, logs in OUT_DIR/logs. Stop with hack/local-down.sh (make stop).
+#
+# Environment (defaults in brackets):
+#   OUT_DIR    [<repo>/_output/local]  state, certificates, kubeconfigs, logs
+#   PORT_BASE  [6440]  etcd +0 (peer +1), kube-apiserver +3, flowscope-apiserver +4,
+#                      agent i gRPC +10+i, agent i metrics +30+i
+#   BIN_DIR    [<repo>/_output/bin]    flowscope-apiserver, flowscope-agent, flowscope-flowgen
+#   TOOLS_DIR  [<repo>/_output/tools]  kube-apiserver, kubectl, etcd
+#   NODES      ["node-a node-b"]       one agent per name
+#   FLOWGEN    [1]     0 disables the demo flow generators
+#   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
+#
+# Running it again is harmless: a healthy system is left alone (and the usage
+# printed again); a partial or outdated one (dead component, rebuilt binary,
+# other PORT_BASE or NODES) is stopped and started clean. Changed flags (an
+# edit of this script) are not detected: run hack/local-down.sh first. Certificates and
+# tokens in OUT_DIR/certs are created once and reused, so the kubeconfigs stay
+# the same from one run to the next.
+#
+# OUT_DIR/env is a shell-sourcable summary (KUBECONFIG, URLs, CA files,
+# components) for scripts and the end-to-end tests.
+set -Eeuo pipefail
+
+# shellcheck source=hack/lib/local.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/local.sh"
+# shellcheck source=hack/lib/certs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/certs.sh"
+
+KUBECTL_BIN="${TOOLS_DIR}/kubectl"
+FLOWGEN="${FLOWGEN:-1}"
+
+WARNINGS=()      # repeated after the usage
+STEP="start"     # what is being done, for error reports
+COMPONENT=""     # whose log to show on failure
+
+# ---------------------------------------------------------------------------
+# Error handling
+
+# fd 7: the script's original stderr, for reports made while a command's
+# stderr is redirected to a log. Components are started with it closed.
+exec 7>&2
+
+report_failure() {
+  local msg=$1
+  exec 2>&7
+  echo >&2
+  echo "local-up: FAILED in step '${STEP}': ${msg}" >&2
+  if [[ -n "${COMPONENT}" && -s "${LOG_DIR}/${COMPONENT}.log" ]]; then
+    echo "---- last 40 lines of ${LOG_DIR}/${COMPONENT}.log ----" >&2
+    tail -n 40 "${LOG_DIR}/${COMPONENT}.log" >&2
+    echo "----" >&2
+  fi
+  local c running=()
+  for c in $(local::components); do
+    if local::pid_of "${c}" >/dev/null; then running+=("${c}"); fi
+  done
+  if ((${#running[@]})); then
+    echo "Left running for inspection: ${running[*]}" >&2
+    echo "Stop them with: $(down_command)" >&2
+  fi
+}
+
+on_error() {
+  local rc=$? line=$1 cmd=$2
+  trap - ERR
+  # In a subshell: let the parent report it.
+  ((BASH_SUBSHELL == 0)) || exit "${rc}"
+  report_failure "command failed (exit ${rc}, line ${line}): ${cmd}"
+  exit "${rc}"
+}
+trap 'on_error "${LINENO}" "${BASH_COMMAND}"' ERR
+
+fail() {
+  trap - ERR
+  report_failure "$*"
+  exit 1
+}
+
+down_command() {
+  if [[ "${OUT_DIR}" == "${LOCAL_ROOT}/_output/local" ]]; then
+    echo "make stop"
+  else
+    echo "OUT_DIR=${OUT_DIR} ${LOCAL_ROOT}/hack/local-down.sh"
+  fi
+}
+
+# wait_until DESC TIMEOUT_S CMD...: polls CMD every 0.5 s. Fails early if
+# COMPONENT (when set) has exited.
+wait_until() {
+  local desc=$1 timeout=$2 deadline
+  shift 2
+  deadline=$(($(date +%s) + timeout))
+  while true; do
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    if [[ -n "${COMPONENT}" && -e "${PID_DIR}/${COMPONENT}.pid" ]] && ! local::pid_of "${COMPONENT}" >/dev/null; then
+      fail "${COMPONENT} exited while waiting for ${desc}"
+    fi
+    if (($(date +%s) >= deadline)); then
+      fail "timed out after ${timeout}s waiting for ${desc}"
+    fi
+    sleep 0.5
+  done
+}
+
+warn() {
+  local::warn "$*"
+  WARNINGS+=("$*")
+}
+
+kubectl() {
+  "${KUBECTL_BIN}" --kubeconfig "${OUT_DIR}/kubeconfig" --cache-dir "${OUT_DIR}/kubecache" "$@"
+}
+
+token_of() {
+  awk -F, -v u="$1" '$2 == u { print $1; exit }' "${TOKEN_FILE}"
+}
+
+have_agent() { [[ -x "${BIN_DIR}/flowscope-agent" ]]; }
+have_apiserver() { [[ -x "${BIN_DIR}/flowscope-apiserver" ]]; }
+have_flowgen() { [[ "${FLOWGEN}" != 0 && -x "${BIN_DIR}/flowscope-flowgen" ]]; }
+
+# expected_components: what a complete system consists of, given the
+# binaries present.
+expected_components() {
+  local n
+  echo etcd
+  echo kube-apiserver
+  if have_agent; then
+    for n in "${NODE_LIST[@]}"; do echo "agent-${n}"; done
+  fi
+  if have_apiserver; then echo flowscope-apiserver; fi
+  if have_flowgen; then
+    for n in "${NODE_LIST[@]}"; do echo "flowgen-${n}"; done
+  fi
+}
+
+binary_of() {
+  case "$1" in
+    etcd | kube-apiserver) echo "${TOOLS_DIR}/$1" ;;
+    agent-*) echo "${BIN_DIR}/flowscope-agent" ;;
+    flowgen-*) echo "${BIN_DIR}/flowscope-flowgen" ;;
+    flowscope-apiserver) echo "${BIN_DIR}/flowscope-apiserver" ;;
+  esac
+}
+
+kas_ready() {
+  curl -fsS --max-time 5 --cacert "${KAS_CERT_DIR}/apiserver.crt" \
+    -H "Authorization: Bearer $(token_of admin)" \
+    "https://127.0.0.1:${KAS_PORT}/readyz" >/dev/null
+}
+
+apiservice_available() {
+  [[ "$(kubectl get apiservice "${APISERVICE_NAME}" \
+    -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null)" == True ]]
+}
+
+# ---------------------------------------------------------------------------
+# Steps
+
+# Is a complete, healthy system already running from this OUT_DIR? Prints
+# the reason when not.
+already_up() {
+  local c bin running expected
+  running="$(local::components | sort)"
+  expected="$(expected_components | sort)"
+  if [[ -z "${running}" ]]; then
+    return 1
+  fi
+  if [[ "${running}" != "${expected}" ]]; then
+    echo "components differ from a complete system (running: $(echo "${running}" | tr '\n' ' '); expected: $(echo "${expected}" | tr '\n' ' '))"
+    return 1
+  fi
+  if ! grep -qx "PORT_BASE=${PORT_BASE}" "${OUT_DIR}/env" 2>/dev/null; then
+    echo "it was started with another PORT_BASE or did not finish starting"
+    return 1
+  fi
+  for c in ${expected}; do
+    if ! local::pid_of "${c}" >/dev/null; then
+      echo "${c} is not running"
+      return 1
+    fi
+    bin="$(binary_of "${c}")"
+    if [[ "$(local::binary_id "${bin}")" != "$(cat "${PID_DIR}/${c}.bin" 2>/dev/null)" ]]; then
+      echo "${bin} changed since ${c} started"
+      return 1
+    fi
+  done
+  if ! kas_ready; then
+    echo "kube-apiserver is not ready"
+    return 1
+  fi
+  if have_apiserver && ! apiservice_available; then
+    echo "APIService ${APISERVICE_NAME} is not Available"
+    return 1
+  fi
+}
+
+step_preflight() {
+  STEP="preflight"
+  local t missing=()
+  for t in kube-apiserver kubectl etcd; do
+    [[ -x "${TOOLS_DIR}/${t}" ]] || missing+=("${TOOLS_DIR}/${t}")
+  done
+  if ((${#missing[@]})); then
+    fail "missing ${missing[*]}: run 'make tools' (hack/build-tools.sh) or set TOOLS_DIR"
+  fi
+  for t in openssl curl setsid nohup ps awk base64; do
+    command -v "${t}" >/dev/null || fail "'${t}' is required but not installed"
+  done
+  ((${#NODE_LIST[@]} > 0)) || fail "NODES is empty"
+  ((${#NODE_LIST[@]} <= 20)) || fail "at most 20 NODES (agent ports are PORT_BASE+10..+29)"
+
+  if ! have_agent; then
+    warn "${BIN_DIR}/flowscope-agent is not built: no agents ('make build')"
+  fi
+  if ! have_apiserver; then
+    warn "${BIN_DIR}/flowscope-apiserver is not built: APIService ${APISERVICE_NAME} stays unavailable ('make build')"
+  fi
+
+  local reason
+  if reason="$(already_up)"; then
+    local::log "Flowscope is already up in ${OUT_DIR} and healthy; nothing to do."
+    print_usage
+    exit 0
+  fi
+  if [[ -n "$(local::components)" ]]; then
+    local::log "a previous system in ${OUT_DIR} is incomplete or outdated (${reason}); stopping it and starting clean"
+    local::stop_all
+  fi
+  local::clean_state
+
+  # Ports must be free: a stranger on them would make every later step fail
+  # in confusing ways.
+  local p i busy=()
+  local ports=("${ETCD_PORT}" "${ETCD_PEER_PORT}" "${KAS_PORT}")
+  if have_apiserver; then ports+=("${APISERVER_PORT}"); fi
+  if have_agent; then
+    for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
+      ports+=("$((AGENT_PORT_BASE + i))" "$((AGENT_METRICS_PORT_BASE + i))")
+    done
+  fi
+  for p in "${ports[@]}"; do
+    if local::port_open "${p}"; then busy+=("${p}"); fi
+  done
+  if ((${#busy[@]})); then
+    if command -v ss >/dev/null; then
+      ss -ltnp 2>/dev/null | grep -E ":($(IFS='|'; echo "${busy[*]}"))\b" >&2 || true
+    fi
+    fail "ports already in use on 127.0.0.1: ${busy[*]} (another system? choose another PORT_BASE)"
+  fi
+  mkdir -p "${PID_DIR}" "${LOG_DIR}"
+}
+
+step_certs() {
+  STEP="certificates"
+  local start n
+  start=$(date +%s)
+  (umask 077 && mkdir -p "${CERT_DIR}" "${KAS_CERT_DIR}")
+  # kube-apiserver: client CA, front proxy (aggregation), service accounts.
+  certs::ca "${CERT_DIR}" client-ca "flowscope-local-client-ca"
+  certs::ca "${CERT_DIR}" front-proxy-ca "flowscope-local-front-proxy-ca"
+  certs::leaf "${CERT_DIR}" front-proxy-ca front-proxy-client front-proxy-client clientAuth
+  certs::key "${CERT_DIR}/sa.key" rsa
+  # Flowscope: one CA for the aggregated server's serving cert (caBundle of
+  # the APIService), the agents' serving certs and the server's client cert.
+  certs::ca "${CERT_DIR}" flowscope-ca "flowscope-local-ca"
+  certs::leaf "${CERT_DIR}" flowscope-ca apiserver-serving flowscope-apiserver serverAuth \
+    "DNS:api.${FLOWSCOPE_NAMESPACE}.svc, DNS:localhost, IP:127.0.0.1"
+  certs::leaf "${CERT_DIR}" flowscope-ca apiserver-agent-client flowscope-apiserver clientAuth
+  # kube-apiserver creates its self-signed serving cert (1 year) in its
+  # --cert-dir once and reuses it; renew it when it is about to expire.
+  if [[ -e "${KAS_CERT_DIR}/apiserver.crt" ]] && ! certs::_valid "${KAS_CERT_DIR}/apiserver.crt"; then
+    rm -f "${KAS_CERT_DIR}/apiserver.crt" "${KAS_CERT_DIR}/apiserver.key"
+  fi
+  for n in "${NODE_LIST[@]}"; do
+    certs::leaf "${CERT_DIR}" flowscope-ca "agent-${n}" "flowscope-agent-${n}" serverAuth \
+      "DNS:localhost, IP:127.0.0.1"
+  done
+  local::log "certificates ready in ${CERT_DIR} ($(($(date +%s) - start))s)"
+}
+
+step_tokens() {
+  STEP="tokens"
+  local users=(admin alice bob carol
+    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver"
+    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent")
+  local u ok=1
+  for u in "${users[@]}"; do
+    [[ -n "$(token_of "${u}" 2>/dev/null)" ]] || ok=0
+  done
+  ((ok)) && return 0
+  local sa_groups="system:serviceaccounts,system:serviceaccounts:${FLOWSCOPE_NAMESPACE}"
+  (
+    umask 077
+    {
+      echo "$(openssl rand -hex 24),admin,admin,\"system:masters\""
+      for u in alice bob carol; do
+        echo "$(openssl rand -hex 24),${u},${u}"
+      done
+      for u in flowscope-apiserver flowscope-agent; do
+        echo "$(openssl rand -hex 24),system:serviceaccount:${FLOWSCOPE_NAMESPACE}:${u},${u},\"${sa_groups}\""
+      done
+    } >"${TOKEN_FILE}.tmp"
+    mv "${TOKEN_FILE}.tmp" "${TOKEN_FILE}"
+  )
+  local::log "generated tokens in ${TOKEN_FILE}"
+}
+
+step_etcd() {
+  STEP="etcd"
+  COMPONENT=etcd
+  (umask 077 && mkdir -p "${OUT_DIR}/etcd")
+  local::start etcd "${TOOLS_DIR}/etcd" \
+    --data-dir "${OUT_DIR}/etcd" \
+    --listen-client-url "http://127.0.0.1:${ETCD_PORT}" \
+    --listen-peer-url "http://127.0.0.1:${ETCD_PEER_PORT}"
+  wait_until "etcd health on :${ETCD_PORT}" 30 \
+    bash -c "curl -fsS --max-time 2 http://127.0.0.1:${ETCD_PORT}/health | grep -q '\"health\":\"true\"'"
+  local::log "etcd up on 127.0.0.1:${ETCD_PORT} (pid $(local::pid_of etcd))"
+  COMPONENT=""
+}
+
+step_kube_apiserver() {
+  STEP="kube-apiserver"
+  COMPONENT=kube-apiserver
+  local start
+  start=$(date +%s)
+  local::start kube-apiserver "${TOOLS_DIR}/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
+    --bind-address=127.0.0.1 \
+    --secure-port="${KAS_PORT}" \
+    --advertise-address=127.0.0.1 \
+    --endpoint-reconciler-type=none \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --cert-dir="${KAS_CERT_DIR}" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --service-account-key-file="${CERT_DIR}/sa.key" \
+    --service-account-signing-key-file="${CERT_DIR}/sa.key" \
+    --token-auth-file="${TOKEN_FILE}" \
+    --authorization-mode=Node,RBAC \
+    --allow-privileged=true \
+    --client-ca-file="${CERT_DIR}/client-ca.crt" \
+    --requestheader-client-ca-file="${CERT_DIR}/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --requestheader-uid-headers=X-Remote-Uid \
+    --proxy-client-cert-file="${CERT_DIR}/front-proxy-client.crt" \
+    --proxy-client-key-file="${CERT_DIR}/front-proxy-client.key"
+  wait_until "kube-apiserver serving certificate ${KAS_CERT_DIR}/apiserver.crt" 60 \
+    test -s "${KAS_CERT_DIR}/apiserver.crt"
+  wait_until "kube-apiserver /readyz on :${KAS_PORT}" 120 kas_ready
+  local::log "kube-apiserver ready on https://127.0.0.1:${KAS_PORT} ($(($(date +%s) - start))s, pid $(local::pid_of kube-apiserver))"
+  COMPONENT=""
+}
+
+write_kubeconfig() {
+  local file=$1 user=$2 name=$3 token ca
+  token="$(token_of "${user}")"
+  [[ -n "${token}" ]] || fail "no token for ${user} in ${TOKEN_FILE}"
+  ca="$(base64 -w0 <"${KAS_CERT_DIR}/apiserver.crt")"
+  (
+    umask 077
+    cat >"${file}.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: flowscope-local
+  cluster:
+    server: https://127.0.0.1:${KAS_PORT}
+    certificate-authority-data: ${ca}
+users:
+- name: ${name}
+  user:
+    token: ${token}
+contexts:
+- name: ${name}@flowscope-local
+  context:
+    cluster: flowscope-local
+    user: ${name}
+current-context: ${name}@flowscope-local
+EOF
+    mv "${file}.tmp" "${file}"
+  )
+}
+
+step_kubeconfigs() {
+  STEP="kubeconfigs"
+  write_kubeconfig "${OUT_DIR}/kubeconfig" admin admin
+  local u
+  for u in alice bob carol; do
+    write_kubeconfig "${OUT_DIR}/kubeconfig-${u}" "${u}" "${u}"
+  done
+  write_kubeconfig "${OUT_DIR}/kubeconfig-apiserver" \
+    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver" flowscope-apiserver
+  write_kubeconfig "${OUT_DIR}/kubeconfig-agent" \
+    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent" flowscope-agent
+}
+
+step_bootstrap() {
+  STEP="apply namespaces, RBAC, APIService"
+  COMPONENT=kubectl
+  local m="${OUT_DIR}/manifests" ca_bundle
+  mkdir -p "${m}"
+  ca_bundle="$(base64 -w0 <"${CERT_DIR}/flowscope-ca.crt")"
+
+  cat >"${m}/namespaces.yaml" <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ${FLOWSCOPE_NAMESPACE}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: payments
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: monitoring
+EOF
+
+  # Without kube-proxy or kubelet the aggregator cannot reach a ClusterIP
+  # Service; an ExternalName Service to localhost makes it dial
+  # https://localhost:<APIService port> with ServerName api.<ns>.svc.
+  cat >"${m}/local.yaml" <<EOF
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+  namespace: ${FLOWSCOPE_NAMESPACE}
+spec:
+  type: ExternalName
+  externalName: localhost
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: ${APISERVICE_NAME}
+spec:
+  group: flows.flowscope.io
+  version: v1alpha1
+  groupPriorityMinimum: 1000
+  versionPriority: 15
+  caBundle: ${ca_bundle}
+  service:
+    namespace: ${FLOWSCOPE_NAMESPACE}
+    name: api
+    port: ${APISERVER_PORT}
+---
+# Demo users: alice may view flows in shop only, carol everywhere, bob nowhere.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: alice-flowscope-view
+  namespace: shop
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: flowscope-view
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: alice
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: carol-flowscope-view
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: flowscope-view
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: carol
+EOF
+  {
+    kubectl apply -f "${m}/namespaces.yaml"
+    kubectl apply -k "${LOCAL_ROOT}/artifacts/deploy/rbac"
+    kubectl apply -f "${m}/local.yaml"
+  } >>"${LOG_DIR}/kubectl.log" 2>&1
+  local::log "applied namespaces, artifacts/deploy/rbac, APIService ${APISERVICE_NAME} and demo RBAC"
+  COMPONENT=""
+}
+
+step_agents() {
+  STEP="agents"
+  have_agent || return 0
+  local i n port mport
+  mkdir -p "${OUT_DIR}/replay"
+  for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
+    n="${NODE_LIST[i]}"
+    port=$((AGENT_PORT_BASE + i))
+    mport=$((AGENT_METRICS_PORT_BASE + i))
+    mkdir -p "${OUT_DIR}/agents/${n}"
+    [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
+    local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
+      --node-name="${n}" \
+      --namespace="${FLOWSCOPE_NAMESPACE}" \
+      --data-dir="${OUT_DIR}/agents/${n}" \
+      --listen-address="127.0.0.1:${port}" \
+      --advertise-address="127.0.0.1:${port}" \
+      --metrics-bind-address="127.0.0.1:${mport}" \
+      --tls-cert-file="${CERT_DIR}/agent-${n}.crt" \
+      --tls-private-key-file="${CERT_DIR}/agent-${n}.key" \
+      --client-ca-file="${CERT_DIR}/flowscope-ca.crt" \
+      --allowed-client-names=flowscope-apiserver \
+      --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
+      --kubeconfig="${OUT_DIR}/kubeconfig-agent"
+  done
+  for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
+    n="${NODE_LIST[i]}"
+    COMPONENT="agent-${n}"
+    wait_until "agent ${n} gRPC port 127.0.0.1:$((AGENT_PORT_BASE + i))" 30 \
+      local::port_open "$((AGENT_PORT_BASE + i))"
+    local::log "agent ${n} up on 127.0.0.1:$((AGENT_PORT_BASE + i)) (metrics :$((AGENT_METRICS_PORT_BASE + i)), pid $(local::pid_of "agent-${n}"))"
+  done
+  COMPONENT=""
+}
+
+apiserver_ready() {
+  curl -fsS --max-time 5 --cacert "${CERT_DIR}/flowscope-ca.crt" \
+    -H "Authorization: Bearer $(token_of admin)" \
+    "https://127.0.0.1:${APISERVER_PORT}/readyz" >/dev/null
+}
+
+step_apiserver() {
+  STEP="flowscope-apiserver"
+  have_apiserver || return 0
+  COMPONENT=flowscope-apiserver
+  local start
+  start=$(date +%s)
+  local::start flowscope-apiserver "${BIN_DIR}/flowscope-apiserver" \
+    --secure-port="${APISERVER_PORT}" \
+    --bind-address=127.0.0.1 \
+    --tls-cert-file="${CERT_DIR}/apiserver-serving.crt" \
+    --tls-private-key-file="${CERT_DIR}/apiserver-serving.key" \
+    --authentication-kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
+    --authorization-kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
+    --kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
+    --agent-namespace="${FLOWSCOPE_NAMESPACE}" \
+    --agent-ca-file="${CERT_DIR}/flowscope-ca.crt" \
+    --agent-client-cert-file="${CERT_DIR}/apiserver-agent-client.crt" \
+    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key"
+  wait_until "flowscope-apiserver /readyz on :${APISERVER_PORT}" 60 apiserver_ready
+  local deadline=$(($(date +%s) + 60))
+  until apiservice_available; do
+    local::pid_of flowscope-apiserver >/dev/null || fail "flowscope-apiserver exited while waiting for the APIService"
+    if (($(date +%s) >= deadline)); then
+      fail "APIService ${APISERVICE_NAME} not Available after 60s: $(kubectl get apiservice "${APISERVICE_NAME}" \
+        -o 'jsonpath={.status.conditions[?(@.type=="Available")].message}' 2>&1)"
+    fi
+    sleep 1
+  done
+  wait_until "GET /apis/flows.flowscope.io/v1alpha1 through kube-apiserver" 30 \
+    kubectl get --raw /apis/flows.flowscope.io/v1alpha1
+  local::log "flowscope-apiserver ready on https://127.0.0.1:${APISERVER_PORT}, APIService Available ($(($(date +%s) - start))s, pid $(local::pid_of flowscope-apiserver))"
+  COMPONENT=""
+}
+
+step_flowgen() {
+  STEP="flow generators"
+  [[ "${FLOWGEN}" != 0 ]] || return 0
+  have_flowgen || return 0
+  local n
+  for n in "${NODE_LIST[@]}"; do
+    local::start "flowgen-${n}" "${BIN_DIR}/flowscope-flowgen" \
+      --node-name="${n}" --out="${OUT_DIR}/replay/${n}.jsonl" --rate=2
+  done
+  sleep 1
+  for n in "${NODE_LIST[@]}"; do
+    COMPONENT="flowgen-${n}"
+    local::pid_of "flowgen-${n}" >/dev/null || fail "flowgen-${n} exited right after starting"
+  done
+  COMPONENT=""
+  local::log "demo flow generators running (2 flows/s per node)"
+}
+
+write_env() {
+  STEP="env file"
+  {
+    printf 'OUT_DIR=%q\n' "${OUT_DIR}"
+    printf 'PORT_BASE=%q\n' "${PORT_BASE}"
+    printf 'NODES=%q\n' "${NODES}"
+    printf 'KUBECONFIG=%q\n' "${OUT_DIR}/kubeconfig"
+    printf 'KUBECTL=%q\n' "${KUBECTL_BIN}"
+    printf 'KAS_URL=%q\n' "https://127.0.0.1:${KAS_PORT}"
+    printf 'KAS_CA_FILE=%q\n' "${KAS_CERT_DIR}/apiserver.crt"
+    printf 'FLOWSCOPE_APISERVER_URL=%q\n' "https://127.0.0.1:${APISERVER_PORT}"
+    printf 'FLOWSCOPE_CA_FILE=%q\n' "${CERT_DIR}/flowscope-ca.crt"
+    printf 'TOKEN_FILE=%q\n' "${TOKEN_FILE}"
+    printf 'COMPONENTS=%q\n' "$(local::components | tr '\n' ' ' | sed 's/ $//')"
+  } >"${OUT_DIR}/env"
+}
+
+print_usage() {
+  # The system is up: failing to print (a closed pipe) is no failure of it.
+  trap - ERR
+  set +e
+  local k="${OUT_DIR}/kubeconfig" logs
+  logs="$(local::components | tr '\n' ' ')"
+  cat <<EOF
+
+Flowscope is running locally ($(local::components | wc -l) components, state in ${OUT_DIR}).
+
+Use the pinned kubectl v1.37.2: the kubectl 1.32 on PATH is outside the supported version skew.
+  export KUBECONFIG=${k}
+  export PATH=${TOOLS_DIR}:\$PATH
+
+  kubectl get flows -A
+  kubectl get flows -A -w
+  kubectl get flows -A -o wide
+  kubectl get flows -A --field-selector verdict=Dropped
+  kubectl get flows -n shop -l app=web
+  kubectl --kubeconfig ${OUT_DIR}/kubeconfig-alice get flows -n shop     # alice: shop only
+  kubectl --kubeconfig ${OUT_DIR}/kubeconfig-bob get flows -n shop       # bob: forbidden
+  kubectl --kubeconfig ${OUT_DIR}/kubeconfig-carol get flows -A          # carol: all namespaces
+
+Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
+Stop:  $(down_command)
+EOF
+  local w
+  for w in "${WARNINGS[@]}"; do
+    echo "WARNING: ${w}"
+  done
+}
+
+main() {
+  local start
+  start=$(date +%s)
+  mkdir -p "${OUT_DIR}"
+  local::lock
+  step_preflight
+  step_certs
+  step_tokens
+  step_etcd
+  step_kube_apiserver
+  step_kubeconfigs
+  step_bootstrap
+  step_agents
+  step_apiserver
+  step_flowgen
+  write_env
+  local::log "up in $(($(date +%s) - start))s"
+  print_usage
+}
+
+main "$@"

@@ -1,0 +1,64 @@
+package hubble
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/validate/content"
+)
+
+// podLabels turns an endpoint's Cilium labels, "source:key=value" such as
+// "k8s:app=web" or "reserved:world", into the pod's Kubernetes labels. Only
+// labels from the k8s source (or with no source) are pod labels, less those
+// Cilium derives itself (io.kubernetes.pod.namespace, io.cilium.k8s.*).
+// Labels that are not valid Kubernetes labels are dropped: they end up in
+// metadata.labels, which must validate.
+func podLabels(labels []string) map[string]string {
+	var m map[string]string
+	for _, l := range labels {
+		key, value, _ := strings.Cut(l, "=")
+		// A Kubernetes label key has no colon, so one names Cilium's source.
+		if source, k, ok := strings.Cut(key, ":"); ok {
+			if source != "k8s" {
+				continue
+			}
+			key = k
+		}
+		if ciliumLabel(key) || len(content.IsLabelKey(key)) > 0 || len(content.IsLabelValue(value)) > 0 {
+			continue
+		}
+		if m == nil {
+			m = make(map[string]string)
+		}
+		m[key] = value
+	}
+	return m
+}
+
+// ciliumLabel tells the labels Cilium adds to a pod's identity from things
+// other than the pod's own labels: its namespace, service account, cluster
+// and namespace labels.
+func ciliumLabel(key string) bool {
+	return key == "io.kubernetes.pod.namespace" || strings.HasPrefix(key, "io.cilium.")
+}
+
+// ciliumLabels is the inverse of podLabels for a pod: its labels in Cilium's
+// form, sorted, with the namespace label Cilium adds to every pod.
+func ciliumLabels(labels map[string]string, namespace string) []string {
+	out := make([]string, 0, len(labels)+1)
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		out = append(out, "k8s:"+k+"="+labels[k])
+	}
+	if namespace != "" {
+		out = append(out, "k8s:io.kubernetes.pod.namespace="+namespace)
+	}
+	return out
+}
+
+func copyLabels(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	return maps.Clone(m)
+}

@@ -1,0 +1,314 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
+	clientfeatures "k8s.io/client-go/features"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/generated/clientset/versioned"
+	"flowscope.io/flowscope/generated/informers/externalversions"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+var everything = labels.Everything()
+
+func clientset(t *testing.T) versioned.Interface {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(sys.out, "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := versioned.NewForConfig(rest.CopyConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func TestPaginationMatchesOneList(t *testing.T) {
+	seedBase(t)
+	cs := clientset(t)
+	ctx := context.Background()
+	all, err := cs.FlowsV1alpha1().Flows("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paged []string
+	opts := metav1.ListOptions{Limit: 3}
+	for pages := 0; ; pages++ {
+		l, err := cs.FlowsV1alpha1().Flows("").List(ctx, opts)
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		if len(l.Items) > 3 {
+			t.Fatalf("page %d has %d items, limit 3", pages, len(l.Items))
+		}
+		for _, f := range l.Items {
+			paged = append(paged, f.Name)
+		}
+		if l.Continue == "" {
+			break
+		}
+		opts.Continue = l.Continue
+		// Flows arriving between pages belong to a later snapshot.
+		replay(t, seed{node: "node-a", flow: mkFlow("node-a", int32(40300+pages), 80, "TCP", "Egress", "Forwarded", web1, host("192.0.2.1"))})
+	}
+	var want []string
+	for _, f := range all.Items {
+		want = append(want, f.Name)
+	}
+	if !slices.Equal(paged, want) {
+		t.Errorf("paginated list\n%v\ndiffers from one list\n%v", paged, want)
+	}
+}
+
+func TestWatchFromExpiredResourceVersionIsGone(t *testing.T) {
+	cs := clientset(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := cs.FlowsV1alpha1().Flows("").Watch(ctx, metav1.ListOptions{ResourceVersion: "1000"})
+	if err != nil {
+		if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+			t.Fatalf("watch from rv 1000: %v, want 410", err)
+		}
+		return
+	}
+	defer w.Stop()
+	e, ok := <-w.ResultChan()
+	if !ok || e.Type != watch.Error {
+		t.Fatalf("first event = %v %#v, want an error", e.Type, e.Object)
+	}
+	if err := apierrors.FromObject(e.Object); !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+		t.Errorf("error = %v, want 410 Expired", err)
+	}
+}
+
+// watchListGates overrides client-go's WatchListClient feature.
+type watchListGates struct {
+	clientfeatures.Gates
+	on bool
+}
+
+func (g watchListGates) Enabled(f clientfeatures.Feature) bool {
+	if f == clientfeatures.WatchListClient {
+		return g.on
+	}
+	return g.Gates.Enabled(f)
+}
+
+func TestInformer(t *testing.T) {
+	seedBase(t)
+	for _, watchList := range []bool{true, false} {
+		t.Run(fmt.Sprintf("WatchListClient=%v", watchList), func(t *testing.T) {
+			prev := clientfeatures.FeatureGates()
+			clientfeatures.ReplaceFeatureGates(watchListGates{prev, watchList})
+			defer clientfeatures.ReplaceFeatureGates(prev)
+			base := int32(40400)
+			if !watchList {
+				base = 40500
+			}
+			testInformer(t, base, watchList)
+		})
+	}
+}
+
+// testInformer runs an informer of egress flows, checks its initial sync
+// and live flows, then restarts flowscope-apiserver while flows keep coming
+// and checks that none is missing from the cache.
+func testInformer(t *testing.T, base int32, restart bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	factory := externalversions.NewSharedInformerFactoryWithOptions(clientset(t), 0,
+		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "trafficDirection=Egress" }))
+	inf := factory.Flows().V1alpha1().Flows()
+	informer := inf.Informer()
+	factory.Start(ctx.Done())
+	syncCtx, syncCancel := context.WithTimeout(ctx, 60*time.Second)
+	defer syncCancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), informer.HasSynced) {
+		t.Fatal("informer did not sync")
+	}
+	cached := func() []int32 {
+		flows, _ := inf.Lister().List(everything)
+		var ports []int32
+		for _, f := range flows {
+			if f.TrafficDirection != v1alpha1.TrafficDirectionEgress {
+				t.Errorf("informer of egress flows holds %s flow %s", f.TrafficDirection, f.Name)
+			}
+			ports = append(ports, f.L4.SourcePort)
+		}
+		slices.Sort(ports)
+		return ports
+	}
+	if got := inRange(cached(), 40001, 40099); !slices.Equal(got, []int32{40001, 40003, 40004, 40006, 40007, 40008}) {
+		t.Errorf("synced cache holds %v", got)
+	}
+
+	want := []int32{base, base + 1}
+	replay(t,
+		seed{node: "node-a", flow: mkFlow("node-a", base, 80, "TCP", "Egress", "Forwarded", web1, api1)},
+		seed{node: "node-b", flow: mkFlow("node-b", base+1, 80, "TCP", "Egress", "Forwarded", api1, web1)},
+		seed{node: "node-b", flow: mkFlow("node-b", base+2, 80, "TCP", "Ingress", "Forwarded", web1, api1)})
+	waitCached(t, cached, base, want)
+	if !restart {
+		return
+	}
+
+	stopApiserver := killApiserver(t)
+	for i := int32(3); i < 13; i++ {
+		node := sys.nodes[i%2]
+		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
+		want = append(want, base+i)
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopApiserver()
+	for i := int32(13); i < 16; i++ {
+		node := sys.nodes[i%2]
+		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
+		want = append(want, base+i)
+	}
+	waitCached(t, cached, base, want)
+}
+
+func waitCached(t *testing.T, cached func() []int32, base int32, want []int32) {
+	t.Helper()
+	eventually(t, 60*time.Second, fmt.Sprintf("flows %v in the informer cache", want), func() (bool, string) {
+		got := inRange(cached(), base, base+99)
+		return slices.Equal(got, want), fmt.Sprint(got)
+	})
+}
+
+// killApiserver kills flowscope-apiserver with SIGKILL and returns a
+// function that starts it again with the same command line and waits until
+// it serves through kube-apiserver.
+func killApiserver(t *testing.T) func() {
+	t.Helper()
+	pidFile := filepath.Join(sys.out, "pids", "flowscope-apiserver.pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		logf, err := os.OpenFile(filepath.Join(sys.out, "logs", "flowscope-apiserver.log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// local-down stops what the pid file names.
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = cmd.Wait() }()
+		eventually(t, 60*time.Second, "flowscope-apiserver to serve again", func() (bool, string) {
+			_, stderr, err := kubectlAs("", "get", "flows", "-n", "shop", "--field-selector", "until=2000-01-01T00:00:00Z")
+			return err == nil, stderr
+		})
+	}
+}
+
+func TestAgentRequiresServerCertificate(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", sys.portBase+10)
+	certs := filepath.Join(sys.out, "certs")
+	caPEM, err := os.ReadFile(filepath.Join(certs, "flowscope-ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	serverCert, err := tls.LoadX509KeyPair(filepath.Join(certs, "apiserver-agent-client.crt"), filepath.Join(certs, "apiserver-agent-client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		certs  []tls.Certificate
+		wantOK bool
+	}{
+		{"no client certificate", nil, false},
+		{"certificate from another CA", []tls.Certificate{selfSigned(t, "flowscope-apiserver")}, false},
+		{"the aggregated server's certificate", []tls.Certificate{serverCert}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			creds := credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: tt.certs, MinVersion: tls.VersionTLS13})
+			conn, err := grpc.NewClient(addr, append(agentapi.DialOptions(), grpc.WithTransportCredentials(creds))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := agentapi.NewClient(conn).List(ctx, &agentapi.ListRequest{Limit: 1})
+			if tt.wantOK && err != nil {
+				t.Fatalf("List with the server's certificate: %v", err)
+			}
+			if !tt.wantOK && err == nil {
+				t.Fatalf("List succeeded without the server's certificate: %d flows", len(resp.Flows))
+			}
+		})
+	}
+}
+
+func selfSigned(t *testing.T, cn string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
