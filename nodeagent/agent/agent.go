@@ -213,7 +213,14 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 }
 
 func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
-	f := replay.New(o.ReplayFile, replay.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")))
+	f := replay.New(o.ReplayFile,
+		replay.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
+		replay.WithOnError(func(err error) {
+			if errors.Is(err, replay.ErrLineTooLong) {
+				metrics.ReplayLines.WithLabelValues("too_long").Inc()
+			}
+			klog.ErrorS(err, "Problem following the replay file", "file", o.ReplayFile)
+		}))
 	opts := hubble.Options{AgentNamespace: o.Namespace, NodeName: o.NodeName}
 	return f.Run(ctx, func(line []byte) {
 		flow, err := hubble.ParseExportLine(line, opts)

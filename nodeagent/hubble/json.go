@@ -261,10 +261,14 @@ func (d *decoder) enum(o object, table map[int64]string, names ...string) (strin
 	}
 	if raw[0] == '"' {
 		s := d.stringValue(o.child(name), raw)
-		if n, err := strconv.ParseInt(s, 10, 32); err == nil && table[n] != "" {
-			return table[n], true
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil {
+			return s, true
 		}
-		return s, true
+		if name, ok := table[n]; ok {
+			return name, true
+		}
+		return strconv.FormatInt(n, 10), true
 	}
 	n, err := parseInteger(raw, math.MinInt32, math.MaxInt32)
 	if err != nil {

@@ -129,7 +129,8 @@ func TestBadRequests(t *testing.T) {
 		{[]string{"get", "flows", "-A", "--field-selector", "since!=1h"}, "field selector since supports only ="},
 		{[]string{"get", "flows", "-A", "-l", "app in (web"}, "unable to parse requirement"},
 		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=bm90LWEtdG9rZW4"}, "invalid continue token: not a Flowscope continue token"},
-		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=%%%"}, "invalid continue token"},
+		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=eyJ2IjoxfQ"}, "invalid continue token: no resource version"},
+		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=***"}, "invalid continue token: not base64url"},
 		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?resourceVersion=abc"}, `invalid resource version "abc"`},
 	}
 	for _, tt := range tests {
@@ -224,7 +225,7 @@ func TestRBAC(t *testing.T) {
 	}{
 		{"alice", []string{"-n", "payments"}},
 		{"alice", []string{"-A"}},
-		{"alice", []string{"-n", "shop", "-w", "--request-timeout=5s"}},
+		{"alice", []string{"-n", "payments", "-w", "--request-timeout=5s"}},
 		{"bob", []string{"-n", "shop"}},
 		{"bob", []string{"-A"}},
 	} {

@@ -1,0 +1,9 @@
+//go:build !unix
+
+package replay
+
+import "os"
+
+// fileIdentity has no portable answer here; checkpoints then rely on the
+// fingerprint alone.
+func fileIdentity(os.FileInfo) (dev, ino uint64) { return 0, 0 }

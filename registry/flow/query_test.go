@@ -1,0 +1,126 @@
+package flow
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+func TestCompileQuery(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, labels, fields string
+		wantFields           string
+		wantNodes            []string // nil: every agent
+		wantSince            string
+		wantErr              string
+	}{
+		{name: "nothing"},
+		{name: "pushed as is", fields: "verdict=Dropped,l4.destinationPort!=53", wantFields: "l4.destinationPort!=53,verdict=Dropped"},
+		{name: "node routes", fields: "nodeName=node-a", wantFields: "nodeName=node-a", wantNodes: []string{"node-a"}},
+		{name: "negated node does not route", fields: "nodeName!=node-a", wantFields: "nodeName!=node-a"},
+		{name: "name routes", fields: "metadata.name=ip-10-0-0-1.ec2.internal.1764072000000000", wantFields: "metadata.name=ip-10-0-0-1.ec2.internal.1764072000000000", wantNodes: []string{"ip-10-0-0-1.ec2.internal"}},
+		{name: "two nodes select none", fields: "nodeName=a,nodeName=b", wantFields: "nodeName=a,nodeName=b", wantNodes: []string{}},
+		{name: "since is a bound, not a field", fields: "since=1h,verdict=Dropped", wantFields: "verdict=Dropped", wantSince: "2026-11-25T11:00:00Z"},
+		{name: "since negated", fields: "since!=1h", wantErr: "supports only ="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := &metainternalversion.ListOptions{}
+			if tt.fields != "" {
+				opts.FieldSelector = fields.ParseSelectorOrDie(tt.fields)
+			}
+			if tt.labels != "" {
+				opts.LabelSelector = labels.SelectorFromSet(labels.Set{"app": tt.labels})
+			}
+			q, err := compileQuery("shop", opts, now)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.filter.Namespace != "shop" || q.filter.FieldSelector != tt.wantFields {
+				t.Errorf("filter = %+v, want fields %q", q.filter, tt.wantFields)
+			}
+			if (q.nodes == nil) != (tt.wantNodes == nil) || strings.Join(q.nodes, ",") != strings.Join(tt.wantNodes, ",") {
+				t.Errorf("nodes = %#v, want %#v", q.nodes, tt.wantNodes)
+			}
+			if tt.wantSince != "" && (q.filter.Since == nil || q.filter.Since.Format(time.RFC3339) != tt.wantSince) {
+				t.Errorf("since = %v, want %s", q.filter.Since, tt.wantSince)
+			}
+		})
+	}
+}
+
+func TestContinueTokenRoundTrip(t *testing.T) {
+	since := time.Unix(1764072000, 0).UTC()
+	tok := continueToken{Version: continueVersion, RV: 42, Since: &since,
+		After: agentapi.Cursor{Time: time.Unix(1764072001, 5000).UTC(), Node: "node-a", RV: 41}}
+	got, err := decodeContinue(tok.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RV != 42 || !got.Since.Equal(since) || got.After != tok.After {
+		t.Errorf("round trip = %+v, want %+v", got, tok)
+	}
+}
+
+func TestDecodeContinueRejects(t *testing.T) {
+	for _, s := range []string{"", "!!!", "bm90LWEtdG9rZW4", "e30", // {}
+		continueToken{Version: 2, RV: 1, After: agentapi.Cursor{Node: "a", RV: 1}}.encode(),
+		continueToken{Version: 1, After: agentapi.Cursor{Node: "a", RV: 1}}.encode(),
+		continueToken{Version: 1, RV: 1}.encode(),
+	} {
+		if _, err := decodeContinue(s); err == nil || !strings.Contains(err.Error(), "invalid continue token") {
+			t.Errorf("decodeContinue(%q) = %v, want an invalid continue token error", s, err)
+		}
+	}
+}
+
+func FuzzDecodeContinue(f *testing.F) {
+	f.Add(continueToken{Version: 1, RV: 7, After: agentapi.Cursor{Node: "n", RV: 3}}.encode())
+	f.Add("e30")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := decodeContinue(s)
+		if err != nil {
+			return
+		}
+		if tok.RV == 0 || tok.After.Node == "" || tok.After.RV == 0 {
+			t.Fatalf("accepted an incomplete token %+v", tok)
+		}
+	})
+}
+
+func TestSplitName(t *testing.T) {
+	for name, want := range map[string]string{"node-a.12": "node-a", "a.b.c.99": "a.b.c"} {
+		if node, _, ok := splitName(name); !ok || node != want {
+			t.Errorf("splitName(%q) = %q, %v", name, node, ok)
+		}
+	}
+	for _, bad := range []string{"", "node", ".5", "node.", "node.x", "node.0", "node.-1"} {
+		if _, _, ok := splitName(bad); ok {
+			t.Errorf("splitName(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseRV(t *testing.T) {
+	for _, bad := range []string{"abc", "-1", "01", "+5", "1.5"} {
+		if _, err := parseRV(bad); err == nil {
+			t.Errorf("parseRV(%q) accepted", bad)
+		}
+	}
+	if rv, err := parseRV("123"); err != nil || rv != 123 {
+		t.Errorf("parseRV(123) = %d, %v", rv, err)
+	}
+}
