@@ -119,10 +119,10 @@ var bareFlowFields = []string{"verdict", "IP", "l4", "source", "destination", "T
 // traffic.packets is 1 (the flow count of an aggregated record) and bytes 0.
 // DNS names are kept as Hubble gives them, with their trailing dot.
 func ParseExportLine(line []byte, opts Options) (*v1alpha1.Flow, error) {
+	line = bytes.TrimSpace(line)
 	if len(line) > MaxLineBytes {
 		return nil, malformed("line is %d bytes, longer than the limit of %d", len(line), MaxLineBytes)
 	}
-	line = bytes.TrimSpace(line)
 	if len(line) == 0 {
 		return nil, malformed("empty line")
 	}

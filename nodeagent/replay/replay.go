@@ -307,13 +307,13 @@ func (t *tail) readToEOF(ctx context.Context) {
 
 // consume splits data into lines, joining the pending partial line.
 func (t *tail) consume(data []byte) {
-	max := t.f.maxLineBytes
+	limit := t.f.maxLineBytes
 	for len(data) > 0 {
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
 			t.off += int64(len(data))
 			if !t.skipping {
-				if len(t.pending)+len(data) > max {
+				if len(t.pending)+len(data) > limit {
 					t.tooLong()
 				} else {
 					t.pending = append(t.pending, data...)
@@ -327,7 +327,7 @@ func (t *tail) consume(data []byte) {
 		switch {
 		case t.skipping:
 			t.skipping = false
-		case len(t.pending)+len(line) > max:
+		case len(t.pending)+len(line) > limit:
 			t.tooLong()
 			t.skipping = false
 		case len(t.pending) > 0:

@@ -1,0 +1,56 @@
+package replay
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+)
+
+// FuzzLineSplitting feeds arbitrary bytes, in chunks of arbitrary size, to
+// the line splitter and compares what it delivers with a plain split: every
+// complete line up to the limit, in order; every longer one counted, once.
+func FuzzLineSplitting(f *testing.F) {
+	f.Add([]byte("one\ntwo\n"), uint8(3), uint8(8))
+	f.Add([]byte("a\n\n\nlong line here\nb"), uint8(1), uint8(4))
+	f.Add([]byte("{\"flow\":{}}\n{\"lost_events\":{}}\npartial"), uint8(7), uint8(20))
+	f.Add(bytes.Repeat([]byte("x"), 100), uint8(9), uint8(10))
+	f.Fuzz(func(t *testing.T, data []byte, chunk, limit uint8) {
+		maxLine, chunkSize := int(limit%32)+1, int(chunk%16)+1
+		var want []string
+		var tooLong uint64
+		parts := bytes.Split(data, []byte("\n"))
+		for _, p := range parts[:len(parts)-1] {
+			if len(p) > maxLine {
+				tooLong++
+			} else {
+				want = append(want, string(p))
+			}
+		}
+		partial := parts[len(parts)-1]
+		if len(partial) > maxLine {
+			tooLong++ // reported as soon as it is known
+		}
+
+		var got []string
+		fl := New("events.log", WithMaxLineBytes(maxLine))
+		tl := &tail{f: fl, handle: func(line []byte) { got = append(got, string(line)) }}
+		for i := 0; i < len(data); i += chunkSize {
+			tl.consume(data[i:min(i+chunkSize, len(data))])
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("lines %q, want %q", got, want)
+		}
+		if s := fl.Stats(); s.LinesRead != uint64(len(want)) || s.LinesTooLong != tooLong {
+			t.Errorf("stats %+v, want %d lines, %d too long", s, len(want), tooLong)
+		}
+		if tl.off != int64(len(data)) || tl.lineStart != int64(len(data)-len(partial)) {
+			t.Errorf("offset %d, line start %d; want %d, %d", tl.off, tl.lineStart, len(data), len(data)-len(partial))
+		}
+		if len(partial) <= maxLine && (!bytes.Equal(tl.pending, partial) || tl.skipping) {
+			t.Errorf("pending %q (skipping %v), want %q", tl.pending, tl.skipping, partial)
+		}
+		if len(partial) > maxLine && (len(tl.pending) != 0 || !tl.skipping) {
+			t.Errorf("pending %q (skipping %v) for a partial line too long", tl.pending, tl.skipping)
+		}
+	})
+}
