@@ -205,7 +205,9 @@ func TestWatchReplaysFromStoreAndRestartKeepsVersionsIncreasing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &stream{ctx: ctx}
-	go func() { _ = b.svc.Watch(&agentapi.WatchRequest{FromRV: from, Filter: agentapi.Filter{Namespace: "shop"}}, s) }()
+	go func() {
+		_ = b.svc.Watch(&agentapi.WatchRequest{FromRV: from, Filter: agentapi.Filter{Namespace: "shop"}}, s)
+	}()
 	waitFor(t, "replay and live", func() bool { return equal(s.ports(), []int32{2, 4}) })
 	if b.p.Head() <= lastRV {
 		t.Errorf("head after restart %d is not above %d", b.p.Head(), lastRV)

@@ -205,9 +205,9 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	wg.Wait()
 
 	var (
-		flows  []v1alpha1.Flow
-		more   bool
-		failed []string
+		flows   []v1alpha1.Flow
+		more    bool
+		failed  []string
 		lastErr error
 	)
 	for i, res := range results {
