@@ -222,14 +222,26 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 			klog.ErrorS(err, "Problem following the replay file", "file", o.ReplayFile)
 		}))
 	opts := hubble.Options{AgentNamespace: o.Namespace, NodeName: o.NodeName}
+	// A hostile or corrupt file must not flood the log: one line a second,
+	// with the count of those not logged; the counter has them all.
+	var lastLog time.Time
+	suppressed := 0
 	return f.Run(ctx, func(line []byte) {
 		flow, err := hubble.ParseExportLine(line, opts)
+		var notAFlow *hubble.NotAFlowError
 		switch {
-		case errors.Is(err, hubble.ErrNotAFlow):
+		case errors.As(err, &notAFlow):
 			metrics.ReplayLines.WithLabelValues("not_a_flow").Inc()
+			// Hubble's own losses, reported in its file, are losses too.
+			metrics.ReplayHubbleLostEvents.Add(float64(notAFlow.LostEvents))
 		case err != nil:
 			metrics.ReplayLines.WithLabelValues("malformed").Inc()
-			klog.ErrorS(err, "Skipping malformed replay line", "file", o.ReplayFile)
+			if time.Since(lastLog) < time.Second {
+				suppressed++
+				return
+			}
+			klog.ErrorS(err, "Skipping malformed replay line", "file", o.ReplayFile, "suppressedSinceLast", suppressed)
+			lastLog, suppressed = time.Now(), 0
 		default:
 			metrics.ReplayLines.WithLabelValues("flow").Inc()
 			p.Offer(flow)

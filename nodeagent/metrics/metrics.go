@@ -28,6 +28,12 @@ var (
 		Namespace: namespace, Name: "replay_lines_total",
 		Help: "Lines read from the replay file, by result (flow, not_a_flow, malformed, too_long).",
 	}, []string{"result"})
+	// ReplayHubbleLostEvents counts the events Hubble itself reported lost
+	// in the replayed file (its lost_events lines).
+	ReplayHubbleLostEvents = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "replay_hubble_lost_events_total",
+		Help: "Events the replayed Hubble export file reports as lost by Hubble (lost_events lines).",
+	})
 	// BatchSeconds observes the time to write one batch to the store.
 	BatchSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "ingest_batch_seconds",
@@ -52,6 +58,6 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(FlowsIngested, Requests, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
+	Registry.MustRegister(FlowsIngested, Requests, ReplayHubbleLostEvents, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
