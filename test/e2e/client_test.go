@@ -181,7 +181,7 @@ func testInformer(t *testing.T, base int32, restart bool) {
 		return
 	}
 
-	stopApiserver := killApiserver(t)
+	stopApiserver := kill(t, "flowscope-apiserver")
 	for i := int32(3); i < 13; i++ {
 		node := sys.nodes[i%2]
 		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
@@ -205,12 +205,12 @@ func waitCached(t *testing.T, cached func() []int32, base int32, want []int32) {
 	})
 }
 
-// killApiserver kills flowscope-apiserver with SIGKILL and returns a
+// kill kills a component of the local system with SIGKILL and returns a
 // function that starts it again with the same command line and waits until
-// it serves through kube-apiserver.
-func killApiserver(t *testing.T) func() {
+// flows can be listed through kube-apiserver.
+func kill(t *testing.T, component string) func() {
 	t.Helper()
-	pidFile := filepath.Join(sys.out, "pids", "flowscope-apiserver.pid")
+	pidFile := filepath.Join(sys.out, "pids", component+".pid")
 	raw, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -227,9 +227,12 @@ func killApiserver(t *testing.T) func() {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	for syscall.Kill(pid, 0) == nil {
+		time.Sleep(10 * time.Millisecond) // a reaped zombie is gone too
+	}
 	return func() {
 		t.Helper()
-		logf, err := os.OpenFile(filepath.Join(sys.out, "logs", "flowscope-apiserver.log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+		logf, err := os.OpenFile(filepath.Join(sys.out, "logs", component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,9 +248,9 @@ func killApiserver(t *testing.T) func() {
 			t.Fatal(err)
 		}
 		go func() { _ = cmd.Wait() }()
-		eventually(t, 60*time.Second, "flowscope-apiserver to serve again", func() (bool, string) {
-			_, stderr, err := kubectlAs("", "get", "flows", "-n", "shop", "--field-selector", "until=2000-01-01T00:00:00Z")
-			return err == nil, stderr
+		eventually(t, 60*time.Second, component+" to serve again", func() (bool, string) {
+			_, stderr, err := kubectlAs("", "get", "flows", "-A", "--field-selector", "until=2000-01-01T00:00:00Z")
+			return err == nil && !strings.Contains(stderr, "Warning"), stderr
 		})
 	}
 }

@@ -1,0 +1,41 @@
+package e2e
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDeadAgentGivesPartialResultsWithWarning runs last (file order): it
+// kills node-b's agent, lists across both nodes, and restarts the agent.
+func TestDeadAgentGivesPartialResultsWithWarning(t *testing.T) {
+	seedBase(t)
+	restart := kill(t, "agent-node-b")
+	out, stderr, err := kubectlAs("", "get", "flows", "-A", "-o", "jsonpath={range .items[*]}{.l4.sourcePort}{\"\\n\"}{end}")
+	if err != nil {
+		t.Fatalf("list with a dead agent failed: %v %s", err, stderr)
+	}
+	if !strings.Contains(stderr, "Warning: flows from these nodes are missing, their agents did not answer: node-b") {
+		t.Errorf("no warning naming node-b: %q", stderr)
+	}
+	ports := strings.Fields(out)
+	for _, want := range []string{"40001", "40003", "40004", "40005", "40006"} { // node-a's
+		if !slices.Contains(ports, want) {
+			t.Errorf("node-a's flow %s missing from the partial list", want)
+		}
+	}
+	for _, gone := range []string{"40002", "40007", "40008"} { // node-b's
+		if slices.Contains(ports, gone) {
+			t.Errorf("node-b's flow %s listed although its agent is dead", gone)
+		}
+	}
+	// A get routed to the dead agent says so.
+	if _, stderr, err := kubectlAs("", "get", "flow", "node-b.1", "-n", "shop"); err == nil || !strings.Contains(stderr, "node-b") {
+		t.Errorf("get from a dead agent: %v %s", err, stderr)
+	}
+	restart()
+	got, err := listSports("", "-A", "--field-selector", "nodeName=node-b")
+	if err != nil || !slices.Contains(got, 40002) {
+		t.Errorf("after the restart node-b lists %v, %v", got, err)
+	}
+}
