@@ -12,6 +12,7 @@ import (
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apiserver/pkg/storage"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/agentapi"
@@ -122,6 +123,21 @@ func parseRV(s string) (uint64, error) {
 		return 0, apierrors.NewBadRequest(fmt.Sprintf("invalid resource version %q: flows use positive decimal integers", s))
 	}
 	return rv, nil
+}
+
+// maxClockLead is how far a requested resource version may lie ahead of
+// this server's clock: agents' clocks run up to their persisted ceiling
+// (10 s) ahead after a restart, and nodes' clocks differ a little.
+const maxClockLead = time.Minute
+
+// checkNotTooLarge answers a version from the future the way kube-apiserver
+// does (504 with the ResourceVersionTooLarge cause, which clients retry)
+// instead of letting it drag every agent's clock forward.
+func checkNotTooLarge(rv uint64, now time.Time) error {
+	if cur := uint64(now.UnixMicro()); rv > cur+uint64(maxClockLead.Microseconds()) {
+		return storage.NewTooLargeResourceVersionError(rv, cur, 1)
+	}
+	return nil
 }
 
 // continueToken is the opaque position of a paginated list. It holds

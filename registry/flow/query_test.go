@@ -124,3 +124,15 @@ func TestParseRV(t *testing.T) {
 		t.Errorf("parseRV(123) = %d, %v", rv, err)
 	}
 }
+
+func TestCheckNotTooLarge(t *testing.T) {
+	now := time.Unix(1764072000, 0)
+	cur := uint64(now.UnixMicro())
+	if err := checkNotTooLarge(cur+uint64(30*time.Second/time.Microsecond), now); err != nil {
+		t.Errorf("30 s ahead: %v", err)
+	}
+	err := checkNotTooLarge(cur+uint64(time.Hour/time.Microsecond), now)
+	if err == nil || !strings.Contains(err.Error(), "Too large resource version") {
+		t.Errorf("an hour ahead: %v, want too large", err)
+	}
+}

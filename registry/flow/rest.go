@@ -147,6 +147,9 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 			if err != nil {
 				return nil, err
 			}
+			if err := checkNotTooLarge(rv, now); err != nil {
+				return nil, err
+			}
 			if opts.ResourceVersionMatch == metav1.ResourceVersionMatchExact {
 				snapshot = rv // a list at that exact snapshot
 			} else {

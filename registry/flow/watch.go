@@ -42,6 +42,9 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkNotTooLarge(from, now); err != nil {
+		return nil, err
+	}
 	initial := opts.SendInitialEvents != nil && *opts.SendInitialEvents ||
 		opts.SendInitialEvents == nil && from == 0
 	if from == 0 {
