@@ -1,0 +1,42 @@
+// Package cli is the shared main of Flowscope's commands: flags (with
+// klog's), validation, and a run under a context that ends on SIGTERM or
+// SIGINT.
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/klog/v2"
+)
+
+// Options is what a command provides.
+type Options interface {
+	AddFlags(*pflag.FlagSet)
+	Validate() []error
+}
+
+// Main parses the arguments into o, validates them, and runs run until it
+// returns or a signal arrives; it exits the process.
+func Main(name string, o Options, run func(context.Context) error) {
+	fs := pflag.NewFlagSet(name, pflag.ExitOnError)
+	o.AddFlags(fs)
+	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
+	klog.InitFlags(klogFlags)
+	fs.AddGoFlagSet(klogFlags)
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: never returns an error
+	if err := utilerrors.NewAggregate(o.Validate()); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	if err := run(genericapiserver.SetupSignalContext()); err != nil {
+		klog.ErrorS(err, "Exiting", "command", name)
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	klog.Flush()
+}
