@@ -1,0 +1,148 @@
+// Package observe turns the datapath's connection records into Flow
+// objects: it picks the observation point, enriches both ends, and files the
+// flow in the namespace of the pod it was observed at.
+package observe
+
+import (
+	"maps"
+	"net/netip"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+)
+
+// Kind is what a record reports.
+type Kind int
+
+// Record kinds.
+const (
+	// Opened is a connection's first record.
+	Opened Kind = iota
+	// Active is a periodic record of a connection that lasts.
+	Active
+	// Closed is a connection's last record: FIN, RST, idle expiry or
+	// eviction.
+	Closed
+	// Dropped reports packets the kernel dropped.
+	Dropped
+)
+
+// Record is one record of the datapath, already decoded.
+type Record struct {
+	Kind Kind
+	// Start and End bound the interval the counters cover.
+	Start, End time.Time
+	// Interface is where the connection was seen; empty for drops.
+	Interface string
+	// InitiatorIsLocal is true when the initiator is on the local side of
+	// Interface (the pod of a pod's veth, the host on a host interface).
+	InitiatorIsLocal bool
+	// Initiator and Responder are the two ends; ports are 0 without L4
+	// ports.
+	Initiator, Responder netip.AddrPort
+	Protocol             v1alpha1.Protocol
+	// ICMPType and ICMPCode are set for ICMP.
+	ICMPType, ICMPCode int32
+	// TCPFlags are the flags seen during the interval.
+	TCPFlags []string
+	// Packets and Bytes go from the initiator, the Reply ones back.
+	Packets, Bytes, PacketsReply, BytesReply int64
+	// DropReason is the kernel's reason name, for Dropped.
+	DropReason string
+}
+
+// Enricher tells what the cluster knows of an address.
+type Enricher interface {
+	// Endpoint describes ip: its pod, namespace, labels, workloads and
+	// service when known, else only the address.
+	Endpoint(ip netip.Addr, port uint16) v1alpha1.Endpoint
+	// IsLocalPod reports whether ip belongs to a pod on this node.
+	IsLocalPod(ip netip.Addr) bool
+}
+
+// Mapper builds flows from records.
+type Mapper struct {
+	Enricher Enricher
+	// AgentNamespace receives flows with no pod at the observation point.
+	AgentNamespace string
+}
+
+// Flows returns the flows of a record: one for a connection record, filed
+// under the pod at the observation point; for a drop, one per end that is a
+// pod of this node, so both namespaces' owners see it.
+func (m Mapper) Flows(r Record) []*v1alpha1.Flow {
+	src := m.Enricher.Endpoint(r.Initiator.Addr(), r.Initiator.Port())
+	dst := m.Enricher.Endpoint(r.Responder.Addr(), r.Responder.Port())
+	base := v1alpha1.Flow{
+		Time:    metav1.NewMicroTime(r.Start),
+		EndTime: ptr.To(metav1.NewMicroTime(r.End)),
+		Verdict: v1alpha1.VerdictForwarded,
+		IsReply: ptr.To(false),
+		IP: &v1alpha1.IP{
+			Source: r.Initiator.Addr().String(), Destination: r.Responder.Addr().String(),
+			IPVersion: ipVersion(r.Initiator.Addr()),
+		},
+		L4:          layer4(r),
+		Source:      &src,
+		Destination: &dst,
+		Traffic:     &v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply},
+		Interface:   r.Interface,
+	}
+	base.CreationTimestamp = metav1.NewTime(r.Start)
+
+	if r.Kind == Dropped {
+		base.Verdict = v1alpha1.VerdictDropped
+		base.DropReason = r.DropReason
+		var out []*v1alpha1.Flow
+		if m.Enricher.IsLocalPod(r.Initiator.Addr()) {
+			out = append(out, m.filed(base, v1alpha1.TrafficDirectionEgress, &src))
+		}
+		if m.Enricher.IsLocalPod(r.Responder.Addr()) {
+			out = append(out, m.filed(base, v1alpha1.TrafficDirectionIngress, &dst))
+		}
+		if len(out) == 0 {
+			out = append(out, m.filed(base, v1alpha1.TrafficDirectionUnknown, nil))
+		}
+		return out
+	}
+	if r.InitiatorIsLocal {
+		return []*v1alpha1.Flow{m.filed(base, v1alpha1.TrafficDirectionEgress, &src)}
+	}
+	return []*v1alpha1.Flow{m.filed(base, v1alpha1.TrafficDirectionIngress, &dst)}
+}
+
+// filed copies base into the namespace of the local end; without a pod
+// there, into the agent's namespace.
+func (m Mapper) filed(base v1alpha1.Flow, dir v1alpha1.TrafficDirection, local *v1alpha1.Endpoint) *v1alpha1.Flow {
+	f := base.DeepCopy()
+	f.TrafficDirection = dir
+	if local != nil && local.PodName != "" {
+		f.Namespace = local.Namespace
+		f.Labels = maps.Clone(local.Labels)
+	} else {
+		f.Namespace = m.AgentNamespace
+	}
+	return f
+}
+
+func layer4(r Record) *v1alpha1.Layer4 {
+	l4 := &v1alpha1.Layer4{Protocol: r.Protocol, TCPFlags: r.TCPFlags}
+	switch r.Protocol {
+	case v1alpha1.ProtocolICMPv4, v1alpha1.ProtocolICMPv6:
+		l4.ICMP = &v1alpha1.ICMP{Type: r.ICMPType, Code: r.ICMPCode}
+	default:
+		l4.SourcePort = int32(r.Initiator.Port())
+		l4.DestinationPort = int32(r.Responder.Port())
+	}
+	return l4
+}
+
+func ipVersion(a netip.Addr) v1alpha1.IPVersion {
+	if a.Is4() || a.Is4In6() {
+		return v1alpha1.IPv4
+	}
+	return v1alpha1.IPv6
+}
