@@ -19,19 +19,21 @@ var ErrTooSlow = errors.New("watcher too slow: its buffer of pending flows overf
 
 // Hub is the set of active subscriptions.
 type Hub struct {
-	mu     sync.Mutex
-	subs   map[*Subscription]struct{}
-	buffer int
+	mu      sync.Mutex
+	subs    map[*Subscription]struct{}
+	buffer  int
+	changed chan struct{}
 }
 
 // New returns a hub whose subscribers buffer up to buffer events.
 func New(buffer int) *Hub {
-	return &Hub{subs: make(map[*Subscription]struct{}), buffer: buffer}
+	return &Hub{subs: make(map[*Subscription]struct{}), buffer: buffer, changed: make(chan struct{}, 1)}
 }
 
 // Subscription receives the events published after it was made.
 type Subscription struct {
 	hub     *Hub
+	filter  agentapi.Filter
 	match   *agentapi.Matcher
 	events  chan agentapi.WatchEvent
 	done    chan struct{}
@@ -39,13 +41,36 @@ type Subscription struct {
 	err     error
 }
 
-// Subscribe starts a subscription for the flows match accepts.
-func (h *Hub) Subscribe(match *agentapi.Matcher) *Subscription {
-	s := &Subscription{hub: h, match: match, events: make(chan agentapi.WatchEvent, h.buffer), done: make(chan struct{})}
+// Subscribe starts a subscription for the flows match accepts; filter is
+// what match was compiled from.
+func (h *Hub) Subscribe(filter agentapi.Filter, match *agentapi.Matcher) *Subscription {
+	s := &Subscription{hub: h, filter: filter, match: match, events: make(chan agentapi.WatchEvent, h.buffer), done: make(chan struct{})}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
+	h.notify()
 	return s
+}
+
+// Filters returns the filters of the active subscriptions.
+func (h *Hub) Filters() []agentapi.Filter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]agentapi.Filter, 0, len(h.subs))
+	for s := range h.subs {
+		out = append(out, s.filter)
+	}
+	return out
+}
+
+// Changed receives a value after subscriptions come or go.
+func (h *Hub) Changed() <-chan struct{} { return h.changed }
+
+func (h *Hub) notify() {
+	select {
+	case h.changed <- struct{}{}:
+	default: // a notification is pending already
+	}
 }
 
 // Len returns the number of active subscriptions.
@@ -97,6 +122,7 @@ func (s *Subscription) closeLocked(err error) {
 		s.err = err
 		delete(s.hub.subs, s)
 		close(s.done)
+		s.hub.notify()
 	})
 }
 

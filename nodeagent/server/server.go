@@ -134,7 +134,7 @@ func (s *Service) Watch(req *agentapi.WatchRequest, stream agentapi.WatchStream)
 		if oldest := s.store.OldestCompleteRV(s.now()); last != 0 && last < oldest {
 			return status.Errorf(codes.OutOfRange, "too old resource version: %d (%d) on node %s", last, oldest, s.node)
 		}
-		sub := s.hub.Subscribe(m)
+		sub := s.hub.Subscribe(req.Filter, m)
 		// Read the head after subscribing: a flow is committed, then the
 		// head moves, then it is published, so every flow above this head
 		// reaches the subscription and every flow at or below it is in the

@@ -1,0 +1,64 @@
+package selection
+
+import (
+	"net/netip"
+	"strconv"
+	"testing"
+
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+var pods = []Pod{
+	{Namespace: "shop", Name: "web-0", Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("fd00::2")}},
+	{Namespace: "shop", Name: "db-0", Labels: map[string]string{"app": "db"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.3")}},
+	{Namespace: "payments", Name: "api-0", Labels: map[string]string{"app": "api"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.4")}},
+}
+
+func TestCompute(t *testing.T) {
+	tests := []struct {
+		name    string
+		filters []agentapi.Filter
+		want    string
+	}{
+		{"no watch captures nothing", nil, "ips=[] ports=[]"},
+		{"namespace", []agentapi.Filter{{Namespace: "shop"}}, "ips=[10.244.1.2 10.244.1.3 fd00::2] ports=[]"},
+		{"labels", []agentapi.Filter{{LabelSelector: "app=api"}}, "ips=[10.244.1.4] ports=[]"},
+		{"namespace without local pods", []agentapi.Filter{{Namespace: "empty"}}, "ips=[] ports=[]"},
+		{"address", []agentapi.Filter{{FieldSelector: "destination.ip=93.184.216.34,verdict=Dropped"}}, "ips=[93.184.216.34] ports=[]"},
+		{"port with protocol", []agentapi.Filter{{FieldSelector: "l4.destinationPort=53,l4.protocol=UDP"}}, "ips=[] ports=[UDP/53]"},
+		{"local pod by name", []agentapi.Filter{{FieldSelector: "source.podName=db-0"}}, "ips=[10.244.1.3] ports=[]"},
+		{"union", []agentapi.Filter{{Namespace: "payments"}, {FieldSelector: "l4.destinationPort=443"}}, "ips=[10.244.1.4] ports=[/443]"},
+		{"remote pod by name reduces nothing", []agentapi.Filter{{FieldSelector: "source.podName=elsewhere"}}, "all"},
+		{"verdict only", []agentapi.Filter{{FieldSelector: "verdict=Dropped"}}, "all"},
+		{"everything", []agentapi.Filter{{}}, "all"},
+		{"negation reduces nothing", []agentapi.Filter{{FieldSelector: "l4.destinationPort!=53"}}, "all"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := describe(Compute(tt.filters, pods)); got != tt.want {
+				t.Errorf("Compute = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func describe(s Selection) string {
+	if s.All {
+		return "all"
+	}
+	out := "ips=["
+	for i, ip := range s.IPs {
+		if i > 0 {
+			out += " "
+		}
+		out += ip.String()
+	}
+	out += "] ports=["
+	for i, p := range s.Ports {
+		if i > 0 {
+			out += " "
+		}
+		out += string(p.Protocol) + "/" + strconv.Itoa(int(p.Number))
+	}
+	return out + "]"
+}
