@@ -1,0 +1,991 @@
+//go:build ignore
+
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Flowscope datapath.
+ *
+ * Four passive TC programs (ingress/egress x Ethernet/L3 devices) parse every
+ * packet and aggregate it into a per-connection record in an LRU hash; a
+ * tp_btf/kfree_skb program aggregates dropped packets per (5-tuple, reason).
+ * Events reach user space only through one ring buffer, and only per
+ * connection (new, periodic update, close) or per drop aggregate, never per
+ * packet. Nothing here ever changes a verdict: every TC exit is TC_ACT_UNSPEC
+ * (TCX "next"), including on errors, which are only counted.
+ *
+ * Packet bytes are read with bpf_skb_load_bytes (TC) or bpf_probe_read_kernel
+ * (kfree_skb): both fail cleanly past the end, work on non-linear skbs and
+ * keep the verifier out of packet-pointer arithmetic. Each read is a bounds
+ * check; each comment "bounds:" says why that length is required.
+ */
+
+#include "vmlinux.h"
+#include "bpf_helpers.h"
+#include "bpf_endian.h"
+#include "bpf_core_read.h"
+#include "bpf_tracing.h"
+#include "flow.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define TC_ACT_UNSPEC (-1)
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_AH 51
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_NONE 59
+#define IPPROTO_DSTOPTS 60
+#define IPPROTO_SCTP 132
+#define IPPROTO_UDPLITE 136
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+/* QinQ (802.1ad outer + 802.1Q inner) is the deepest stack we expect. */
+#define MAX_VLAN 2
+/* RFC 8200 order allows hop-by-hop, dest, routing, fragment, AH, dest:
+ * 6 headers; 8 leaves room and bounds the loop for the verifier. */
+#define MAX_IPV6_EXT 8
+
+/* Below this port a sender is more likely a server (port heuristic). */
+#define SERVICE_PORT_MAX 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* user space may resize before load */
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct drop_key);
+	__type(value, struct drop_value);
+} drops SEC(".maps");
+
+/* First-fragment ports, so later fragments join their connection. Small
+ * and LRU: reassembly windows are short. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key);
+	__type(value, struct frag_ports);
+} frags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 21); /* 2 MiB, about 13k events */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} sel_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct sel_addr_key);
+	__type(value, __u8);
+} sel_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct sel_port_key);
+	__type(value, __u8);
+} sel_ports SEC(".maps");
+
+/* Force BTF for the types user space shares but no map references, so
+ * bpf2go emits FlowEvent, FlowCounter, ... (never read or written). */
+const struct event *unused_event __attribute__((unused));
+const enum counter unused_counter __attribute__((unused));
+const enum event_kind unused_kind __attribute__((unused));
+const enum event_flag unused_flag __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	/* The lookup only fails for idx >= CNT_MAX, which callers never pass;
+	 * the check is for the verifier. Per-CPU: no atomics needed. */
+	if (c)
+		*c += 1;
+}
+
+enum parse_result {
+	P_OK = 0,
+	P_TRUNCATED,
+	P_MALFORMED,
+	P_EXT_DEPTH,
+};
+
+enum frag_state {
+	FRAG_NONE = 0,
+	FRAG_FIRST,
+	FRAG_LATER,
+};
+
+/* What the parser learned about one packet, oriented as sent. */
+struct parsed {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 frag_id;
+	__u32 l3_len;  /* IP datagram bytes: what a packet adds to "bytes" */
+	__u32 hdr_len; /* L3+L4 header bytes, repeated per GSO segment */
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 tcp_flags;
+	__u8 has_ports; /* TCP, UDP, UDP-Lite, SCTP: port selectors apply */
+	__u8 icmp_echo; /* ports are the echo identifier */
+	__u8 frag;      /* enum frag_state */
+};
+
+/* Where the bytes come from: an skb (TC) or kernel memory (kfree_skb). */
+struct reader {
+	struct __sk_buff *skb;
+	const unsigned char *base;
+	__u32 limit; /* kernel mode: readable (linear) bytes from base */
+	__u32 len;   /* bytes of packet from offset 0, linear or not */
+	__u8 gso;    /* a GSO/BIG TCP skb: zero IP length means "all of it" */
+};
+
+static __always_inline int load(const struct reader *r, __u32 off, void *dst,
+				__u32 n, const bool is_skb)
+{
+	if (is_skb)
+		/* The helper refuses off + n > skb->len. */
+		return bpf_skb_load_bytes(r->skb, off, dst, n);
+	/* bounds: past the linear area probe_read would not fault but read
+	 * unrelated memory, so we stop at the linear end ourselves. */
+	if (off > r->limit || n > r->limit - off)
+		return -1;
+	return bpf_probe_read_kernel(dst, n, r->base + off);
+}
+
+static __always_inline void v4_mapped(__u8 *dst, const __u8 *v4)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, v4, 4);
+}
+
+/* parse_l4 reads the transport header at off; end is where the IP
+ * datagram ends (headers beyond it would be Ethernet padding). */
+static __always_inline int parse_l4(const struct reader *r, __u32 off,
+				    __u32 end, struct parsed *p,
+				    const bool is_skb)
+{
+	switch (p->proto) {
+	case IPPROTO_TCP: {
+		__u8 t[20];
+		/* bounds: the fixed TCP header must be in the packet */
+		if (load(r, off, t, sizeof(t), is_skb) < 0)
+			return P_TRUNCATED;
+		__u32 doff = (t[12] >> 4) * 4;
+		/* bounds: a data offset under 5 words cannot hold the header */
+		if (doff < 20)
+			return P_MALFORMED;
+		/* bounds: the header must fit in the IP datagram it is in */
+		if (off + doff > end)
+			return P_MALFORMED;
+		p->sport = (t[0] << 8) | t[1];
+		p->dport = (t[2] << 8) | t[3];
+		p->tcp_flags = t[13];
+		p->has_ports = 1;
+		p->hdr_len += doff;
+		return P_OK;
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE: {
+		__u8 u[8];
+		/* bounds: the 8-byte UDP header must be in the packet */
+		if (load(r, off, u, sizeof(u), is_skb) < 0)
+			return P_TRUNCATED;
+		/* bounds: ... and inside the IP datagram */
+		if (off + 8 > end)
+			return P_MALFORMED;
+		p->sport = (u[0] << 8) | u[1];
+		p->dport = (u[2] << 8) | u[3];
+		p->has_ports = 1;
+		p->hdr_len += 8;
+		return P_OK;
+	}
+	case IPPROTO_SCTP: {
+		__u8 s[12];
+		/* bounds: the 12-byte SCTP common header must be there */
+		if (load(r, off, s, sizeof(s), is_skb) < 0)
+			return P_TRUNCATED;
+		/* bounds: ... and inside the IP datagram */
+		if (off + 12 > end)
+			return P_MALFORMED;
+		p->sport = (s[0] << 8) | s[1];
+		p->dport = (s[2] << 8) | s[3];
+		p->has_ports = 1;
+		p->hdr_len += 12;
+		return P_OK;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u8 c[8];
+		/* bounds: every ICMP/ICMPv6 message we attribute has type,
+		 * code, checksum and a 4-byte rest-of-header (echo id/seq) */
+		if (load(r, off, c, sizeof(c), is_skb) < 0)
+			return P_TRUNCATED;
+		/* bounds: ... inside the IP datagram */
+		if (off + 8 > end)
+			return P_MALFORMED;
+		/* ICMP belongs to its IP version; the other one is bogus. */
+		if ((p->proto == IPPROTO_ICMP) != (p->family == 4))
+			return P_MALFORMED;
+		p->icmp_type = c[0];
+		p->icmp_code = c[1];
+		p->hdr_len += 8;
+		bool echo = p->family == 4 ? (c[0] == 8 || c[0] == 0)
+					   : (c[0] == 128 || c[0] == 129);
+		if (echo) {
+			p->icmp_echo = 1;
+			p->sport = p->dport = (c[4] << 8) | c[5];
+		}
+		return P_OK;
+	}
+	default:
+		/* GRE, ESP, ...: counted per address pair and protocol. */
+		return P_OK;
+	}
+}
+
+static __always_inline bool ipv6_is_ext(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+	       nh == IPPROTO_FRAGMENT || nh == IPPROTO_DSTOPTS ||
+	       nh == IPPROTO_AH;
+}
+
+/* parse_ip parses the IPv4/IPv6 header at off (l3proto in host order)
+ * and the transport header behind it. */
+static __always_inline int parse_ip(const struct reader *r, __u32 off,
+				    __u16 l3proto, struct parsed *p,
+				    const bool is_skb)
+{
+	__u32 l4off, end;
+	/* bounds: callers have read up to off, so it is inside r->len */
+	if (off > r->len)
+		return P_TRUNCATED;
+	__u32 avail = r->len - off;
+
+	if (l3proto == ETH_P_IP) {
+		__u8 h[20];
+		/* bounds: the fixed 20-byte IPv4 header must be there */
+		if (load(r, off, h, sizeof(h), is_skb) < 0)
+			return P_TRUNCATED;
+		/* An L2 type that says IPv4 over a non-IPv4 header. */
+		if ((h[0] >> 4) != 4)
+			return P_MALFORMED;
+		__u32 ihl = (h[0] & 0xf) * 4;
+		/* bounds: IHL under 5 words cannot hold the fixed header;
+		 * options (IHL > 5) are skipped, never read */
+		if (ihl < 20)
+			return P_MALFORMED;
+		__u32 tot = (h[2] << 8) | h[3];
+		/* BIG TCP (IPv4, > 64 KiB GSO) sets tot_len to 0. */
+		if (tot == 0 && r->gso)
+			tot = avail;
+		/* bounds: the total length must cover its own header */
+		if (tot < ihl)
+			return P_MALFORMED;
+		/* bounds: a datagram longer than the packet was cut short
+		 * (or lies); trailing Ethernet padding (avail > tot) is fine */
+		if (tot > avail)
+			return P_TRUNCATED;
+		p->family = 4;
+		v4_mapped(p->saddr, &h[12]);
+		v4_mapped(p->daddr, &h[16]);
+		p->proto = h[9];
+		p->l3_len = tot;
+		p->hdr_len = ihl;
+		__u16 fo = (h[6] << 8) | h[7];
+		p->frag_id = (h[4] << 8) | h[5];
+		if (fo & 0x1fff)
+			p->frag = FRAG_LATER; /* offset > 0: no L4 header */
+		else if (fo & 0x2000)
+			p->frag = FRAG_FIRST; /* MF with offset 0 */
+		l4off = off + ihl;
+		end = off + tot;
+	} else {
+		__u8 h[40];
+		/* bounds: the fixed 40-byte IPv6 header must be there */
+		if (load(r, off, h, sizeof(h), is_skb) < 0)
+			return P_TRUNCATED;
+		if ((h[0] >> 4) != 6)
+			return P_MALFORMED;
+		__u32 tot = 40 + ((h[4] << 8) | h[5]);
+		/* Payload length 0 with more bytes behind: a jumbogram
+		 * (hop-by-hop) or BIG TCP GSO packet; take the whole skb. */
+		if (tot == 40 && avail > 40 && (r->gso || h[6] == IPPROTO_HOPOPTS))
+			tot = avail;
+		/* bounds: a datagram longer than the packet was cut short */
+		if (tot > avail)
+			return P_TRUNCATED;
+		p->family = 6;
+		__builtin_memcpy(p->saddr, &h[8], 16);
+		__builtin_memcpy(p->daddr, &h[24], 16);
+		p->l3_len = tot;
+		l4off = off + 40;
+		end = off + tot;
+
+		__u8 nh = h[6];
+		int i;
+		for (i = 0; i < MAX_IPV6_EXT; i++) {
+			if (!ipv6_is_ext(nh))
+				break;
+			__u8 e[8];
+			/* bounds: every extension header is at least 8 bytes
+			 * (RFC 8200: lengths are in 8-octet units, AH's in
+			 * 4-octet units but at least 12) */
+			if (load(r, l4off, e, sizeof(e), is_skb) < 0)
+				return P_TRUNCATED;
+			/* bounds: ... and must lie inside the payload length */
+			if (l4off + 8 > end)
+				return P_MALFORMED;
+			if (nh == IPPROTO_FRAGMENT) {
+				__u16 fo = (e[2] << 8) | e[3];
+				p->frag_id = ((__u32)e[4] << 24) | ((__u32)e[5] << 16) |
+					     ((__u32)e[6] << 8) | e[7];
+				l4off += 8;
+				nh = e[0];
+				if (fo >> 3) {
+					/* offset > 0: the upper-layer header is in
+					 * the first fragment, not here. */
+					p->frag = FRAG_LATER;
+					break;
+				}
+				if (fo & 1)
+					p->frag = FRAG_FIRST;
+				continue;
+			}
+			if (nh == IPPROTO_AH)
+				l4off += ((__u32)e[1] + 2) * 4;
+			else
+				l4off += ((__u32)e[1] + 1) * 8;
+			nh = e[0];
+		}
+		/* Still an extension header after MAX_IPV6_EXT: give up
+		 * rather than attribute the packet to a wrong protocol. */
+		if (p->frag != FRAG_LATER && ipv6_is_ext(nh))
+			return P_EXT_DEPTH;
+		p->proto = nh;
+		p->hdr_len = l4off - off;
+	}
+
+	if (p->frag == FRAG_LATER || p->proto == IPPROTO_NONE)
+		return P_OK;
+	return parse_l4(r, l4off, end, p, is_skb);
+}
+
+static __always_inline void count_parse_error(int rc)
+{
+	if (rc == P_TRUNCATED)
+		count(CNT_TRUNCATED);
+	else if (rc == P_EXT_DEPTH)
+		count(CNT_IPV6_EXT_DEPTH);
+	else
+		count(CNT_MALFORMED);
+}
+
+static __always_inline void frag_key_of(struct frag_key *fk, const struct parsed *p)
+{
+	__builtin_memcpy(fk->saddr, p->saddr, 16);
+	__builtin_memcpy(fk->daddr, p->daddr, 16);
+	fk->id = p->frag_id;
+	fk->proto = p->proto;
+	fk->family = p->family;
+}
+
+/* handle_frags remembers the ports of first fragments and gives them to
+ * later ones. A later fragment that arrives first (or whose first
+ * fragment was evicted) is counted with ports 0: a separate record per
+ * address pair and protocol, flagged EV_F_FRAGMENTS. */
+static __always_inline void handle_frags(struct parsed *p)
+{
+	struct frag_key fk = {};
+
+	if (p->frag == FRAG_NONE)
+		return;
+	frag_key_of(&fk, p);
+	if (p->frag == FRAG_FIRST) {
+		struct frag_ports fp = { .sport = p->sport, .dport = p->dport };
+		if (bpf_map_update_elem(&frags, &fk, &fp, BPF_ANY))
+			count(CNT_FRAG_INSERT_FAIL);
+		else
+			count(CNT_FRAG_FIRST);
+		return;
+	}
+	struct frag_ports *fp = bpf_map_lookup_elem(&frags, &fk);
+	if (!fp) {
+		count(CNT_FRAG_LATER_UNMATCHED);
+		return;
+	}
+	count(CNT_FRAG_LATER_MATCHED);
+	p->sport = fp->sport;
+	p->dport = fp->dport;
+	p->frag = FRAG_NONE; /* fully attributed */
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
+		p->icmp_echo = 1; /* only echo has non-zero "ports" */
+	else
+		p->has_ports = 1;
+}
+
+static __always_inline bool port_selected(__u16 port, __u8 proto)
+{
+	struct sel_port_key k = { .port = port, .proto = proto };
+
+	if (bpf_map_lookup_elem(&sel_ports, &k))
+		return true;
+	k.proto = 0;
+	return bpf_map_lookup_elem(&sel_ports, &k) != NULL;
+}
+
+/* selected ORs the selectors; only called in CAPTURE_SELECTED mode, so
+ * "all" mode pays none of these lookups. */
+static __always_inline bool selected(__u32 ifindex, const struct parsed *p)
+{
+	struct sel_addr_key ak = { .prefixlen = 128 };
+
+	if (bpf_map_lookup_elem(&sel_ifaces, &ifindex))
+		return true;
+	__builtin_memcpy(ak.addr, p->saddr, 16);
+	if (bpf_map_lookup_elem(&sel_addrs, &ak))
+		return true;
+	__builtin_memcpy(ak.addr, p->daddr, 16);
+	if (bpf_map_lookup_elem(&sel_addrs, &ak))
+		return true;
+	if (p->has_ports)
+		return port_selected(p->sport, p->proto) ||
+		       port_selected(p->dport, p->proto);
+	return false;
+}
+
+/* addr_cmp orders two addresses; any total order works for normalising. */
+static __always_inline int addr_cmp(const __u8 *a, const __u8 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	if (x[0] != y[0])
+		return x[0] < y[0] ? -1 : 1;
+	if (x[1] != y[1])
+		return x[1] < y[1] ? -1 : 1;
+	return 0;
+}
+
+/* make_key fills a normalised key and returns the sender's side. */
+static __always_inline int make_key(struct flow_key *k, const struct parsed *p,
+				    __u32 ifindex)
+{
+	int c = addr_cmp(p->saddr, p->daddr);
+	int side = c > 0 || (c == 0 && p->sport > p->dport);
+
+	if (!side) {
+		__builtin_memcpy(k->addr_a, p->saddr, 16);
+		__builtin_memcpy(k->addr_b, p->daddr, 16);
+		k->port_a = p->sport;
+		k->port_b = p->dport;
+	} else {
+		__builtin_memcpy(k->addr_a, p->daddr, 16);
+		__builtin_memcpy(k->addr_b, p->saddr, 16);
+		k->port_a = p->dport;
+		k->port_b = p->sport;
+	}
+	k->ifindex = ifindex;
+	k->proto = p->proto;
+	k->family = p->family;
+	if ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) &&
+	    !p->icmp_echo && p->frag == FRAG_NONE) {
+		k->icmp_type = p->icmp_type;
+		k->icmp_code = p->icmp_code;
+	}
+	return side;
+}
+
+/* initiator decides, from the first packet of a record, which side opened
+ * the connection and whether that is certain (EV_F_INITIATOR_KNOWN).
+ * Returns the initiator's side; *flags gets the EV_F_* bits. */
+static __always_inline __u8 initiator(const struct parsed *p, int side,
+				      __u8 hook, __u8 *flags)
+{
+	bool sender_initiates = true, known = false;
+
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_SYN)) {
+		/* SYN: the sender opens; SYN-ACK: the receiver did. */
+		sender_initiates = !(p->tcp_flags & TCP_ACK);
+		known = true;
+	} else if (p->icmp_echo) {
+		/* Echo request (8, 128) opens; a reply answers. */
+		sender_initiates = p->icmp_type == 8 || p->icmp_type == 128;
+		known = true;
+	} else if (p->has_ports && p->sport < SERVICE_PORT_MAX &&
+		   p->dport >= SERVICE_PORT_MAX) {
+		/* Mid-stream (agent started late) or a UDP answer seen
+		 * first: a service port talking to an ephemeral one. */
+		sender_initiates = false;
+	}
+	__u8 init_side = sender_initiates ? side : !side;
+	__u8 init_hook = sender_initiates ? hook : !hook;
+
+	*flags = (known ? EV_F_INITIATOR_KNOWN : 0) |
+		 (init_hook == HOOK_EGRESS ? EV_F_INIT_EGRESS : 0) |
+		 (p->frag == FRAG_LATER ? EV_F_FRAGMENTS : 0);
+	return init_side;
+}
+
+/* emit_flow sends one record oriented initiator -> responder and moves the
+ * reported totals forward, so the next event's delta starts here. */
+static __always_inline int emit_flow(const struct flow_key *k,
+				     struct flow_value *v, __u8 kind,
+				     __u8 end_flags)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FAIL);
+		return -1;
+	}
+	__u64 pk[2], by[2];
+	pk[0] = v->packets[0];
+	pk[1] = v->packets[1];
+	by[0] = v->bytes[0];
+	by[1] = v->bytes[1];
+	__u32 tf = v->tcp_flags;
+	__u8 ini = v->initiator & 1;
+
+	e->kind = kind;
+	e->flags = v->flags | end_flags;
+	e->proto = k->proto;
+	e->family = k->family;
+	e->icmp_type = v->icmp_type;
+	e->icmp_code = v->icmp_code;
+	e->ifindex = k->ifindex;
+	e->drop_reason = 0;
+	e->netns = 0;
+	e->first_ns = v->first_seen;
+	e->last_ns = v->last_seen;
+	if (ini == 0) {
+		__builtin_memcpy(e->src, k->addr_a, 16);
+		__builtin_memcpy(e->dst, k->addr_b, 16);
+		e->sport = k->port_a;
+		e->dport = k->port_b;
+		e->tcp_flags = tf & 0xff;
+		e->tcp_flags_reply = (tf >> 8) & 0xff;
+		e->packets = pk[0];
+		e->bytes = by[0];
+		e->packets_reply = pk[1];
+		e->bytes_reply = by[1];
+		e->delta_packets = pk[0] - v->rep_packets[0];
+		e->delta_bytes = by[0] - v->rep_bytes[0];
+		e->delta_packets_reply = pk[1] - v->rep_packets[1];
+		e->delta_bytes_reply = by[1] - v->rep_bytes[1];
+	} else {
+		__builtin_memcpy(e->src, k->addr_b, 16);
+		__builtin_memcpy(e->dst, k->addr_a, 16);
+		e->sport = k->port_b;
+		e->dport = k->port_a;
+		e->tcp_flags = (tf >> 8) & 0xff;
+		e->tcp_flags_reply = tf & 0xff;
+		e->packets = pk[1];
+		e->bytes = by[1];
+		e->packets_reply = pk[0];
+		e->bytes_reply = by[0];
+		e->delta_packets = pk[1] - v->rep_packets[1];
+		e->delta_bytes = by[1] - v->rep_bytes[1];
+		e->delta_packets_reply = pk[0] - v->rep_packets[0];
+		e->delta_bytes_reply = by[0] - v->rep_bytes[0];
+	}
+	/* Only the emitter that won the CAS (or the creator) writes these. */
+	v->rep_packets[0] = pk[0];
+	v->rep_packets[1] = pk[1];
+	v->rep_bytes[0] = by[0];
+	v->rep_bytes[1] = by[1];
+	bpf_ringbuf_submit(e, 0);
+	count(CNT_EVENTS);
+	return 0;
+}
+
+static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
+				    __u64 pkts, __u64 bytes,
+				    const struct flow_config *cfg)
+{
+	struct flow_key k = {};
+	int side = make_key(&k, p, ifindex);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct flow_value *v = bpf_map_lookup_elem(&flows, &k);
+	bool syn_only = p->proto == IPPROTO_TCP &&
+			(p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+
+	count(CNT_PACKETS_ACCOUNTED);
+	/* A SYN on a closed record is a new connection reusing the tuple
+	 * (TIME_WAIT recycling): start a fresh record over the old one. */
+	bool reuse = v && v->closed && syn_only;
+	if (!v || reuse) {
+		struct flow_value nv = {};
+		nv.first_seen = now;
+		nv.last_seen = now;
+		nv.last_report = now;
+		nv.initiator = initiator(p, side, hook, &nv.flags);
+		nv.icmp_type = p->icmp_type;
+		nv.icmp_code = p->icmp_code;
+		nv.packets[side & 1] = pkts;
+		nv.bytes[side & 1] = bytes;
+		nv.tcp_flags = (__u32)p->tcp_flags << (8 * (side & 1));
+		if (bpf_map_update_elem(&flows, &k, &nv, reuse ? BPF_ANY : BPF_NOEXIST) == 0) {
+			count(CNT_FLOW_CREATED);
+			if (reuse)
+				count(CNT_FLOW_REPLACED);
+			v = bpf_map_lookup_elem(&flows, &k);
+			/* v is NULL only if evicted in between: the NEW event is
+			 * lost with the record, and counted as a failed insert. */
+			if (!v) {
+				count(CNT_FLOW_INSERT_FAIL);
+				return;
+			}
+			emit_flow(&k, v, EVENT_NEW, 0);
+			goto close_check;
+		}
+		/* Another CPU created it first (-EEXIST): add to theirs. */
+		v = bpf_map_lookup_elem(&flows, &k);
+		if (!v) {
+			count(CNT_FLOW_INSERT_FAIL);
+			return;
+		}
+	}
+
+	if (side) {
+		__sync_fetch_and_add(&v->packets[1], pkts);
+		__sync_fetch_and_add(&v->bytes[1], bytes);
+	} else {
+		__sync_fetch_and_add(&v->packets[0], pkts);
+		__sync_fetch_and_add(&v->bytes[0], bytes);
+	}
+	if (p->tcp_flags)
+		__sync_fetch_and_or(&v->tcp_flags, (__u32)p->tcp_flags << (8 * (side & 1)));
+	if (p->frag == FRAG_LATER)
+		v->flags |= EV_F_FRAGMENTS;
+	v->last_seen = now;
+
+close_check:
+	if (v->closed)
+		return; /* trailing ACKs after the close record: counted only */
+	if (p->proto == IPPROTO_TCP) {
+		__u32 tf = v->tcp_flags;
+		__u8 end = 0;
+		if (p->tcp_flags & TCP_RST)
+			end = EV_F_END_RST;
+		else if ((tf & TCP_FIN) && (tf & (TCP_FIN << 8)))
+			end = EV_F_END_FIN;
+		if (end) {
+			/* One close event per record, whichever CPU wins. */
+			if (__sync_val_compare_and_swap(&v->closed, 0, 1) == 0) {
+				if (emit_flow(&k, v, EVENT_CLOSE, end) == 0)
+					count(CNT_FLOW_CLOSED);
+				else
+					/* Ring buffer full: let the next packet
+					 * (the last ACK) try again. */
+					v->closed = 0;
+			}
+			return;
+		}
+	}
+	__u64 lr = v->last_report;
+	if (now - lr >= cfg->report_interval_ns &&
+	    __sync_val_compare_and_swap(&v->last_report, lr, now) == lr) {
+		if (emit_flow(&k, v, EVENT_UPDATE, 0) < 0)
+			v->last_report = lr; /* retry on the next packet */
+	}
+}
+
+static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
+				     const __u8 hook)
+{
+	struct reader r = {
+		.skb = skb,
+		.len = skb->len,
+		.gso = skb->gso_segs > 1,
+	};
+	struct parsed p = {};
+	__u32 off = 0;
+	__u16 proto;
+	__u32 key = 0;
+	int rc;
+
+	count(CNT_PACKETS_SEEN);
+	if (!l3dev) {
+		__u8 eth[ETH_HLEN];
+		/* bounds: a frame without a whole Ethernet header (runt) */
+		if (load(&r, 0, eth, sizeof(eth), true) < 0) {
+			count(CNT_TRUNCATED);
+			return TC_ACT_UNSPEC;
+		}
+		proto = (eth[12] << 8) | eth[13];
+		off = ETH_HLEN;
+		int i;
+		for (i = 0; i < MAX_VLAN; i++) {
+			if (proto != ETH_P_8021Q && proto != ETH_P_8021AD)
+				break;
+			__u8 tag[4];
+			/* bounds: a VLAN tag announced but cut off */
+			if (load(&r, off, tag, sizeof(tag), true) < 0) {
+				count(CNT_TRUNCATED);
+				return TC_ACT_UNSPEC;
+			}
+			proto = (tag[2] << 8) | tag[3];
+			off += 4;
+		}
+		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+			count(CNT_VLAN_DEPTH);
+			return TC_ACT_UNSPEC;
+		}
+	} else {
+		/* No MAC header (tun, wireguard, ipip): data starts at L3
+		 * and skb->protocol says which; else trust the version. */
+		proto = bpf_ntohs(skb->protocol);
+		if (proto != ETH_P_IP && proto != ETH_P_IPV6) {
+			__u8 b;
+			/* bounds: an empty packet has no version nibble */
+			if (load(&r, 0, &b, 1, true) < 0) {
+				count(CNT_TRUNCATED);
+				return TC_ACT_UNSPEC;
+			}
+			proto = (b >> 4) == 4 ? ETH_P_IP : (b >> 4) == 6 ? ETH_P_IPV6 : 0;
+		}
+	}
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6) {
+		count(CNT_NON_IP);
+		return TC_ACT_UNSPEC;
+	}
+
+	rc = parse_ip(&r, off, proto, &p, true);
+	if (rc != P_OK) {
+		count_parse_error(rc);
+		return TC_ACT_UNSPEC;
+	}
+	handle_frags(&p);
+
+	struct flow_config *cfg = bpf_map_lookup_elem(&config, &key);
+	if (!cfg) /* cannot happen for an ARRAY; for the verifier */
+		return TC_ACT_UNSPEC;
+	if (cfg->capture_mode == CAPTURE_SELECTED && !selected(skb->ifindex, &p)) {
+		count(CNT_FILTERED_OUT);
+		return TC_ACT_UNSPEC;
+	}
+
+	/* A GSO skb is several wire packets: count each, with its headers. */
+	__u32 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
+	__u64 bytes = p.l3_len + (__u64)(segs - 1) * p.hdr_len;
+	account(skb->ifindex, hook, &p, segs, bytes, cfg);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int flowscope_ingress(struct __sk_buff *skb)
+{
+	return handle_tc(skb, false, HOOK_INGRESS);
+}
+
+SEC("tc")
+int flowscope_egress(struct __sk_buff *skb)
+{
+	return handle_tc(skb, false, HOOK_EGRESS);
+}
+
+SEC("tc")
+int flowscope_l3_ingress(struct __sk_buff *skb)
+{
+	return handle_tc(skb, true, HOOK_INGRESS);
+}
+
+SEC("tc")
+int flowscope_l3_egress(struct __sk_buff *skb)
+{
+	return handle_tc(skb, true, HOOK_EGRESS);
+}
+
+static __always_inline int emit_drop(const struct drop_key *k, struct drop_value *v)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FAIL);
+		return -1;
+	}
+	__u64 pk = v->packets, by = v->bytes;
+
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = EVENT_DROP;
+	e->flags = EV_F_INITIATOR_KNOWN; /* src is the dropped packet's source */
+	e->proto = k->proto;
+	e->family = k->family;
+	e->icmp_type = k->icmp_type;
+	e->icmp_code = k->icmp_code;
+	e->ifindex = k->ifindex;
+	e->drop_reason = k->reason;
+	e->netns = k->netns;
+	__builtin_memcpy(e->src, k->saddr, 16);
+	__builtin_memcpy(e->dst, k->daddr, 16);
+	e->sport = k->sport;
+	e->dport = k->dport;
+	e->first_ns = v->first_seen;
+	e->last_ns = v->last_seen;
+	e->packets = pk;
+	e->bytes = by;
+	e->delta_packets = pk - v->rep_packets;
+	e->delta_bytes = by - v->rep_bytes;
+	v->rep_packets = pk;
+	v->rep_bytes = by;
+	bpf_ringbuf_submit(e, 0);
+	count(CNT_EVENTS);
+	return 0;
+}
+
+/*
+ * Drops. NOT_SPECIFIED is what plain kfree_skb() reports: error paths that
+ * were never given a reason but also frees that are no drop at all in some
+ * drivers and older code. It is by far the most frequent reason and not
+ * actionable, so by default it is only counted (CNT_DROPS_UNSPECIFIED);
+ * CFG_F_DROPS_UNSPECIFIED reports it like any other. SKB_CONSUMED (not a
+ * drop; 6.2+ send it to consume_skb instead) is ignored.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(flowscope_kfree_skb, struct sk_buff *skb, void *location,
+	     enum skb_drop_reason reason)
+{
+	__u32 key = 0;
+	struct flow_config *cfg = bpf_map_lookup_elem(&config, &key);
+
+	if (!cfg || (cfg->flags & CFG_F_DROPS_OFF))
+		return 0;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return 0;
+	count(CNT_DROPS_SEEN);
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED) &&
+	    !(cfg->flags & CFG_F_DROPS_UNSPECIFIED)) {
+		count(CNT_DROPS_UNSPECIFIED);
+		return 0;
+	}
+
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6) {
+		count(CNT_DROPS_NOT_IP);
+		return 0;
+	}
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__u32 nh = BPF_CORE_READ(skb, network_header);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+	__u32 len = BPF_CORE_READ(skb, len);
+	__u32 data_off = data - head;
+
+	/* bounds: the network header must start inside the linear area and
+	 * inside the packet (len counts from data, frags included); a skb
+	 * dropped before its IP header was set fails here */
+	if (nh >= tail || data_off + len <= nh) {
+		count(CNT_DROPS_PARSE);
+		return 0;
+	}
+	struct reader r = {
+		.base = head + nh,
+		.limit = tail - nh,
+		.len = data_off + len - nh,
+	};
+	struct parsed p = {};
+	int rc = parse_ip(&r, 0, proto, &p, false);
+	if (rc != P_OK) {
+		count(CNT_DROPS_PARSE);
+		return 0;
+	}
+
+	struct drop_key k = {};
+	__builtin_memcpy(k.saddr, p.saddr, 16);
+	__builtin_memcpy(k.daddr, p.daddr, 16);
+	k.sport = p.sport;
+	k.dport = p.dport;
+	k.proto = p.proto;
+	k.family = p.family;
+	k.icmp_type = p.icmp_type;
+	k.icmp_code = p.icmp_code;
+	k.reason = reason;
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (dev) {
+		k.ifindex = BPF_CORE_READ(dev, ifindex);
+		k.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	} else {
+		k.ifindex = BPF_CORE_READ(skb, skb_iif);
+	}
+
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct drop_value *v = bpf_map_lookup_elem(&drops, &k);
+	if (!v) {
+		struct drop_value nv = {
+			.packets = 1,
+			.bytes = p.l3_len,
+			.first_seen = now,
+			.last_seen = now,
+			.last_report = now,
+		};
+		if (bpf_map_update_elem(&drops, &k, &nv, BPF_NOEXIST) == 0) {
+			v = bpf_map_lookup_elem(&drops, &k);
+			if (v)
+				emit_drop(&k, v);
+			return 0;
+		}
+		/* Lost the race to another CPU: add to its record. */
+		v = bpf_map_lookup_elem(&drops, &k);
+		if (!v) {
+			count(CNT_DROPS_INSERT_FAIL);
+			return 0;
+		}
+	}
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, p.l3_len);
+	v->last_seen = now;
+	__u64 lr = v->last_report;
+	if (now - lr >= cfg->report_interval_ns &&
+	    __sync_val_compare_and_swap(&v->last_report, lr, now) == lr) {
+		if (emit_drop(&k, v) < 0)
+			v->last_report = lr;
+	}
+	return 0;
+}

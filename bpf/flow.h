@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Shared definitions of the Flowscope datapath: the layouts in this file are
+ * the contract with nodeagent/capture (bpf2go generates Go types from them,
+ * and capture's decoder checks their sizes in a test). Change both together.
+ */
+#ifndef __FLOWSCOPE_FLOW_H__
+#define __FLOWSCOPE_FLOW_H__
+
+/* Event kinds written to the ring buffer. Evictions by user space (map
+ * pressure) and idle expiry are emitted by user space, not here. */
+enum event_kind {
+	EVENT_NEW = 1,
+	EVENT_UPDATE = 2,
+	EVENT_CLOSE = 3,
+	EVENT_DROP = 4,
+};
+
+/* Event flags. */
+enum event_flag {
+	EV_F_INITIATOR_KNOWN = 1 << 0, /* first packet was a SYN, SYN-ACK, request... */
+	EV_F_END_FIN = 1 << 1,         /* close: FIN seen from both sides */
+	EV_F_END_RST = 1 << 2,         /* close: RST seen */
+	EV_F_INIT_EGRESS = 1 << 3,     /* initiator's packets pass the egress hook */
+	EV_F_FRAGMENTS = 1 << 4,       /* later fragments without ports are in it */
+};
+
+/* The hook a packet was seen at. */
+enum hook {
+	HOOK_INGRESS = 0,
+	HOOK_EGRESS = 1,
+};
+
+/* Capture modes (config.capture_mode). */
+enum capture_mode {
+	CAPTURE_ALL = 0,
+	CAPTURE_SELECTED = 1,
+};
+
+/* config.flags */
+enum config_flag {
+	/* Report drops whose reason is SKB_DROP_REASON_NOT_SPECIFIED. */
+	CFG_F_DROPS_UNSPECIFIED = 1 << 0,
+	/* Do not run the kfree_skb program body at all. */
+	CFG_F_DROPS_OFF = 1 << 1,
+};
+
+/* Per-CPU counters, summed by user space. Keep in sync with capture. */
+enum counter {
+	CNT_PACKETS_SEEN = 0,    /* every packet the TC programs saw */
+	CNT_PACKETS_ACCOUNTED,   /* packets added to a connection record */
+	CNT_NON_IP,              /* not IPv4/IPv6 (ARP, LLDP, ...): passed */
+	CNT_TRUNCATED,           /* a header ends beyond the packet */
+	CNT_MALFORMED,           /* a length or version field is impossible */
+	CNT_VLAN_DEPTH,          /* more VLAN tags than we walk */
+	CNT_IPV6_EXT_DEPTH,      /* more IPv6 extension headers than we walk */
+	CNT_FILTERED_OUT,        /* selected mode: matched no selector */
+	CNT_FRAG_FIRST,          /* first fragments remembered for later ones */
+	CNT_FRAG_LATER_MATCHED,  /* later fragments attributed to their ports */
+	CNT_FRAG_LATER_UNMATCHED,/* later fragments counted without ports */
+	CNT_FRAG_INSERT_FAIL,    /* fragment table update failed */
+	CNT_FLOW_CREATED,        /* connection records inserted */
+	CNT_FLOW_REPLACED,       /* closed record reused by a new SYN */
+	CNT_FLOW_INSERT_FAIL,    /* connection table update failed */
+	CNT_FLOW_CLOSED,         /* close events emitted */
+	CNT_RINGBUF_FAIL,        /* ring buffer reservation failed: event lost */
+	CNT_EVENTS,              /* events submitted */
+	CNT_DROPS_SEEN,          /* kfree_skb calls with a drop reason */
+	CNT_DROPS_UNSPECIFIED,   /* ... ignored because NOT_SPECIFIED */
+	CNT_DROPS_NOT_IP,        /* ... ignored: no IP header to attribute */
+	CNT_DROPS_PARSE,         /* ... IP header unreadable or malformed */
+	CNT_DROPS_INSERT_FAIL,   /* drop table update failed */
+	CNT_MAX,
+};
+
+/*
+ * The connection key: a normalised 5-tuple. Side "a" is the (address, port)
+ * that compares lower, so both directions of a connection find one record.
+ * IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d), with family 4.
+ * ICMP echo uses the echo identifier as both ports; other ICMP messages have
+ * ports 0 and their type/code in the key, so each kind is its own record.
+ */
+struct flow_key {
+	__u8 addr_a[16];
+	__u8 addr_b[16];
+	__u32 ifindex;
+	__u16 port_a;
+	__u16 port_b;
+	__u8 proto;
+	__u8 family;
+	__u8 icmp_type;
+	__u8 icmp_code;
+};
+
+/*
+ * The connection record. Counters are indexed by sending side (0 = a,
+ * 1 = b) so they never move when the initiator is learned; the event is
+ * oriented initiator -> responder. rep_* hold the totals at the last event,
+ * so an event carries both totals and the interval's delta.
+ */
+struct flow_value {
+	__u64 packets[2];
+	__u64 bytes[2];
+	__u64 rep_packets[2];
+	__u64 rep_bytes[2];
+	__u64 first_seen;   /* bpf_ktime_get_boot_ns */
+	__u64 last_seen;
+	__u64 last_report;
+	__u32 tcp_flags;    /* side a's flags in bits 0-7, side b's in 8-15 */
+	__u32 closed;       /* set once (CAS) when the close event is sent */
+	__u8 initiator;     /* side (0 = a, 1 = b) that opened the connection */
+	__u8 flags;         /* EV_F_INITIATOR_KNOWN, EV_F_INIT_EGRESS, EV_F_FRAGMENTS */
+	__u8 icmp_type;     /* of the first packet */
+	__u8 icmp_code;
+	__u32 _pad;
+};
+
+/* A drop aggregate: packets of one (oriented 5-tuple, reason). */
+struct drop_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 ifindex;
+	__u32 reason;
+	__u32 netns;   /* inode of the network namespace the skb was in */
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 icmp_type;
+	__u8 icmp_code;
+};
+
+struct drop_value {
+	__u64 packets;
+	__u64 bytes;
+	__u64 rep_packets;
+	__u64 rep_bytes;
+	__u64 first_seen;
+	__u64 last_seen;
+	__u64 last_report;
+};
+
+/*
+ * The ring buffer record, oriented: src is the initiator (flows) or the
+ * packet's source (drops). Totals are since first_ns; delta_* since the
+ * previous event of the same record.
+ */
+struct event {
+	__u8 kind;
+	__u8 flags;
+	__u8 proto;
+	__u8 family;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 tcp_flags;       /* initiator -> responder, ORed */
+	__u8 tcp_flags_reply; /* responder -> initiator, ORed */
+	__u32 ifindex;
+	__u32 drop_reason;
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 netns;          /* drops: network namespace inode; flows: 0 */
+	__u64 first_ns;
+	__u64 last_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+	__u64 delta_packets;
+	__u64 delta_bytes;
+	__u64 delta_packets_reply;
+	__u64 delta_bytes_reply;
+};
+
+/* Runtime knobs, one entry, written by user space at any time. */
+struct flow_config {
+	__u64 report_interval_ns; /* periodic update for long connections */
+	__u32 capture_mode;       /* enum capture_mode */
+	__u32 flags;              /* enum config_flag */
+};
+
+/* Selector keys for --capture=selected (ORed). */
+struct sel_addr_key {
+	__u32 prefixlen; /* LPM: 0..128, IPv4 as ::ffff:0:0/96 + prefix */
+	__u8 addr[16];
+};
+
+struct sel_port_key {
+	__u16 port;  /* host byte order */
+	__u8 proto;  /* 0: any protocol */
+	__u8 _pad;
+};
+
+/* Remembers the ports of a fragmented datagram from its first fragment. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id;
+	__u8 proto;
+	__u8 family;
+	__u16 _pad;
+};
+
+struct frag_ports {
+	__u16 sport;
+	__u16 dport;
+};
+
+#endif /* __FLOWSCOPE_FLOW_H__ */

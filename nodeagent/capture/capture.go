@@ -1,0 +1,215 @@
+// Package capture loads Flowscope's eBPF datapath (package bpf), attaches
+// it to interfaces and turns its ring buffer records and connection table
+// into Events.
+//
+// Kernel minimums: 5.17 for the drop reason argument of kfree_skb (and BTF,
+// ring buffers from 5.8, BPF atomics from 5.12), 6.6 for TCX; older kernels
+// attach through a clsact qdisc instead.
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"flowscope.io/flowscope/bpf"
+)
+
+// Options configures Load. Zero values take the defaults below.
+type Options struct {
+	// FlowTableSize is the connection table's capacity (default 65536).
+	FlowTableSize uint32
+	// DropTableSize is the drop aggregate table's capacity (default 16384).
+	DropTableSize uint32
+	// RingBufferSize in bytes, a power of two multiple of the page size
+	// (default 2 MiB).
+	RingBufferSize uint32
+	// ReportInterval is how often a long connection gets an update record
+	// (default 10s). Checked on packet arrival.
+	ReportInterval time.Duration
+	// IdleTimeout ends non-TCP records without packets (default 60s);
+	// TCPIdleTimeout ends open TCP records (default 10m); CloseGrace keeps
+	// closed TCP records for their trailing ACKs (default 5s).
+	IdleTimeout    time.Duration
+	TCPIdleTimeout time.Duration
+	CloseGrace     time.Duration
+	// SweepInterval is how often user space walks the tables (default 5s).
+	SweepInterval time.Duration
+	// ReportUnspecifiedDrops also reports SKB_DROP_REASON_NOT_SPECIFIED,
+	// which is otherwise only counted (it is mostly noise).
+	ReportUnspecifiedDrops bool
+	// NoDrops leaves the kfree_skb program unattached.
+	NoDrops bool
+	// NoFlushOnStop keeps Run from emitting final records of all open
+	// connections when it returns.
+	NoFlushOnStop bool
+	// ForceNetlink attaches with clsact even where TCX works (tests).
+	ForceNetlink bool
+}
+
+func (o *Options) defaults() {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.FlowTableSize == 0 {
+		o.FlowTableSize = 65536
+	}
+	if o.DropTableSize == 0 {
+		o.DropTableSize = 16384
+	}
+	if o.RingBufferSize == 0 {
+		o.RingBufferSize = 2 << 20
+	}
+	set(&o.ReportInterval, 10*time.Second)
+	set(&o.IdleTimeout, 60*time.Second)
+	set(&o.TCPIdleTimeout, 10*time.Minute)
+	set(&o.CloseGrace, 5*time.Second)
+	set(&o.SweepInterval, 5*time.Second)
+}
+
+// Datapath is the loaded datapath. Its methods are safe for concurrent use.
+type Datapath struct {
+	opts    Options
+	objs    bpf.FlowObjects
+	reasons *dropReasons
+
+	mu       sync.Mutex // guards attached, selMode, cfgFlags
+	attached map[int]*attachment
+	selMode  uint32
+	cfgFlags uint32
+
+	tracing interface{ Close() error } // the kfree_skb link
+	reader  *ringbuf.Reader
+	emitMu  sync.Mutex // serialises the callback between reader and sweeper
+
+	// User-space counters (see Stats).
+	decodeErrors  atomic.Uint64
+	swept         atomic.Uint64
+	deleted       atomic.Uint64
+	evicted       atomic.Uint64
+	dropsSwept    atomic.Uint64
+	delivered     atomic.Uint64
+	lastOccupancy atomic.Uint64
+}
+
+// Load loads the programs and maps into the kernel and attaches the
+// kfree_skb program (interfaces are attached with AttachTCX). The caller
+// must Close the Datapath.
+func Load(opts Options) (*Datapath, error) {
+	opts.defaults()
+	spec, err := bpf.LoadFlow()
+	if err != nil {
+		return nil, fmt.Errorf("load flow spec: %w", err)
+	}
+	spec.Maps[bpf.FlowMapFlows].MaxEntries = opts.FlowTableSize
+	spec.Maps[bpf.FlowMapDrops].MaxEntries = opts.DropTableSize
+	spec.Maps[bpf.FlowMapEvents].MaxEntries = opts.RingBufferSize
+
+	d := &Datapath{opts: opts, attached: map[int]*attachment{}}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load flow objects: %+v", ve)
+		}
+		return nil, fmt.Errorf("load flow objects: %w", err)
+	}
+	if opts.ReportUnspecifiedDrops {
+		d.cfgFlags |= uint32(cfgDropsUnspecified)
+	}
+	if opts.NoDrops {
+		d.cfgFlags |= uint32(cfgDropsOff)
+	}
+	if err := d.writeConfig(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	// Names resolve lazily on the first drop; a kernel without BTF for
+	// the enum still gets numbers.
+	d.reasons = &dropReasons{}
+	if !opts.NoDrops {
+		if d.tracing, err = attachDrops(d.objs.FlowscopeKfreeSkb); err != nil {
+			d.objs.Close()
+			return nil, err
+		}
+	}
+	if d.reader, err = ringbuf.NewReader(d.objs.Events); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return d, nil
+}
+
+const (
+	cfgDropsUnspecified = 1 << 0
+	cfgDropsOff         = 1 << 1
+)
+
+// writeConfig stores the knobs in the config map. Callers hold d.mu or
+// own d exclusively.
+func (d *Datapath) writeConfig() error {
+	cfg := bpf.FlowFlowConfig{
+		ReportIntervalNs: uint64(d.opts.ReportInterval),
+		CaptureMode:      d.selMode,
+		Flags:            d.cfgFlags,
+	}
+	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// SetReportInterval changes how often long connections are reported.
+func (d *Datapath) SetReportInterval(iv time.Duration) error {
+	if iv <= 0 {
+		return fmt.Errorf("set report interval: %v is not positive", iv)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.opts.ReportInterval = iv
+	return d.writeConfig()
+}
+
+// Close detaches everything and frees the kernel objects. It stops Run.
+func (d *Datapath) Close() error {
+	var errs []error
+	d.mu.Lock()
+	for ifindex := range d.attached {
+		errs = append(errs, d.detachLocked(ifindex))
+	}
+	d.mu.Unlock()
+	if d.tracing != nil {
+		errs = append(errs, d.tracing.Close())
+	}
+	if d.reader != nil {
+		errs = append(errs, d.reader.Close())
+	}
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// bootOffset is wall time minus CLOCK_BOOTTIME, read when needed so that
+// clock steps (NTP) are followed.
+func bootOffset() time.Time {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return time.Now().Add(-time.Duration(ts.Nano()))
+}
+
+func bootNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return uint64(ts.Nano())
+}
+
+func wallClock() clock {
+	base := bootOffset()
+	return func(ns uint64) time.Time { return base.Add(time.Duration(ns)) }
+}

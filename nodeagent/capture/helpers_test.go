@@ -1,0 +1,35 @@
+package capture
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// requireDatapath loads the datapath or skips the test with the reason:
+// not root, or the kernel refused (EPERM, no BTF, ...). Under CI=true a
+// missing capability is a failure, since CI runs as root on a BPF kernel.
+func requireDatapath(t testing.TB, opts Options) *Datapath {
+	t.Helper()
+	skip := func(reason string) {
+		t.Helper()
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("eBPF datapath unavailable under CI=true: %s", reason)
+		}
+		t.Skipf("skipping: eBPF datapath unavailable: %s (needs root and a kernel with BTF)", reason)
+	}
+	if os.Geteuid() != 0 {
+		skip("not running as root")
+	}
+	d, err := Load(opts)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+			skip(err.Error())
+		}
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}

@@ -1,0 +1,237 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/bpf"
+)
+
+// Run delivers Events to fn until ctx is done or the Datapath is closed:
+// ring buffer records as they come, and the records user space ends
+// itself (idle expiry, table pressure, shutdown). fn is never called
+// concurrently; it must not block for long, or the ring buffer fills and
+// the kernel counts lost events (Stats.RingbufFail).
+func (d *Datapath) Run(ctx context.Context, fn func(Event)) error {
+	emit := func(ev Event) {
+		d.emitMu.Lock()
+		defer d.emitMu.Unlock()
+		d.delivered.Add(1)
+		fn(ev)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	stop := make(chan struct{})
+	g.Go(func() error {
+		defer close(stop)
+		return d.read(emit)
+	})
+	g.Go(func() error {
+		t := time.NewTicker(d.opts.SweepInterval)
+		defer t.Stop()
+		w := lossWarner{}
+		for {
+			select {
+			case <-ctx.Done():
+				// Closing the reader is what ends read().
+				if !d.opts.NoFlushOnStop {
+					d.sweep(emit, true)
+				}
+				return d.reader.Close()
+			case <-stop:
+				return nil
+			case <-t.C:
+				d.sweep(emit, false)
+				if st, err := d.Stats(); err == nil {
+					w.check(st, time.Now())
+				}
+			}
+		}
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// read drains the ring buffer with one reused record until it is closed.
+func (d *Datapath) read(emit func(Event)) error {
+	var rec ringbuf.Record
+	var ev Event
+	toWall := wallClock()
+	n := 0
+	for {
+		if err := d.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if n++; n%4096 == 0 {
+			toWall = wallClock() // follow wall clock steps
+		}
+		if err := decodeRecord(rec.RawSample, toWall, d.reasons, &ev); err != nil {
+			d.decodeErrors.Add(1)
+			continue
+		}
+		emit(ev)
+	}
+}
+
+// sweep walks the connection and drop tables. It ends idle records with
+// a final event and deletes them, deletes closed records after their
+// grace period, and, when the connection table is over 90% full, evicts
+// the least recently seen down to 80% (KindEvict) so that the kernel's
+// silent LRU eviction stays the exception. final ends everything
+// (shutdown).
+func (d *Datapath) sweep(emit func(Event), final bool) {
+	now := bootNow()
+	toWall := wallClock()
+	type entry struct {
+		k bpf.FlowFlowKey
+		v bpf.FlowFlowValue
+	}
+	var live []entry
+	var k bpf.FlowFlowKey
+	var v bpf.FlowFlowValue
+	occupancy := uint64(0)
+	it := d.objs.Flows.Iterate()
+	var gone []bpf.FlowFlowKey
+	for it.Next(&k, &v) {
+		occupancy++
+		idle := time.Duration(now - min(now, v.LastSeen))
+		switch {
+		case v.Closed != 0:
+			if final || idle > d.opts.CloseGrace {
+				gone = append(gone, k)
+			}
+		case final:
+			emit(flowEvent(&k, &v, KindClose, EndShutdown, toWall))
+			gone = append(gone, k)
+		case idle > d.idleTimeout(k.Proto):
+			emit(flowEvent(&k, &v, KindClose, EndIdle, toWall))
+			gone = append(gone, k)
+			d.swept.Add(1)
+		default:
+			live = append(live, entry{k, v})
+		}
+	}
+	if high := uint64(d.opts.FlowTableSize) * 9 / 10; !final && uint64(len(live)) > high {
+		sort.Slice(live, func(i, j int) bool { return live[i].v.LastSeen < live[j].v.LastSeen })
+		n := len(live) - int(d.opts.FlowTableSize*8/10)
+		for i := 0; i < n; i++ {
+			emit(flowEvent(&live[i].k, &live[i].v, KindEvict, EndPressure, toWall))
+			gone = append(gone, live[i].k)
+			d.evicted.Add(1)
+		}
+	}
+	for i := range gone {
+		if err := d.objs.Flows.Delete(&gone[i]); err == nil {
+			d.deleted.Add(1)
+			occupancy--
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			klog.V(2).InfoS("Deleting connection record failed", "err", err)
+		}
+	}
+	d.lastOccupancy.Store(occupancy)
+
+	var dk bpf.FlowDropKey
+	var dv bpf.FlowDropValue
+	var dgone []bpf.FlowDropKey
+	dit := d.objs.Drops.Iterate()
+	for dit.Next(&dk, &dv) {
+		if !final && time.Duration(now-min(now, dv.LastSeen)) <= d.opts.IdleTimeout {
+			continue
+		}
+		// The kernel reported the first drop and every interval; only
+		// drops since the last report still need a record.
+		if dv.Packets > dv.RepPackets {
+			emit(dropEvent(&dk, &dv, toWall, d.reasons))
+		}
+		dgone = append(dgone, dk)
+	}
+	for i := range dgone {
+		if d.objs.Drops.Delete(&dgone[i]) == nil {
+			d.dropsSwept.Add(1)
+		}
+	}
+}
+
+func (d *Datapath) idleTimeout(proto uint8) time.Duration {
+	if proto == 6 {
+		return d.opts.TCPIdleTimeout
+	}
+	return d.opts.IdleTimeout
+}
+
+// flowEvent builds the Event the kernel's emit_flow would, from a table
+// entry, oriented initiator -> responder.
+func flowEvent(k *bpf.FlowFlowKey, v *bpf.FlowFlowValue, kind Kind, end End, toWall clock) Event {
+	ini := v.Initiator & 1
+	src, dst, sp, dp := k.AddrA, k.AddrB, k.PortA, k.PortB
+	if ini == 1 {
+		src, dst, sp, dp = dst, src, dp, sp
+	}
+	fwd, rev := ini, 1-ini
+	s, _ := addrOf(k.Family, src[:])
+	t, _ := addrOf(k.Family, dst[:])
+	ev := Event{
+		Kind:           kind,
+		End:            end,
+		InitiatorKnown: v.Flags&uint8(bpf.FlowEventFlagEV_F_INITIATOR_KNOWN) != 0,
+		Fragments:      v.Flags&uint8(bpf.FlowEventFlagEV_F_FRAGMENTS) != 0,
+		Ifindex:        k.Ifindex,
+		Src:            s,
+		Dst:            t,
+		SrcPort:        sp,
+		DstPort:        dp,
+		Protocol:       k.Proto,
+		ICMPType:       v.IcmpType,
+		ICMPCode:       v.IcmpCode,
+		TCPFlags:       uint8(v.TcpFlags >> (8 * fwd)),
+		TCPFlagsReply:  uint8(v.TcpFlags >> (8 * rev)),
+		Total:          Traffic{v.Packets[fwd], v.Bytes[fwd], v.Packets[rev], v.Bytes[rev]},
+		Delta: Traffic{
+			v.Packets[fwd] - v.RepPackets[fwd], v.Bytes[fwd] - v.RepBytes[fwd],
+			v.Packets[rev] - v.RepPackets[rev], v.Bytes[rev] - v.RepBytes[rev],
+		},
+		First: toWall(v.FirstSeen),
+		Last:  toWall(v.LastSeen),
+	}
+	if v.Flags&uint8(bpf.FlowEventFlagEV_F_INIT_EGRESS) != 0 {
+		ev.Direction = Egress
+	}
+	return ev
+}
+
+func dropEvent(k *bpf.FlowDropKey, v *bpf.FlowDropValue, toWall clock, reasons *dropReasons) Event {
+	s, _ := addrOf(k.Family, k.Saddr[:])
+	t, _ := addrOf(k.Family, k.Daddr[:])
+	return Event{
+		Kind:           KindDrop,
+		InitiatorKnown: true,
+		Ifindex:        k.Ifindex,
+		NetNS:          k.Netns,
+		Src:            s,
+		Dst:            t,
+		SrcPort:        k.Sport,
+		DstPort:        k.Dport,
+		Protocol:       k.Proto,
+		ICMPType:       k.IcmpType,
+		ICMPCode:       k.IcmpCode,
+		Total:          Traffic{Packets: v.Packets, Bytes: v.Bytes},
+		Delta:          Traffic{Packets: v.Packets - v.RepPackets, Bytes: v.Bytes - v.RepBytes},
+		First:          toWall(v.FirstSeen),
+		Last:           toWall(v.LastSeen),
+		DropReason:     k.Reason,
+		DropReasonName: reasons.name(k.Reason),
+	}
+}

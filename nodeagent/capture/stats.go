@@ -1,0 +1,137 @@
+package capture
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/bpf"
+)
+
+// Stats are the datapath's counters, cumulative since Load, for metrics.
+//
+// Loss accounting: RingbufFail counts events the kernel could not queue
+// (the ring buffer was full); FlowInsertFail and DropInsertFail records
+// that could not be created. The kernel's LRU evicts silently, so
+// LRUEvictions is derived: every record created is eventually deleted by
+// user space (Deleted), still in the table (Occupancy, as of the last
+// sweep) or evicted by the kernel, hence created - replaced - deleted -
+// occupancy. An evicted record loses at most one ReportInterval of counts
+// (its earlier totals were already reported). User space evicts first
+// when the table is over 90% full (Evicted), with a final record.
+type Stats struct {
+	PacketsSeen        uint64
+	PacketsAccounted   uint64
+	NonIP              uint64
+	Truncated          uint64
+	Malformed          uint64
+	VLANDepth          uint64
+	IPv6ExtDepth       uint64
+	FilteredOut        uint64
+	FragFirst          uint64
+	FragLaterMatched   uint64
+	FragLaterUnmatched uint64
+	FragInsertFail     uint64
+	FlowsCreated       uint64
+	FlowsReplaced      uint64
+	FlowInsertFail     uint64
+	FlowsClosed        uint64
+	RingbufFail        uint64
+	EventsEmitted      uint64 // by the kernel
+	DropsSeen          uint64
+	DropsUnspecified   uint64
+	DropsNotIP         uint64
+	DropsParse         uint64
+	DropInsertFail     uint64
+
+	// User space.
+	DecodeErrors uint64 // garbled ring buffer records (a bug if non-zero)
+	Delivered    uint64 // events given to the callback
+	Swept        uint64 // records ended by idle expiry
+	Evicted      uint64 // records ended by table pressure
+	Deleted      uint64 // records deleted by user space
+	DropsSwept   uint64
+	Occupancy    uint64 // connection records at the last sweep
+	LRUEvictions uint64 // estimated, see above
+}
+
+// ParseErrors sums the packets passed unparsed because they were
+// truncated or malformed.
+func (s Stats) ParseErrors() uint64 {
+	return s.Truncated + s.Malformed + s.VLANDepth + s.IPv6ExtDepth
+}
+
+// Lost sums everything that should have been reported and was not.
+func (s Stats) Lost() uint64 {
+	return s.RingbufFail + s.FlowInsertFail + s.DropInsertFail + s.LRUEvictions + s.DecodeErrors
+}
+
+// Stats reads the per-CPU counters and sums them.
+func (d *Datapath) Stats() (Stats, error) {
+	var c [bpf.FlowCounterCNT_MAX]uint64
+	for i := range c {
+		var per []uint64
+		if err := d.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return Stats{}, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, n := range per {
+			c[i] += n
+		}
+	}
+	s := Stats{
+		PacketsSeen:        c[bpf.FlowCounterCNT_PACKETS_SEEN],
+		PacketsAccounted:   c[bpf.FlowCounterCNT_PACKETS_ACCOUNTED],
+		NonIP:              c[bpf.FlowCounterCNT_NON_IP],
+		Truncated:          c[bpf.FlowCounterCNT_TRUNCATED],
+		Malformed:          c[bpf.FlowCounterCNT_MALFORMED],
+		VLANDepth:          c[bpf.FlowCounterCNT_VLAN_DEPTH],
+		IPv6ExtDepth:       c[bpf.FlowCounterCNT_IPV6EXT_DEPTH],
+		FilteredOut:        c[bpf.FlowCounterCNT_FILTERED_OUT],
+		FragFirst:          c[bpf.FlowCounterCNT_FRAG_FIRST],
+		FragLaterMatched:   c[bpf.FlowCounterCNT_FRAG_LATER_MATCHED],
+		FragLaterUnmatched: c[bpf.FlowCounterCNT_FRAG_LATER_UNMATCHED],
+		FragInsertFail:     c[bpf.FlowCounterCNT_FRAG_INSERT_FAIL],
+		FlowsCreated:       c[bpf.FlowCounterCNT_FLOW_CREATED],
+		FlowsReplaced:      c[bpf.FlowCounterCNT_FLOW_REPLACED],
+		FlowInsertFail:     c[bpf.FlowCounterCNT_FLOW_INSERT_FAIL],
+		FlowsClosed:        c[bpf.FlowCounterCNT_FLOW_CLOSED],
+		RingbufFail:        c[bpf.FlowCounterCNT_RINGBUF_FAIL],
+		EventsEmitted:      c[bpf.FlowCounterCNT_EVENTS],
+		DropsSeen:          c[bpf.FlowCounterCNT_DROPS_SEEN],
+		DropsUnspecified:   c[bpf.FlowCounterCNT_DROPS_UNSPECIFIED],
+		DropsNotIP:         c[bpf.FlowCounterCNT_DROPS_NOT_IP],
+		DropsParse:         c[bpf.FlowCounterCNT_DROPS_PARSE],
+		DropInsertFail:     c[bpf.FlowCounterCNT_DROPS_INSERT_FAIL],
+		DecodeErrors:       d.decodeErrors.Load(),
+		Delivered:          d.delivered.Load(),
+		Swept:              d.swept.Load(),
+		Evicted:            d.evicted.Load(),
+		Deleted:            d.deleted.Load(),
+		DropsSwept:         d.dropsSwept.Load(),
+		Occupancy:          d.lastOccupancy.Load(),
+	}
+	// Creates race with the sweep that measured occupancy; clamp at 0.
+	if ends := s.FlowsReplaced + s.Deleted + s.Occupancy; s.FlowsCreated > ends {
+		s.LRUEvictions = s.FlowsCreated - ends
+	}
+	return s, nil
+}
+
+// lossWarner logs at most once a minute, and only when losses grew.
+type lossWarner struct {
+	last   uint64
+	warned time.Time
+}
+
+func (w *lossWarner) check(s Stats, now time.Time) bool {
+	lost := s.Lost()
+	if lost <= w.last || now.Sub(w.warned) < time.Minute {
+		return false
+	}
+	klog.InfoS("Warning: flow events lost", "new", lost-w.last,
+		"ringbufFull", s.RingbufFail, "insertFailed", s.FlowInsertFail+s.DropInsertFail,
+		"lruEvicted", s.LRUEvictions, "decodeErrors", s.DecodeErrors)
+	w.last, w.warned = lost, now
+	return true
+}
