@@ -11,7 +11,8 @@
 #          kube-apiserver serving cert), so the next local-up is faster and
 #          issues identical kubeconfigs (an exported KUBECONFIG keeps working).
 # Removed: etcd data, agent data, replay files, kubeconfigs, kubectl cache,
-#          pid files, logs (KEEP_LOGS=1 keeps logs/).
+#          pid files, logs (KEEP_LOGS=1 keeps logs/), the demo pods'
+#          network namespaces and veths (forwarding sysctls restored).
 # `hack/local-down.sh --all` (or ALL=1) removes OUT_DIR entirely.
 #
 # Harmless when nothing runs.
@@ -33,6 +34,8 @@ esac
 
 # shellcheck source=hack/lib/local.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/local.sh"
+# shellcheck source=hack/lib/pods.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/pods.sh"
 
 if [[ ! -d "${OUT_DIR}" ]]; then
   echo "nothing to stop: ${OUT_DIR} does not exist"
@@ -46,6 +49,9 @@ for c in $(local::components); do
 done
 components="${running[*]}"
 local::stop_all
+# The demo pods' network namespaces, veths and sysctls (their objects go
+# with etcd's data).
+pods::down
 local::clean_state
 if [[ "${ALL}" == 1 ]]; then
   # Only a directory that looks like ours.

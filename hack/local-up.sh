@@ -2,7 +2,9 @@
 # Starts the whole Flowscope system locally, without kubelet or containers:
 # etcd and kube-apiserver (pinned, from _output/tools, see hack/build-tools.sh),
 # the RBAC of artifacts/deploy/rbac, the APIService, one flowscope-agent per
-# node, flowscope-apiserver and, when built, a demo flow generator per node.
+# node, flowscope-apiserver and, when built, a demo flow generator per node;
+# as root, demo pods with real traffic for the agents to capture (network
+# namespaces, veths, objects and traffic generators: hack/lib/pods.sh).
 # Every component runs in the background in its own session; pid files in
 # OUT_DIR/pids, logs in OUT_DIR/logs. Stop with hack/local-down.sh (make stop).
 #
@@ -14,6 +16,8 @@
 #   TOOLS_DIR  [<repo>/_output/tools]  kube-apiserver, kubectl, etcd
 #   NODES      ["node-a node-b"]       one agent per name
 #   FLOWGEN    [1]     0 disables the demo flow generators
+#   DEMO_PODS  [1]     0 disables the demo pods (root only; see hack/lib/pods.sh); capture is off without them
+#   CAPTURE    [all]   the agents' --capture with demo pods: all or selected
 #   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
 #
 # Running it again is harmless: a healthy system is left alone (and the usage
@@ -31,6 +35,8 @@ set -Eeuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/local.sh"
 # shellcheck source=hack/lib/certs.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/certs.sh"
+# shellcheck source=hack/lib/pods.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/pods.sh"
 
 KUBECTL_BIN="${TOOLS_DIR}/kubectl"
 FLOWGEN="${FLOWGEN:-1}"
@@ -140,6 +146,7 @@ expected_components() {
   if have_flowgen; then
     for n in "${NODE_LIST[@]}"; do echo "flowgen-${n}"; done
   fi
+  pods::components
 }
 
 binary_of() {
@@ -147,6 +154,7 @@ binary_of() {
     etcd | kube-apiserver) echo "${TOOLS_DIR}/$1" ;;
     agent-*) echo "${BIN_DIR}/flowscope-agent" ;;
     flowgen-*) echo "${BIN_DIR}/flowscope-flowgen" ;;
+    traffic-*) echo "${BIN_DIR}/flowscope-traffic" ;;
     flowscope-apiserver) echo "${BIN_DIR}/flowscope-apiserver" ;;
   esac
 }
@@ -503,12 +511,15 @@ EOF
 step_agents() {
   STEP="agents"
   have_agent || return 0
-  local i n port mport
+  local i n port mport pod_flags
   mkdir -p "${OUT_DIR}/replay"
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
     port=$((AGENT_PORT_BASE + i))
     mport=$((AGENT_METRICS_PORT_BASE + i))
+    # The demo pods' veths of this node (--interfaces, --capture=all), if
+    # the agent knows the flags.
+    mapfile -t pod_flags < <(pods::agent_flags "${i}")
     mkdir -p "${OUT_DIR}/agents/${n}"
     [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
     local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
@@ -523,7 +534,8 @@ step_agents() {
       --client-ca-file="${CERT_DIR}/flowscope-ca.crt" \
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
-      --kubeconfig="${OUT_DIR}/kubeconfig-agent"
+      --kubeconfig="${OUT_DIR}/kubeconfig-agent" \
+      "${pod_flags[@]}"
   done
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
@@ -533,6 +545,17 @@ step_agents() {
     local::log "agent ${n} up on 127.0.0.1:$((AGENT_PORT_BASE + i)) (metrics :$((AGENT_METRICS_PORT_BASE + i)), pid $(local::pid_of "agent-${n}"))"
   done
   COMPONENT=""
+}
+
+step_pods() {
+  STEP="demo pods"
+  local reason
+  if ! reason="$(pods::enabled)"; then
+    local::log "demo pods skipped: ${reason}"
+    pods::down # those of an earlier run, if any
+    return 0
+  fi
+  pods::up
 }
 
 apiserver_ready() {
@@ -655,6 +678,7 @@ main() {
   step_kubeconfigs
   step_bootstrap
   step_agents
+  step_pods
   step_apiserver
   step_flowgen
   write_env

@@ -20,12 +20,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/capture"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/ingest"
@@ -54,6 +52,11 @@ type Options struct {
 	Kubeconfig         string
 	QueueSize          int
 	WatchBuffer        int
+
+	Capture               string
+	Interfaces            []string
+	AttachDefaultRoute    bool
+	CaptureReportInterval time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -67,6 +70,11 @@ func NewOptions() *Options {
 		AllowedClientNames: []string{"flowscope-apiserver"},
 		QueueSize:          1 << 16,
 		WatchBuffer:        4096,
+
+		Capture:               CaptureAll,
+		Interfaces:            capture.DefaultInterfacePatterns,
+		AttachDefaultRoute:    true,
+		CaptureReportInterval: 10 * time.Second,
 	}
 }
 
@@ -87,6 +95,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig for the Kubernetes API; empty means in-cluster configuration.")
 	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
 	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per watch before it falls back to reading the store.")
+	fs.StringVar(&o.Capture, "capture", o.Capture, "eBPF capture: all (every packet of the attached interfaces), selected (only what active watches select), or off.")
+	fs.StringSliceVar(&o.Interfaces, "interfaces", o.Interfaces, "Glob patterns of the interfaces to attach to, typically the host sides of pod veths.")
+	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
+	fs.DurationVar(&o.CaptureReportInterval, "capture-report-interval", o.CaptureReportInterval, "How often a long connection yields a record.")
 }
 
 // Validate checks the options.
@@ -102,6 +114,14 @@ func (o *Options) Validate() []error {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is required", flag))
 		}
+	}
+	switch o.Capture {
+	case CaptureAll, CaptureSelected, CaptureOff:
+	default:
+		errs = append(errs, fmt.Errorf("--capture must be all, selected or off, not %q", o.Capture))
+	}
+	if o.CaptureReportInterval < time.Second {
+		errs = append(errs, errors.New("--capture-report-interval must be at least 1s"))
 	}
 	if o.Retention < time.Minute {
 		errs = append(errs, errors.New("--retention must be at least 1m"))
@@ -168,7 +188,21 @@ func Run(ctx context.Context, o *Options) error {
 	if o.MetricsAddress != "" {
 		g.Go(func() error { return serveMetrics(ctx, o.MetricsAddress) })
 	}
-	g.Go(func() error { return keepLease(ctx, o) })
+	kube, err := newKubeClients(o.Kubeconfig)
+	if err != nil {
+		klog.InfoS("No Kubernetes API: flows are not enriched and the agent is not announced by a Lease", "err", err)
+	}
+	if kube != nil {
+		addr := o.AdvertiseAddress
+		if addr == "" {
+			addr = o.ListenAddress
+		}
+		g.Go(func() error { lease.Keep(ctx, kube.client, o.Namespace, o.NodeName, addr); return nil })
+	}
+	if o.Capture != CaptureOff {
+		e := newEnricher(ctx, kube, o.NodeName)
+		g.Go(func() error { return runCapture(ctx, o, p, h, e, e) })
+	}
 	g.Go(func() error {
 		// Expired flows leave the LSM tree by compaction; the value log
 		// needs its own garbage collection for disk use to fall.
@@ -184,32 +218,6 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	})
 	return g.Wait()
-}
-
-// keepLease keeps the agent's Lease when a Kubernetes API is configured.
-func keepLease(ctx context.Context, o *Options) error {
-	cfg, err := restConfig(o.Kubeconfig)
-	if err != nil {
-		klog.InfoS("No Kubernetes API configuration: not announcing the agent through a Lease", "err", err)
-		return nil
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
-	}
-	addr := o.AdvertiseAddress
-	if addr == "" {
-		addr = o.ListenAddress
-	}
-	lease.Keep(ctx, client, o.Namespace, o.NodeName, addr)
-	return nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	return rest.InClusterConfig()
 }
 
 func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {

@@ -11,12 +11,8 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +37,7 @@ var everything = labels.Everything()
 
 func clientset(t *testing.T) versioned.Interface {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(sys.out, "kubeconfig"))
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(sys.Out, "kubeconfig"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,16 +177,16 @@ func testInformer(t *testing.T, base int32, restart bool) {
 		return
 	}
 
-	stopApiserver := kill(t, "flowscope-apiserver")
+	stopApiserver := sys.Kill(t, "flowscope-apiserver")
 	for i := int32(3); i < 13; i++ {
-		node := sys.nodes[i%2]
+		node := sys.Nodes[i%2]
 		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
 		want = append(want, base+i)
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopApiserver()
 	for i := int32(13); i < 16; i++ {
-		node := sys.nodes[i%2]
+		node := sys.Nodes[i%2]
 		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
 		want = append(want, base+i)
 	}
@@ -205,59 +201,9 @@ func waitCached(t *testing.T, cached func() []int32, base int32, want []int32) {
 	})
 }
 
-// kill kills a component of the local system with SIGKILL and returns a
-// function that starts it again with the same command line and waits until
-// flows can be listed through kube-apiserver.
-func kill(t *testing.T, component string) func() {
-	t.Helper()
-	pidFile := filepath.Join(sys.out, "pids", component+".pid")
-	raw, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for syscall.Kill(pid, 0) == nil {
-		time.Sleep(10 * time.Millisecond) // a reaped zombie is gone too
-	}
-	return func() {
-		t.Helper()
-		logf, err := os.OpenFile(filepath.Join(sys.out, "logs", component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// local-down stops what the pid file names.
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = cmd.Wait() }()
-		eventually(t, 60*time.Second, component+" to serve again", func() (bool, string) {
-			_, stderr, err := kubectlAs("", "get", "flows", "-A", "--field-selector", "until=2000-01-01T00:00:00Z")
-			return err == nil && !strings.Contains(stderr, "Warning"), stderr
-		})
-	}
-}
-
 func TestAgentRequiresServerCertificate(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", sys.portBase+10)
-	certs := filepath.Join(sys.out, "certs")
+	addr := fmt.Sprintf("127.0.0.1:%d", sys.PortBase+10)
+	certs := filepath.Join(sys.Out, "certs")
 	caPEM, err := os.ReadFile(filepath.Join(certs, "flowscope-ca.crt"))
 	if err != nil {
 		t.Fatal(err)

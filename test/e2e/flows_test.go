@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,8 +150,8 @@ func TestWatchPrintsNewFlows(t *testing.T) {
 	seedBase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sys.kubectl, "--kubeconfig", filepath.Join(sys.out, "kubeconfig"),
-		"--cache-dir", filepath.Join(sys.out, "kubecache-watch"), "get", "flows", "-n", "shop", "-w")
+	cmd := exec.CommandContext(ctx, sys.Kubectl, "--kubeconfig", filepath.Join(sys.Out, "kubeconfig"),
+		"--cache-dir", filepath.Join(sys.Out, "kubecache-watch"), "get", "flows", "-n", "shop", "-w")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -192,11 +189,11 @@ func TestWatchPrintsNewFlows(t *testing.T) {
 	await("existing drop", func(l string) bool { return strings.Contains(l, "Dropped (POLICY_DENIED)") })
 	time.Sleep(500 * time.Millisecond) // let the watch start after the list
 	for i, dst := range []string{"203.0.113.50", "203.0.113.51"} {
-		f := mkFlow(sys.nodes[i], int32(40100+i), 443, "TCP", "Egress", "Forwarded", web1, host(dst))
+		f := mkFlow(sys.Nodes[i], int32(40100+i), 443, "TCP", "Egress", "Forwarded", web1, host(dst))
 		start := time.Now()
-		replay(t, seed{node: sys.nodes[i], flow: f})
+		replay(t, seed{node: sys.Nodes[i], flow: f})
 		seen := await("appended flow to "+dst, func(l string) bool { return strings.Contains(l, dst) })
-		t.Logf("flow appended to %s's replay file printed by kubectl -w after %s", sys.nodes[i], seen.Sub(start).Round(time.Millisecond))
+		t.Logf("flow appended to %s's replay file printed by kubectl -w after %s", sys.Nodes[i], seen.Sub(start).Round(time.Millisecond))
 	}
 	// A flow of another namespace does not show up, one of shop after it does.
 	replay(t, seed{node: "node-a", flow: mkFlow("node-a", 40102, 443, "TCP", "Egress", "Forwarded", api1, host("203.0.113.52"))})
@@ -271,25 +268,4 @@ func TestMalformedReplayLinesLoseNothing(t *testing.T) {
 	if n := agentMetric(t, 1, `flowscope_agent_replay_hubble_lost_events_total`); n < 3 {
 		t.Errorf("Hubble lost events counter = %v, want >= 3", n)
 	}
-}
-
-// agentMetric reads one sample from the i-th agent's /metrics; absent is 0.
-func agentMetric(t *testing.T, i int, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", sys.portBase+30+i))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(l, series+" "); ok {
-			v, err := strconv.ParseFloat(rest, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
-		}
-	}
-	return 0
 }

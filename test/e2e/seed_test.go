@@ -82,7 +82,7 @@ func appendLines(t *testing.T, node string, lines ...string) {
 	t.Helper()
 	replayMu.Lock()
 	defer replayMu.Unlock()
-	f, err := os.OpenFile(filepath.Join(sys.out, "replay", node+".jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(sys.Out, "replay", node+".jsonl"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 // kills node-b's agent, lists across both nodes, and restarts the agent.
 func TestDeadAgentGivesPartialResultsWithWarning(t *testing.T) {
 	seedBase(t)
-	restart := kill(t, "agent-node-b")
+	restart := sys.Kill(t, "agent-node-b")
 	out, stderr, err := kubectlAs("", "get", "flows", "-A", "-o", "jsonpath={range .items[*]}{.l4.sourcePort}{\"\\n\"}{end}")
 	if err != nil {
 		t.Fatalf("list with a dead agent failed: %v %s", err, stderr)

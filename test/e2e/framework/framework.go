@@ -1,0 +1,258 @@
+// Package framework starts the local system of hack/local-up.sh for an
+// end-to-end suite, in a temporary directory on ports of its own, and
+// drives it with the pinned kubectl.
+package framework
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// System is a running local system.
+type System struct {
+	Root     string // the repository
+	Out      string // OUT_DIR
+	PortBase int
+	Kubectl  string
+	Nodes    []string
+	env      []string
+}
+
+// Options choose what the suite's system runs.
+type Options struct {
+	// DemoPods creates the network-namespace pods with live traffic and
+	// turns capture on; it needs root.
+	DemoPods bool
+	// Capture is the agents' --capture with demo pods.
+	Capture string
+}
+
+// Main is a suite's TestMain: it starts the system into *sys, runs the
+// tests, prints the components' logs when a test failed, and stops it.
+// Where the suite cannot run it skips loudly, or fails under CI=true.
+func Main(m *testing.M, opts Options, sys **System) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped in -short mode")
+		return 0
+	}
+	root, err := filepath.Abs(filepath.Join(moduleRoot()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	skip := func(msg string) int {
+		if os.Getenv("CI") == "true" {
+			fmt.Fprintln(os.Stderr, "e2e: cannot run under CI: "+msg)
+			return 1
+		}
+		fmt.Println("SKIPPING the end-to-end suite: " + msg)
+		return 0
+	}
+	for _, bin := range []string{"_output/tools/kube-apiserver", "_output/tools/kubectl", "_output/tools/etcd",
+		"_output/bin/flowscope-apiserver", "_output/bin/flowscope-agent"} {
+		if _, err := os.Stat(filepath.Join(root, bin)); err != nil {
+			return skip(bin + " is missing: run `make build tools` (make test does)")
+		}
+	}
+	if opts.DemoPods && os.Geteuid() != 0 {
+		return skip("capture needs root for network namespaces and eBPF")
+	}
+	s := &System{Root: root, Kubectl: filepath.Join(root, "_output/tools/kubectl"), Nodes: []string{"node-a", "node-b"}}
+	if s.Out, err = os.MkdirTemp("", "flowscope-e2e-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// Ports far from make run's 6440, different for concurrent suites.
+	s.PortBase = 20000 + 100*rand.IntN(400)
+	demo, capture := "0", opts.Capture
+	if opts.DemoPods {
+		demo = "1"
+	}
+	s.env = append(os.Environ(), "OUT_DIR="+s.Out, fmt.Sprintf("PORT_BASE=%d", s.PortBase),
+		"NODES="+strings.Join(s.Nodes, " "), "FLOWGEN=0", "DEMO_PODS="+demo, "CAPTURE="+capture)
+	start := time.Now()
+	if out, err := s.script("hack/local-up.sh"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: hack/local-up.sh failed: %v\n%s", err, out)
+		s.stop()
+		return 1
+	}
+	fmt.Printf("e2e: local system up in %s (OUT_DIR=%s, PORT_BASE=%d)\n", time.Since(start).Round(time.Second), s.Out, s.PortBase)
+	*sys = s
+	code := m.Run()
+	if code != 0 {
+		s.dumpLogs()
+	}
+	s.stop()
+	if code == 0 {
+		_ = os.RemoveAll(s.Out)
+	}
+	return code
+}
+
+// moduleRoot finds the repository from the test's directory.
+func moduleRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return dir
+}
+
+func (s *System) script(path string) (string, error) {
+	cmd := exec.Command(filepath.Join(s.Root, path))
+	cmd.Env = s.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (s *System) stop() {
+	if out, err := s.script("hack/local-down.sh"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: hack/local-down.sh failed: %v\n%s", err, out)
+	}
+}
+
+// dumpLogs prints the tail of every component's log.
+func (s *System) dumpLogs() {
+	logs, _ := filepath.Glob(filepath.Join(s.Out, "logs", "*.log"))
+	for _, l := range logs {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		var lines []string
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+		}
+		_ = f.Close()
+		if len(lines) > 30 {
+			lines = lines[len(lines)-30:]
+		}
+		fmt.Printf("---- %s ----\n%s\n", filepath.Base(l), strings.Join(lines, "\n"))
+	}
+}
+
+// KubectlAs runs the pinned kubectl as a user of the local system ("" is
+// admin).
+func (s *System) KubectlAs(user string, args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kc := filepath.Join(s.Out, "kubeconfig")
+	if user != "" {
+		kc += "-" + user
+	}
+	cmd := exec.CommandContext(ctx, s.Kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(s.Out, "kubecache-"+user)}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// Eventually polls cond until it holds or the timeout passes.
+func Eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, last = cond(); ok {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
+}
+
+// AgentMetric reads one sample from the i-th agent's /metrics; absent is 0.
+func (s *System) AgentMetric(t *testing.T, i int, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.PortBase+30+i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(l, series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// Kill kills a component with SIGKILL and returns a function that starts
+// it again with the same command line and waits until flows can be listed
+// through kube-apiserver with no agent missing.
+func (s *System) Kill(t *testing.T, component string) func() {
+	t.Helper()
+	pidFile := filepath.Join(s.Out, "pids", component+".pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for syscall.Kill(pid, 0) == nil {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {
+			break // a zombie nobody reaps is gone enough
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return func() {
+		t.Helper()
+		logf, err := os.OpenFile(filepath.Join(s.Out, "logs", component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// local-down stops what the pid file names.
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = cmd.Wait() }()
+		Eventually(t, 60*time.Second, component+" to serve again", func() (bool, string) {
+			_, stderr, err := s.KubectlAs("", "get", "flows", "-A", "--field-selector", "until=2000-01-01T00:00:00Z")
+			return err == nil && !strings.Contains(stderr, "Warning"), stderr
+		})
+	}
+}
