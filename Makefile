@@ -44,6 +44,18 @@ test-e2e: build tools ## End-to-end tests against a local system started by the 
 bench: ## Go benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-capture
+bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, with vs. without the agent attached.
+	hack/bench-capture.sh
+
+.PHONY: generate-bpf
+generate-bpf: ## Regenerate bpf/*_bpfel.{go,o} with clang-19 (installed from Debian if missing).
+	hack/generate-bpf.sh
+
+.PHONY: verify-bpf
+verify-bpf: generate-bpf ## Fail if the committed eBPF objects differ from the sources.
+	git diff --exit-code -- bpf/
+
 .PHONY: update-codegen
 update-codegen: ## Regenerate deepcopy, OpenAPI, clientset, listers, informers.
 	hack/update-codegen.sh
@@ -53,7 +65,7 @@ verify-codegen: ## Fail if generated code is stale.
 	hack/verify-codegen.sh
 
 .PHONY: verify
-verify: verify-codegen ## gofmt, go vet, go mod tidy and generated code.
+verify: verify-codegen verify-bpf ## gofmt, go vet, go mod tidy and generated code.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	$(GO) mod tidy -diff

@@ -936,6 +936,13 @@ int BPF_PROG(flowscope_kfree_skb, struct sk_buff *skb, void *location,
 		count(CNT_DROPS_PARSE);
 		return 0;
 	}
+	/* Drops obey the selection too: unselected traffic costs no event.
+	 * Interfaces are not matched here: a drop's ifindex belongs to
+	 * whatever namespace dropped it. */
+	if (cfg->capture_mode == CAPTURE_SELECTED && !selected(0, &p)) {
+		count(CNT_FILTERED_OUT);
+		return 0;
+	}
 
 	struct drop_key k = {};
 	__builtin_memcpy(k.saddr, p.saddr, 16);

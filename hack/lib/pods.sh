@@ -169,6 +169,8 @@ pods::agent_flags() {
     printf -- '--interfaces=%s*\n' "$(pods::iface_prefix "$1")"
     printf -- '--attach-default-route=false\n'
     printf -- '--capture=%s\n' "${CAPTURE:-all}"
+    [[ -z "${CAPTURE_REPORT_INTERVAL:-}" ]] || printf -- '--capture-report-interval=%s\n' "${CAPTURE_REPORT_INTERVAL}"
+    [[ -z "${CAPTURE_IDLE_TIMEOUT:-}" ]] || printf -- '--capture-idle-timeout=%s\n' "${CAPTURE_IDLE_TIMEOUT}"
   else
     printf -- '--capture=off\n'
   fi

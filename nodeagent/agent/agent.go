@@ -57,6 +57,7 @@ type Options struct {
 	Interfaces            []string
 	AttachDefaultRoute    bool
 	CaptureReportInterval time.Duration
+	CaptureIdleTimeout    time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -75,6 +76,7 @@ func NewOptions() *Options {
 		Interfaces:            capture.DefaultInterfacePatterns,
 		AttachDefaultRoute:    true,
 		CaptureReportInterval: 10 * time.Second,
+		CaptureIdleTimeout:    time.Minute,
 	}
 }
 
@@ -99,6 +101,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.Interfaces, "interfaces", o.Interfaces, "Glob patterns of the interfaces to attach to, typically the host sides of pod veths.")
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
 	fs.DurationVar(&o.CaptureReportInterval, "capture-report-interval", o.CaptureReportInterval, "How often a long connection yields a record.")
+	fs.DurationVar(&o.CaptureIdleTimeout, "capture-idle-timeout", o.CaptureIdleTimeout, "How long a connection without FIN or RST (UDP, ICMP) may be silent before its final record.")
 }
 
 // Validate checks the options.

@@ -39,7 +39,7 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 	if err := capture.RemoveStaleFilters(); err != nil {
 		klog.ErrorS(err, "Failed removing stale tc filters of an earlier agent")
 	}
-	d, err := capture.Load(capture.Options{ReportInterval: o.CaptureReportInterval})
+	d, err := capture.Load(capture.Options{ReportInterval: o.CaptureReportInterval, IdleTimeout: o.CaptureIdleTimeout})
 	if err != nil {
 		return fmt.Errorf("load the eBPF datapath (use --capture=off to run without it): %w", err)
 	}
@@ -68,7 +68,7 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 	}()
 
 	conv := &converter{mapper: observe.Mapper{Enricher: enricher, AgentNamespace: o.Namespace},
-		ifaces: map[uint32]ifaceInfo{}, starts: map[connKey]time.Time{}}
+		ifaces: map[uint32]ifaceInfo{}, starts: map[connKey]time.Time{}, hostDrops: o.AttachDefaultRoute}
 	return d.Run(ctx, func(e capture.Event) {
 		for _, f := range conv.flows(e) {
 			p.Offer(f)
@@ -133,7 +133,16 @@ type converter struct {
 	// starts holds when each open connection's current interval began: its
 	// previous record's end.
 	starts map[connKey]time.Time
+	// hostDrops: report drops with no pod of this node at either end. The
+	// kernel's drop hook sees the whole host; an agent that does not
+	// capture the host's interfaces leaves host drops to the one that does.
+	hostDrops bool
 }
+
+// ignoredDropReasons are frees the kernel reports through kfree_skb that
+// lose no traffic: QUEUE_PURGE frees the queued FIN of every actively
+// closed TCP connection.
+var ignoredDropReasons = map[string]bool{"QUEUE_PURGE": true}
 
 type ifaceInfo struct {
 	name string
@@ -158,6 +167,10 @@ func (c *converter) flows(e capture.Event) []*v1alpha1.Flow {
 		Packets:  int64(e.Delta.Packets), Bytes: int64(e.Delta.Bytes),
 		PacketsReply: int64(e.Delta.PacketsReply), BytesReply: int64(e.Delta.BytesReply),
 		DropReason: e.DropReasonName,
+	}
+	if e.Kind == capture.KindDrop && (ignoredDropReasons[e.DropReasonName] ||
+		!c.hostDrops && !c.mapper.Enricher.IsLocalPod(e.Src) && !c.mapper.Enricher.IsLocalPod(e.Dst)) {
+		return nil
 	}
 	r.Protocol = protocolNames[e.Protocol]
 	if r.Protocol == "" {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -78,6 +79,13 @@ func Open(o Options) (*Store, error) {
 		// from an fsync per batch.
 		WithSyncWrites(false)
 	db, err := badger.Open(bo)
+	// A restarted agent can start while its predecessor is still exiting
+	// and holding the directory lock: wait for it a little.
+	for wait := 0; err != nil && strings.Contains(err.Error(), "Cannot acquire directory lock") && wait < 30; wait++ {
+		klog.InfoS("Waiting for the flow store's directory lock", "dir", o.Dir)
+		time.Sleep(time.Second)
+		db, err = badger.Open(bo)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
 	}

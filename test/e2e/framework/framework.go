@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +40,8 @@ type Options struct {
 	DemoPods bool
 	// Capture is the agents' --capture with demo pods.
 	Capture string
+	// Env adds environment variables for hack/local-up.sh.
+	Env []string
 }
 
 // Main is a suite's TestMain: it starts the system into *sys, runs the
@@ -85,6 +88,7 @@ func Main(m *testing.M, opts Options, sys **System) int {
 	}
 	s.env = append(os.Environ(), "OUT_DIR="+s.Out, fmt.Sprintf("PORT_BASE=%d", s.PortBase),
 		"NODES="+strings.Join(s.Nodes, " "), "FLOWGEN=0", "DEMO_PODS="+demo, "CAPTURE="+capture)
+	s.env = append(s.env, opts.Env...)
 	start := time.Now()
 	if out, err := s.script("hack/local-up.sh"); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: hack/local-up.sh failed: %v\n%s", err, out)
@@ -209,8 +213,30 @@ func (s *System) AgentMetric(t *testing.T, i int, series string) float64 {
 // through kube-apiserver with no agent missing.
 func (s *System) Kill(t *testing.T, component string) func() {
 	t.Helper()
-	pidFile := filepath.Join(s.Out, "pids", component+".pid")
-	raw, err := os.ReadFile(pidFile)
+	args := s.kill(t, component)
+	return func() {
+		t.Helper()
+		s.start(t, component, args)
+	}
+}
+
+// Restart kills a component and starts it with its command line passed
+// through edit; it returns the command line it had.
+func (s *System) Restart(t *testing.T, component string, edit func([]string) []string) []string {
+	t.Helper()
+	args := s.kill(t, component)
+	s.start(t, component, edit(slices.Clone(args)))
+	return args
+}
+
+func (s *System) pidFile(component string) string {
+	return filepath.Join(s.Out, "pids", component+".pid")
+}
+
+// kill kills a component with SIGKILL and returns its command line.
+func (s *System) kill(t *testing.T, component string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(s.pidFile(component))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,37 +248,51 @@ func (s *System) Kill(t *testing.T, component string) func() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for syscall.Kill(pid, 0) == nil {
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {
-			break // a zombie nobody reaps is gone enough
-		}
+	// Wait until it has let go of its files (store lock, ports): every
+	// thread must be gone or a zombie, since the leader turns zombie before
+	// the last thread closes the shared files.
+	for !exited(pid) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	return func() {
-		t.Helper()
-		logf, err := os.OpenFile(filepath.Join(s.Out, "logs", component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// local-down stops what the pid file names.
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = cmd.Wait() }()
-		Eventually(t, 60*time.Second, component+" to serve again", func() (bool, string) {
-			_, stderr, err := s.KubectlAs("", "get", "flows", "-A", "--field-selector", "until=2000-01-01T00:00:00Z")
-			return err == nil && !strings.Contains(stderr, "Warning"), stderr
-		})
+	return strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+}
+
+// start starts a component with args, records its pid where local-down
+// looks, and waits until flows can be listed with no agent missing.
+func (s *System) start(t *testing.T, component string, args []string) {
+	t.Helper()
+	logf, err := os.OpenFile(filepath.Join(s.Out, "logs", component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer logf.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.pidFile(component), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }()
+	Eventually(t, 60*time.Second, component+" to serve again", func() (bool, string) {
+		_, stderr, err := s.KubectlAs("", "get", "flows", "-A", "--field-selector", "until=2000-01-01T00:00:00Z")
+		return err == nil && !strings.Contains(stderr, "Warning"), stderr
+	})
+}
+
+// exited reports whether every thread of pid has finished its exit.
+func exited(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, st := range stats {
+		raw, err := os.ReadFile(st)
+		if err == nil && !strings.Contains(string(raw), ") Z ") && !strings.Contains(string(raw), ") X ") {
+			return false
+		}
+	}
+	return true
 }
