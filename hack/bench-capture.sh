@@ -6,12 +6,13 @@
 # that the machine's noise hits both alike. Also reports the agent's CPU
 # time per million packets and the events the datapath lost.
 #
-# Root only. Usage: hack/bench-capture.sh [rounds] [seconds per run]
+# Root only. Usage: [CAPTURE=all|selected] hack/bench-capture.sh [rounds] [seconds per run]
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${1:-3}
 SECS=${2:-10}
+CAPTURE=${CAPTURE:-all} # selected, with no watch: the programs run but select nothing
 BIN=${BIN_DIR:-${ROOT}/_output/bin}
 WORK=$(mktemp -d /tmp/flowscope-bench.XXXXXX)
 NS_A=fsbench-a NS_B=fsbench-b
@@ -60,7 +61,7 @@ start_agent() {
   "${BIN}/flowscope-agent" --node-name=bench --data-dir="${WORK}/agent" --kubeconfig=/nonexistent \
     --listen-address=127.0.0.1:19801 --metrics-bind-address="${METRICS}" \
     --tls-cert-file="${WORK}/certs/agent.crt" --tls-private-key-file="${WORK}/certs/agent.key" \
-    --client-ca-file="${WORK}/certs/ca.crt" --capture=all --interfaces='fsbench*' \
+    --client-ca-file="${WORK}/certs/ca.crt" --capture="${CAPTURE}" --interfaces='fsbench*' --attach-default-route=false \
     >"${WORK}/agent.log" 2>&1 &
   AGENT_PID=$!
   for _ in $(seq 100); do
@@ -129,7 +130,7 @@ main() {
   bu=$(echo "${base_udp[*]}" | awk "${mean}")
   cu=$(echo "${cap_udp[*]}" | awk "${mean}")
   echo
-  echo "bench-capture: ${ROUNDS} rounds x ${SECS}s, $(nproc) CPUs, kernel $(uname -r)"
+  echo "bench-capture: --capture=${CAPTURE}, ${ROUNDS} rounds x ${SECS}s, $(nproc) CPUs, kernel $(uname -r)"
   printf '  TCP throughput   without %8s Gbit/s   with %8s Gbit/s   ratio %s\n' "${bt}" "${ct}" "$(awk -v a="${ct}" -v b="${bt}" 'BEGIN{printf "%.3f", a/b}')"
   printf '  UDP 64 B rate    without %8s kpps     with %8s kpps     ratio %s\n' "${bu}" "${cu}" "$(awk -v a="${cu}" -v b="${bu}" 'BEGIN{printf "%.3f", a/b}')"
   printf '  agent CPU        %.3f s for %d packets seen = %.3f CPU-s per million packets\n' "${cpu_s}" "${pkts}" "$(awk -v c="${cpu_s}" -v p="${pkts}" 'BEGIN{if (p>0) printf "%.4f", c*1e6/p; else print "n/a"}')"
