@@ -482,25 +482,27 @@ static __always_inline bool port_selected(__u16 port, __u8 proto)
 
 /* selected ORs the selectors; only called in CAPTURE_SELECTED mode, so
  * "all" mode pays none of these lookups. */
-static __always_inline bool selected(__u32 ifindex, const struct parsed *p)
+static __always_inline bool selected(const struct flow_config *cfg,
+				     __u32 ifindex, const struct parsed *p)
 {
 	struct sel_addr_key ak = { .prefixlen = 128 };
 
-	if (bpf_map_lookup_elem(&sel_ifaces, &ifindex))
+	if ((cfg->sel_kinds & SEL_IFACES) && bpf_map_lookup_elem(&sel_ifaces, &ifindex))
 		return true;
-	__builtin_memcpy(ak.addr, p->saddr, 16);
-	if (bpf_map_lookup_elem(&sel_addrs, &ak))
-		return true;
-	__builtin_memcpy(ak.addr, p->daddr, 16);
-	if (bpf_map_lookup_elem(&sel_addrs, &ak))
-		return true;
-	if (p->has_ports)
+	if (cfg->sel_kinds & SEL_ADDRS) {
+		__builtin_memcpy(ak.addr, p->saddr, 16);
+		if (bpf_map_lookup_elem(&sel_addrs, &ak))
+			return true;
+		__builtin_memcpy(ak.addr, p->daddr, 16);
+		if (bpf_map_lookup_elem(&sel_addrs, &ak))
+			return true;
+	}
+	if (p->has_ports && (cfg->sel_kinds & SEL_PORTS))
 		return port_selected(p->sport, p->proto) ||
 		       port_selected(p->dport, p->proto);
 	return false;
 }
 
-/* addr_cmp orders two addresses; any total order works for normalising. */
 static __always_inline int addr_cmp(const __u8 *a, const __u8 *b)
 {
 	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
@@ -805,7 +807,7 @@ static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
 	struct flow_config *cfg = bpf_map_lookup_elem(&config, &key);
 	if (!cfg) /* cannot happen for an ARRAY; for the verifier */
 		return TC_ACT_UNSPEC;
-	if (cfg->capture_mode == CAPTURE_SELECTED && !selected(skb->ifindex, &p)) {
+	if (cfg->capture_mode == CAPTURE_SELECTED && !selected(cfg, skb->ifindex, &p)) {
 		count(CNT_FILTERED_OUT);
 		return TC_ACT_UNSPEC;
 	}
@@ -939,7 +941,7 @@ int BPF_PROG(flowscope_kfree_skb, struct sk_buff *skb, void *location,
 	/* Drops obey the selection too: unselected traffic costs no event.
 	 * Interfaces are not matched here: a drop's ifindex belongs to
 	 * whatever namespace dropped it. */
-	if (cfg->capture_mode == CAPTURE_SELECTED && !selected(0, &p)) {
+	if (cfg->capture_mode == CAPTURE_SELECTED && !selected(cfg, 0, &p)) {
 		count(CNT_FILTERED_OUT);
 		return 0;
 	}

@@ -178,6 +178,16 @@ struct flow_config {
 	__u64 report_interval_ns; /* periodic update for long connections */
 	__u32 capture_mode;       /* enum capture_mode */
 	__u32 flags;              /* enum config_flag */
+	__u32 sel_kinds;          /* enum sel_kind: which selector maps hold entries */
+	__u32 pad;
+};
+
+/* Which selector maps are non-empty: the datapath skips lookups in empty
+ * ones (an LPM trie lookup is the dearest thing on the selected path). */
+enum sel_kind {
+	SEL_IFACES = 1,
+	SEL_ADDRS = 2,
+	SEL_PORTS = 4,
 };
 
 /* Selector keys for --capture=selected (ORed). */

@@ -121,6 +121,8 @@ type FlowFlowConfig struct {
 	ReportIntervalNs uint64
 	CaptureMode      uint32
 	Flags            uint32
+	SelKinds         uint32
+	Pad              uint32
 }
 
 type FlowFlowKey struct {

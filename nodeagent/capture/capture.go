@@ -84,6 +84,7 @@ type Datapath struct {
 	mu       sync.Mutex // guards attached, selMode, cfgFlags
 	attached map[int]*attachment
 	selMode  uint32
+	selKinds uint32 // SEL_* bits of the non-empty selector maps
 	cfgFlags uint32
 
 	tracing interface{ Close() error } // the kfree_skb link
@@ -159,6 +160,7 @@ func (d *Datapath) writeConfig() error {
 		ReportIntervalNs: uint64(d.opts.ReportInterval),
 		CaptureMode:      d.selMode,
 		Flags:            d.cfgFlags,
+		SelKinds:         d.selKinds,
 	}
 	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("write config: %w", err)

@@ -78,6 +78,15 @@ func (d *Datapath) SetSelection(sel Selection) error {
 		mode = 0
 	}
 	d.selMode = mode
+	// The union of old and new kinds until the stale entries are pruned
+	// would be as correct; the new kinds alone only skip maps whose
+	// entries are all about to go.
+	d.selKinds = 0
+	for bit, n := range map[uint32]int{1: len(ifaces), 2: len(addrs), 4: len(ports)} { // SEL_IFACES, SEL_ADDRS, SEL_PORTS
+		if n > 0 {
+			d.selKinds |= bit
+		}
+	}
 	if err := d.writeConfig(); err != nil {
 		return fmt.Errorf("set selection: %w", err)
 	}
