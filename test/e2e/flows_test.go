@@ -22,6 +22,11 @@ func TestDiscoveryAndExplain(t *testing.T) {
 	if out != "True" {
 		t.Errorf("APIService Available = %q, want True", out)
 	}
+	// kube-apiserver downloads the aggregated OpenAPI in the background.
+	eventually(t, 90*time.Second, "kubectl explain flows", func() (bool, string) {
+		_, stderr, err := kubectlAs("", "explain", "flows")
+		return err == nil, stderr
+	})
 	out = kubectl(t, "explain", "flows")
 	for _, want := range []string{"KIND:       Flow", "trafficDirection", "Flow is one record of network traffic"} {
 		if !strings.Contains(out, want) {
