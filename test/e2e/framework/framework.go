@@ -75,6 +75,13 @@ func Main(m *testing.M, opts Options, sys **System) int {
 	if opts.DemoPods && os.Geteuid() != 0 {
 		return skip("capture needs root for network namespaces and eBPF")
 	}
+	if opts.DemoPods {
+		// The demo pods have fixed names and addresses: one set per host.
+		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "fs-node-") {
+			fmt.Fprintln(os.Stderr, "e2e: demo pods of another local system exist; stop it first (make stop)")
+			return 1
+		}
+	}
 	s := &System{Root: root, Kubectl: filepath.Join(root, "_output/tools/kubectl"), Nodes: []string{"node-a", "node-b"}}
 	if s.Out, err = os.MkdirTemp("", "flowscope-e2e-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
