@@ -2,9 +2,12 @@
 //
 // Key layout:
 //
-//	f<rv:8>            the flow, JSON               primary, in resource-version order
+//	f<rv:8>            the flow (package codec)     primary, in resource-version order
 //	t<time:8><rv:8>    empty                        index in list order (time, then rv)
 //	m<name>            metadata such as the clock ceiling
+//
+// Flow values written before the codec are JSON; they start with '{', which
+// no codec version byte is, and are still read.
 //
 // Integers are big-endian so byte order is numeric order. Flow entries expire
 // by TTL computed from the resource version, which is a microsecond
@@ -27,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/store/codec"
 )
 
 // ErrNotFound is returned by Get for a version the store does not hold.
@@ -105,11 +109,17 @@ func (s *Store) Retention() time.Duration { return s.retention }
 func (s *Store) Write(recs []Record) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	// The batch keeps the values until Flush: encode them all into one
+	// buffer that only ever grows at its end.
+	buf := make([]byte, 0, 320*len(recs))
 	for _, r := range recs {
-		val, err := json.Marshal(r.Flow)
+		start := len(buf)
+		var err error
+		buf, err = codec.AppendMarshal(buf, r.Flow)
 		if err != nil {
 			return fmt.Errorf("encode flow %d: %w", r.RV, err)
 		}
+		val := buf[start:len(buf):len(buf)]
 		exp := s.expiresAt(r.RV)
 		if err := wb.SetEntry(&badger.Entry{Key: flowKey(r.RV), Value: val, ExpiresAt: exp}); err != nil {
 			return fmt.Errorf("write flow %d: %w", r.RV, err)
@@ -301,7 +311,13 @@ func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
 
 func decode(item *badger.Item) (*v1alpha1.Flow, error) {
 	f := new(v1alpha1.Flow)
-	err := item.Value(func(val []byte) error { return json.Unmarshal(val, f) })
+	err := item.Value(func(val []byte) error {
+		if len(val) > 0 && val[0] == '{' {
+			// Written before the codec.
+			return json.Unmarshal(val, f)
+		}
+		return codec.Unmarshal(val, f)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("decode flow %x: %w", item.Key(), err)
 	}
