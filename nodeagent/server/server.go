@@ -82,10 +82,8 @@ func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentap
 		}
 	}
 	resp := &agentapi.ListResponse{SnapshotRV: snap}
-	err = s.store.ScanTime(q, func(r store.Record) bool {
-		if !m.Matches(r.Flow) {
-			return true
-		}
+	// Query applies the whole filter; the plan only narrows what it reads.
+	plan, err := s.store.Query(q, req.Filter, func(r store.Record) bool {
 		if req.Limit > 0 && int64(len(resp.Flows)) == req.Limit {
 			resp.More = true
 			return false
@@ -97,6 +95,7 @@ func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentap
 		klog.ErrorS(err, "Failed listing flows")
 		return nil, status.Errorf(codes.Internal, "list flows on node %s: %v", s.node, err)
 	}
+	klog.V(4).InfoS("Listed flows", "plan", plan.String(), "flows", len(resp.Flows), "more", resp.More)
 	return resp, ctx.Err()
 }
 

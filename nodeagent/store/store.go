@@ -4,7 +4,13 @@
 //
 //	f<rv:8>            the flow (package codec)     primary, in resource-version order
 //	t<time:8><rv:8>    empty                        index in list order (time, then rv)
+//	i<field:1><len:uvarint><value><time:8><rv:8>
+//	                   empty                        secondary indexes (index.go)
 //	m<name>            metadata such as the clock ceiling
+//
+// The index entries of a flow are written in the same batch as the flow and
+// expire with it. Query (query.go) answers a filtered list from the most
+// selective index range it can use, or from the time index.
 //
 // Flow values written before the codec are JSON; they start with '{', which
 // no codec version byte is, and are still read.
@@ -23,6 +29,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -37,10 +44,16 @@ import (
 var ErrNotFound = errors.New("flow not found")
 
 const (
-	prefixFlow = 'f'
-	prefixTime = 't'
-	prefixMeta = 'm'
+	prefixFlow  = 'f'
+	prefixTime  = 't'
+	prefixMeta  = 'm'
+	prefixIndex = 'i'
 )
+
+// metaIndexFrom holds the first version written with secondary index
+// entries: flows below it (written by an older agent, or with DisableIndex)
+// have none, and no index is used while any of them is left.
+const metaIndexFrom = "store.indexFrom"
 
 // Options configure a Store.
 type Options struct {
@@ -48,6 +61,9 @@ type Options struct {
 	Dir string
 	// Retention is how long a flow is kept after its resource version.
 	Retention time.Duration
+	// DisableIndex writes no secondary index entries, and Query then always
+	// scans the time index (benchmarks).
+	DisableIndex bool
 }
 
 // Store is a node's flow store. Its methods are safe for concurrent use;
@@ -55,6 +71,11 @@ type Options struct {
 type Store struct {
 	db        *badger.DB
 	retention time.Duration
+	noIndex   bool
+	// indexFrom is the first version written with index entries; indexReady
+	// latches once no flow below it is left.
+	indexFrom  uint64
+	indexReady atomic.Bool
 }
 
 // Record is a flow with its resource version.
@@ -93,7 +114,61 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
 	}
-	return &Store{db: db, retention: o.Retention}, nil
+	s := &Store{db: db, retention: o.Retention, noIndex: o.DisableIndex}
+	if err := s.initIndex(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// initIndex finds, or records, from which version on flows have index
+// entries.
+func (s *Store) initIndex() error {
+	key := append([]byte{prefixMeta}, metaIndexFrom...)
+	if s.noIndex {
+		s.indexFrom = math.MaxUint64
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+			return fmt.Errorf("clear index marker: %w", err)
+		}
+		return nil
+	}
+	raw, err := s.GetMeta(metaIndexFrom)
+	if err != nil {
+		return err
+	}
+	if len(raw) == 8 {
+		s.indexFrom = binary.BigEndian.Uint64(raw)
+		return nil
+	}
+	last, err := s.LastRV()
+	if err != nil {
+		return fmt.Errorf("open flow store: %w", err)
+	}
+	if last != 0 {
+		s.indexFrom = last + 1
+	}
+	return s.SetMeta(metaIndexFrom, binary.BigEndian.AppendUint64(nil, s.indexFrom))
+}
+
+// indexUsable reports whether every flow in the store has its index
+// entries.
+func (s *Store) indexUsable(txn *badger.Txn) bool {
+	if s.noIndex {
+		return false
+	}
+	if s.indexReady.Load() {
+		return true
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixFlow}})
+	defer it.Close()
+	it.Seek([]byte{prefixFlow})
+	if it.Valid() && binary.BigEndian.Uint64(it.Item().Key()[1:]) < s.indexFrom {
+		return false
+	}
+	// Writes only add larger versions: this stays true.
+	s.indexReady.Store(true)
+	return true
 }
 
 // Close flushes and closes the store.
@@ -112,6 +187,10 @@ func (s *Store) Write(recs []Record) error {
 	// The batch keeps the values until Flush: encode them all into one
 	// buffer that only ever grows at its end.
 	buf := make([]byte, 0, 320*len(recs))
+	var keys []byte
+	if !s.noIndex {
+		keys = make([]byte, 0, 400*len(recs))
+	}
 	for _, r := range recs {
 		start := len(buf)
 		var err error
@@ -126,6 +205,24 @@ func (s *Store) Write(recs []Record) error {
 		}
 		if err := wb.SetEntry(&badger.Entry{Key: timeKey(r.Flow.Time.Time, r.RV), ExpiresAt: exp}); err != nil {
 			return fmt.Errorf("write time index of flow %d: %w", r.RV, err)
+		}
+		if s.noIndex {
+			continue
+		}
+		vals := indexValues(r.Flow)
+		for field := indexField(1); field <= numIndexes; field++ {
+			if vals[field] == "" {
+				continue
+			}
+			start := len(keys)
+			keys = appendIndexPrefix(keys, field, vals[field])
+			keys = appendListSuffix(keys, r.Flow.Time.Time, r.RV)
+			// Keys never move once handed over: a grown buffer is a new
+			// array, the old one stays referenced by the batch.
+			key := keys[start:len(keys):len(keys)]
+			if err := wb.SetEntry(&badger.Entry{Key: key, ExpiresAt: exp}); err != nil {
+				return fmt.Errorf("write %s index of flow %d: %w", field, r.RV, err)
+			}
 		}
 	}
 	if err := wb.Flush(); err != nil {
@@ -225,52 +322,62 @@ type TimeScan struct {
 // ScanTime calls fn for the flows in list order (time, then version), until
 // fn returns false.
 func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
-	start := timeKey(q.Since, 0)
+	return s.db.View(func(txn *badger.Txn) error {
+		return scanList(txn, []byte{prefixTime}, q, fn)
+	})
+}
+
+// scanList calls fn for the flows of one list-ordered range: the keys are
+// prefix<time:8><rv:8>, those of the time index or of one index value.
+func scanList(txn *badger.Txn, prefix []byte, q TimeScan, fn func(Record) bool) error {
+	p := len(prefix)
+	start := appendListSuffix(append([]byte(nil), prefix...), q.Since, 0)
 	var after []byte
 	if q.AfterRV != 0 {
-		after = timeKey(q.AfterTime, q.AfterRV)
+		after = appendListSuffix(append([]byte(nil), prefix...), q.AfterTime, q.AfterRV)
 		if string(after) > string(start) {
 			start = after
 		}
 	}
 	var end []byte
 	if !q.Until.IsZero() {
-		end = timeKey(q.Until, 0)
+		end = appendListSuffix(append([]byte(nil), prefix...), q.Until, 0)
 	}
-	return s.db.View(func(txn *badger.Txn) error {
-		opts := badger.IteratorOptions{Prefix: []byte{prefixTime}}
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(start); it.Valid(); it.Next() {
-			key := it.Item().Key()
-			if end != nil && string(key) >= string(end) {
-				return nil
-			}
-			if after != nil && string(key) == string(after) {
-				continue
-			}
-			rv := binary.BigEndian.Uint64(key[9:])
-			if q.MaxRV != 0 && rv > q.MaxRV {
-				continue
-			}
-			item, err := txn.Get(flowKey(rv))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				// Expired between the index entry and the flow.
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			f, err := decode(item)
-			if err != nil {
-				return err
-			}
-			if !fn(Record{RV: rv, Flow: f}) {
-				return nil
-			}
+	opts := badger.IteratorOptions{Prefix: prefix}
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(start); it.Valid(); it.Next() {
+		key := it.Item().Key()
+		if len(key) != p+listSuffixLen {
+			continue // cannot happen with length-prefixed values
 		}
-		return nil
-	})
+		if end != nil && string(key) >= string(end) {
+			return nil
+		}
+		if after != nil && string(key) == string(after) {
+			continue
+		}
+		rv := binary.BigEndian.Uint64(key[p+8:])
+		if q.MaxRV != 0 && rv > q.MaxRV {
+			continue
+		}
+		item, err := txn.Get(flowKey(rv))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			// Expired between the index entry and the flow.
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		f, err := decode(item)
+		if err != nil {
+			return err
+		}
+		if !fn(Record{RV: rv, Flow: f}) {
+			return nil
+		}
+	}
+	return nil
 }
 
 // GetMeta reads a metadata value; nil when absent.
@@ -332,15 +439,7 @@ func flowKey(rv uint64) []byte {
 }
 
 func timeKey(t time.Time, rv uint64) []byte {
-	k := make([]byte, 17)
-	k[0] = prefixTime
-	var ns uint64
-	if !t.IsZero() && t.UnixNano() > 0 {
-		ns = uint64(t.UnixNano())
-	}
-	binary.BigEndian.PutUint64(k[1:], ns)
-	binary.BigEndian.PutUint64(k[9:], rv)
-	return k
+	return appendListSuffix(append(make([]byte, 0, 1+listSuffixLen), prefixTime), t, rv)
 }
 
 // klogAdapter sends Badger's log to klog; its info lines are verbose.

@@ -1,0 +1,454 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+// spec describes a made-up flow; zero fields are left out of it.
+type spec struct {
+	ns, srcNS, srcPod, dstNS, dstPod string
+	srcWorkload, dstWorkload         string
+	proto                            v1alpha1.Protocol
+	sport, dport                     int32
+	verdict                          v1alpha1.Verdict
+	dir                              v1alpha1.TrafficDirection
+	l7                               v1alpha1.L7Type
+	app                              string
+}
+
+func (s spec) flow(t time.Time, rv uint64) *v1alpha1.Flow {
+	f := &v1alpha1.Flow{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "node-a." + strconv.FormatUint(rv, 10),
+			ResourceVersion: strconv.FormatUint(rv, 10)},
+		Time: metav1.NewMicroTime(t), NodeName: "node-a", Verdict: s.verdict, TrafficDirection: s.dir,
+	}
+	if s.app != "" {
+		f.Labels = map[string]string{"app": s.app}
+	}
+	if s.proto != "" {
+		f.L4 = &v1alpha1.Layer4{Protocol: s.proto, SourcePort: s.sport, DestinationPort: s.dport}
+	}
+	if s.l7 != "" {
+		f.L7 = &v1alpha1.Layer7{Type: s.l7}
+	}
+	ep := func(ns, pod, wl string) *v1alpha1.Endpoint {
+		if ns == "" && pod == "" && wl == "" {
+			return nil
+		}
+		e := &v1alpha1.Endpoint{Namespace: ns, PodName: pod, IP: "10.0.0.1"}
+		if wl != "" {
+			e.Workloads = []v1alpha1.Workload{{Kind: "ReplicaSet", Name: wl + "-abc"}, {Kind: "Deployment", Name: wl}}
+		}
+		return e
+	}
+	f.Source = ep(s.srcNS, s.srcPod, s.srcWorkload)
+	f.Destination = ep(s.dstNS, s.dstPod, s.dstWorkload)
+	return f
+}
+
+func openTest(t *testing.T, o Options) *Store {
+	t.Helper()
+	if o.Retention == 0 {
+		o.Retention = time.Hour
+	}
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// reference is what Query must return: the time index through the matcher.
+func reference(t *testing.T, s *Store, q TimeScan, f agentapi.Filter, limit int) []uint64 {
+	t.Helper()
+	m, err := f.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rvs []uint64
+	err = s.ScanTime(q, func(r Record) bool {
+		if !m.Matches(r.Flow) {
+			return true
+		}
+		rvs = append(rvs, r.RV)
+		return limit <= 0 || len(rvs) < limit
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rvs
+}
+
+func query(t *testing.T, s *Store, q TimeScan, f agentapi.Filter, limit int) ([]Record, Plan) {
+	t.Helper()
+	var recs []Record
+	p, err := s.Query(q, f, func(r Record) bool {
+		recs = append(recs, r)
+		return limit <= 0 || len(recs) < limit
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs, p
+}
+
+func rvsOf(recs []Record) []uint64 {
+	rvs := make([]uint64, len(recs))
+	for i, r := range recs {
+		rvs[i] = r.RV
+	}
+	return rvs
+}
+
+func TestIndexValuesMatchFieldSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		f := randomSpec(rng).flow(time.Unix(1, 0), uint64(i+1))
+		fs := v1alpha1.FieldSet(f)
+		v := indexValues(f)
+		for field := indexField(1); field <= numIndexes; field++ {
+			want := fs[indexLabels[field]]
+			switch field {
+			case idxSourcePod, idxDestinationPod:
+				ep := strings.TrimSuffix(indexLabels[field], ".podName")
+				if want != "" {
+					want = podValue(fs[ep+".namespace"], want)
+				}
+			}
+			if v[field] != want {
+				t.Fatalf("flow %d: index %s is %q, field set says %q", i, field, v[field], want)
+			}
+		}
+	}
+}
+
+// TestPlan: each index is chosen where it is the most selective.
+func TestPlan(t *testing.T) {
+	s := openTest(t, Options{})
+	base := time.Now().Add(-time.Minute)
+	rv0 := uint64(time.Now().UnixMicro())
+	var recs []Record
+	for i := range 1000 {
+		sp := spec{ns: "big", srcNS: "big", srcPod: fmt.Sprintf("client-%d", i%5), srcWorkload: "client",
+			dstNS: "big", dstPod: "web", dstWorkload: "web", proto: v1alpha1.ProtocolTCP, sport: 40000, dport: 8080,
+			verdict: v1alpha1.VerdictForwarded, dir: v1alpha1.TrafficDirectionEgress}
+		if i%10 == 0 {
+			sp.ns = "small"
+		}
+		if i%50 == 0 {
+			sp.dstNS, sp.dstPod, sp.dstWorkload = "small", "server", "server"
+		}
+		if i%100 == 0 {
+			sp.dport = 5432
+		}
+		if i%25 == 0 {
+			sp.verdict = v1alpha1.VerdictDropped
+		}
+		if i%4 == 0 {
+			sp.dir = v1alpha1.TrafficDirectionIngress
+		}
+		if i%20 == 0 {
+			sp.proto, sp.dport, sp.l7 = v1alpha1.ProtocolUDP, 53, v1alpha1.L7TypeDNS
+		}
+		rv := rv0 + uint64(i)
+		recs = append(recs, Record{RV: rv, Flow: sp.flow(base.Add(time.Duration(i)*time.Millisecond), rv)})
+	}
+	if err := s.Write(recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ns, fields, labels string
+		index, value       string
+	}{
+		{index: "time"},
+		{ns: "small", index: "metadata.namespace", value: "small"},
+		{fields: "metadata.namespace=small", index: "metadata.namespace", value: "small"},
+		{fields: "verdict=Dropped", index: "verdict", value: "Dropped"},
+		{ns: "small", fields: "verdict=Dropped", index: "verdict", value: "Dropped"},
+		{ns: "big", fields: "verdict==Dropped,l4.destinationPort=5432", index: "l4.destinationPort", value: "5432"},
+		{fields: "destination.namespace=small,destination.podName=server,l4.protocol=TCP", index: "destination.podName", value: "small/server"},
+		{fields: "destination.podName=server,l4.protocol=UDP", index: "l4.protocol", value: "UDP"},
+		{fields: "destination.podName=server", index: "time"},
+		{fields: "source.namespace=big,source.podName=client-1,trafficDirection=Ingress", index: "source.podName", value: "big/client-1"},
+		{fields: "trafficDirection=Ingress", index: "trafficDirection", value: "Ingress"},
+		{fields: "l4.protocol=UDP,l7.type=DNS", index: "l7.type", value: "DNS"},
+		{fields: "l7.type=DNS", index: "l7.type", value: "DNS"},
+		{fields: "destination.workload=server", index: "destination.workload", value: "server"},
+		{fields: "source.workload=client,destination.workload=server", index: "destination.workload", value: "server"},
+		{fields: "source.workload=client", index: "source.workload", value: "client"},
+		{fields: "verdict!=Dropped", index: "time"},
+		{fields: "source.namespace=big,source.podName=", index: "time"},
+		{labels: "app=x", index: "time"},
+		{fields: "verdict!=Dropped,l4.destinationPort=1", index: "l4.destinationPort", value: "1"},
+	} {
+		name := tc.ns + "|" + tc.fields + "|" + tc.labels
+		f := agentapi.Filter{Namespace: tc.ns, FieldSelector: tc.fields, LabelSelector: tc.labels}
+		got, p := query(t, s, TimeScan{}, f, 0)
+		if p.Index != tc.index || p.Value != tc.value {
+			t.Errorf("%s: plan %v, want %s=%s", name, p, tc.index, tc.value)
+		}
+		want := reference(t, s, TimeScan{}, f, 0)
+		if fmt.Sprint(rvsOf(got)) != fmt.Sprint(want) {
+			t.Errorf("%s: Query gave %d flows, the time scan %d", name, len(got), len(want))
+		}
+	}
+}
+
+var (
+	testNamespaces = []string{"shop", "shop", "shop", "payments", "kube-system", "monitoring", ""}
+	testPods       = []string{"web-1", "web-2", "cart-1", "db-0", "api-1", ""}
+	testPorts      = []int32{53, 80, 443, 5432, 8080, 0}
+	testProtocols  = []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolICMPv4, ""}
+	testVerdicts   = []v1alpha1.Verdict{v1alpha1.VerdictForwarded, v1alpha1.VerdictForwarded, v1alpha1.VerdictForwarded, v1alpha1.VerdictDropped, v1alpha1.VerdictAudit}
+	testDirections = []v1alpha1.TrafficDirection{v1alpha1.TrafficDirectionIngress, v1alpha1.TrafficDirectionEgress, v1alpha1.TrafficDirectionUnknown}
+	testL7         = []v1alpha1.L7Type{"", "", "", v1alpha1.L7TypeDNS, v1alpha1.L7TypeHTTP}
+	testWorkloads  = []string{"web", "cart", "db", ""}
+)
+
+func pick[T any](rng *rand.Rand, xs []T) T { return xs[rng.IntN(len(xs))] }
+
+func randomSpec(rng *rand.Rand) spec {
+	return spec{
+		ns: pick(rng, testNamespaces), srcNS: pick(rng, testNamespaces), srcPod: pick(rng, testPods),
+		dstNS: pick(rng, testNamespaces), dstPod: pick(rng, testPods),
+		srcWorkload: pick(rng, testWorkloads), dstWorkload: pick(rng, testWorkloads),
+		proto: pick(rng, testProtocols), sport: pick(rng, testPorts), dport: pick(rng, testPorts),
+		verdict: pick(rng, testVerdicts), dir: pick(rng, testDirections), l7: pick(rng, testL7),
+		app: pick(rng, testWorkloads),
+	}
+}
+
+// randomFilter combines equality and inequality requirements on indexed
+// and unindexed fields, a namespace, a label selector and time bounds.
+func randomFilter(rng *rand.Rand, base time.Time, span time.Duration) agentapi.Filter {
+	var f agentapi.Filter
+	if rng.IntN(4) == 0 {
+		f.Namespace = pick(rng, testNamespaces)
+	}
+	values := map[string]func() string{
+		"metadata.namespace":    func() string { return pick(rng, testNamespaces) },
+		"source.namespace":      func() string { return pick(rng, testNamespaces) },
+		"destination.namespace": func() string { return pick(rng, testNamespaces) },
+		"source.podName":        func() string { return pick(rng, testPods) },
+		"destination.podName":   func() string { return pick(rng, testPods) },
+		"source.workload":       func() string { return pick(rng, testWorkloads) },
+		"destination.workload":  func() string { return pick(rng, testWorkloads) },
+		"l4.destinationPort":    func() string { return strconv.Itoa(int(pick(rng, testPorts))) },
+		"l4.sourcePort":         func() string { return strconv.Itoa(int(pick(rng, testPorts))) },
+		"l4.protocol":           func() string { return string(pick(rng, testProtocols[:4])) },
+		"verdict":               func() string { return string(pick(rng, testVerdicts)) },
+		"trafficDirection":      func() string { return string(pick(rng, testDirections)) },
+		"l7.type":               func() string { return string(pick(rng, testL7[3:])) },
+	}
+	labels := make([]string, 0, len(values))
+	for l := range values {
+		labels = append(labels, l)
+	}
+	// Map order is random: sort for a repeatable test.
+	slices.Sort(labels)
+	var reqs []string
+	for range rng.IntN(5) {
+		l := pick(rng, labels)
+		op := "="
+		if rng.IntN(4) == 0 {
+			op = "!="
+		}
+		reqs = append(reqs, l+op+values[l]())
+		if ep, ok := strings.CutSuffix(l, ".podName"); ok && rng.IntN(2) == 0 {
+			// A pod index needs its namespace.
+			reqs = append(reqs, ep+".namespace="+pick(rng, testNamespaces))
+		}
+	}
+	f.FieldSelector = strings.Join(reqs, ",")
+	if rng.IntN(8) == 0 {
+		f.LabelSelector = "app=" + pick(rng, testWorkloads[:3])
+	}
+	if rng.IntN(3) == 0 {
+		t := base.Add(time.Duration(rng.Int64N(int64(span))))
+		f.Since = &t
+	}
+	if rng.IntN(3) == 0 {
+		t := base.Add(time.Duration(rng.Int64N(int64(span))))
+		f.Until = &t
+	}
+	return f
+}
+
+// TestQueryMatchesTimeScan: on random flows and random filters, paged with
+// random limits and cursors and snapshots, Query returns exactly what the
+// time index through the matcher does.
+func TestQueryMatchesTimeScan(t *testing.T) {
+	s := openTest(t, Options{})
+	rng := rand.New(rand.NewPCG(7, 11))
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Millisecond)
+	const span = 5 * time.Second
+	rv0 := uint64(time.Now().UnixMicro())
+	const n = 4000
+	for i := 0; i < n; i += 100 {
+		var recs []Record
+		for j := i; j < i+100; j++ {
+			// Coarse times: many flows share one, so the cursor's version
+			// matters; times are out of version order.
+			at := base.Add(time.Duration(rng.Int64N(int64(span/time.Millisecond))) * time.Millisecond)
+			rv := rv0 + uint64(j)
+			recs = append(recs, Record{RV: rv, Flow: randomSpec(rng).flow(at, rv)})
+		}
+		if err := s.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans := map[string]int{}
+	for i := range 400 {
+		f := randomFilter(rng, base, span)
+		if _, err := f.Compile(); err != nil {
+			t.Fatalf("filter %d: %v", i, err)
+		}
+		q := TimeScan{}
+		if f.Since != nil {
+			q.Since = *f.Since
+		}
+		if f.Until != nil {
+			q.Until = *f.Until
+		}
+		if rng.IntN(3) == 0 {
+			q.MaxRV = rv0 + uint64(rng.IntN(n))
+		}
+		limit := 0
+		if rng.IntN(2) == 0 {
+			limit = 1 + rng.IntN(40)
+		}
+		for page := 0; ; page++ {
+			got, p := query(t, s, q, f, limit)
+			plans[p.Index]++
+			want := reference(t, s, q, f, limit)
+			if fmt.Sprint(rvsOf(got)) != fmt.Sprint(want) {
+				t.Fatalf("filter %d %+v, scan %+v, page %d, plan %v:\nQuery %v\nscan  %v", i, f, q, page, p, rvsOf(got), want)
+			}
+			if limit == 0 || len(got) < limit {
+				break
+			}
+			last := got[len(got)-1]
+			q.AfterTime, q.AfterRV = last.Flow.Time.Time, last.RV
+		}
+	}
+	t.Logf("plans used: %v", plans)
+	if plans["time"] == 0 || len(plans) < 6 {
+		t.Errorf("the random filters exercised too few plans: %v", plans)
+	}
+}
+
+// TestQueryBeforeIndex: flows written without index entries (an older
+// agent, or DisableIndex) keep Query on the time index while they last.
+func TestQueryBeforeIndex(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Retention: time.Hour, DisableIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := uint64(time.Now().UnixMicro())
+	sp := spec{ns: "shop", verdict: v1alpha1.VerdictDropped}
+	if err := s.Write([]Record{{RV: rv, Flow: sp.flow(time.Now(), rv)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, Options{Dir: dir})
+	if err := s.Write([]Record{{RV: rv + 1, Flow: sp.flow(time.Now(), rv+1)}}); err != nil {
+		t.Fatal(err)
+	}
+	got, p := query(t, s, TimeScan{}, agentapi.Filter{FieldSelector: "verdict=Dropped"}, 0)
+	if p.Index != "time" || len(got) != 2 {
+		t.Fatalf("plan %v, %d flows; want the time index and 2 flows", p, len(got))
+	}
+	if s.indexFrom != rv+1 {
+		t.Fatalf("index from %d, want %d", s.indexFrom, rv+1)
+	}
+}
+
+// TestIndexExpiry: index entries carry their flow's expiry and vanish with
+// it. Badger's clock is the wall clock, so the test writes flows whose
+// versions are just past the retention and waits for them to go (about a
+// second).
+func TestIndexExpiry(t *testing.T) {
+	const retention = 3 * time.Second
+	s := openTest(t, Options{Retention: retention})
+	now := time.Now()
+	oldRV := uint64(now.Add(-retention).UnixMicro())
+	newRV := uint64(now.UnixMicro())
+	sp := spec{ns: "shop", srcNS: "shop", srcPod: "web-1", dstNS: "shop", dstPod: "db-0", srcWorkload: "web",
+		dstWorkload: "db", proto: v1alpha1.ProtocolTCP, sport: 1, dport: 5432, verdict: v1alpha1.VerdictForwarded,
+		dir: v1alpha1.TrafficDirectionEgress, l7: v1alpha1.L7TypeHTTP}
+	var recs []Record
+	for i := range 10 {
+		recs = append(recs, Record{RV: oldRV + uint64(i), Flow: sp.flow(now, oldRV+uint64(i))})
+	}
+	for i := range 10 {
+		recs = append(recs, Record{RV: newRV + uint64(i), Flow: sp.flow(now, newRV+uint64(i))})
+	}
+	if err := s.Write(recs); err != nil {
+		t.Fatal(err)
+	}
+	// indexEntries maps the version of each visible index entry to its
+	// entries' expiries.
+	indexEntries := func() map[uint64][]uint64 {
+		m := map[uint64][]uint64{}
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixIndex}})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				k := it.Item().Key()
+				rv := binary.BigEndian.Uint64(k[len(k)-8:])
+				m[rv] = append(m[rv], it.Item().ExpiresAt())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for rv, exps := range indexEntries() {
+		if len(exps) != numIndexes {
+			t.Fatalf("flow %d has %d index entries, want %d", rv, len(exps), numIndexes)
+		}
+		for _, e := range exps {
+			if e != s.expiresAt(rv) {
+				t.Fatalf("index entry of flow %d expires at %d, the flow at %d", rv, e, s.expiresAt(rv))
+			}
+		}
+	}
+	if n := len(indexEntries()); n != 20 {
+		t.Fatalf("index entries for %d flows, want 20", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(indexEntries()) != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("index entries for %d flows after the old ones expired, want 10", len(indexEntries()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for rv := range indexEntries() {
+		if rv < newRV {
+			t.Fatalf("index entry of expired flow %d still visible", rv)
+		}
+	}
+	got, p := query(t, s, TimeScan{}, agentapi.Filter{FieldSelector: "source.namespace=shop,source.podName=web-1"}, 0)
+	if p.Index != "source.podName" || len(got) != 10 || got[0].RV != newRV {
+		t.Fatalf("plan %v, flows %v; want source.podName and the 10 new flows", p, rvsOf(got))
+	}
+}
