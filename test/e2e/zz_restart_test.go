@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestContinueTokenSurvivesRestarts pages through a list while every agent
+// and the aggregated server restart between pages: the token carries all a
+// page needs, and the pages add up to one list.
+func TestContinueTokenSurvivesRestarts(t *testing.T) {
+	seedBase(t)
+	cs := clientset(t)
+	ctx := context.Background()
+	all, err := cs.FlowsV1alpha1().Flows("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	for _, f := range all.Items {
+		want = append(want, f.Name)
+	}
+	opts := metav1.ListOptions{Limit: 4, ResourceVersion: all.ResourceVersion, ResourceVersionMatch: metav1.ResourceVersionMatchExact}
+	for page := 0; ; page++ {
+		l, err := cs.FlowsV1alpha1().Flows("").List(ctx, opts)
+		if err != nil {
+			t.Fatalf("page %d: %v", page, err)
+		}
+		for _, f := range l.Items {
+			got = append(got, f.Name)
+		}
+		t.Logf("page %d: %d flows, continue %t", page, len(l.Items), l.Continue != "")
+		if l.Continue == "" {
+			if page == 0 {
+				t.Fatalf("one page of %d flows: nothing to continue", len(l.Items))
+			}
+			break
+		}
+		opts = metav1.ListOptions{Limit: 4, Continue: l.Continue}
+		for _, c := range []string{"agent-node-a", "agent-node-b", "flowscope-apiserver"} {
+			before := pidOf(t, c)
+			sys.Kill(t, c)()
+			if pidOf(t, c) == before {
+				t.Fatalf("%s was not restarted", c)
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages across restarts\n%v\ndiffer from one list at the same snapshot\n%v", got, want)
+	}
+}
+
+func pidOf(t *testing.T, component string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(sys.Out, "pids", component+".pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
