@@ -48,6 +48,12 @@ bench: ## Go benchmarks.
 bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, with vs. without the agent attached.
 	hack/bench-capture.sh
 
+.PHONY: bench-store
+bench-store: ## Store benchmarks: codec speed, list latency on 1M flows (planner vs full scan), ingest, bytes per flow.
+	$(GO) test ./nodeagent/store/codec -run '^$$' -bench 'Marshal|Unmarshal' -benchmem -benchtime 2s
+	$(GO) test ./nodeagent/store -run '^$$' -bench 'List|Write' -benchtime 200x -timeout 30m
+	$(GO) run ./hack/storesize -n $${FLOWS:-1000000}
+
 .PHONY: generate-bpf
 generate-bpf: ## Regenerate bpf/*_bpfel.{go,o} with clang-19 (installed from Debian if missing).
 	hack/generate-bpf.sh
