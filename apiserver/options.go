@@ -79,9 +79,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Validate checks the options.
 func (o *Options) Validate() []error {
 	errs := o.Recommended.Validate()
-	for flag, v := range map[string]string{"--agent-ca-file": o.AgentCAFile, "--agent-client-cert-file": o.AgentClientCertFile, "--agent-client-key-file": o.AgentClientKeyFile} {
-		if v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", flag))
+	for _, req := range []struct{ flag, value string }{{"--agent-ca-file", o.AgentCAFile}, {"--agent-client-cert-file", o.AgentClientCertFile}, {"--agent-client-key-file", o.AgentClientKeyFile}} {
+		if req.value == "" {
+			errs = append(errs, fmt.Errorf("%s is required", req.flag))
 		}
 	}
 	if _, err := agents.ParseStatic(o.StaticAgents); err != nil {

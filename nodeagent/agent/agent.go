@@ -113,9 +113,9 @@ func (o *Options) Validate() []error {
 	if strings.Contains(o.NodeName, "/") {
 		errs = append(errs, errors.New("--node-name must not contain '/'"))
 	}
-	for flag, v := range map[string]string{"--tls-cert-file": o.TLSCertFile, "--tls-private-key-file": o.TLSKeyFile, "--client-ca-file": o.ClientCAFile, "--data-dir": o.DataDir} {
-		if v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", flag))
+	for _, req := range []struct{ flag, value string }{{"--tls-cert-file", o.TLSCertFile}, {"--tls-private-key-file", o.TLSKeyFile}, {"--client-ca-file", o.ClientCAFile}, {"--data-dir", o.DataDir}} {
+		if req.value == "" {
+			errs = append(errs, fmt.Errorf("%s is required", req.flag))
 		}
 	}
 	switch o.Capture {
