@@ -1,9 +1,9 @@
 package flow
 
 import (
-	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -216,10 +216,8 @@ func (w *mergedWatch) sendBlocking(ctx context.Context, e watch.Event) bool {
 }
 
 func (w *mergedWatch) sendError(err error) {
-	st := apierrors.APIStatus(nil)
-	if s, ok := err.(apierrors.APIStatus); ok {
-		st = s
-	} else {
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) {
 		st = apierrors.NewInternalError(err)
 	}
 	s := st.Status()
@@ -247,7 +245,7 @@ func (m *merger) add(node string, e *agentapi.WatchEvent, now time.Time) {
 		m.marks[node] = e.RV
 	}
 	if e.Type == agentapi.Added && e.Flow != nil {
-		heap.Push(&m.pending, e.Flow)
+		heap.Push(&m.pending, pendingFlow{rv: e.RV, flow: e.Flow})
 	}
 }
 
@@ -266,31 +264,39 @@ func (m *merger) release(now time.Time, maxLag time.Duration) []*v1alpha1.Flow {
 		}
 	}
 	var out []*v1alpha1.Flow
-	for m.pending.Len() > 0 && (first || rvOf(m.pending[0]) <= wm) {
-		f := heap.Pop(&m.pending).(*v1alpha1.Flow)
-		out = append(out, f)
+	for m.pending.Len() > 0 && (first || m.pending[0].rv <= wm) {
+		p := heap.Pop(&m.pending).(pendingFlow)
+		out = append(out, p.flow)
 		if first { // every agent is silent: nothing holds the flows back
-			wm = max(wm, rvOf(f))
+			wm = max(wm, p.rv)
 		}
 	}
 	m.released = max(m.released, wm)
 	return out
 }
 
-type flowHeap []*v1alpha1.Flow
+// pendingFlow is a flow waiting for the watermarks, with the version its
+// agent sent it under, so the heap compares integers, not strings.
+type pendingFlow struct {
+	rv   uint64
+	flow *v1alpha1.Flow
+}
+
+// flowHeap orders pending flows by version, then node.
+type flowHeap []pendingFlow
 
 func (h flowHeap) Len() int { return len(h) }
 func (h flowHeap) Less(i, j int) bool {
-	if c := cmp.Compare(rvOf(h[i]), rvOf(h[j])); c != 0 {
-		return c < 0
+	if h[i].rv != h[j].rv {
+		return h[i].rv < h[j].rv
 	}
-	return h[i].NodeName < h[j].NodeName
+	return h[i].flow.NodeName < h[j].flow.NodeName
 }
 func (h flowHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *flowHeap) Push(x any)   { *h = append(*h, x.(*v1alpha1.Flow)) }
+func (h *flowHeap) Push(x any)   { *h = append(*h, x.(pendingFlow)) }
 func (h *flowHeap) Pop() any {
 	old := *h
-	f := old[len(old)-1]
+	p := old[len(old)-1]
 	*h = old[:len(old)-1]
-	return f
+	return p
 }
