@@ -145,12 +145,7 @@ func (x *index) backend(ip netip.Addr, port uint16, namespace string) *sliceEntr
 func (x *index) setPod(key objKey, p *podEntry) {
 	if old := x.pods[key]; old != nil {
 		for _, ip := range old.info.IPs {
-			claims := slices.DeleteFunc(x.podIPs[ip], func(q *podEntry) bool { return q == old })
-			if len(claims) == 0 {
-				delete(x.podIPs, ip)
-			} else {
-				x.podIPs[ip] = claims
-			}
+			removeFrom(x.podIPs, ip, old)
 		}
 		delete(x.pods, key)
 	}
@@ -213,12 +208,7 @@ func (x *index) setNode(name string, ips []netip.Addr, strs []string) {
 func (x *index) setSlice(key objKey, s *sliceEntry) {
 	if old := x.slices[key]; old != nil {
 		for _, ip := range old.ips {
-			list := slices.DeleteFunc(x.backends[ip], func(t *sliceEntry) bool { return t == old })
-			if len(list) == 0 {
-				delete(x.backends, ip)
-			} else {
-				x.backends[ip] = list
-			}
+			removeFrom(x.backends, ip, old)
 		}
 		delete(x.slices, key)
 	}
@@ -365,4 +355,14 @@ func serviceAddresses(s *corev1.Service) ([]netip.Addr, []string) {
 		in = []string{s.Spec.ClusterIP}
 	}
 	return parseIPs(in) // "None" does not parse
+}
+
+// removeFrom removes v from the list m[k], and the key with its last entry.
+func removeFrom[K comparable, V any](m map[K][]*V, k K, v *V) {
+	list := slices.DeleteFunc(m[k], func(e *V) bool { return e == v })
+	if len(list) == 0 {
+		delete(m, k)
+		return
+	}
+	m[k] = list
 }
