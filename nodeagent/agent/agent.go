@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
@@ -143,6 +144,11 @@ func Run(ctx context.Context, o *Options) error {
 			klog.ErrorS(err, "Failed closing the flow store")
 		}
 	}()
+	storeSize := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flowscope_agent_store_bytes", Help: "Bytes on disk of the flow store (LSM tree and value log).",
+	}, func() float64 { lsm, vlog := st.Size(); return float64(lsm + vlog) })
+	metrics.Registry.MustRegister(storeSize)
+	defer metrics.Registry.Unregister(storeSize)
 	h := hub.New(o.WatchBuffer)
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: 1024,

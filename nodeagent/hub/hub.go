@@ -73,13 +73,6 @@ func (h *Hub) notify() {
 	}
 }
 
-// Len returns the number of active subscriptions.
-func (h *Hub) Len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs)
-}
-
 // Publish hands new flows to every subscriber whose filter accepts them.
 func (h *Hub) Publish(recs []store.Record) {
 	h.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -75,7 +76,7 @@ func Compute(filters []agentapi.Filter, pods []Pod) Selection {
 		if a.Number != b.Number {
 			return int(a.Number) - int(b.Number)
 		}
-		return compareStrings(string(a.Protocol), string(b.Protocol))
+		return strings.Compare(string(a.Protocol), string(b.Protocol))
 	})
 	return sel
 }
@@ -151,14 +152,4 @@ func reduce(f agentapi.Filter, pods []Pod) (ips []netip.Addr, ports []Port, ok b
 		return nil, []Port{{Protocol: protocol, Number: *port}}, true
 	}
 	return nil, nil, false
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

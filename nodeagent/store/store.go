@@ -177,9 +177,6 @@ func (s *Store) Close() error { return s.db.Close() }
 // Sync makes every write so far durable.
 func (s *Store) Sync() error { return s.db.Sync() }
 
-// Retention returns the retention the store was opened with.
-func (s *Store) Retention() time.Duration { return s.retention }
-
 // Write stores records, which carry increasing versions.
 func (s *Store) Write(recs []Record) error {
 	wb := s.db.NewWriteBatch()

@@ -273,6 +273,9 @@ func TestMalformedReplayLinesLoseNothing(t *testing.T) {
 	if n := agentMetric(t, 1, `flowscope_agent_replay_lines_total{result="not_a_flow"}`); n < 1 {
 		t.Errorf("not_a_flow counter = %v, want >= 1", n)
 	}
+	if n := agentMetric(t, 1, `flowscope_agent_store_bytes`); n <= 0 {
+		t.Errorf("store size gauge = %v, want the bytes of a store holding flows", n)
+	}
 	if n := agentMetric(t, 1, `flowscope_agent_replay_hubble_lost_events_total`); n < 3 {
 		t.Errorf("Hubble lost events counter = %v, want >= 3", n)
 	}

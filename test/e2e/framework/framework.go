@@ -53,7 +53,7 @@ func Main(m *testing.M, opts Options, sys **System) int {
 		fmt.Println("e2e: skipped in -short mode")
 		return 0
 	}
-	root, err := filepath.Abs(filepath.Join(moduleRoot()))
+	root, err := filepath.Abs(moduleRoot())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
