@@ -146,7 +146,13 @@ func Run(ctx context.Context, o *Options) error {
 	}()
 	storeSize := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "flowscope_agent_store_bytes", Help: "Bytes on disk of the flow store (LSM tree and value log).",
-	}, func() float64 { lsm, vlog := st.Size(); return float64(lsm + vlog) })
+	}, func() float64 {
+		n, err := st.DiskBytes()
+		if err != nil {
+			klog.ErrorS(err, "Failed measuring the flow store")
+		}
+		return float64(n)
+	})
 	metrics.Registry.MustRegister(storeSize)
 	defer metrics.Registry.Unregister(storeSize)
 	h := hub.New(o.WatchBuffer)

@@ -27,7 +27,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -70,6 +72,7 @@ type Options struct {
 // Write is meant to be called from one goroutine, in version order.
 type Store struct {
 	db        *badger.DB
+	dir       string
 	retention time.Duration
 	noIndex   bool
 	// indexFrom is the first version written with index entries; indexReady
@@ -114,7 +117,7 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
 	}
-	s := &Store{db: db, retention: o.Retention, noIndex: o.DisableIndex}
+	s := &Store{db: db, dir: o.Dir, retention: o.Retention, noIndex: o.DisableIndex}
 	if err := s.initIndex(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -410,8 +413,25 @@ func (s *Store) RunGC() {
 	}
 }
 
-// Size returns the bytes on disk of the LSM tree and the value log.
-func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+// DiskBytes returns the bytes of the store's files. Badger's own Size is
+// refreshed only once a minute, too late for a budget or a dashboard.
+func (s *Store) DiskBytes() (int64, error) {
+	var total int64
+	if s.dir == "" {
+		return 0, nil
+	}
+	err := filepath.WalkDir(s.dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			total += info.Size()
+		}
+		return nil // a file removed by compaction meanwhile is no error
+	})
+	return total, err
+}
 
 func decode(item *badger.Item) (*v1alpha1.Flow, error) {
 	f := new(v1alpha1.Flow)
