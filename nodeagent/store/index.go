@@ -10,15 +10,15 @@ import (
 
 // Secondary indexes.
 //
-// Every flow has, next to its time index entry, one entry per indexed field
-// whose value is not empty:
+// Every block (block.go) has, for each indexed field, one posting list per
+// distinct non-empty value among its flows:
 //
-//	i<field:1><len:uvarint><value><time:8><rv:8>   empty value, same TTL as the flow
+//	p<field:1><len:uvarint><value><minTime:8><firstRV:8>   positions (postings.go)
 //
 // The value is length-prefixed, so no value is a prefix of another's range,
-// and what follows it is the same list-order suffix as the time index's: a
-// scan of one value's range yields its flows in list order, and is bounded
-// by Since, Until and a cursor exactly as the time index is (scanList).
+// and what follows it is the block's catalog position: a scan of one value's
+// range visits its blocks in the catalog's order, and positions name the
+// flows of the block (in the block's list order) that hold the value.
 //
 // Index values are the flow's values as v1alpha1.FieldSet spells them, so
 // an equality requirement's value is looked up as is: the index yields
@@ -106,26 +106,31 @@ func indexValues(f *v1alpha1.Flow) [numIndexes + 1]string {
 
 // appendIndexPrefix appends the prefix of one index value's range.
 func appendIndexPrefix(b []byte, field indexField, value string) []byte {
-	b = append(b, prefixIndex, byte(field))
+	b = append(b, prefixPosting, byte(field))
 	b = binary.AppendUvarint(b, uint64(len(value)))
 	return append(b, value...)
 }
 
 // indexPrefix is the prefix of one index value's range.
 func indexPrefix(field indexField, value string) []byte {
-	return appendIndexPrefix(make([]byte, 0, 3+len(value)+listSuffixLen), field, value)
+	return appendIndexPrefix(make([]byte, 0, 3+len(value)+positionLen), field, value)
 }
 
-// listSuffixLen is the length of the list-order suffix of the time and
-// secondary index keys.
-const listSuffixLen = 16
+// positionLen is the length of a list-order position <time:8><rv:8>, the
+// suffix of the catalog's and the posting lists' keys.
+const positionLen = 16
 
-// appendListSuffix appends the list-order position <time:8><rv:8>.
-func appendListSuffix(b []byte, t time.Time, rv uint64) []byte {
-	var ns uint64
-	if !t.IsZero() && t.UnixNano() > 0 {
-		ns = uint64(t.UnixNano())
-	}
-	b = binary.BigEndian.AppendUint64(b, ns)
+// appendPosition appends the list-order position <time:8><rv:8>.
+func appendPosition(b []byte, ns int64, rv uint64) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(max(ns, 0)))
 	return binary.BigEndian.AppendUint64(b, rv)
+}
+
+// unixNano is t in nanoseconds, 0 for the zero time and times before 1970:
+// list positions are unsigned.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 0)
 }

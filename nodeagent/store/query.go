@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -10,7 +11,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/agentapi"
 )
 
-// probeLimit bounds the index keys the planner counts per candidate range.
+// probeLimit bounds the flows the planner counts per candidate range.
 const probeLimit = 1000
 
 // Plan says how Query reads the flows.
@@ -20,8 +21,9 @@ type Plan struct {
 	Index string
 	// Value is the index value scanned ("ns/pod" for the pod indexes).
 	Value string
-	// Estimate is the number of index entries the probe counted in the
-	// window, at most probeLimit; -1 for the time index.
+	// Estimate is the number of flows the probe counted in the posting
+	// lists of the window's blocks, stopping at the list that reaches
+	// probeLimit; -1 for the time index.
 	Estimate int
 
 	prefix []byte
@@ -34,14 +36,15 @@ func (p Plan) String() string {
 	return fmt.Sprintf("%s=%s (~%d)", p.Index, p.Value, p.Estimate)
 }
 
-var timePlan = Plan{Index: "time", Estimate: -1, prefix: []byte{prefixTime}}
+var timePlan = Plan{Index: "time", Estimate: -1, prefix: []byte{prefixCatalog}}
 
 // Query calls fn for the flows that match f in list order (time, then
 // version), within q as ScanTime reads it, until fn returns false. It
 // returns the plan it used.
 //
 // The planner's rule: every equality requirement on an indexed field with
-// a non-empty value (and the filter's namespace) names one index range;
+// a non-empty value (and the filter's namespace) names one index range of
+// posting lists;
 // pod names need their endpoint's namespace in the filter too, as the pod
 // indexes hold "ns/pod". The planner counts the keys of each candidate
 // range within the window, bounded by probeLimit and by the smallest count
@@ -63,10 +66,10 @@ func (s *Store) Query(q TimeScan, f agentapi.Filter, fn func(Record) bool) (Plan
 	}
 	p := timePlan
 	err = s.db.View(func(txn *badger.Txn) error {
-		if s.indexUsable(txn) {
+		if s.indexUsable() {
 			p = s.plan(txn, q, candidates(f))
 		}
-		return scanList(txn, p.prefix, q, func(r Record) bool {
+		return scanBlocks(txn, p.prefix, q, func(r Record) bool {
 			if !m.Matches(r.Flow) {
 				return true
 			}
@@ -165,33 +168,27 @@ func (s *Store) plan(txn *badger.Txn, q TimeScan, cs []candidate) Plan {
 	return best
 }
 
-// countRange counts the keys of one range within q's time window and past
-// its cursor, up to limit. When it stops at limit it returns the list
-// position (time, rv) of the last key counted, else nil.
+// countRange counts the flows of one range's posting lists within q's
+// window, up to limit. When it stops at limit it returns the catalog
+// position of the last list counted, else nil.
 func countRange(txn *badger.Txn, prefix []byte, q TimeScan, limit int) (n int, reach []byte) {
-	start := appendListSuffix(append([]byte(nil), prefix...), q.Since, 0)
-	if q.AfterRV != 0 {
-		if after := appendListSuffix(append([]byte(nil), prefix...), q.AfterTime, q.AfterRV); string(after) > string(start) {
-			start = after
-		}
-	}
-	var end []byte
-	if !q.Until.IsZero() {
-		end = appendListSuffix(append([]byte(nil), prefix...), q.Until, 0)
-	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	w := newWindow(q)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
-	var last []byte
-	for it.Seek(start); it.Valid(); it.Next() {
+	for it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0)); it.Valid(); it.Next() {
 		key := it.Item().Key()
-		if end != nil && string(key) >= string(end) {
+		pos := key[len(key)-positionLen:]
+		if w.until != 0 && int64(binary.BigEndian.Uint64(pos)) >= w.until {
 			return n, nil
 		}
-		if n == limit {
-			return n, last
+		if n >= limit {
+			return n, append([]byte(nil), pos...)
 		}
-		last = append(last[:0], key[len(key)-listSuffixLen:]...)
-		n++
+		_ = it.Item().Value(func(v []byte) error {
+			c, err := postingCount(v)
+			n += c
+			return err
+		})
 	}
 	return n, nil
 }

@@ -375,15 +375,12 @@ func TestQueryBeforeIndex(t *testing.T) {
 	if p.Index != "time" || len(got) != 2 {
 		t.Fatalf("plan %v, %d flows; want the time index and 2 flows", p, len(got))
 	}
-	if s.indexFrom != rv+1 {
-		t.Fatalf("index from %d, want %d", s.indexFrom, rv+1)
-	}
 }
 
-// TestIndexExpiry: index entries carry their flow's expiry and vanish with
-// it. Badger's clock is the wall clock, so the test writes flows whose
-// versions are just past the retention and waits for them to go (about a
-// second).
+// TestIndexExpiry: a block's catalog entry, frames and posting lists carry
+// the expiry of its last flow and vanish together. Badger's clock is the
+// wall clock, so the test writes flows whose versions are just past the
+// retention and waits for them to go (about a second).
 func TestIndexExpiry(t *testing.T) {
 	const retention = 3 * time.Second
 	s := openTest(t, Options{Retention: retention})
@@ -393,26 +390,33 @@ func TestIndexExpiry(t *testing.T) {
 	sp := spec{ns: "shop", srcNS: "shop", srcPod: "web-1", dstNS: "shop", dstPod: "db-0", srcWorkload: "web",
 		dstWorkload: "db", proto: v1alpha1.ProtocolTCP, sport: 1, dport: 5432, verdict: v1alpha1.VerdictForwarded,
 		dir: v1alpha1.TrafficDirectionEgress, l7: v1alpha1.L7TypeHTTP}
-	var recs []Record
-	for i := range 10 {
-		recs = append(recs, Record{RV: oldRV + uint64(i), Flow: sp.flow(now, oldRV+uint64(i))})
+	for _, rv0 := range []uint64{oldRV, newRV} {
+		var recs []Record
+		for i := range 10 {
+			recs = append(recs, Record{RV: rv0 + uint64(i), Flow: sp.flow(now, rv0+uint64(i))})
+		}
+		if err := s.Write(recs); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for i := range 10 {
-		recs = append(recs, Record{RV: newRV + uint64(i), Flow: sp.flow(now, newRV+uint64(i))})
-	}
-	if err := s.Write(recs); err != nil {
-		t.Fatal(err)
-	}
-	// indexEntries maps the version of each visible index entry to its
-	// entries' expiries.
-	indexEntries := func() map[uint64][]uint64 {
+	// keysByBlock maps the first version of each block to the expiries
+	// of its visible keys.
+	keysByBlock := func() map[uint64][]uint64 {
 		m := map[uint64][]uint64{}
 		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixIndex}})
+			it := txn.NewIterator(badger.IteratorOptions{})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
 				k := it.Item().Key()
-				rv := binary.BigEndian.Uint64(k[len(k)-8:])
+				var rv uint64
+				switch k[0] {
+				case prefixFrame:
+					rv = binary.BigEndian.Uint64(k[1:])
+				case prefixCatalog, prefixPosting:
+					rv = binary.BigEndian.Uint64(k[len(k)-8:])
+				default:
+					continue
+				}
 				m[rv] = append(m[rv], it.Item().ExpiresAt())
 			}
 			return nil
@@ -422,30 +426,30 @@ func TestIndexExpiry(t *testing.T) {
 		}
 		return m
 	}
-	for rv, exps := range indexEntries() {
-		if len(exps) != numIndexes {
-			t.Fatalf("flow %d has %d index entries, want %d", rv, len(exps), numIndexes)
+	blocks := keysByBlock()
+	// One frame, one catalog entry, one posting list per index.
+	for rv, exps := range blocks {
+		if len(exps) != 2+numIndexes {
+			t.Fatalf("block %d has %d keys, want %d", rv, len(exps), 2+numIndexes)
 		}
 		for _, e := range exps {
-			if e != s.expiresAt(rv) {
-				t.Fatalf("index entry of flow %d expires at %d, the flow at %d", rv, e, s.expiresAt(rv))
+			if e != s.expiresAt(rv+9) {
+				t.Fatalf("a key of block %d expires at %d, its last flow at %d", rv, e, s.expiresAt(rv+9))
 			}
 		}
 	}
-	if n := len(indexEntries()); n != 20 {
-		t.Fatalf("index entries for %d flows, want 20", n)
+	if len(blocks) != 2 {
+		t.Fatalf("%d blocks, want 2", len(blocks))
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(indexEntries()) != 10 {
+	for len(keysByBlock()) != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("index entries for %d flows after the old ones expired, want 10", len(indexEntries()))
+			t.Fatalf("%d blocks after the old one expired, want 1", len(keysByBlock()))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	for rv := range indexEntries() {
-		if rv < newRV {
-			t.Fatalf("index entry of expired flow %d still visible", rv)
-		}
+	if _, ok := keysByBlock()[newRV]; !ok {
+		t.Fatalf("the new block is gone, the old one left")
 	}
 	got, p := query(t, s, TimeScan{}, agentapi.Filter{FieldSelector: "source.namespace=shop,source.podName=web-1"}, 0)
 	if p.Index != "source.podName" || len(got) != 10 || got[0].RV != newRV {

@@ -1,35 +1,35 @@
 // Package store keeps a node's flows in Badger.
 //
-// Key layout:
+// Key layout (block.go, index.go):
 //
-//	f<rv:8>            the flow (package codec)     primary, in resource-version order
-//	t<time:8><rv:8>    empty                        index in list order (time, then rv)
-//	i<field:1><len:uvarint><value><time:8><rv:8>
-//	                   empty                        secondary indexes (index.go)
-//	m<name>            metadata such as the clock ceiling
+//	k<minTime:8><firstRV:8>                         catalog: one entry per block, in list order
+//	b<firstRV:8><frame:2>                           a block's flows, zstd-compressed frames
+//	p<field:1><len:uvarint><value><minTime:8><firstRV:8>
+//	                                                posting lists: secondary indexes
+//	m<name>                                         metadata such as the clock ceiling
 //
-// The index entries of a flow are written in the same batch as the flow and
-// expire with it. Query (query.go) answers a filtered list from the most
-// selective index range it can use, or from the time index.
+// Flows are stored in blocks of up to 4096 consecutive versions, the unit
+// of every write, so a write costs a few keys per thousand flows. A block's
+// keys are written in one batch and expire together. Query (query.go)
+// answers a filtered list from the most selective posting lists it can use,
+// or from the catalog, merging the blocks in list order (scan.go).
 //
-// Flow values written before the codec are JSON; they start with '{', which
-// no codec version byte is, and are still read.
-//
-// Integers are big-endian so byte order is numeric order. Flow entries expire
+// Integers are big-endian so byte order is numeric order. Entries expire
 // by TTL computed from the resource version, which is a microsecond
-// timestamp: a flow with version rv lives until rv + retention. That makes
+// timestamp: a block lives until its last version + retention. That makes
 // the oldest version still complete a pure function of the clock, which is
 // what a watch needs to answer 410 Gone exactly.
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,23 +39,25 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
 )
 
 // ErrNotFound is returned by Get for a version the store does not hold.
 var ErrNotFound = errors.New("flow not found")
 
 const (
-	prefixFlow  = 'f'
-	prefixTime  = 't'
-	prefixMeta  = 'm'
-	prefixIndex = 'i'
+	prefixCatalog = 'k'
+	prefixFrame   = 'b'
+	prefixPosting = 'p'
+	prefixMeta    = 'm'
 )
 
-// metaIndexFrom holds the first version written with secondary index
-// entries: flows below it (written by an older agent, or with DisableIndex)
-// have none, and no index is used while any of them is left.
-const metaIndexFrom = "store.indexFrom"
+// metaFormat records the key layout; stores of an older layout (one key
+// per flow, prefixes f, t and i) are cleared on open.
+const (
+	metaFormat    = "store.format"
+	currentFormat = "blocks/1"
+	metaNoIndex   = "store.noIndex"
+)
 
 // Options configure a Store.
 type Options struct {
@@ -63,8 +65,8 @@ type Options struct {
 	Dir string
 	// Retention is how long a flow is kept after its resource version.
 	Retention time.Duration
-	// DisableIndex writes no secondary index entries, and Query then always
-	// scans the time index (benchmarks).
+	// DisableIndex writes no posting lists, and Query then always scans
+	// the catalog (the baseline of benchmarks).
 	DisableIndex bool
 }
 
@@ -74,11 +76,11 @@ type Store struct {
 	db        *badger.DB
 	dir       string
 	retention time.Duration
-	noIndex   bool
-	// indexFrom is the first version written with index entries; indexReady
-	// latches once no flow below it is left.
-	indexFrom  uint64
-	indexReady atomic.Bool
+	// noIndex: some blocks in the store have no posting lists, so Query
+	// scans the catalog. It clears when no such block is left.
+	noIndex atomic.Bool
+	// writeNoIndex: Write writes no posting lists.
+	writeNoIndex bool
 }
 
 // Record is a flow with its resource version.
@@ -101,7 +103,9 @@ func Open(o Options) (*Store, error) {
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
-		WithCompression(options.ZSTD).
+		// Frames are compressed already; posting lists and catalog
+		// entries are small and their keys prefix-compressed.
+		WithCompression(options.None).
 		WithDetectConflicts(false).
 		// Durability comes from Sync at the ingest pipeline's interval, not
 		// from an fsync per batch.
@@ -117,60 +121,57 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
 	}
-	s := &Store{db: db, dir: o.Dir, retention: o.Retention, noIndex: o.DisableIndex}
-	if err := s.initIndex(); err != nil {
+	s := &Store{db: db, dir: o.Dir, retention: o.Retention, writeNoIndex: o.DisableIndex}
+	if err := s.initFormat(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// initIndex finds, or records, from which version on flows have index
-// entries.
-func (s *Store) initIndex() error {
-	key := append([]byte{prefixMeta}, metaIndexFrom...)
-	if s.noIndex {
-		s.indexFrom = math.MaxUint64
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
-			return fmt.Errorf("clear index marker: %w", err)
-		}
-		return nil
-	}
-	raw, err := s.GetMeta(metaIndexFrom)
+// initFormat clears a store of an older layout and notes whether blocks
+// without posting lists may be present.
+func (s *Store) initFormat() error {
+	format, err := s.GetMeta(metaFormat)
 	if err != nil {
 		return err
 	}
-	if len(raw) == 8 {
-		s.indexFrom = binary.BigEndian.Uint64(raw)
-		return nil
+	if string(format) != currentFormat {
+		// Flowscope has not been released with another layout: the
+		// flows of development builds are not converted.
+		for _, p := range []byte{'f', 't', 'i'} {
+			if err := s.db.DropPrefix([]byte{p}); err != nil {
+				return fmt.Errorf("clear flows of an older store layout: %w", err)
+			}
+		}
+		if format != nil {
+			klog.InfoS("Cleared the flows of an older store layout", "layout", string(format), "dir", s.dir)
+		}
+		if err := s.SetMeta(metaFormat, []byte(currentFormat)); err != nil {
+			return err
+		}
 	}
-	last, err := s.LastRV()
+	// The marker lives until the last block written without posting lists
+	// has expired: it holds that block's expiry.
+	raw, err := s.GetMeta(metaNoIndex)
 	if err != nil {
-		return fmt.Errorf("open flow store: %w", err)
+		return err
 	}
-	if last != 0 {
-		s.indexFrom = last + 1
-	}
-	return s.SetMeta(metaIndexFrom, binary.BigEndian.AppendUint64(nil, s.indexFrom))
+	s.noIndex.Store(raw != nil || s.writeNoIndex)
+	return nil
 }
 
-// indexUsable reports whether every flow in the store has its index
-// entries.
-func (s *Store) indexUsable(txn *badger.Txn) bool {
-	if s.noIndex {
+// indexUsable reports whether every block in the store has its posting
+// lists.
+func (s *Store) indexUsable() bool {
+	if !s.noIndex.Load() || s.writeNoIndex {
+		return !s.noIndex.Load()
+	}
+	raw, err := s.GetMeta(metaNoIndex)
+	if err != nil || raw != nil {
 		return false
 	}
-	if s.indexReady.Load() {
-		return true
-	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixFlow}})
-	defer it.Close()
-	it.Seek([]byte{prefixFlow})
-	if it.Valid() && binary.BigEndian.Uint64(it.Item().Key()[1:]) < s.indexFrom {
-		return false
-	}
-	// Writes only add larger versions: this stays true.
-	s.indexReady.Store(true)
+	s.noIndex.Store(false)
 	return true
 }
 
@@ -180,53 +181,68 @@ func (s *Store) Close() error { return s.db.Close() }
 // Sync makes every write so far durable.
 func (s *Store) Sync() error { return s.db.Sync() }
 
-// Write stores records, which carry increasing versions.
+// Write stores records, which carry increasing versions, as blocks.
 func (s *Store) Write(recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	blocks := cutBlocks(recs)
+	jobs, err := encodeFrames(blocks)
+	if err != nil {
+		return err
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	// The batch keeps the values until Flush: encode them all into one
-	// buffer that only ever grows at its end.
-	buf := make([]byte, 0, 320*len(recs))
-	var keys []byte
-	if !s.noIndex {
-		keys = make([]byte, 0, 400*len(recs))
+	for _, j := range jobs {
+		e := &badger.Entry{Key: frameKey(j.b.firstRV, j.frame), Value: j.out, ExpiresAt: s.expiresAt(j.b.info.lastRV)}
+		if err := wb.SetEntry(e); err != nil {
+			return fmt.Errorf("write block %d: %w", j.b.firstRV, err)
+		}
 	}
-	for _, r := range recs {
-		start := len(buf)
-		var err error
-		buf, err = codec.AppendMarshal(buf, r.Flow)
-		if err != nil {
-			return fmt.Errorf("encode flow %d: %w", r.RV, err)
+	for _, b := range blocks {
+		if err := s.writeIndex(wb, b); err != nil {
+			return fmt.Errorf("write block %d: %w", b.firstRV, err)
 		}
-		val := buf[start:len(buf):len(buf)]
-		exp := s.expiresAt(r.RV)
-		if err := wb.SetEntry(&badger.Entry{Key: flowKey(r.RV), Value: val, ExpiresAt: exp}); err != nil {
-			return fmt.Errorf("write flow %d: %w", r.RV, err)
-		}
-		if err := wb.SetEntry(&badger.Entry{Key: timeKey(r.Flow.Time.Time, r.RV), ExpiresAt: exp}); err != nil {
-			return fmt.Errorf("write time index of flow %d: %w", r.RV, err)
-		}
-		if s.noIndex {
-			continue
-		}
-		vals := indexValues(r.Flow)
-		for field := indexField(1); field <= numIndexes; field++ {
-			if vals[field] == "" {
-				continue
-			}
-			start := len(keys)
-			keys = appendIndexPrefix(keys, field, vals[field])
-			keys = appendListSuffix(keys, r.Flow.Time.Time, r.RV)
-			// Keys never move once handed over: a grown buffer is a new
-			// array, the old one stays referenced by the batch.
-			key := keys[start:len(keys):len(keys)]
-			if err := wb.SetEntry(&badger.Entry{Key: key, ExpiresAt: exp}); err != nil {
-				return fmt.Errorf("write %s index of flow %d: %w", field, r.RV, err)
-			}
+	}
+	if s.writeNoIndex {
+		// Until the last of these blocks has expired, Query scans.
+		last := blocks[len(blocks)-1].info.lastRV
+		e := &badger.Entry{Key: append([]byte{prefixMeta}, metaNoIndex...), Value: []byte{1}, ExpiresAt: s.expiresAt(last)}
+		if err := wb.SetEntry(e); err != nil {
+			return err
 		}
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("write %d flows: %w", len(recs), err)
+	}
+	return nil
+}
+
+// writeIndex writes a block's catalog entry and posting lists.
+func (s *Store) writeIndex(wb *badger.WriteBatch, b *block) error {
+	exp := s.expiresAt(b.info.lastRV)
+	if err := wb.SetEntry(&badger.Entry{Key: catalogKey(b.minTime, b.firstRV),
+		Value: b.info.append(nil, b.minTime, b.firstRV), ExpiresAt: exp}); err != nil {
+		return err
+	}
+	if s.writeNoIndex {
+		return nil
+	}
+	// Keys and values never move once handed to the batch: a grown
+	// buffer is a new array, the old one stays referenced by the batch.
+	buf := make([]byte, 0, 64<<10)
+	for field, values := range b.postings() {
+		for v, pos := range values {
+			start := len(buf)
+			buf = appendIndexPrefix(buf, indexField(field), v)
+			buf = appendPosition(buf, b.minTime, b.firstRV)
+			key := buf[start:len(buf):len(buf)]
+			start = len(buf)
+			buf = appendPostingList(buf, pos)
+			if err := wb.SetEntry(&badger.Entry{Key: key, Value: buf[start:len(buf):len(buf)], ExpiresAt: exp}); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -253,57 +269,142 @@ func (s *Store) OldestCompleteRV(now time.Time) uint64 {
 func (s *Store) Get(rv uint64) (*v1alpha1.Flow, error) {
 	var f *v1alpha1.Flow
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(flowKey(rv))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
+		return scanBlockOf(txn, rv, func(c *cursor) (bool, error) {
+			for _, e := range c.entries {
+				if e.rv == rv {
+					c.cur = e
+					r, err := c.record()
+					f = r.Flow
+					return false, err
+				}
+			}
+			return true, nil
+		})
+	})
+	if err == nil && f == nil {
+		err = ErrNotFound
+	}
+	return f, err
+}
+
+// scanBlockOf calls fn with each frame, decoded into a cursor, of the
+// block that holds version rv if any, until fn returns false.
+func scanBlockOf(txn *badger.Txn, rv uint64, fn func(*cursor) (bool, error)) error {
+	first, ok := blockOf(txn, rv)
+	if !ok {
+		return nil
+	}
+	return scanFrames(txn, first, first, fn)
+}
+
+// blockOf returns the first version of the block that may hold version rv:
+// the last block that starts at or before it.
+func blockOf(txn *badger.Txn, rv uint64) (uint64, bool) {
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{prefixFrame}})
+	defer it.Close()
+	it.Seek(frameKey(rv, math.MaxUint16))
+	if !it.Valid() {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(it.Item().Key()[1:]), true
+}
+
+// scanFrames calls fn with each frame, decoded into a cursor, of the blocks
+// whose first versions are in [from, to], in version order, until fn
+// returns false. The cursor's minTime is unknown: entries carry times
+// relative to it, and are corrected by the caller when it needs them.
+func scanFrames(txn *badger.Txn, from, to uint64, fn func(*cursor) (bool, error)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixFrame}})
+	defer it.Close()
+	c := &cursor{txn: txn}
+	for it.Seek(frameKey(from, 0)); it.Valid(); it.Next() {
+		key := it.Item().Key()
+		if len(key) != 11 {
+			continue
 		}
+		c.firstRV = binary.BigEndian.Uint64(key[1:])
+		if c.firstRV > to {
+			return nil
+		}
+		c.frame = int(binary.BigEndian.Uint16(key[9:]))
+		err := it.Item().Value(func(v []byte) error {
+			var err error
+			c.buf, c.entries, err = decodeFrame(v, c.buf, 0, c.firstRV, c.entries)
+			return err
+		})
 		if err != nil {
+			return fmt.Errorf("block %d frame %d: %w", c.firstRV, c.frame, err)
+		}
+		if more, err := fn(c); !more || err != nil {
 			return err
 		}
-		f, err = decode(item)
-		return err
-	})
-	return f, err
+	}
+	return nil
 }
 
 // LastRV returns the largest version stored, 0 when empty.
 func (s *Store) LastRV() (uint64, error) {
-	var rv uint64
+	var last uint64
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{prefixFlow}})
-		defer it.Close()
-		it.Seek(flowKey(math.MaxUint64))
-		if it.Valid() {
-			rv = binary.BigEndian.Uint64(it.Item().Key()[1:])
-		}
-		return nil
+		return scanBlockOf(txn, math.MaxUint64, func(c *cursor) (bool, error) {
+			for _, e := range c.entries {
+				last = max(last, e.rv)
+			}
+			return true, nil
+		})
 	})
-	return rv, err
+	return last, err
 }
 
 // ScanRV calls fn for every flow with a version in (after, upTo], in version
 // order, until fn returns false.
 func (s *Store) ScanRV(after, upTo uint64, fn func(Record) bool) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{prefixFlow}
-		opts.PrefetchSize = 64
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(flowKey(after + 1)); it.Valid(); it.Next() {
-			rv := binary.BigEndian.Uint64(it.Item().Key()[1:])
-			if rv > upTo || rv <= after {
-				return nil
-			}
-			f, err := decode(it.Item())
-			if err != nil {
-				return err
-			}
-			if !fn(Record{RV: rv, Flow: f}) {
-				return nil
-			}
-		}
+	if upTo <= after {
 		return nil
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		from, ok := blockOf(txn, after+1)
+		if !ok {
+			from = 0
+		}
+		// A block's frames are in list order: gather its flows in the
+		// range, then hand them out in version order.
+		var block []Record
+		var blockRV uint64
+		flush := func() bool {
+			slices.SortFunc(block, func(a, b Record) int { return cmp.Compare(a.RV, b.RV) })
+			for _, r := range block {
+				if !fn(r) {
+					return false
+				}
+			}
+			block = block[:0]
+			return true
+		}
+		stopped := false
+		err := scanFrames(txn, from, upTo, func(c *cursor) (bool, error) {
+			if c.firstRV != blockRV && !flush() {
+				stopped = true
+				return false, nil
+			}
+			blockRV = c.firstRV
+			for _, e := range c.entries {
+				if e.rv <= after || e.rv > upTo {
+					continue
+				}
+				c.cur = e
+				r, err := c.record()
+				if err != nil {
+					return false, err
+				}
+				block = append(block, r)
+			}
+			return true, nil
+		})
+		if err == nil && !stopped {
+			flush()
+		}
+		return err
 	})
 }
 
@@ -323,61 +424,8 @@ type TimeScan struct {
 // fn returns false.
 func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		return scanList(txn, []byte{prefixTime}, q, fn)
+		return scanBlocks(txn, []byte{prefixCatalog}, q, fn)
 	})
-}
-
-// scanList calls fn for the flows of one list-ordered range: the keys are
-// prefix<time:8><rv:8>, those of the time index or of one index value.
-func scanList(txn *badger.Txn, prefix []byte, q TimeScan, fn func(Record) bool) error {
-	p := len(prefix)
-	start := appendListSuffix(append([]byte(nil), prefix...), q.Since, 0)
-	var after []byte
-	if q.AfterRV != 0 {
-		after = appendListSuffix(append([]byte(nil), prefix...), q.AfterTime, q.AfterRV)
-		if string(after) > string(start) {
-			start = after
-		}
-	}
-	var end []byte
-	if !q.Until.IsZero() {
-		end = appendListSuffix(append([]byte(nil), prefix...), q.Until, 0)
-	}
-	opts := badger.IteratorOptions{Prefix: prefix}
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	for it.Seek(start); it.Valid(); it.Next() {
-		key := it.Item().Key()
-		if len(key) != p+listSuffixLen {
-			continue // cannot happen with length-prefixed values
-		}
-		if end != nil && string(key) >= string(end) {
-			return nil
-		}
-		if after != nil && string(key) == string(after) {
-			continue
-		}
-		rv := binary.BigEndian.Uint64(key[p+8:])
-		if q.MaxRV != 0 && rv > q.MaxRV {
-			continue
-		}
-		item, err := txn.Get(flowKey(rv))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			// Expired between the index entry and the flow.
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		f, err := decode(item)
-		if err != nil {
-			return err
-		}
-		if !fn(Record{RV: rv, Flow: f}) {
-			return nil
-		}
-	}
-	return nil
 }
 
 // GetMeta reads a metadata value; nil when absent.
@@ -431,32 +479,6 @@ func (s *Store) DiskBytes() (int64, error) {
 		return nil // a file removed by compaction meanwhile is no error
 	})
 	return total, err
-}
-
-func decode(item *badger.Item) (*v1alpha1.Flow, error) {
-	f := new(v1alpha1.Flow)
-	err := item.Value(func(val []byte) error {
-		if len(val) > 0 && val[0] == '{' {
-			// Written before the codec.
-			return json.Unmarshal(val, f)
-		}
-		return codec.Unmarshal(val, f)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("decode flow %x: %w", item.Key(), err)
-	}
-	return f, nil
-}
-
-func flowKey(rv uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = prefixFlow
-	binary.BigEndian.PutUint64(k[1:], rv)
-	return k
-}
-
-func timeKey(t time.Time, rv uint64) []byte {
-	return appendListSuffix(append(make([]byte, 0, 1+listSuffixLen), prefixTime), t, rv)
 }
 
 // klogAdapter sends Badger's log to klog; its info lines are verbose.

@@ -1,0 +1,234 @@
+package store
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"flowscope.io/flowscope/nodeagent/store/codec"
+)
+
+// Blocks.
+//
+// Write cuts its records, in version order, into blocks: runs of
+// consecutive versions of at most maxBlockFlows flows whose times lie
+// within maxBlockSpan. A block's flows are sorted in list order (time, then
+// version) and split into frames of frameFlows flows, each compressed on its
+// own so that a selective query decompresses only the frames it needs:
+//
+//	k<minTime:8><firstRV:8>          catalog entry: blockInfo
+//	b<firstRV:8><frame:2>            zstd(frame)
+//
+// A frame is, per flow: uvarint(rv - firstRV), uvarint(time - minTime) in
+// nanoseconds, uvarint(len), the codec's encoding.
+//
+// Keys per flow are what limits Badger's ingest rate, and compression
+// needs many similar flows side by side: a block of 4096 flows costs 16
+// frame keys, one catalog key and a posting list per distinct indexed value,
+// instead of a dozen keys per flow.
+const (
+	frameFlows    = 256
+	maxBlockFlows = 16 * frameFlows
+	// maxBlockSpan bounds the time between a block's first and last flow,
+	// so a scan from time T need only start at blocks from T-maxBlockSpan.
+	maxBlockSpan = int64(10e9) // ns
+)
+
+// blockInfo is a catalog entry's value.
+type blockInfo struct {
+	maxTime int64 // ns
+	lastRV  uint64
+	count   int
+}
+
+func (b blockInfo) append(dst []byte, minTime int64, firstRV uint64) []byte {
+	dst = binary.AppendUvarint(dst, uint64(b.maxTime-minTime))
+	dst = binary.AppendUvarint(dst, b.lastRV-firstRV)
+	return binary.AppendUvarint(dst, uint64(b.count))
+}
+
+func decodeBlockInfo(v []byte, minTime int64, firstRV uint64) (blockInfo, error) {
+	var u [3]uint64
+	for i := range u {
+		x, n := binary.Uvarint(v)
+		if n <= 0 {
+			return blockInfo{}, errors.New("malformed block catalog entry")
+		}
+		u[i], v = x, v[n:]
+	}
+	if u[2] == 0 || u[2] > maxBlockFlows {
+		return blockInfo{}, fmt.Errorf("malformed block catalog entry: %d flows", u[2])
+	}
+	return blockInfo{maxTime: minTime + int64(u[0]), lastRV: firstRV + u[1], count: int(u[2])}, nil
+}
+
+// entry is one flow of a decoded frame.
+type entry struct {
+	time int64 // ns
+	rv   uint64
+	val  []byte // codec encoding, in the frame's buffer
+}
+
+// block is a block being written.
+type block struct {
+	minTime int64
+	firstRV uint64
+	info    blockInfo
+	recs    []Record // in list order
+	times   []int64
+}
+
+// cutBlocks splits recs, in version order, into blocks.
+func cutBlocks(recs []Record) []*block {
+	var blocks []*block
+	var cur *block
+	var lo, hi int64
+	for _, r := range recs {
+		t := unixNano(r.Flow.Time.Time)
+		if cur == nil || len(cur.recs) == maxBlockFlows || max(hi, t)-min(lo, t) > maxBlockSpan {
+			cur = &block{firstRV: r.RV}
+			blocks = append(blocks, cur)
+			lo, hi = t, t
+		}
+		lo, hi = min(lo, t), max(hi, t)
+		cur.recs = append(cur.recs, r)
+		cur.times = append(cur.times, t)
+		cur.minTime, cur.info.maxTime, cur.info.lastRV = lo, hi, r.RV
+	}
+	for _, b := range blocks {
+		b.info.count = len(b.recs)
+		b.sort()
+	}
+	return blocks
+}
+
+// sort puts the block's flows in list order.
+func (b *block) sort() {
+	idx := make([]int, len(b.recs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(i, j int) int {
+		return cmp.Or(cmp.Compare(b.times[i], b.times[j]), cmp.Compare(b.recs[i].RV, b.recs[j].RV))
+	})
+	recs := make([]Record, len(idx))
+	times := make([]int64, len(idx))
+	for to, from := range idx {
+		recs[to], times[to] = b.recs[from], b.times[from]
+	}
+	b.recs, b.times = recs, times
+}
+
+// frames returns the number of frames of a block of n flows.
+func frames(n int) int { return (n + frameFlows - 1) / frameFlows }
+
+var (
+	zstdEncoder, _ = zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithZeroFrames(true))
+	zstdDecoder, _ = zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithDecoderMaxMemory(64<<20))
+)
+
+// frameJob is one frame to encode.
+type frameJob struct {
+	b     *block
+	frame int
+	out   []byte
+}
+
+// encodeFrames encodes every frame of blocks, on all CPUs: the codec and
+// zstd are most of what a write costs.
+func encodeFrames(blocks []*block) ([]frameJob, error) {
+	var jobs []frameJob
+	for _, b := range blocks {
+		for fr := range frames(len(b.recs)) {
+			jobs = append(jobs, frameJob{b: b, frame: fr})
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var raw, scratch []byte
+			for i := w; i < len(jobs); i += workers {
+				var err error
+				raw, scratch, err = jobs[i].b.appendFrame(raw[:0], scratch, jobs[i].frame)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				jobs[i].out = zstdEncoder.EncodeAll(raw, nil)
+			}
+		}()
+	}
+	wg.Wait()
+	return jobs, errors.Join(errs...)
+}
+
+// appendFrame appends the uncompressed frame fr of b; scratch is reused
+// for each flow's encoding.
+func (b *block) appendFrame(dst, scratch []byte, fr int) ([]byte, []byte, error) {
+	end := min((fr+1)*frameFlows, len(b.recs))
+	for i := fr * frameFlows; i < end; i++ {
+		r := b.recs[i]
+		var err error
+		scratch, err = codec.AppendMarshal(scratch[:0], r.Flow)
+		if err != nil {
+			return dst, scratch, fmt.Errorf("encode flow %d: %w", r.RV, err)
+		}
+		dst = binary.AppendUvarint(dst, r.RV-b.firstRV)
+		dst = binary.AppendUvarint(dst, uint64(b.times[i]-b.minTime))
+		dst = binary.AppendUvarint(dst, uint64(len(scratch)))
+		dst = append(dst, scratch...)
+	}
+	return dst, scratch, nil
+}
+
+// decodeFrame decompresses a frame into buf and returns its entries.
+func decodeFrame(z []byte, buf []byte, minTime int64, firstRV uint64, entries []entry) ([]byte, []entry, error) {
+	raw, err := zstdDecoder.DecodeAll(z, buf[:0])
+	if err != nil {
+		return buf, entries, fmt.Errorf("decompress frame: %w", err)
+	}
+	entries = entries[:0]
+	for rest := raw; len(rest) > 0; {
+		var u [3]uint64
+		for i := range u {
+			x, n := binary.Uvarint(rest)
+			if n <= 0 {
+				return raw, entries, errors.New("malformed frame")
+			}
+			u[i], rest = x, rest[n:]
+		}
+		if u[2] > uint64(len(rest)) {
+			return raw, entries, errors.New("malformed frame: flow overruns it")
+		}
+		entries = append(entries, entry{rv: firstRV + u[0], time: minTime + int64(u[1]), val: rest[:u[2]:u[2]]})
+		rest = rest[u[2]:]
+	}
+	return raw, entries, nil
+}
+
+func frameKey(firstRV uint64, frame int) []byte {
+	k := make([]byte, 11)
+	k[0] = prefixFrame
+	binary.BigEndian.PutUint64(k[1:], firstRV)
+	binary.BigEndian.PutUint16(k[9:], uint16(frame))
+	return k
+}
+
+func catalogKey(minTime int64, firstRV uint64) []byte {
+	return appendPosition(append(make([]byte, 0, 1+positionLen), prefixCatalog), minTime, firstRV)
+}

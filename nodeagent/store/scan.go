@@ -1,0 +1,280 @@
+package store
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/store/codec"
+)
+
+// window is a TimeScan in nanoseconds.
+type window struct {
+	since, until   int64 // until 0: unbounded
+	afterT         int64
+	afterRV, maxRV uint64 // 0: none
+}
+
+func newWindow(q TimeScan) window {
+	w := window{since: unixNano(q.Since), afterRV: q.AfterRV, maxRV: q.MaxRV}
+	if !q.Until.IsZero() {
+		w.until = max(unixNano(q.Until), 1)
+	}
+	if q.AfterRV != 0 {
+		w.afterT = unixNano(q.AfterTime)
+	}
+	return w
+}
+
+// seekFrom is the catalog position of the first block that can hold a flow
+// of the window: a block's flows lie within maxBlockSpan of its first.
+func (w window) seekFrom() int64 {
+	return max(max(w.since, w.afterT)-maxBlockSpan, 0)
+}
+
+type verdict int
+
+const (
+	take verdict = iota
+	skip
+	stop // this flow and the rest of its block are past the window
+)
+
+func (w window) check(e entry) verdict {
+	switch {
+	case w.until != 0 && e.time >= w.until:
+		return stop
+	case e.time < w.since,
+		w.afterRV != 0 && (e.time < w.afterT || e.time == w.afterT && e.rv <= w.afterRV),
+		w.maxRV != 0 && e.rv > w.maxRV:
+		return skip
+	}
+	return take
+}
+
+// cursor walks the flows of one block that a catalog entry (every flow) or
+// a posting list (its positions) names, in list order.
+type cursor struct {
+	txn     *badger.Txn
+	minTime int64
+	firstRV uint64
+	count   int      // flows of the block, when pos is nil
+	pos     []uint32 // positions to visit; nil: all
+	next    int      // index into pos, or the position itself
+	frame   int      // the frame in entries, -1 for none
+	buf     []byte
+	entries []entry
+	cur     entry
+}
+
+// advance moves to the next flow in w; false when the block has no more.
+func (c *cursor) advance(w window) (bool, error) {
+	for {
+		p := c.next
+		if c.pos != nil {
+			if c.next >= len(c.pos) {
+				return false, nil
+			}
+			p = int(c.pos[c.next])
+		} else if c.next >= c.count {
+			return false, nil
+		}
+		c.next++
+		if fr := p / frameFlows; fr != c.frame {
+			ok, err := c.load(fr)
+			if !ok || err != nil {
+				return false, err
+			}
+		}
+		k := p % frameFlows
+		if k >= len(c.entries) {
+			return false, fmt.Errorf("block %d: position %d beyond its frame of %d flows", c.firstRV, p, len(c.entries))
+		}
+		switch w.check(c.entries[k]) {
+		case stop:
+			return false, nil
+		case take:
+			c.cur = c.entries[k]
+			return true, nil
+		}
+	}
+}
+
+// load decodes frame fr; false when it has expired since the block was
+// found.
+func (c *cursor) load(fr int) (bool, error) {
+	item, err := c.txn.Get(frameKey(c.firstRV, fr))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	err = item.Value(func(v []byte) error {
+		c.buf, c.entries, err = decodeFrame(v, c.buf, c.minTime, c.firstRV, c.entries)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("block %d frame %d: %w", c.firstRV, fr, err)
+	}
+	c.frame = fr
+	return true, nil
+}
+
+func (c *cursor) record() (Record, error) {
+	f := new(v1alpha1.Flow)
+	if err := codec.Unmarshal(c.cur.val, f); err != nil {
+		return Record{}, fmt.Errorf("decode flow %d: %w", c.cur.rv, err)
+	}
+	return Record{RV: c.cur.rv, Flow: f}, nil
+}
+
+// cursors is a heap of cursors by their current flow's list position.
+type cursors []*cursor
+
+func (h cursors) Len() int { return len(h) }
+func (h cursors) Less(i, j int) bool {
+	a, b := h[i].cur, h[j].cur
+	return a.time < b.time || a.time == b.time && a.rv < b.rv
+}
+func (h cursors) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *cursors) Push(x any)   { *h = append(*h, x.(*cursor)) }
+func (h *cursors) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return c
+}
+
+// scanBlocks calls fn, in list order, for the flows of q's window in the
+// blocks of one range: the catalog (prefix "k", every flow) or one index
+// value's posting lists. Blocks come in order of their first flow and
+// overlap in time, so their cursors are merged: a block is opened once the
+// next flow to emit is not before its first.
+func scanBlocks(txn *badger.Txn, prefix []byte, q TimeScan, fn func(Record) bool) error {
+	w := newWindow(q)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))
+	var h cursors
+	var pending *cursor
+	for {
+		for {
+			if pending == nil {
+				c, err := nextCursor(txn, it, prefix, w)
+				if err != nil || c == nil {
+					if err != nil {
+						return err
+					}
+					break
+				}
+				pending = c
+			}
+			if len(h) > 0 && pending.minTime > h[0].cur.time {
+				break
+			}
+			ok, err := pending.advance(w)
+			if err != nil {
+				return err
+			}
+			if ok {
+				heap.Push(&h, pending)
+			}
+			pending = nil
+		}
+		if len(h) == 0 {
+			return nil
+		}
+		c := h[0]
+		r, err := c.record()
+		if err != nil {
+			return err
+		}
+		if !fn(r) {
+			return nil
+		}
+		ok, err := c.advance(w)
+		if err != nil {
+			return err
+		}
+		if ok {
+			heap.Fix(&h, 0)
+		} else {
+			heap.Pop(&h)
+		}
+	}
+}
+
+// nextCursor returns a cursor for the block at the iterator and moves it
+// on; nil when the range has no more blocks that can hold a flow of w.
+func nextCursor(txn *badger.Txn, it *badger.Iterator, prefix []byte, w window) (*cursor, error) {
+	for ; it.Valid(); it.Next() {
+		key := it.Item().Key()
+		if len(key) != len(prefix)+positionLen {
+			continue // cannot happen with length-prefixed values
+		}
+		c := &cursor{txn: txn, frame: -1,
+			minTime: int64(binary.BigEndian.Uint64(key[len(prefix):])),
+			firstRV: binary.BigEndian.Uint64(key[len(prefix)+8:])}
+		if w.until != 0 && c.minTime >= w.until {
+			return nil, nil
+		}
+		if w.maxRV != 0 && c.firstRV > w.maxRV {
+			continue // written after the snapshot
+		}
+		var info blockInfo
+		err := it.Item().Value(func(v []byte) error {
+			var err error
+			if prefix[0] == prefixCatalog {
+				info, err = decodeBlockInfo(v, c.minTime, c.firstRV)
+				c.count = info.count
+				return err
+			}
+			c.pos, err = decodePostingList(nil, v)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", c.firstRV, err)
+		}
+		// A block that starts before the window may end before it too:
+		// its catalog entry says, without decoding a frame.
+		if from := max(w.since, w.afterT); c.minTime < from {
+			if prefix[0] != prefixCatalog {
+				if info, err = blockInfoOf(txn, c.minTime, c.firstRV); err != nil {
+					return nil, err
+				}
+			}
+			if info.maxTime < from {
+				continue
+			}
+		}
+		it.Next()
+		return c, nil
+	}
+	return nil, nil
+}
+
+// blockInfoOf reads a block's catalog entry; a zero blockInfo if it has
+// expired.
+func blockInfoOf(txn *badger.Txn, minTime int64, firstRV uint64) (blockInfo, error) {
+	item, err := txn.Get(catalogKey(minTime, firstRV))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return blockInfo{}, nil
+	}
+	if err != nil {
+		return blockInfo{}, err
+	}
+	var info blockInfo
+	err = item.Value(func(v []byte) error {
+		info, err = decodeBlockInfo(v, minTime, firstRV)
+		return err
+	})
+	if err != nil {
+		return blockInfo{}, fmt.Errorf("block %d: %w", firstRV, err)
+	}
+	return info, nil
+}

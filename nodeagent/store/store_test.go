@@ -1,0 +1,167 @@
+package store
+
+import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// oracle holds every record written, to check the store against.
+type oracle []Record
+
+// listOrder returns the records in list order.
+func (o oracle) listOrder() oracle {
+	sorted := slices.Clone(o)
+	slices.SortFunc(sorted, func(a, b Record) int {
+		return cmp.Or(cmp.Compare(unixNano(a.Flow.Time.Time), unixNano(b.Flow.Time.Time)), cmp.Compare(a.RV, b.RV))
+	})
+	return sorted
+}
+
+// scanTime is ScanTime over records in list order.
+func (o oracle) scanTime(q TimeScan, limit int) []uint64 {
+	w := newWindow(q)
+	var rvs []uint64
+	for _, r := range o {
+		if w.check(entry{time: unixNano(r.Flow.Time.Time), rv: r.RV}) != take {
+			continue
+		}
+		rvs = append(rvs, r.RV)
+		if len(rvs) == limit {
+			break
+		}
+	}
+	return rvs
+}
+
+// TestStoreMatchesOracle writes random batches, some larger than a block
+// and with times that jump back and forth past maxBlockSpan, and checks
+// ScanTime (paged), ScanRV, Get and LastRV against the records themselves,
+// before and after reopening the store.
+func TestStoreMatchesOracle(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-30 * time.Minute).Truncate(time.Microsecond)
+	at := base
+	rv := uint64(time.Now().UnixMicro())
+	var o oracle
+	for range 12 {
+		n := 1 + rng.IntN(6000)
+		if rng.IntN(3) == 0 {
+			n = 1 + rng.IntN(5)
+		}
+		recs := make([]Record, n)
+		for i := range recs {
+			switch rng.IntN(100) {
+			case 0: // a jump forward beyond a block's span
+				at = at.Add(time.Duration(10+rng.IntN(20)) * time.Second)
+			case 1: // a late flow, seconds back
+				at = at.Add(-time.Duration(rng.IntN(15)) * time.Second)
+			default:
+				at = at.Add(time.Duration(rng.IntN(3)) * time.Millisecond) // equal times too
+			}
+			rv++
+			recs[i] = Record{RV: rv, Flow: randomSpec(rng).flow(at, rv)}
+		}
+		if err := s.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+		o = append(o, recs...)
+	}
+	check := func() {
+		t.Helper()
+		first, last := o[0].RV, o[len(o)-1].RV
+		sorted := o.listOrder()
+		end := at.Sub(base)
+		for i := range 60 {
+			q := TimeScan{}
+			if rng.IntN(2) == 0 {
+				q.Since = base.Add(time.Duration(rng.Int64N(int64(end))))
+			}
+			if rng.IntN(2) == 0 {
+				q.Until = base.Add(time.Duration(rng.Int64N(int64(end))))
+			}
+			if rng.IntN(3) == 0 {
+				q.MaxRV = first + uint64(rng.IntN(len(o)))
+			}
+			limit := 1 + rng.IntN(3000)
+			for page := 0; ; page++ {
+				var got []uint64
+				var lastRec Record
+				if err := s.ScanTime(q, func(r Record) bool {
+					got, lastRec = append(got, r.RV), r
+					return len(got) < limit
+				}); err != nil {
+					t.Fatal(err)
+				}
+				want := sorted.scanTime(q, limit)
+				if !slices.Equal(got, want) {
+					t.Fatalf("scan %d %+v page %d: %d flows, oracle %d; first difference at %s", i, q, page, len(got), len(want), firstDiff(got, want))
+				}
+				if len(got) < limit {
+					break
+				}
+				q.AfterTime, q.AfterRV = lastRec.Flow.Time.Time, lastRec.RV
+			}
+		}
+		for range 30 {
+			after := first - 1 + uint64(rng.IntN(len(o)+1))
+			upTo := after + uint64(rng.IntN(8000))
+			var got []uint64
+			if err := s.ScanRV(after, upTo, func(r Record) bool { got = append(got, r.RV); return true }); err != nil {
+				t.Fatal(err)
+			}
+			var want []uint64
+			for _, r := range o {
+				if r.RV > after && r.RV <= upTo {
+					want = append(want, r.RV)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("ScanRV(%d, %d): %d flows, oracle %d; first difference at %s", after, upTo, len(got), len(want), firstDiff(got, want))
+			}
+		}
+		for range 100 {
+			r := o[rng.IntN(len(o))]
+			f, err := s.Get(r.RV)
+			if err != nil || f.Name != r.Flow.Name || !f.Time.Equal(&r.Flow.Time) {
+				t.Fatalf("Get(%d) = %v, %v; want %s", r.RV, f, err, r.Flow.Name)
+			}
+		}
+		for _, missing := range []uint64{first - 1, last + 1, 1} {
+			if _, err := s.Get(missing); err != ErrNotFound {
+				t.Fatalf("Get(%d) of a missing version: %v", missing, err)
+			}
+		}
+		if got, err := s.LastRV(); err != nil || got != last {
+			t.Fatalf("LastRV = %d, %v; want %d", got, err, last)
+		}
+	}
+	check()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(Options{Dir: dir, Retention: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check()
+}
+
+func firstDiff(a, b []uint64) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("%d: %d vs %d", i, a[i], b[i])
+		}
+	}
+	return fmt.Sprintf("%d (one is a prefix)", min(len(a), len(b)))
+}
