@@ -18,7 +18,7 @@ import (
 // The value is length-prefixed, so no value is a prefix of another's range,
 // and what follows it is the block's catalog position: a scan of one value's
 // range visits its blocks in the catalog's order, and positions name the
-// flows of the block (in the block's list order) that hold the value.
+// flows of the block (in the block's storage order) that hold the value.
 //
 // Index values are the flow's values as v1alpha1.FieldSet spells them, so
 // an equality requirement's value is looked up as is: the index yields

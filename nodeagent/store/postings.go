@@ -7,7 +7,7 @@ import (
 	"math/bits"
 )
 
-// Posting lists: the positions, in a block's list order, of the flows that
+// Posting lists: the positions, in a block's storage order, of the flows that
 // hold one index value. A value most flows hold (a verdict, a protocol)
 // is cheapest as a bitmap, a rare one as a list of deltas; each list takes
 // whichever form is smaller:

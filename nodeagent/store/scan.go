@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -57,72 +59,111 @@ func (w window) check(e entry) verdict {
 }
 
 // cursor walks the flows of one block that a catalog entry (every flow) or
-// a posting list (its positions) names, in list order.
+// a posting list (its positions) names, in list order. A block stores its
+// flows grouped by endpoints (block.go), so a selective posting list names
+// a few neighbouring positions: the cursor decodes the frames that hold
+// them, and sorts those flows into list order.
 type cursor struct {
 	txn     *badger.Txn
 	minTime int64
 	firstRV uint64
 	count   int      // flows of the block, when pos is nil
 	pos     []uint32 // positions to visit; nil: all
-	next    int      // index into pos, or the position itself
-	frame   int      // the frame in entries, -1 for none
+	// order is the block's flows to visit in list order, once loaded;
+	// next indexes it.
+	order  []entry
+	loaded bool
+	next   int
+	cur    entry
+	// For Get and ScanRV: the frame scanFrames decoded.
 	buf     []byte
 	entries []entry
-	cur     entry
 }
 
 // advance moves to the next flow in w; false when the block has no more.
 func (c *cursor) advance(w window) (bool, error) {
-	for {
-		p := c.next
-		if c.pos != nil {
-			if c.next >= len(c.pos) {
-				return false, nil
-			}
-			p = int(c.pos[c.next])
-		} else if c.next >= c.count {
-			return false, nil
+	if !c.loaded {
+		if err := c.load(); err != nil {
+			return false, err
 		}
-		c.next++
-		if fr := p / frameFlows; fr != c.frame {
-			ok, err := c.load(fr)
-			if !ok || err != nil {
-				return false, err
-			}
-		}
-		k := p % frameFlows
-		if k >= len(c.entries) {
-			return false, fmt.Errorf("block %d: position %d beyond its frame of %d flows", c.firstRV, p, len(c.entries))
-		}
-		switch w.check(c.entries[k]) {
+	}
+	for ; c.next < len(c.order); c.next++ {
+		switch e := c.order[c.next]; w.check(e) {
 		case stop:
+			c.next = len(c.order)
 			return false, nil
 		case take:
-			c.cur = c.entries[k]
+			c.cur = e
+			c.next++
 			return true, nil
 		}
 	}
+	return false, nil
 }
 
-// load decodes frame fr; false when it has expired since the block was
-// found.
-func (c *cursor) load(fr int) (bool, error) {
+// load decodes the frames that hold the cursor's positions and puts their
+// flows in list order. A frame that has expired since the block was found
+// contributes nothing.
+func (c *cursor) load() error {
+	c.loaded = true
+	var frame []entry
+	fr := -1
+	visit := func(p int) error {
+		if p/frameFlows != fr {
+			fr = p / frameFlows
+			var err error
+			if frame, err = c.loadFrame(fr); err != nil {
+				return err
+			}
+		}
+		if frame == nil {
+			return nil
+		}
+		k := p % frameFlows
+		if k >= len(frame) {
+			return fmt.Errorf("block %d: position %d beyond its frame of %d flows", c.firstRV, p, len(frame))
+		}
+		c.order = append(c.order, frame[k])
+		return nil
+	}
+	if c.pos == nil {
+		for p := range c.count {
+			if err := visit(p); err != nil {
+				return err
+			}
+		}
+	} else {
+		for _, p := range c.pos {
+			if err := visit(int(p)); err != nil {
+				return err
+			}
+		}
+	}
+	slices.SortFunc(c.order, func(a, b entry) int {
+		return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.rv, b.rv))
+	})
+	return nil
+}
+
+// loadFrame decodes frame fr into a buffer of its own: the cursor's
+// entries point into it. It returns nil when the frame has expired.
+func (c *cursor) loadFrame(fr int) ([]entry, error) {
 	item, err := c.txn.Get(frameKey(c.firstRV, fr))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
+	var entries []entry
 	err = item.Value(func(v []byte) error {
-		c.buf, c.entries, err = decodeFrame(v, c.buf, c.minTime, c.firstRV, c.entries)
+		_, entries, err = decodeFrame(v, nil, c.minTime, c.firstRV, make([]entry, 0, frameFlows))
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("block %d frame %d: %w", c.firstRV, fr, err)
+		return nil, fmt.Errorf("block %d frame %d: %w", c.firstRV, fr, err)
 	}
-	c.frame = fr
-	return true, nil
+	return entries, nil
 }
 
 func (c *cursor) record() (Record, error) {
@@ -217,7 +258,7 @@ func nextCursor(txn *badger.Txn, it *badger.Iterator, prefix []byte, w window) (
 		if len(key) != len(prefix)+positionLen {
 			continue // cannot happen with length-prefixed values
 		}
-		c := &cursor{txn: txn, frame: -1,
+		c := &cursor{txn: txn,
 			minTime: int64(binary.BigEndian.Uint64(key[len(prefix):])),
 			firstRV: binary.BigEndian.Uint64(key[len(prefix)+8:])}
 		if w.until != 0 && c.minTime >= w.until {

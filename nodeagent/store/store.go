@@ -326,14 +326,13 @@ func scanFrames(txn *badger.Txn, from, to uint64, fn func(*cursor) (bool, error)
 		if c.firstRV > to {
 			return nil
 		}
-		c.frame = int(binary.BigEndian.Uint16(key[9:]))
 		err := it.Item().Value(func(v []byte) error {
 			var err error
 			c.buf, c.entries, err = decodeFrame(v, c.buf, 0, c.firstRV, c.entries)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("block %d frame %d: %w", c.firstRV, c.frame, err)
+			return fmt.Errorf("block %d frame %d: %w", c.firstRV, binary.BigEndian.Uint16(key[9:]), err)
 		}
 		if more, err := fn(c); !more || err != nil {
 			return err
@@ -367,8 +366,8 @@ func (s *Store) ScanRV(after, upTo uint64, fn func(Record) bool) error {
 		if !ok {
 			from = 0
 		}
-		// A block's frames are in list order: gather its flows in the
-		// range, then hand them out in version order.
+		// A block's frames are in storage order: gather its flows in
+		// the range, then hand them out in version order.
 		var block []Record
 		var blockRV uint64
 		flush := func() bool {
