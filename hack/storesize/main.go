@@ -1,58 +1,50 @@
 // Command storesize measures the bytes on disk per flow of the node agent's
 // store, next to the same flows as Hubble export JSON lines (what the replay
-// source reads), and to the store's previous encoding (JSON values).
+// source reads).
 //
 //	go run ./hack/storesize -n 1000000
 //
 // It generates realistic flows with flowgen (the demo shop application on
 // one node, a fake clock starting now, 1 ms per reading), and for each
-// variant writes them in batches with increasing resource versions, closes
-// the database (Badger flushes its memtables into compressed tables), and
-// sums the disk usage of the directory as du does.
-//
-// The "codec" variant is the real store: store.Open and Store.Write. The
-// other variants write the same keys through Badger directly, with the
-// options store.Open uses (mirrored here, keep them in sync), changing only
-// the value encoding, the compression or the block size, to show what each
-// contributes; -all=false skips them.
+// variant writes them with store.Open and Store.Write in batches with
+// increasing resource versions, closes the database (Badger flushes its
+// memtables into tables), and sums the disk usage of the directory as du
+// does. A batch is what one write of the ingest pipeline holds: up to 1024
+// flows under load, fewer when flows trickle in; a block never spans two
+// batches, so small batches compress less.
 package main
 
 import (
 	"bufio"
-	"encoding/binary"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
 	"flowscope.io/flowscope/nodeagent/store"
-	"flowscope.io/flowscope/nodeagent/store/codec"
 )
 
 func main() {
 	n := flag.Int("n", 1000000, "flows to write")
 	dir := flag.String("dir", "", "work directory (default: a new temporary one, removed at exit)")
-	batch := flag.Int("batch", 256, "flows per write batch (the ingest pipeline's default batch size is similar)")
-	all := flag.Bool("all", true, "also measure the variants: JSON values, and both encodings without compression")
+	batches := flag.String("batches", "1024,64", "comma-separated flows per write batch, one store each")
+	noIndex := flag.Bool("noindex", true, "also measure a store without posting lists (batches of the first size)")
 	flag.Parse()
-	if err := run(*n, *dir, *batch, *all); err != nil {
+	if err := run(*n, *dir, *batches, *noIndex); err != nil {
 		fmt.Fprintln(os.Stderr, "storesize:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, dir string, batch int, all bool) error {
+func run(n int, dir, batches string, noIndex bool) error {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "storesize-")
 		if err != nil {
@@ -70,40 +62,35 @@ func run(n int, dir string, batch int, all bool) error {
 	}
 	exportDisk, _ := du(exportPath)
 	fmt.Printf("flows: %d\n", n)
-	fmt.Printf("%-34s %14s %14s %10s %8s\n", "", "bytes", "disk (du)", "bytes/flow", "ratio")
+	fmt.Printf("%-40s %14s %14s %10s %8s\n", "", "bytes", "disk (du)", "bytes/flow", "ratio")
 	row := func(name string, size, disk int64) {
-		fmt.Printf("%-34s %14d %14d %10.1f %8.1f\n", name, size, disk, float64(disk)/float64(n), float64(exportBytes)/float64(disk))
+		fmt.Printf("%-40s %14d %14d %10.1f %8.1f\n", name, size, disk, float64(disk)/float64(n), float64(exportBytes)/float64(disk))
 	}
 	row("hubble export JSON lines", exportBytes, exportDisk)
 
-	codecDir := filepath.Join(dir, "store-codec")
-	if err := writeStore(codecDir, n, batch, start); err != nil {
-		return err
-	}
-	d, a := duDir(codecDir)
-	row("store: codec + zstd (store.Open)", a, d)
-
-	if all {
-		for i, v := range []struct {
-			name      string
-			json      bool
-			compress  options.CompressionType
-			blockSize int
-		}{
-			{"store: JSON values + zstd (before)", true, options.ZSTD, 0},
-			{"store: codec, no compression", false, options.None, 0},
-			{"store: JSON values, no compression", true, options.None, 0},
-			{"store: codec + zstd, 16 KiB blocks", false, options.ZSTD, 16 << 10},
-			{"store: codec + zstd, 64 KiB blocks", false, options.ZSTD, 64 << 10},
-			{"store: JSON + zstd, 64 KiB blocks", true, options.ZSTD, 64 << 10},
-		} {
-			p := filepath.Join(dir, fmt.Sprintf("store-%d", i))
-			if err := writeMirror(p, n, batch, start, v.json, v.compress, v.blockSize); err != nil {
-				return err
-			}
-			d, a := duDir(p)
-			row(v.name, a, d)
+	var sizes []int
+	for _, b := range strings.Split(batches, ",") {
+		size, err := strconv.Atoi(strings.TrimSpace(b))
+		if err != nil || size <= 0 {
+			return fmt.Errorf("bad batch size %q", b)
 		}
+		sizes = append(sizes, size)
+	}
+	for i, size := range sizes {
+		p := filepath.Join(dir, fmt.Sprintf("store-%d", i))
+		if err := writeStore(p, n, size, start, false); err != nil {
+			return err
+		}
+		d, a := duDir(p)
+		row(fmt.Sprintf("store, batches of %d", size), a, d)
+	}
+	if noIndex {
+		p := filepath.Join(dir, "store-noindex")
+		if err := writeStore(p, n, sizes[0], start, true); err != nil {
+			return err
+		}
+		d, a := duDir(p)
+		row(fmt.Sprintf("store, batches of %d, no posting lists", sizes[0]), a, d)
 	}
 	fmt.Println("ratio = export JSON lines bytes / disk usage")
 	return nil
@@ -164,8 +151,8 @@ func writeExport(path string, n int, start time.Time) (int64, error) {
 	return size, err
 }
 
-func writeStore(dir string, n, batch int, start time.Time) error {
-	st, err := store.Open(store.Options{Dir: dir, Retention: 30 * 24 * time.Hour})
+func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
+	st, err := store.Open(store.Options{Dir: dir, Retention: 30 * 24 * time.Hour, DisableIndex: noIndex})
 	if err != nil {
 		return err
 	}
@@ -188,72 +175,6 @@ func writeStore(dir string, n, batch int, start time.Time) error {
 	return err
 }
 
-// writeMirror writes what the store writes, through Badger with store.Open's
-// options, with JSON or codec values and the given compression.
-func writeMirror(dir string, n, batch int, start time.Time, jsonValues bool, c options.CompressionType, blockSize int) error {
-	retention := 30 * 24 * time.Hour
-	bo := badger.DefaultOptions(dir)
-	if blockSize > 0 {
-		bo = bo.WithBlockSize(blockSize)
-	}
-	db, err := badger.Open(bo.
-		WithLogger(nil).
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(2).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(64 << 20).
-		WithCompression(c).
-		WithDetectConflicts(false).
-		WithSyncWrites(false))
-	if err != nil {
-		return err
-	}
-	wb := db.NewWriteBatch()
-	i := 0
-	err = flows(n, start, func(f *v1alpha1.Flow, rv uint64, _ []byte) error {
-		var val []byte
-		var err error
-		if jsonValues {
-			val, err = json.Marshal(f)
-		} else {
-			val, err = codec.Marshal(f)
-		}
-		if err != nil {
-			return err
-		}
-		exp := (rv+uint64(retention.Microseconds()))/1e6 + 1
-		key := make([]byte, 9)
-		key[0] = 'f'
-		binary.BigEndian.PutUint64(key[1:], rv)
-		tkey := make([]byte, 17)
-		tkey[0] = 't'
-		binary.BigEndian.PutUint64(tkey[1:], uint64(f.Time.UnixNano()))
-		binary.BigEndian.PutUint64(tkey[9:], rv)
-		if err := wb.SetEntry(&badger.Entry{Key: key, Value: val, ExpiresAt: exp}); err != nil {
-			return err
-		}
-		if err := wb.SetEntry(&badger.Entry{Key: tkey, ExpiresAt: exp}); err != nil {
-			return err
-		}
-		if i++; i%batch == 0 {
-			if err := wb.Flush(); err != nil {
-				return err
-			}
-			wb = db.NewWriteBatch()
-		}
-		return nil
-	})
-	if ferr := wb.Flush(); err == nil {
-		err = ferr
-	}
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// du returns the disk usage of a file, in bytes.
 func du(path string) (int64, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {

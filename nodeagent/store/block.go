@@ -8,9 +8,11 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/store/codec"
 )
 
@@ -93,7 +95,7 @@ func cutBlocks(recs []Record) []*block {
 	var cur *block
 	var lo, hi int64
 	for _, r := range recs {
-		t := unixNano(r.Flow.Time.Time)
+		t := flowTime(r.Flow)
 		if cur == nil || len(cur.recs) == maxBlockFlows || max(hi, t)-min(lo, t) > maxBlockSpan {
 			cur = &block{firstRV: r.RV}
 			blocks = append(blocks, cur)
@@ -255,4 +257,10 @@ func frameKey(firstRV uint64, frame int) []byte {
 
 func catalogKey(minTime int64, firstRV uint64) []byte {
 	return appendPosition(append(make([]byte, 0, 1+positionLen), prefixCatalog), minTime, firstRV)
+}
+
+// flowTime is a flow's time in list order: the codec, like the API, keeps
+// microseconds.
+func flowTime(f *v1alpha1.Flow) int64 {
+	return unixNano(f.Time.Truncate(time.Microsecond))
 }

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // oracle holds every record written, to check the store against.
@@ -16,7 +19,7 @@ type oracle []Record
 func (o oracle) listOrder() oracle {
 	sorted := slices.Clone(o)
 	slices.SortFunc(sorted, func(a, b Record) int {
-		return cmp.Or(cmp.Compare(unixNano(a.Flow.Time.Time), unixNano(b.Flow.Time.Time)), cmp.Compare(a.RV, b.RV))
+		return cmp.Or(cmp.Compare(flowTime(a.Flow), flowTime(b.Flow)), cmp.Compare(a.RV, b.RV))
 	})
 	return sorted
 }
@@ -26,7 +29,7 @@ func (o oracle) scanTime(q TimeScan, limit int) []uint64 {
 	w := newWindow(q)
 	var rvs []uint64
 	for _, r := range o {
-		if w.check(entry{time: unixNano(r.Flow.Time.Time), rv: r.RV}) != take {
+		if w.check(entry{time: flowTime(r.Flow), rv: r.RV}) != take {
 			continue
 		}
 		rvs = append(rvs, r.RV)
@@ -145,6 +148,9 @@ func TestStoreMatchesOracle(t *testing.T) {
 		if got, err := s.LastRV(); err != nil || got != last {
 			t.Fatalf("LastRV = %d, %v; want %d", got, err, last)
 		}
+		if r, err := s.Check(); err != nil || len(r.Problems) != 0 || r.Flows != len(o) {
+			t.Fatalf("Check: %d flows, %d problems (first: %q), %v", r.Flows, len(r.Problems), r.Problems[:min(1, len(r.Problems))], err)
+		}
 	}
 	check()
 	if err := s.Close(); err != nil {
@@ -164,4 +170,65 @@ func firstDiff(a, b []uint64) string {
 		}
 	}
 	return fmt.Sprintf("%d (one is a prefix)", min(len(a), len(b)))
+}
+
+// TestCheck: Check passes a sound store and names each kind of damage.
+func TestCheck(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 8))
+	s := openTest(t, Options{})
+	rv := uint64(time.Now().UnixMicro())
+	at := time.Now().Add(-time.Minute)
+	for range 3 {
+		recs := make([]Record, 700)
+		for i := range recs {
+			rv++
+			at = at.Add(time.Millisecond)
+			recs[i] = Record{RV: rv, Flow: randomSpec(rng).flow(at, rv)}
+		}
+		if err := s.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := s.Check()
+	if err != nil || len(r.Problems) != 0 || r.Blocks != 3 || r.Flows != 2100 || r.Frames != 9 || r.PostingLists == 0 {
+		t.Fatalf("Check of a sound store: %d blocks, %d flows, %d frames, %d posting lists, %d problems (first: %q), %v",
+			r.Blocks, r.Flows, r.Frames, r.PostingLists, len(r.Problems), r.Problems[:min(1, len(r.Problems))], err)
+	}
+	// keyWith returns the first key with the prefix.
+	keyWith := func(prefix byte) []byte {
+		var k []byte
+		_ = s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
+			defer it.Close()
+			it.Rewind()
+			k = it.Item().KeyCopy(nil)
+			return nil
+		})
+		return k
+	}
+	damage := func(name string, fn func(txn *badger.Txn) error, want string) {
+		t.Helper()
+		if err := s.db.Update(fn); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Check()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range r.Problems {
+			if strings.Contains(p, want) {
+				return
+			}
+		}
+		t.Fatalf("%s: Check found %q, want a problem containing %q", name, r.Problems, want)
+	}
+	posting := keyWith(prefixPosting)
+	damage("a posting list deleted", func(txn *badger.Txn) error { return txn.Delete(posting) }, "is missing")
+	damage("a posting list forged", func(txn *badger.Txn) error {
+		return txn.Set(posting, appendPostingList(nil, []uint32{1, 2, 3}))
+	}, "differs from its block's flows")
+	frame := keyWith(prefixFrame)
+	damage("a frame deleted", func(txn *badger.Txn) error { return txn.Delete(frame) }, "is missing")
+	damage("a block's catalog entry deleted", func(txn *badger.Txn) error { return txn.Delete(keyWith(prefixCatalog)) },
+		"belongs to no block of the catalog")
 }
