@@ -48,6 +48,10 @@ bench: ## Go benchmarks.
 bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, with vs. without the agent attached.
 	hack/bench-capture.sh
 
+.PHONY: bench-fanout
+bench-fanout: build tools ## List and watch latency, memory per watcher: AGENTS (50) agents, WATCHERS (200) watchers, RATE (2000) flows/s.
+	hack/bench-fanout.sh
+
 .PHONY: bench-store
 bench-store: ## Store benchmarks: codec speed, list latency on 1M flows (planner vs full scan), ingest, bytes per flow.
 	$(GO) test ./nodeagent/store/codec -run '^$$' -bench 'Marshal|Unmarshal' -benchmem -benchtime 2s

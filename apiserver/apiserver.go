@@ -6,6 +6,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -42,7 +43,8 @@ func init() {
 type Config struct {
 	GenericConfig *genericapiserver.RecommendedConfig
 	Agents        *agents.Pool
-	// LeaseClient and LeaseNamespace, when set, discover agents by Lease.
+	// LeaseClient and LeaseNamespace, when set, discover agents by Lease;
+	// LeaseClient also tells lists where pods run.
 	LeaseClient    kubernetes.Interface
 	LeaseNamespace string
 	Storage        flow.Options
@@ -52,11 +54,17 @@ type Config struct {
 type CompletedConfig struct {
 	generic genericapiserver.CompletedConfig
 	cfg     *Config
+	warmup  *warmup
 }
 
-// Complete fills in defaults.
+// Complete fills in defaults, and holds flow requests back until the
+// agents are dialed.
 func (c *Config) Complete() CompletedConfig {
-	return CompletedConfig{generic: c.GenericConfig.Complete(), cfg: c}
+	w := newWarmup(c.Agents.Dialed, maxWarmup)
+	c.GenericConfig.BuildHandlerChainFunc = func(h http.Handler, gc *genericapiserver.Config) http.Handler {
+		return genericapiserver.DefaultBuildHandlerChain(w.wrap(h), gc)
+	}
+	return CompletedConfig{generic: c.GenericConfig.Complete(), cfg: c, warmup: w}
 }
 
 // Server is a running-ready flowscope-apiserver.
@@ -71,9 +79,15 @@ func (c CompletedConfig) New() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	storage := c.cfg.Storage
+	var pods *podLocator
+	if c.cfg.LeaseClient != nil {
+		pods = newPodLocator(c.cfg.LeaseClient)
+		storage.Pods = pods
+	}
 	info := genericapiserver.NewDefaultAPIGroupInfo(v1alpha1.GroupName, Scheme, metav1.ParameterCodec, Codecs)
 	info.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"flows": flow.NewREST(c.cfg.Agents, c.cfg.Storage),
+		"flows": flow.NewREST(c.cfg.Agents, storage),
 	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install the flows API group: %w", err)
@@ -82,9 +96,12 @@ func (c CompletedConfig) New() (*Server, error) {
 	if c.cfg.LeaseClient != nil {
 		generic.AddPostStartHookOrDie("flowscope-agent-discovery", func(ctx genericapiserver.PostStartHookContext) error {
 			go c.cfg.Agents.WatchLeases(ctx, c.cfg.LeaseClient, c.cfg.LeaseNamespace)
+			go pods.Run(ctx.Done())
 			return nil
 		})
-		generic.AddReadyzChecks(agentsSynced{c.cfg.Agents})
+	}
+	if err := generic.AddReadyzChecks(c.warmup); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

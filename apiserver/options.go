@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -55,6 +54,10 @@ func NewOptions() *Options {
 			WatchBuffer:      1000,
 			BookmarkInterval: time.Minute,
 			MaxAgentLag:      5 * time.Second,
+			MaxWatchers:      1000,
+
+			MaxConcurrentLists: 32,
+			ListQueueWait:      time.Second,
 		},
 	}
 }
@@ -73,7 +76,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Storage.AgentTimeout, "agent-timeout", o.Storage.AgentTimeout, "How long each agent may take to answer a list or get.")
 	fs.IntVar(&o.Storage.WatchBuffer, "watch-buffer", o.Storage.WatchBuffer, "Events buffered per watcher; a watcher that falls further behind is cut off.")
 	fs.DurationVar(&o.Storage.BookmarkInterval, "bookmark-interval", o.Storage.BookmarkInterval, "How often watchers that allow bookmarks get one.")
-	fs.DurationVar(&o.Storage.MaxAgentLag, "max-agent-lag", o.Storage.MaxAgentLag, "How long a silent agent may hold back watch events of the others.")
+	fs.DurationVar(&o.Storage.MaxAgentLag, "max-agent-lag", o.Storage.MaxAgentLag, "How long a silent agent may hold back watch events of the others before watches go on without it.")
+	fs.IntVar(&o.Storage.MaxWatchers, "max-watchers", o.Storage.MaxWatchers, "Watches served at once; more are refused with 429. Each holds at most --watch-buffer flows for its client and --watch-buffer per agent in memory.")
+	fs.IntVar(&o.Storage.MaxConcurrentLists, "max-concurrent-lists", o.Storage.MaxConcurrentLists, "Lists fanning out to the agents at once, initial lists of watches included; each holds up to a page per agent in memory. 0 means no limit.")
+	fs.DurationVar(&o.Storage.ListQueueWait, "list-queue-wait", o.Storage.ListQueueWait, "How long a list beyond --max-concurrent-lists waits before it is refused with 429.")
 }
 
 // Validate checks the options.
@@ -87,8 +93,11 @@ func (o *Options) Validate() []error {
 	if _, err := agents.ParseStatic(o.StaticAgents); err != nil {
 		errs = append(errs, fmt.Errorf("--agents: %w", err))
 	}
-	if o.Storage.DefaultWindow <= 0 || o.Storage.AgentTimeout <= 0 || o.Storage.WatchBuffer <= 0 {
-		errs = append(errs, errors.New("--default-list-window, --agent-timeout and --watch-buffer must be positive"))
+	if o.Storage.DefaultWindow <= 0 || o.Storage.AgentTimeout <= 0 || o.Storage.WatchBuffer <= 0 || o.Storage.MaxWatchers <= 0 {
+		errs = append(errs, errors.New("--default-list-window, --agent-timeout, --watch-buffer and --max-watchers must be positive"))
+	}
+	if o.Storage.MaxConcurrentLists < 0 || o.Storage.ListQueueWait < 0 {
+		errs = append(errs, errors.New("--max-concurrent-lists and --list-queue-wait must not be negative"))
 	}
 	return errs
 }
@@ -140,17 +149,4 @@ func (o *Options) Config() (*Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// agentsSynced keeps the server unready until the agents' Leases were read,
-// so the first lists do not miss agents.
-type agentsSynced struct{ pool *agents.Pool }
-
-func (a agentsSynced) Name() string { return "flowscope-agents-synced" }
-
-func (a agentsSynced) Check(*http.Request) error {
-	if !a.pool.HasSynced() {
-		return errors.New("agent Leases not read yet")
-	}
-	return nil
 }

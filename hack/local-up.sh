@@ -11,10 +11,10 @@
 # Environment (defaults in brackets):
 #   OUT_DIR    [<repo>/_output/local]  state, certificates, kubeconfigs, logs
 #   PORT_BASE  [6440]  etcd +0 (peer +1), kube-apiserver +3, flowscope-apiserver +4,
-#                      agent i gRPC +10+i, agent i metrics +30+i
+#                      agent i gRPC +100+i, agent i metrics +200+i (i < 100)
 #   BIN_DIR    [<repo>/_output/bin]    flowscope-apiserver, flowscope-agent, flowscope-flowgen
 #   TOOLS_DIR  [<repo>/_output/tools]  kube-apiserver, kubectl, etcd
-#   NODES      ["node-a node-b"]       one agent per name
+#   NODES      ["node-a node-b"]       one agent per name, at most 100
 #   FLOWGEN    [1]     0 disables the demo flow generators
 #   DEMO_PODS  [1]     0 disables the demo pods (root only; see hack/lib/pods.sh); capture is off without them
 #   CAPTURE    [all]   the agents' --capture with demo pods: all or selected
@@ -224,7 +224,8 @@ step_preflight() {
     command -v "${t}" >/dev/null || fail "'${t}' is required but not installed"
   done
   ((${#NODE_LIST[@]} > 0)) || fail "NODES is empty"
-  ((${#NODE_LIST[@]} <= 20)) || fail "at most 20 NODES (agent ports are PORT_BASE+10..+29)"
+  ((${#NODE_LIST[@]} <= MAX_NODES)) ||
+    fail "at most ${MAX_NODES} NODES (agent ports are PORT_BASE+100..+$((100 + MAX_NODES - 1)))"
 
   if ! have_agent; then
     warn "${BIN_DIR}/flowscope-agent is not built: no agents ('make build')"
@@ -627,6 +628,8 @@ write_env() {
     printf 'KAS_URL=%q\n' "https://127.0.0.1:${KAS_PORT}"
     printf 'KAS_CA_FILE=%q\n' "${KAS_CERT_DIR}/apiserver.crt"
     printf 'FLOWSCOPE_APISERVER_URL=%q\n' "https://127.0.0.1:${APISERVER_PORT}"
+    printf 'AGENT_PORT_BASE=%q\n' "${AGENT_PORT_BASE}"
+    printf 'AGENT_METRICS_PORT_BASE=%q\n' "${AGENT_METRICS_PORT_BASE}"
     printf 'FLOWSCOPE_CA_FILE=%q\n' "${CERT_DIR}/flowscope-ca.crt"
     printf 'TOKEN_FILE=%q\n' "${TOKEN_FILE}"
     printf 'COMPONENTS=%q\n' "$(local::components | tr '\n' ' ' | sed 's/ $//')"

@@ -1,6 +1,7 @@
 // Package agents keeps the aggregated server's view of the node agents:
 // which exist (a static list, plus the Leases the agents keep) and one
-// long-lived mutual-TLS gRPC connection to each.
+// long-lived mutual-TLS gRPC connection to each, kept healthy by keepalive
+// pings and redialed with a bounded backoff.
 package agents
 
 import (
@@ -20,7 +21,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"flowscope.io/flowscope/nodeagent/agentapi"
 	"flowscope.io/flowscope/nodeagent/lease"
@@ -44,6 +47,8 @@ type Pool struct {
 	leased map[string]string
 	agents map[string]*Agent
 	synced func() bool
+	// changed is closed, and replaced, when an agent joins or leaves.
+	changed chan struct{}
 }
 
 // NewPool returns a pool that dials agents with tlsConfig. serverName, when
@@ -52,7 +57,8 @@ type Pool struct {
 // need no Lease.
 func NewPool(tlsConfig *tls.Config, serverName string, static map[string]string) *Pool {
 	p := &Pool{tlsConfig: tlsConfig, serverName: serverName, static: static,
-		leased: map[string]string{}, agents: map[string]*Agent{}, synced: func() bool { return true }}
+		leased: map[string]string{}, agents: map[string]*Agent{}, synced: func() bool { return true },
+		changed: make(chan struct{})}
 	p.mu.Lock()
 	p.reconcileLocked()
 	p.mu.Unlock()
@@ -92,6 +98,15 @@ func (p *Pool) Get(node string) (*Agent, bool) {
 	return a, ok
 }
 
+// Changed returns a channel that is closed when an agent next joins or
+// leaves, so that long-running watches follow the membership. Read it
+// before List: a change in between then closes the channel already read.
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.changed
+}
+
 // HasSynced reports whether the Leases have been read once.
 func (p *Pool) HasSynced() bool {
 	p.mu.RLock()
@@ -100,8 +115,10 @@ func (p *Pool) HasSynced() bool {
 }
 
 // WatchLeases follows the agents' Leases in namespace until ctx ends. A
-// Lease that is not renewed within its duration drops its agent: that is
-// the grace period after which a vanished agent stops being asked.
+// Lease that is not renewed within its duration (lease.Duration, 30 s,
+// checked every 5 s) drops its agent: that is the grace period after which
+// a vanished agent stops being asked and leaves running watches. Until
+// then a dead agent only costs the watches their --max-agent-lag.
 func (p *Pool) WatchLeases(ctx context.Context, client kubernetes.Interface, namespace string) {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 30*time.Second,
 		informers.WithNamespace(namespace),
@@ -158,11 +175,13 @@ func (p *Pool) reconcileLocked() {
 	for n, a := range p.static { // a static entry wins over a Lease
 		want[n] = a
 	}
+	changed := false
 	for node, a := range p.agents {
 		if want[node] != a.Address {
 			klog.InfoS("Agent left", "node", node, "address", a.Address)
 			_ = a.conn.Close()
 			delete(p.agents, node)
+			changed = true
 		}
 	}
 	for node, addr := range want {
@@ -176,13 +195,42 @@ func (p *Pool) reconcileLocked() {
 		}
 		klog.InfoS("Agent joined", "node", node, "address", addr)
 		p.agents[node] = a
+		changed = true
 	}
+	if changed {
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
+// Keepalive and redial settings of the agent connections. A watch stream
+// carries its agent's PROGRESS every 100 ms, so a connection with streams
+// that stays silent for keepaliveTime (gRPC's floor) is suspect: its ping
+// must be answered within keepaliveTimeout or the connection is closed and
+// its streams fail, so watches reconnect instead of waiting on a dead peer
+// (a crashed node, a dropped route) until TCP gives up after minutes. A
+// healthy agent is never pinged, so the agents' default ping enforcement
+// holds; idle connections are not pinged at all, and unary calls have
+// their own timeout. The redial backoff is capped far below gRPC's default
+// of 120 s so that an agent that restarts rejoins within seconds.
+const (
+	keepaliveTime    = 10 * time.Second
+	keepaliveTimeout = 5 * time.Second
+	maxRedialDelay   = 5 * time.Second
+)
+
+func dialOptions() []grpc.DialOption {
+	redial := backoff.DefaultConfig
+	redial.MaxDelay = maxRedialDelay
+	return append(agentapi.DialOptions(),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: redial, MinConnectTimeout: maxRedialDelay}))
 }
 
 func (p *Pool) dial(node, addr string) (*Agent, error) {
 	cfg := p.tlsConfig.Clone()
 	cfg.ServerName = p.serverName
-	opts := append(agentapi.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err

@@ -48,8 +48,11 @@ ETCD_PORT=$((PORT_BASE + 0))
 ETCD_PEER_PORT=$((PORT_BASE + 1))
 KAS_PORT=$((PORT_BASE + 3))
 APISERVER_PORT=$((PORT_BASE + 4))
-AGENT_PORT_BASE=$((PORT_BASE + 10))
-AGENT_METRICS_PORT_BASE=$((PORT_BASE + 30))
+# Agent i listens on AGENT_PORT_BASE+i and AGENT_METRICS_PORT_BASE+i: room
+# for MAX_NODES agents, so a scale test (hack/bench-fanout.sh) fits.
+AGENT_PORT_BASE=$((PORT_BASE + 100))
+AGENT_METRICS_PORT_BASE=$((PORT_BASE + 200))
+MAX_NODES=100
 
 FLOWSCOPE_NAMESPACE=flowscope-system
 APISERVICE_NAME=v1alpha1.flows.flowscope.io

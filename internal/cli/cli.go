@@ -24,12 +24,18 @@ type Options interface {
 // Main parses the arguments into o, validates them, and runs run until it
 // returns or a signal arrives; it exits the process.
 func Main(name string, o Options, run func(context.Context) error) {
+	MainArgs(name, os.Args[1:], o, run)
+}
+
+// MainArgs is Main with the arguments given, such as those after a
+// subcommand's name.
+func MainArgs(name string, args []string, o Options, run func(context.Context) error) {
 	fs := pflag.NewFlagSet(name, pflag.ExitOnError)
 	o.AddFlags(fs)
 	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
-	_ = fs.Parse(os.Args[1:]) // ExitOnError: never returns an error
+	_ = fs.Parse(args) // ExitOnError: never returns an error
 	if err := utilerrors.NewAggregate(o.Validate()); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)

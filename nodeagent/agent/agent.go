@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/nodeagent/agentapi"
@@ -53,6 +54,7 @@ type Options struct {
 	Kubeconfig         string
 	QueueSize          int
 	WatchBuffer        int
+	MinFreeDisk        resource.QuantityValue
 
 	Capture               string
 	Interfaces            []string
@@ -72,6 +74,7 @@ func NewOptions() *Options {
 		AllowedClientNames: []string{"flowscope-apiserver"},
 		QueueSize:          1 << 16,
 		WatchBuffer:        4096,
+		MinFreeDisk:        resource.QuantityValue{Quantity: resource.MustParse("256Mi")},
 
 		Capture:               CaptureAll,
 		Interfaces:            capture.DefaultInterfacePatterns,
@@ -97,6 +100,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ReplayFile, "replay-file", o.ReplayFile, "Hubble export file (JSON lines) to follow like tail -F, e.g. /var/log/acns/hubble/events.log.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig for the Kubernetes API; empty means in-cluster configuration.")
 	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
+	fs.Var(&o.MinFreeDisk, "min-free-disk", "Free space below which the data directory's filesystem takes no more flows: they are dropped and counted (reason disk_full) until space returns. It must cover a second of ingest, a memtable (16Mi) and compactions; 0 disables the check, and Badger then crashes when the disk fills.")
 	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per watch before it falls back to reading the store.")
 	fs.StringVar(&o.Capture, "capture", o.Capture, "eBPF capture: all (every packet of the attached interfaces), selected (only what active watches select), or off.")
 	fs.StringSliceVar(&o.Interfaces, "interfaces", o.Interfaces, "Glob patterns of the interfaces to attach to, typically the host sides of pod veths.")
@@ -127,6 +131,9 @@ func (o *Options) Validate() []error {
 	if o.CaptureReportInterval < time.Second {
 		errs = append(errs, errors.New("--capture-report-interval must be at least 1s"))
 	}
+	if o.MinFreeDisk.Sign() < 0 {
+		errs = append(errs, errors.New("--min-free-disk must not be negative"))
+	}
 	if o.Retention < time.Minute {
 		errs = append(errs, errors.New("--retention must be at least 1m"))
 	}
@@ -135,7 +142,8 @@ func (o *Options) Validate() []error {
 
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, o *Options) error {
-	st, err := store.Open(store.Options{Dir: filepath.Join(o.DataDir, "store"), Retention: o.Retention})
+	storeDir := filepath.Join(o.DataDir, "store")
+	st, err := store.Open(store.Options{Dir: storeDir, Retention: o.Retention})
 	if err != nil {
 		return err
 	}
@@ -156,9 +164,14 @@ func Run(ctx context.Context, o *Options) error {
 	metrics.Registry.MustRegister(storeSize)
 	defer metrics.Registry.Unregister(storeSize)
 	h := hub.New(o.WatchBuffer)
+	var guard *ingest.DiskGuard
+	if minFree := o.MinFreeDisk.Value(); minFree > 0 {
+		guard = ingest.NewDiskGuard(storeDir, uint64(minFree))
+	}
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: 1024,
 		SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond,
+		DiskGuard: guard,
 	})
 	if err != nil {
 		return err
@@ -236,8 +249,18 @@ func Run(ctx context.Context, o *Options) error {
 }
 
 func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
+	// The pipeline outlives this source (Run): lines read as ctx ends are
+	// still stored, and the last checkpoint waits for them.
+	queueCtx := context.WithoutCancel(ctx)
 	f := replay.New(o.ReplayFile,
 		replay.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
+		// A checkpoint covers only lines whose flows are stored and
+		// synced, so that neither a crash nor a power loss skips any.
+		replay.WithBeforeCheckpoint(func() error {
+			ctx, cancel := context.WithTimeout(queueCtx, time.Minute)
+			defer cancel()
+			return p.Flush(ctx)
+		}),
 		replay.WithOnError(func(err error) {
 			if errors.Is(err, replay.ErrLineTooLong) {
 				metrics.ReplayLines.WithLabelValues("too_long").Inc()
@@ -267,7 +290,9 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 			lastLog, suppressed = time.Now(), 0
 		default:
 			metrics.ReplayLines.WithLabelValues("flow").Inc()
-			p.Offer(flow)
+			// The file keeps what the queue cannot take yet: wait
+			// rather than drop.
+			_ = p.Put(queueCtx, flow) // cannot fail: queueCtx never ends
 		}
 	})
 }

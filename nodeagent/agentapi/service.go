@@ -2,10 +2,8 @@ package agentapi
 
 import (
 	"context"
-	"encoding/json"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
 )
 
 // serviceName is the gRPC service the agents serve.
@@ -24,22 +22,6 @@ type WatchStream interface {
 	Context() context.Context
 	Send(*WatchEvent) error
 }
-
-// Codec encodes the messages of this package as JSON. The messages are the
-// Kubernetes API types themselves, which carry JSON tags, so the agent and
-// the server need no second schema; the content subtype is "json".
-type Codec struct{}
-
-var _ encoding.Codec = Codec{}
-
-// Marshal implements encoding.Codec.
-func (Codec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-// Unmarshal implements encoding.Codec.
-func (Codec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
-
-// Name implements encoding.Codec.
-func (Codec) Name() string { return "json" }
 
 // ServerOptions returns the gRPC server options the service needs.
 func ServerOptions() []grpc.ServerOption {

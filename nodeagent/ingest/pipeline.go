@@ -42,9 +42,13 @@ type Options struct {
 	ProgressInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// DiskGuard, if not nil, drops batches instead of writing them while
+	// the store's disk is nearly full.
+	DiskGuard *DiskGuard
 }
 
-// Pipeline ingests flows. Offer may be called from any goroutine.
+// Pipeline ingests flows. Offer, Put and Flush may be called from any
+// goroutine.
 type Pipeline struct {
 	opts     Options
 	store    *store.Store
@@ -52,6 +56,7 @@ type Pipeline struct {
 	clock    clock
 	in       chan *v1alpha1.Flow
 	reserves chan reservation
+	flushes  chan chan error
 	head     atomic.Uint64
 }
 
@@ -92,6 +97,7 @@ func New(st *store.Store, h *hub.Hub, opts Options) (*Pipeline, error) {
 		hub:      h,
 		in:       make(chan *v1alpha1.Flow, opts.QueueSize),
 		reserves: make(chan reservation),
+		flushes:  make(chan chan error),
 	}
 	p.clock = clock{now: opts.Now, last: last, persist: func(v uint64) error {
 		return st.SetMeta(metaClockCeiling, encodeUint64(v))
@@ -109,6 +115,36 @@ func (p *Pipeline) Offer(f *v1alpha1.Flow) bool {
 	default:
 		metrics.FlowsDropped.WithLabelValues("queue_full").Inc()
 		return false
+	}
+}
+
+// Put queues a flow, waiting while the queue is full: for sources that can
+// wait, such as a file, a full queue means reading later, not losing flows.
+func (p *Pipeline) Put(ctx context.Context, f *v1alpha1.Flow) error {
+	select {
+	case p.in <- f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Flush returns once every flow queued before the call is written and
+// synced, or dropped and counted. A source that keeps a position, like the
+// replay checkpoint, calls it before it saves the position, so that a crash,
+// even a power loss, never skips flows the store has not kept.
+func (p *Pipeline) Flush(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case p.flushes <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -156,6 +192,17 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case r := <-p.reserves:
 			rv, err := p.clock.reserve(r.atLeast)
 			r.reply <- reserved{rv: rv, err: err}
+		case reply := <-p.flushes:
+			// The flows queued before the request are among the first
+			// len(p.in); those queued since need not wait.
+			for n := len(p.in); n > 0; n -= len(batch) {
+				batch = batch[:0]
+				for len(batch) < min(n, p.opts.BatchSize) {
+					batch = append(batch, <-p.in)
+				}
+				p.commit(batch)
+			}
+			reply <- p.store.Sync()
 		case <-progress.C:
 			if rv, err := p.clock.reserve(0); err != nil {
 				klog.ErrorS(err, "Failed advancing the watermark")
@@ -173,6 +220,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 }
 
 func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
+	if !p.opts.DiskGuard.Admit(len(batch)) {
+		return
+	}
 	start := time.Now()
 	recs := make([]store.Record, 0, len(batch))
 	for _, f := range batch {

@@ -21,7 +21,7 @@ var (
 	// FlowsDropped counts flows lost before the store, by reason.
 	FlowsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "flows_dropped_total",
-		Help: "Flows lost before reaching the store, by reason (queue_full, store_error).",
+		Help: "Flows lost before reaching the store, by reason (queue_full, disk_full, store_error).",
 	}, []string{"reason"})
 	// ReplayLines counts lines read by the replay source, by result.
 	ReplayLines = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -93,6 +93,13 @@ func (t *tail) maybeSaveCheckpoint(final bool) {
 	if cp == t.saved {
 		return
 	}
+	if t.f.beforeCheckpoint != nil {
+		if err := t.f.beforeCheckpoint(); err != nil {
+			t.condition("checkpoint", fmt.Errorf("replay %s: not writing the checkpoint: %w", t.f.path, err))
+			t.savedAt = now // try again after the interval, not at every read
+			return
+		}
+	}
 	if err := writeFileAtomic(t.f.checkpointPath, cp); err != nil {
 		// The message names a temporary file, different every time.
 		if _, reported := t.conditions["checkpoint"]; !reported {

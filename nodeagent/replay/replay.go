@@ -45,6 +45,7 @@ type Follower struct {
 	maxLineBytes       int
 	checkpointPath     string
 	checkpointInterval time.Duration
+	beforeCheckpoint   func() error
 	onError            func(error)
 	now                func() time.Time
 
@@ -98,6 +99,16 @@ func WithCheckpointInterval(d time.Duration) Option {
 			f.checkpointInterval = d
 		}
 	}
+}
+
+// WithBeforeCheckpoint sets a function called before each checkpoint write,
+// from Run's goroutine, so no line is delivered meanwhile. A handler that
+// hands lines on to be stored later returns from it once the lines handed
+// on so far are stored: then a checkpoint never covers a line a crash could
+// lose. When it fails, the checkpoint is not written and the error is
+// reported.
+func WithBeforeCheckpoint(fn func() error) Option {
+	return func(f *Follower) { f.beforeCheckpoint = fn }
 }
 
 // WithOnError sets a function called with every problem Run meets and
@@ -294,6 +305,10 @@ func (t *tail) readToEOF(ctx context.Context) {
 		if n > 0 {
 			t.f.bytesRead.Add(uint64(n))
 			t.consume(t.buf[:n])
+			// A reader that never catches up with the writer must
+			// checkpoint too, or a restart reads everything again.
+			t.rememberHead()
+			t.maybeSaveCheckpoint(false)
 		}
 		if err == io.EOF || (err == nil && n == 0) {
 			return

@@ -24,6 +24,8 @@ type query struct {
 	filter agentapi.Filter
 	// nodes restricts the agents asked; nil means every agent.
 	nodes []string
+	// route is what pod routing needs of the selectors (routing.go).
+	route podRoute
 	// bounded is true when the user gave since or until.
 	bounded bool
 }
@@ -80,6 +82,14 @@ func compileQuery(namespace string, opts *metainternalversion.ListOptions, now t
 					node = "" // a malformed name matches no agent
 				}
 				restrict(node)
+			}
+		default:
+			// Two different values for one field select nothing, so
+			// the last one may route.
+			if equals {
+				if p := q.route.pin(r.Field); p != nil {
+					*p = r.Value
+				}
 			}
 		}
 		op := "="
@@ -148,6 +158,7 @@ type continueToken struct {
 	Version int             `json:"v"`
 	RV      uint64          `json:"rv"`
 	Since   *time.Time      `json:"since,omitempty"`
+	Until   *time.Time      `json:"until,omitempty"`
 	After   agentapi.Cursor `json:"after"`
 }
 

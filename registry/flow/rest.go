@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +31,9 @@ import (
 type Agents interface {
 	List() []*agents.Agent
 	Get(node string) (*agents.Agent, bool)
+	// Changed returns a channel closed at the next change of the set, so
+	// running watches follow agents that join and leave.
+	Changed() <-chan struct{}
 }
 
 // Options tune the storage.
@@ -49,13 +51,30 @@ type Options struct {
 	// MaxAgentLag is how long a silent agent may hold back a watch before
 	// the watch goes on without waiting for it.
 	MaxAgentLag time.Duration
+	// MaxWatchers bounds the watches served at once; each holds at most
+	// WatchBuffer flows for its client and WatchBuffer per agent for the
+	// watermarks, so together they bound the memory of watches.
+	MaxWatchers int
+	// MaxConcurrentLists bounds the lists fanning out at once (initial
+	// lists of watches included), each holding up to a page per agent in
+	// memory; 0 means no bound.
+	MaxConcurrentLists int
+	// ListQueueWait is how long a list waits for one of those slots
+	// before it is answered 429 Too Many Requests.
+	ListQueueWait time.Duration
+	// Pods, when set, lets lists that name the pod at the flows'
+	// observation point ask only its node (routing.go).
+	Pods Pods
 }
 
 // REST implements the flows resource.
 type REST struct {
-	agents Agents
-	opts   Options
-	now    func() time.Time
+	agents   Agents
+	opts     Options
+	now      func() time.Time
+	watchers watchBudget
+	// lists holds a token per list fanning out; nil when unbounded.
+	lists chan struct{}
 }
 
 var gr = v1alpha1.Resource("flows")
@@ -74,7 +93,11 @@ var _ interface {
 
 // NewREST returns the storage.
 func NewREST(a Agents, opts Options) *REST {
-	return &REST{agents: a, opts: opts, now: time.Now}
+	r := &REST{agents: a, opts: opts, now: time.Now}
+	if opts.MaxConcurrentLists > 0 {
+		r.lists = make(chan struct{}, opts.MaxConcurrentLists)
+	}
+	return r
 }
 
 // New implements rest.Storage.
@@ -138,10 +161,10 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 			if err != nil {
 				return nil, err
 			}
+			// The window is the first page's: "since=1h" read again now
+			// would move it under the cursor.
 			snapshot, after = tok.RV, &tok.After
-			if !q.bounded {
-				q.filter.Since = tok.Since
-			}
+			q.filter.Since, q.filter.Until = tok.Since, tok.Until
 		} else {
 			rv, err := parseRV(opts.ResourceVersion)
 			if err != nil {
@@ -171,26 +194,28 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 	}
 	list := &v1alpha1.FlowList{Items: flows}
 	list.ResourceVersion = strconv.FormatUint(snapshot, 10)
-	if limit > 0 && int64(len(flows)) > limit {
-		list.Items = flows[:limit]
-		more = true
-	}
-	if more && len(list.Items) > 0 {
-		last := list.Items[len(list.Items)-1]
-		rv, _ := strconv.ParseUint(last.ResourceVersion, 10, 64)
+	if more && len(flows) > 0 {
+		last := &flows[len(flows)-1]
 		list.Continue = continueToken{
-			Version: continueVersion, RV: snapshot, Since: q.filter.Since,
-			After: agentapi.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rv},
+			Version: continueVersion, RV: snapshot, Since: q.filter.Since, Until: q.filter.Until,
+			After: agentapi.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)},
 		}.encode()
 	}
 	return list, nil
 }
 
 // fanOutList asks the query's agents in parallel, each under its own
-// timeout, and merges their sorted pages. Agents that fail are named in a
-// warning; the list fails only when every agent asked failed.
-func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListRequest) ([]v1alpha1.Flow, bool, error) {
-	targets := r.targets(q)
+// timeout, and merges their sorted pages into at most req.Limit flows in
+// list order; more tells whether flows follow them. Agents that fail are
+// named in a warning; the list fails only when every agent asked failed.
+func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListRequest) (flows []v1alpha1.Flow, more bool, err error) {
+	release, err := r.acquireList(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer release()
+
+	targets, missing := r.listTargets(q)
 	type result struct {
 		resp *agentapi.ListResponse
 		err  error
@@ -208,11 +233,13 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	wg.Wait()
 
 	var (
-		flows   []v1alpha1.Flow
-		more    bool
+		pages   [][]v1alpha1.Flow
 		failed  []string
 		lastErr error
 	)
+	for _, n := range missing {
+		failed = append(failed, n+" (no agent)")
+	}
 	for i, res := range results {
 		if res.err != nil {
 			if apiErr := r.agentError(res.err, targets[i].Node, ""); !isUnavailable(apiErr) {
@@ -223,22 +250,21 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 			lastErr = res.err
 			continue
 		}
-		flows = append(flows, res.resp.Flows...)
+		pages = append(pages, res.resp.Flows)
 		more = more || res.resp.More
 	}
+	if lastErr != nil && len(pages) == 0 {
+		return nil, false, apierrors.NewServiceUnavailable(fmt.Sprintf("no flow agent answered: %v", lastErr))
+	}
 	if len(failed) > 0 {
-		if len(failed) == len(targets) {
-			return nil, false, apierrors.NewServiceUnavailable(fmt.Sprintf("no flow agent answered: %v", lastErr))
-		}
 		warning.AddWarning(ctx, "", "flows from these nodes are missing, their agents did not answer: "+strings.Join(failed, ", "))
 	}
-	// Each page is sorted; a full sort of their concatenation is as cheap
-	// as a heap merge at these sizes and simpler.
-	slices.SortFunc(flows, compareFlows)
-	return flows, more, nil
+	flows, truncated := mergePages(pages, req.Limit)
+	return flows, more || truncated, nil
 }
 
-// targets returns the agents that can hold an answer to q.
+// targets returns the agents that can hold an answer to q: those its
+// name or nodeName select, else every agent.
 func (r *REST) targets(q *query) []*agents.Agent {
 	if q.nodes == nil {
 		return r.agents.List()
@@ -253,14 +279,14 @@ func (r *REST) targets(q *query) []*agents.Agent {
 }
 
 // compareFlows orders flows for lists: by time, then node, then version.
-func compareFlows(a, b v1alpha1.Flow) int {
+func compareFlows(a, b *v1alpha1.Flow) int {
 	if c := a.Time.Compare(b.Time.Time); c != 0 {
 		return c
 	}
 	if c := strings.Compare(a.NodeName, b.NodeName); c != 0 {
 		return c
 	}
-	return cmp.Compare(rvOf(&a), rvOf(&b))
+	return cmp.Compare(rvOf(a), rvOf(b))
 }
 
 func rvOf(f *v1alpha1.Flow) uint64 {

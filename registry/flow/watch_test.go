@@ -1,14 +1,24 @@
 package flow
 
 import (
+	"context"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/agents"
 	"flowscope.io/flowscope/nodeagent/agentapi"
 )
 
@@ -21,32 +31,64 @@ func progress(rv uint64) *agentapi.WatchEvent {
 	return &agentapi.WatchEvent{Type: agentapi.Progress, RV: rv}
 }
 
-func rvs(fs []*v1alpha1.Flow) []uint64 {
+func rvs(es []watch.Event) []uint64 {
 	var out []uint64
-	for _, f := range fs {
-		out = append(out, rvOf(f))
+	for _, e := range es {
+		out = append(out, rvOf(e.Object.(*v1alpha1.Flow)))
 	}
 	return out
 }
 
+// testMerger is a merger of nodes at version 100.
+func testMerger(now time.Time, nodes ...string) *merger {
+	m := newMerger(100, 5*time.Second)
+	for _, n := range nodes {
+		m.join(n, now)
+	}
+	return m
+}
+
+func mustAdd(t *testing.T, m *merger, node string, e *agentapi.WatchEvent, now time.Time) {
+	t.Helper()
+	if err := m.add(node, e, now); err != nil {
+		t.Fatalf("add %s %s %d: %v", node, e.Type, e.RV, err)
+	}
+}
+
+// TestMergerPassesDeletions: a flow's deletion, announced by its agent when
+// it leaves the store, reaches the client as DELETED in version order.
+func TestMergerPassesDeletions(t *testing.T) {
+	now := time.Now()
+	m := testMerger(now, "a", "b")
+	mustAdd(t, m, "a", added("a", 105), now)
+	gone := added("a", 108)
+	gone.Type = agentapi.Deleted
+	mustAdd(t, m, "a", gone, now)
+	mustAdd(t, m, "b", progress(110), now)
+	got := m.release(now)
+	if len(got) != 2 || got[0].Type != watch.Added || got[1].Type != watch.Deleted || !slices.Equal(rvs(got), []uint64{105, 108}) {
+		t.Fatalf("released %v, want ADDED 105 then DELETED 108", got)
+	}
+}
+
 func TestMergerReleasesInVersionOrderBehindWatermarks(t *testing.T) {
 	now := time.Now()
-	m := merger{marks: map[string]uint64{"a": 100, "b": 100}, heard: map[string]time.Time{"a": now, "b": now}, released: 100}
-	m.add("a", added("a", 105), now)
-	m.add("a", added("a", 110), now)
-	if got := m.release(now, time.Second); len(got) != 0 {
+	m := testMerger(now, "a", "b")
+	mustAdd(t, m, "a", added("a", 105), now)
+	mustAdd(t, m, "a", added("a", 110), now)
+	if got := m.release(now); len(got) != 0 {
 		t.Fatalf("released %v while b has said nothing past 100", rvs(got))
 	}
-	m.add("b", added("b", 107), now)
-	if got := rvs(m.release(now, time.Second)); len(got) != 2 || got[0] != 105 || got[1] != 107 {
+	mustAdd(t, m, "b", added("b", 107), now)
+	if got := rvs(m.release(now)); !slices.Equal(got, []uint64{105, 107}) {
 		t.Fatalf("released %v, want [105 107]: a is at 110, b at 107", got)
 	}
-	m.add("a", progress(120), now)
-	if got := m.release(now, time.Second); len(got) != 0 {
+	mustAdd(t, m, "a", progress(120), now)
+	if got := m.release(now); len(got) != 0 {
 		t.Fatalf("released %v while b is still at 107", rvs(got))
 	}
-	m.add("b", progress(130), now)
-	if got := rvs(m.release(now, time.Second)); len(got) != 1 || got[0] != 110 {
+	mustAdd(t, m, "b", progress(130), now)
+	if got := rvs(m.release(now)); !slices.Equal(got, []uint64{110}) {
 		t.Fatalf("released %v, want [110]", got)
 	}
 	if m.released != 120 {
@@ -54,26 +96,76 @@ func TestMergerReleasesInVersionOrderBehindWatermarks(t *testing.T) {
 	}
 }
 
-func TestMergerStopsWaitingForASilentAgent(t *testing.T) {
+func TestMergerExcludesASilentAgentUntilItIsBack(t *testing.T) {
 	start := time.Now()
-	m := merger{marks: map[string]uint64{"a": 100, "dead": 100}, heard: map[string]time.Time{"a": start, "dead": start}, released: 100}
-	m.add("a", added("a", 101), start)
-	if got := m.release(start.Add(time.Second), 5*time.Second); len(got) != 0 {
+	m := testMerger(start, "a", "b")
+	mustAdd(t, m, "a", added("a", 101), start)
+	if got := m.release(start.Add(time.Second)); len(got) != 0 {
 		t.Fatalf("released %v before the lag bound", rvs(got))
 	}
-	if got := rvs(m.release(start.Add(6*time.Second), 5*time.Second)); len(got) != 1 || got[0] != 101 {
+	later := start.Add(6 * time.Second)
+	mustAdd(t, m, "a", progress(200), later)
+	if got := rvs(m.release(later)); !slices.Equal(got, []uint64{101}) {
 		t.Fatalf("released %v after the lag bound, want [101]", got)
+	}
+	mustAdd(t, m, "a", added("a", 210), later)
+	mustAdd(t, m, "a", progress(300), later)
+	if got := rvs(m.release(later)); !slices.Equal(got, []uint64{210}) {
+		t.Fatalf("released %v while b is excluded, want [210]", got)
+	}
+	// b is back, behind the watch: it holds a back at once.
+	mustAdd(t, m, "b", progress(250), later)
+	mustAdd(t, m, "a", added("a", 310), later)
+	mustAdd(t, m, "a", progress(400), later)
+	if got := m.release(later); len(got) != 0 {
+		t.Fatalf("released %v past b's watermark 250 after b came back", rvs(got))
+	}
+	mustAdd(t, m, "b", added("b", 305), later)
+	mustAdd(t, m, "b", progress(400), later)
+	if got := rvs(m.release(later)); !slices.Equal(got, []uint64{305, 310}) {
+		t.Fatalf("released %v, want [305 310]", got)
+	}
+}
+
+func TestMergerRefusesAFlowItHasPassed(t *testing.T) {
+	start := time.Now()
+	m := testMerger(start, "a", "b")
+	mustAdd(t, m, "a", added("a", 110), start)
+	later := start.Add(6 * time.Second)
+	mustAdd(t, m, "a", progress(120), later)
+	m.release(later) // b is excluded
+	err := m.add("b", added("b", 115), later)
+	if !apierrors.IsResourceExpired(err) || !strings.Contains(err.Error(), "node b") {
+		t.Fatalf("late flow of b: %v, want 410 Expired naming node b", err)
+	}
+}
+
+func TestMergerJoinsAtTheReleasedVersionAndLeaves(t *testing.T) {
+	now := time.Now()
+	m := testMerger(now, "a")
+	mustAdd(t, m, "a", progress(150), now)
+	m.release(now)
+	m.join("b", now)
+	mustAdd(t, m, "a", added("a", 160), now)
+	mustAdd(t, m, "a", progress(170), now)
+	if got := m.release(now); len(got) != 0 {
+		t.Fatalf("released %v while b, joined at 150, has said nothing", rvs(got))
+	}
+	m.leave("b")
+	if got := rvs(m.release(now)); !slices.Equal(got, []uint64{160}) {
+		t.Fatalf("released %v after b left, want [160]", got)
 	}
 }
 
 func TestSlowWatcherIsCutOffWithAnError(t *testing.T) {
-	w := &mergedWatch{result: make(chan watch.Event, 3), buffer: 2, cancel: func() {}}
+	w := &mergedWatch{result: make(chan watch.Event, 3), buffer: 2, grace: 50 * time.Millisecond, merge: newMerger(100, time.Hour)}
+	ctx := context.Background()
 	for i := 0; i < 2; i++ {
-		if !w.send(watch.Event{Type: watch.Added, Object: &v1alpha1.Flow{}}) {
+		if !w.send(ctx, watch.Event{Type: watch.Added, Object: &v1alpha1.Flow{}}) {
 			t.Fatalf("send %d refused with room in the buffer", i)
 		}
 	}
-	if w.send(watch.Event{Type: watch.Added, Object: &v1alpha1.Flow{}}) {
+	if w.send(ctx, watch.Event{Type: watch.Added, Object: &v1alpha1.Flow{}}) {
 		t.Fatal("send accepted beyond the buffer")
 	}
 	<-w.result
@@ -83,4 +175,321 @@ func TestSlowWatcherIsCutOffWithAnError(t *testing.T) {
 	if e.Type != watch.Error || !ok || st.Code != 429 {
 		t.Fatalf("last event = %v %#v, want a 429 error", e.Type, e.Object)
 	}
+}
+
+func TestBurstReachesAWatcherThatKeepsReading(t *testing.T) {
+	w := &mergedWatch{result: make(chan watch.Event, 3), buffer: 2, grace: time.Minute, merge: newMerger(100, time.Hour)}
+	const burst = 100
+	go func() {
+		for i := 0; i < burst; i++ {
+			if !w.send(context.Background(), watch.Event{Type: watch.Added, Object: &v1alpha1.Flow{}}) {
+				break
+			}
+		}
+		close(w.result)
+	}()
+	n := 0
+	for e := range w.result {
+		if e.Type != watch.Added {
+			t.Fatalf("event %d: %v %#v", n, e.Type, e.Object)
+		}
+		n++
+	}
+	if n != burst {
+		t.Errorf("received %d of a burst of %d", n, burst)
+	}
+}
+
+func TestMergerDoesNotCountAStallAsSilence(t *testing.T) {
+	start := time.Now()
+	m := testMerger(start, "a", "b")
+	mustAdd(t, m, "a", added("a", 101), start)
+	m.stalled(10 * time.Second) // the client did not read for 10 s
+	if got := m.release(start.Add(11 * time.Second)); len(got) != 0 {
+		t.Fatalf("released %v: b was excluded for the client's stall", rvs(got))
+	}
+}
+
+// fakePool is an agent pool whose membership tests change.
+type fakePool struct {
+	mu      sync.Mutex
+	agents  []*agents.Agent
+	changed chan struct{}
+}
+
+func newFakePool(fakes ...*fakeAgent) *fakePool {
+	p := &fakePool{changed: make(chan struct{})}
+	p.set(fakes...)
+	return p
+}
+
+func (p *fakePool) set(fakes ...*fakeAgent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.agents = nil
+	for _, f := range fakes {
+		p.agents = append(p.agents, f.agent)
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *fakePool) List() []*agents.Agent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.agents)
+}
+
+func (p *fakePool) Get(node string) (*agents.Agent, bool) {
+	for _, a := range p.List() {
+		if a.Node == node {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+func (p *fakePool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// fakeAgent is an agent's gRPC connection that serves watch streams the
+// test feeds by hand.
+type fakeAgent struct {
+	agent   *agents.Agent
+	streams chan *fakeStream
+}
+
+func newFakeAgent(node string) *fakeAgent {
+	f := &fakeAgent{streams: make(chan *fakeStream, 8)}
+	f.agent = &agents.Agent{Node: node, Client: agentapi.NewClient(f)}
+	return f
+}
+
+func (f *fakeAgent) Invoke(_ context.Context, method string, _, _ any, _ ...grpc.CallOption) error {
+	return status.Error(codes.Unimplemented, method)
+}
+
+func (f *fakeAgent) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+	return &fakeStream{agent: f, ctx: ctx, events: make(chan *agentapi.WatchEvent, 16), broken: make(chan error, 1)}, nil
+}
+
+// next returns the agent's next watch stream.
+func (f *fakeAgent) next(t *testing.T) *fakeStream {
+	t.Helper()
+	select {
+	case s := <-f.streams:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatalf("agent %s got no watch", f.agent.Node)
+		return nil
+	}
+}
+
+// fakeStream is one watch stream; unused grpc.ClientStream methods panic.
+type fakeStream struct {
+	grpc.ClientStream
+	agent  *fakeAgent
+	ctx    context.Context
+	req    agentapi.WatchRequest
+	events chan *agentapi.WatchEvent
+	broken chan error
+}
+
+func (s *fakeStream) SendMsg(m any) error {
+	s.req = *m.(*agentapi.WatchRequest)
+	s.agent.streams <- s
+	return nil
+}
+
+func (s *fakeStream) CloseSend() error { return nil }
+
+func (s *fakeStream) RecvMsg(m any) error {
+	select {
+	case e := <-s.events:
+		*m.(*agentapi.WatchEvent) = *e
+		return nil
+	case err := <-s.broken:
+		return err
+	case <-s.ctx.Done():
+		return status.FromContextError(s.ctx.Err()).Err()
+	}
+}
+
+func (s *fakeStream) send(events ...*agentapi.WatchEvent) {
+	for _, e := range events {
+		s.events <- e
+	}
+}
+
+func testOptions() Options {
+	return Options{DefaultWindow: time.Minute, AgentTimeout: time.Second, WatchBuffer: 100,
+		BookmarkInterval: time.Hour, MaxAgentLag: time.Hour, MaxWatchers: 10}
+}
+
+func startWatch(t *testing.T, r *REST, opts metainternalversion.ListOptions) watch.Interface {
+	t.Helper()
+	w, err := r.Watch(context.Background(), &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+var from100 = metainternalversion.ListOptions{ResourceVersion: "100"}
+
+func nextEvent(t *testing.T, w watch.Interface) watch.Event {
+	t.Helper()
+	select {
+	case e, ok := <-w.ResultChan():
+		if !ok {
+			t.Fatal("watch ended")
+		}
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("no watch event")
+		return watch.Event{}
+	}
+}
+
+// expectFlows reads flows off w and compares their versions.
+func expectFlows(t *testing.T, w watch.Interface, want ...uint64) {
+	t.Helper()
+	var got []uint64
+	for range want {
+		e := nextEvent(t, w)
+		f, ok := e.Object.(*v1alpha1.Flow)
+		if e.Type != watch.Added || !ok {
+			t.Fatalf("event %v %#v, want a flow", e.Type, e.Object)
+		}
+		got = append(got, rvOf(f))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("flows %v, want %v", got, want)
+	}
+}
+
+func TestWatchFollowsAnAgentThatJoins(t *testing.T) {
+	a, b := newFakeAgent("a"), newFakeAgent("b")
+	pool := newFakePool(a)
+	w := startWatch(t, NewREST(pool, testOptions()), from100)
+	sa := a.next(t)
+	if sa.req.FromRV != 100 {
+		t.Fatalf("a watches from %d, want 100", sa.req.FromRV)
+	}
+	sa.send(added("a", 120), progress(150), added("a", 155), progress(158))
+	expectFlows(t, w, 120, 155)
+
+	pool.set(a, b)
+	sb := b.next(t)
+	if sb.req.FromRV < 155 || sb.req.FromRV > 158 {
+		t.Fatalf("b joined from %d, want the watch's position (155..158)", sb.req.FromRV)
+	}
+	sa.send(added("a", 170), progress(200))
+	sb.send(added("b", 165), progress(210))
+	expectFlows(t, w, 165, 170)
+}
+
+func TestWatchEndsTheStreamOfAnAgentThatLeaves(t *testing.T) {
+	a, b := newFakeAgent("a"), newFakeAgent("b")
+	pool := newFakePool(a, b)
+	w := startWatch(t, NewREST(pool, testOptions()), from100)
+	sa, sb := a.next(t), b.next(t)
+	pool.set(a)
+	select {
+	case <-sb.ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's stream goes on after b left")
+	}
+	// b, silent but within the lag bound, would hold a back if it counted.
+	sa.send(added("a", 120), progress(130))
+	expectFlows(t, w, 120)
+}
+
+// TestWatchExcludesALaggingAgentThatThenRejoins: the merge's side of a
+// rejoin is TestMergerExcludesASilentAgentUntilItIsBack; here the
+// stream of an excluded agent reconnects from the last version it sent and
+// its new flows go out without an error.
+func TestWatchExcludesALaggingAgentThatThenRejoins(t *testing.T) {
+	a, b := newFakeAgent("a"), newFakeAgent("b")
+	opts := testOptions()
+	opts.MaxAgentLag = 200 * time.Millisecond
+	w := startWatch(t, NewREST(newFakePool(a, b), opts), from100)
+	sa, sb := a.next(t), b.next(t)
+	sb.send(progress(105))
+	sa.send(added("a", 110), progress(120))
+	expectFlows(t, w, 110) // once b has been silent for the lag bound
+
+	sb.broken <- status.Error(codes.Unavailable, "connection reset")
+	sb = b.next(t)
+	if sb.req.FromRV != 105 {
+		t.Fatalf("b reconnected from %d, want 105, the last version it sent", sb.req.FromRV)
+	}
+	sb.send(progress(500), added("b", 505), progress(600))
+	expectFlows(t, w, 505)
+}
+
+func TestWatchEndsWithExpiredWhenAnExcludedAgentBringsFlowsItPassed(t *testing.T) {
+	a, b := newFakeAgent("a"), newFakeAgent("b")
+	opts := testOptions()
+	opts.MaxAgentLag = 200 * time.Millisecond
+	w := startWatch(t, NewREST(newFakePool(a, b), opts), from100)
+	sa, sb := a.next(t), b.next(t)
+	sa.send(added("a", 110), progress(120))
+	expectFlows(t, w, 110)
+
+	sb.send(added("b", 105))
+	e := nextEvent(t, w)
+	if err := apierrors.FromObject(e.Object); e.Type != watch.Error || !apierrors.IsResourceExpired(err) {
+		t.Fatalf("event %v %v, want a 410 Expired error", e.Type, err)
+	}
+	if _, ok := <-w.ResultChan(); ok {
+		t.Error("the watch goes on after its error")
+	}
+}
+
+func TestWatchRefusesWatchersBeyondTheLimit(t *testing.T) {
+	opts := testOptions()
+	opts.MaxWatchers = 1
+	r := NewREST(newFakePool(newFakeAgent("a")), opts)
+	first := startWatch(t, r, from100)
+	if _, err := r.Watch(context.Background(), &metainternalversion.ListOptions{ResourceVersion: "100"}); !apierrors.IsTooManyRequests(err) {
+		t.Fatalf("second watch: %v, want 429", err)
+	}
+	first.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w, err := r.Watch(context.Background(), &metainternalversion.ListOptions{ResourceVersion: "100"})
+		if err == nil {
+			w.Stop()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch after the first stopped: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWatchStopsReadingAnAgentFarAheadOfTheOthers(t *testing.T) {
+	a, b := newFakeAgent("a"), newFakeAgent("b")
+	opts := testOptions()
+	opts.WatchBuffer = 2
+	w := startWatch(t, NewREST(newFakePool(a, b), opts), from100)
+	sa, sb := a.next(t), b.next(t)
+	sa.send(added("a", 101), added("a", 102), added("a", 103), added("a", 104), added("a", 105))
+	// Two flows wait for b in the merge, a third for a credit.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sa.events) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of a's events unread, want 2: a is read on while b holds it back", len(sa.events))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	sa.send(progress(200))
+	sb.send(progress(300))
+	expectFlows(t, w, 101, 102, 103, 104, 105)
 }

@@ -202,7 +202,7 @@ func waitCached(t *testing.T, cached func() []int32, base int32, want []int32) {
 }
 
 func TestAgentRequiresServerCertificate(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", sys.PortBase+10)
+	addr := fmt.Sprintf("127.0.0.1:%d", sys.AgentPort(0))
 	certs := filepath.Join(sys.Out, "certs")
 	caPEM, err := os.ReadFile(filepath.Join(certs, "flowscope-ca.crt"))
 	if err != nil {

@@ -33,6 +33,17 @@ type System struct {
 	env      []string
 }
 
+// The local system's ports relative to PORT_BASE (hack/lib/local.sh): agent
+// i serves gRPC on agentPortOffset+i and metrics on agentMetricsPortOffset+i.
+const (
+	agentPortOffset        = 100
+	agentMetricsPortOffset = 200
+	portSpan               = 300
+)
+
+// AgentPort returns the gRPC port of the i-th agent.
+func (s *System) AgentPort(i int) int { return s.PortBase + agentPortOffset + i }
+
 // Options choose what the suite's system runs.
 type Options struct {
 	// DemoPods creates the network-namespace pods with live traffic and
@@ -87,8 +98,9 @@ func Main(m *testing.M, opts Options, sys **System) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	// Ports far from make run's 6440, different for concurrent suites.
-	s.PortBase = 20000 + 100*rand.IntN(400)
+	// Ports far from make run's 6440, different for concurrent suites: each
+	// system spans portSpan ports.
+	s.PortBase = 20000 + portSpan*rand.IntN(130)
 	demo, capture := "0", opts.Capture
 	if opts.DemoPods {
 		demo = "1"
@@ -197,7 +209,7 @@ func Eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 // AgentMetric reads one sample from the i-th agent's /metrics; absent is 0.
 func (s *System) AgentMetric(t *testing.T, i int, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.PortBase+30+i))
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.PortBase+agentMetricsPortOffset+i))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +232,7 @@ func (s *System) AgentMetric(t *testing.T, i int, series string) float64 {
 // through kube-apiserver with no agent missing.
 func (s *System) Kill(t *testing.T, component string) func() {
 	t.Helper()
-	args := s.kill(t, component)
+	args := s.signal(t, component, syscall.SIGKILL)
 	return func() {
 		t.Helper()
 		s.start(t, component, args)
@@ -231,17 +243,29 @@ func (s *System) Kill(t *testing.T, component string) func() {
 // through edit; it returns the command line it had.
 func (s *System) Restart(t *testing.T, component string, edit func([]string) []string) []string {
 	t.Helper()
-	args := s.kill(t, component)
+	args := s.signal(t, component, syscall.SIGKILL)
 	s.start(t, component, edit(slices.Clone(args)))
 	return args
+}
+
+// Stop stops a component with SIGTERM, so that it shuts down cleanly, and
+// returns a function that starts it again like Kill's.
+func (s *System) Stop(t *testing.T, component string) func() {
+	t.Helper()
+	args := s.signal(t, component, syscall.SIGTERM)
+	return func() {
+		t.Helper()
+		s.start(t, component, args)
+	}
 }
 
 func (s *System) pidFile(component string) string {
 	return filepath.Join(s.Out, "pids", component+".pid")
 }
 
-// kill kills a component with SIGKILL and returns its command line.
-func (s *System) kill(t *testing.T, component string) []string {
+// signal sends sig to a component, waits until it has exited and returns
+// its command line.
+func (s *System) signal(t *testing.T, component string, sig syscall.Signal) []string {
 	t.Helper()
 	raw, err := os.ReadFile(s.pidFile(component))
 	if err != nil {
@@ -255,14 +279,16 @@ func (s *System) kill(t *testing.T, component string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(pid, sig); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until it has let go of its files (store lock, ports): every
 	// thread must be gone or a zombie, since the leader turns zombie before
 	// the last thread closes the shared files.
-	for !exited(pid) {
-		time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(time.Minute); !exited(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) has not exited a minute after %v", component, pid, sig)
+		}
 	}
 	return strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 }

@@ -1,0 +1,422 @@
+package agentapi
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/grpc/encoding"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/store/codec"
+)
+
+// WireVersion is the first byte of every message. A peer from a release
+// with another wire format fails on it with an error that says so, instead
+// of misreading the fields.
+//
+// # Format, version 1
+//
+// Integers are unsigned LEB128 varints ("uv"), signed ones zigzag varints
+// ("zz"). A message is
+//
+//	version byte, WireVersion
+//	kind    byte, the message type (kind* below)
+//
+// then its fields in declaration order, and nothing after them:
+//
+//	str     uv length, then the bytes
+//	bool    byte 0 or 1
+//	time    zz seconds since the Unix epoch, uv nanoseconds (< 1e9)
+//	opt     byte 0 (absent) or 1, then the value
+//	flow    uv length, then the flow in package codec's encoding
+//	filter  namespace str, labelSelector str, fieldSelector str,
+//	        since opt time, until opt time
+//	cursor  time, node str, rv uv
+//	event   byte: 0 ADDED, 1 DELETED, 2 PROGRESS
+//
+// ListRequest: filter, snapshotRV uv, after opt cursor, limit zz.
+// ListResponse: snapshotRV uv, more bool, uv n, n flows.
+// GetRequest: rv uv, namespace str. GetResponse: flow.
+// WatchRequest: filter, fromRV uv. WatchEvent: event, rv uv, opt flow.
+const WireVersion = 1
+
+// ErrWire is matched by every decoding error of a message.
+var ErrWire = errors.New("malformed agent API message")
+
+const (
+	kindListRequest byte = 1 + iota
+	kindListResponse
+	kindGetRequest
+	kindGetResponse
+	kindWatchRequest
+	kindWatchEvent
+)
+
+var eventTypes = []EventType{Added, Deleted, Progress}
+
+// Codec is the gRPC codec of the agent API: compact, and fast to encode
+// and decode for the flows of large list pages, which dominate the
+// traffic between the agents and the aggregated server.
+type Codec struct{}
+
+var _ encoding.Codec = Codec{}
+
+// Name implements encoding.Codec; it is the gRPC content subtype.
+func (Codec) Name() string { return "flowscope" }
+
+// Marshal implements encoding.Codec.
+func (Codec) Marshal(v any) ([]byte, error) {
+	e := wireEncoder{b: make([]byte, 0, 256)}
+	switch m := v.(type) {
+	case *ListRequest:
+		e.header(kindListRequest)
+		e.filter(&m.Filter)
+		e.uvarint(m.SnapshotRV)
+		e.bool(m.After != nil)
+		if m.After != nil {
+			e.cursor(m.After)
+		}
+		e.varint(m.Limit)
+	case *ListResponse:
+		e.header(kindListResponse)
+		e.uvarint(m.SnapshotRV)
+		e.bool(m.More)
+		e.uvarint(uint64(len(m.Flows)))
+		for i := range m.Flows {
+			e.flow(&m.Flows[i])
+		}
+	case *GetRequest:
+		e.header(kindGetRequest)
+		e.uvarint(m.RV)
+		e.string(m.Namespace)
+	case *GetResponse:
+		e.header(kindGetResponse)
+		e.flow(&m.Flow)
+	case *WatchRequest:
+		e.header(kindWatchRequest)
+		e.filter(&m.Filter)
+		e.uvarint(m.FromRV)
+	case *WatchEvent:
+		e.header(kindWatchEvent)
+		e.eventType(m.Type)
+		e.uvarint(m.RV)
+		e.bool(m.Flow != nil)
+		if m.Flow != nil {
+			e.flow(m.Flow)
+		}
+	default:
+		return nil, fmt.Errorf("encode agent API message: unsupported type %T", v)
+	}
+	if e.err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, e.err)
+	}
+	return e.b, nil
+}
+
+// Unmarshal implements encoding.Codec. It rejects any input Marshal cannot
+// have written with an error matching ErrWire.
+func (Codec) Unmarshal(data []byte, v any) error {
+	d := wireDecoder{b: data}
+	switch m := v.(type) {
+	case *ListRequest:
+		*m = ListRequest{}
+		d.header(kindListRequest)
+		d.filter(&m.Filter)
+		m.SnapshotRV = d.uvarint()
+		if d.bool() {
+			m.After = new(Cursor)
+			d.cursor(m.After)
+		}
+		m.Limit = d.varint()
+	case *ListResponse:
+		*m = ListResponse{}
+		d.header(kindListResponse)
+		m.SnapshotRV = d.uvarint()
+		m.More = d.bool()
+		// Every flow takes at least two bytes: a count beyond that is a
+		// lie that must not become an allocation.
+		if n := d.count(2); n > 0 {
+			m.Flows = make([]v1alpha1.Flow, n)
+			for i := range m.Flows {
+				d.flow(&m.Flows[i])
+			}
+		}
+	case *GetRequest:
+		*m = GetRequest{}
+		d.header(kindGetRequest)
+		m.RV = d.uvarint()
+		m.Namespace = d.string()
+	case *GetResponse:
+		*m = GetResponse{}
+		d.header(kindGetResponse)
+		d.flow(&m.Flow)
+	case *WatchRequest:
+		*m = WatchRequest{}
+		d.header(kindWatchRequest)
+		d.filter(&m.Filter)
+		m.FromRV = d.uvarint()
+	case *WatchEvent:
+		*m = WatchEvent{}
+		d.header(kindWatchEvent)
+		m.Type = d.eventType()
+		m.RV = d.uvarint()
+		if d.bool() {
+			m.Flow = new(v1alpha1.Flow)
+			d.flow(m.Flow)
+		}
+	default:
+		return fmt.Errorf("decode agent API message: unsupported type %T", v)
+	}
+	if d.err == nil && d.i != len(d.b) {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return fmt.Errorf("decode %T: %w", v, d.err)
+	}
+	return nil
+}
+
+type wireEncoder struct {
+	b   []byte
+	err error
+}
+
+func (e *wireEncoder) header(kind byte) { e.b = append(e.b, WireVersion, kind) }
+
+func (e *wireEncoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+
+func (e *wireEncoder) varint(v int64) { e.b = binary.AppendVarint(e.b, v) }
+
+func (e *wireEncoder) string(s string) {
+	e.uvarint(uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+
+func (e *wireEncoder) bool(v bool) {
+	if v {
+		e.b = append(e.b, 1)
+	} else {
+		e.b = append(e.b, 0)
+	}
+}
+
+func (e *wireEncoder) time(t time.Time) {
+	e.varint(t.Unix())
+	e.uvarint(uint64(t.Nanosecond()))
+}
+
+func (e *wireEncoder) optTime(t *time.Time) {
+	e.bool(t != nil)
+	if t != nil {
+		e.time(*t)
+	}
+}
+
+func (e *wireEncoder) filter(f *Filter) {
+	e.string(f.Namespace)
+	e.string(f.LabelSelector)
+	e.string(f.FieldSelector)
+	e.optTime(f.Since)
+	e.optTime(f.Until)
+}
+
+func (e *wireEncoder) cursor(c *Cursor) {
+	e.time(c.Time)
+	e.string(c.Node)
+	e.uvarint(c.RV)
+}
+
+func (e *wireEncoder) eventType(t EventType) {
+	for i, known := range eventTypes {
+		if t == known {
+			e.b = append(e.b, byte(i))
+			return
+		}
+	}
+	if e.err == nil {
+		e.err = fmt.Errorf("unknown watch event type %q", t)
+	}
+}
+
+// flow writes the flow after a length prefix. The codec's encoding is
+// typically under 256 bytes, so the prefix takes one or two bytes: encode
+// after a two-byte gap, then close it or widen it.
+func (e *wireEncoder) flow(f *v1alpha1.Flow) {
+	start := len(e.b)
+	b, err := codec.AppendMarshal(append(e.b, 0, 0), f)
+	if err != nil {
+		if e.err == nil {
+			e.err = err
+		}
+		return
+	}
+	n := len(b) - start - 2
+	var prefix [binary.MaxVarintLen64]byte
+	p := binary.PutUvarint(prefix[:], uint64(n))
+	switch {
+	case p == 2:
+	case p < 2:
+		copy(b[start+p:], b[start+2:])
+		b = b[:len(b)-(2-p)]
+	default:
+		b = append(b, make([]byte, p-2)...)
+		copy(b[start+p:], b[start+2:start+2+n])
+	}
+	copy(b[start:], prefix[:p])
+	e.b = b
+}
+
+type wireDecoder struct {
+	b   []byte
+	i   int
+	err error
+}
+
+func (d *wireDecoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s at byte %d", ErrWire, what, d.i)
+	}
+}
+
+func (d *wireDecoder) header(kind byte) {
+	switch {
+	case len(d.b) == 0:
+		d.fail("empty message")
+	case d.b[0] == '{':
+		d.err = fmt.Errorf("%w: a JSON message from a peer of an older release; upgrade flowscope-apiserver and the agents to the same release", ErrWire)
+	case d.b[0] != WireVersion:
+		d.err = fmt.Errorf("%w: wire format version %d, want %d; upgrade flowscope-apiserver and the agents to the same release", ErrWire, d.b[0], WireVersion)
+	case len(d.b) < 2 || d.b[1] != kind:
+		d.i = 1
+		d.fail("wrong message type")
+	default:
+		d.i = 2
+	}
+}
+
+func (d *wireDecoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if d.i >= len(d.b) {
+		d.fail("truncated")
+		return 0
+	}
+	d.i++
+	return d.b[d.i-1]
+}
+
+func (d *wireDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b[d.i:])
+	if n == 0 {
+		d.fail("truncated")
+		return 0
+	}
+	if n < 0 {
+		d.fail("varint overflows 64 bits")
+		return 0
+	}
+	d.i += n
+	return v
+}
+
+func (d *wireDecoder) varint() int64 {
+	u := d.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
+}
+
+// count reads a length whose items take at least minBytes each.
+func (d *wireDecoder) count(minBytes int) int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)-d.i)/uint64(minBytes) {
+		d.fail("count beyond the message")
+		return 0
+	}
+	return int(n)
+}
+
+func (d *wireDecoder) string() string {
+	n := d.count(1)
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[d.i : d.i+n])
+	d.i += n
+	return s
+}
+
+func (d *wireDecoder) bool() bool {
+	switch d.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	d.fail("bad bool")
+	return false
+}
+
+func (d *wireDecoder) time() time.Time {
+	sec := d.varint()
+	nsec := d.uvarint()
+	if nsec >= 1e9 {
+		d.fail("nanoseconds out of range")
+		return time.Time{}
+	}
+	// Seconds that time.Time cannot hold (below year 1 after the zero
+	// time's epoch arithmetic) would wrap around silently.
+	if sec < math.MinInt64/2 || sec > math.MaxInt64/2 {
+		d.fail("seconds out of range")
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
+func (d *wireDecoder) optTime() *time.Time {
+	if !d.bool() {
+		return nil
+	}
+	t := d.time()
+	return &t
+}
+
+func (d *wireDecoder) filter(f *Filter) {
+	f.Namespace = d.string()
+	f.LabelSelector = d.string()
+	f.FieldSelector = d.string()
+	f.Since = d.optTime()
+	f.Until = d.optTime()
+}
+
+func (d *wireDecoder) cursor(c *Cursor) {
+	c.Time = d.time()
+	c.Node = d.string()
+	c.RV = d.uvarint()
+}
+
+func (d *wireDecoder) eventType() EventType {
+	i := d.byte()
+	if int(i) >= len(eventTypes) {
+		d.fail("unknown watch event type")
+		return ""
+	}
+	return eventTypes[i]
+}
+
+func (d *wireDecoder) flow(f *v1alpha1.Flow) {
+	n := d.count(1)
+	if d.err != nil {
+		return
+	}
+	if err := codec.Unmarshal(d.b[d.i:d.i+n], f); err != nil {
+		d.err = fmt.Errorf("%w: flow at byte %d: %w", ErrWire, d.i, err)
+		return
+	}
+	d.i += n
+}

@@ -1,0 +1,79 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+func newTestPipeline(t *testing.T, queue int) (*Pipeline, *store.Store) {
+	t.Helper()
+	st, err := store.Open(store.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	p, err := New(st, hub.New(16), Options{NodeName: "node-a", QueueSize: queue, BatchSize: 16,
+		SyncInterval: time.Hour, ProgressInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, st
+}
+
+func testFlow() *v1alpha1.Flow {
+	return &v1alpha1.Flow{Time: metav1.NewMicroTime(time.Now()), Verdict: v1alpha1.VerdictForwarded}
+}
+
+// TestFlush checks that every flow queued before Flush is stored when it
+// returns, across several batches.
+func TestFlush(t *testing.T) {
+	p, st := newTestPipeline(t, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	// Queued before Run starts, so that Run finds them all waiting.
+	for range 100 {
+		if err := p.Put(ctx, testFlow()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { done <- p.Run(ctx) }()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := st.ScanRV(0, math.MaxUint64, func(store.Record) bool { n++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 100 {
+		t.Errorf("%d flows stored when Flush returned, want 100", n)
+	}
+}
+
+// TestPutWaits checks that Put waits for room in the queue, until its
+// context ends.
+func TestPutWaits(t *testing.T) {
+	p, _ := newTestPipeline(t, 1)
+	if err := p.Put(context.Background(), testFlow()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := p.Put(ctx, testFlow()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Put to a full queue: %v, want %v", err, context.DeadlineExceeded)
+	}
+}

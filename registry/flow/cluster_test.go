@@ -1,0 +1,233 @@
+package flow
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/warning"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/agents"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/server"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+// testAgent is a real agent (store, ingest pipeline, hub and gRPC service)
+// in this process, reached through an in-memory gRPC connection with the
+// agent API's wire codec. It counts the lists it is asked.
+type testAgent struct {
+	node  string
+	st    *store.Store
+	p     *ingest.Pipeline
+	agent *agents.Agent
+	lists atomic.Int64
+
+	mu sync.Mutex
+	// beforeList, when set, runs before each list; its error answers it.
+	beforeList func(ctx context.Context) error
+}
+
+func startTestAgent(t *testing.T, node string) *testAgent {
+	t.Helper()
+	st, err := store.Open(store.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(1024)
+	p, err := ingest.New(st, h, ingest.Options{NodeName: node, QueueSize: 1 << 16, BatchSize: 64,
+		SyncInterval: time.Second, ProgressInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+
+	a := &testAgent{node: node, st: st, p: p}
+	srv := grpc.NewServer(append(agentapi.ServerOptions(), grpc.ChainUnaryInterceptor(a.intercept))...)
+	agentapi.Register(srv, server.New(node, st, p, h))
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///"+node, append(agentapi.DialOptions(),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.agent = &agents.Agent{Node: node, Address: "bufconn", Client: agentapi.NewClient(conn)}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Stop()
+		cancel()
+		<-done
+		_ = st.Close()
+	})
+	return a
+}
+
+func (a *testAgent) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if strings.HasSuffix(info.FullMethod, "/List") {
+		a.lists.Add(1)
+		a.mu.Lock()
+		before := a.beforeList
+		a.mu.Unlock()
+		if before != nil {
+			if err := before(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return handler(ctx, req)
+}
+
+func (a *testAgent) setBeforeList(f func(ctx context.Context) error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.beforeList = f
+}
+
+// offer ingests flows; the pipeline names them and assigns their versions.
+func (a *testAgent) offer(t *testing.T, flows ...*v1alpha1.Flow) {
+	t.Helper()
+	for _, f := range flows {
+		if !a.p.Offer(f) {
+			t.Fatalf("ingest queue of %s full", a.node)
+		}
+	}
+}
+
+// committed returns the flows the agent holds at or below snapshot.
+func (a *testAgent) committed(t *testing.T, snapshot uint64) []store.Record {
+	t.Helper()
+	var recs []store.Record
+	if err := a.st.ScanRV(0, snapshot, func(r store.Record) bool {
+		recs = append(recs, r)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// waitCommitted waits until the agent holds n flows.
+func (a *testAgent) waitCommitted(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.committed(t, a.p.Head())) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d flows, want %d", a.node, len(a.committed(t, a.p.Head())), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testCluster is a fixed set of test agents.
+type testCluster map[string]*testAgent
+
+var _ Agents = testCluster(nil)
+
+func startCluster(t *testing.T, nodes ...string) testCluster {
+	c := testCluster{}
+	for _, n := range nodes {
+		c[n] = startTestAgent(t, n)
+	}
+	return c
+}
+
+func (c testCluster) List() []*agents.Agent {
+	var out []*agents.Agent
+	for _, n := range slices.Sorted(maps.Keys(c)) {
+		out = append(out, c[n].agent)
+	}
+	return out
+}
+
+func (c testCluster) Get(node string) (*agents.Agent, bool) {
+	a, ok := c[node]
+	if !ok {
+		return nil, false
+	}
+	return a.agent, true
+}
+
+// Changed never fires: the set is fixed.
+func (c testCluster) Changed() <-chan struct{} { return nil }
+
+// asked returns the nodes that answered lists since the last call.
+func (c testCluster) asked() []string {
+	var out []string
+	for n, a := range c {
+		if a.lists.Swap(0) > 0 {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// warnings records the warnings of a request.
+type warnings struct {
+	mu   sync.Mutex
+	text []string
+}
+
+func (w *warnings) AddWarning(_, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.text = append(w.text, text)
+}
+
+// requestContext is the context of a request in namespace ns ("" for all)
+// that records its warnings.
+func requestContext(ns string) (context.Context, *warnings) {
+	w := &warnings{}
+	ctx := warning.WithWarningRecorder(context.Background(), w)
+	return genericapirequest.WithNamespace(ctx, ns), w
+}
+
+// listAll pages through a list with limit and returns the flows' names and
+// the snapshot.
+func listAll(t *testing.T, r *REST, ns string, opts metainternalversion.ListOptions) (names []string, snapshot string) {
+	t.Helper()
+	ctx, _ := requestContext(ns)
+	for page := 0; ; page++ {
+		obj, err := r.List(ctx, &opts)
+		if err != nil {
+			t.Fatalf("page %d: %v", page, err)
+		}
+		l := obj.(*v1alpha1.FlowList)
+		if page == 0 {
+			snapshot = l.ResourceVersion
+		} else if l.ResourceVersion != snapshot {
+			t.Fatalf("page %d at snapshot %s, the first at %s", page, l.ResourceVersion, snapshot)
+		}
+		if opts.Limit > 0 && int64(len(l.Items)) > opts.Limit {
+			t.Fatalf("page %d has %d flows, over the limit %d", page, len(l.Items), opts.Limit)
+		}
+		for _, f := range l.Items {
+			names = append(names, f.Name)
+		}
+		if l.Continue == "" {
+			return names, snapshot
+		}
+		if len(l.Items) == 0 {
+			t.Fatalf("page %d is empty but has a continue token", page)
+		}
+		opts.Continue = l.Continue
+	}
+}

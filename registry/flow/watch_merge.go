@@ -1,0 +1,184 @@
+package flow
+
+import (
+	"container/heap"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+// Reasons a watch ended early, the label of watchesEnded.
+const (
+	endSlowWatcher     = "slow_watcher"
+	endLateAgent       = "late_agent"
+	endTooManyWatchers = "too_many_watchers"
+)
+
+var (
+	watchers = metrics.NewGauge(&metrics.GaugeOpts{
+		Namespace: "flowscope", Subsystem: "apiserver", Name: "watchers",
+		Help:           "Flow watches being served.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	watchesEnded = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "flowscope", Subsystem: "apiserver", Name: "watches_ended_total",
+		Help: "Flow watches ended or refused by the server, by reason: slow_watcher (429, the client fell behind), " +
+			"late_agent (410, an excluded agent came back with flows the watch had passed), " +
+			"too_many_watchers (429, --max-watchers reached).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"reason"})
+	agentExclusions = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "flowscope", Subsystem: "apiserver", Name: "watch_agent_exclusions_total",
+		Help:           "Times an agent stopped holding back a flow watch because it lagged, by node.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"node"})
+)
+
+func init() {
+	legacyregistry.MustRegister(watchers, watchesEnded, agentExclusions)
+}
+
+// merger orders the agents' flows by version behind their watermarks.
+type merger struct {
+	pending flowHeap
+	sources map[string]*source
+	// released is the watch's position: every flow at or below it from
+	// every agent not excluded has been released, and nothing above it.
+	released uint64
+	maxLag   time.Duration
+}
+
+// source is one agent's place in the merge.
+type source struct {
+	mark     uint64    // every flow of the agent at or below it was received
+	heard    time.Time // when it last sent anything
+	excluded bool      // it lagged and no longer holds the others back
+}
+
+func newMerger(from uint64, maxLag time.Duration) *merger {
+	return &merger{sources: map[string]*source{}, released: from, maxLag: maxLag}
+}
+
+// join adds an agent at the released position.
+func (m *merger) join(node string, now time.Time) {
+	m.sources[node] = &source{mark: m.released, heard: now}
+}
+
+// stalled tells the merge that nothing was read from the agents for d (the
+// client was slow): that time is not the agents' silence.
+func (m *merger) stalled(d time.Duration) {
+	for _, s := range m.sources {
+		s.heard = s.heard.Add(d)
+	}
+}
+
+// leave removes an agent; flows of it already received stay pending.
+func (m *merger) leave(node string) { delete(m.sources, node) }
+
+// add takes one event of node's stream. A flow at or below the released
+// position can no longer be delivered in order: add returns 410 Expired.
+// An excluded agent that is heard from again holds the others back at once,
+// so that the flows it commits from then on are never passed by them.
+func (m *merger) add(node string, e *agentapi.WatchEvent, now time.Time) error {
+	s, ok := m.sources[node]
+	if !ok {
+		return nil
+	}
+	s.heard = now
+	if (e.Type == agentapi.Added || e.Type == agentapi.Deleted) && e.Flow != nil {
+		if e.RV <= m.released {
+			return apierrors.NewResourceExpired(fmt.Sprintf(
+				"flow %d of node %s arrived after the watch had passed resourceVersion %d, since the agent lagged and was left behind; list again",
+				e.RV, node, m.released))
+		}
+		heap.Push(&m.pending, pendingFlow{rv: e.RV, flow: e.Flow, deleted: e.Type == agentapi.Deleted})
+	}
+	s.mark = max(s.mark, e.RV)
+	if s.excluded {
+		s.excluded = false
+		klog.InfoS("Agent rejoined a flow watch", "node", node, "rv", s.mark, "watchRV", m.released)
+	}
+	return nil
+}
+
+// release returns, in version order, the pending flows that the watermark
+// of every agent not excluded has passed. An agent silent for longer than
+// maxLag is excluded first: a dead or stuck agent delays the others for a
+// bounded time.
+func (m *merger) release(now time.Time) []watch.Event {
+	for node, s := range m.sources {
+		if !s.excluded && now.Sub(s.heard) > m.maxLag {
+			m.exclude(node)
+		}
+	}
+	wm, held := m.watermark()
+	var out []watch.Event
+	for m.pending.Len() > 0 && (!held || m.pending[0].rv <= wm) {
+		p := heap.Pop(&m.pending).(pendingFlow)
+		e := watch.Event{Type: watch.Added, Object: p.flow}
+		if p.deleted {
+			e.Type = watch.Deleted
+		}
+		out = append(out, e)
+		m.released = max(m.released, p.rv)
+	}
+	if held {
+		m.released = max(m.released, wm)
+	}
+	return out
+}
+
+// watermark returns the lowest mark of the agents not excluded; held is
+// false when no agent holds the flows back.
+func (m *merger) watermark() (wm uint64, held bool) {
+	for _, s := range m.sources {
+		if !s.excluded && (!held || s.mark < wm) {
+			wm, held = s.mark, true
+		}
+	}
+	return wm, held
+}
+
+func (m *merger) exclude(node string) {
+	s := m.sources[node]
+	s.excluded = true
+	agentExclusions.WithLabelValues(node).Inc()
+	klog.InfoS("Agent excluded from a flow watch after --max-agent-lag of silence, the others go on without it",
+		"node", node, "rv", s.mark, "watchRV", m.released)
+}
+
+// pendingFlow is a flow, added or deleted (it has left its agent's
+// store), waiting for the watermarks, with the version its agent sent it
+// under, so the heap compares integers, not strings.
+type pendingFlow struct {
+	rv      uint64
+	flow    *v1alpha1.Flow
+	deleted bool
+}
+
+// flowHeap orders pending flows by version, then node.
+type flowHeap []pendingFlow
+
+func (h flowHeap) Len() int { return len(h) }
+func (h flowHeap) Less(i, j int) bool {
+	if h[i].rv != h[j].rv {
+		return h[i].rv < h[j].rv
+	}
+	return h[i].flow.NodeName < h[j].flow.NodeName
+}
+func (h flowHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *flowHeap) Push(x any)   { *h = append(*h, x.(pendingFlow)) }
+func (h *flowHeap) Pop() any {
+	old := *h
+	p := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return p
+}
