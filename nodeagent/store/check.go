@@ -33,12 +33,15 @@ func (r *CheckReport) problem(format string, args ...any) {
 // and times it announces; every block's posting lists are exactly those its
 // flows call for (unless the store holds blocks written without them); and
 // no frame or posting list belongs to a block the catalog does not know.
-// Blocks that expire within a few seconds are not judged: Badger hides
-// their keys one by one as the clock passes their expiry.
+// Blocks that have left the store's answers, or will within a few seconds,
+// are not judged: their catalog entries and posting lists expire key by key
+// as the clock passes, and Maintain drops their frames.
 func (s *Store) Check() (CheckReport, error) {
 	var r CheckReport
 	soon := uint64(time.Now().Add(5 * time.Second).Unix())
+	from := s.OldestCompleteRV(time.Now().Add(5 * time.Second))
 	expiring := func(item *badger.Item) bool { return item.ExpiresAt() != 0 && item.ExpiresAt() <= soon }
+	departed := func(firstRV uint64) bool { return firstRV < from }
 	indexed := s.indexUsable()
 	err := s.db.View(func(txn *badger.Txn) error {
 		// The posting lists each block calls for, by key, as a hash of
@@ -58,7 +61,6 @@ func (s *Store) Check() (CheckReport, error) {
 			minTime := int64(binary.BigEndian.Uint64(key[1:]))
 			firstRV := binary.BigEndian.Uint64(key[9:])
 			blocks[firstRV] = true
-			r.Blocks++
 			var info blockInfo
 			err := it.Item().Value(func(v []byte) error {
 				var err error
@@ -69,6 +71,10 @@ func (s *Store) Check() (CheckReport, error) {
 				r.problem("block %d: %v", firstRV, err)
 				continue
 			}
+			if info.lastRV < from {
+				continue
+			}
+			r.Blocks++
 			b, err := s.checkBlock(txn, &r, minTime, firstRV, info)
 			if err != nil {
 				return err
@@ -83,10 +89,10 @@ func (s *Store) Check() (CheckReport, error) {
 			}
 		}
 		it.Close()
-		r.Frames = s.checkOrphans(txn, &r, prefixFrame, blocks, expiring, func(key []byte) uint64 {
+		r.Frames = s.checkOrphans(txn, &r, prefixFrame, blocks, expiring, departed, func(key []byte) uint64 {
 			return binary.BigEndian.Uint64(key[1:])
 		}, nil)
-		r.PostingLists = s.checkOrphans(txn, &r, prefixPosting, blocks, expiring, func(key []byte) uint64 {
+		r.PostingLists = s.checkOrphans(txn, &r, prefixPosting, blocks, expiring, departed, func(key []byte) uint64 {
 			return binary.BigEndian.Uint64(key[len(key)-8:])
 		}, func(key, val []byte) {
 			if !indexed {
@@ -149,9 +155,10 @@ func (s *Store) checkBlock(txn *badger.Txn, r *CheckReport, minTime int64, first
 }
 
 // checkOrphans reports the keys of a prefix whose block the catalog does
-// not hold, calls fn (if not nil) with the others, and counts them.
+// not hold, calls fn (if not nil) with the others, and counts them; keys of
+// blocks that have departed are skipped.
 func (s *Store) checkOrphans(txn *badger.Txn, r *CheckReport, prefix byte, blocks map[uint64]bool,
-	expiring func(*badger.Item) bool, blockOf func(key []byte) uint64, fn func(key, val []byte)) int {
+	expiring func(*badger.Item) bool, departed func(uint64) bool, blockOf func(key []byte) uint64, fn func(key, val []byte)) int {
 	n := 0
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
 	defer it.Close()
@@ -162,6 +169,9 @@ func (s *Store) checkOrphans(txn *badger.Txn, r *CheckReport, prefix byte, block
 		key := it.Item().Key()
 		if len(key) < 9 {
 			r.problem("key %q is too short", key)
+			continue
+		}
+		if departed(blockOf(key)) {
 			continue
 		}
 		n++

@@ -69,7 +69,7 @@ func (s *Store) Query(q TimeScan, f agentapi.Filter, fn func(Record) bool) (Plan
 		if s.indexUsable() {
 			p = s.plan(txn, q, candidates(f))
 		}
-		return scanBlocks(txn, p.prefix, q, func(r Record) bool {
+		return scanBlocks(txn, p.prefix, s.window(q), func(r Record) bool {
 			if !m.Matches(r.Flow) {
 				return true
 			}

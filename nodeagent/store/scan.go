@@ -19,6 +19,7 @@ type window struct {
 	since, until   int64 // until 0: unbounded
 	afterT         int64
 	afterRV, maxRV uint64 // 0: none
+	minRV          uint64 // flows below it have left the store
 }
 
 func newWindow(q TimeScan) window {
@@ -52,7 +53,8 @@ func (w window) check(e entry) verdict {
 		return stop
 	case e.time < w.since,
 		w.afterRV != 0 && (e.time < w.afterT || e.time == w.afterT && e.rv <= w.afterRV),
-		w.maxRV != 0 && e.rv > w.maxRV:
+		w.maxRV != 0 && e.rv > w.maxRV,
+		e.rv < w.minRV:
 		return skip
 	}
 	return take
@@ -196,8 +198,7 @@ func (h *cursors) Pop() any {
 // value's posting lists. Blocks come in order of their first flow and
 // overlap in time, so their cursors are merged: a block is opened once the
 // next flow to emit is not before its first.
-func scanBlocks(txn *badger.Txn, prefix []byte, q TimeScan, fn func(Record) bool) error {
-	w := newWindow(q)
+func scanBlocks(txn *badger.Txn, prefix []byte, w window, fn func(Record) bool) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))

@@ -1,6 +1,6 @@
 // Package store keeps a node's flows in Badger.
 //
-// Key layout (block.go, index.go):
+// Key layout (block.go, index.go, maintain.go):
 //
 //	k<minTime:8><firstRV:8>                         catalog: one entry per block, in list order
 //	b<firstRV:8><frame:2>                           a block's flows, zstd-compressed frames
@@ -10,15 +10,17 @@
 //
 // Flows are stored in blocks of up to 4096 consecutive versions, the unit
 // of every write, so a write costs a few keys per thousand flows. A block's
-// keys are written in one batch and expire together. Query (query.go)
+// keys are written in one batch. Query (query.go)
 // answers a filtered list from the most selective posting lists it can use,
 // or from the catalog, merging the blocks in list order (scan.go).
 //
-// Integers are big-endian so byte order is numeric order. Entries expire
-// by TTL computed from the resource version, which is a microsecond
-// timestamp: a block lives until its last version + retention. That makes
-// the oldest version still complete a pure function of the clock, which is
-// what a watch needs to answer 410 Gone exactly.
+// Integers are big-endian so byte order is numeric order. A flow leaves
+// the store's answers at its resource version, a microsecond timestamp, +
+// retention, or when evicted to keep within the disk budget: the oldest
+// version still complete is a function of the clock and of the last
+// eviction, which is what a watch needs to answer 410 Gone exactly.
+// Catalog entries and posting lists expire by Badger's TTL; frames, nearly
+// all the bytes, are removed by Maintain (maintain.go).
 package store
 
 import (
@@ -32,6 +34,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -57,6 +60,8 @@ const (
 	metaFormat    = "store.format"
 	currentFormat = "blocks/1"
 	metaNoIndex   = "store.noIndex"
+	// metaEvictedThrough holds Store.evictedThrough.
+	metaEvictedThrough = "store.evictedThrough"
 )
 
 // Options configure a Store.
@@ -65,6 +70,9 @@ type Options struct {
 	Dir string
 	// Retention is how long a flow is kept after its resource version.
 	Retention time.Duration
+	// MaxBytes bounds the store's disk use; Maintain evicts the oldest
+	// flows beyond it. 0 means no bound but the retention.
+	MaxBytes int64
 	// DisableIndex writes no posting lists, and Query then always scans
 	// the catalog (the baseline of benchmarks).
 	DisableIndex bool
@@ -76,6 +84,10 @@ type Store struct {
 	db        *badger.DB
 	dir       string
 	retention time.Duration
+	maxBytes  int64
+	// evictedThrough is the last version Maintain evicted to keep within
+	// maxBytes: the store is complete only above it.
+	evictedThrough atomic.Uint64
 	// noIndex: some blocks in the store have no posting lists, so Query
 	// scans the catalog. It clears when no such block is left.
 	noIndex atomic.Bool
@@ -121,7 +133,8 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
 	}
-	s := &Store{db: db, dir: o.Dir, retention: o.Retention, writeNoIndex: o.DisableIndex}
+	s := &Store{db: db, dir: o.Dir, retention: o.Retention, maxBytes: o.MaxBytes,
+		writeNoIndex: o.DisableIndex}
 	if err := s.initFormat(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -158,6 +171,12 @@ func (s *Store) initFormat() error {
 		return err
 	}
 	s.noIndex.Store(raw != nil || s.writeNoIndex)
+	if raw, err = s.GetMeta(metaEvictedThrough); err != nil {
+		return err
+	}
+	if len(raw) == 8 {
+		s.evictedThrough.Store(binary.BigEndian.Uint64(raw))
+	}
 	return nil
 }
 
@@ -194,8 +213,7 @@ func (s *Store) Write(recs []Record) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, j := range jobs {
-		e := &badger.Entry{Key: frameKey(j.b.firstRV, j.frame), Value: j.out, ExpiresAt: s.expiresAt(j.b.info.lastRV)}
-		if err := wb.SetEntry(e); err != nil {
+		if err := wb.Set(frameKey(j.b.firstRV, j.frame), j.out); err != nil {
 			return fmt.Errorf("write block %d: %w", j.b.firstRV, err)
 		}
 	}
@@ -247,26 +265,27 @@ func (s *Store) writeIndex(wb *badger.WriteBatch, b *block) error {
 	return nil
 }
 
-// expiresAt is the Unix second after which Badger hides the entry: the
-// first whole second at or after rv + retention.
+// expiresAt is the Unix second after which Badger hides a catalog entry
+// or posting list: the first whole second after rv + retention. Frames do
+// not expire: Maintain removes them (maintain.go).
 func (s *Store) expiresAt(rv uint64) uint64 {
 	return (rv+uint64(s.retention.Microseconds()))/1e6 + 1
 }
 
 // OldestCompleteRV returns the smallest version v such that every flow the
-// store ever held with a version at or above v is still there at now.
+// store ever held with a version at or above v is still there at now, and
+// none below it is answered: flows leave at their version + retention, or
+// earlier when Maintain evicts them to keep within the disk budget.
 func (s *Store) OldestCompleteRV(now time.Time) uint64 {
-	// An entry with version rv is visible while expiresAt(rv) > now (in
-	// Unix seconds), which holds for every rv >= (now - retention).
-	cut := now.Unix() - int64(s.retention/time.Second)
-	if cut <= 0 {
-		return 0
-	}
-	return uint64(cut) * 1e6
+	cut := max(now.UnixMicro()-s.retention.Microseconds(), 0)
+	return max(uint64(cut), s.evictedThrough.Load()+1)
 }
 
 // Get returns the flow with version rv.
 func (s *Store) Get(rv uint64) (*v1alpha1.Flow, error) {
+	if rv < s.OldestCompleteRV(time.Now()) {
+		return nil, ErrNotFound
+	}
 	var f *v1alpha1.Flow
 	err := s.db.View(func(txn *badger.Txn) error {
 		return scanBlockOf(txn, rv, func(c *cursor) (bool, error) {
@@ -358,6 +377,12 @@ func (s *Store) LastRV() (uint64, error) {
 // ScanRV calls fn for every flow with a version in (after, upTo], in version
 // order, until fn returns false.
 func (s *Store) ScanRV(after, upTo uint64, fn func(Record) bool) error {
+	return s.scanRV(max(after, s.OldestCompleteRV(time.Now())-1), upTo, fn)
+}
+
+// scanRV is ScanRV, flows that have left the store included while they
+// are on disk.
+func (s *Store) scanRV(after, upTo uint64, fn func(Record) bool) error {
 	if upTo <= after {
 		return nil
 	}
@@ -423,8 +448,15 @@ type TimeScan struct {
 // fn returns false.
 func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		return scanBlocks(txn, []byte{prefixCatalog}, q, fn)
+		return scanBlocks(txn, []byte{prefixCatalog}, s.window(q), fn)
 	})
+}
+
+// window is q with the versions that have left the store excluded.
+func (s *Store) window(q TimeScan) window {
+	w := newWindow(q)
+	w.minRV = s.OldestCompleteRV(time.Now())
+	return w
 }
 
 // GetMeta reads a metadata value; nil when absent.
@@ -460,7 +492,8 @@ func (s *Store) RunGC() {
 	}
 }
 
-// DiskBytes returns the bytes of the store's files. Badger's own Size is
+// DiskBytes returns the disk space the store's files take, as du counts
+// it: Badger preallocates files it has not filled. Badger's own Size is
 // refreshed only once a minute, too late for a budget or a dashboard.
 func (s *Store) DiskBytes() (int64, error) {
 	var total int64
@@ -473,7 +506,11 @@ func (s *Store) DiskBytes() (int64, error) {
 		}
 		info, err := d.Info()
 		if err == nil {
-			total += info.Size()
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				total += st.Blocks * 512
+			} else {
+				total += info.Size()
+			}
 		}
 		return nil // a file removed by compaction meanwhile is no error
 	})

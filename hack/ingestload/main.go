@@ -1,0 +1,293 @@
+// Command ingestload measures the node agent's sustained ingest: the real
+// ingest pipeline, store and live hub (the code flowscope-agent runs), fed
+// by producers that offer realistic flows as fast as they can or at a set
+// rate, as the capture and replay sources do.
+//
+//	go run ./hack/ingestload -duration 20s            # saturate: the most the pipeline takes
+//	go run ./hack/ingestload -duration 20s -rate 150000  # paced: drops must stay 0
+//
+// It reports flows ingested per second, flows dropped (the pipeline drops
+// and counts what its queue cannot hold rather than block a source), the
+// process's CPU (user+system, in cores and µs per flow) and memory (peak
+// RSS, Go heap), batch write latency and the store's size on disk. The
+// producers' own cost is measured alone first and reported, since they
+// share the process and its 2 cores.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/metrics"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+func main() {
+	var o options
+	flag.DurationVar(&o.duration, "duration", 20*time.Second, "how long to offer flows")
+	flag.IntVar(&o.rate, "rate", 0, "flows per second to offer; 0 offers as fast as the producers can")
+	flag.IntVar(&o.producers, "producers", 1, "goroutines offering flows")
+	flag.IntVar(&o.queue, "queue", 65536, "the pipeline's queue (flowscope-agent --ingest-queue-size)")
+	flag.IntVar(&o.batch, "batch", 1024, "flows per store write at most (the agent's batch size)")
+	flag.IntVar(&o.watchers, "watchers", 1, "live subscriptions draining the hub, each for one namespace")
+	flag.StringVar(&o.dir, "dir", "", "store directory (default: a new temporary one, removed at exit)")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "ingestload:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	duration                                time.Duration
+	rate, producers, queue, batch, watchers int
+	dir                                     string
+}
+
+func run(o options) error {
+	if o.dir == "" {
+		d, err := os.MkdirTemp("", "ingestload-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	pool, err := flowPool(1 << 16)
+	if err != nil {
+		return err
+	}
+	producerNs := producerCost(pool)
+
+	st, err := store.Open(store.Options{Dir: filepath.Join(o.dir, "store"), Retention: time.Hour})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	h := hub.New(4096)
+	p, err := ingest.New(st, h, ingest.Options{NodeName: "node-a", QueueSize: o.queue, BatchSize: o.batch,
+		SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	received := drainWatchers(ctx, h, o.watchers)
+
+	before := sample()
+	var offered atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(o.duration)
+	for i := range o.producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			produce(p, pool, i, o, stop, &offered)
+		}()
+	}
+	wg.Wait()
+	// Let the queue drain: what was accepted is ingested or dropped.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if counter(metrics.FlowsIngested)+dropped("store_error") >= float64(offered.Load())-dropped("queue_full") {
+			break
+		}
+	}
+	after := sample()
+	cancel()
+	if err := <-done; err != nil {
+		return err
+	}
+	disk, _ := st.DiskBytes()
+	elapsed := after.at.Sub(before.at).Seconds()
+	ingested := counter(metrics.FlowsIngested)
+	cpu := (after.cpu - before.cpu).Seconds()
+	fmt.Printf("ingestload: %s, rate %s, %d producer(s), batch %d, queue %d, %d watcher(s), GOMAXPROCS %d\n",
+		o.duration, rateString(o.rate), o.producers, o.batch, o.queue, o.watchers, runtime.GOMAXPROCS(0))
+	fmt.Printf("  offered          %12d flows\n", offered.Load())
+	fmt.Printf("  ingested         %12.0f flows   %10.0f flows/s (until the queue drained, %.1f s)\n", ingested, ingested/elapsed, elapsed)
+	fmt.Printf("  dropped          %12.0f queue_full, %.0f store_error\n", dropped("queue_full"), dropped("store_error"))
+	fmt.Printf("  watchers got     %12d events\n", received.Load())
+	fmt.Printf("  CPU              %12.2f cores   %10.2f µs/flow (producers alone: %.2f µs/flow)\n", cpu/elapsed, cpu/ingested*1e6, producerNs/1e3)
+	fmt.Printf("  memory           peak RSS %d MiB, Go heap in use %d MiB\n", after.peakRSS>>20, after.heap>>20)
+	fmt.Printf("  batch write      p50 %s  p99 %s  (%d batches)\n", batchQuantile(0.5), batchQuantile(0.99), batchCount())
+	fmt.Printf("  store on disk    %d MiB\n", disk>>20)
+	return nil
+}
+
+func rateString(r int) string {
+	if r == 0 {
+		return "max"
+	}
+	return strconv.Itoa(r) + "/s"
+}
+
+// flowPool parses n of flowgen's lines: the shop application's flows.
+func flowPool(n int) ([]v1alpha1.Flow, error) {
+	lines, err := flowgen.Generate(n, flowgen.Options{NodeName: "node-a", NodeIndex: -1, Seed: 1})
+	if err != nil {
+		return nil, err
+	}
+	pool := make([]v1alpha1.Flow, len(lines))
+	for i, line := range lines {
+		f, err := hubble.ParseExportLine(line, hubble.Options{NodeName: "node-a"})
+		if err != nil {
+			return nil, err
+		}
+		pool[i] = *f
+	}
+	return pool, nil
+}
+
+// newFlow is what a source hands the pipeline: a fresh flow, now.
+func newFlow(pool []v1alpha1.Flow, i int, now time.Time) *v1alpha1.Flow {
+	f := pool[i%len(pool)] // shallow: the pipeline sets only top-level fields
+	f.Time = metav1.NewMicroTime(now)
+	return &f
+}
+
+// producerCost returns the ns a producer spends per flow on its own.
+func producerCost(pool []v1alpha1.Flow) float64 {
+	const n = 1 << 20
+	sink := make([]*v1alpha1.Flow, 1024)
+	start := time.Now()
+	for i := range n {
+		sink[i%len(sink)] = newFlow(pool, i, start)
+	}
+	return float64(time.Since(start).Nanoseconds()) / n
+}
+
+func produce(p *ingest.Pipeline, pool []v1alpha1.Flow, id int, o options, stop time.Time, offered *atomic.Int64) {
+	i := id * 7919
+	if o.rate == 0 {
+		for time.Now().Before(stop) {
+			now := time.Now()
+			for range 256 {
+				p.Offer(newFlow(pool, i, now))
+				i++
+			}
+			offered.Add(256)
+		}
+		return
+	}
+	// Paced: every millisecond, what the rate allows by then.
+	perProducer := float64(o.rate) / float64(o.producers)
+	start := time.Now()
+	sent := 0
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for now := range tick.C {
+		if now.After(stop) {
+			return
+		}
+		due := int(perProducer * now.Sub(start).Seconds())
+		for ; sent < due; sent++ {
+			p.Offer(newFlow(pool, i, now))
+			i++
+			offered.Add(1)
+		}
+	}
+}
+
+// drainWatchers subscribes n watchers, each to one namespace of the shop
+// application, and counts what they receive.
+func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
+	var got atomic.Int64
+	namespaces := []string{"shop", "payments", "monitoring", "kube-system"}
+	for i := range n {
+		f := agentapi.Filter{Namespace: namespaces[i%len(namespaces)]}
+		m, err := f.Compile()
+		if err != nil {
+			panic(err)
+		}
+		sub := h.Subscribe(f, m)
+		go func() {
+			defer sub.Close()
+			for {
+				select {
+				case e := <-sub.Events():
+					if e.Flow != nil {
+						got.Add(1)
+					}
+				case <-sub.Done():
+					return
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	return &got
+}
+
+type snapshot struct {
+	at            time.Time
+	cpu           time.Duration
+	peakRSS, heap uint64
+}
+
+func sample() snapshot {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return snapshot{
+		at:      time.Now(),
+		cpu:     time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		peakRSS: uint64(ru.Maxrss) << 10,
+		heap:    ms.HeapInuse,
+	}
+}
+
+func counter(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+func dropped(reason string) float64 {
+	return counter(metrics.FlowsDropped.WithLabelValues(reason))
+}
+
+func batchHistogram() *dto.Histogram {
+	var m dto.Metric
+	_ = metrics.BatchSeconds.Write(&m)
+	return m.GetHistogram()
+}
+
+func batchCount() uint64 { return batchHistogram().GetSampleCount() }
+
+// batchQuantile returns the upper bound of the histogram bucket that holds
+// quantile q of the batch write times.
+func batchQuantile(q float64) string {
+	h := batchHistogram()
+	want := uint64(q * float64(h.GetSampleCount()))
+	buckets := slices.Clone(h.GetBucket())
+	for _, b := range buckets {
+		if b.GetCumulativeCount() >= want {
+			return "≤" + strings.TrimSuffix(time.Duration(b.GetUpperBound()*1e9).String(), "0")
+		}
+	}
+	return "> " + time.Duration(buckets[len(buckets)-1].GetUpperBound()*1e9).String()
+}
