@@ -43,6 +43,7 @@ type Options struct {
 	Namespace          string
 	DataDir            string
 	Retention          time.Duration
+	MaxStoreBytes      resource.QuantityValue
 	ListenAddress      string
 	AdvertiseAddress   string
 	MetricsAddress     string
@@ -90,6 +91,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Namespace of the agent: its Lease lives here, and flows with no pod end are filed here.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the flow store.")
 	fs.DurationVar(&o.Retention, "retention", o.Retention, "How long flows are kept (the on-demand tier).")
+	fs.Var(&o.MaxStoreBytes, "max-store-bytes", "Disk budget of the flow store, such as 20Gi: beyond it the oldest flows are evicted (watchers get DELETED events). 0 means only --retention bounds it.")
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address of the gRPC API (mutual TLS).")
 	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "Address the aggregated server dials, published in the agent's Lease; defaults to --listen-address.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics and /healthz endpoint; empty disables it.")
@@ -137,13 +139,16 @@ func (o *Options) Validate() []error {
 	if o.Retention < time.Minute {
 		errs = append(errs, errors.New("--retention must be at least 1m"))
 	}
+	if o.MaxStoreBytes.Sign() < 0 {
+		errs = append(errs, errors.New("--max-store-bytes must not be negative"))
+	}
 	return errs
 }
 
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, o *Options) error {
 	storeDir := filepath.Join(o.DataDir, "store")
-	st, err := store.Open(store.Options{Dir: storeDir, Retention: o.Retention})
+	st, err := store.Open(store.Options{Dir: storeDir, Retention: o.Retention, MaxBytes: o.MaxStoreBytes.Value()})
 	if err != nil {
 		return err
 	}
@@ -231,20 +236,6 @@ func Run(ctx context.Context, o *Options) error {
 		e := newEnricher(ctx, kube, o.NodeName)
 		g.Go(func() error { return runCapture(ctx, o, p, h, e, e) })
 	}
-	g.Go(func() error {
-		// Expired flows leave the LSM tree by compaction; the value log
-		// needs its own garbage collection for disk use to fall.
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				st.RunGC()
-			case <-ctx.Done():
-				return nil
-			}
-		}
-	})
 	return g.Wait()
 }
 

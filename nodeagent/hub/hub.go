@@ -74,16 +74,29 @@ func (h *Hub) notify() {
 }
 
 // Publish hands new flows to every subscriber whose filter accepts them.
-func (h *Hub) Publish(recs []store.Record) {
+func (h *Hub) Publish(recs []store.Record) { h.publish(agentapi.Added, recs) }
+
+// PublishDeleted tells every subscriber whose filter accepts them that
+// flows have left the store; each record carries the deletion's version.
+func (h *Hub) PublishDeleted(recs []store.Record) { h.publish(agentapi.Deleted, recs) }
+
+func (h *Hub) publish(t agentapi.EventType, recs []store.Record) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
 		for _, r := range recs {
-			if s.match.Matches(r.Flow) && !s.send(agentapi.WatchEvent{Type: agentapi.Added, RV: r.RV, Flow: r.Flow}) {
+			if s.match.Matches(r.Flow) && !s.send(agentapi.WatchEvent{Type: t, RV: r.RV, Flow: r.Flow}) {
 				break
 			}
 		}
 	}
+}
+
+// Active reports whether anyone subscribes.
+func (h *Hub) Active() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
 }
 
 // Progress tells every subscriber that all flows up to rv were published.

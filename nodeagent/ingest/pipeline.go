@@ -38,8 +38,12 @@ type Options struct {
 	// SyncInterval is how often writes are made durable: a crash loses at
 	// most this much.
 	SyncInterval time.Duration
-	// ProgressInterval is how often watchers get the watermark.
+	// ProgressInterval is how often watchers get the watermark, and the
+	// deletion of departed flows.
 	ProgressInterval time.Duration
+	// MaintainInterval is how often departed flows are removed from disk
+	// and the store's budget enforced; default 30s.
+	MaintainInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// DiskGuard, if not nil, drops batches instead of writing them while
@@ -58,6 +62,8 @@ type Pipeline struct {
 	reserves chan reservation
 	flushes  chan chan error
 	head     atomic.Uint64
+	// departedThrough: the deletion of every flow up to it is announced.
+	departedThrough uint64
 }
 
 type reservation struct {
@@ -75,6 +81,9 @@ type reserved struct {
 func New(st *store.Store, h *hub.Hub, opts Options) (*Pipeline, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaintainInterval <= 0 {
+		opts.MaintainInterval = 30 * time.Second
 	}
 	last, err := st.LastRV()
 	if err != nil {
@@ -103,6 +112,8 @@ func New(st *store.Store, h *hub.Hub, opts Options) (*Pipeline, error) {
 		return st.SetMeta(metaClockCeiling, encodeUint64(v))
 	}}
 	p.head.Store(last)
+	// Flows that left while the agent was down had no watchers.
+	p.departedThrough = st.OldestCompleteRV(opts.Now()) - 1
 	return p, nil
 }
 
@@ -174,6 +185,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer progress.Stop()
 	syncTick := time.NewTicker(p.opts.SyncInterval)
 	defer syncTick.Stop()
+	maintainTick := time.NewTicker(p.opts.MaintainInterval)
+	defer maintainTick.Stop()
 	batch := make([]*v1alpha1.Flow, 0, p.opts.BatchSize)
 	for {
 		select {
@@ -209,6 +222,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			} else {
 				p.hub.Progress(rv)
 			}
+			p.announceDeparted(p.store.OldestCompleteRV(p.opts.Now()) - 1)
+		case <-maintainTick.C:
+			p.maintain()
 		case <-syncTick.C:
 			if err := p.store.Sync(); err != nil {
 				klog.ErrorS(err, "Failed syncing the flow store")
@@ -232,7 +248,7 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 			metrics.FlowsDropped.WithLabelValues("store_error").Add(float64(len(batch)))
 			return
 		}
-		f.ResourceVersion = strconv.FormatUint(rv, 10)
+		f.ResourceVersion = formatRV(rv)
 		// The API carries microseconds; the time index must agree with
 		// what a decoded flow says.
 		f.Time = metav1.NewMicroTime(f.Time.Truncate(time.Microsecond))
@@ -253,5 +269,7 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 
 // Name returns the name of the flow with version rv observed on node.
 func Name(node string, rv uint64) string {
-	return node + "." + strconv.FormatUint(rv, 10)
+	return node + "." + formatRV(rv)
 }
+
+func formatRV(rv uint64) string { return strconv.FormatUint(rv, 10) }

@@ -50,6 +50,16 @@ var (
 		Namespace: namespace, Name: "watchers",
 		Help: "Active watches served by this agent.",
 	})
+	// FlowsDeleted counts the deletions announced to watchers.
+	FlowsDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "flows_deleted_announced_total",
+		Help: "Flows whose departure from the store (retention or budget) was announced to watchers.",
+	})
+	// StoreBucketsRemoved counts the buckets of flows removed from disk.
+	StoreBucketsRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_buckets_removed_total",
+		Help: "Buckets of flows (about 17 s of versions each) removed from disk, by reason (expired, budget).",
+	}, []string{"reason"})
 	// WatchersCutOff counts watches ended because they fell behind.
 	WatchersCutOff = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "watchers_cut_off_total",
@@ -59,5 +69,6 @@ var (
 
 func init() {
 	Registry.MustRegister(FlowsIngested, Requests, ReplayHubbleLostEvents, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
+		FlowsDeleted, StoreBucketsRemoved,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

@@ -1,0 +1,80 @@
+package ingest
+
+import (
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/nodeagent/metrics"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+// announceChunk is how many deletions are published at once: an eviction
+// can remove millions of flows, which are streamed, not gathered.
+const announceChunk = 4096
+
+// announceDeparted tells watchers, with DELETED events, about the flows up
+// to version upTo that have left, or are about to leave, the store and were
+// not announced yet. Informer caches then stay as bounded as the store.
+// Each deletion gets a new version, as a deletion does in Kubernetes, so
+// the watch stream's versions keep increasing.
+//
+// Deletions reach live watchers only: a watch resumed from an older version
+// replays what the store holds, without the deletions announced while it
+// was away, so an informer keeps those flows until it lists again.
+func (p *Pipeline) announceDeparted(upTo uint64) {
+	if upTo <= p.departedThrough {
+		return
+	}
+	defer func() { p.departedThrough = upTo }()
+	if !p.hub.Active() {
+		return
+	}
+	chunk := make([]store.Record, 0, announceChunk)
+	publish := func() bool {
+		for i, r := range chunk {
+			rv, err := p.clock.next()
+			if err != nil {
+				klog.ErrorS(err, "Cannot version deletions; they are not announced")
+				return false
+			}
+			f := *r.Flow // decoded for us: ours to change
+			f.ResourceVersion = formatRV(rv)
+			chunk[i] = store.Record{RV: rv, Flow: &f}
+		}
+		p.hub.PublishDeleted(chunk)
+		metrics.FlowsDeleted.Add(float64(len(chunk)))
+		chunk = chunk[:0]
+		return true
+	}
+	err := p.store.ScanDeparted(p.departedThrough, upTo, func(r store.Record) bool {
+		chunk = append(chunk, r)
+		return len(chunk) < announceChunk || publish()
+	})
+	if err == nil && len(chunk) > 0 {
+		publish()
+	}
+	if err != nil {
+		klog.ErrorS(err, "Failed reading departed flows; their deletion is not announced", "through", upTo)
+	}
+}
+
+// maintain removes departed flows from disk and keeps the store within its
+// budget, announcing the deletion of every flow before it goes.
+func (p *Pipeline) maintain() {
+	p.announceDeparted(p.store.OldestCompleteRV(p.opts.Now()) - 1)
+	r, err := p.store.Maintain(p.opts.Now(), func(through uint64) error {
+		p.announceDeparted(through)
+		return nil
+	})
+	if err != nil {
+		klog.ErrorS(err, "Failed maintaining the flow store")
+	}
+	metrics.StoreBucketsRemoved.WithLabelValues("expired").Add(float64(r.Dropped))
+	metrics.StoreBucketsRemoved.WithLabelValues("budget").Add(float64(r.Evicted))
+	if r.Evicted > 0 {
+		klog.InfoS("Evicted the oldest flows to keep the flow store within its budget",
+			"through", r.EvictedThrough, "buckets", r.Evicted, "bytes", r.DiskBytes)
+	}
+	if r.OverBudget {
+		klog.InfoS("The flow store is over its budget with only its newest flows left", "bytes", r.DiskBytes)
+	}
+}

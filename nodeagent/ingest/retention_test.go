@@ -1,0 +1,108 @@
+package ingest
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// TestDeparturesAnnounced: when flows leave the store at the end of their
+// retention, live watchers get a DELETED event for each, with versions
+// above every ADDED one, in order.
+func TestDeparturesAnnounced(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	st, err := store.Open(store.Options{Retention: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := hub.New(100)
+	p, err := New(st, h, Options{NodeName: "node-a", QueueSize: 100, BatchSize: 10, SyncInterval: time.Hour,
+		ProgressInterval: 5 * time.Millisecond, MaintainInterval: time.Hour, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := agentapi.Filter{Namespace: "shop"}.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := h.Subscribe(agentapi.Filter{Namespace: "shop"}, m)
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+	for i := range 10 {
+		ns := "shop"
+		if i%2 == 1 {
+			ns = "payments" // not this watcher's
+		}
+		p.Offer(&v1alpha1.Flow{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, Time: metav1.NewMicroTime(clock.now())})
+	}
+	added := map[string]uint64{}
+	var last uint64
+	next := func() agentapi.WatchEvent {
+		t.Helper()
+		for {
+			select {
+			case e := <-sub.Events():
+				if e.Type == agentapi.Progress {
+					continue
+				}
+				if e.RV <= last {
+					t.Fatalf("%s event at version %d after %d", e.Type, e.RV, last)
+				}
+				last = e.RV
+				return e
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no event; %d added so far", len(added))
+			}
+		}
+	}
+	for len(added) < 5 {
+		e := next()
+		if e.Type != agentapi.Added {
+			t.Fatalf("got %s, want ADDED", e.Type)
+		}
+		added[e.Flow.Name] = e.RV
+	}
+	clock.add(2 * time.Minute)
+	for range 5 {
+		e := next()
+		if e.Type != agentapi.Deleted {
+			t.Fatalf("got %s for %s, want DELETED", e.Type, e.Flow.Name)
+		}
+		if _, ok := added[e.Flow.Name]; !ok || e.Flow.ResourceVersion != formatRV(e.RV) {
+			t.Fatalf("DELETED %s at %s (event %d): not a flow this watcher saw added, or versions disagree",
+				e.Flow.Name, e.Flow.ResourceVersion, e.RV)
+		}
+		delete(added, e.Flow.Name)
+	}
+	select {
+	case e := <-sub.Events():
+		if e.Type != agentapi.Progress {
+			t.Fatalf("unexpected %s event for %v", e.Type, e.Flow)
+		}
+	case <-time.After(50 * time.Millisecond):
+	}
+}
