@@ -27,6 +27,9 @@ type Plan struct {
 	Estimate int
 
 	prefix []byte
+	// also are the prefixes of the other candidates' ranges: a block's
+	// positions are intersected with theirs before any flow is decoded.
+	also [][]byte
 }
 
 func (p Plan) String() string {
@@ -69,7 +72,7 @@ func (s *Store) Query(q TimeScan, f agentapi.Filter, fn func(Record) bool) (Plan
 		if s.indexUsable() {
 			p = s.plan(txn, q, candidates(f))
 		}
-		return scanBlocks(txn, p.prefix, s.window(q), func(r Record) bool {
+		return scanBlocks(txn, p.prefix, p.also, s.window(q), func(r Record) bool {
 			if !m.Matches(r.Flow) {
 				return true
 			}
@@ -163,6 +166,11 @@ func (s *Store) plan(txn *badger.Txn, q TimeScan, cs []candidate) Plan {
 		}
 		if best.Estimate == 0 {
 			break
+		}
+	}
+	for _, c := range cs {
+		if prefix := indexPrefix(c.field, c.value); string(prefix) != string(best.prefix) {
+			best.also = append(best.also, prefix)
 		}
 	}
 	return best

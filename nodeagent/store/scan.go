@@ -198,7 +198,7 @@ func (h *cursors) Pop() any {
 // value's posting lists. Blocks come in order of their first flow and
 // overlap in time, so their cursors are merged: a block is opened once the
 // next flow to emit is not before its first.
-func scanBlocks(txn *badger.Txn, prefix []byte, w window, fn func(Record) bool) error {
+func scanBlocks(txn *badger.Txn, prefix []byte, also [][]byte, w window, fn func(Record) bool) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))
@@ -207,7 +207,7 @@ func scanBlocks(txn *badger.Txn, prefix []byte, w window, fn func(Record) bool) 
 	for {
 		for {
 			if pending == nil {
-				c, err := nextCursor(txn, it, prefix, w)
+				c, err := nextCursor(txn, it, prefix, also, w)
 				if err != nil || c == nil {
 					if err != nil {
 						return err
@@ -252,8 +252,10 @@ func scanBlocks(txn *badger.Txn, prefix []byte, w window, fn func(Record) bool) 
 }
 
 // nextCursor returns a cursor for the block at the iterator and moves it
-// on; nil when the range has no more blocks that can hold a flow of w.
-func nextCursor(txn *badger.Txn, it *badger.Iterator, prefix []byte, w window) (*cursor, error) {
+// on; nil when the range has no more blocks that can hold a flow of w. A
+// posting list's positions are intersected with the block's lists under
+// the prefixes also; a block left with none is passed over.
+func nextCursor(txn *badger.Txn, it *badger.Iterator, prefix []byte, also [][]byte, w window) (*cursor, error) {
 	for ; it.Valid(); it.Next() {
 		key := it.Item().Key()
 		if len(key) != len(prefix)+positionLen {
@@ -281,6 +283,12 @@ func nextCursor(txn *badger.Txn, it *badger.Iterator, prefix []byte, w window) (
 		})
 		if err != nil {
 			return nil, fmt.Errorf("block %d: %w", c.firstRV, err)
+		}
+		if c.pos, err = intersect(txn, c, also); err != nil {
+			return nil, err
+		}
+		if c.pos != nil && len(c.pos) == 0 {
+			continue
 		}
 		// A block that starts before the window may end before it too:
 		// its catalog entry says, without decoding a frame.
@@ -319,4 +327,45 @@ func blockInfoOf(txn *badger.Txn, minTime int64, firstRV uint64) (blockInfo, err
 		return blockInfo{}, fmt.Errorf("block %d: %w", firstRV, err)
 	}
 	return info, nil
+}
+
+// intersect returns c's positions that the block's posting lists under
+// each of the prefixes also hold too.
+func intersect(txn *badger.Txn, c *cursor, also [][]byte) ([]uint32, error) {
+	pos := c.pos
+	var other []uint32
+	for _, prefix := range also {
+		if len(pos) == 0 {
+			break
+		}
+		item, err := txn.Get(appendPosition(append([]byte(nil), prefix...), c.minTime, c.firstRV))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return pos[:0], nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = item.Value(func(v []byte) error {
+			other, err = decodePostingList(other[:0], v)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", c.firstRV, err)
+		}
+		kept := pos[:0]
+		for i, j := 0, 0; i < len(pos) && j < len(other); {
+			switch {
+			case pos[i] < other[j]:
+				i++
+			case pos[i] > other[j]:
+				j++
+			default:
+				kept = append(kept, pos[i])
+				i++
+				j++
+			}
+		}
+		pos = kept
+	}
+	return pos, nil
 }

@@ -448,7 +448,7 @@ type TimeScan struct {
 // fn returns false.
 func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		return scanBlocks(txn, []byte{prefixCatalog}, s.window(q), fn)
+		return scanBlocks(txn, []byte{prefixCatalog}, nil, s.window(q), fn)
 	})
 }
 
