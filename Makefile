@@ -57,7 +57,7 @@ bench-store: ## Store benchmarks: codec, list latency over FLOWS flows (planner 
 	$(GO) test ./nodeagent/store/codec -run '^$$' -bench 'Marshal|Unmarshal' -benchmem -benchtime 2s
 	FLOWSCOPE_BENCH_FLOWS=$${FLOWS:-1000000} $(GO) test ./nodeagent/store -run '^$$' -bench 'List|Write' -benchtime 200x -timeout 60m
 	$(GO) run ./hack/ingestload -duration 20s
-	$(GO) run ./hack/storesize -n $${FLOWS:-1000000}
+	$(GO) run ./hack/storesize -n 1000000
 
 .PHONY: generate-bpf
 generate-bpf: ## Regenerate bpf/*_bpfel.{go,o} with clang-19 (installed from Debian if missing).
