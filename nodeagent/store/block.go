@@ -67,8 +67,8 @@ func decodeBlockInfo(v []byte, minTime int64, firstRV uint64) (blockInfo, error)
 		}
 		u[i], v = x, v[n:]
 	}
-	if u[2] == 0 || u[2] > maxBlockFlows {
-		return blockInfo{}, fmt.Errorf("malformed block catalog entry: %d flows", u[2])
+	if u[0] > uint64(maxBlockSpan) || firstRV+u[1] < firstRV || u[2] == 0 || u[2] > maxBlockFlows {
+		return blockInfo{}, fmt.Errorf("malformed block catalog entry: span %d ns, versions +%d, %d flows", u[0], u[1], u[2])
 	}
 	return blockInfo{maxTime: minTime + int64(u[0]), lastRV: firstRV + u[1], count: int(u[2])}, nil
 }
