@@ -1,9 +1,10 @@
 // Command ingestload measures the node agent's sustained ingest: the real
 // ingest pipeline, store and live hub (the code flowscope-agent runs), fed
-// by producers that offer realistic flows as fast as they can or at a set
-// rate, as the capture and replay sources do.
+// by producers that offer realistic flows as fast as the pipeline takes
+// them (keeping its queue half full) or at a set rate, as the capture and
+// replay sources do.
 //
-//	go run ./hack/ingestload -duration 20s            # saturate: the most the pipeline takes
+//	go run ./hack/ingestload -duration 20s            # the most the pipeline takes
 //	go run ./hack/ingestload -duration 20s -rate 150000  # paced: drops must stay 0
 //
 // It reports flows ingested per second, flows dropped (the pipeline drops
@@ -21,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,9 +50,10 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 0, "flows per second to offer; 0 offers as fast as the producers can")
 	flag.IntVar(&o.producers, "producers", 1, "goroutines offering flows")
 	flag.IntVar(&o.queue, "queue", 65536, "the pipeline's queue (flowscope-agent --ingest-queue-size)")
-	flag.IntVar(&o.batch, "batch", 1024, "flows per store write at most (the agent's batch size)")
+	flag.IntVar(&o.batch, "batch", store.MaxBlockFlows, "flows per store write at most (the agent's batch size)")
 	flag.IntVar(&o.watchers, "watchers", 1, "live subscriptions draining the hub, each for one namespace")
 	flag.StringVar(&o.dir, "dir", "", "store directory (default: a new temporary one, removed at exit)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "ingestload:", err)
@@ -61,7 +64,7 @@ func main() {
 type options struct {
 	duration                                time.Duration
 	rate, producers, queue, batch, watchers int
-	dir                                     string
+	dir, cpuProfile                         string
 }
 
 func run(o options) error {
@@ -96,6 +99,17 @@ func run(o options) error {
 	go func() { done <- p.Run(ctx) }()
 	received := drainWatchers(ctx, h, o.watchers)
 
+	if o.cpuProfile != "" {
+		out, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	before := sample()
 	var offered atomic.Int64
 	var wg sync.WaitGroup
@@ -181,7 +195,13 @@ func producerCost(pool []v1alpha1.Flow) float64 {
 func produce(p *ingest.Pipeline, pool []v1alpha1.Flow, id int, o options, stop time.Time, offered *atomic.Int64) {
 	i := id * 7919
 	if o.rate == 0 {
+		// As fast as the pipeline takes them: a producer that offered
+		// regardless would measure its own spinning and the drops.
 		for time.Now().Before(stop) {
+			if p.Queued() > o.queue/2 {
+				time.Sleep(50 * time.Microsecond)
+				continue
+			}
 			now := time.Now()
 			for range 256 {
 				p.Offer(newFlow(pool, i, now))

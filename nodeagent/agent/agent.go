@@ -174,7 +174,7 @@ func Run(ctx context.Context, o *Options) error {
 		guard = ingest.NewDiskGuard(storeDir, uint64(minFree))
 	}
 	p, err := ingest.New(st, h, ingest.Options{
-		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: 1024,
+		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
 		SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond,
 		DiskGuard: guard,
 	})

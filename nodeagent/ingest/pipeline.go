@@ -159,6 +159,9 @@ func (p *Pipeline) Flush(ctx context.Context) error {
 	}
 }
 
+// Queued returns the flows waiting for the writer.
+func (p *Pipeline) Queued() int { return len(p.in) }
+
 // Head returns the version of the last flow committed and published.
 func (p *Pipeline) Head() uint64 { return p.head.Load() }
 

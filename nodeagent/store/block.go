@@ -40,6 +40,10 @@ import (
 const (
 	frameFlows    = 256
 	maxBlockFlows = 16 * frameFlows
+	// MaxBlockFlows is the most flows one block holds: writes of more are
+	// cut, and writes of fewer make smaller blocks, which cost more keys
+	// per flow and compress less.
+	MaxBlockFlows = maxBlockFlows
 	// maxBlockSpan bounds the time between a block's first and last flow,
 	// so a scan from time T need only start at blocks from T-maxBlockSpan.
 	maxBlockSpan = int64(10e9) // ns
