@@ -19,7 +19,7 @@ import (
 // Blocks.
 //
 // Write cuts its records, in version order, into blocks: runs of
-// consecutive versions of at most maxBlockFlows flows whose times lie
+// consecutive versions of at most MaxBlockFlows flows whose times lie
 // within maxBlockSpan. A block's flows are grouped by their endpoints
 // (namespace, source pod, destination pod, destination port, then time) and
 // split into frames of frameFlows flows, each compressed on its own: the
@@ -39,11 +39,10 @@ import (
 // instead of a dozen keys per flow.
 const (
 	frameFlows    = 256
-	maxBlockFlows = 16 * frameFlows
 	// MaxBlockFlows is the most flows one block holds: writes of more are
 	// cut, and writes of fewer make smaller blocks, which cost more keys
 	// per flow and compress less.
-	MaxBlockFlows = maxBlockFlows
+	MaxBlockFlows = 16 * frameFlows
 	// maxBlockSpan bounds the time between a block's first and last flow,
 	// so a scan from time T need only start at blocks from T-maxBlockSpan.
 	maxBlockSpan = int64(10e9) // ns
@@ -71,7 +70,7 @@ func decodeBlockInfo(v []byte, minTime int64, firstRV uint64) (blockInfo, error)
 		}
 		u[i], v = x, v[n:]
 	}
-	if u[0] > uint64(maxBlockSpan) || firstRV+u[1] < firstRV || u[2] == 0 || u[2] > maxBlockFlows {
+	if u[0] > uint64(maxBlockSpan) || firstRV+u[1] < firstRV || u[2] == 0 || u[2] > MaxBlockFlows {
 		return blockInfo{}, fmt.Errorf("malformed block catalog entry: span %d ns, versions +%d, %d flows", u[0], u[1], u[2])
 	}
 	return blockInfo{maxTime: minTime + int64(u[0]), lastRV: firstRV + u[1], count: int(u[2])}, nil
@@ -100,7 +99,7 @@ func cutBlocks(recs []Record) []*block {
 	var lo, hi int64
 	for _, r := range recs {
 		t := flowTime(r.Flow)
-		if cur == nil || len(cur.recs) == maxBlockFlows || max(hi, t)-min(lo, t) > maxBlockSpan {
+		if cur == nil || len(cur.recs) == MaxBlockFlows || max(hi, t)-min(lo, t) > maxBlockSpan {
 			cur = &block{firstRV: r.RV}
 			blocks = append(blocks, cur)
 			lo, hi = t, t

@@ -15,7 +15,7 @@ func FuzzPostingList(f *testing.F) {
 	f.Fuzz(func(t *testing.T, encoded, gaps []byte) {
 		if pos, err := decodePostingList(nil, encoded); err == nil {
 			for i, p := range pos {
-				if p >= maxBlockFlows || i > 0 && p <= pos[i-1] {
+				if p >= MaxBlockFlows || i > 0 && p <= pos[i-1] {
 					t.Fatalf("decoded positions %v from %x", pos, encoded)
 				}
 			}
@@ -24,7 +24,7 @@ func FuzzPostingList(f *testing.F) {
 		next := uint32(0)
 		for _, g := range gaps {
 			next += uint32(g)
-			if next >= maxBlockFlows {
+			if next >= MaxBlockFlows {
 				break
 			}
 			pos = append(pos, next)
@@ -74,12 +74,12 @@ func FuzzDecodeFrame(f *testing.F) {
 }
 
 // FuzzBlockInfo: a catalog entry decodes to an error or to a block of 1 to
-// maxBlockFlows flows.
+// MaxBlockFlows flows.
 func FuzzBlockInfo(f *testing.F) {
 	f.Add(blockInfo{maxTime: 10, lastRV: 20, count: 3}.append(nil, 1, 2))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		info, err := decodeBlockInfo(v, 1, 2)
-		if err == nil && (info.count < 1 || info.count > maxBlockFlows || info.lastRV < 2 || info.maxTime < 1) {
+		if err == nil && (info.count < 1 || info.count > MaxBlockFlows || info.lastRV < 2 || info.maxTime < 1) {
 			t.Fatalf("decoded %+v from %x", info, v)
 		}
 	})

@@ -75,7 +75,7 @@ func postingCount(v []byte) (int, error) {
 		return 0, errMalformedPostings
 	}
 	n, l := binary.Uvarint(v[1:])
-	if l <= 0 || n == 0 || n > maxBlockFlows {
+	if l <= 0 || n == 0 || n > MaxBlockFlows {
 		return 0, errMalformedPostings
 	}
 	return int(n), nil
@@ -103,7 +103,7 @@ func decodePostingList(dst []uint32, v []byte) ([]uint32, error) {
 		prev := -1
 		for range n {
 			gap, l := binary.Uvarint(v)
-			if l <= 0 || gap >= maxBlockFlows {
+			if l <= 0 || gap >= MaxBlockFlows {
 				return dst, errMalformedPostings
 			}
 			prev += int(gap) + 1
@@ -111,7 +111,7 @@ func decodePostingList(dst []uint32, v []byte) ([]uint32, error) {
 			v = v[l:]
 		}
 	}
-	if got := len(dst) - start; got != n || dst[len(dst)-1] >= maxBlockFlows {
+	if got := len(dst) - start; got != n || dst[len(dst)-1] >= MaxBlockFlows {
 		return dst, fmt.Errorf("%w: %d positions, header says %d", errMalformedPostings, got, n)
 	}
 	return dst, nil
