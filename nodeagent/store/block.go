@@ -38,7 +38,7 @@ import (
 // frame keys, one catalog key and a posting list per distinct indexed value,
 // instead of a dozen keys per flow.
 const (
-	frameFlows    = 256
+	frameFlows = 256
 	// MaxBlockFlows is the most flows one block holds: writes of more are
 	// cut, and writes of fewer make smaller blocks, which cost more keys
 	// per flow and compress less.
