@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"time"
+
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/nodeagent/metrics"
@@ -57,9 +59,21 @@ func (p *Pipeline) announceDeparted(upTo uint64) {
 	}
 }
 
-// maintain removes departed flows from disk and keeps the store within its
-// budget, announcing the deletion of every flow before it goes.
+// compactAfter keeps compaction away from the newest blocks, which
+// watches read as they join the live stream.
+const compactAfter = 10 * time.Second
+
+// maintain merges small blocks, removes departed flows from disk and keeps
+// the store within its budget, announcing the deletion of every flow
+// before it goes.
 func (p *Pipeline) maintain() {
+	if head := p.head.Load(); head > uint64(compactAfter.Microseconds()) {
+		n, err := p.store.Compact(head - uint64(compactAfter.Microseconds()))
+		if err != nil {
+			klog.ErrorS(err, "Failed merging small blocks of the flow store")
+		}
+		metrics.StoreBlocksCompacted.Add(float64(n))
+	}
 	p.announceDeparted(p.store.OldestCompleteRV(p.opts.Now()) - 1)
 	r, err := p.store.Maintain(p.opts.Now(), func(through uint64) error {
 		p.announceDeparted(through)

@@ -60,6 +60,11 @@ var (
 		Namespace: namespace, Name: "store_buckets_removed_total",
 		Help: "Buckets of flows (about 17 s of versions each) removed from disk, by reason (expired, budget).",
 	}, []string{"reason"})
+	// StoreBlocksCompacted counts small blocks merged into bigger ones.
+	StoreBlocksCompacted = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_blocks_compacted_total",
+		Help: "Small blocks of flows (written while flows trickled in) merged into bigger ones.",
+	})
 	// WatchersCutOff counts watches ended because they fell behind.
 	WatchersCutOff = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "watchers_cut_off_total",
@@ -69,6 +74,6 @@ var (
 
 func init() {
 	Registry.MustRegister(FlowsIngested, Requests, ReplayHubbleLostEvents, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
-		FlowsDeleted, StoreBucketsRemoved,
+		FlowsDeleted, StoreBucketsRemoved, StoreBlocksCompacted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

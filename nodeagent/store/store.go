@@ -93,6 +93,8 @@ type Store struct {
 	noIndex atomic.Bool
 	// writeNoIndex: Write writes no posting lists.
 	writeNoIndex bool
+	// compactedThrough: Compact has merged the small blocks up to it.
+	compactedThrough uint64
 }
 
 // Record is a flow with its resource version.
@@ -236,8 +238,13 @@ func (s *Store) Write(recs []Record) error {
 	return nil
 }
 
+// entrySetter is a badger.WriteBatch or a badger.Txn.
+type entrySetter interface {
+	SetEntry(e *badger.Entry) error
+}
+
 // writeIndex writes a block's catalog entry and posting lists.
-func (s *Store) writeIndex(wb *badger.WriteBatch, b *block) error {
+func (s *Store) writeIndex(wb entrySetter, b *block) error {
 	exp := s.expiresAt(b.info.lastRV)
 	if err := wb.SetEntry(&badger.Entry{Key: catalogKey(b.minTime, b.firstRV),
 		Value: b.info.append(nil, b.minTime, b.firstRV), ExpiresAt: exp}); err != nil {

@@ -1,0 +1,199 @@
+package store
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Compaction of small blocks.
+//
+// A write makes blocks of what it holds, and when flows trickle in, each
+// write holds a few: a block of one flow costs a catalog entry, a frame and
+// a posting list per indexed field, compresses poorly, and makes a list
+// open one block per flow. Compact merges runs of consecutive small blocks
+// into full ones, in one transaction per run, so readers (on snapshots)
+// see either the old blocks or the new, never both or neither. Versions
+// are kept, so replays by version and the announcements of departures are
+// unaffected.
+
+// compactBelow is the size under which a block is merged with its
+// neighbours.
+const compactBelow = MaxBlockFlows / 4
+
+// maxRunsPerCompact bounds the work of one Compact, and maxRunBlocks the
+// keys one transaction deletes (Badger bounds a transaction's size).
+const (
+	maxRunsPerCompact = 64
+	maxRunBlocks      = 512
+)
+
+// oldBlock is a block read back for compaction.
+type oldBlock struct {
+	minTime int64
+	firstRV uint64
+	recs    []Record // in version order
+}
+
+// Compact merges runs of small blocks whose versions are all at or below
+// upTo, and returns how many blocks it merged. Call it from the writer's
+// goroutine; upTo should leave the newest blocks alone, where watches join
+// the live stream.
+func (s *Store) Compact(upTo uint64) (int, error) {
+	from := max(s.compactedThrough, s.OldestCompleteRV(time.Now()))
+	runs, through, err := s.smallRuns(from, upTo)
+	if err != nil {
+		return 0, err
+	}
+	merged := 0
+	for _, run := range runs {
+		if err := s.rewrite(run); err != nil {
+			return merged, fmt.Errorf("compact blocks %d to %d: %w", run[0].firstRV, run[len(run)-1].firstRV, err)
+		}
+		merged += len(run)
+	}
+	s.compactedThrough = through
+	return merged, nil
+}
+
+// smallRuns reads the blocks from the one holding version from up to upTo
+// and returns the runs of consecutive small blocks worth merging, and the
+// last version it looked at.
+func (s *Store) smallRuns(from, upTo uint64) ([][]*oldBlock, uint64, error) {
+	var runs [][]*oldBlock
+	var run []*oldBlock
+	flows := 0
+	through := from
+	end := func() {
+		if len(run) > 1 {
+			runs = append(runs, run)
+		}
+		run, flows = nil, 0
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		first, ok := blockOf(txn, from)
+		if !ok {
+			first = 0
+		}
+		var cur *oldBlock
+		done := errors.New("done")
+		// take ends the block in cur: it joins the run, or ends it.
+		take := func() bool {
+			if cur == nil {
+				return true
+			}
+			slices.SortFunc(cur.recs, func(a, b Record) int { return cmp.Compare(a.RV, b.RV) })
+			last := cur.recs[len(cur.recs)-1].RV
+			if last > upTo {
+				return false
+			}
+			through = max(through, last)
+			small := len(cur.recs) < compactBelow
+			if !small || flows+len(cur.recs) > MaxBlockFlows || len(run) == maxRunBlocks {
+				end()
+			}
+			if small {
+				run = append(run, cur)
+				flows += len(cur.recs)
+			}
+			cur = nil
+			return len(runs) < maxRunsPerCompact
+		}
+		err := scanFrames(txn, first, upTo, func(c *cursor) (bool, error) {
+			if cur != nil && cur.firstRV != c.firstRV && !take() {
+				return false, done
+			}
+			if cur == nil {
+				cur = &oldBlock{firstRV: c.firstRV, minTime: int64(^uint64(0) >> 1)}
+			}
+			for _, e := range c.entries {
+				c.cur = e
+				r, err := c.record()
+				if err != nil {
+					return false, err
+				}
+				cur.recs = append(cur.recs, r)
+				cur.minTime = min(cur.minTime, flowTime(r.Flow))
+			}
+			return true, nil
+		})
+		if err == nil {
+			take()
+		}
+		if errors.Is(err, done) {
+			err = nil
+		}
+		return err
+	})
+	end()
+	return runs, through, err
+}
+
+// rewrite replaces a run of blocks by blocks of their flows, in one
+// transaction.
+func (s *Store) rewrite(run []*oldBlock) error {
+	var recs []Record
+	for _, b := range run {
+		recs = append(recs, b.recs...)
+	}
+	blocks := cutBlocks(recs)
+	jobs, err := encodeFrames(blocks)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		// Deletions first: the new first block reuses the keys of the
+		// old first block that share its first version.
+		for _, b := range run {
+			for fr := range frames(len(b.recs)) {
+				if err := txn.Delete(frameKey(b.firstRV, fr)); err != nil {
+					return err
+				}
+			}
+			if err := txn.Delete(catalogKey(b.minTime, b.firstRV)); err != nil {
+				return err
+			}
+			for _, key := range postingKeys(b) {
+				if err := txn.Delete(key); err != nil {
+					return err
+				}
+			}
+		}
+		for _, j := range jobs {
+			if err := txn.Set(frameKey(j.b.firstRV, j.frame), j.out); err != nil {
+				return err
+			}
+		}
+		for _, b := range blocks {
+			if err := s.writeIndex(txn, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// postingKeys returns the keys of the posting lists of a block.
+func postingKeys(b *oldBlock) [][]byte {
+	var keys [][]byte
+	seen := map[string]bool{}
+	for _, r := range b.recs {
+		vals := indexValues(r.Flow)
+		for field := indexField(1); field <= numIndexes; field++ {
+			if vals[field] == "" {
+				continue
+			}
+			key := appendPosition(appendIndexPrefix(nil, field, vals[field]), b.minTime, b.firstRV)
+			if !seen[string(key)] {
+				seen[string(key)] = true
+				keys = append(keys, key)
+			}
+		}
+	}
+	return keys
+}
+

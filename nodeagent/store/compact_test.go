@@ -1,0 +1,81 @@
+package store
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestCompact: blocks written a few flows at a time are merged into full
+// ones; every read answers as before, and Check finds the store sound.
+func TestCompact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	s := openTest(t, Options{Dir: t.TempDir()})
+	rv := uint64(time.Now().Add(-time.Minute).UnixMicro())
+	at := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	var o oracle
+	for range 3000 {
+		n := 1 + rng.IntN(4)
+		if rng.IntN(200) == 0 {
+			n = 2000 // a burst: a big block among small ones
+		}
+		recs := make([]Record, n)
+		for i := range recs {
+			rv++
+			at = at.Add(time.Duration(rng.IntN(2000)) * time.Microsecond)
+			recs[i] = Record{RV: rv, Flow: randomSpec(rng).flow(at, rv)}
+		}
+		if err := s.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+		o = append(o, recs...)
+	}
+	before, err := s.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave the last 100 versions alone, as the pipeline leaves its newest.
+	upTo := o[len(o)-101].RV
+	merged := 0
+	for {
+		n, err := s.Compact(upTo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		merged += n
+	}
+	after, err := s.Check()
+	if err != nil || len(after.Problems) != 0 || after.Flows != len(o) {
+		t.Fatalf("Check after compaction: %d flows of %d, problems %q, %v", after.Flows, len(o), after.Problems, err)
+	}
+	t.Logf("merged %d blocks: %d blocks and %d posting lists before, %d and %d after",
+		merged, before.Blocks, before.PostingLists, after.Blocks, after.PostingLists)
+	if after.Blocks*5 > before.Blocks {
+		t.Fatalf("%d blocks left of %d", after.Blocks, before.Blocks)
+	}
+	sorted := o.listOrder()
+	var got []uint64
+	if err := s.ScanTime(TimeScan{}, func(r Record) bool { got = append(got, r.RV); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if want := sorted.scanTime(TimeScan{}, 0); !slices.Equal(got, want) {
+		t.Fatalf("after compaction ScanTime gives %d flows, oracle %d; first difference %s", len(got), len(want), firstDiff(got, want))
+	}
+	got = got[:0]
+	if err := s.ScanRV(0, rv, func(r Record) bool { got = append(got, r.RV); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(o) || !slices.IsSorted(got) {
+		t.Fatalf("after compaction ScanRV gives %d flows of %d, sorted: %v", len(got), len(o), slices.IsSorted(got))
+	}
+	for range 50 {
+		r := o[rng.IntN(len(o))]
+		if f, err := s.Get(r.RV); err != nil || f.Name != r.Flow.Name {
+			t.Fatalf("Get(%d) after compaction: %v, %v", r.RV, f, err)
+		}
+	}
+}
