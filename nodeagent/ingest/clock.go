@@ -10,7 +10,11 @@ import (
 // persists a ceiling. After a restart the clock starts at the ceiling, so
 // versions keep increasing even if the node's clock went back or a
 // reservation from a faster clock raised them; one durable write per lead.
-const ceilingLead = 10 * time.Second
+// A restarted agent's versions run up to the lead ahead of the wall clock
+// for a while, and a list, whose snapshot is the aggregated server's clock,
+// leaves its newest flows out until the clock catches up (a watch from the
+// list's version gets them): the lead is short for that window to be.
+const ceilingLead = time.Second
 
 // clock is a hybrid logical clock in microseconds since the Unix epoch:
 // each version is the wall clock, or one more than the last version if that
