@@ -232,3 +232,44 @@ func TestCheck(t *testing.T) {
 	damage("a block's catalog entry deleted", func(txn *badger.Txn) error { return txn.Delete(keyWith(prefixCatalog)) },
 		"belongs to no block of the catalog")
 }
+
+// TestOlderLayoutCleared: a store of the layout before blocks (one key per
+// flow under f, t and i) opens, and its keys are gone: development builds'
+// flows are not converted.
+func TestOlderLayoutCleared(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error {
+		for _, k := range []string{"f\x00\x00\x00\x00\x00\x00\x00\x01", "t\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01", "i\x01\x04shop"} {
+			if err := txn.Set([]byte(k), []byte("{}")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t, Options{Dir: dir})
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); k[0] != prefixMeta {
+				t.Errorf("key %q of the older layout left", k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last, err := s.LastRV(); err != nil || last != 0 {
+		t.Fatalf("LastRV of a cleared store: %d, %v", last, err)
+	}
+}
