@@ -25,8 +25,16 @@ type WatchStream interface {
 
 // ServerOptions returns the gRPC server options the service needs.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodec(Codec{}), grpc.MaxRecvMsgSize(1 << 20)}
+	return []grpc.ServerOption{grpc.ForceServerCodec(Codec{}), grpc.MaxRecvMsgSize(1 << 20),
+		// The aggregated server keeps one connection per agent for every
+		// list and watch stream; without a limit of its own the server
+		// advertises none, and clients hold to HTTP/2's default of 100,
+		// which a busy cluster's watches fill.
+		grpc.MaxConcurrentStreams(maxConcurrentStreams)}
 }
+
+// maxConcurrentStreams bounds the calls in flight on one connection.
+const maxConcurrentStreams = 10000
 
 // Register registers srv on s.
 func Register(s *grpc.Server, srv Server) {

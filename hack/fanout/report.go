@@ -1,0 +1,237 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// summary is a latency distribution in milliseconds.
+type summary struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50Ms"`
+	P90   float64 `json:"p90Ms"`
+	P99   float64 `json:"p99Ms"`
+	Max   float64 `json:"maxMs"`
+}
+
+func summarize(d []time.Duration) summary {
+	if len(d) == 0 {
+		return summary{}
+	}
+	d = slices.Clone(d)
+	slices.Sort(d)
+	// Nearest rank: the smallest sample with at least q of them at or
+	// below it.
+	rank := func(q float64) float64 {
+		return ms(d[max(int(math.Ceil(q*float64(len(d))))-1, 0)])
+	}
+	return summary{Count: len(d), P50: rank(0.50), P90: rank(0.90), P99: rank(0.99), Max: ms(d[len(d)-1])}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (s summary) String() string {
+	if s.Count == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (n=%d)", s.P50, s.P90, s.P99, s.Max, s.Count)
+}
+
+type report struct {
+	Setup  setup         `json:"setup"`
+	Lists  []listResult  `json:"lists"`
+	Watch  watchResult   `json:"watch"`
+	Memory memoryResult  `json:"memory"`
+	CPU    []phaseCPU    `json:"cpu"`
+	Agents agentCounters `json:"agents"`
+}
+
+type setup struct {
+	Agents           int     `json:"agents"`
+	Watchers         int     `json:"watchers"`
+	Informers        int     `json:"informers"`
+	PlainWatches     int     `json:"plainWatches"`
+	Rate             float64 `json:"flowsPerSecond"`
+	Warmup           string  `json:"warmup"`
+	Duration         string  `json:"duration"`
+	CPUs             int     `json:"cpus"`
+	StartConcurrency int     `json:"startConcurrency"`
+	WatchersReady    int     `json:"watchersReady"`
+	WatchersReadyS   float64 `json:"watchersReadySeconds"`
+}
+
+type listResult struct {
+	Name         string  `json:"name"`
+	Query        string  `json:"query"`
+	Requests     int     `json:"requests"`
+	Clients      int     `json:"clients"`
+	Errors       int     `json:"errors"`
+	Warnings     int     `json:"warnings"`
+	ItemsPerList float64 `json:"itemsPerList"`
+	Latency      summary `json:"latency"`
+	// ServerMeanMs is flowscope-apiserver's own mean time for these
+	// lists (apiserver_request_duration_seconds); the rest of the client's
+	// latency is kube-apiserver's proxy, the network and decoding.
+	ServerMeanMs float64 `json:"serverMeanMs"`
+	FirstError   string  `json:"firstError,omitempty"`
+}
+
+type watchResult struct {
+	Kinds []kindResult `json:"kinds"`
+	// IngestToHandler is handler time − resourceVersion, which the agent
+	// assigns at ingest from its clock in microseconds since the epoch.
+	IngestToHandler summary `json:"ingestToHandler"`
+	// WriteToHandler is handler time − the time the harness appended the
+	// line to the replay file: IngestToHandler plus the agent's tail and
+	// parse.
+	WriteToHandler summary `json:"writeToHandler"`
+	// WriteToIngest is, per flow, resourceVersion − the line's write time.
+	WriteToIngest summary `json:"writeToIngest"`
+	// Windows are IngestToHandler by when the handler ran, in windows of
+	// latencyWindow from the start of the measurement.
+	Windows []window `json:"windows"`
+
+	FlowsWritten     int64    `json:"flowsWritten"`
+	WrittenPerSecond float64  `json:"flowsWrittenPerSecond"`
+	Expected         int64    `json:"expectedDeliveries"`
+	Delivered        int64    `json:"delivered"`
+	Missing          int64    `json:"missing"`
+	WatchersMissing  int      `json:"watchersMissingFlows"`
+	Duplicates       int64    `json:"duplicates"`
+	Unexpected       int64    `json:"unexpected"`
+	EventsPerSecond  float64  `json:"eventsPerSecond"`
+	Untracked        int64    `json:"untracked"`
+	InformerUpdates  int64    `json:"informerUpdates"`
+	Restarts         int      `json:"watchRestarts"`
+	Errors           int      `json:"errors"`
+	FirstErrors      []string `json:"firstErrors,omitempty"`
+}
+
+type window struct {
+	StartS          float64 `json:"startSeconds"`
+	IngestToHandler summary `json:"ingestToHandler"`
+}
+
+type kindResult struct {
+	kind
+	Watchers        int     `json:"watchers"`
+	EventsPerSecond float64 `json:"eventsPerWatcherPerSecond"`
+	IngestToHandler summary `json:"ingestToHandler"`
+	Missing         int64   `json:"missing"`
+}
+
+type memoryResult struct {
+	APIServerRSSBefore   int64   `json:"apiserverRSSBeforeBytes"`
+	APIServerRSSWatching int64   `json:"apiserverRSSWatchingBytes"`
+	APIServerRSSMax      int64   `json:"apiserverRSSMaxBytes"`
+	HeapBefore           float64 `json:"apiserverHeapInuseBeforeBytes"`
+	HeapWatching         float64 `json:"apiserverHeapInuseWatchingBytes"`
+	RSSPerWatcher        float64 `json:"apiserverRSSPerWatcherBytes"`
+	HeapPerWatcher       float64 `json:"apiserverHeapPerWatcherBytes"`
+	AgentsRSS            int64   `json:"agentsRSSBytes"`
+	KubeAPIServerRSS     int64   `json:"kubeAPIServerRSSBytes"`
+	HarnessRSS           int64   `json:"harnessRSSBytes"`
+}
+
+type phaseCPU struct {
+	Phase   string             `json:"phase"`
+	Seconds float64            `json:"seconds"`
+	Cores   map[string]float64 `json:"cores"`
+	// Others is what the rest of the machine used meanwhile.
+	Others float64 `json:"otherProcessesCores"`
+}
+
+func newPhaseCPU(phase string, from, to snapshot) phaseCPU {
+	c, others := cores(from, to)
+	return phaseCPU{Phase: phase, Seconds: to.at.Sub(from.at).Seconds(), Cores: c, Others: others}
+}
+
+// agentCounters are the agents' metrics, summed, over the watch phase.
+type agentCounters struct {
+	Ingested    float64 `json:"flowsIngested"`
+	Dropped     float64 `json:"flowsDropped"`
+	Streams     float64 `json:"watchStreams"`
+	CutOff      float64 `json:"watchersCutOff"`
+	MeanBatchMs float64 `json:"meanIngestBatchMs"`
+}
+
+func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
+
+func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/(1<<10)) }
+
+func (r *report) print(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	s := r.Setup
+	p("Flowscope fan-out benchmark")
+	p("  %d agents (replay source, own Badger store each), %d watchers (%d informers, %d plain watches), %.0f flows/s across the agents, %d CPUs",
+		s.Agents, s.Watchers, s.Informers, s.PlainWatches, s.Rate, s.CPUs)
+	p("  warm-up %s, watch measurement %s; every request goes client → kube-apiserver → flowscope-apiserver → agents", s.Warmup, s.Duration)
+	p("")
+	p("List latency (with flows being ingested, no watchers)")
+	for _, l := range r.Lists {
+		p("  %-11s kubectl get flows %s", l.Name, l.Query)
+		p("              %s", l.Latency)
+		p("              %d requests by %d clients, %.0f items per list, %d errors, %d warnings; flowscope-apiserver mean %.1f ms",
+			l.Requests, l.Clients, l.ItemsPerList, l.Errors, l.Warnings, l.ServerMeanMs)
+		if l.FirstError != "" {
+			p("              first error: %s", l.FirstError)
+		}
+	}
+	p("")
+	wr := r.Watch
+	p("Watch latency (%d of %d watchers ready %.0f s after starting, at most %d starting at once)", s.WatchersReady, s.Watchers, s.WatchersReadyS, s.StartConcurrency)
+	p("  agent ingest → handler  %s", wr.IngestToHandler)
+	p("  line written → handler  %s", wr.WriteToHandler)
+	p("  line written → ingest   %s", wr.WriteToIngest)
+	p("  (ingest time is the flow's resourceVersion: the agent's hybrid logical clock, µs since the epoch, same machine)")
+	for _, win := range wr.Windows {
+		p("    from %3.0f s  %s", win.StartS, win.IngestToHandler)
+	}
+	for _, k := range wr.Kinds {
+		reach := "one agent"
+		if k.FanOut {
+			reach = "all agents"
+		}
+		p("  %-11s %3d watchers, %5.1f events/s each, %s: kubectl get flows %s", k.Name, k.Watchers, k.EventsPerSecond, reach, k.Pattern)
+		p("              ingest → handler %s; missing %d", k.IngestToHandler, k.Missing)
+	}
+	p("  flows written %d (%.0f/s of the %.0f/s asked: the generator skips what a stall made it miss), deliveries expected %d, delivered %d (%.0f events/s), missing %d (in %d watchers), duplicates %d, unexpected %d",
+		wr.FlowsWritten, wr.WrittenPerSecond, s.Rate, wr.Expected, wr.Delivered, wr.EventsPerSecond, wr.Missing, wr.WatchersMissing, wr.Duplicates, wr.Unexpected)
+	p("  watch restarts %d, informer updates (relists) %d, errors %d", wr.Restarts, wr.InformerUpdates, wr.Errors)
+	for _, e := range wr.FirstErrors {
+		p("    %s", e)
+	}
+	p("")
+	m := r.Memory
+	p("Memory")
+	p("  flowscope-apiserver RSS %s before the watchers, %s with %d (max %s): %s per watcher",
+		mib(float64(m.APIServerRSSBefore)), mib(float64(m.APIServerRSSWatching)), s.Watchers, mib(float64(m.APIServerRSSMax)), kib(m.RSSPerWatcher))
+	if m.HeapBefore > 0 && m.HeapWatching > 0 {
+		p("  flowscope-apiserver Go heap in use %s before, %s with the watchers: %s per watcher",
+			mib(m.HeapBefore), mib(m.HeapWatching), kib(m.HeapPerWatcher))
+	} else {
+		p("  flowscope-apiserver Go heap: its /metrics did not answer")
+	}
+	p("  agents RSS %s in total (%s each), kube-apiserver %s, harness %s",
+		mib(float64(m.AgentsRSS)), mib(float64(m.AgentsRSS)/float64(max(s.Agents, 1))), mib(float64(m.KubeAPIServerRSS)), mib(float64(m.HarnessRSS)))
+	p("")
+	p("CPU (cores busy; %d available)", s.CPUs)
+	for _, c := range r.CPU {
+		var parts []string
+		total := 0.0
+		for _, name := range slices.Sorted(maps.Keys(c.Cores)) {
+			parts = append(parts, fmt.Sprintf("%s %.2f", name, c.Cores[name]))
+			total += c.Cores[name]
+		}
+		p("  %-8s (%3.0f s) total %.2f: %s; other processes on the machine %.2f", c.Phase, c.Seconds, total, strings.Join(parts, ", "), c.Others)
+	}
+	a := r.Agents
+	p("")
+	p("Agents during the watch phase: %.0f flows ingested, %.0f dropped, %.0f watch streams open, %.0f cut off as too slow, mean ingest batch %.2f ms",
+		a.Ingested, a.Dropped, a.Streams, a.CutOff, a.MeanBatchMs)
+}
