@@ -72,7 +72,9 @@ func (g *DiskGuard) Admit(n int) bool {
 		return true
 	}
 	now := g.now()
-	if g.checkedAt.IsZero() || now.Sub(g.checkedAt) >= g.interval {
+	// While full, look again for every batch: a statfs costs little next
+	// to dropping flows, and ingest resumes as soon as there is room.
+	if g.full || g.checkedAt.IsZero() || now.Sub(g.checkedAt) >= g.interval {
 		g.check(now)
 	}
 	if !g.full {

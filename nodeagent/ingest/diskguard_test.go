@@ -59,9 +59,12 @@ func TestDiskGuard(t *testing.T) {
 		steps: []step{
 			{free: 1 << 30, admit: true, statfs: true},
 			{after: time.Second, free: 10 << 20, statfs: true},
-			// Within the interval the guard trusts its last look.
-			{after: 500 * time.Millisecond, free: 1 << 30},
-			{after: 500 * time.Millisecond, free: 1 << 30, admit: true, statfs: true},
+			// While full the guard looks at every batch: ingest resumes
+			// with the first batch after space returns.
+			{after: 100 * time.Millisecond, free: 10 << 20, statfs: true},
+			{after: 100 * time.Millisecond, free: 1 << 30, admit: true, statfs: true},
+			// With room again it trusts its last look for an interval.
+			{after: 100 * time.Millisecond, free: 10 << 20, admit: true},
 		},
 	}, {
 		name: "filling within an interval is seen at the next",
