@@ -136,9 +136,15 @@ func (r *watchRecorder) wrap(opts metav1.ListOptions, w watch.Interface) watch.I
 	r.mu.Unlock()
 	live := opts.SendInitialEvents == nil || !*opts.SendInitialEvents
 	var last uint64
+	// expired: after a 410 the reflector stops the watch, and client-go may
+	// still report the body it closed ("http2: response body closed").
+	var expired bool
 	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if expired {
+			return e, true
+		}
 		switch e.Type {
 		case watch.Bookmark:
 			if f, ok := e.Object.(*v1alpha1.Flow); ok && f.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
@@ -157,6 +163,7 @@ func (r *watchRecorder) wrap(opts metav1.ListOptions, w watch.Interface) watch.I
 		case watch.Error:
 			if err := apierrors.FromObject(e.Object); apierrors.IsResourceExpired(err) {
 				r.expired++
+				expired = true
 			} else {
 				r.problems = append(r.problems, fmt.Sprintf("watch %d: error %v", id, err))
 			}
