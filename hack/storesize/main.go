@@ -9,7 +9,7 @@
 // variant writes them with store.Open and Store.Write in batches with
 // increasing resource versions, closes the database (Badger flushes its
 // memtables into tables), and sums the disk usage of the directory as du
-// does. A batch is what one write of the ingest pipeline holds: up to 1024
+// does. A batch is what one write of the ingest pipeline holds: up to 4096
 // flows under load, fewer when flows trickle in; a block never spans two
 // batches, so small batches compress less.
 package main
@@ -35,7 +35,7 @@ import (
 func main() {
 	n := flag.Int("n", 1000000, "flows to write")
 	dir := flag.String("dir", "", "work directory (default: a new temporary one, removed at exit)")
-	batches := flag.String("batches", "1024,64", "comma-separated flows per write batch, one store each")
+	batches := flag.String("batches", "4096,64", "comma-separated flows per write batch, one store each (the agent writes up to 4096)")
 	noIndex := flag.Bool("noindex", true, "also measure a store without posting lists (batches of the first size)")
 	flag.Parse()
 	if err := run(*n, *dir, *batches, *noIndex); err != nil {
