@@ -196,4 +196,3 @@ func postingKeys(b *oldBlock) [][]byte {
 	}
 	return keys
 }
-
