@@ -8,15 +8,19 @@ import (
 )
 
 // Posting lists: the positions, in a block's storage order, of the flows that
-// hold one index value. A value most flows hold (a verdict, a protocol)
-// is cheapest as a bitmap, a rare one as a list of deltas; each list takes
-// whichever form is smaller:
+// hold one index value. A block groups its flows by endpoints, so the
+// positions of a namespace, a pod, a workload or a port mostly come in
+// runs, cheapest as runs; a value scattered among many flows (a verdict, a
+// protocol) is cheapest as a bitmap, a rare one as a list of deltas. Each
+// list takes whichever form is smallest:
 //
 //	'l' uvarint(n) uvarint(first) uvarint(gap-1)...
 //	'm' uvarint(n) bitmap (bit i of byte i/8 is position i; up to the last set bit)
+//	'r' uvarint(n) uvarint(runs) then per run uvarint(gap before it) uvarint(length-1)
 const (
 	postingList   = 'l'
 	postingBitmap = 'm'
+	postingRuns   = 'r'
 )
 
 // postings returns, per indexed field, each value's positions in b.
@@ -38,14 +42,33 @@ func (b *block) postings() [numIndexes + 1]map[string][]uint32 {
 
 // appendPostingList appends the encoding of pos, increasing positions.
 func appendPostingList(dst []byte, pos []uint32) []byte {
-	listLen := 0
+	listLen, runsLen, runs := 0, 0, 0
 	prev := -1
-	for _, x := range pos {
-		listLen += uvarintLen(uint64(int(x) - prev - 1))
+	for i, x := range pos {
+		gap := int(x) - prev - 1
+		listLen += uvarintLen(uint64(gap))
+		if i == 0 || gap > 0 {
+			runs++
+			runsLen += uvarintLen(uint64(gap)) + uvarintLen(uint64(runLength(pos[i:])-1))
+		}
 		prev = int(x)
 	}
+	runsLen += uvarintLen(uint64(runs))
 	bitmapLen := int(pos[len(pos)-1])/8 + 1
-	if bitmapLen < listLen {
+	switch {
+	case runsLen <= listLen && runsLen <= bitmapLen:
+		dst = append(dst, postingRuns)
+		dst = binary.AppendUvarint(dst, uint64(len(pos)))
+		dst = binary.AppendUvarint(dst, uint64(runs))
+		prev = -1
+		for i := 0; i < len(pos); {
+			n := runLength(pos[i:])
+			dst = binary.AppendUvarint(dst, uint64(int(pos[i])-prev-1))
+			dst = binary.AppendUvarint(dst, uint64(n-1))
+			prev = int(pos[i+n-1])
+			i += n
+		}
+	case bitmapLen < listLen:
 		dst = append(dst, postingBitmap)
 		dst = binary.AppendUvarint(dst, uint64(len(pos)))
 		start := len(dst)
@@ -53,16 +76,25 @@ func appendPostingList(dst []byte, pos []uint32) []byte {
 		for _, x := range pos {
 			dst[start+int(x)/8] |= 1 << (x % 8)
 		}
-		return dst
-	}
-	dst = append(dst, postingList)
-	dst = binary.AppendUvarint(dst, uint64(len(pos)))
-	prev = -1
-	for _, x := range pos {
-		dst = binary.AppendUvarint(dst, uint64(int(x)-prev-1))
-		prev = int(x)
+	default:
+		dst = append(dst, postingList)
+		dst = binary.AppendUvarint(dst, uint64(len(pos)))
+		prev = -1
+		for _, x := range pos {
+			dst = binary.AppendUvarint(dst, uint64(int(x)-prev-1))
+			prev = int(x)
+		}
 	}
 	return dst
+}
+
+// runLength returns how many positions from pos[0] on follow each other.
+func runLength(pos []uint32) int {
+	n := 1
+	for n < len(pos) && pos[n] == pos[n-1]+1 {
+		n++
+	}
+	return n
 }
 
 func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
@@ -71,7 +103,7 @@ var errMalformedPostings = errors.New("malformed posting list")
 
 // postingCount returns the number of positions of an encoded list.
 func postingCount(v []byte) (int, error) {
-	if len(v) < 2 || (v[0] != postingList && v[0] != postingBitmap) {
+	if len(v) < 2 || (v[0] != postingList && v[0] != postingBitmap && v[0] != postingRuns) {
 		return 0, errMalformedPostings
 	}
 	n, l := binary.Uvarint(v[1:])
@@ -97,6 +129,29 @@ func decodePostingList(dst []uint32, v []byte) ([]uint32, error) {
 				b := bits.TrailingZeros8(by)
 				dst = append(dst, uint32(i*8+b))
 				by &^= 1 << b
+			}
+		}
+	case postingRuns:
+		runs, l := binary.Uvarint(v)
+		if l <= 0 || runs > uint64(n) {
+			return dst, errMalformedPostings
+		}
+		v = v[l:]
+		prev := -1
+		for range runs {
+			gap, l1 := binary.Uvarint(v)
+			if l1 <= 0 {
+				return dst, errMalformedPostings
+			}
+			length, l2 := binary.Uvarint(v[l1:])
+			if l2 <= 0 || gap >= MaxBlockFlows || length >= MaxBlockFlows || len(dst)-start+int(length)+1 > n {
+				return dst, errMalformedPostings
+			}
+			v = v[l1+l2:]
+			for range length + 1 {
+				prev += int(gap) + 1
+				gap = 0
+				dst = append(dst, uint32(prev))
 			}
 		}
 	case postingList:
