@@ -55,6 +55,7 @@ type Options struct {
 	Kubeconfig         string
 	QueueSize          int
 	WatchBuffer        int
+	ProgressInterval   time.Duration
 	MinFreeDisk        resource.QuantityValue
 
 	Capture               string
@@ -75,6 +76,7 @@ func NewOptions() *Options {
 		AllowedClientNames: []string{"flowscope-apiserver"},
 		QueueSize:          1 << 16,
 		WatchBuffer:        4096,
+		ProgressInterval:   20 * time.Millisecond,
 		MinFreeDisk:        resource.QuantityValue{Quantity: resource.MustParse("256Mi")},
 
 		Capture:               CaptureAll,
@@ -104,6 +106,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
 	fs.Var(&o.MinFreeDisk, "min-free-disk", "Free space below which the data directory's filesystem takes no more flows: they are dropped and counted (reason disk_full) until space returns. It must cover a second of ingest, a memtable (16Mi) and compactions; 0 disables the check, and Badger then crashes when the disk fills.")
 	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per watch before it falls back to reading the store.")
+	fs.DurationVar(&o.ProgressInterval, "progress-interval", o.ProgressInterval, "How often watches get this agent's watermark. A merged watch releases a flow once every agent's watermark has passed it, so this bounds its latency; each tick costs a message per watch stream.")
 	fs.StringVar(&o.Capture, "capture", o.Capture, "eBPF capture: all (every packet of the attached interfaces), selected (only what active watches select), or off.")
 	fs.StringSliceVar(&o.Interfaces, "interfaces", o.Interfaces, "Glob patterns of the interfaces to attach to, typically the host sides of pod veths.")
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
@@ -135,6 +138,9 @@ func (o *Options) Validate() []error {
 	}
 	if o.MinFreeDisk.Sign() < 0 {
 		errs = append(errs, errors.New("--min-free-disk must not be negative"))
+	}
+	if o.ProgressInterval < time.Millisecond {
+		errs = append(errs, errors.New("--progress-interval must be at least 1ms"))
 	}
 	if o.Retention < time.Minute {
 		errs = append(errs, errors.New("--retention must be at least 1m"))
@@ -175,7 +181,7 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
-		SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond,
+		SyncInterval: time.Second, ProgressInterval: o.ProgressInterval,
 		DiskGuard: guard,
 	})
 	if err != nil {
