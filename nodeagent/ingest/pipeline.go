@@ -38,9 +38,12 @@ type Options struct {
 	// SyncInterval is how often writes are made durable: a crash loses at
 	// most this much.
 	SyncInterval time.Duration
-	// ProgressInterval is how often watchers get the watermark, and the
-	// deletion of departed flows.
+	// ProgressInterval is how often watchers get the watermark.
 	ProgressInterval time.Duration
+	// DepartureInterval is how often watchers are told of the flows that
+	// have left the store; default 1s. Finding them reads a block from
+	// the store, too costly for every watermark.
+	DepartureInterval time.Duration
 	// MaintainInterval is how often departed flows are removed from disk
 	// and the store's budget enforced; default 30s.
 	MaintainInterval time.Duration
@@ -84,6 +87,9 @@ func New(st *store.Store, h *hub.Hub, opts Options) (*Pipeline, error) {
 	}
 	if opts.MaintainInterval <= 0 {
 		opts.MaintainInterval = 30 * time.Second
+	}
+	if opts.DepartureInterval <= 0 {
+		opts.DepartureInterval = time.Second
 	}
 	last, err := st.LastRV()
 	if err != nil {
@@ -190,6 +196,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer syncTick.Stop()
 	maintainTick := time.NewTicker(p.opts.MaintainInterval)
 	defer maintainTick.Stop()
+	departureTick := time.NewTicker(p.opts.DepartureInterval)
+	defer departureTick.Stop()
 	batch := make([]*v1alpha1.Flow, 0, p.opts.BatchSize)
 	for {
 		select {
@@ -225,6 +233,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			} else {
 				p.hub.Progress(rv)
 			}
+		case <-departureTick.C:
 			p.announceDeparted(p.store.OldestCompleteRV(p.opts.Now()) - 1)
 		case <-maintainTick.C:
 			p.maintain()

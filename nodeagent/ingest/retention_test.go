@@ -39,7 +39,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 	defer st.Close()
 	h := hub.New(100)
 	p, err := New(st, h, Options{NodeName: "node-a", QueueSize: 100, BatchSize: 10, SyncInterval: time.Hour,
-		ProgressInterval: 5 * time.Millisecond, MaintainInterval: time.Hour, Now: clock.now})
+		ProgressInterval: 5 * time.Millisecond, DepartureInterval: 5 * time.Millisecond, MaintainInterval: time.Hour, Now: clock.now})
 	if err != nil {
 		t.Fatal(err)
 	}
