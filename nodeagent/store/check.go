@@ -82,7 +82,7 @@ func (s *Store) Check() (CheckReport, error) {
 			if b != nil && indexed {
 				for field, values := range b.postings() {
 					for v, pos := range values {
-						k := appendPosition(appendIndexPrefix(nil, indexField(field), v), minTime, firstRV)
+						k := appendPostingKey(nil, indexField(field), v, minTime, firstRV)
 						want[string(k)] = hash(appendPostingList(nil, pos))
 					}
 				}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -56,7 +57,14 @@ func (s *Store) Compact(upTo uint64) (int, error) {
 		}
 		merged += len(run)
 	}
-	s.compactedThrough = through
+	// Kept, so that a restarted agent does not read its whole store again
+	// to find small blocks: one small write per call.
+	if through > s.compactedThrough {
+		if err := s.SetMeta(metaCompactedThrough, binary.BigEndian.AppendUint64(nil, through)); err != nil {
+			return merged, err
+		}
+		s.compactedThrough = through
+	}
 	return merged, nil
 }
 
@@ -163,17 +171,7 @@ func (s *Store) rewrite(run []*oldBlock) error {
 				}
 			}
 		}
-		for _, j := range jobs {
-			if err := txn.Set(frameKey(j.b.firstRV, j.frame), j.out); err != nil {
-				return err
-			}
-		}
-		for _, b := range blocks {
-			if err := s.writeIndex(txn, b); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.writeBlocks(txn, blocks, jobs)
 	})
 }
 
@@ -187,7 +185,7 @@ func postingKeys(b *oldBlock) [][]byte {
 			if vals[field] == "" {
 				continue
 			}
-			key := appendPosition(appendIndexPrefix(nil, field, vals[field]), b.minTime, b.firstRV)
+			key := appendPostingKey(nil, field, vals[field], b.minTime, b.firstRV)
 			if !seen[string(key)] {
 				seen[string(key)] = true
 				keys = append(keys, key)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -47,6 +48,10 @@ func TestCompact(t *testing.T) {
 			break
 		}
 		merged += n
+	}
+	// Where compaction stopped is kept for the next agent.
+	if raw, err := s.GetMeta(metaCompactedThrough); err != nil || len(raw) != 8 || binary.BigEndian.Uint64(raw) != s.compactedThrough || s.compactedThrough > upTo {
+		t.Fatalf("kept compaction position %x, %v; in memory %d, up to %d", raw, err, s.compactedThrough, upTo)
 	}
 	after, err := s.Check()
 	if err != nil || len(after.Problems) != 0 || after.Flows != len(o) {

@@ -111,6 +111,12 @@ func appendIndexPrefix(b []byte, field indexField, value string) []byte {
 	return append(b, value...)
 }
 
+// appendPostingKey appends the key of one value's posting list in the
+// block at catalog position (minTime, firstRV).
+func appendPostingKey(b []byte, field indexField, value string, minTime int64, firstRV uint64) []byte {
+	return appendPosition(appendIndexPrefix(b, field, value), minTime, firstRV)
+}
+
 // indexPrefix is the prefix of one index value's range.
 func indexPrefix(field indexField, value string) []byte {
 	return appendIndexPrefix(make([]byte, 0, 3+len(value)+positionLen), field, value)

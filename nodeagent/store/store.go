@@ -60,8 +60,10 @@ const (
 	metaFormat    = "store.format"
 	currentFormat = "blocks/1"
 	metaNoIndex   = "store.noIndex"
-	// metaEvictedThrough holds Store.evictedThrough.
-	metaEvictedThrough = "store.evictedThrough"
+	// metaEvictedThrough and metaCompactedThrough hold
+	// Store.evictedThrough and Store.compactedThrough.
+	metaEvictedThrough   = "store.evictedThrough"
+	metaCompactedThrough = "store.compactedThrough"
 )
 
 // Options configure a Store.
@@ -179,6 +181,12 @@ func (s *Store) initFormat() error {
 	if len(raw) == 8 {
 		s.evictedThrough.Store(binary.BigEndian.Uint64(raw))
 	}
+	if raw, err = s.GetMeta(metaCompactedThrough); err != nil {
+		return err
+	}
+	if len(raw) == 8 {
+		s.compactedThrough = binary.BigEndian.Uint64(raw)
+	}
 	return nil
 }
 
@@ -214,15 +222,8 @@ func (s *Store) Write(recs []Record) error {
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, j := range jobs {
-		if err := wb.Set(frameKey(j.b.firstRV, j.frame), j.out); err != nil {
-			return fmt.Errorf("write block %d: %w", j.b.firstRV, err)
-		}
-	}
-	for _, b := range blocks {
-		if err := s.writeIndex(wb, b); err != nil {
-			return fmt.Errorf("write block %d: %w", b.firstRV, err)
-		}
+	if err := s.writeBlocks(wb, blocks, jobs); err != nil {
+		return err
 	}
 	if s.writeNoIndex {
 		// Until the last of these blocks has expired, Query scans.
@@ -243,6 +244,22 @@ type entrySetter interface {
 	SetEntry(e *badger.Entry) error
 }
 
+// writeBlocks writes blocks: their encoded frames, catalog entries and
+// posting lists.
+func (s *Store) writeBlocks(w entrySetter, blocks []*block, jobs []frameJob) error {
+	for _, j := range jobs {
+		if err := w.SetEntry(&badger.Entry{Key: frameKey(j.b.firstRV, j.frame), Value: j.out}); err != nil {
+			return fmt.Errorf("write block %d: %w", j.b.firstRV, err)
+		}
+	}
+	for _, b := range blocks {
+		if err := s.writeIndex(w, b); err != nil {
+			return fmt.Errorf("write block %d: %w", b.firstRV, err)
+		}
+	}
+	return nil
+}
+
 // writeIndex writes a block's catalog entry and posting lists.
 func (s *Store) writeIndex(wb entrySetter, b *block) error {
 	exp := s.expiresAt(b.info.lastRV)
@@ -259,8 +276,7 @@ func (s *Store) writeIndex(wb entrySetter, b *block) error {
 	for field, values := range b.postings() {
 		for v, pos := range values {
 			start := len(buf)
-			buf = appendIndexPrefix(buf, indexField(field), v)
-			buf = appendPosition(buf, b.minTime, b.firstRV)
+			buf = appendPostingKey(buf, indexField(field), v, b.minTime, b.firstRV)
 			key := buf[start:len(buf):len(buf)]
 			start = len(buf)
 			buf = appendPostingList(buf, pos)
