@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -127,19 +125,8 @@ func startReplica(t *testing.T) versioned.Interface {
 			args[i] = "--secure-port=" + port
 		}
 	}
-	logf, err := os.Create(filepath.Join(sys.Out, "logs", "flowscope-apiserver-replica.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	const name = "flowscope-apiserver-replica"
+	cmd, exited := sys.Spawn(t, name, args)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		<-exited
@@ -153,7 +140,7 @@ func startReplica(t *testing.T) versioned.Interface {
 	eventually(t, 60*time.Second, "the second replica to be ready", func() (bool, string) {
 		select {
 		case <-exited:
-			t.Fatalf("the second replica exited; see %s", logf.Name())
+			t.Fatalf("the second replica exited; see %s", filepath.Join(sys.Out, "logs", name+".log"))
 		default:
 		}
 		resp, err := hc.Get(cfg.Host + "/readyz")

@@ -295,23 +295,33 @@ func (s *System) signal(t *testing.T, component string, sig syscall.Signal) []st
 
 // start starts a component with args, records its pid where local-down
 // looks, and waits until flows can be listed with no agent missing.
-func (s *System) start(t *testing.T, component string, args []string) {
+// Spawn starts args in a session of its own, as local-up.sh starts the
+// components, with its output appended to logs/<name>.log. exited is
+// closed once it has been reaped.
+func (s *System) Spawn(t *testing.T, name string, args []string) (cmd *exec.Cmd, exited <-chan struct{}) {
 	t.Helper()
-	logf, err := os.OpenFile(filepath.Join(s.Out, "logs", component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	logf, err := os.OpenFile(filepath.Join(s.Out, "logs", name+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd = exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	return cmd, done
+}
+
+func (s *System) start(t *testing.T, component string, args []string) {
+	t.Helper()
+	cmd, _ := s.Spawn(t, component, args)
 	if err := os.WriteFile(s.pidFile(component), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = cmd.Wait() }()
 	Eventually(t, 60*time.Second, component+" to serve again", func() (bool, string) {
 		_, stderr, err := s.KubectlAs("", "get", "flows", "-A", "--field-selector", "until=2000-01-01T00:00:00Z")
 		return err == nil && !strings.Contains(stderr, "Warning"), stderr
