@@ -1,6 +1,9 @@
 package agents
 
-import "google.golang.org/grpc/connectivity"
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+)
 
 // Dialed reports whether the Leases were read once and a connection to
 // every agent known was attempted, whatever its outcome: from then on a
@@ -15,9 +18,13 @@ func (p *Pool) Dialed() bool {
 	}
 	dialed := true
 	for _, a := range p.agents {
-		switch a.conn.GetState() {
+		conn, ok := a.conn.(*grpc.ClientConn)
+		if !ok {
+			continue
+		}
+		switch conn.GetState() {
 		case connectivity.Idle:
-			a.conn.Connect()
+			conn.Connect()
 			dialed = false
 		case connectivity.Connecting:
 			dialed = false

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -34,7 +35,11 @@ type Agent struct {
 	Node    string
 	Address string
 	*agentapi.Client
-	conn *grpc.ClientConn
+	conn grpc.ClientConnInterface
+	sess *session
+	// ctx lives as long as the agent is in the pool.
+	ctx   context.Context
+	close context.CancelFunc
 }
 
 // Pool is the set of known agents. It is safe for concurrent use.
@@ -49,6 +54,8 @@ type Pool struct {
 	synced func() bool
 	// changed is closed, and replaced, when an agent joins or leaves.
 	changed chan struct{}
+
+	progress Broadcast
 }
 
 // NewPool returns a pool that dials agents with tlsConfig. serverName, when
@@ -179,7 +186,7 @@ func (p *Pool) reconcileLocked() {
 	for node, a := range p.agents {
 		if want[node] != a.Address {
 			klog.InfoS("Agent left", "node", node, "address", a.Address)
-			_ = a.conn.Close()
+			a.shutdown()
 			delete(p.agents, node)
 			changed = true
 		}
@@ -203,16 +210,17 @@ func (p *Pool) reconcileLocked() {
 	}
 }
 
-// Keepalive and redial settings of the agent connections. A watch stream
-// carries its agent's PROGRESS every 100 ms, so a connection with streams
-// that stays silent for keepaliveTime (gRPC's floor) is suspect: its ping
-// must be answered within keepaliveTimeout or the connection is closed and
-// its streams fail, so watches reconnect instead of waiting on a dead peer
-// (a crashed node, a dropped route) until TCP gives up after minutes. A
-// healthy agent is never pinged, so the agents' default ping enforcement
-// holds; idle connections are not pinged at all, and unary calls have
-// their own timeout. The redial backoff is capped far below gRPC's default
-// of 120 s so that an agent that restarts rejoins within seconds.
+// Keepalive and redial settings of the agent connections. An agent's
+// session carries its watermark every 20 ms while watches exist, so a
+// connection with a session that stays silent for keepaliveTime (gRPC's
+// floor) is suspect: its ping must be answered within keepaliveTimeout or
+// the connection is closed and the session fails, so watches resubscribe
+// instead of waiting on a dead peer (a crashed node, a dropped route)
+// until TCP gives up after minutes. A healthy agent is never pinged, so
+// the agents' default ping enforcement holds; idle connections are not
+// pinged at all, and unary calls have their own timeout. The redial
+// backoff is capped far below gRPC's default of 120 s so that an agent
+// that restarts rejoins within seconds.
 const (
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 5 * time.Second
@@ -235,15 +243,37 @@ func (p *Pool) dial(node, addr string) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{Node: node, Address: addr, Client: agentapi.NewClient(conn), conn: conn}, nil
+	return NewAgent(node, addr, conn, &p.progress), nil
 }
+
+// NewAgent returns the agent at addr reached over conn, whose watermarks
+// are announced on progress. Pools make their agents; tests make theirs.
+func NewAgent(node, addr string, conn grpc.ClientConnInterface, progress *Broadcast) *Agent {
+	ctx, cancel := context.WithCancel(context.Background())
+	client := agentapi.NewClient(conn)
+	return &Agent{Node: node, Address: addr, Client: client, conn: conn,
+		sess: newSession(client, node, progress.Notify), ctx: ctx, close: cancel}
+}
+
+func (a *Agent) shutdown() {
+	a.close()
+	if c, ok := a.conn.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// Progressed returns a channel closed, at most every progressCoalesce,
+// after some agent's watermark advanced; watches wait on it to release
+// flows. Coalescing keeps the wake-ups of W watches at W per interval
+// however many agents tick.
+func (p *Pool) Progressed() <-chan struct{} { return p.progress.Wait() }
 
 // Close closes every connection.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for node, a := range p.agents {
-		_ = a.conn.Close()
+		a.shutdown()
 		delete(p.agents, node)
 	}
 }

@@ -35,12 +35,15 @@ import (
 //	filter  namespace str, labelSelector str, fieldSelector str,
 //	        since opt time, until opt time
 //	cursor  time, node str, rv uv
-//	event   byte: 0 ADDED, 1 DELETED, 2 PROGRESS
+//	event   byte: 0 ADDED, 1 DELETED, 2 PROGRESS, 3 CAUGHT_UP, 4 ENDED
 //
 // ListRequest: filter, snapshotRV uv, after opt cursor, limit zz.
 // ListResponse: snapshotRV uv, more bool, uv n, n flows.
 // GetRequest: rv uv, namespace str. GetResponse: flow.
 // WatchRequest: filter, fromRV uv. WatchEvent: event, rv uv, opt flow.
+// SessionRequest: id uv, cancel bool, filter, fromRV uv.
+// SessionEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
+// message str.
 const WireVersion = 1
 
 // ErrWire is matched by every decoding error of a message.
@@ -53,9 +56,11 @@ const (
 	kindGetResponse
 	kindWatchRequest
 	kindWatchEvent
+	kindSessionRequest
+	kindSessionEvent
 )
 
-var eventTypes = []EventType{Added, Deleted, Progress}
+var eventTypes = []EventType{Added, Deleted, Progress, CaughtUp, Ended}
 
 // Codec is the gRPC codec of the agent API: compact, and fast to encode
 // and decode for the flows of large list pages, which dominate the
@@ -107,6 +112,26 @@ func (Codec) Marshal(v any) ([]byte, error) {
 		if m.Flow != nil {
 			e.flow(m.Flow)
 		}
+	case *SessionRequest:
+		e.header(kindSessionRequest)
+		e.uvarint(m.ID)
+		e.bool(m.Cancel)
+		e.filter(&m.Filter)
+		e.uvarint(m.FromRV)
+	case *SessionEvent:
+		e.header(kindSessionEvent)
+		e.eventType(m.Type)
+		e.uvarint(m.RV)
+		e.uvarint(uint64(len(m.IDs)))
+		for _, id := range m.IDs {
+			e.uvarint(id)
+		}
+		e.bool(m.Flow != nil)
+		if m.Flow != nil {
+			e.flow(m.Flow)
+		}
+		e.uvarint(uint64(m.Code))
+		e.string(m.Message)
 	default:
 		return nil, fmt.Errorf("encode agent API message: unsupported type %T", v)
 	}
@@ -167,6 +192,34 @@ func (Codec) Unmarshal(data []byte, v any) error {
 			m.Flow = new(v1alpha1.Flow)
 			d.flow(m.Flow)
 		}
+	case *SessionRequest:
+		*m = SessionRequest{}
+		d.header(kindSessionRequest)
+		m.ID = d.uvarint()
+		m.Cancel = d.bool()
+		d.filter(&m.Filter)
+		m.FromRV = d.uvarint()
+	case *SessionEvent:
+		*m = SessionEvent{}
+		d.header(kindSessionEvent)
+		m.Type = d.eventType()
+		m.RV = d.uvarint()
+		if n := d.count(1); n > 0 {
+			m.IDs = make([]uint64, n)
+			for i := range m.IDs {
+				m.IDs[i] = d.uvarint()
+			}
+		}
+		if d.bool() {
+			m.Flow = new(v1alpha1.Flow)
+			d.flow(m.Flow)
+		}
+		if code := d.uvarint(); code <= math.MaxUint32 {
+			m.Code = uint32(code)
+		} else {
+			d.fail("status code out of range")
+		}
+		m.Message = d.string()
 	default:
 		return fmt.Errorf("decode agent API message: unsupported type %T", v)
 	}

@@ -58,6 +58,12 @@ func messages(tb testing.TB) []any {
 		&agentapi.WatchRequest{Filter: filter, FromRV: 42},
 		&agentapi.WatchEvent{Type: agentapi.Added, RV: 43, Flow: &flows[1]},
 		&agentapi.WatchEvent{Type: agentapi.Progress, RV: 44},
+		&agentapi.SessionRequest{ID: 7, Filter: filter, FromRV: 42},
+		&agentapi.SessionRequest{ID: 7, Cancel: true},
+		&agentapi.SessionEvent{Type: agentapi.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
+		&agentapi.SessionEvent{Type: agentapi.Progress, RV: 46},
+		&agentapi.SessionEvent{Type: agentapi.CaughtUp, RV: 46, IDs: []uint64{7}},
+		&agentapi.SessionEvent{Type: agentapi.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
 	}
 }
 
@@ -76,6 +82,10 @@ func newOf(m any) any {
 		return new(agentapi.WatchRequest)
 	case *agentapi.WatchEvent:
 		return new(agentapi.WatchEvent)
+	case *agentapi.SessionRequest:
+		return new(agentapi.SessionRequest)
+	case *agentapi.SessionEvent:
+		return new(agentapi.SessionEvent)
 	}
 	panic("unknown message type")
 }

@@ -15,6 +15,15 @@ type Server interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// Watch sends events until the context ends or an error occurs.
 	Watch(*WatchRequest, WatchStream) error
+	// Session serves a session (see SessionRequest) until the stream ends.
+	Session(SessionStream) error
+}
+
+// SessionStream is the agent's side of a session.
+type SessionStream interface {
+	Context() context.Context
+	Send(*SessionEvent) error
+	Recv() (*SessionRequest, error)
 }
 
 // WatchStream is the sending side of a watch.
@@ -48,7 +57,10 @@ var serviceDesc = grpc.ServiceDesc{
 		{MethodName: "List", Handler: unary("List", func(s Server, ctx context.Context, r *ListRequest) (any, error) { return s.List(ctx, r) })},
 		{MethodName: "Get", Handler: unary("Get", func(s Server, ctx context.Context, r *GetRequest) (any, error) { return s.Get(ctx, r) })},
 	},
-	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Watch", ServerStreams: true, Handler: watchHandler},
+		{StreamName: "Session", ServerStreams: true, ClientStreams: true, Handler: sessionHandler},
+	},
 }
 
 func unary[Req any](method string, call func(Server, context.Context, *Req) (any, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
@@ -77,6 +89,22 @@ func watchHandler(srv any, stream grpc.ServerStream) error {
 		return err
 	}
 	return srv.(Server).Watch(req, watchServerStream{stream})
+}
+
+type sessionServerStream struct{ grpc.ServerStream }
+
+func (s sessionServerStream) Send(e *SessionEvent) error { return s.SendMsg(e) }
+
+func (s sessionServerStream) Recv() (*SessionRequest, error) {
+	req := new(SessionRequest)
+	if err := s.RecvMsg(req); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+func sessionHandler(srv any, stream grpc.ServerStream) error {
+	return srv.(Server).Session(sessionServerStream{stream})
 }
 
 // Client calls one agent.
@@ -135,4 +163,29 @@ func (c *Client) Watch(ctx context.Context, req *WatchRequest) (*WatchClient, er
 		return nil, err
 	}
 	return &WatchClient{stream: stream}, nil
+}
+
+// SessionClient is the aggregated server's side of a session. Send and
+// Recv may be called from different goroutines, each from one at a time.
+type SessionClient struct{ stream grpc.ClientStream }
+
+// Send sends a request.
+func (s *SessionClient) Send(req *SessionRequest) error { return s.stream.SendMsg(req) }
+
+// Recv returns the next event.
+func (s *SessionClient) Recv() (*SessionEvent, error) {
+	e := new(SessionEvent)
+	if err := s.stream.RecvMsg(e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Session opens a session; cancel ctx to end it.
+func (c *Client) Session(ctx context.Context) (*SessionClient, error) {
+	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[1], "/"+serviceName+"/Session")
+	if err != nil {
+		return nil, err
+	}
+	return &SessionClient{stream: stream}, nil
 }

@@ -100,3 +100,54 @@ type WatchEvent struct {
 	RV   uint64         `json:"rv"`
 	Flow *v1alpha1.Flow `json:"flow,omitempty"`
 }
+
+// A session carries every watch one aggregated server has on one agent over
+// a single stream, so that the agent sends one watermark per tick for all
+// of them rather than one per watch, and a flow that several watches select
+// once, tagged with their subscription IDs.
+//
+// The server sends SessionRequests: subscribe ID to Filter from FromRV, or
+// cancel ID. For each subscription the agent sends, in this order, the
+// flows after FromRV already in its store (ADDED, tagged with that ID
+// only), then CAUGHT_UP with a version R: every flow the subscription
+// selects at or below R has been sent. From then on the subscription is
+// live: its new flows, ADDED and DELETED, carry its ID, and PROGRESS W
+// (not tagged) says that every live subscription has been sent every flow
+// at or below W. A subscription that fails gets ENDED with a gRPC code and
+// message; IDs the agent does not know are ignored, so a cancel may cross
+// events in flight. If the server falls behind the agent's buffer, the
+// agent ends the whole session with ResourceExhausted; the server opens a
+// new one and resubscribes from the last versions it received.
+
+// SessionRequest is one message from the aggregated server in a session.
+type SessionRequest struct {
+	ID uint64 `json:"id"`
+	// Cancel ends subscription ID; the other fields are then unused.
+	Cancel bool   `json:"cancel,omitempty"`
+	Filter Filter `json:"filter"`
+	// FromRV: send the flows with a larger version. 0 means from now.
+	FromRV uint64 `json:"fromRV,omitempty"`
+}
+
+// Session event types, beyond Added, Deleted and Progress.
+const (
+	// CaughtUp ends a subscription's replay from the store: every flow it
+	// selects at or below RV has been sent, and it is live from now on.
+	CaughtUp EventType = "CAUGHT_UP"
+	// Ended ends a subscription with Code and Message.
+	Ended EventType = "ENDED"
+)
+
+// SessionEvent is one message from the agent in a session.
+type SessionEvent struct {
+	Type EventType `json:"type"`
+	RV   uint64    `json:"rv"`
+	// IDs are the subscriptions the event is for: every subscription that
+	// selects the flow of an ADDED or DELETED event, the one subscription
+	// of CAUGHT_UP and ENDED, none for PROGRESS.
+	IDs  []uint64       `json:"ids,omitempty"`
+	Flow *v1alpha1.Flow `json:"flow,omitempty"`
+	// Code and Message say why a subscription ENDED (a gRPC status).
+	Code    uint32 `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}

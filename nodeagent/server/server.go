@@ -1,6 +1,7 @@
 // Package server serves the agent's store over gRPC (agentapi) to the
 // aggregated API server: list at a snapshot, get by name, and watch from a
-// resource version with replay from the store.
+// resource version with replay from the store, one watch per stream or
+// many over a session.
 package server
 
 import (
@@ -32,6 +33,9 @@ type Service struct {
 	pipeline Pipeline
 	hub      *hub.Hub
 	now      func() time.Time
+	// stashLimit bounds the live events a session keeps for a subscription
+	// while it replays from the store; 0 means the hub's buffer.
+	stashLimit int
 }
 
 var _ agentapi.Server = (*Service)(nil)

@@ -29,20 +29,22 @@ import (
 
 // testAgent is a real agent (store, ingest pipeline, hub and gRPC service)
 // in this process, reached through an in-memory gRPC connection with the
-// agent API's wire codec. It counts the lists it is asked.
+// agent API's wire codec. It counts the lists it is asked and the flows
+// it sends them.
 type testAgent struct {
 	node  string
 	st    *store.Store
 	p     *ingest.Pipeline
 	agent *agents.Agent
 	lists atomic.Int64
+	sent  atomic.Int64
 
 	mu sync.Mutex
 	// beforeList, when set, runs before each list; its error answers it.
 	beforeList func(ctx context.Context) error
 }
 
-func startTestAgent(t *testing.T, node string) *testAgent {
+func startTestAgent(t testing.TB, node string) *testAgent {
 	t.Helper()
 	st, err := store.Open(store.Options{Retention: time.Hour})
 	if err != nil {
@@ -69,7 +71,7 @@ func startTestAgent(t *testing.T, node string) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.agent = &agents.Agent{Node: node, Address: "bufconn", Client: agentapi.NewClient(conn)}
+	a.agent = agents.NewAgent(node, "bufconn", conn, &testProgress)
 	t.Cleanup(func() {
 		_ = conn.Close()
 		srv.Stop()
@@ -91,6 +93,11 @@ func (a *testAgent) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 				return nil, err
 			}
 		}
+		resp, err := handler(ctx, req)
+		if l, ok := resp.(*agentapi.ListResponse); ok && err == nil {
+			a.sent.Add(int64(len(l.Flows)))
+		}
+		return resp, err
 	}
 	return handler(ctx, req)
 }
@@ -102,7 +109,7 @@ func (a *testAgent) setBeforeList(f func(ctx context.Context) error) {
 }
 
 // offer ingests flows; the pipeline names them and assigns their versions.
-func (a *testAgent) offer(t *testing.T, flows ...*v1alpha1.Flow) {
+func (a *testAgent) offer(t testing.TB, flows ...*v1alpha1.Flow) {
 	t.Helper()
 	for _, f := range flows {
 		if !a.p.Offer(f) {
@@ -112,7 +119,7 @@ func (a *testAgent) offer(t *testing.T, flows ...*v1alpha1.Flow) {
 }
 
 // committed returns the flows the agent holds at or below snapshot.
-func (a *testAgent) committed(t *testing.T, snapshot uint64) []store.Record {
+func (a *testAgent) committed(t testing.TB, snapshot uint64) []store.Record {
 	t.Helper()
 	var recs []store.Record
 	if err := a.st.ScanRV(0, snapshot, func(r store.Record) bool {
@@ -125,7 +132,7 @@ func (a *testAgent) committed(t *testing.T, snapshot uint64) []store.Record {
 }
 
 // waitCommitted waits until the agent holds n flows.
-func (a *testAgent) waitCommitted(t *testing.T, n int) {
+func (a *testAgent) waitCommitted(t testing.TB, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for len(a.committed(t, a.p.Head())) < n {
@@ -141,7 +148,7 @@ type testCluster map[string]*testAgent
 
 var _ Agents = testCluster(nil)
 
-func startCluster(t *testing.T, nodes ...string) testCluster {
+func startCluster(t testing.TB, nodes ...string) testCluster {
 	c := testCluster{}
 	for _, n := range nodes {
 		c[n] = startTestAgent(t, n)
@@ -168,6 +175,8 @@ func (c testCluster) Get(node string) (*agents.Agent, bool) {
 // Changed never fires: the set is fixed.
 func (c testCluster) Changed() <-chan struct{} { return nil }
 
+func (c testCluster) Progressed() <-chan struct{} { return testProgress.Wait() }
+
 // asked returns the nodes that answered lists since the last call.
 func (c testCluster) asked() []string {
 	var out []string
@@ -178,6 +187,15 @@ func (c testCluster) asked() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// sent returns the flows the agents sent to lists since the last call.
+func (c testCluster) sent() int64 {
+	var n int64
+	for _, a := range c {
+		n += a.sent.Swap(0)
+	}
+	return n
 }
 
 // warnings records the warnings of a request.

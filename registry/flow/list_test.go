@@ -119,6 +119,11 @@ func randomQuery(rng *rand.Rand, names []string, start time.Time) oracleQuery {
 	case 1:
 		q.labels = "app!=web"
 	}
+	// One since and one until at most: the server takes the last of each
+	// once the field selector has sorted its terms, not the last given.
+	pinned := func(prefix string) bool {
+		return slices.ContainsFunc(q.fields, func(f string) bool { return strings.HasPrefix(f, prefix) })
+	}
 	for range rng.IntN(3) {
 		switch rng.IntN(9) {
 		case 0:
@@ -134,6 +139,9 @@ func randomQuery(rng *rand.Rand, names []string, start time.Time) oracleQuery {
 		case 5:
 			q.fields = append(q.fields, "metadata.name="+pick(rng, names))
 		case 6: // relative: read at the first page, kept by the later ones
+			if pinned("since=") {
+				break
+			}
 			q.fields = append(q.fields, "since=4m")
 			q.since = func(first time.Time) *time.Time {
 				s := first.Add(-4 * time.Minute)
@@ -141,13 +149,19 @@ func randomQuery(rng *rand.Rand, names []string, start time.Time) oracleQuery {
 			}
 		case 7:
 			s := start.Add(-time.Duration(rng.IntN(20)) * time.Minute)
+			if pinned("since=") {
+				break
+			}
 			q.fields = append(q.fields, "since="+s.Format(time.RFC3339))
 			q.since = func(time.Time) *time.Time { return &s }
 		case 8:
 			u := start.Add(-time.Duration(rng.IntN(8)) * time.Minute)
+			if pinned("until=") {
+				break
+			}
 			q.fields = append(q.fields, "until="+u.Format(time.RFC3339))
 			q.until = func(time.Time) *time.Time { return &u }
-			if !slices.ContainsFunc(q.fields, func(f string) bool { return strings.HasPrefix(f, "since=") }) {
+			if !pinned("since=") {
 				q.since = func(time.Time) *time.Time { return nil } // until alone has no default window
 			}
 		}

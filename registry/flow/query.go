@@ -64,9 +64,12 @@ func compileQuery(namespace string, opts *metainternalversion.ListOptions, now t
 			if err != nil {
 				return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid value %q for field selector %s: %v", r.Value, r.Field, err))
 			}
+			// Terms are ANDed: two bounds of a kind keep the tighter.
 			if r.Field == v1alpha1.FieldSince {
-				q.filter.Since = &t
-			} else {
+				if q.filter.Since == nil || t.After(*q.filter.Since) {
+					q.filter.Since = &t
+				}
+			} else if q.filter.Until == nil || t.Before(*q.filter.Until) {
 				q.filter.Until = &t
 			}
 			q.bounded = true

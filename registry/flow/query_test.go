@@ -28,6 +28,7 @@ func TestCompileQuery(t *testing.T) {
 		{name: "name routes", fields: "metadata.name=ip-10-0-0-1.ec2.internal.1764072000000000", wantFields: "metadata.name=ip-10-0-0-1.ec2.internal.1764072000000000", wantNodes: []string{"ip-10-0-0-1.ec2.internal"}},
 		{name: "two nodes select none", fields: "nodeName=a,nodeName=b", wantFields: "nodeName=a,nodeName=b", wantNodes: []string{}},
 		{name: "since is a bound, not a field", fields: "since=1h,verdict=Dropped", wantFields: "verdict=Dropped", wantSince: "2026-11-25T11:00:00Z"},
+		{name: "two sinces keep the later", fields: "since=2h,since=30m", wantSince: "2026-11-25T11:30:00Z"},
 		{name: "since negated", fields: "since!=1h", wantErr: "supports only ="},
 	}
 	for _, tt := range tests {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -34,6 +33,9 @@ type Agents interface {
 	// Changed returns a channel closed at the next change of the set, so
 	// running watches follow agents that join and leave.
 	Changed() <-chan struct{}
+	// Progressed returns a channel closed after some agent's watermark
+	// advanced, so running watches release the flows it passed.
+	Progressed() <-chan struct{}
 }
 
 // Options tune the storage.
@@ -56,8 +58,8 @@ type Options struct {
 	// watermarks, so together they bound the memory of watches.
 	MaxWatchers int
 	// MaxConcurrentLists bounds the lists fanning out at once (initial
-	// lists of watches included), each holding up to a page per agent in
-	// memory; 0 means no bound.
+	// lists of watches included), each holding each agent's share of a
+	// page in memory (list_fanout.go); 0 means no bound.
 	MaxConcurrentLists int
 	// ListQueueWait is how long a list waits for one of those slots
 	// before it is answered 429 Too Many Requests.
@@ -208,6 +210,13 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 // timeout, and merges their sorted pages into at most req.Limit flows in
 // list order; more tells whether flows follow them. Agents that fail are
 // named in a warning; the list fails only when every agent asked failed.
+//
+// A limited list asks each agent for a share of the limit, then, when the
+// shares do not settle a full page, asks again the agents that can still
+// place flows in it (list_fanout.go). An agent that fails in that second
+// round is not named in a warning, since none of its flows go missing: it
+// still bounds the page at its last flow of the first round, so the page
+// is exact but may be short, and the next page asks it again.
 func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListRequest) (flows []v1alpha1.Flow, more bool, err error) {
 	release, err := r.acquireList(ctx)
 	if err != nil {
@@ -216,42 +225,29 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	defer release()
 
 	targets, missing := r.listTargets(q)
-	type result struct {
-		resp *agentapi.ListResponse
-		err  error
-	}
-	results := make([]result, len(targets))
-	var wg sync.WaitGroup
-	for i, a := range targets {
-		wg.Go(func() {
-			actx, cancel := context.WithTimeout(ctx, r.opts.AgentTimeout)
-			defer cancel()
-			resp, err := a.List(actx, req)
-			results[i] = result{resp, err}
-		})
-	}
-	wg.Wait()
+	first := *req
+	first.Limit = agentShare(req.Limit, len(targets))
+	answers := r.askAgents(ctx, targets, func(int) *agentapi.ListRequest { return &first }, "1")
 
 	var (
-		pages   [][]v1alpha1.Flow
+		pages   []*agentPage
 		failed  []string
 		lastErr error
 	)
 	for _, n := range missing {
 		failed = append(failed, n+" (no agent)")
 	}
-	for i, res := range results {
-		if res.err != nil {
-			if apiErr := r.agentError(res.err, targets[i].Node, ""); !isUnavailable(apiErr) {
+	for i, ans := range answers {
+		if ans.err != nil {
+			if apiErr := r.agentError(ans.err, targets[i].Node, ""); !isUnavailable(apiErr) {
 				return nil, false, apiErr // the request itself is wrong
 			}
-			klog.ErrorS(res.err, "Failed listing flows", "node", targets[i].Node)
-			failed = append(failed, fmt.Sprintf("%s (%s)", targets[i].Node, status.Code(res.err)))
-			lastErr = res.err
+			klog.ErrorS(ans.err, "Failed listing flows", "node", targets[i].Node)
+			failed = append(failed, fmt.Sprintf("%s (%s)", targets[i].Node, status.Code(ans.err)))
+			lastErr = ans.err
 			continue
 		}
-		pages = append(pages, res.resp.Flows)
-		more = more || res.resp.More
+		pages = append(pages, &agentPage{agent: targets[i], flows: ans.resp.Flows, more: ans.resp.More, snapshot: ans.resp.SnapshotRV})
 	}
 	if lastErr != nil && len(pages) == 0 {
 		return nil, false, apierrors.NewServiceUnavailable(fmt.Sprintf("no flow agent answered: %v", lastErr))
@@ -259,8 +255,58 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	if len(failed) > 0 {
 		warning.AddWarning(ctx, "", "flows from these nodes are missing, their agents did not answer: "+strings.Join(failed, ", "))
 	}
-	flows, truncated := mergePages(pages, req.Limit)
-	return flows, more || truncated, nil
+	flows, merged, more := settle(pages, req.Limit)
+	if !more || int64(len(flows)) >= req.Limit || first.Limit == req.Limit {
+		// Full, complete, or every agent was asked for the whole limit.
+		listReturnedFlows.Add(float64(len(flows)))
+		return flows, more, nil
+	}
+
+	// Round two: each agent resumes after its own last flow, at the
+	// snapshot it listed at.
+	need := secondRound(pages, merged, req.Limit)
+	again := make([]*agentPage, 0, len(need))
+	limits := make([]int64, 0, len(need))
+	for i, p := range pages {
+		if need[i] > 0 {
+			again, limits = append(again, p), append(limits, need[i])
+		}
+	}
+	if len(again) == 0 { // cannot be: the agent at the boundary has room
+		listReturnedFlows.Add(float64(len(flows)))
+		return flows, more, nil
+	}
+	listSecondRounds.Inc()
+	targets = make([]*agents.Agent, len(again))
+	for i, p := range again {
+		targets[i] = p.agent
+	}
+	answers = r.askAgents(ctx, targets, func(i int) *agentapi.ListRequest {
+		p, next := again[i], *req
+		last := p.last()
+		next.After = &agentapi.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)}
+		next.Limit = limits[i]
+		if p.snapshot != 0 {
+			next.SnapshotRV = p.snapshot
+		}
+		return &next
+	}, "2")
+	for i, ans := range answers {
+		p := again[i]
+		if ans.err != nil {
+			if apiErr := r.agentError(ans.err, p.agent.Node, ""); !isUnavailable(apiErr) {
+				return nil, false, apiErr
+			}
+			// p keeps its first round: the page stops at its last flow.
+			klog.ErrorS(ans.err, "Failed listing more flows, the page ends at the agent's first answer", "node", p.agent.Node)
+			continue
+		}
+		p.flows = append(p.flows, ans.resp.Flows...)
+		p.more = ans.resp.More
+	}
+	flows, _, more = settle(pages, req.Limit)
+	listReturnedFlows.Add(float64(len(flows)))
+	return flows, more, nil
 }
 
 // targets returns the agents that can hold an answer to q: those its

@@ -24,37 +24,41 @@ import (
 
 // Watch implements rest.Watcher.
 //
-// Every agent streams its flows above the start version in version order,
-// with PROGRESS marks that say "nothing at or below this version is still
-// coming from me". The merge releases a flow only when every agent's mark
-// has passed it, so the stream is in version order across agents, and a
-// watch resumed from any version it emitted misses nothing while every
-// agent keeps up. Bookmarks carry the released watermark.
+// The watch subscribes to every agent it follows through the agent's
+// session (agents.Subscription): the agent sends the flows it selects
+// above the start version in version order, then keeps a watermark that
+// says "nothing at or below this version is still coming from me" for all
+// of this server's subscriptions at once. The merge releases a flow only
+// when every agent's watermark has passed it, so the stream is in version
+// order across agents, and a watch resumed from any version it emitted
+// misses nothing while every agent keeps up. Bookmarks carry the released
+// watermark.
 //
-// Agents that join the pool during the watch are added from the version the
-// watch has reached; agents that leave it (their Lease expired) end their
-// streams. An agent silent for MaxAgentLag is excluded: the others go on
-// without it, with a log line and a count in
+// Agents that join the pool during the watch are subscribed from the
+// version the watch has reached; agents that leave it (their Lease
+// expired) are unsubscribed. An agent silent for MaxAgentLag is excluded:
+// the others go on without it, with a log line and a count in
 // flowscope_apiserver_watch_agent_exclusions_total (watch events cannot
-// carry warnings). Its stream reconnects with backoff from the last version
-// it sent, and the agent holds the others back again as soon as it is heard
-// from. A flow of it at or below what the watch has already released can no
-// longer be delivered in order: the watch then ends with 410 Expired, so
-// that informers relist and get it, rather than delivering it out of order
-// (resuming from the last version received would then lose flows) or
-// dropping it. An agent back within MaxAgentLag costs only latency; one
-// back later costs a relist if it committed flows the watch passed. So
-// events are always in version order, and nothing is lost for a client
-// that relists on 410, as informers do. One case stays open: a watch
-// resumed from a version emitted during an exclusion asks the excluded
-// agent only for what follows that version, so flows it committed meanwhile
-// reach that client at its next relist.
+// carry warnings). Its session reconnects with backoff and resubscribes
+// from the last version it delivered, and the agent holds the others back
+// again as soon as it is heard from. A flow of it at or below what the
+// watch has already released can no longer be delivered in order: the
+// watch then ends with 410 Expired, so that informers relist and get it,
+// rather than delivering it out of order (resuming from the last version
+// received would then lose flows) or dropping it. An agent back within
+// MaxAgentLag costs only latency; one back later costs a relist if it
+// committed flows the watch passed. So events are always in version order,
+// and nothing is lost for a client that relists on 410, as informers do.
+// One case stays open: a watch resumed from a version emitted during an
+// exclusion asks the excluded agent only for what follows that version, so
+// flows it committed meanwhile reach that client at its next relist.
 //
 // Memory is bounded per watch: WatchBuffer flows waiting for the client,
 // and WatchBuffer per agent waiting for the others' watermarks (an agent
-// further ahead is not read on, and falls back to its store); and in total
-// by MaxWatchers. A client that leaves its buffer full for slowWatcherGrace
-// is cut off with 429 and resumes from the last version it received.
+// further ahead is unsubscribed, and resubscribed from where it was, read
+// from its store, once the others catch up); and in total by MaxWatchers.
+// A client that leaves its buffer full for slowWatcherGrace is cut off
+// with 429 and resumes from the last version it received.
 func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions) (watch.Interface, error) {
 	if opts == nil {
 		opts = &metainternalversion.ListOptions{}
@@ -95,19 +99,20 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &mergedWatch{
-		result:    make(chan watch.Event, r.opts.WatchBuffer+1),
-		cancel:    cancel,
-		done:      r.watchers.release,
-		buffer:    r.opts.WatchBuffer,
-		grace:     slowWatcherGrace,
-		bookmarks: opts.AllowWatchBookmarks,
-		opts:      r.opts,
-		filter:    q.filter,
-		targets:   func() []*agents.Agent { return r.targets(q) },
-		changed:   r.agents.Changed,
-		in:        make(chan agentEvent, 64),
-		streams:   map[string]*agentStream{},
-		merge:     newMerger(from, r.opts.MaxAgentLag),
+		result:     make(chan watch.Event, r.opts.WatchBuffer+1),
+		cancel:     cancel,
+		done:       r.watchers.release,
+		buffer:     r.opts.WatchBuffer,
+		grace:      slowWatcherGrace,
+		bookmarks:  opts.AllowWatchBookmarks,
+		opts:       r.opts,
+		filter:     q.filter,
+		targets:    func() []*agents.Agent { return r.targets(q) },
+		changed:    r.agents.Changed,
+		progressed: r.agents.Progressed,
+		notify:     make(chan struct{}, 1),
+		sources:    map[string]*agentSource{},
+		merge:      newMerger(from, r.opts.MaxAgentLag),
 	}
 	go w.run(ctx, initial, initialFlows)
 	return w, nil
@@ -123,35 +128,35 @@ type mergedWatch struct {
 	bookmarks bool
 	opts      Options
 
-	filter  agentapi.Filter
-	targets func() []*agents.Agent  // the agents the watch should follow
-	changed func() <-chan struct{}  // closed when targets may change
-	in      chan agentEvent         // every stream's events
-	streams map[string]*agentStream // by node
-	merge   *merger
+	filter     agentapi.Filter
+	targets    func() []*agents.Agent // the agents the watch should follow
+	changed    func() <-chan struct{} // closed when targets may change
+	progressed func() <-chan struct{} // closed when watermarks advanced
+	notify     chan struct{}          // signalled when a subscription has events
+	sources    map[string]*agentSource
+	merge      *merger
 }
 
 func (w *mergedWatch) ResultChan() <-chan watch.Event { return w.result }
 
 func (w *mergedWatch) Stop() { w.stopOnce.Do(w.cancel) }
 
-// agentStream is one agent's stream within a watch. It is replaced, not
-// reused, when the agent's address changes, so events of a stream that
-// was ended are recognised and dropped.
-type agentStream struct {
-	agent  *agents.Agent
-	cancel context.CancelFunc
-	// credits holds a token per flow of the agent waiting in the merge:
-	// an agent far ahead of the others' watermarks stops being read, and
-	// its stream backs up to the agent, which falls back to its store.
-	credits chan struct{}
-}
-
-// agentEvent is one agent's event, or the end of its stream.
-type agentEvent struct {
-	stream *agentStream
-	ev     *agentapi.WatchEvent
-	err    error // fatal for the whole watch (e.g. 410)
+// agentSource is one agent's part in a watch: its subscription in the
+// agent's session, nil while paused. It is replaced, not reused, when the
+// agent's address changes.
+type agentSource struct {
+	agent *agents.Agent
+	sub   *agents.Subscription
+	// live: the subscription has caught up, so the agent's watermark
+	// applies to it.
+	live bool
+	// pending counts its flows waiting in the merge for the other agents.
+	// At w.buffer the subscription is paused (cancelled), so an agent far
+	// ahead of the others costs its store reads, not this server's memory,
+	// and resumes from where it was when half of them have left.
+	pending int
+	retryAt time.Time // a failed subscription is retried after it
+	events  []agents.Event
 }
 
 func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1alpha1.Flow) {
@@ -160,33 +165,42 @@ func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1al
 	defer w.done()
 	defer close(w.result)
 	defer w.cancel()
+	defer w.unsubscribe()
 
 	if initial && !w.sendInitial(ctx, initialFlows) {
 		return
 	}
-	changed := w.follow(ctx)
+	changed := w.follow()
+	progressed := w.progressed()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	lastBookmark := time.Now()
 	for {
 		select {
-		case e := <-w.in:
-			if err := w.receive(e); err != nil {
-				w.sendError(ctx, err)
-				return
-			}
+		case <-w.notify:
+		case <-progressed:
+			// Before draining, or a watermark announced meanwhile is
+			// missed until the next one.
+			progressed = w.progressed()
 		case <-changed:
-			changed = w.follow(ctx)
+			changed = w.follow()
 		case <-tick.C:
 		case <-ctx.Done():
 			return
 		}
+		if err := w.drain(time.Now()); err != nil {
+			w.sendError(ctx, err)
+			return
+		}
 		for _, e := range w.merge.release(time.Now()) {
-			w.credit(e.Object.(*v1alpha1.Flow).NodeName)
+			if s, ok := w.sources[e.Object.(*v1alpha1.Flow).NodeName]; ok {
+				s.pending--
+			}
 			if !w.send(ctx, e) {
 				return
 			}
 		}
+		w.resume(time.Now())
 		if w.bookmarks && time.Since(lastBookmark) >= w.opts.BookmarkInterval {
 			lastBookmark = time.Now()
 			// A bookmark is only a hint: skip it when the buffer is busy.
@@ -213,132 +227,127 @@ func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bo
 	return w.sendBlocking(ctx, watch.Event{Type: watch.Bookmark, Object: mark})
 }
 
-// follow brings the streams in line with the agents the watch should
+// follow brings the sources in line with the agents the watch should
 // follow and returns the channel that announces the next change. A new
-// agent streams from the version the watch has released, so nothing after
-// what the client has seen is missed; an agent that left (its Lease
-// expired) or moved ends its stream.
-func (w *mergedWatch) follow(ctx context.Context) <-chan struct{} {
+// agent is subscribed from the version the watch has released, so nothing
+// after what the client has seen is missed; an agent that left (its Lease
+// expired) or moved is unsubscribed.
+func (w *mergedWatch) follow() <-chan struct{} {
 	changed := w.changed() // before targets, or a change in between is lost
 	want := map[string]*agents.Agent{}
 	for _, a := range w.targets() {
 		want[a.Node] = a
 	}
-	for node, s := range w.streams {
+	for node, s := range w.sources {
 		if want[node] != s.agent {
 			klog.V(2).InfoS("Agent left a flow watch", "node", node)
-			s.cancel()
-			delete(w.streams, node)
+			if s.sub != nil {
+				s.sub.Cancel()
+			}
+			delete(w.sources, node)
 			w.merge.leave(node)
 		}
 	}
 	for node, a := range want {
-		if _, ok := w.streams[node]; ok {
+		if _, ok := w.sources[node]; ok {
 			continue
 		}
-		sctx, cancel := context.WithCancel(ctx)
-		s := &agentStream{agent: a, cancel: cancel, credits: make(chan struct{}, w.buffer)}
-		w.streams[node] = s
 		w.merge.join(node, time.Now())
 		klog.V(2).InfoS("Agent joined a flow watch", "node", node, "rv", w.merge.released)
-		go s.pump(sctx, w.filter, w.merge.released, w.in)
+		w.sources[node] = &agentSource{agent: a, sub: a.Subscribe(w.filter, w.merge.released, w.buffer, w.notify)}
 	}
 	return changed
 }
 
-// receive hands an event of a current stream to the merge.
-func (w *mergedWatch) receive(e agentEvent) error {
-	node := e.stream.agent.Node
-	if w.streams[node] != e.stream {
-		return nil // the stream ended while the event was on its way
-	}
-	if e.err != nil {
-		return e.err
-	}
-	err := w.merge.add(node, e.ev, time.Now())
-	if err != nil {
-		watchesEnded.WithLabelValues(endLateAgent).Inc()
-		klog.InfoS("Ending a flow watch with 410: an excluded agent came back with flows the watch had passed", "node", node, "err", err)
-	}
-	return err
-}
-
-// credit returns the token of a flow of node that left the merge. The
-// stream may have been replaced since: then no token is waiting.
-func (w *mergedWatch) credit(node string) {
-	if s, ok := w.streams[node]; ok {
-		select {
-		case <-s.credits:
-		default:
+func (w *mergedWatch) unsubscribe() {
+	for _, s := range w.sources {
+		if s.sub != nil {
+			s.sub.Cancel()
 		}
 	}
 }
 
-// Reconnect backoff of an agent stream.
-const (
-	minStreamBackoff = 100 * time.Millisecond
-	maxStreamBackoff = 5 * time.Second
-)
-
-// pump streams the agent's events into in until ctx ends, reconnecting
-// with backoff from the last version received when the stream breaks, so
-// an agent that restarts resumes where it left off.
-func (s *agentStream) pump(ctx context.Context, filter agentapi.Filter, from uint64, in chan<- agentEvent) {
-	last := from
-	backoff := minStreamBackoff
-	for {
-		stream, err := s.agent.Watch(ctx, &agentapi.WatchRequest{Filter: filter, FromRV: last})
-		for err == nil {
-			var e *agentapi.WatchEvent
-			if e, err = stream.Recv(); err == nil {
-				last = max(last, e.RV)
-				backoff = minStreamBackoff
-				if (e.Type == agentapi.Added || e.Type == agentapi.Deleted) && !s.take(ctx) {
-					return
-				}
-				if !s.deliver(ctx, in, agentEvent{stream: s, ev: e}) {
-					return
-				}
+// drain hands the events of every subscription to the merge, then the
+// watermark of every live one. Each agent's watermark is read before its
+// events are taken: the session delivers a flow before the watermark that
+// passes it, so every flow below a watermark read is among those taken.
+func (w *mergedWatch) drain(now time.Time) error {
+	for node, s := range w.sources {
+		if s.sub == nil {
+			continue
+		}
+		wm := s.agent.Watermark()
+		events, overflowed := s.sub.Take(s.events)
+		for i := range events {
+			if err := w.apply(node, s, &events[i], now); err != nil {
+				return err
+			}
+			events[i] = agents.Event{} // release the flow
+		}
+		s.events = events[:0]
+		switch {
+		case s.sub == nil: // ended
+		case overflowed || s.pending >= w.buffer:
+			klog.V(2).InfoS("Pausing an agent far ahead of the others in a flow watch", "node", node, "pending", s.pending)
+			s.sub.Cancel()
+			s.sub, s.live = nil, false
+		case s.live && wm > w.merge.mark(node):
+			// A watermark that moved was heard when the agent sent it.
+			if err := w.merge.add(node, &agentapi.WatchEvent{Type: agentapi.Progress, RV: wm}, s.agent.Heard()); err != nil {
+				return err
 			}
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		if fatal := streamError(err); fatal != nil {
-			s.deliver(ctx, in, agentEvent{stream: s, err: fatal})
-			return
-		}
-		klog.V(2).InfoS("Agent watch stream broke, reconnecting", "node", s.agent.Node, "rv", last, "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return
-		}
-		backoff = min(2*backoff, maxStreamBackoff)
 	}
+	return nil
 }
 
-// take waits for a credit for a flow.
-func (s *agentStream) take(ctx context.Context) bool {
-	select {
-	case s.credits <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
+// apply takes one event of node's subscription.
+func (w *mergedWatch) apply(node string, s *agentSource, e *agents.Event, now time.Time) error {
+	if s.sub == nil {
+		return nil // ended by an earlier event of the batch
 	}
+	switch e.Type {
+	case agentapi.Added, agentapi.Deleted:
+		// Another watch may hold the same flow: the apiserver's encoder
+		// sets the kind on the object it encodes, so each watch has its
+		// own copy of the top level.
+		f := *e.Flow
+		if err := w.merge.add(node, &agentapi.WatchEvent{Type: e.Type, RV: e.RV, Flow: &f}, now); err != nil {
+			watchesEnded.WithLabelValues(endLateAgent).Inc()
+			klog.InfoS("Ending a flow watch with 410: an excluded agent came back with flows the watch had passed", "node", node, "err", err)
+			return err
+		}
+		s.pending++
+	case agentapi.CaughtUp:
+		s.live = true
+		return w.merge.add(node, &agentapi.WatchEvent{Type: agentapi.Progress, RV: e.RV}, now)
+	case agents.Reset:
+		s.live = false
+	case agentapi.Ended:
+		if fatal := streamError(e.Err); fatal != nil {
+			return fatal
+		}
+		klog.V(2).InfoS("Agent ended a flow watch's subscription, retrying", "node", node, "err", e.Err)
+		s.sub, s.live, s.retryAt = nil, false, now.Add(time.Second)
+	}
+	return nil
 }
 
-func (s *agentStream) deliver(ctx context.Context, in chan<- agentEvent, e agentEvent) bool {
-	select {
-	case in <- e:
-		return true
-	case <-ctx.Done():
-		return false
+// resume subscribes paused sources again, from their place in the merge,
+// once half of their flows have left it.
+func (w *mergedWatch) resume(now time.Time) {
+	for node, s := range w.sources {
+		if s.sub != nil || s.pending > w.buffer/2 || now.Before(s.retryAt) {
+			continue
+		}
+		from := w.merge.mark(node)
+		klog.V(2).InfoS("Resuming an agent in a flow watch", "node", node, "rv", from)
+		s.sub = s.agent.Subscribe(w.filter, from, w.buffer, w.notify)
 	}
 }
 
 // streamError returns the API error that ends the watch for an agent's
-// error that reconnecting cannot cure, or nil.
+// error that resubscribing cannot cure, or nil.
 func streamError(err error) error {
 	switch status.Code(err) {
 	case codes.OutOfRange:

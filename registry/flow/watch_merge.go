@@ -80,6 +80,14 @@ func (m *merger) stalled(d time.Duration) {
 	}
 }
 
+// mark returns node's mark: every flow of it at or below it was received.
+func (m *merger) mark(node string) uint64 {
+	if s, ok := m.sources[node]; ok {
+		return s.mark
+	}
+	return m.released
+}
+
 // leave removes an agent; flows of it already received stay pending.
 func (m *merger) leave(node string) { delete(m.sources, node) }
 
@@ -92,7 +100,9 @@ func (m *merger) add(node string, e *agentapi.WatchEvent, now time.Time) error {
 	if !ok {
 		return nil
 	}
-	s.heard = now
+	if now.After(s.heard) {
+		s.heard = now
+	}
 	if (e.Type == agentapi.Added || e.Type == agentapi.Deleted) && e.Flow != nil {
 		if e.RV <= m.released {
 			return apierrors.NewResourceExpired(fmt.Sprintf(

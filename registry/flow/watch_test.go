@@ -255,16 +255,21 @@ func (p *fakePool) Changed() <-chan struct{} {
 	return p.changed
 }
 
-// fakeAgent is an agent's gRPC connection that serves watch streams the
-// test feeds by hand.
+// testProgress announces the watermarks of every test's agents.
+var testProgress agents.Broadcast
+
+func (p *fakePool) Progressed() <-chan struct{} { return testProgress.Wait() }
+
+// fakeAgent is an agent's gRPC connection that serves sessions whose
+// events the test feeds by hand, per subscription.
 type fakeAgent struct {
-	agent   *agents.Agent
-	streams chan *fakeStream
+	agent *agents.Agent
+	subs  chan *fakeSub
 }
 
 func newFakeAgent(node string) *fakeAgent {
-	f := &fakeAgent{streams: make(chan *fakeStream, 8)}
-	f.agent = &agents.Agent{Node: node, Client: agentapi.NewClient(f)}
+	f := &fakeAgent{subs: make(chan *fakeSub, 8)}
+	f.agent = agents.NewAgent(node, "", f, &testProgress)
 	return f
 }
 
@@ -273,43 +278,55 @@ func (f *fakeAgent) Invoke(_ context.Context, method string, _, _ any, _ ...grpc
 }
 
 func (f *fakeAgent) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
-	return &fakeStream{agent: f, ctx: ctx, events: make(chan *agentapi.WatchEvent, 16), broken: make(chan error, 1)}, nil
+	return &fakeSession{agent: f, ctx: ctx, subs: map[uint64]*fakeSub{},
+		events: make(chan *agentapi.SessionEvent, 16), broken: make(chan error, 1)}, nil
 }
 
-// next returns the agent's next watch stream.
-func (f *fakeAgent) next(t *testing.T) *fakeStream {
+// next returns the agent's next subscription.
+func (f *fakeAgent) next(t *testing.T) *fakeSub {
 	t.Helper()
 	select {
-	case s := <-f.streams:
+	case s := <-f.subs:
 		return s
 	case <-time.After(5 * time.Second):
-		t.Fatalf("agent %s got no watch", f.agent.Node)
+		t.Fatalf("agent %s got no subscription", f.agent.Node)
 		return nil
 	}
 }
 
-// fakeStream is one watch stream; unused grpc.ClientStream methods panic.
-type fakeStream struct {
+// fakeSession is one session stream; unused grpc.ClientStream methods
+// panic.
+type fakeSession struct {
 	grpc.ClientStream
 	agent  *fakeAgent
 	ctx    context.Context
-	req    agentapi.WatchRequest
-	events chan *agentapi.WatchEvent
+	mu     sync.Mutex
+	subs   map[uint64]*fakeSub
+	events chan *agentapi.SessionEvent
 	broken chan error
 }
 
-func (s *fakeStream) SendMsg(m any) error {
-	s.req = *m.(*agentapi.WatchRequest)
-	s.agent.streams <- s
+func (s *fakeSession) SendMsg(m any) error {
+	req := *m.(*agentapi.SessionRequest)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.Cancel {
+		if sub, ok := s.subs[req.ID]; ok {
+			close(sub.cancelled)
+			delete(s.subs, req.ID)
+		}
+		return nil
+	}
+	sub := &fakeSub{session: s, req: req, cancelled: make(chan struct{}), broken: s.broken}
+	s.subs[req.ID] = sub
+	s.agent.subs <- sub
 	return nil
 }
 
-func (s *fakeStream) CloseSend() error { return nil }
-
-func (s *fakeStream) RecvMsg(m any) error {
+func (s *fakeSession) RecvMsg(m any) error {
 	select {
 	case e := <-s.events:
-		*m.(*agentapi.WatchEvent) = *e
+		*m.(*agentapi.SessionEvent) = *e
 		return nil
 	case err := <-s.broken:
 		return err
@@ -318,9 +335,29 @@ func (s *fakeStream) RecvMsg(m any) error {
 	}
 }
 
-func (s *fakeStream) send(events ...*agentapi.WatchEvent) {
+// fakeSub is one subscription of a session.
+type fakeSub struct {
+	session   *fakeSession
+	req       agentapi.SessionRequest
+	caughtUp  bool
+	cancelled chan struct{} // closed when the server cancels it
+	broken    chan error    // breaks the whole session
+}
+
+// send sends the events of a single-subscription agent: flows tagged
+// with the subscription, its first PROGRESS as its CAUGHT_UP, the next
+// ones as the agent's watermark.
+func (s *fakeSub) send(events ...*agentapi.WatchEvent) {
 	for _, e := range events {
-		s.events <- e
+		se := &agentapi.SessionEvent{Type: e.Type, RV: e.RV, Flow: e.Flow, IDs: []uint64{s.req.ID}}
+		if e.Type == agentapi.Progress {
+			if s.caughtUp {
+				se.IDs = nil
+			} else {
+				se.Type, s.caughtUp = agentapi.CaughtUp, true
+			}
+		}
+		s.session.events <- se
 	}
 }
 
@@ -400,9 +437,9 @@ func TestWatchEndsTheStreamOfAnAgentThatLeaves(t *testing.T) {
 	sa, sb := a.next(t), b.next(t)
 	pool.set(a)
 	select {
-	case <-sb.ctx.Done():
+	case <-sb.cancelled:
 	case <-time.After(5 * time.Second):
-		t.Fatal("b's stream goes on after b left")
+		t.Fatal("b's subscription goes on after b left")
 	}
 	// b, silent but within the lag bound, would hold a back if it counted.
 	sa.send(added("a", 120), progress(130))
@@ -426,7 +463,7 @@ func TestWatchExcludesALaggingAgentThatThenRejoins(t *testing.T) {
 	sb.broken <- status.Error(codes.Unavailable, "connection reset")
 	sb = b.next(t)
 	if sb.req.FromRV != 105 {
-		t.Fatalf("b reconnected from %d, want 105, the last version it sent", sb.req.FromRV)
+		t.Fatalf("b resubscribed from %d, want 105, the last version it sent", sb.req.FromRV)
 	}
 	sb.send(progress(500), added("b", 505), progress(600))
 	expectFlows(t, w, 505)
@@ -474,22 +511,42 @@ func TestWatchRefusesWatchersBeyondTheLimit(t *testing.T) {
 	}
 }
 
-func TestWatchStopsReadingAnAgentFarAheadOfTheOthers(t *testing.T) {
+func TestWatchPausesAnAgentFarAheadOfTheOthers(t *testing.T) {
 	a, b := newFakeAgent("a"), newFakeAgent("b")
 	opts := testOptions()
 	opts.WatchBuffer = 2
 	w := startWatch(t, NewREST(newFakePool(a, b), opts), from100)
 	sa, sb := a.next(t), b.next(t)
 	sa.send(added("a", 101), added("a", 102), added("a", 103), added("a", 104), added("a", 105))
-	// Two flows wait for b in the merge, a third for a credit.
-	deadline := time.Now().Add(5 * time.Second)
-	for len(sa.events) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of a's events unread, want 2: a is read on while b holds it back", len(sa.events))
-		}
-		time.Sleep(time.Millisecond)
+	// Two flows wait for b in the merge: a's subscription is cancelled
+	// rather than read on.
+	select {
+	case <-sa.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a is read on while b holds it back")
 	}
-	sa.send(progress(200))
 	sb.send(progress(300))
-	expectFlows(t, w, 101, 102, 103, 104, 105)
+	expectFlows(t, w, 101, 102)
+	// Once they are released, a resumes from the last flow it kept: the
+	// agent replays from its store what follows, as often as asked.
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			var sa *fakeSub
+			select {
+			case sa = <-a.subs:
+			case <-done:
+				return
+			}
+			if sa.req.FromRV < 102 || sa.req.FromRV > 105 {
+				t.Errorf("a resumed from %d, want 102..105", sa.req.FromRV)
+			}
+			for rv := sa.req.FromRV + 1; rv <= 105; rv++ {
+				sa.send(added("a", rv))
+			}
+			sa.send(progress(200))
+		}
+	}()
+	expectFlows(t, w, 103, 104, 105)
 }

@@ -1,0 +1,328 @@
+package agents
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/agentapi"
+)
+
+// A session carries every watch this server has on one agent over one
+// stream (see agentapi.SessionRequest): the agent sends one watermark per
+// tick for all of them, and each flow once, tagged with the subscriptions
+// that select it. The session receives in one goroutine and hands each
+// subscription's events to its inbox without ever blocking on a watch; the
+// watermark is kept in an atomic that a watch reads before draining its
+// inboxes, so a watermark it reads never passes a flow still on its way.
+type session struct {
+	client *agentapi.Client
+	node   string
+	// progressed is told of each new watermark.
+	progressed func()
+
+	mu     sync.Mutex
+	subs   map[uint64]*Subscription
+	nextID uint64
+	out    *sender // the stream's requests; nil while disconnected
+	wake   chan struct{}
+	start  sync.Once
+
+	watermark atomic.Uint64
+	heard     atomic.Int64 // unix nanoseconds of the last message
+}
+
+// Subscription is one watch's subscription on an agent. Its events arrive
+// in its inbox; Cancel ends it.
+type Subscription struct {
+	id     uint64
+	s      *session
+	filter agentapi.Filter
+	// pos is where a resubscription starts after the stream broke: every
+	// event at or below it was delivered. Used by the session's goroutine.
+	pos   uint64
+	live  bool // caught up on the current stream: the watermark applies
+	inbox *inbox
+}
+
+// Event is one event of a subscription. Besides the agent's ADDED,
+// DELETED, CAUGHT_UP and ENDED (with Err), Reset says the stream broke:
+// the subscription replays from its last position, and is not live until
+// its next CAUGHT_UP.
+type Event struct {
+	Type agentapi.EventType
+	RV   uint64
+	Flow *v1alpha1.Flow
+	Err  error
+}
+
+// Reset is the Event that says a subscription's stream broke.
+const Reset agentapi.EventType = "RESET"
+
+// inbox holds a subscription's events until its watch takes them. It is
+// bounded: when full it drops events and says so, and the watch then
+// cancels the subscription and subscribes again from what it has.
+type inbox struct {
+	mu         sync.Mutex
+	events     []Event
+	overflowed bool
+	limit      int
+	notify     chan<- struct{}
+}
+
+func (b *inbox) push(e Event) {
+	b.mu.Lock()
+	switch {
+	case b.overflowed:
+	case len(b.events) >= b.limit && (e.Type == agentapi.Added || e.Type == agentapi.Deleted):
+		b.overflowed = true
+	default:
+		b.events = append(b.events, e)
+	}
+	b.mu.Unlock()
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Take returns the events that arrived since the last Take, reusing
+// buf's memory for the next ones, and whether events were dropped: the
+// subscription then has a gap and must be cancelled.
+func (sub *Subscription) Take(buf []Event) (events []Event, overflowed bool) {
+	b := sub.inbox
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	events, b.events = b.events, buf[:0]
+	return events, b.overflowed
+}
+
+func newSession(client *agentapi.Client, node string, progressed func()) *session {
+	return &session{client: client, node: node, progressed: progressed,
+		subs: map[uint64]*Subscription{}, wake: make(chan struct{}, 1)}
+}
+
+// Subscribe subscribes to the flows filter selects after from. Call it
+// with ctx of the agent's lifetime only through Agent.Subscribe.
+func (s *session) subscribe(ctx context.Context, filter agentapi.Filter, from uint64, inbox *inbox) *Subscription {
+	s.start.Do(func() { go s.run(ctx) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	sub := &Subscription{id: s.nextID, s: s, filter: filter, pos: from, inbox: inbox}
+	s.subs[sub.id] = sub
+	if s.out != nil {
+		s.out.enqueue(sub.request())
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return sub
+}
+
+func (sub *Subscription) request() *agentapi.SessionRequest {
+	return &agentapi.SessionRequest{ID: sub.id, Filter: sub.filter, FromRV: sub.pos}
+}
+
+// Cancel ends the subscription; events on their way are dropped.
+func (sub *Subscription) Cancel() {
+	s := sub.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subs[sub.id] != sub {
+		return
+	}
+	delete(s.subs, sub.id)
+	if s.out != nil {
+		s.out.enqueue(&agentapi.SessionRequest{ID: sub.id, Cancel: true})
+	}
+}
+
+// Session reconnect backoff.
+const (
+	minSessionBackoff = 100 * time.Millisecond
+	maxSessionBackoff = 5 * time.Second
+)
+
+// run keeps a stream open while there are subscriptions, and subscribes
+// them again from their positions whenever it is reopened.
+func (s *session) run(ctx context.Context) {
+	backoff := minSessionBackoff
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		idle := len(s.subs) == 0
+		s.mu.Unlock()
+		if idle {
+			select {
+			case <-s.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		start := time.Now()
+		err := s.serve(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > maxSessionBackoff {
+			backoff = minSessionBackoff
+		}
+		klog.V(2).InfoS("Agent session broke, reconnecting", "node", s.node, "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, maxSessionBackoff)
+	}
+}
+
+// serve runs one stream until it breaks. Every subscription then gets a
+// Reset, so its watch stops applying the watermark to it until it has
+// caught up again on the next stream.
+func (s *session) serve(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := s.client.Session(sctx)
+	if err != nil {
+		return err
+	}
+	out := newSender(stream)
+	go out.run(sctx)
+	s.mu.Lock()
+	s.out = out
+	for _, sub := range s.subs {
+		out.enqueue(sub.request())
+	}
+	s.mu.Unlock()
+
+	err = s.receive(stream)
+
+	s.mu.Lock()
+	s.out = nil
+	for _, sub := range s.subs {
+		if sub.live {
+			// A quiet subscription's last flow may be older than the
+			// agent keeps; it resumes from the watermark instead.
+			sub.pos = max(sub.pos, s.watermark.Load())
+			sub.live = false
+		}
+		sub.inbox.push(Event{Type: Reset})
+	}
+	s.mu.Unlock()
+	if status.Code(err) == codes.ResourceExhausted {
+		klog.InfoS("Agent ended the session: this server fell behind its flows; resubscribing", "node", s.node)
+	}
+	return err
+}
+
+func (s *session) receive(stream *agentapi.SessionClient) error {
+	for {
+		e, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		s.heard.Store(time.Now().UnixNano())
+		switch e.Type {
+		case agentapi.Progress:
+			if e.RV > s.watermark.Load() {
+				s.watermark.Store(e.RV)
+				s.progressed()
+			}
+			continue
+		case agentapi.Added, agentapi.Deleted, agentapi.CaughtUp, agentapi.Ended:
+		default:
+			continue // from a newer agent; nothing to do with it
+		}
+		ev := Event{Type: e.Type, RV: e.RV, Flow: e.Flow}
+		if e.Type == agentapi.Ended {
+			ev.Err = status.Error(codes.Code(e.Code), e.Message)
+		}
+		s.mu.Lock()
+		for _, id := range e.IDs {
+			sub, ok := s.subs[id]
+			if !ok {
+				continue // cancelled while the event was on its way
+			}
+			sub.pos = max(sub.pos, e.RV)
+			sub.live = sub.live || e.Type == agentapi.CaughtUp
+			sub.inbox.push(ev)
+			if e.Type == agentapi.Ended {
+				delete(s.subs, id)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// sender writes a stream's requests in order from one goroutine, so that
+// subscribing never waits on the network.
+type sender struct {
+	stream *agentapi.SessionClient
+	mu     sync.Mutex
+	queue  []*agentapi.SessionRequest
+	ready  chan struct{}
+}
+
+func newSender(stream *agentapi.SessionClient) *sender {
+	return &sender{stream: stream, ready: make(chan struct{}, 1)}
+}
+
+func (o *sender) enqueue(req *agentapi.SessionRequest) {
+	o.mu.Lock()
+	o.queue = append(o.queue, req)
+	o.mu.Unlock()
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (o *sender) run(ctx context.Context) {
+	for {
+		select {
+		case <-o.ready:
+		case <-ctx.Done():
+			return
+		}
+		o.mu.Lock()
+		queue := o.queue
+		o.queue = nil
+		o.mu.Unlock()
+		for _, req := range queue {
+			if err := o.stream.Send(req); err != nil {
+				return // the receiver sees the stream break
+			}
+		}
+	}
+}
+
+// Watermark returns the agent's last watermark: every subscription that
+// has caught up (and not been Reset since) has received every flow at or
+// below it. Read it before taking the inboxes it is applied to.
+func (a *Agent) Watermark() uint64 { return a.sess.watermark.Load() }
+
+// Heard returns when the agent last sent anything in its session; zero
+// before the first message.
+func (a *Agent) Heard() time.Time {
+	if n := a.sess.heard.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Subscribe subscribes to the agent's flows that filter selects after
+// from (see agentapi.SessionRequest for the order of events). Up to limit
+// flows wait for Take; notify is signalled, without blocking, when events
+// arrive.
+func (a *Agent) Subscribe(filter agentapi.Filter, from uint64, limit int, notify chan<- struct{}) *Subscription {
+	return a.sess.subscribe(a.ctx, filter, from, &inbox{limit: limit, notify: notify})
+}

@@ -1,0 +1,168 @@
+package flow
+
+import (
+	"cmp"
+	"context"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/watch"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+)
+
+// TestWatchMatchesOracleAcrossAgents runs random watches over real agents
+// (stores, pipelines and sessions) while flows keep arriving, some from
+// before flows already stored (replayed), some from a list's snapshot.
+// Each watch must deliver, in strictly increasing (version, node) order,
+// exactly the flows its filter selects above its start version.
+func TestWatchMatchesOracleAcrossAgents(t *testing.T) {
+	const seed = 20261125
+	rng := rand.New(rand.NewPCG(seed, 0))
+	c := startCluster(t, "node-a", "node-b", "node-c", "node-d")
+	start := time.Now()
+	var names []string
+	for _, a := range c {
+		for range 100 {
+			a.offer(t, randomFlow(rng, start))
+		}
+		a.waitCommitted(t, 100)
+		for _, r := range a.committed(t, a.p.Head()) {
+			names = append(names, r.Flow.Name)
+		}
+	}
+	slices.Sort(names)
+	// A version in the middle of what is stored: watches from it replay.
+	_, mid, _ := strings.Cut(names[len(names)/2], ".")
+	r := NewREST(c, Options{DefaultWindow: 10 * time.Minute, AgentTimeout: 10 * time.Second,
+		WatchBuffer: 10000, BookmarkInterval: time.Hour, MaxAgentLag: time.Hour, MaxWatchers: 100})
+
+	type watcher struct {
+		q      oracleQuery
+		filter func(*v1alpha1.Flow) bool
+		from   uint64
+		got    []*v1alpha1.Flow
+		done   chan struct{}
+	}
+	var (
+		watchers []*watcher
+		wg       sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	arrivals := func(n int, every time.Duration, rng *rand.Rand) {
+		nodes := slices.Sorted(maps.Keys(c))
+		for range n {
+			c[pick(rng, nodes)].p.Offer(randomFlow(rng, time.Now()))
+			time.Sleep(every)
+		}
+	}
+	// Flows arrive while the watches start and run.
+	wg.Go(func() { arrivals(600, time.Millisecond, rand.New(rand.NewPCG(seed, 1))) })
+	for i := range 16 {
+		q := randomQuery(rng, names, start)
+		q.fields = slices.DeleteFunc(q.fields, func(f string) bool { return strings.HasPrefix(f, "metadata.name=") })
+		opts := listOptions(t, 0, q.labels, q.fields...)
+		rctx := genericapirequest.WithNamespace(ctx, q.namespace)
+		if i%2 == 0 {
+			opts.ResourceVersion = mid
+		} else {
+			l, err := r.List(rctx, &opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts.ResourceVersion = l.(*v1alpha1.FlowList).ResourceVersion
+		}
+		first := time.Now()
+		w, err := r.Watch(rctx, &opts)
+		if err != nil {
+			t.Fatalf("watch %d (%s): %v", i, q, err)
+		}
+		defer w.Stop()
+		from, _ := parseRV(opts.ResourceVersion)
+		filter := q.filter(first)
+		if !slices.ContainsFunc(q.fields, func(f string) bool { return strings.HasPrefix(f, "since=") }) {
+			filter.Since = nil // watches have no default window
+		}
+		m, err := filter.Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wr := &watcher{q: q, filter: m.Matches, from: from, done: make(chan struct{})}
+		watchers = append(watchers, wr)
+		go func() {
+			defer close(wr.done)
+			for e := range w.ResultChan() {
+				if e.Type != watch.Added {
+					t.Errorf("watch %s: event %s %v", q, e.Type, e.Object)
+					return
+				}
+				wr.got = append(wr.got, e.Object.(*v1alpha1.Flow))
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	// Everything offered is committed once every head stops moving.
+	var heads []uint64
+	for _, n := range slices.Sorted(maps.Keys(c)) {
+		heads = append(heads, c[n].p.Head())
+	}
+	for {
+		time.Sleep(200 * time.Millisecond)
+		var now []uint64
+		for _, n := range slices.Sorted(maps.Keys(c)) {
+			now = append(now, c[n].p.Head())
+		}
+		if slices.Equal(now, heads) {
+			break
+		}
+		heads = now
+	}
+	var all []*v1alpha1.Flow
+	for _, a := range c {
+		for _, r := range a.committed(t, a.p.Head()) {
+			all = append(all, r.Flow)
+		}
+	}
+	slices.SortFunc(all, compareVersionNode)
+	// Wait for the watermarks to release the last flows, then stop.
+	time.Sleep(time.Second)
+	cancel()
+	for _, wr := range watchers {
+		<-wr.done
+		var want []string
+		for _, f := range all {
+			if rvOf(f) > wr.from && wr.filter(f) {
+				want = append(want, f.Name)
+			}
+		}
+		var got []string
+		for i, f := range wr.got {
+			if i > 0 && compareVersionNode(wr.got[i-1], f) >= 0 {
+				t.Errorf("watch %s from %d: %s after %s", wr.q, wr.from, f.Name, wr.got[i-1].Name)
+			}
+			got = append(got, f.Name)
+		}
+		if !slices.Equal(got, want) {
+			d := firstDifference(got, want)
+			t.Errorf("seed %d, watch %s from %d: %d flows, want %d; from flow %d:\ngot:  %v\nwant: %v",
+				seed, wr.q, wr.from, len(got), len(want), d, got[d:min(d+5, len(got))], want[d:min(d+5, len(want))])
+		}
+	}
+	var counts []int
+	for _, wr := range watchers {
+		counts = append(counts, len(wr.got))
+	}
+	t.Logf("flows per watch: %v", counts)
+}
+
+func compareVersionNode(a, b *v1alpha1.Flow) int {
+	return cmp.Or(cmp.Compare(rvOf(a), rvOf(b)), strings.Compare(a.NodeName, b.NodeName))
+}
