@@ -529,7 +529,7 @@ step_agents() {
       --data-dir="${OUT_DIR}/agents/${n}" \
       --listen-address="127.0.0.1:${port}" \
       --advertise-address="127.0.0.1:${port}" \
-      --metrics-bind-address="127.0.0.1:${mport}" \
+      --metrics-bind-address="127.0.0.1:${mport}" --profiling \
       --tls-cert-file="${CERT_DIR}/agent-${n}.crt" \
       --tls-private-key-file="${CERT_DIR}/agent-${n}.key" \
       --client-ca-file="${CERT_DIR}/flowscope-ca.crt" \

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,7 @@ type Options struct {
 	ListenAddress      string
 	AdvertiseAddress   string
 	MetricsAddress     string
+	Profiling          bool
 	TLSCertFile        string
 	TLSKeyFile         string
 	ClientCAFile       string
@@ -97,6 +99,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address of the gRPC API (mutual TLS).")
 	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "Address the aggregated server dials, published in the agent's Lease; defaults to --listen-address.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics and /healthz endpoint; empty disables it.")
+	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "Serve Go's /debug/pprof on the metrics address. It is unauthenticated: bind that address to localhost when this is on.")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "Serving certificate of the gRPC API (required).")
 	fs.StringVar(&o.TLSKeyFile, "tls-private-key-file", o.TLSKeyFile, "Key of the serving certificate (required).")
 	fs.StringVar(&o.ClientCAFile, "client-ca-file", o.ClientCAFile, "CA bundle that signs the aggregated server's client certificate (required).")
@@ -225,7 +228,7 @@ func Run(ctx context.Context, o *Options) error {
 		g.Go(func() error { return runReplay(ctx, o, p) })
 	}
 	if o.MetricsAddress != "" {
-		g.Go(func() error { return serveMetrics(ctx, o.MetricsAddress) })
+		g.Go(func() error { return serveMetrics(ctx, o.MetricsAddress, o.Profiling) })
 	}
 	kube, err := newKubeClients(o.Kubeconfig)
 	if err != nil {
@@ -294,9 +297,15 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 	})
 }
 
-func serveMetrics(ctx context.Context, addr string) error {
+func serveMetrics(ctx context.Context, addr string, profiling bool) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

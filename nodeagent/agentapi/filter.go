@@ -66,7 +66,26 @@ func (m *Matcher) InWindow(t time.Time) bool {
 }
 
 // Matches reports whether the flow passes every part of the filter.
-func (m *Matcher) Matches(f *v1alpha1.Flow) bool {
+func (m *Matcher) Matches(f *v1alpha1.Flow) bool { return m.MatchesView(&FlowView{Flow: f}) }
+
+// FlowView is a flow being matched against many filters: its field set,
+// a map of some twenty entries, is built once, when a filter first needs
+// it, rather than once per filter.
+type FlowView struct {
+	Flow   *v1alpha1.Flow
+	fields fields.Set
+}
+
+func (v *FlowView) fieldSet() fields.Set {
+	if v.fields == nil {
+		v.fields = v1alpha1.FieldSet(v.Flow)
+	}
+	return v.fields
+}
+
+// MatchesView is Matches for a flow matched against many filters.
+func (m *Matcher) MatchesView(v *FlowView) bool {
+	f := v.Flow
 	if m.namespace != "" && f.Namespace != m.namespace {
 		return false
 	}
@@ -76,5 +95,5 @@ func (m *Matcher) Matches(f *v1alpha1.Flow) bool {
 	if !m.label.Empty() && !m.label.Matches(labels.Set(f.Labels)) {
 		return false
 	}
-	return m.field.Empty() || m.field.Matches(v1alpha1.FieldSet(f))
+	return m.field.Empty() || m.field.Matches(v.fieldSet())
 }

@@ -278,8 +278,9 @@ func (s *Session) publish(t agentapi.EventType, recs []store.Record) {
 	}
 	for _, r := range recs {
 		var ids []uint64
+		view := agentapi.FlowView{Flow: r.Flow}
 		for _, e := range s.entries {
-			if e.match.Matches(r.Flow) {
+			if e.match.MatchesView(&view) {
 				ids = append(ids, e.id)
 			}
 		}
