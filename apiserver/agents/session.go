@@ -69,6 +69,9 @@ const Reset agentapi.EventType = "RESET"
 // bounded: when full it drops events and says so, and the watch then
 // cancels the subscription and subscribes again from what it has.
 type inbox struct {
+	// ready is set with every event, so that a watch skips an empty inbox
+	// without its lock.
+	ready      atomic.Bool
 	mu         sync.Mutex
 	events     []Event
 	overflowed bool
@@ -85,6 +88,7 @@ func (b *inbox) push(e Event) {
 	default:
 		b.events = append(b.events, e)
 	}
+	b.ready.Store(true)
 	b.mu.Unlock()
 	select {
 	case b.notify <- struct{}{}:
@@ -97,8 +101,12 @@ func (b *inbox) push(e Event) {
 // subscription then has a gap and must be cancelled.
 func (sub *Subscription) Take(buf []Event) (events []Event, overflowed bool) {
 	b := sub.inbox
+	if !b.ready.Load() {
+		return buf[:0], false
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.ready.Store(false)
 	events, b.events = b.events, buf[:0]
 	return events, b.overflowed
 }

@@ -171,7 +171,11 @@ func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1al
 		return
 	}
 	changed := w.follow()
-	progressed := w.progressed()
+	// The watch listens to the agents' watermarks only while flows wait
+	// for them: most watches select few flows, and 200 watches woken for
+	// every tick of 50 agents would spend the server on nothing. The tick
+	// keeps the marks, and so exclusions and bookmarks, current anyway.
+	var progressed <-chan struct{}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	lastBookmark := time.Now()
@@ -179,26 +183,15 @@ func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1al
 		select {
 		case <-w.notify:
 		case <-progressed:
-			// Before draining, or a watermark announced meanwhile is
-			// missed until the next one.
-			progressed = w.progressed()
+			progressed = nil
 		case <-changed:
 			changed = w.follow()
 		case <-tick.C:
 		case <-ctx.Done():
 			return
 		}
-		if err := w.drain(time.Now()); err != nil {
-			w.sendError(ctx, err)
+		if progressed = w.advance(ctx, progressed); ctx.Err() != nil {
 			return
-		}
-		for _, e := range w.merge.release(time.Now()) {
-			if s, ok := w.sources[e.Object.(*v1alpha1.Flow).NodeName]; ok {
-				s.pending--
-			}
-			if !w.send(ctx, e) {
-				return
-			}
 		}
 		w.resume(time.Now())
 		if w.bookmarks && time.Since(lastBookmark) >= w.opts.BookmarkInterval {
@@ -208,6 +201,35 @@ func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1al
 				w.result <- watch.Event{Type: watch.Bookmark, Object: bookmark(w.merge.released)}
 			}
 		}
+	}
+}
+
+// advance drains the subscriptions and releases what the watermarks
+// passed. It returns the channel to listen to for watermarks: progressed,
+// or while flows wait a new one if that was nil. It ends the watch
+// (cancels its context) when an agent's error or the client ends it.
+func (w *mergedWatch) advance(ctx context.Context, progressed <-chan struct{}) <-chan struct{} {
+	for {
+		if err := w.drain(time.Now()); err != nil {
+			w.sendError(ctx, err)
+			w.cancel()
+			return nil
+		}
+		for _, e := range w.merge.release(time.Now()) {
+			if s, ok := w.sources[e.Object.(*v1alpha1.Flow).NodeName]; ok {
+				s.pending--
+			}
+			if !w.send(ctx, e) {
+				w.cancel()
+				return nil
+			}
+		}
+		if progressed != nil || w.merge.pending.Len() == 0 {
+			return progressed
+		}
+		// Flows wait: listen, then drain again, since a watermark
+		// announced before listening would be missed until the next.
+		progressed = w.progressed()
 	}
 }
 
