@@ -17,6 +17,8 @@
 #   REPORT         [<repo>/_output/bench-fanout-<AGENTS>x<WATCHERS>.json]  the report as JSON;
 #                  client-go's log of the watchers goes next to it (<REPORT>-client-go.log)
 #   KEEP           [0]     1 leaves the system running (its OUT_DIR is printed)
+#   AGENT_GOMAXPROCS [unset] GOMAXPROCS of each agent: on one machine standing in for
+#                  many nodes, 1 keeps 50 agents from running 100 schedulers on 2 cores
 # The logs of a failed run are kept in its OUT_DIR.
 set -Eeuo pipefail
 

@@ -523,7 +523,8 @@ step_agents() {
     mapfile -t pod_flags < <(pods::agent_flags "${i}")
     mkdir -p "${OUT_DIR}/agents/${n}"
     [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
-    local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
+    # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one machine.
+    GOMAXPROCS="${AGENT_GOMAXPROCS:-${GOMAXPROCS:-}}" local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
       --node-name="${n}" \
       --namespace="${FLOWSCOPE_NAMESPACE}" \
       --data-dir="${OUT_DIR}/agents/${n}" \

@@ -155,7 +155,7 @@ func newPhaseCPU(phase string, from, to snapshot) phaseCPU {
 type agentCounters struct {
 	Ingested    float64 `json:"flowsIngested"`
 	Dropped     float64 `json:"flowsDropped"`
-	Streams     float64 `json:"watchStreams"`
+	Streams     float64 `json:"watchStreams"` // active watches (session subscriptions); the name predates sessions
 	CutOff      float64 `json:"watchersCutOff"`
 	MeanBatchMs float64 `json:"meanIngestBatchMs"`
 }
@@ -232,6 +232,6 @@ func (r *report) print(w io.Writer) {
 	}
 	a := r.Agents
 	p("")
-	p("Agents during the watch phase: %.0f flows ingested, %.0f dropped, %.0f watch streams open, %.0f cut off as too slow, mean ingest batch %.2f ms",
+	p("Agents during the watch phase: %.0f flows ingested, %.0f dropped, %.0f watches open, %.0f cut off as too slow, mean ingest batch %.2f ms",
 		a.Ingested, a.Dropped, a.Streams, a.CutOff, a.MeanBatchMs)
 }

@@ -51,7 +51,7 @@ func main() {
 	flag.IntVar(&o.producers, "producers", 1, "goroutines offering flows")
 	flag.IntVar(&o.queue, "queue", 65536, "the pipeline's queue (flowscope-agent --ingest-queue-size)")
 	flag.IntVar(&o.batch, "batch", store.MaxBlockFlows, "flows per store write at most (the agent's batch size)")
-	flag.IntVar(&o.watchers, "watchers", 1, "live subscriptions draining the hub, each for one namespace")
+	flag.IntVar(&o.watchers, "watchers", 1, "watches draining the hub, each for one namespace: subscriptions of one hub session, as an aggregated server's are")
 	flag.StringVar(&o.dir, "dir", "", "store directory (default: a new temporary one, removed at exit)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
@@ -231,33 +231,40 @@ func produce(p *ingest.Pipeline, pool []v1alpha1.Flow, id int, o options, stop t
 }
 
 // drainWatchers subscribes n watchers, each to one namespace of the shop
-// application, and counts what they receive.
+// application, in one hub session, as the agent serves one aggregated
+// server's watches, and counts what they receive: a flow that k of them
+// select counts k times.
 func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
 	var got atomic.Int64
+	if n == 0 {
+		return &got
+	}
 	namespaces := []string{"shop", "payments", "monitoring", "kube-system"}
+	sess := h.SubscribeSession()
 	for i := range n {
 		f := agentapi.Filter{Namespace: namespaces[i%len(namespaces)]}
 		m, err := f.Compile()
 		if err != nil {
 			panic(err)
 		}
-		sub := h.Subscribe(f, m)
-		go func() {
-			defer sub.Close()
-			for {
-				select {
-				case e := <-sub.Events():
-					if e.Flow != nil {
-						got.Add(1)
-					}
-				case <-sub.Done():
-					return
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+		sess.Add(uint64(i+1), f, m)
 	}
+	go func() {
+		defer sess.Close()
+		for {
+			select {
+			case e := <-sess.Events():
+				if e.Flow != nil {
+					got.Add(int64(len(e.IDs)))
+				}
+			case <-sess.Done():
+				fmt.Fprintln(os.Stderr, "ingestload: the watchers' session was cut off:", sess.Err())
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	return &got
 }
 

@@ -40,7 +40,6 @@ import (
 // ListRequest: filter, snapshotRV uv, after opt cursor, limit zz.
 // ListResponse: snapshotRV uv, more bool, uv n, n flows.
 // GetRequest: rv uv, namespace str. GetResponse: flow.
-// WatchRequest: filter, fromRV uv. WatchEvent: event, rv uv, opt flow.
 // SessionRequest: id uv, cancel bool, filter, fromRV uv.
 // SessionEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
 // message str.
@@ -49,15 +48,15 @@ const WireVersion = 1
 // ErrWire is matched by every decoding error of a message.
 var ErrWire = errors.New("malformed agent API message")
 
+// Kinds 5 and 6 were WatchRequest and WatchEvent, the messages of the
+// per-watch Watch call that sessions replaced; they are not reused.
 const (
-	kindListRequest byte = 1 + iota
-	kindListResponse
-	kindGetRequest
-	kindGetResponse
-	kindWatchRequest
-	kindWatchEvent
-	kindSessionRequest
-	kindSessionEvent
+	kindListRequest    byte = 1
+	kindListResponse   byte = 2
+	kindGetRequest     byte = 3
+	kindGetResponse    byte = 4
+	kindSessionRequest byte = 7
+	kindSessionEvent   byte = 8
 )
 
 var eventTypes = []EventType{Added, Deleted, Progress, CaughtUp, Ended}
@@ -100,18 +99,6 @@ func (Codec) Marshal(v any) ([]byte, error) {
 	case *GetResponse:
 		e.header(kindGetResponse)
 		e.flow(&m.Flow)
-	case *WatchRequest:
-		e.header(kindWatchRequest)
-		e.filter(&m.Filter)
-		e.uvarint(m.FromRV)
-	case *WatchEvent:
-		e.header(kindWatchEvent)
-		e.eventType(m.Type)
-		e.uvarint(m.RV)
-		e.bool(m.Flow != nil)
-		if m.Flow != nil {
-			e.flow(m.Flow)
-		}
 	case *SessionRequest:
 		e.header(kindSessionRequest)
 		e.uvarint(m.ID)
@@ -178,20 +165,6 @@ func (Codec) Unmarshal(data []byte, v any) error {
 		*m = GetResponse{}
 		d.header(kindGetResponse)
 		d.flow(&m.Flow)
-	case *WatchRequest:
-		*m = WatchRequest{}
-		d.header(kindWatchRequest)
-		d.filter(&m.Filter)
-		m.FromRV = d.uvarint()
-	case *WatchEvent:
-		*m = WatchEvent{}
-		d.header(kindWatchEvent)
-		m.Type = d.eventType()
-		m.RV = d.uvarint()
-		if d.bool() {
-			m.Flow = new(v1alpha1.Flow)
-			d.flow(m.Flow)
-		}
 	case *SessionRequest:
 		*m = SessionRequest{}
 		d.header(kindSessionRequest)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,12 +56,10 @@ func messages(tb testing.TB) []any {
 		&agentapi.ListResponse{},
 		&agentapi.GetRequest{RV: 7, Namespace: "shop"},
 		&agentapi.GetResponse{Flow: flows[0]},
-		&agentapi.WatchRequest{Filter: filter, FromRV: 42},
-		&agentapi.WatchEvent{Type: agentapi.Added, RV: 43, Flow: &flows[1]},
-		&agentapi.WatchEvent{Type: agentapi.Progress, RV: 44},
 		&agentapi.SessionRequest{ID: 7, Filter: filter, FromRV: 42},
 		&agentapi.SessionRequest{ID: 7, Cancel: true},
 		&agentapi.SessionEvent{Type: agentapi.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
+		&agentapi.SessionEvent{Type: agentapi.Deleted, RV: 47, IDs: []uint64{300}, Flow: &flows[1]},
 		&agentapi.SessionEvent{Type: agentapi.Progress, RV: 46},
 		&agentapi.SessionEvent{Type: agentapi.CaughtUp, RV: 46, IDs: []uint64{7}},
 		&agentapi.SessionEvent{Type: agentapi.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
@@ -78,10 +77,6 @@ func newOf(m any) any {
 		return new(agentapi.GetRequest)
 	case *agentapi.GetResponse:
 		return new(agentapi.GetResponse)
-	case *agentapi.WatchRequest:
-		return new(agentapi.WatchRequest)
-	case *agentapi.WatchEvent:
-		return new(agentapi.WatchEvent)
 	case *agentapi.SessionRequest:
 		return new(agentapi.SessionRequest)
 	case *agentapi.SessionEvent:
@@ -146,8 +141,30 @@ func TestCodecRejects(t *testing.T) {
 			}
 		})
 	}
-	if _, err := (agentapi.Codec{}).Marshal(&agentapi.WatchEvent{Type: "BOGUS"}); err == nil {
+	if _, err := (agentapi.Codec{}).Marshal(&agentapi.SessionEvent{Type: "BOGUS"}); err == nil {
 		t.Error("encoded an unknown event type")
+	}
+	// WatchEvent travels inside SessionEvent only.
+	if _, err := (agentapi.Codec{}).Marshal(&agentapi.WatchEvent{Type: agentapi.Progress}); err == nil {
+		t.Error("encoded a WatchEvent")
+	}
+}
+
+// TestCodecKinds: a message's kind byte never changes, and the kinds of
+// removed messages (5 and 6, the Watch call's) are not reused, so peers of
+// different releases never misread each other's messages.
+func TestCodecKinds(t *testing.T) {
+	want := map[string]byte{"*agentapi.ListRequest": 1, "*agentapi.ListResponse": 2, "*agentapi.GetRequest": 3,
+		"*agentapi.GetResponse": 4, "*agentapi.SessionRequest": 7, "*agentapi.SessionEvent": 8}
+	for _, m := range messages(t) {
+		b, err := agentapi.Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("%T", m)
+		if k, ok := want[name]; !ok || b[0] != agentapi.WireVersion || b[1] != k {
+			t.Errorf("%s: header %x, want version %d and kind %d", name, b[:2], agentapi.WireVersion, k)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 )
@@ -14,13 +15,22 @@ import (
 type Matcher struct {
 	namespace    string
 	label        labels.Selector
-	field        fields.Selector
+	field        []fieldRequirement
 	since, until time.Time
+}
+
+// fieldRequirement is one term of a field selector, reading its field
+// straight from the flow: a map of every field per flow (FieldSet) costs
+// more than the rest of matching together.
+type fieldRequirement struct {
+	get   func(*v1alpha1.Flow) string
+	value string
+	not   bool // != rather than =
 }
 
 // Compile parses the filter's selectors once.
 func (f Filter) Compile() (*Matcher, error) {
-	m := &Matcher{namespace: f.Namespace, label: labels.Everything(), field: fields.Everything()}
+	m := &Matcher{namespace: f.Namespace, label: labels.Everything()}
 	if f.LabelSelector != "" {
 		s, err := labels.Parse(f.LabelSelector)
 		if err != nil {
@@ -39,8 +49,17 @@ func (f Filter) Compile() (*Matcher, error) {
 			if _, _, err := v1alpha1.ConvertFieldLabel(r.Field, r.Value); err != nil {
 				return nil, err
 			}
+			get := v1alpha1.FieldGetter(r.Field)
+			if get == nil {
+				return nil, fmt.Errorf("field selector %s is a time bound: pass it as the filter's since or until", r.Field)
+			}
+			switch r.Operator {
+			case selection.Equals, selection.DoubleEquals, selection.NotEquals:
+			default:
+				return nil, fmt.Errorf("field selector %s: unsupported operator %s", r.Field, r.Operator)
+			}
+			m.field = append(m.field, fieldRequirement{get: get, value: r.Value, not: r.Operator == selection.NotEquals})
 		}
-		m.field = s
 	}
 	if f.Since != nil {
 		m.since = *f.Since
@@ -66,26 +85,7 @@ func (m *Matcher) InWindow(t time.Time) bool {
 }
 
 // Matches reports whether the flow passes every part of the filter.
-func (m *Matcher) Matches(f *v1alpha1.Flow) bool { return m.MatchesView(&FlowView{Flow: f}) }
-
-// FlowView is a flow being matched against many filters: its field set,
-// a map of some twenty entries, is built once, when a filter first needs
-// it, rather than once per filter.
-type FlowView struct {
-	Flow   *v1alpha1.Flow
-	fields fields.Set
-}
-
-func (v *FlowView) fieldSet() fields.Set {
-	if v.fields == nil {
-		v.fields = v1alpha1.FieldSet(v.Flow)
-	}
-	return v.fields
-}
-
-// MatchesView is Matches for a flow matched against many filters.
-func (m *Matcher) MatchesView(v *FlowView) bool {
-	f := v.Flow
+func (m *Matcher) Matches(f *v1alpha1.Flow) bool {
 	if m.namespace != "" && f.Namespace != m.namespace {
 		return false
 	}
@@ -95,5 +95,10 @@ func (m *Matcher) MatchesView(v *FlowView) bool {
 	if !m.label.Empty() && !m.label.Matches(labels.Set(f.Labels)) {
 		return false
 	}
-	return m.field.Empty() || m.field.Matches(v.fieldSet())
+	for _, r := range m.field {
+		if (r.get(f) == r.value) == r.not {
+			return false
+		}
+	}
+	return true
 }

@@ -13,8 +13,6 @@ const serviceName = "flowscope.agent.v1alpha1.Agent"
 type Server interface {
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Get(context.Context, *GetRequest) (*GetResponse, error)
-	// Watch sends events until the context ends or an error occurs.
-	Watch(*WatchRequest, WatchStream) error
 	// Session serves a session (see SessionRequest) until the stream ends.
 	Session(SessionStream) error
 }
@@ -26,19 +24,13 @@ type SessionStream interface {
 	Recv() (*SessionRequest, error)
 }
 
-// WatchStream is the sending side of a watch.
-type WatchStream interface {
-	Context() context.Context
-	Send(*WatchEvent) error
-}
-
 // ServerOptions returns the gRPC server options the service needs.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ForceServerCodec(Codec{}), grpc.MaxRecvMsgSize(1 << 20),
-		// The aggregated server keeps one connection per agent for every
-		// list and watch stream; without a limit of its own the server
-		// advertises none, and clients hold to HTTP/2's default of 100,
-		// which a busy cluster's watches fill.
+		// The aggregated server keeps one connection per agent for its
+		// session and every list and get; without a limit of its own the
+		// server advertises none, and clients hold to HTTP/2's default of
+		// 100 calls at once.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams)}
 }
 
@@ -58,7 +50,6 @@ var serviceDesc = grpc.ServiceDesc{
 		{MethodName: "Get", Handler: unary("Get", func(s Server, ctx context.Context, r *GetRequest) (any, error) { return s.Get(ctx, r) })},
 	},
 	Streams: []grpc.StreamDesc{
-		{StreamName: "Watch", ServerStreams: true, Handler: watchHandler},
 		{StreamName: "Session", ServerStreams: true, ClientStreams: true, Handler: sessionHandler},
 	},
 }
@@ -77,18 +68,6 @@ func unary[Req any](method string, call func(Server, context.Context, *Req) (any
 			return call(srv.(Server), ctx, req.(*Req))
 		})
 	}
-}
-
-type watchServerStream struct{ grpc.ServerStream }
-
-func (s watchServerStream) Send(e *WatchEvent) error { return s.SendMsg(e) }
-
-func watchHandler(srv any, stream grpc.ServerStream) error {
-	req := new(WatchRequest)
-	if err := stream.RecvMsg(req); err != nil {
-		return err
-	}
-	return srv.(Server).Watch(req, watchServerStream{stream})
 }
 
 type sessionServerStream struct{ grpc.ServerStream }
@@ -138,33 +117,6 @@ func (c *Client) Get(ctx context.Context, req *GetRequest) (*GetResponse, error)
 	return resp, nil
 }
 
-// WatchClient receives a watch's events.
-type WatchClient struct{ stream grpc.ClientStream }
-
-// Recv returns the next event.
-func (w *WatchClient) Recv() (*WatchEvent, error) {
-	e := new(WatchEvent)
-	if err := w.stream.RecvMsg(e); err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
-// Watch opens a watch stream; cancel ctx to end it.
-func (c *Client) Watch(ctx context.Context, req *WatchRequest) (*WatchClient, error) {
-	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[0], "/"+serviceName+"/Watch")
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.SendMsg(req); err != nil {
-		return nil, err
-	}
-	if err := stream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return &WatchClient{stream: stream}, nil
-}
-
 // SessionClient is the aggregated server's side of a session. Send and
 // Recv may be called from different goroutines, each from one at a time.
 type SessionClient struct{ stream grpc.ClientStream }
@@ -183,7 +135,7 @@ func (s *SessionClient) Recv() (*SessionEvent, error) {
 
 // Session opens a session; cancel ctx to end it.
 func (c *Client) Session(ctx context.Context) (*SessionClient, error) {
-	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[1], "/"+serviceName+"/Session")
+	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[0], "/"+serviceName+"/Session")
 	if err != nil {
 		return nil, err
 	}

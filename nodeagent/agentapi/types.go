@@ -72,15 +72,7 @@ type GetResponse struct {
 	Flow v1alpha1.Flow `json:"flow"`
 }
 
-// WatchRequest asks for the flows that follow a resource version.
-type WatchRequest struct {
-	Filter Filter `json:"filter"`
-	// FromRV: stream the flows with a larger version, replaying from the
-	// store what is already there. 0 means from now.
-	FromRV uint64 `json:"fromRV,omitempty"`
-}
-
-// EventType is the kind of a watch event.
+// EventType is the kind of a watch or session event.
 type EventType string
 
 // Watch event types.
@@ -94,7 +86,9 @@ const (
 	Progress EventType = "PROGRESS"
 )
 
-// WatchEvent is one message of a watch stream.
+// WatchEvent is one event of one watch: what the agent's hub hands a
+// session, and what the aggregated server merges for a watch. It is not a
+// message of its own on the wire, where a SessionEvent carries it.
 type WatchEvent struct {
 	Type EventType      `json:"type"`
 	RV   uint64         `json:"rv"`

@@ -1,13 +1,11 @@
 // Package hub fans new flows out to the agent's active watches.
 //
 // The ingest pipeline publishes in resource-version order from a single
-// goroutine; each subscriber has a bounded buffer, and a subscriber that
-// lets it fill up is cut off rather than allowed to grow memory or slow the
-// pipeline and the other watchers.
-//
-// A subscriber is a Subscription, one filter for one watch, or a Session,
-// any number of filters told apart by ID, which receives each flow once
-// with the IDs of the filters that accept it.
+// goroutine. A subscriber is a Session: any number of filters told apart
+// by ID, one per watch, which receives each flow once with the IDs of the
+// filters that accept it. Each session has a bounded buffer, and a session
+// that lets it fill up is cut off rather than allowed to grow memory or
+// slow the pipeline and the other sessions.
 package hub
 
 import (
@@ -20,47 +18,26 @@ import (
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
-// ErrTooSlow ends a subscription whose buffer overflowed.
+// ErrTooSlow ends a session whose buffer overflowed.
 var ErrTooSlow = errors.New("watcher too slow: its buffer of pending flows overflowed")
 
-// Hub is the set of active subscriptions.
+// Hub is the set of active sessions.
 type Hub struct {
 	mu      sync.Mutex
-	subs    map[subscriber]struct{}
+	subs    map[*Session]struct{}
 	buffer  int
 	changed chan struct{}
 }
 
-// subscriber is a Subscription or a Session. Its methods are called with
-// the hub's mu held.
-type subscriber interface {
-	// publish delivers the records it selects, or cuts itself off.
-	publish(t agentapi.EventType, recs []store.Record)
-	// progress delivers a watermark if there is room for it.
-	progress(rv uint64)
-	// appendFilters appends the filters it selects with.
-	appendFilters([]agentapi.Filter) []agentapi.Filter
-	// selects reports whether it has a filter.
-	selects() bool
-}
-
-// New returns a hub whose subscribers buffer up to buffer events.
+// New returns a hub whose sessions buffer up to buffer events.
 func New(buffer int) *Hub {
-	return &Hub{subs: make(map[subscriber]struct{}), buffer: buffer, changed: make(chan struct{}, 1)}
+	return &Hub{subs: make(map[*Session]struct{}), buffer: buffer, changed: make(chan struct{}, 1)}
 }
 
-// Buffer returns how many events a subscriber buffers.
+// Buffer returns how many events a session buffers.
 func (h *Hub) Buffer() int { return h.buffer }
 
-func (h *Hub) add(s subscriber) {
-	h.mu.Lock()
-	h.subs[s] = struct{}{}
-	h.mu.Unlock()
-	h.notify()
-}
-
-// Filters returns the filters of the active subscriptions, sessions'
-// included.
+// Filters returns the filters of every session's subscriptions.
 func (h *Hub) Filters() []agentapi.Filter {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -71,7 +48,7 @@ func (h *Hub) Filters() []agentapi.Filter {
 	return out
 }
 
-// Changed receives a value after subscriptions come or go, or a session's
+// Changed receives a value after sessions come or go, or a session's
 // filters change.
 func (h *Hub) Changed() <-chan struct{} { return h.changed }
 
@@ -82,10 +59,10 @@ func (h *Hub) notify() {
 	}
 }
 
-// Publish hands new flows to every subscriber whose filter accepts them.
+// Publish hands new flows to every session with a filter that accepts them.
 func (h *Hub) Publish(recs []store.Record) { h.publish(agentapi.Added, recs) }
 
-// PublishDeleted tells every subscriber whose filter accepts them that
+// PublishDeleted tells every session with a filter that accepts them that
 // flows have left the store; each record carries the deletion's version.
 func (h *Hub) PublishDeleted(recs []store.Record) { h.publish(agentapi.Deleted, recs) }
 
@@ -97,7 +74,7 @@ func (h *Hub) publish(t agentapi.EventType, recs []store.Record) {
 	}
 }
 
-// Active reports whether anyone subscribes.
+// Active reports whether any session has a subscription.
 func (h *Hub) Active() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -109,105 +86,14 @@ func (h *Hub) Active() bool {
 	return false
 }
 
-// Progress tells every subscriber that all flows up to rv were published.
-// A subscriber whose buffer is full skips it: a later one supersedes it.
+// Progress tells every session that all flows up to rv were published. A
+// session whose buffer is full skips it: a later one supersedes it.
 func (h *Hub) Progress(rv uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
 		s.progress(rv)
 	}
-}
-
-// ending is how a subscriber ends, the same for both kinds.
-type ending struct {
-	hub     *Hub
-	done    chan struct{}
-	errOnce sync.Once
-	err     error
-}
-
-func newEnding(h *Hub) ending { return ending{hub: h, done: make(chan struct{})} }
-
-// closeLocked removes s from the hub; h.mu is held.
-func (e *ending) closeLocked(s subscriber, err error) {
-	e.errOnce.Do(func() {
-		e.err = err
-		delete(e.hub.subs, s)
-		close(e.done)
-		e.hub.notify()
-	})
-}
-
-// Done is closed when the subscription ends; Err then tells why.
-func (e *ending) Done() <-chan struct{} { return e.done }
-
-// Err returns why the subscription ended, nil if it was closed by Close.
-func (e *ending) Err() error {
-	select {
-	case <-e.done:
-		return e.err
-	default:
-		return nil
-	}
-}
-
-// Subscription receives the events published after it was made.
-type Subscription struct {
-	ending
-	filter agentapi.Filter
-	match  *agentapi.Matcher
-	events chan agentapi.WatchEvent
-}
-
-// Subscribe starts a subscription for the flows match accepts; filter is
-// what match was compiled from.
-func (h *Hub) Subscribe(filter agentapi.Filter, match *agentapi.Matcher) *Subscription {
-	s := &Subscription{ending: newEnding(h), filter: filter, match: match, events: make(chan agentapi.WatchEvent, h.buffer)}
-	h.add(s)
-	return s
-}
-
-func (s *Subscription) publish(t agentapi.EventType, recs []store.Record) {
-	for _, r := range recs {
-		if s.match.Matches(r.Flow) && !s.send(agentapi.WatchEvent{Type: t, RV: r.RV, Flow: r.Flow}) {
-			return
-		}
-	}
-}
-
-func (s *Subscription) progress(rv uint64) {
-	select {
-	case s.events <- agentapi.WatchEvent{Type: agentapi.Progress, RV: rv}:
-	default:
-	}
-}
-
-func (s *Subscription) appendFilters(out []agentapi.Filter) []agentapi.Filter {
-	return append(out, s.filter)
-}
-
-func (s *Subscription) selects() bool { return true }
-
-// send delivers e or cuts the subscriber off; h.mu is held.
-func (s *Subscription) send(e agentapi.WatchEvent) bool {
-	select {
-	case s.events <- e:
-		return true
-	default:
-		s.closeLocked(s, ErrTooSlow)
-		return false
-	}
-}
-
-// Events returns the subscription's events.
-func (s *Subscription) Events() <-chan agentapi.WatchEvent { return s.events }
-
-// Close ends the subscription.
-func (s *Subscription) Close() {
-	s.hub.mu.Lock()
-	defer s.hub.mu.Unlock()
-	s.closeLocked(s, nil)
 }
 
 // Event is an event of a Session.
@@ -223,10 +109,14 @@ type Event struct {
 // of subscriptions, each flow once, with the IDs of the subscriptions
 // that select it. It is cut off as a whole when its buffer overflows.
 type Session struct {
-	ending
+	hub *Hub
 	// entries, in increasing order of id, are guarded by hub.mu.
 	entries []entry
 	events  chan Event
+
+	done    chan struct{}
+	errOnce sync.Once
+	err     error
 }
 
 type entry struct {
@@ -237,8 +127,11 @@ type entry struct {
 
 // SubscribeSession starts a session, with no subscriptions yet.
 func (h *Hub) SubscribeSession() *Session {
-	s := &Session{ending: newEnding(h), events: make(chan Event, h.buffer)}
-	h.add(s)
+	s := &Session{hub: h, events: make(chan Event, h.buffer), done: make(chan struct{})}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	h.notify()
 	return s
 }
 
@@ -272,15 +165,15 @@ func (s *Session) Remove(id uint64) {
 	}
 }
 
+// publish delivers the records s selects, or cuts s off; h.mu is held.
 func (s *Session) publish(t agentapi.EventType, recs []store.Record) {
 	if len(s.entries) == 0 {
 		return
 	}
 	for _, r := range recs {
 		var ids []uint64
-		view := agentapi.FlowView{Flow: r.Flow}
 		for _, e := range s.entries {
-			if e.match.MatchesView(&view) {
+			if e.match.Matches(r.Flow) {
 				ids = append(ids, e.id)
 			}
 		}
@@ -290,12 +183,13 @@ func (s *Session) publish(t agentapi.EventType, recs []store.Record) {
 		select {
 		case s.events <- Event{WatchEvent: agentapi.WatchEvent{Type: t, RV: r.RV, Flow: r.Flow}, IDs: ids}:
 		default:
-			s.closeLocked(s, ErrTooSlow)
+			s.closeLocked(ErrTooSlow)
 			return
 		}
 	}
 }
 
+// progress delivers a watermark if there is room for it; h.mu is held.
 func (s *Session) progress(rv uint64) {
 	select {
 	case s.events <- Event{WatchEvent: agentapi.WatchEvent{Type: agentapi.Progress, RV: rv}}:
@@ -303,6 +197,7 @@ func (s *Session) progress(rv uint64) {
 	}
 }
 
+// appendFilters appends s's filters; h.mu is held.
 func (s *Session) appendFilters(out []agentapi.Filter) []agentapi.Filter {
 	for _, e := range s.entries {
 		out = append(out, e.filter)
@@ -310,14 +205,39 @@ func (s *Session) appendFilters(out []agentapi.Filter) []agentapi.Filter {
 	return out
 }
 
+// selects reports whether s has a filter; h.mu is held.
 func (s *Session) selects() bool { return len(s.entries) > 0 }
 
 // Events returns the session's events.
 func (s *Session) Events() <-chan Event { return s.events }
 
+// Done is closed when the session ends; Err then tells why.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended, nil if it was closed by Close.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
 // Close ends the session.
 func (s *Session) Close() {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
-	s.closeLocked(s, nil)
+	s.closeLocked(nil)
+}
+
+// closeLocked removes s from the hub, the first time with err; h.mu is
+// held.
+func (s *Session) closeLocked(err error) {
+	s.errOnce.Do(func() {
+		s.err = err
+		delete(s.hub.subs, s)
+		close(s.done)
+		s.hub.notify()
+	})
 }

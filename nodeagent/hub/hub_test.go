@@ -41,7 +41,7 @@ func changed(h *Hub) bool {
 
 // TestSessionTagsEachFlowOnce: a session receives each flow it selects
 // once, with the IDs of its subscriptions that select it, in order with
-// the watermarks; its filters count as the hub's.
+// the watermarks; every session's filters count as the hub's.
 func TestSessionTagsEachFlowOnce(t *testing.T) {
 	h := New(16)
 	shop, all := agentapi.Filter{Namespace: "shop"}, agentapi.Filter{}
@@ -56,8 +56,9 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 	if !changed(h) || !h.Active() || len(h.Filters()) != 2 {
 		t.Errorf("adding to a session: changed, active or filters wrong: %v", h.Filters())
 	}
-	sub := h.Subscribe(shop, compile(t, shop))
-	defer sub.Close()
+	other := h.SubscribeSession()
+	defer other.Close()
+	other.Add(1, shop, compile(t, shop))
 	if len(h.Filters()) != 3 {
 		t.Errorf("filters %v", h.Filters())
 	}
@@ -76,8 +77,11 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 	if want := []string{"ADDED shop [2 9]", "ADDED payments [2]", "PROGRESS  []"}; !slices.Equal(got, want) {
 		t.Errorf("session events %q, want %q", got, want)
 	}
-	if e := <-sub.Events(); e.Flow.Namespace != "shop" {
-		t.Errorf("subscription got %v", e)
+	if e := <-other.Events(); e.Flow.Namespace != "shop" || !slices.Equal(e.IDs, []uint64{1}) {
+		t.Errorf("the other session got %v", e)
+	}
+	if e := <-other.Events(); e.Type != agentapi.Progress {
+		t.Errorf("the other session got %v", e)
 	}
 
 	changed(h)
@@ -91,6 +95,16 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 	case e := <-s.Events():
 		t.Errorf("event for no subscription: %v", e)
 	default:
+	}
+
+	// A session that ends takes its filters with it.
+	other.Close()
+	if !changed(h) || !h.Active() || len(h.Filters()) != 1 {
+		t.Errorf("after a session closed: active %v, filters %v", h.Active(), h.Filters())
+	}
+	s.Remove(9)
+	if !changed(h) || h.Active() || len(h.Filters()) != 0 {
+		t.Errorf("after the last subscription left: active %v, filters %v", h.Active(), h.Filters())
 	}
 }
 

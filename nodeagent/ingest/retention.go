@@ -17,7 +17,7 @@ const announceChunk = 4096
 // to version upTo that have left, or are about to leave, the store and were
 // not announced yet. Informer caches then stay as bounded as the store.
 // Each deletion gets a new version, as a deletion does in Kubernetes, so
-// the watch stream's versions keep increasing.
+// the versions a watch receives keep increasing.
 //
 // Deletions reach live watchers only: a watch resumed from an older version
 // replays what the store holds, without the deletions announced while it

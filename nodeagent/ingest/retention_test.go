@@ -43,12 +43,14 @@ func TestDeparturesAnnounced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := agentapi.Filter{Namespace: "shop"}.Compile()
+	shop := agentapi.Filter{Namespace: "shop"}
+	m, err := shop.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := h.Subscribe(agentapi.Filter{Namespace: "shop"}, m)
-	defer sub.Close()
+	sess := h.SubscribeSession()
+	defer sess.Close()
+	sess.Add(1, shop, m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = p.Run(ctx) }()
@@ -65,15 +67,15 @@ func TestDeparturesAnnounced(t *testing.T) {
 		t.Helper()
 		for {
 			select {
-			case e := <-sub.Events():
+			case e := <-sess.Events():
 				if e.Type == agentapi.Progress {
 					continue
 				}
-				if e.RV <= last {
-					t.Fatalf("%s event at version %d after %d", e.Type, e.RV, last)
+				if e.RV <= last || len(e.IDs) != 1 || e.IDs[0] != 1 {
+					t.Fatalf("%s event at version %d for %v after %d", e.Type, e.RV, e.IDs, last)
 				}
 				last = e.RV
-				return e
+				return e.WatchEvent
 			case <-time.After(10 * time.Second):
 				t.Fatalf("no event; %d added so far", len(added))
 			}
@@ -99,7 +101,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 		delete(added, e.Flow.Name)
 	}
 	select {
-	case e := <-sub.Events():
+	case e := <-sess.Events():
 		if e.Type != agentapi.Progress {
 			t.Fatalf("unexpected %s event for %v", e.Type, e.Flow)
 		}

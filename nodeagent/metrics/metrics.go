@@ -45,10 +45,11 @@ var (
 		Namespace: namespace, Name: "api_requests_total",
 		Help: "Calls of the agent API, by method and gRPC status code.",
 	}, []string{"method", "code"})
-	// Watchers is the number of active watches.
+	// Watchers is the number of active watches: subscriptions of the
+	// aggregated servers' sessions.
 	Watchers = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "watchers",
-		Help: "Active watches served by this agent.",
+		Help: "Active watches (session subscriptions) served by this agent.",
 	})
 	// FlowsDeleted counts the deletions announced to watchers.
 	FlowsDeleted = prometheus.NewCounter(prometheus.CounterOpts{
@@ -65,10 +66,11 @@ var (
 		Namespace: namespace, Name: "store_blocks_compacted_total",
 		Help: "Small blocks of flows (written while flows trickled in) merged into bigger ones.",
 	})
-	// WatchersCutOff counts watches ended because they fell behind.
+	// WatchersCutOff counts the times a reader fell behind the live flows:
+	// a session ended, or a subscription sent back to the store.
 	WatchersCutOff = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "watchers_cut_off_total",
-		Help: "Watches ended because their reader fell behind.",
+		Help: "Times a reader fell behind the live flows: a session ended for it (its server resumes its watches from the store), or a subscription catching up went back to the store.",
 	})
 )
 

@@ -1,7 +1,7 @@
 // Package server serves the agent's store over gRPC (agentapi) to the
-// aggregated API server: list at a snapshot, get by name, and watch from a
-// resource version with replay from the store, one watch per stream or
-// many over a session.
+// aggregated API server: list at a snapshot, get by name, and a session
+// that carries all of that server's watches, each from a resource version
+// with replay from the store.
 package server
 
 import (
@@ -16,7 +16,6 @@ import (
 
 	"flowscope.io/flowscope/nodeagent/agentapi"
 	"flowscope.io/flowscope/nodeagent/hub"
-	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -64,7 +63,8 @@ func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentap
 		return nil, status.Errorf(codes.OutOfRange, "too old resource version: %d (%d) on node %s; list again without continue or resourceVersion", req.SnapshotRV, oldest, s.node)
 	}
 	// Reserving first commits everything up to the snapshot and keeps later
-	// flows above it, so a watch from the snapshot sees exactly the rest.
+	// flows above it, so a session subscription from the snapshot sees
+	// exactly the rest.
 	snap, err := s.pipeline.Reserve(ctx, req.SnapshotRV)
 	if err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -114,96 +114,6 @@ func (s *Service) Get(_ context.Context, req *agentapi.GetRequest) (*agentapi.Ge
 		return nil, status.Errorf(codes.Internal, "get flow on node %s: %v", s.node, err)
 	}
 	return &agentapi.GetResponse{Flow: *f}, nil
-}
-
-// Watch implements agentapi.Server. It replays from the store what follows
-// req.FromRV, then streams live flows; when the live buffer overflows it
-// falls back to the store and catches up again, so a slow reader costs
-// disk reads, not memory. It sends a PROGRESS event after the replay and
-// whenever the pipeline advances the watermark.
-func (s *Service) Watch(req *agentapi.WatchRequest, stream agentapi.WatchStream) error {
-	m, err := req.Filter.Compile()
-	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := s.checkFuture(req.FromRV); err != nil {
-		return err
-	}
-	metrics.Watchers.Inc()
-	defer metrics.Watchers.Dec()
-	ctx := stream.Context()
-	last := req.FromRV
-	for {
-		if oldest := s.store.OldestCompleteRV(s.now()); last != 0 && last < oldest {
-			return status.Errorf(codes.OutOfRange, "too old resource version: %d (%d) on node %s", last, oldest, s.node)
-		}
-		sub := s.hub.Subscribe(req.Filter, m)
-		// Read the head after subscribing: a flow is committed, then the
-		// head moves, then it is published, so every flow above this head
-		// reaches the subscription and every flow at or below it is in the
-		// store.
-		head := s.pipeline.Head()
-		if last == 0 {
-			last = head
-		}
-		if last > head {
-			// Starting ahead of this agent's clock: keep its next flows
-			// above the start, or the watch would skip them.
-			if _, err := s.pipeline.Reserve(ctx, last); err != nil {
-				sub.Close()
-				return status.FromContextError(err).Err()
-			}
-		}
-		err := s.replay(m, last, head, stream)
-		if err == nil {
-			last = max(last, head)
-			if err = stream.Send(&agentapi.WatchEvent{Type: agentapi.Progress, RV: last}); err == nil {
-				err = s.forward(ctx, sub, &last, stream)
-			}
-		}
-		sub.Close()
-		if !errors.Is(err, hub.ErrTooSlow) {
-			return err
-		}
-		metrics.WatchersCutOff.Inc()
-		klog.V(2).InfoS("Watch fell behind the live stream, catching up from the store", "rv", last)
-	}
-}
-
-func (s *Service) replay(m *agentapi.Matcher, after, upTo uint64, stream agentapi.WatchStream) error {
-	var sendErr error
-	err := s.store.ScanRV(after, upTo, func(r store.Record) bool {
-		if m.Matches(r.Flow) {
-			sendErr = stream.Send(&agentapi.WatchEvent{Type: agentapi.Added, RV: r.RV, Flow: r.Flow})
-		}
-		return sendErr == nil
-	})
-	if sendErr != nil {
-		return sendErr
-	}
-	if err != nil {
-		return status.Errorf(codes.Internal, "replay flows on node %s: %v", s.node, err)
-	}
-	return nil
-}
-
-func (s *Service) forward(ctx context.Context, sub *hub.Subscription, last *uint64, stream agentapi.WatchStream) error {
-	for {
-		select {
-		case e := <-sub.Events():
-			if e.RV <= *last {
-				continue // already replayed from the store
-			}
-			if err := stream.Send(&e); err != nil {
-				return err
-			}
-			*last = e.RV
-		case <-sub.Done():
-			return sub.Err()
-		case <-ctx.Done():
-			return nil
-		}
-	}
 }
 
 func (s *Service) checkFuture(rv uint64) error {

@@ -2,8 +2,8 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,38 +65,6 @@ func (a *agent) ingest(t *testing.T, ns string, ports ...int32) {
 	}
 }
 
-// stream collects a watch's events.
-type stream struct {
-	ctx    context.Context
-	mu     sync.Mutex
-	events []agentapi.WatchEvent
-}
-
-func (s *stream) Context() context.Context { return s.ctx }
-func (s *stream) Send(e *agentapi.WatchEvent) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, *e)
-	return nil
-}
-
-func (s *stream) ports() []int32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []int32
-	last := uint64(0)
-	for _, e := range s.events {
-		if e.Type == agentapi.Added {
-			if e.RV <= last {
-				panic("events out of order")
-			}
-			last = e.RV
-			out = append(out, e.Flow.L4.SourcePort)
-		}
-	}
-	return out
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -125,117 +93,8 @@ func ports(flows []v1alpha1.Flow) []int32 {
 	return out
 }
 
-func equal(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// TestListThenWatchFromSnapshot checks the contract the aggregated server
-// relies on: a list at a snapshot and a watch from it see every flow once.
-func TestListThenWatchFromSnapshot(t *testing.T) {
-	a := startAgent(t, t.TempDir(), 1024)
-	a.ingest(t, "shop", 1, 2, 3)
-	waitFor(t, "three flows", func() bool { return len(list(t, a, &agentapi.ListRequest{}).Flows) == 3 })
-
-	// Concurrent ingest while listing and watching.
-	stop := make(chan struct{})
-	var produced []int32
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for p := int32(100); ; p++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			a.ingest(t, "shop", p)
-			produced = append(produced, p)
-			time.Sleep(time.Millisecond)
-		}
-	})
-	time.Sleep(20 * time.Millisecond)
-	snap := uint64(time.Now().UnixMicro())
-	l := list(t, a, &agentapi.ListRequest{SnapshotRV: snap})
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &stream{ctx: ctx}
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- a.svc.Watch(&agentapi.WatchRequest{FromRV: snap}, s) }()
-	time.Sleep(50 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	want := append([]int32{1, 2, 3}, produced...)
-	waitFor(t, "every flow in the list or the watch", func() bool { return len(ports(l.Flows))+len(s.ports()) >= len(want) })
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	if err := <-watchDone; err != nil {
-		t.Fatal(err)
-	}
-	got := append(ports(l.Flows), s.ports()...)
-	if !equal(got, want) {
-		t.Errorf("list %v + watch %v != ingested %v", ports(l.Flows), s.ports(), want)
-	}
-	for _, f := range l.Flows {
-		if rv, _ := strconv.ParseUint(f.ResourceVersion, 10, 64); rv > snap {
-			t.Errorf("list at %d returned flow %s", snap, f.ResourceVersion)
-		}
-	}
-}
-
-func TestWatchReplaysFromStoreAndRestartKeepsVersionsIncreasing(t *testing.T) {
-	dir := t.TempDir()
-	a := startAgent(t, dir, 1024)
-	a.ingest(t, "shop", 1, 2)
-	a.ingest(t, "other", 3)
-	waitFor(t, "flows", func() bool { return len(list(t, a, &agentapi.ListRequest{}).Flows) == 3 })
-	first := list(t, a, &agentapi.ListRequest{}).Flows[0]
-	from, _ := strconv.ParseUint(first.ResourceVersion, 10, 64)
-	lastRV := a.p.Head()
-	a.stop()
-	a.stop = nil
-
-	b := startAgent(t, dir, 1024)
-	b.ingest(t, "shop", 4)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := &stream{ctx: ctx}
-	go func() {
-		_ = b.svc.Watch(&agentapi.WatchRequest{FromRV: from, Filter: agentapi.Filter{Namespace: "shop"}}, s)
-	}()
-	waitFor(t, "replay and live", func() bool { return equal(s.ports(), []int32{2, 4}) })
-	if b.p.Head() <= lastRV {
-		t.Errorf("head after restart %d is not above %d", b.p.Head(), lastRV)
-	}
-}
-
-func TestSlowWatcherCatchesUpFromStore(t *testing.T) {
-	a := startAgent(t, t.TempDir(), 4) // tiny live buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := &slowStream{stream: stream{ctx: ctx}}
-	go func() { _ = a.svc.Watch(&agentapi.WatchRequest{}, s) }()
-	time.Sleep(50 * time.Millisecond)
-	var want []int32
-	for p := int32(1); p <= 200; p++ {
-		a.ingest(t, "shop", p)
-		want = append(want, p)
-	}
-	waitFor(t, "all 200 flows despite the overflowing buffer", func() bool { return equal(s.ports(), want) })
-}
-
-type slowStream struct{ stream }
-
-func (s *slowStream) Send(e *agentapi.WatchEvent) error {
-	time.Sleep(time.Millisecond)
-	return s.stream.Send(e)
-}
-
+// TestErrors covers List and Get; TestSessionCancelAndErrors covers the
+// subscriptions of a session.
 func TestErrors(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 16)
 	_, err := a.svc.List(context.Background(), &agentapi.ListRequest{Filter: agentapi.Filter{FieldSelector: "spec.bogus=1"}})
@@ -245,10 +104,6 @@ func TestErrors(t *testing.T) {
 	_, err = a.svc.Get(context.Background(), &agentapi.GetRequest{RV: 12345})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("get of a missing flow: %v", err)
-	}
-	err = a.svc.Watch(&agentapi.WatchRequest{FromRV: 1000}, &stream{ctx: context.Background()})
-	if status.Code(err) != codes.OutOfRange {
-		t.Errorf("watch from an expired version: %v", err)
 	}
 	_, err = a.svc.List(context.Background(), &agentapi.ListRequest{SnapshotRV: 1000})
 	if status.Code(err) != codes.OutOfRange {
@@ -285,7 +140,7 @@ func TestListPagination(t *testing.T) {
 		req.After = &agentapi.Cursor{Time: last.Time.Time, Node: "node-a", RV: rv}
 		a.ingest(t, "shop", 99) // after the snapshot: never in these pages
 	}
-	if !equal(got, []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+	if !slices.Equal(got, []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
 		t.Errorf("pages = %v", got)
 	}
 }

@@ -99,6 +99,18 @@ func (s *sessionStream) find(t agentapi.EventType, id uint64) *agentapi.SessionE
 	return nil
 }
 
+// ports returns the source ports of the flows ADDED for id, in the order
+// they were sent.
+func (s *sessionStream) ports(id uint64) []int32 {
+	var out []int32
+	for _, e := range s.snapshot() {
+		if e.Type == agentapi.Added && slices.Contains(e.IDs, id) {
+			out = append(out, e.Flow.L4.SourcePort)
+		}
+	}
+	return out
+}
+
 // waitCaughtUp waits for CAUGHT_UP of id and returns its version.
 func (s *sessionStream) waitCaughtUp(t *testing.T, id uint64) uint64 {
 	t.Helper()
@@ -349,6 +361,120 @@ func TestSessionReplayCatchUpLive(t *testing.T) {
 	}
 }
 
+// TestSessionListThenSubscribeFromSnapshot checks the contract the
+// aggregated server relies on: a list at a snapshot and a subscription
+// from the list's SnapshotRV, while flows keep arriving, see every flow
+// once between them: the list those at or below the snapshot, the
+// subscription exactly those above it. The snapshot is a little ahead of
+// the agent's clock, as the server's clock may be: the list must keep
+// the agent's next flows above it.
+func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
+	a := startAgent(t, t.TempDir(), 1024)
+	a.ingest(t, "shop", 1, 2, 3)
+	a.flush(t)
+
+	stop := make(chan struct{})
+	var produced []int32
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for p := int32(100); ; p++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a.ingest(t, "shop", p)
+			produced = append(produced, p)
+			time.Sleep(time.Millisecond)
+		}
+	})
+	time.Sleep(20 * time.Millisecond)
+	l := list(t, a, &agentapi.ListRequest{SnapshotRV: uint64(time.Now().Add(30 * time.Millisecond).UnixMicro())})
+	snap := l.SnapshotRV
+	time.Sleep(50 * time.Millisecond) // a client watches some time after its list
+	s := a.openSession(t, &sessionStream{})
+	s.subscribe(1, agentapi.Filter{}, snap)
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	head := a.flush(t)
+	s.waitCaughtUp(t, 1)
+	s.waitProgress(t, head)
+
+	logs := checkSession(t, s.snapshot())
+	for _, f := range l.Flows {
+		if rv, _ := strconv.ParseUint(f.ResourceVersion, 10, 64); rv > snap {
+			t.Errorf("list at %d returned flow %s", snap, f.ResourceVersion)
+		}
+	}
+	if want := a.selected(t, agentapi.Filter{}, snap, head); !slices.Equal(logs[1].added, want) {
+		t.Errorf("subscription from %d got versions %v, want %v", snap, logs[1].added, want)
+	}
+	if logs[1].preCaught == 0 || logs[1].postEvent == 0 {
+		t.Errorf("subscription replayed %d flows and got %d live: the test needs both", logs[1].preCaught, logs[1].postEvent)
+	}
+	want := append([]int32{1, 2, 3}, produced...)
+	if got := append(ports(l.Flows), s.ports(1)...); !slices.Equal(got, want) {
+		t.Errorf("list %v + subscription %v != ingested %v", ports(l.Flows), s.ports(1), want)
+	}
+}
+
+// TestSessionReplaysAfterRestart: a subscription from a version of an
+// earlier run of the agent replays what its filter selects of the store,
+// then the new run's flows, whose versions are above the old ones.
+func TestSessionReplaysAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	a := startAgent(t, dir, 1024)
+	a.ingest(t, "shop", 1, 2)
+	a.ingest(t, "other", 3)
+	lastRV := a.flush(t)
+	first := list(t, a, &agentapi.ListRequest{}).Flows[0]
+	from, _ := strconv.ParseUint(first.ResourceVersion, 10, 64)
+	a.stop()
+	a.stop = nil
+
+	b := startAgent(t, dir, 1024)
+	b.ingest(t, "shop", 4)
+	s := b.openSession(t, &sessionStream{})
+	s.subscribe(1, agentapi.Filter{Namespace: "shop"}, from)
+	s.waitCaughtUp(t, 1)
+	b.ingest(t, "shop", 5)
+	b.ingest(t, "other", 6)
+	s.waitProgress(t, b.flush(t))
+	checkSession(t, s.snapshot())
+	if got := s.ports(1); !slices.Equal(got, []int32{2, 4, 5}) {
+		t.Errorf("replay and live after the restart: %v, want [2 4 5]", got)
+	}
+	if b.p.Head() <= lastRV {
+		t.Errorf("head after restart %d is not above %d", b.p.Head(), lastRV)
+	}
+}
+
+// TestSessionFromTheFuture: a subscription from a version ahead of the
+// agent's clock (another agent's snapshot, say) moves the clock past it,
+// so the flows that follow get larger versions and reach it rather than
+// falling below its start.
+func TestSessionFromTheFuture(t *testing.T) {
+	a := startAgent(t, t.TempDir(), 1024)
+	a.ingest(t, "shop", 1)
+	from := a.flush(t) + uint64(time.Minute.Microseconds())
+	s := a.openSession(t, &sessionStream{})
+	s.subscribe(1, agentapi.Filter{}, from)
+	if rv := s.waitCaughtUp(t, 1); rv < from {
+		t.Errorf("CAUGHT_UP %d below the start %d", rv, from)
+	}
+	a.ingest(t, "shop", 2, 3)
+	head := a.flush(t)
+	if head <= from {
+		t.Errorf("head %d not above the start %d", head, from)
+	}
+	s.waitProgress(t, head)
+	checkSession(t, s.snapshot())
+	if got := s.ports(1); !slices.Equal(got, []int32{2, 3}) {
+		t.Errorf("subscription from the future got %v, want [2 3]", got)
+	}
+}
+
 // TestSessionOneEventForSeveralSubscriptions: a flow that two
 // subscriptions select is sent once, with both IDs.
 func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
@@ -438,13 +564,22 @@ func TestSessionCancelAndErrors(t *testing.T) {
 
 // TestSessionTooSlowEnds: a server that stops reading ends its session
 // with ResourceExhausted, even though the agent is stuck sending to it.
+// Falling behind loses nothing: resubscribing in a new session from the
+// last version received replays the rest from the store.
 func TestSessionTooSlowEnds(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 8)
-	s := a.openSession(t, &sessionStream{stallAfter: 1})
-	s.subscribe(1, agentapi.Filter{}, 0)
+	// Move the head off 0 first: a subscription caught up at 0 would be
+	// resumed with FromRV 0, which means "from now".
+	a.ingest(t, "other", 1)
+	a.flush(t)
+	shop := agentapi.Filter{Namespace: "shop"}
+	s := a.openSession(t, &sessionStream{stallAfter: 10})
+	s.subscribe(1, shop, 0)
 	s.waitCaughtUp(t, 1)
+	var want []int32
 	for p := int32(1); p <= 100; p++ {
 		a.ingest(t, "shop", p)
+		want = append(want, p)
 	}
 	select {
 	case <-s.done:
@@ -454,10 +589,19 @@ func TestSessionTooSlowEnds(t *testing.T) {
 	if status.Code(s.err) != codes.ResourceExhausted {
 		t.Errorf("session ended with %v, want ResourceExhausted", s.err)
 	}
-	// A new session is served as usual.
+	l := checkSession(t, s.snapshot())[1]
+	// The server resumes where the session left off, after the last flow
+	// or watermark it received, once the flows are all in the store (the
+	// pipeline publishes them in batches larger than the hub's buffer).
+	head := a.flush(t)
 	n := a.openSession(t, &sessionStream{})
-	n.subscribe(1, agentapi.Filter{}, 0)
+	n.subscribe(1, shop, max(l.last, l.floor))
 	n.waitCaughtUp(t, 1)
+	n.waitProgress(t, head)
+	checkSession(t, n.snapshot())
+	if got := append(s.ports(1), n.ports(1)...); !slices.Equal(got, want) {
+		t.Errorf("before the cut-off %v, after %v; want %v once each", s.ports(1), n.ports(1), want)
+	}
 }
 
 // TestSessionStashOverflow: live flows overflow the stash of a long

@@ -121,59 +121,97 @@ func ParseTimeBound(value string, now time.Time) (time.Time, error) {
 // FieldSet returns the values of a flow's selectable fields. It is what a
 // pushed-down field selector is evaluated against.
 func FieldSet(f *Flow) fields.Set {
-	s := fields.Set{
-		"metadata.name":      f.Name,
-		"metadata.namespace": f.Namespace,
-		"nodeName":           f.NodeName,
-		"verdict":            string(f.Verdict),
-		"dropReason":         f.DropReason,
-		"trafficDirection":   string(f.TrafficDirection),
-		"isReply":            "",
-		"l4.protocol":        "",
-		"l4.sourcePort":      "",
-		"l4.destinationPort": "",
-		"l7.type":            "",
-		"l7.http.code":       "",
-		"l7.dns.query":       "",
-	}
-	if f.IsReply != nil {
-		s["isReply"] = strconv.FormatBool(*f.IsReply)
-	}
-	if f.L4 != nil {
-		s["l4.protocol"] = string(f.L4.Protocol)
-		if f.L4.SourcePort != 0 || f.L4.DestinationPort != 0 {
-			s["l4.sourcePort"] = strconv.Itoa(int(f.L4.SourcePort))
-			s["l4.destinationPort"] = strconv.Itoa(int(f.L4.DestinationPort))
-		}
-	}
-	addEndpoint(s, "source.", f.Source)
-	addEndpoint(s, "destination.", f.Destination)
-	if f.L7 != nil {
-		s["l7.type"] = string(f.L7.Type)
-		if f.L7.HTTP != nil && f.L7.HTTP.Code != 0 {
-			s["l7.http.code"] = strconv.Itoa(int(f.L7.HTTP.Code))
-		}
-		if f.L7.DNS != nil {
-			s["l7.dns.query"] = f.L7.DNS.Query
-		}
+	s := make(fields.Set, len(fieldGetters))
+	for label, get := range fieldGetters {
+		s[label] = get(f)
 	}
 	return s
 }
 
-func addEndpoint(s fields.Set, prefix string, e *Endpoint) {
+// FieldGetter returns the function that reads a selectable field of a
+// flow, as FieldSet has it, or nil for since, until and unknown labels.
+// Matching a selector through getters costs no map per flow.
+func FieldGetter(label string) func(*Flow) string { return fieldGetters[label] }
+
+var fieldGetters = map[string]func(*Flow) string{
+	"metadata.name":      func(f *Flow) string { return f.Name },
+	"metadata.namespace": func(f *Flow) string { return f.Namespace },
+	"nodeName":           func(f *Flow) string { return f.NodeName },
+	"verdict":            func(f *Flow) string { return string(f.Verdict) },
+	"dropReason":         func(f *Flow) string { return f.DropReason },
+	"trafficDirection":   func(f *Flow) string { return string(f.TrafficDirection) },
+	"isReply": func(f *Flow) string {
+		if f.IsReply == nil {
+			return ""
+		}
+		return strconv.FormatBool(*f.IsReply)
+	},
+	"l4.protocol": func(f *Flow) string {
+		if f.L4 == nil {
+			return ""
+		}
+		return string(f.L4.Protocol)
+	},
+	"l4.sourcePort":      func(f *Flow) string { return port(f, func(l *Layer4) int32 { return l.SourcePort }) },
+	"l4.destinationPort": func(f *Flow) string { return port(f, func(l *Layer4) int32 { return l.DestinationPort }) },
+	"source.namespace":   func(f *Flow) string { return endpointOrEmpty(f.Source).Namespace },
+	"source.podName":     func(f *Flow) string { return endpointOrEmpty(f.Source).PodName },
+	"source.ip":          func(f *Flow) string { return endpointOrEmpty(f.Source).IP },
+	"source.service":     func(f *Flow) string { return endpointOrEmpty(f.Source).Service },
+	"source.workload":    func(f *Flow) string { return workload(f.Source) },
+	"destination.namespace": func(f *Flow) string {
+		return endpointOrEmpty(f.Destination).Namespace
+	},
+	"destination.podName": func(f *Flow) string { return endpointOrEmpty(f.Destination).PodName },
+	"destination.ip":      func(f *Flow) string { return endpointOrEmpty(f.Destination).IP },
+	"destination.service": func(f *Flow) string { return endpointOrEmpty(f.Destination).Service },
+	"destination.workload": func(f *Flow) string {
+		return workload(f.Destination)
+	},
+	"l7.type": func(f *Flow) string {
+		if f.L7 == nil {
+			return ""
+		}
+		return string(f.L7.Type)
+	},
+	"l7.http.code": func(f *Flow) string {
+		if f.L7 == nil || f.L7.HTTP == nil || f.L7.HTTP.Code == 0 {
+			return ""
+		}
+		return strconv.Itoa(int(f.L7.HTTP.Code))
+	},
+	"l7.dns.query": func(f *Flow) string {
+		if f.L7 == nil || f.L7.DNS == nil {
+			return ""
+		}
+		return f.L7.DNS.Query
+	},
+}
+
+// port reads a port of the flow's L4, "" when it has none (both zero).
+func port(f *Flow, which func(*Layer4) int32) string {
+	if f.L4 == nil || f.L4.SourcePort == 0 && f.L4.DestinationPort == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(which(f.L4)))
+}
+
+var emptyEndpoint Endpoint
+
+func endpointOrEmpty(e *Endpoint) *Endpoint {
 	if e == nil {
-		e = &Endpoint{}
+		return &emptyEndpoint
 	}
-	s[prefix+"namespace"] = e.Namespace
-	s[prefix+"podName"] = e.PodName
-	s[prefix+"ip"] = e.IP
-	s[prefix+"service"] = e.Service
-	s[prefix+"workload"] = ""
-	if len(e.Workloads) > 0 {
-		// The outermost controller (a Deployment rather than its
-		// ReplicaSet) is what people name a workload by.
-		s[prefix+"workload"] = e.Workloads[len(e.Workloads)-1].Name
+	return e
+}
+
+// workload is the outermost controller (a Deployment rather than its
+// ReplicaSet): what people name a workload by.
+func workload(e *Endpoint) string {
+	if e == nil || len(e.Workloads) == 0 {
+		return ""
 	}
+	return e.Workloads[len(e.Workloads)-1].Name
 }
 
 func canonicalEnum[T ~string](value string, values []T) (string, bool) {

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,18 @@ func TestFieldSetMatches(t *testing.T) {
 		L7:          &Layer7{Type: L7TypeHTTP, HTTP: &HTTP{Code: 503}},
 	}
 	set := FieldSet(f)
+	want := fields.Set{
+		"metadata.name": "node-a.5", "metadata.namespace": "shop", "nodeName": "node-a",
+		"verdict": "Dropped", "dropReason": "POLICY_DENIED", "trafficDirection": "Egress", "isReply": "false",
+		"l4.protocol": "TCP", "l4.sourcePort": "40000", "l4.destinationPort": "5432",
+		"source.namespace": "shop", "source.podName": "web-1", "source.ip": "10.0.0.1", "source.service": "", "source.workload": "web",
+		"destination.namespace": "payments", "destination.podName": "db-0", "destination.ip": "10.0.0.2",
+		"destination.service": "db", "destination.workload": "",
+		"l7.type": "HTTP", "l7.http.code": "503", "l7.dns.query": "",
+	}
+	if !maps.Equal(set, want) {
+		t.Errorf("FieldSet = %v\nwant %v", set, want)
+	}
 	for sel, want := range map[string]bool{
 		"verdict=Dropped,l4.destinationPort=5432":         true,
 		"source.workload=web":                             true,
