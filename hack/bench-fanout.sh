@@ -19,6 +19,7 @@
 #   KEEP           [0]     1 leaves the system running (its OUT_DIR is printed)
 #   AGENT_GOMAXPROCS [unset] GOMAXPROCS of each agent: on one machine standing in for
 #                  many nodes, 1 keeps 50 agents from running 100 schedulers on 2 cores
+#   AGENT_ARGS     [none]  more flags for every agent, e.g. --progress-interval=50ms
 # The logs of a failed run are kept in its OUT_DIR.
 set -Eeuo pipefail
 

@@ -512,7 +512,7 @@ EOF
 step_agents() {
   STEP="agents"
   have_agent || return 0
-  local i n port mport pod_flags
+  local i n port mport pod_flags agent_args
   mkdir -p "${OUT_DIR}/replay"
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
@@ -521,9 +521,11 @@ step_agents() {
     # The demo pods' veths of this node (--interfaces, --capture=all), if
     # the agent knows the flags.
     mapfile -t pod_flags < <(pods::agent_flags "${i}")
+    read -ra agent_args <<<"${AGENT_ARGS:-}"
     mkdir -p "${OUT_DIR}/agents/${n}"
     [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
-    # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one machine.
+    # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one
+    # machine; AGENT_ARGS: more flags for every agent (split on spaces).
     GOMAXPROCS="${AGENT_GOMAXPROCS:-${GOMAXPROCS:-}}" local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
       --node-name="${n}" \
       --namespace="${FLOWSCOPE_NAMESPACE}" \
@@ -537,7 +539,7 @@ step_agents() {
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
       --kubeconfig="${OUT_DIR}/kubeconfig-agent" \
-      "${pod_flags[@]}"
+      "${pod_flags[@]}" "${agent_args[@]}"
   done
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
