@@ -211,7 +211,7 @@ func (p *Pool) reconcileLocked() {
 }
 
 // Keepalive and redial settings of the agent connections. An agent's
-// session carries its watermark every 20 ms while watches exist, so a
+// session carries its watermark at least every second while watches exist, so a
 // connection with a session that stays silent for keepaliveTime (gRPC's
 // floor) is suspect: its ping must be answered within keepaliveTimeout or
 // the connection is closed and the session fails, so watches resubscribe

@@ -36,6 +36,8 @@ type session struct {
 
 	watermark atomic.Uint64
 	heard     atomic.Int64 // unix nanoseconds of the last message
+	// wanted is the highest watermark a watch asked for.
+	wanted atomic.Uint64
 }
 
 // Subscription is one watch's subscription on an agent. Its events arrive
@@ -203,7 +205,7 @@ func (s *session) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	out := newSender(stream)
+	out := newSender(stream, s)
 	go out.run(sctx)
 	s.mu.Lock()
 	s.out = out
@@ -271,23 +273,40 @@ func (s *session) receive(stream *agentapi.SessionClient) error {
 	}
 }
 
+// Asking for watermarks: at most one ask per askInterval, so that a
+// steady stream of flows costs an agent no more messages than a 50 Hz
+// tick; an ask the agent answered below what was asked (its clock was
+// behind) is repeated after reaskInterval.
+const (
+	askInterval   = 20 * time.Millisecond
+	reaskInterval = 100 * time.Millisecond
+)
+
 // sender writes a stream's requests in order from one goroutine, so that
-// subscribing never waits on the network.
+// subscribing never waits on the network, and asks for watermarks.
 type sender struct {
-	stream *agentapi.SessionClient
-	mu     sync.Mutex
-	queue  []*agentapi.SessionRequest
-	ready  chan struct{}
+	stream  *agentapi.SessionClient
+	session *session
+	mu      sync.Mutex
+	queue   []*agentapi.SessionRequest
+	ready   chan struct{}
+
+	asked   uint64
+	askedAt time.Time
 }
 
-func newSender(stream *agentapi.SessionClient) *sender {
-	return &sender{stream: stream, ready: make(chan struct{}, 1)}
+func newSender(stream *agentapi.SessionClient, s *session) *sender {
+	return &sender{stream: stream, session: s, ready: make(chan struct{}, 1)}
 }
 
 func (o *sender) enqueue(req *agentapi.SessionRequest) {
 	o.mu.Lock()
 	o.queue = append(o.queue, req)
 	o.mu.Unlock()
+	o.poke()
+}
+
+func (o *sender) poke() {
 	select {
 	case o.ready <- struct{}{}:
 	default:
@@ -295,9 +314,12 @@ func (o *sender) enqueue(req *agentapi.SessionRequest) {
 }
 
 func (o *sender) run(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for {
 		select {
 		case <-o.ready:
+		case <-retry.C:
 		case <-ctx.Done():
 			return
 		}
@@ -310,7 +332,33 @@ func (o *sender) run(ctx context.Context) {
 				return // the receiver sees the stream break
 			}
 		}
+		wait, err := o.ask(time.Now())
+		if err != nil {
+			return
+		}
+		if wait > 0 {
+			retry.Reset(wait)
+		}
 	}
+}
+
+// ask sends the watermark wanted, unless the agent's watermark has passed
+// it or the last ask was too recent; then it returns how long to wait
+// before trying again, 0 when nothing is wanted.
+func (o *sender) ask(now time.Time) (time.Duration, error) {
+	wanted := o.session.wanted.Load()
+	if wanted <= o.session.watermark.Load() {
+		return 0, nil
+	}
+	next := o.askedAt.Add(askInterval)
+	if wanted <= o.asked {
+		next = o.askedAt.Add(reaskInterval)
+	}
+	if now.Before(next) {
+		return next.Sub(now), nil
+	}
+	o.asked, o.askedAt = wanted, now
+	return reaskInterval, o.stream.Send(&agentapi.SessionRequest{Progress: wanted})
 }
 
 // Watermark returns the agent's last watermark: every subscription that
@@ -325,6 +373,23 @@ func (a *Agent) Heard() time.Time {
 		return time.Unix(0, n)
 	}
 	return time.Time{}
+}
+
+// AskProgress asks the agent for a watermark at or above rv: a watch holds
+// flows up to rv and waits for this agent. Asks are coalesced and paced.
+func (a *Agent) AskProgress(rv uint64) {
+	s := a.sess
+	if rv <= s.watermark.Load() {
+		return
+	}
+	for cur := s.wanted.Load(); rv > cur && !s.wanted.CompareAndSwap(cur, rv); cur = s.wanted.Load() {
+	}
+	s.mu.Lock()
+	out := s.out
+	s.mu.Unlock()
+	if out != nil {
+		out.poke()
+	}
 }
 
 // Subscribe subscribes to the agent's flows that filter selects after

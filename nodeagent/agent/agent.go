@@ -78,7 +78,7 @@ func NewOptions() *Options {
 		AllowedClientNames: []string{"flowscope-apiserver"},
 		QueueSize:          1 << 16,
 		WatchBuffer:        4096,
-		ProgressInterval:   20 * time.Millisecond,
+		ProgressInterval:   time.Second,
 		MinFreeDisk:        resource.QuantityValue{Quantity: resource.MustParse("256Mi")},
 
 		Capture:               CaptureAll,
@@ -109,7 +109,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
 	fs.Var(&o.MinFreeDisk, "min-free-disk", "Free space below which the data directory's filesystem takes no more flows: they are dropped and counted (reason disk_full) until space returns. It must cover a second of ingest, a memtable (16Mi) and compactions; 0 disables the check, and Badger then crashes when the disk fills.")
 	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per session (one per aggregated server), and per watch while it catches up from the store. A watch that overflows it while catching up reads the store again; a session that overflows it is ended, and its server resumes its watches from the store.")
-	fs.DurationVar(&o.ProgressInterval, "progress-interval", o.ProgressInterval, "How often watches get this agent's watermark. A merged watch releases a flow once every agent's watermark has passed it, so this bounds its latency; each tick costs one message per session (one per aggregated server), whatever the number of watches.")
+	fs.DurationVar(&o.ProgressInterval, "progress-interval", o.ProgressInterval, "How often this agent sends its watermark to the aggregated servers unasked, as a heartbeat. A watch that holds flows waiting for this agent asks for the watermark at once (at most every 20 ms), so this bounds only how stale an idle agent's watermark gets, and how soon a silent agent is noticed (--max-agent-lag on the server).")
 	fs.StringVar(&o.Capture, "capture", o.Capture, "eBPF capture: all (every packet of the attached interfaces), selected (only what active watches select), or off.")
 	fs.StringSliceVar(&o.Interfaces, "interfaces", o.Interfaces, "Glob patterns of the interfaces to attach to, typically the host sides of pod veths.")
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")

@@ -40,7 +40,7 @@ import (
 // ListRequest: filter, snapshotRV uv, after opt cursor, limit zz.
 // ListResponse: snapshotRV uv, more bool, uv n, n flows.
 // GetRequest: rv uv, namespace str. GetResponse: flow.
-// SessionRequest: id uv, cancel bool, filter, fromRV uv.
+// SessionRequest: id uv, cancel bool, filter, fromRV uv, progress uv.
 // SessionEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
 // message str.
 const WireVersion = 1
@@ -105,6 +105,7 @@ func (Codec) Marshal(v any) ([]byte, error) {
 		e.bool(m.Cancel)
 		e.filter(&m.Filter)
 		e.uvarint(m.FromRV)
+		e.uvarint(m.Progress)
 	case *SessionEvent:
 		e.header(kindSessionEvent)
 		e.eventType(m.Type)
@@ -172,6 +173,7 @@ func (Codec) Unmarshal(data []byte, v any) error {
 		m.Cancel = d.bool()
 		d.filter(&m.Filter)
 		m.FromRV = d.uvarint()
+		m.Progress = d.uvarint()
 	case *SessionEvent:
 		*m = SessionEvent{}
 		d.header(kindSessionEvent)

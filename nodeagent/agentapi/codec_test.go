@@ -58,6 +58,7 @@ func messages(tb testing.TB) []any {
 		&agentapi.GetResponse{Flow: flows[0]},
 		&agentapi.SessionRequest{ID: 7, Filter: filter, FromRV: 42},
 		&agentapi.SessionRequest{ID: 7, Cancel: true},
+		&agentapi.SessionRequest{Progress: 1772442000000123},
 		&agentapi.SessionEvent{Type: agentapi.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
 		&agentapi.SessionEvent{Type: agentapi.Deleted, RV: 47, IDs: []uint64{300}, Flow: &flows[1]},
 		&agentapi.SessionEvent{Type: agentapi.Progress, RV: 46},

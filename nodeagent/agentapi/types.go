@@ -121,6 +121,11 @@ type SessionRequest struct {
 	Filter Filter `json:"filter"`
 	// FromRV: send the flows with a larger version. 0 means from now.
 	FromRV uint64 `json:"fromRV,omitempty"`
+	// Progress, when not 0, asks for a PROGRESS at or above it soon (the
+	// other fields are then unused): a watch holds flows up to it and
+	// waits for this agent's watermark. Unasked, the agent sends its
+	// watermark only every --progress-interval, as a heartbeat.
+	Progress uint64 `json:"progress,omitempty"`
 }
 
 // Session event types, beyond Added, Deleted and Progress.

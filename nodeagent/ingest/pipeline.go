@@ -38,7 +38,8 @@ type Options struct {
 	// SyncInterval is how often writes are made durable: a crash loses at
 	// most this much.
 	SyncInterval time.Duration
-	// ProgressInterval is how often watchers get the watermark.
+	// ProgressInterval is how often watchers get the watermark unasked: a
+	// heartbeat. Watches waiting on this agent ask for it (AskProgress).
 	ProgressInterval time.Duration
 	// DepartureInterval is how often watchers are told of the flows that
 	// have left the store; default 1s. Finding them reads a block from
@@ -63,8 +64,12 @@ type Pipeline struct {
 	clock    clock
 	in       chan *v1alpha1.Flow
 	reserves chan reservation
-	flushes  chan chan error
-	head     atomic.Uint64
+	// asked is the highest version a watermark was asked for since the
+	// last one; askedReady signals it.
+	asked      atomic.Uint64
+	askedReady chan struct{}
+	flushes    chan chan error
+	head       atomic.Uint64
 	// departedThrough: the deletion of every flow up to it is announced.
 	departedThrough uint64
 }
@@ -107,12 +112,13 @@ func New(st *store.Store, h *hub.Hub, opts Options) (*Pipeline, error) {
 		last = max(last, ceiling)
 	}
 	p := &Pipeline{
-		opts:     opts,
-		store:    st,
-		hub:      h,
-		in:       make(chan *v1alpha1.Flow, opts.QueueSize),
-		reserves: make(chan reservation),
-		flushes:  make(chan chan error),
+		opts:       opts,
+		store:      st,
+		hub:        h,
+		in:         make(chan *v1alpha1.Flow, opts.QueueSize),
+		reserves:   make(chan reservation),
+		askedReady: make(chan struct{}, 1),
+		flushes:    make(chan chan error),
 	}
 	p.clock = clock{now: opts.Now, last: last, persist: func(v uint64) error {
 		return st.SetMeta(metaClockCeiling, encodeUint64(v))
@@ -171,6 +177,22 @@ func (p *Pipeline) Queued() int { return len(p.in) }
 // Head returns the version of the last flow committed and published.
 func (p *Pipeline) Head() uint64 { return p.head.Load() }
 
+// AskProgress asks for a watermark at or above atLeast without waiting: the
+// writer publishes one (hub.Progress) as soon as it is free, after the
+// flows it has committed. Asks that arrive meanwhile share it.
+func (p *Pipeline) AskProgress(atLeast uint64) {
+	for {
+		cur := p.asked.Load()
+		if atLeast <= cur || p.asked.CompareAndSwap(cur, atLeast) {
+			break
+		}
+	}
+	select {
+	case p.askedReady <- struct{}{}:
+	default:
+	}
+}
+
 // Reserve returns a snapshot version S >= atLeast such that every flow with a
 // version up to S is committed, and no flow will get a version at or below S.
 func (p *Pipeline) Reserve(ctx context.Context, atLeast uint64) (uint64, error) {
@@ -228,11 +250,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 			reply <- p.store.Sync()
 		case <-progress.C:
-			if rv, err := p.clock.reserve(0); err != nil {
-				klog.ErrorS(err, "Failed advancing the watermark")
-			} else {
-				p.hub.Progress(rv)
-			}
+			p.progress(0)
+		case <-p.askedReady:
+			p.progress(p.asked.Swap(0))
 		case <-departureTick.C:
 			p.announceDeparted(p.store.OldestCompleteRV(p.opts.Now()) - 1)
 		case <-maintainTick.C:
@@ -244,6 +264,16 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return p.store.Sync()
 		}
+	}
+}
+
+// progress publishes a watermark at or above atLeast: every flow up to it
+// is committed and published, and none will get a version at or below it.
+func (p *Pipeline) progress(atLeast uint64) {
+	if rv, err := p.clock.reserve(atLeast); err != nil {
+		klog.ErrorS(err, "Failed advancing the watermark")
+	} else {
+		p.hub.Progress(rv)
 	}
 }
 

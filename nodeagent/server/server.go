@@ -23,6 +23,8 @@ import (
 type Pipeline interface {
 	Reserve(ctx context.Context, atLeast uint64) (uint64, error)
 	Head() uint64
+	// AskProgress asks for a watermark at or above atLeast, soon.
+	AskProgress(atLeast uint64)
 }
 
 // Service implements agentapi.Server.

@@ -28,13 +28,20 @@ type agent struct {
 
 func startAgent(t *testing.T, dir string, watchBuffer int) *agent {
 	t.Helper()
+	return startAgentTicking(t, dir, watchBuffer, 20*time.Millisecond)
+}
+
+// startAgentTicking starts an agent that sends its watermark unasked every
+// heartbeat.
+func startAgentTicking(t *testing.T, dir string, watchBuffer int, heartbeat time.Duration) *agent {
+	t.Helper()
 	st, err := store.Open(store.Options{Dir: dir, Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := hub.New(watchBuffer)
 	p, err := ingest.New(st, h, ingest.Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: 64,
-		SyncInterval: time.Second, ProgressInterval: 20 * time.Millisecond})
+		SyncInterval: time.Second, ProgressInterval: heartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}

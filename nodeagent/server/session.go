@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,6 +17,10 @@ import (
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
 )
+
+// maxProgressLead bounds how far past this agent's wall clock a watermark
+// that is asked for may move its clock.
+const maxProgressLead = time.Second
 
 // replayChunk is how many replayed flows a replay goroutine hands over at
 // once.
@@ -196,6 +201,13 @@ func (ss *session) send(e *agentapi.SessionEvent) error {
 }
 
 func (ss *session) request(req *agentapi.SessionRequest) error {
+	if req.Progress != 0 {
+		// Not past the agent's clock by more than maxProgressLead: a
+		// server whose clock runs ahead must not drag this one along.
+		// It asks again, and the clock catches up.
+		ss.svc.pipeline.AskProgress(min(req.Progress, uint64(ss.svc.now().Add(maxProgressLead).UnixMicro())))
+		return nil
+	}
 	if req.Cancel {
 		if sub := ss.subs[req.ID]; sub != nil {
 			ss.remove(sub)

@@ -501,6 +501,41 @@ func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
 	checkSession(t, s.snapshot())
 }
 
+// TestSessionAskedProgress: an agent whose heartbeat never comes sends
+// its watermark when asked, at or above what was asked for, after the
+// flows it committed before; an ask far ahead of its clock moves it by at
+// most maxProgressLead.
+func TestSessionAskedProgress(t *testing.T) {
+	a := startAgentTicking(t, t.TempDir(), 1024, time.Hour)
+	s := a.openSession(t, &sessionStream{})
+	s.subscribe(1, agentapi.Filter{}, 0)
+	s.waitCaughtUp(t, 1)
+	a.ingest(t, "shop", 1, 2)
+	head := a.flush(t)
+	ask := uint64(time.Now().UnixMicro()) + 100_000 // other agents' clocks may run ahead
+	s.reqs <- &agentapi.SessionRequest{Progress: ask}
+	s.waitProgress(t, ask)
+	if ports := s.ports(1); !slices.Equal(ports, []int32{1, 2}) {
+		t.Errorf("flows before the watermark %v, want [1 2]", ports)
+	}
+	a.ingest(t, "shop", 3)
+	if rv := a.flush(t); rv <= ask || head >= ask {
+		t.Errorf("flow after the watermark %d got version %d, head before it %d", ask, rv, head)
+	}
+
+	far := uint64(time.Now().Add(time.Hour).UnixMicro())
+	s.reqs <- &agentapi.SessionRequest{Progress: far}
+	limit := uint64(time.Now().Add(maxProgressLead).UnixMicro())
+	s.waitProgress(t, ask+1)
+	time.Sleep(50 * time.Millisecond)
+	for _, e := range s.snapshot() {
+		if e.Type == agentapi.Progress && e.RV > limit+uint64(time.Second.Microseconds()) {
+			t.Errorf("an ask an hour ahead moved the clock to %d, past %d", e.RV, limit)
+		}
+	}
+	checkSession(t, s.snapshot())
+}
+
 // TestSessionCancelAndErrors: a cancelled subscription gets nothing more;
 // bad requests end their subscription alone, and the session goes on.
 func TestSessionCancelAndErrors(t *testing.T) {
@@ -678,6 +713,8 @@ func (p *fakePipeline) Head() uint64 {
 	}
 	return h
 }
+
+func (p *fakePipeline) AskProgress(uint64) {}
 
 func (p *fakePipeline) Reserve(_ context.Context, atLeast uint64) (uint64, error) {
 	return max(p.head.Load(), atLeast), nil

@@ -52,7 +52,8 @@ func startTestAgent(t testing.TB, node string) *testAgent {
 	}
 	h := hub.New(1024)
 	p, err := ingest.New(st, h, ingest.Options{NodeName: node, QueueSize: 1 << 16, BatchSize: 64,
-		SyncInterval: time.Second, ProgressInterval: 20 * time.Millisecond})
+		// No heartbeat: watches get watermarks only by asking for them.
+		SyncInterval: time.Second, ProgressInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

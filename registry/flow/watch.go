@@ -224,12 +224,29 @@ func (w *mergedWatch) advance(ctx context.Context, progressed <-chan struct{}) <
 				return nil
 			}
 		}
-		if progressed != nil || w.merge.pending.Len() == 0 {
+		if w.merge.pending.Len() == 0 {
+			return progressed
+		}
+		w.askProgress()
+		if progressed != nil {
 			return progressed
 		}
 		// Flows wait: listen, then drain again, since a watermark
 		// announced before listening would be missed until the next.
 		progressed = w.progressed()
+	}
+}
+
+// askProgress asks the agents whose watermarks hold back the first flow
+// waiting in the merge for one that passes it. Agents send their
+// watermarks unasked only as a heartbeat (--progress-interval), so a quiet
+// cluster costs no messages and a flow waits about one round trip.
+func (w *mergedWatch) askProgress() {
+	first := w.merge.pending[0].rv
+	for node, s := range w.sources {
+		if s.live && w.merge.mark(node) < first {
+			s.agent.AskProgress(first)
+		}
 	}
 }
 
