@@ -273,12 +273,14 @@ func (s *session) receive(stream *agentapi.SessionClient) error {
 	}
 }
 
-// Asking for watermarks: at most one ask per askInterval, so that a
-// steady stream of flows costs an agent no more messages than a 50 Hz
-// tick; an ask the agent answered below what was asked (its clock was
-// behind) is repeated after reaskInterval.
+// Asking for watermarks: at most one ask per askInterval and agent, so a
+// steady stream of flows costs an agent at most 200 asks and watermarks a
+// second, and a flow waits at most about askInterval plus a round trip
+// (at 10 agents and 50 watches, watch p99 15.9 ms against 27.8 ms at
+// 20 ms, for 0.15 more cores). An ask the agent answered below what was
+// asked (its clock was behind) is repeated after reaskInterval.
 const (
-	askInterval   = 20 * time.Millisecond
+	askInterval   = 5 * time.Millisecond
 	reaskInterval = 100 * time.Millisecond
 )
 
