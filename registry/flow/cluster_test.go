@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -142,6 +143,43 @@ func (a *testAgent) waitCommitted(t testing.TB, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// seed has every agent ingest n random flows at times around start and
+// returns the sorted names of all of them.
+func (c testCluster) seed(t *testing.T, rng *rand.Rand, n int, start time.Time) []string {
+	t.Helper()
+	var names []string
+	for _, a := range c {
+		for range n {
+			a.offer(t, randomFlow(rng, start))
+		}
+		a.waitCommitted(t, n)
+		for _, r := range a.committed(t, a.p.Head()) {
+			names = append(names, r.Flow.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// keepArriving offers a random flow to a random agent every interval
+// until the returned stop is called, which waits for the last offer.
+func (c testCluster) keepArriving(rng *rand.Rand, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		nodes := slices.Sorted(maps.Keys(c))
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(interval):
+				c[pick(rng, nodes)].p.Offer(randomFlow(rng, time.Now()))
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 // testCluster is a fixed set of test agents.

@@ -248,21 +248,7 @@ func TestListSharesMatchSingleStoreOracle(t *testing.T) {
 			clock := &recordingClock{}
 			r.now = clock.now
 
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				arrivals := rand.New(rand.NewPCG(seed, 100+uint64(si)))
-				nodes := slices.Sorted(maps.Keys(c))
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(5 * time.Millisecond):
-						c[pick(arrivals, nodes)].p.Offer(randomFlow(arrivals, time.Now()))
-					}
-				}
-			})
-			defer func() { close(stop); wg.Wait() }()
+			defer c.keepArriving(rand.New(rand.NewPCG(seed, 100+uint64(si))), 5*time.Millisecond)()
 
 			var sent, returned, again int64
 			for i := range 20 {

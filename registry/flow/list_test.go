@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -234,38 +233,14 @@ func TestListMatchesSingleStoreOracle(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	c := startCluster(t, "node-a", "node-b", "node-c")
 	start := time.Now()
-	var names []string
-	for _, a := range c {
-		for range 150 {
-			a.offer(t, randomFlow(rng, start))
-		}
-		a.waitCommitted(t, 150)
-		for _, r := range a.committed(t, a.p.Head()) {
-			names = append(names, r.Flow.Name)
-		}
-	}
-	slices.Sort(names)
+	names := c.seed(t, rng, 150, start)
 
 	r := NewREST(c, Options{DefaultWindow: 10 * time.Minute, AgentTimeout: 10 * time.Second})
 	clock := &recordingClock{}
 	r.now = clock.now
 
 	// Flows keep arriving, at times within the lists' windows.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		arrivals := rand.New(rand.NewPCG(seed, 1))
-		nodes := slices.Sorted(maps.Keys(c))
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-				c[pick(arrivals, nodes)].p.Offer(randomFlow(arrivals, time.Now()))
-			}
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+	defer c.keepArriving(rand.New(rand.NewPCG(seed, 1)), 5*time.Millisecond)()
 
 	for i := range 40 {
 		q := randomQuery(rng, names, start)

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,17 +26,7 @@ func TestWatchMatchesOracleAcrossAgents(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	c := startCluster(t, "node-a", "node-b", "node-c", "node-d")
 	start := time.Now()
-	var names []string
-	for _, a := range c {
-		for range 100 {
-			a.offer(t, randomFlow(rng, start))
-		}
-		a.waitCommitted(t, 100)
-		for _, r := range a.committed(t, a.p.Head()) {
-			names = append(names, r.Flow.Name)
-		}
-	}
-	slices.Sort(names)
+	names := c.seed(t, rng, 100, start)
 	// A version in the middle of what is stored: watches from it replay.
 	_, mid, _ := strings.Cut(names[len(names)/2], ".")
 	r := NewREST(c, Options{DefaultWindow: 10 * time.Minute, AgentTimeout: 10 * time.Second,
@@ -50,21 +39,11 @@ func TestWatchMatchesOracleAcrossAgents(t *testing.T) {
 		got    []*v1alpha1.Flow
 		done   chan struct{}
 	}
-	var (
-		watchers []*watcher
-		wg       sync.WaitGroup
-	)
+	var watchers []*watcher
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	arrivals := func(n int, every time.Duration, rng *rand.Rand) {
-		nodes := slices.Sorted(maps.Keys(c))
-		for range n {
-			c[pick(rng, nodes)].p.Offer(randomFlow(rng, time.Now()))
-			time.Sleep(every)
-		}
-	}
 	// Flows arrive while the watches start and run.
-	wg.Go(func() { arrivals(600, time.Millisecond, rand.New(rand.NewPCG(seed, 1))) })
+	stopArrivals := c.keepArriving(rand.New(rand.NewPCG(seed, 1)), time.Millisecond)
 	for i := range 16 {
 		q := randomQuery(rng, names, start)
 		q.fields = slices.DeleteFunc(q.fields, func(f string) bool { return strings.HasPrefix(f, "metadata.name=") })
@@ -108,7 +87,8 @@ func TestWatchMatchesOracleAcrossAgents(t *testing.T) {
 		}()
 		time.Sleep(20 * time.Millisecond)
 	}
-	wg.Wait()
+	time.Sleep(200 * time.Millisecond) // and a while after the last
+	stopArrivals()
 	// Everything offered is committed once every head stops moving.
 	var heads []uint64
 	for _, n := range slices.Sorted(maps.Keys(c)) {
