@@ -123,6 +123,9 @@ func Open(o Options) (*Store, error) {
 		// entries are small and their keys prefix-compressed.
 		WithCompression(options.None).
 		WithDetectConflicts(false).
+		// Two compactors (Badger's least) keep up with ingest on a node;
+		// each one wakes 20 times a second, busy or not.
+		WithNumCompactors(2).
 		// Durability comes from Sync at the ingest pipeline's interval, not
 		// from an fsync per batch.
 		WithSyncWrites(false)
