@@ -146,6 +146,7 @@ func (w *mergedWatch) Stop() { w.stopOnce.Do(w.cancel) }
 // agent's address changes.
 type agentSource struct {
 	agent *agents.Agent
+	place *source // its place in the merge
 	sub   *agents.Subscription
 	// live: the subscription has caught up, so the agent's watermark
 	// applies to it.
@@ -243,8 +244,8 @@ func (w *mergedWatch) advance(ctx context.Context, progressed <-chan struct{}) <
 // cluster costs no messages and a flow waits about one round trip.
 func (w *mergedWatch) askProgress() {
 	first := w.merge.pending[0].rv
-	for node, s := range w.sources {
-		if s.live && w.merge.mark(node) < first {
+	for _, s := range w.sources {
+		if s.live && s.place.mark < first {
 			s.agent.AskProgress(first)
 		}
 	}
@@ -291,9 +292,9 @@ func (w *mergedWatch) follow() <-chan struct{} {
 		if _, ok := w.sources[node]; ok {
 			continue
 		}
-		w.merge.join(node, time.Now())
+		place := w.merge.join(node, time.Now())
 		klog.V(2).InfoS("Agent joined a flow watch", "node", node, "rv", w.merge.released)
-		w.sources[node] = &agentSource{agent: a, sub: a.Subscribe(w.filter, w.merge.released, w.buffer, w.notify)}
+		w.sources[node] = &agentSource{agent: a, place: place, sub: a.Subscribe(w.filter, w.merge.released, w.buffer, w.notify)}
 	}
 	return changed
 }
@@ -330,7 +331,7 @@ func (w *mergedWatch) drain(now time.Time) error {
 			klog.V(2).InfoS("Pausing an agent far ahead of the others in a flow watch", "node", node, "pending", s.pending)
 			s.sub.Cancel()
 			s.sub, s.live = nil, false
-		case s.live && wm > w.merge.mark(node):
+		case s.live && wm > s.place.mark:
 			// A watermark that moved was heard when the agent sent it.
 			if err := w.merge.add(node, &agentapi.WatchEvent{Type: agentapi.Progress, RV: wm}, s.agent.Heard()); err != nil {
 				return err
@@ -379,7 +380,7 @@ func (w *mergedWatch) resume(now time.Time) {
 		if s.sub != nil || s.pending > w.buffer/2 || now.Before(s.retryAt) {
 			continue
 		}
-		from := w.merge.mark(node)
+		from := s.place.mark
 		klog.V(2).InfoS("Resuming an agent in a flow watch", "node", node, "rv", from)
 		s.sub = s.agent.Subscribe(w.filter, from, w.buffer, w.notify)
 	}

@@ -67,9 +67,12 @@ func newMerger(from uint64, maxLag time.Duration) *merger {
 	return &merger{sources: map[string]*source{}, released: from, maxLag: maxLag}
 }
 
-// join adds an agent at the released position.
-func (m *merger) join(node string, now time.Time) {
-	m.sources[node] = &source{mark: m.released, heard: now}
+// join adds an agent at the released position and returns its place, for
+// callers that read its mark without a lookup.
+func (m *merger) join(node string, now time.Time) *source {
+	s := &source{mark: m.released, heard: now}
+	m.sources[node] = s
+	return s
 }
 
 // stalled tells the merge that nothing was read from the agents for d (the
@@ -78,14 +81,6 @@ func (m *merger) stalled(d time.Duration) {
 	for _, s := range m.sources {
 		s.heard = s.heard.Add(d)
 	}
-}
-
-// mark returns node's mark: every flow of it at or below it was received.
-func (m *merger) mark(node string) uint64 {
-	if s, ok := m.sources[node]; ok {
-		return s.mark
-	}
-	return m.released
 }
 
 // leave removes an agent; flows of it already received stay pending.
@@ -124,12 +119,17 @@ func (m *merger) add(node string, e *agentapi.WatchEvent, now time.Time) error {
 // maxLag is excluded first: a dead or stuck agent delays the others for a
 // bounded time.
 func (m *merger) release(now time.Time) []watch.Event {
+	// One pass: exclude the silent, and take the lowest mark of the rest.
+	var wm uint64
+	held := false
 	for node, s := range m.sources {
 		if !s.excluded && now.Sub(s.heard) > m.maxLag {
 			m.exclude(node)
 		}
+		if !s.excluded && (!held || s.mark < wm) {
+			wm, held = s.mark, true
+		}
 	}
-	wm, held := m.watermark()
 	var out []watch.Event
 	for m.pending.Len() > 0 && (!held || m.pending[0].rv <= wm) {
 		p := heap.Pop(&m.pending).(pendingFlow)
@@ -144,17 +144,6 @@ func (m *merger) release(now time.Time) []watch.Event {
 		m.released = max(m.released, wm)
 	}
 	return out
-}
-
-// watermark returns the lowest mark of the agents not excluded; held is
-// false when no agent holds the flows back.
-func (m *merger) watermark() (wm uint64, held bool) {
-	for _, s := range m.sources {
-		if !s.excluded && (!held || s.mark < wm) {
-			wm, held = s.mark, true
-		}
-	}
-	return wm, held
 }
 
 func (m *merger) exclude(node string) {
