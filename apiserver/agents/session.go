@@ -384,8 +384,17 @@ func (a *Agent) AskProgress(rv uint64) {
 	if rv <= s.watermark.Load() {
 		return
 	}
-	for cur := s.wanted.Load(); rv > cur && !s.wanted.CompareAndSwap(cur, rv); cur = s.wanted.Load() {
+	// Every wake of a waiting watch asks again: only a higher ask needs
+	// the sender, which otherwise retries on its own timer.
+	for cur := s.wanted.Load(); rv > cur; cur = s.wanted.Load() {
+		if s.wanted.CompareAndSwap(cur, rv) {
+			s.poke()
+			return
+		}
 	}
+}
+
+func (s *session) poke() {
 	s.mu.Lock()
 	out := s.out
 	s.mu.Unlock()
