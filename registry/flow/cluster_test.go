@@ -258,10 +258,13 @@ func requestContext(ns string) (context.Context, *warnings) {
 }
 
 // listAll pages through a list with limit and returns the flows' names and
-// the snapshot.
-func listAll(t *testing.T, r *REST, ns string, opts metainternalversion.ListOptions) (names []string, snapshot string) {
+// the snapshot. Every page is at the first page's snapshot, within the
+// limit, and brings no flow twice; a page with a continue token is not
+// empty. check, when not nil, looks at each page after that.
+func listAll(t *testing.T, r *REST, ns string, opts metainternalversion.ListOptions, check func(page int, l *v1alpha1.FlowList)) (names []string, snapshot string) {
 	t.Helper()
 	ctx, _ := requestContext(ns)
+	seen := map[string]bool{}
 	for page := 0; ; page++ {
 		obj, err := r.List(ctx, &opts)
 		if err != nil {
@@ -277,7 +280,14 @@ func listAll(t *testing.T, r *REST, ns string, opts metainternalversion.ListOpti
 			t.Fatalf("page %d has %d flows, over the limit %d", page, len(l.Items), opts.Limit)
 		}
 		for _, f := range l.Items {
+			if seen[f.Name] {
+				t.Fatalf("page %d returns %s again", page, f.Name)
+			}
+			seen[f.Name] = true
 			names = append(names, f.Name)
+		}
+		if check != nil {
+			check(page, l)
 		}
 		if l.Continue == "" {
 			return names, snapshot

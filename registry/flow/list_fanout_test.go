@@ -187,17 +187,11 @@ func fillCluster(t testing.TB, s shareScenario, rng *rand.Rand, start time.Time)
 // twice.
 func pageThrough(t *testing.T, r *REST, c testCluster, ns string, opts metainternalversion.ListOptions) (names []string, snapshot string, sent, again int64) {
 	t.Helper()
-	ctx, _ := requestContext(ns)
 	for _, a := range c {
 		a.lists.Store(0)
 	}
 	c.sent()
-	seen := map[string]bool{}
-	for page := 0; ; page++ {
-		obj, err := r.List(ctx, &opts)
-		if err != nil {
-			t.Fatalf("page %d: %v", page, err)
-		}
+	names, snapshot = listAll(t, r, ns, opts, func(page int, l *v1alpha1.FlowList) {
 		sent += c.sent()
 		for n, a := range c {
 			switch calls := a.lists.Swap(0); {
@@ -207,30 +201,11 @@ func pageThrough(t *testing.T, r *REST, c testCluster, ns string, opts metainter
 				again++
 			}
 		}
-		l := obj.(*v1alpha1.FlowList)
-		if page == 0 {
-			snapshot = l.ResourceVersion
-		} else if l.ResourceVersion != snapshot {
-			t.Fatalf("page %d at snapshot %s, the first at %s", page, l.ResourceVersion, snapshot)
-		}
-		if opts.Limit > 0 && int64(len(l.Items)) > opts.Limit {
-			t.Fatalf("page %d has %d flows, over the limit %d", page, len(l.Items), opts.Limit)
-		}
-		for _, f := range l.Items {
-			if seen[f.Name] {
-				t.Fatalf("page %d returns %s again", page, f.Name)
-			}
-			seen[f.Name] = true
-			names = append(names, f.Name)
-		}
-		if l.Continue == "" {
-			return names, snapshot, sent, again
-		}
-		if int64(len(l.Items)) != opts.Limit {
+		if l.Continue != "" && int64(len(l.Items)) != opts.Limit {
 			t.Fatalf("page %d has %d flows and a continue token, want a full page of %d", page, len(l.Items), opts.Limit)
 		}
-		opts.Continue = l.Continue
-	}
+	})
+	return names, snapshot, sent, again
 }
 
 // TestListSharesMatchSingleStoreOracle pages through random lists across

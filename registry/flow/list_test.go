@@ -245,7 +245,7 @@ func TestListMatchesSingleStoreOracle(t *testing.T) {
 	for i := range 40 {
 		q := randomQuery(rng, names, start)
 		clock.reset()
-		got, snap := listAll(t, r, q.namespace, listOptions(t, q.limit, q.labels, q.fields...))
+		got, snap := listAll(t, r, q.namespace, listOptions(t, q.limit, q.labels, q.fields...), nil)
 		first := clock.first()
 		snapshot, err := parseRV(snap)
 		if err != nil {
