@@ -3,10 +3,10 @@ package flow
 import (
 	"cmp"
 	"context"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +37,7 @@ func TestWatchMatchesOracleAcrossAgents(t *testing.T) {
 		filter func(*v1alpha1.Flow) bool
 		from   uint64
 		got    []*v1alpha1.Flow
+		n      atomic.Int64 // len(got), for waiting on it
 		done   chan struct{}
 	}
 	var watchers []*watcher
@@ -83,46 +84,48 @@ func TestWatchMatchesOracleAcrossAgents(t *testing.T) {
 					return
 				}
 				wr.got = append(wr.got, e.Object.(*v1alpha1.Flow))
+				wr.n.Add(1)
 			}
 		}()
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // and a while after the last
 	stopArrivals()
-	// Everything offered is committed once every head stops moving.
-	var heads []uint64
-	for _, n := range slices.Sorted(maps.Keys(c)) {
-		heads = append(heads, c[n].p.Head())
-	}
-	for {
-		time.Sleep(200 * time.Millisecond)
-		var now []uint64
-		for _, n := range slices.Sorted(maps.Keys(c)) {
-			now = append(now, c[n].p.Head())
-		}
-		if slices.Equal(now, heads) {
-			break
-		}
-		heads = now
-	}
 	var all []*v1alpha1.Flow
 	for _, a := range c {
+		if err := a.p.Flush(ctx); err != nil { // everything offered is committed
+			t.Fatal(err)
+		}
 		for _, r := range a.committed(t, a.p.Head()) {
 			all = append(all, r.Flow)
 		}
 	}
 	slices.SortFunc(all, compareVersionNode)
-	// Wait for the watermarks to release the last flows, then stop.
-	time.Sleep(time.Second)
-	cancel()
-	for _, wr := range watchers {
-		<-wr.done
-		var want []string
+	want := make([][]string, len(watchers))
+	for i, wr := range watchers {
 		for _, f := range all {
 			if rvOf(f) > wr.from && wr.filter(f) {
-				want = append(want, f.Name)
+				want[i] = append(want[i], f.Name)
 			}
 		}
+	}
+	// Wait for the watermarks to release the last flows, then stop; a
+	// watch that falls short is reported below.
+	delivered := func() bool {
+		for i, wr := range watchers {
+			if wr.n.Load() < int64(len(want[i])) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(10 * time.Second); !delivered() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	for i, wr := range watchers {
+		<-wr.done
+		want := want[i]
 		var got []string
 		for i, f := range wr.got {
 			if i > 0 && compareVersionNode(wr.got[i-1], f) >= 0 {
