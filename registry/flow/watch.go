@@ -364,7 +364,7 @@ func (w *mergedWatch) apply(node string, s *agentSource, e *agents.Event, now ti
 	case agents.Reset:
 		s.live = false
 	case agentapi.Ended:
-		if fatal := streamError(e.Err); fatal != nil {
+		if fatal := subscriptionError(e.Err); fatal != nil {
 			return fatal
 		}
 		klog.V(2).InfoS("Agent ended a flow watch's subscription, retrying", "node", node, "err", e.Err)
@@ -386,9 +386,9 @@ func (w *mergedWatch) resume(now time.Time) {
 	}
 }
 
-// streamError returns the API error that ends the watch for an agent's
+// subscriptionError returns the API error that ends the watch for an agent's
 // error that resubscribing cannot cure, or nil.
-func streamError(err error) error {
+func subscriptionError(err error) error {
 	switch status.Code(err) {
 	case codes.OutOfRange:
 		return apierrors.NewResourceExpired(status.Convert(err).Message())
@@ -406,7 +406,7 @@ const slowWatcherGrace = 5 * time.Second
 // burst (a replay from the agents' stores, an agent's backlog) reaches a
 // reader that keeps up; a reader that makes no room for w.grace is cut off
 // with 429 and resumes from the last version it received. One slot stays
-// free for that error, so the watch and its agent streams end at once.
+// free for that error, so the watch and its subscriptions end at once.
 func (w *mergedWatch) send(ctx context.Context, e watch.Event) bool {
 	if len(w.result) >= w.buffer && !w.waitForRoom(ctx) {
 		if ctx.Err() != nil {
