@@ -44,18 +44,16 @@ import (
 
 // minAgentShare is the least an agent is asked for in round one: below it
 // a spread of flows over many agents sends lists to a second round often.
-// A variable for tests, which lower it to reach round two with few flows.
+// A variable for tests, which lower it to reach round two with few flows;
+// at math.MaxInt64 every agent is asked for the whole limit, as lists did
+// before the share, which benchmarks compare with.
 var minAgentShare int64 = 32
-
-// fullAgentPages, when set, asks every agent for the whole limit in one
-// round, as lists did before the share; benchmarks flip it to compare.
-var fullAgentPages = false
 
 // agentShare is how many flows each of n agents is asked for in round one
 // of a list with this limit: twice its even share, at least minAgentShare,
 // at most the limit. 0 (unlimited, the initial list of a watch) stays 0.
 func agentShare(limit int64, n int) int64 {
-	if limit <= 0 || n <= 1 || fullAgentPages || limit > math.MaxInt64/2 {
+	if limit <= 0 || n <= 1 || limit > math.MaxInt64/2 {
 		return limit
 	}
 	share := (2*limit + int64(n) - 1) / int64(n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -364,12 +365,11 @@ func BenchmarkFirstPage(b *testing.B) {
 			wg.Wait()
 			r := NewREST(c, Options{DefaultWindow: 10 * time.Minute, AgentTimeout: time.Minute})
 			for _, mode := range []struct {
-				name string
-				full bool
-			}{{"full", true}, {"share", false}} {
+				name     string
+				minShare int64
+			}{{"full", math.MaxInt64}, {"share", minAgentShare}} {
 				b.Run(mode.name, func(b *testing.B) {
-					fullAgentPages = mode.full
-					defer func() { fullAgentPages = false }()
+					setMinAgentShare(b, mode.minShare)
 					ctx, _ := requestContext("")
 					opts := metainternalversion.ListOptions{Limit: limit}
 					c.sent()
