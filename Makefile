@@ -54,7 +54,7 @@ bench-fanout: build tools ## List and watch latency, memory per watcher: AGENTS 
 
 .PHONY: bench-store
 bench-store: ## Store benchmarks: codec, list latency over FLOWS flows (planner vs full scan), ingest, bytes per flow.
-	$(GO) test ./nodeagent/store/codec -run '^$$' -bench 'Marshal|Unmarshal' -benchmem -benchtime 2s
+	$(GO) test ./flowcodec -run '^$$' -bench 'Marshal|Unmarshal' -benchmem -benchtime 2s
 	FLOWSCOPE_BENCH_FLOWS=$${FLOWS:-1000000} $(GO) test ./nodeagent/store -run '^$$' -bench 'List|Write' -benchtime 200x -timeout 60m
 	$(GO) run ./hack/ingestload -duration 20s
 	$(GO) run ./hack/storesize -n 1000000

@@ -16,9 +16,9 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/kubernetes"
 
+	"flowscope.io/flowscope/agentclient"
 	"flowscope.io/flowscope/apis/flows/install"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
 	"flowscope.io/flowscope/registry/flow"
 )
 
@@ -42,7 +42,7 @@ func init() {
 // Config is the server's configuration.
 type Config struct {
 	GenericConfig *genericapiserver.RecommendedConfig
-	Agents        *agents.Pool
+	Agents        *agentclient.Pool
 	// LeaseClient and LeaseNamespace, when set, discover agents by Lease;
 	// LeaseClient also tells lists where pods run.
 	LeaseClient    kubernetes.Interface
@@ -87,7 +87,7 @@ func (c CompletedConfig) New() (*Server, error) {
 	}
 	info := genericapiserver.NewDefaultAPIGroupInfo(v1alpha1.GroupName, Scheme, metav1.ParameterCodec, Codecs)
 	info.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"flows": flow.NewREST(c.cfg.Agents, storage),
+		"flows": flow.NewREST(agentSet{c.cfg.Agents}, storage),
 	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install the flows API group: %w", err)

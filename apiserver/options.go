@@ -15,10 +15,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"flowscope.io/flowscope/agentclient"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
 	generatedopenapi "flowscope.io/flowscope/generated/openapi"
-	"flowscope.io/flowscope/nodeagent/tlsutil"
+	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/registry/flow"
 )
 
@@ -90,7 +90,7 @@ func (o *Options) Validate() []error {
 			errs = append(errs, fmt.Errorf("%s is required", req.flag))
 		}
 	}
-	if _, err := agents.ParseStatic(o.StaticAgents); err != nil {
+	if _, err := agentclient.ParseStatic(o.StaticAgents); err != nil {
 		errs = append(errs, fmt.Errorf("--agents: %w", err))
 	}
 	if o.Storage.DefaultWindow <= 0 || o.Storage.AgentTimeout <= 0 || o.Storage.WatchBuffer <= 0 || o.Storage.MaxWatchers <= 0 {
@@ -127,10 +127,10 @@ func (o *Options) Config() (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	static, _ := agents.ParseStatic(o.StaticAgents) // checked by Validate
+	static, _ := agentclient.ParseStatic(o.StaticAgents) // checked by Validate
 	cfg := &Config{
 		GenericConfig:  gc,
-		Agents:         agents.NewPool(tlsConfig, o.AgentServerName, static),
+		Agents:         agentclient.NewPool(tlsConfig, o.AgentServerName, static),
 		LeaseNamespace: o.AgentNamespace,
 		Storage:        o.Storage,
 	}

@@ -35,7 +35,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
@@ -242,7 +242,7 @@ func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
 	namespaces := []string{"shop", "payments", "monitoring", "kube-system"}
 	sess := h.SubscribeSession()
 	for i := range n {
-		f := agentapi.Filter{Namespace: namespaces[i%len(namespaces)]}
+		f := flowfilter.Filter{Namespace: namespaces[i%len(namespaces)]}
 		m, err := f.Compile()
 		if err != nil {
 			panic(err)

@@ -25,17 +25,17 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/agentlease"
+	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/nodeagent/capture"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/ingest"
-	"flowscope.io/flowscope/nodeagent/lease"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/replay"
 	"flowscope.io/flowscope/nodeagent/server"
 	"flowscope.io/flowscope/nodeagent/store"
-	"flowscope.io/flowscope/nodeagent/tlsutil"
 )
 
 // Options are the agent's flags.
@@ -198,10 +198,10 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.ListenAddress, err)
 	}
-	grpcServer := grpc.NewServer(append(agentapi.ServerOptions(),
+	grpcServer := grpc.NewServer(append(agentwire.ServerOptions(),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.ChainUnaryInterceptor(countUnary), grpc.ChainStreamInterceptor(countStream))...)
-	agentapi.Register(grpcServer, server.New(o.NodeName, st, p, h))
+	agentwire.Register(grpcServer, server.New(o.NodeName, st, p, h))
 
 	// The pipeline outlives the sources and the API so it can sync last.
 	pipelineCtx, stopPipeline := context.WithCancel(context.WithoutCancel(ctx))
@@ -239,7 +239,7 @@ func Run(ctx context.Context, o *Options) error {
 		if addr == "" {
 			addr = o.ListenAddress
 		}
-		g.Go(func() error { lease.Keep(ctx, kube.client, o.Namespace, o.NodeName, addr); return nil })
+		g.Go(func() error { agentlease.Keep(ctx, kube.client, o.Namespace, o.NodeName, addr); return nil })
 	}
 	if o.Capture != CaptureOff {
 		e := newEnricher(ctx, kube, o.NodeName)

@@ -14,7 +14,8 @@ import (
 	"slices"
 	"sync"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -38,10 +39,10 @@ func New(buffer int) *Hub {
 func (h *Hub) Buffer() int { return h.buffer }
 
 // Filters returns the filters of every session's subscriptions.
-func (h *Hub) Filters() []agentapi.Filter {
+func (h *Hub) Filters() []flowfilter.Filter {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]agentapi.Filter, 0, len(h.subs))
+	out := make([]flowfilter.Filter, 0, len(h.subs))
 	for s := range h.subs {
 		out = s.appendFilters(out)
 	}
@@ -60,13 +61,13 @@ func (h *Hub) notify() {
 }
 
 // Publish hands new flows to every session with a filter that accepts them.
-func (h *Hub) Publish(recs []store.Record) { h.publish(agentapi.Added, recs) }
+func (h *Hub) Publish(recs []store.Record) { h.publish(agentwire.Added, recs) }
 
 // PublishDeleted tells every session with a filter that accepts them that
 // flows have left the store; each record carries the deletion's version.
-func (h *Hub) PublishDeleted(recs []store.Record) { h.publish(agentapi.Deleted, recs) }
+func (h *Hub) PublishDeleted(recs []store.Record) { h.publish(agentwire.Deleted, recs) }
 
-func (h *Hub) publish(t agentapi.EventType, recs []store.Record) {
+func (h *Hub) publish(t agentwire.EventType, recs []store.Record) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
@@ -98,7 +99,7 @@ func (h *Hub) Progress(rv uint64) {
 
 // Event is an event of a Session.
 type Event struct {
-	agentapi.WatchEvent
+	agentwire.Event
 	// IDs are the session's subscriptions whose filter accepts the flow
 	// of an ADDED or DELETED event, in increasing order; nil for PROGRESS.
 	// The slice is the receiver's.
@@ -121,8 +122,8 @@ type Session struct {
 
 type entry struct {
 	id     uint64
-	filter agentapi.Filter
-	match  *agentapi.Matcher
+	filter flowfilter.Filter
+	match  *flowfilter.Matcher
 }
 
 // SubscribeSession starts a session, with no subscriptions yet.
@@ -138,7 +139,7 @@ func (h *Hub) SubscribeSession() *Session {
 // Add makes every flow match accepts, published from now on, carry id;
 // filter is what match was compiled from. It replaces id's filter if id
 // is there already.
-func (s *Session) Add(id uint64, filter agentapi.Filter, match *agentapi.Matcher) {
+func (s *Session) Add(id uint64, filter flowfilter.Filter, match *flowfilter.Matcher) {
 	s.hub.mu.Lock()
 	e := entry{id: id, filter: filter, match: match}
 	i, found := slices.BinarySearchFunc(s.entries, id, func(e entry, id uint64) int { return cmp.Compare(e.id, id) })
@@ -166,7 +167,7 @@ func (s *Session) Remove(id uint64) {
 }
 
 // publish delivers the records s selects, or cuts s off; h.mu is held.
-func (s *Session) publish(t agentapi.EventType, recs []store.Record) {
+func (s *Session) publish(t agentwire.EventType, recs []store.Record) {
 	if len(s.entries) == 0 {
 		return
 	}
@@ -181,7 +182,7 @@ func (s *Session) publish(t agentapi.EventType, recs []store.Record) {
 			continue
 		}
 		select {
-		case s.events <- Event{WatchEvent: agentapi.WatchEvent{Type: t, RV: r.RV, Flow: r.Flow}, IDs: ids}:
+		case s.events <- Event{Event: agentwire.Event{Type: t, RV: r.RV, Flow: r.Flow}, IDs: ids}:
 		default:
 			s.closeLocked(ErrTooSlow)
 			return
@@ -192,13 +193,13 @@ func (s *Session) publish(t agentapi.EventType, recs []store.Record) {
 // progress delivers a watermark if there is room for it; h.mu is held.
 func (s *Session) progress(rv uint64) {
 	select {
-	case s.events <- Event{WatchEvent: agentapi.WatchEvent{Type: agentapi.Progress, RV: rv}}:
+	case s.events <- Event{Event: agentwire.Event{Type: agentwire.Progress, RV: rv}}:
 	default:
 	}
 }
 
 // appendFilters appends s's filters; h.mu is held.
-func (s *Session) appendFilters(out []agentapi.Filter) []agentapi.Filter {
+func (s *Session) appendFilters(out []flowfilter.Filter) []flowfilter.Filter {
 	for _, e := range s.entries {
 		out = append(out, e.filter)
 	}

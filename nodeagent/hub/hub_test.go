@@ -8,12 +8,13 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
-func compile(t *testing.T, f agentapi.Filter) *agentapi.Matcher {
+func compile(t *testing.T, f flowfilter.Filter) *flowfilter.Matcher {
 	t.Helper()
 	m, err := f.Compile()
 	if err != nil {
@@ -44,7 +45,7 @@ func changed(h *Hub) bool {
 // the watermarks; every session's filters count as the hub's.
 func TestSessionTagsEachFlowOnce(t *testing.T) {
 	h := New(16)
-	shop, all := agentapi.Filter{Namespace: "shop"}, agentapi.Filter{}
+	shop, all := flowfilter.Filter{Namespace: "shop"}, flowfilter.Filter{}
 	s := h.SubscribeSession()
 	defer s.Close()
 	changed(h)
@@ -80,7 +81,7 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 	if e := <-other.Events(); e.Flow.Namespace != "shop" || !slices.Equal(e.IDs, []uint64{1}) {
 		t.Errorf("the other session got %v", e)
 	}
-	if e := <-other.Events(); e.Type != agentapi.Progress {
+	if e := <-other.Events(); e.Type != agentwire.Progress {
 		t.Errorf("the other session got %v", e)
 	}
 
@@ -113,7 +114,7 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 func TestSessionCutOff(t *testing.T) {
 	h := New(2)
 	s := h.SubscribeSession()
-	all := agentapi.Filter{}
+	all := flowfilter.Filter{}
 	s.Add(1, all, compile(t, all))
 	h.Progress(1)
 	h.Progress(2)

@@ -8,8 +8,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -43,7 +44,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shop := agentapi.Filter{Namespace: "shop"}
+	shop := flowfilter.Filter{Namespace: "shop"}
 	m, err := shop.Compile()
 	if err != nil {
 		t.Fatal(err)
@@ -63,19 +64,19 @@ func TestDeparturesAnnounced(t *testing.T) {
 	}
 	added := map[string]uint64{}
 	var last uint64
-	next := func() agentapi.WatchEvent {
+	next := func() agentwire.Event {
 		t.Helper()
 		for {
 			select {
 			case e := <-sess.Events():
-				if e.Type == agentapi.Progress {
+				if e.Type == agentwire.Progress {
 					continue
 				}
 				if e.RV <= last || len(e.IDs) != 1 || e.IDs[0] != 1 {
 					t.Fatalf("%s event at version %d for %v after %d", e.Type, e.RV, e.IDs, last)
 				}
 				last = e.RV
-				return e.WatchEvent
+				return e.Event
 			case <-time.After(10 * time.Second):
 				t.Fatalf("no event; %d added so far", len(added))
 			}
@@ -83,7 +84,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 	}
 	for len(added) < 5 {
 		e := next()
-		if e.Type != agentapi.Added {
+		if e.Type != agentwire.Added {
 			t.Fatalf("got %s, want ADDED", e.Type)
 		}
 		added[e.Flow.Name] = e.RV
@@ -91,7 +92,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 	clock.add(2 * time.Minute)
 	for range 5 {
 		e := next()
-		if e.Type != agentapi.Deleted {
+		if e.Type != agentwire.Deleted {
 			t.Fatalf("got %s for %s, want DELETED", e.Type, e.Flow.Name)
 		}
 		if _, ok := added[e.Flow.Name]; !ok || e.Flow.ResourceVersion != formatRV(e.RV) {
@@ -102,7 +103,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 	}
 	select {
 	case e := <-sess.Events():
-		if e.Type != agentapi.Progress {
+		if e.Type != agentwire.Progress {
 			t.Fatalf("unexpected %s event for %v", e.Type, e.Flow)
 		}
 	case <-time.After(50 * time.Millisecond):

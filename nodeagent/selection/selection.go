@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // Pod is a pod of this node.
@@ -49,7 +49,7 @@ func (s Selection) Equal(o Selection) bool {
 }
 
 // Compute returns the union of what filters select among pods.
-func Compute(filters []agentapi.Filter, pods []Pod) Selection {
+func Compute(filters []flowfilter.Filter, pods []Pod) Selection {
 	var sel Selection
 	ips := map[netip.Addr]bool{}
 	ports := map[Port]bool{}
@@ -85,7 +85,7 @@ func Compute(filters []agentapi.Filter, pods []Pod) Selection {
 // when it cannot be reduced. A flow passes the filter only if it matches
 // every requirement, so any one requirement the kernel can test is enough:
 // the most selective is taken (pods and addresses before ports).
-func reduce(f agentapi.Filter, pods []Pod) (ips []netip.Addr, ports []Port, ok bool) {
+func reduce(f flowfilter.Filter, pods []Pod) (ips []netip.Addr, ports []Port, ok bool) {
 	var fs fields.Selector = fields.Everything()
 	if f.FieldSelector != "" {
 		s, err := fields.ParseSelector(f.FieldSelector)

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 var pods = []Pod{
@@ -17,21 +17,21 @@ var pods = []Pod{
 func TestCompute(t *testing.T) {
 	tests := []struct {
 		name    string
-		filters []agentapi.Filter
+		filters []flowfilter.Filter
 		want    string
 	}{
 		{"no watch captures nothing", nil, "ips=[] ports=[]"},
-		{"namespace", []agentapi.Filter{{Namespace: "shop"}}, "ips=[10.244.1.2 10.244.1.3 fd00::2] ports=[]"},
-		{"labels", []agentapi.Filter{{LabelSelector: "app=api"}}, "ips=[10.244.1.4] ports=[]"},
-		{"namespace without local pods", []agentapi.Filter{{Namespace: "empty"}}, "ips=[] ports=[]"},
-		{"address", []agentapi.Filter{{FieldSelector: "destination.ip=93.184.216.34,verdict=Dropped"}}, "ips=[93.184.216.34] ports=[]"},
-		{"port with protocol", []agentapi.Filter{{FieldSelector: "l4.destinationPort=53,l4.protocol=UDP"}}, "ips=[] ports=[UDP/53]"},
-		{"local pod by name", []agentapi.Filter{{FieldSelector: "source.podName=db-0"}}, "ips=[10.244.1.3] ports=[]"},
-		{"union", []agentapi.Filter{{Namespace: "payments"}, {FieldSelector: "l4.destinationPort=443"}}, "ips=[10.244.1.4] ports=[/443]"},
-		{"remote pod by name reduces nothing", []agentapi.Filter{{FieldSelector: "source.podName=elsewhere"}}, "all"},
-		{"verdict only", []agentapi.Filter{{FieldSelector: "verdict=Dropped"}}, "all"},
-		{"everything", []agentapi.Filter{{}}, "all"},
-		{"negation reduces nothing", []agentapi.Filter{{FieldSelector: "l4.destinationPort!=53"}}, "all"},
+		{"namespace", []flowfilter.Filter{{Namespace: "shop"}}, "ips=[10.244.1.2 10.244.1.3 fd00::2] ports=[]"},
+		{"labels", []flowfilter.Filter{{LabelSelector: "app=api"}}, "ips=[10.244.1.4] ports=[]"},
+		{"namespace without local pods", []flowfilter.Filter{{Namespace: "empty"}}, "ips=[] ports=[]"},
+		{"address", []flowfilter.Filter{{FieldSelector: "destination.ip=93.184.216.34,verdict=Dropped"}}, "ips=[93.184.216.34] ports=[]"},
+		{"port with protocol", []flowfilter.Filter{{FieldSelector: "l4.destinationPort=53,l4.protocol=UDP"}}, "ips=[] ports=[UDP/53]"},
+		{"local pod by name", []flowfilter.Filter{{FieldSelector: "source.podName=db-0"}}, "ips=[10.244.1.3] ports=[]"},
+		{"union", []flowfilter.Filter{{Namespace: "payments"}, {FieldSelector: "l4.destinationPort=443"}}, "ips=[10.244.1.4] ports=[/443]"},
+		{"remote pod by name reduces nothing", []flowfilter.Filter{{FieldSelector: "source.podName=elsewhere"}}, "all"},
+		{"verdict only", []flowfilter.Filter{{FieldSelector: "verdict=Dropped"}}, "all"},
+		{"everything", []flowfilter.Filter{{}}, "all"},
+		{"negation reduces nothing", []flowfilter.Filter{{FieldSelector: "l4.destinationPort!=53"}}, "all"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package server serves the agent's store over gRPC (agentapi) to the
+// Package server serves the agent's store over gRPC (agentwire) to the
 // aggregated API server: list at a snapshot, get by name, and a session
 // that carries all of that server's watches, each from a resource version
 // with replay from the store.
@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -27,7 +27,7 @@ type Pipeline interface {
 	AskProgress(atLeast uint64)
 }
 
-// Service implements agentapi.Server.
+// Service implements agentwire.Server.
 type Service struct {
 	node     string
 	store    *store.Store
@@ -39,7 +39,7 @@ type Service struct {
 	stashLimit int
 }
 
-var _ agentapi.Server = (*Service)(nil)
+var _ agentwire.Server = (*Service)(nil)
 
 // New returns the service of node's agent.
 func New(node string, st *store.Store, p Pipeline, h *hub.Hub) *Service {
@@ -50,8 +50,8 @@ func New(node string, st *store.Store, p Pipeline, h *hub.Hub) *Service {
 // before it is refused as coming from another version space.
 const maxFutureRV = uint64(time.Hour / time.Microsecond)
 
-// List implements agentapi.Server.
-func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentapi.ListResponse, error) {
+// List implements agentwire.Server.
+func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentwire.ListResponse, error) {
 	m, err := req.Filter.Compile()
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -87,7 +87,7 @@ func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentap
 			q.AfterTime, q.AfterRV = c.Time, math.MaxUint64
 		}
 	}
-	resp := &agentapi.ListResponse{SnapshotRV: snap}
+	resp := &agentwire.ListResponse{SnapshotRV: snap}
 	// Query applies the whole filter; the plan only narrows what it reads.
 	plan, err := s.store.Query(q, req.Filter, func(r store.Record) bool {
 		if req.Limit > 0 && int64(len(resp.Flows)) == req.Limit {
@@ -105,8 +105,8 @@ func (s *Service) List(ctx context.Context, req *agentapi.ListRequest) (*agentap
 	return resp, ctx.Err()
 }
 
-// Get implements agentapi.Server.
-func (s *Service) Get(_ context.Context, req *agentapi.GetRequest) (*agentapi.GetResponse, error) {
+// Get implements agentwire.Server.
+func (s *Service) Get(_ context.Context, req *agentwire.GetRequest) (*agentwire.GetResponse, error) {
 	f, err := s.store.Get(req.RV)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && req.Namespace != "" && f.Namespace != req.Namespace) {
 		return nil, status.Errorf(codes.NotFound, "flow %d not found on node %s", req.RV, s.node)
@@ -115,7 +115,7 @@ func (s *Service) Get(_ context.Context, req *agentapi.GetRequest) (*agentapi.Ge
 		klog.ErrorS(err, "Failed getting flow", "rv", req.RV)
 		return nil, status.Errorf(codes.Internal, "get flow on node %s: %v", s.node, err)
 	}
-	return &agentapi.GetResponse{Flow: *f}, nil
+	return &agentwire.GetResponse{Flow: *f}, nil
 }
 
 func (s *Service) checkFuture(rv uint64) error {

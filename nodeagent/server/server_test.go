@@ -11,8 +11,9 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -83,7 +84,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func list(t *testing.T, a *agent, req *agentapi.ListRequest) *agentapi.ListResponse {
+func list(t *testing.T, a *agent, req *agentwire.ListRequest) *agentwire.ListResponse {
 	t.Helper()
 	resp, err := a.svc.List(context.Background(), req)
 	if err != nil {
@@ -104,25 +105,25 @@ func ports(flows []v1alpha1.Flow) []int32 {
 // subscriptions of a session.
 func TestErrors(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 16)
-	_, err := a.svc.List(context.Background(), &agentapi.ListRequest{Filter: agentapi.Filter{FieldSelector: "spec.bogus=1"}})
+	_, err := a.svc.List(context.Background(), &agentwire.ListRequest{Filter: flowfilter.Filter{FieldSelector: "spec.bogus=1"}})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("bad field selector: %v", err)
 	}
-	_, err = a.svc.Get(context.Background(), &agentapi.GetRequest{RV: 12345})
+	_, err = a.svc.Get(context.Background(), &agentwire.GetRequest{RV: 12345})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("get of a missing flow: %v", err)
 	}
-	_, err = a.svc.List(context.Background(), &agentapi.ListRequest{SnapshotRV: 1000})
+	_, err = a.svc.List(context.Background(), &agentwire.ListRequest{SnapshotRV: 1000})
 	if status.Code(err) != codes.OutOfRange {
 		t.Errorf("list at an expired snapshot: %v", err)
 	}
 	a.ingest(t, "shop", 1)
-	waitFor(t, "flow", func() bool { return len(list(t, a, &agentapi.ListRequest{}).Flows) == 1 })
-	rv, _ := strconv.ParseUint(list(t, a, &agentapi.ListRequest{}).Flows[0].ResourceVersion, 10, 64)
-	if _, err := a.svc.Get(context.Background(), &agentapi.GetRequest{RV: rv, Namespace: "payments"}); status.Code(err) != codes.NotFound {
+	waitFor(t, "flow", func() bool { return len(list(t, a, &agentwire.ListRequest{}).Flows) == 1 })
+	rv, _ := strconv.ParseUint(list(t, a, &agentwire.ListRequest{}).Flows[0].ResourceVersion, 10, 64)
+	if _, err := a.svc.Get(context.Background(), &agentwire.GetRequest{RV: rv, Namespace: "payments"}); status.Code(err) != codes.NotFound {
 		t.Errorf("get across namespaces: %v", err)
 	}
-	if r, err := a.svc.Get(context.Background(), &agentapi.GetRequest{RV: rv, Namespace: "shop"}); err != nil || r.Flow.Name != ingest.Name("node-a", rv) {
+	if r, err := a.svc.Get(context.Background(), &agentwire.GetRequest{RV: rv, Namespace: "shop"}); err != nil || r.Flow.Name != ingest.Name("node-a", rv) {
 		t.Errorf("get: %v %v", r, err)
 	}
 }
@@ -132,10 +133,10 @@ func TestListPagination(t *testing.T) {
 	for p := int32(1); p <= 10; p++ {
 		a.ingest(t, "shop", p)
 	}
-	waitFor(t, "flows", func() bool { return len(list(t, a, &agentapi.ListRequest{}).Flows) == 10 })
+	waitFor(t, "flows", func() bool { return len(list(t, a, &agentwire.ListRequest{}).Flows) == 10 })
 	snap := uint64(time.Now().UnixMicro())
 	var got []int32
-	req := &agentapi.ListRequest{SnapshotRV: snap, Limit: 3}
+	req := &agentwire.ListRequest{SnapshotRV: snap, Limit: 3}
 	for {
 		resp := list(t, a, req)
 		got = append(got, ports(resp.Flows)...)
@@ -144,7 +145,7 @@ func TestListPagination(t *testing.T) {
 		}
 		last := resp.Flows[len(resp.Flows)-1]
 		rv, _ := strconv.ParseUint(last.ResourceVersion, 10, 64)
-		req.After = &agentapi.Cursor{Time: last.Time.Time, Node: "node-a", RV: rv}
+		req.After = &flowfilter.Cursor{Time: last.Time.Time, Node: "node-a", RV: rv}
 		a.ingest(t, "shop", 99) // after the snapshot: never in these pages
 	}
 	if !slices.Equal(got, []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {

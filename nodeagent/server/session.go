@@ -12,7 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -26,8 +27,8 @@ const maxProgressLead = time.Second
 // once.
 const replayChunk = 256
 
-// Session implements agentapi.Server: it serves every subscription of one
-// aggregated server over one stream (see agentapi.SessionRequest).
+// Session implements agentwire.Server: it serves every subscription of one
+// aggregated server over one stream (see agentwire.SessionRequest).
 //
 // One goroutine, the sender, makes every Send and owns the session's
 // state; another receives requests and hands them over. The session is one
@@ -54,7 +55,7 @@ const replayChunk = 256
 // stream's context does, when Recv fails or returns io.EOF (the server
 // closed its side: it cannot subscribe or cancel any more), or with
 // ResourceExhausted when the hub cuts it off.
-func (s *Service) Session(stream agentapi.SessionStream) error {
+func (s *Service) Session(stream agentwire.SessionStream) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	limit := s.stashLimit
@@ -65,7 +66,7 @@ func (s *Service) Session(stream agentapi.SessionStream) error {
 		subs: make(map[uint64]*subscription), chunks: make(chan chunk)}
 	defer ss.hub.Close()
 
-	reqs := make(chan *agentapi.SessionRequest)
+	reqs := make(chan *agentwire.SessionRequest)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -107,7 +108,7 @@ func (s *Service) Session(stream agentapi.SessionStream) error {
 type session struct {
 	svc        *Service
 	ctx        context.Context
-	stream     agentapi.SessionStream
+	stream     agentwire.SessionStream
 	hub        *hub.Session
 	stashLimit int
 	replays    group
@@ -128,7 +129,7 @@ type session struct {
 type subscription struct {
 	id    uint64
 	ids   []uint64 // just id, for the events of this subscription alone
-	match *agentapi.Matcher
+	match *flowfilter.Matcher
 	// sent: every flow the subscription selects at or below it, and above
 	// its FromRV, has been sent.
 	sent uint64
@@ -139,7 +140,7 @@ type subscription struct {
 	// what arrived from the hub above the bound, unless that overflowed.
 	round      *round
 	bound      uint64
-	stash      []agentapi.WatchEvent
+	stash      []agentwire.Event
 	overflowed bool
 }
 
@@ -158,7 +159,7 @@ type chunk struct {
 	err   error
 }
 
-func (ss *session) run(reqs <-chan *agentapi.SessionRequest, recvErr <-chan error) error {
+func (ss *session) run(reqs <-chan *agentwire.SessionRequest, recvErr <-chan error) error {
 	defer func() { metrics.Watchers.Sub(float64(len(ss.subs))) }()
 	events := ss.hub.Events()
 	for {
@@ -192,7 +193,7 @@ func (ss *session) run(reqs <-chan *agentapi.SessionRequest, recvErr <-chan erro
 	}
 }
 
-func (ss *session) send(e *agentapi.SessionEvent) error {
+func (ss *session) send(e *agentwire.SessionEvent) error {
 	// After the call has ended nothing may be sent.
 	if err := ss.ctx.Err(); err != nil {
 		return status.FromContextError(err).Err()
@@ -200,7 +201,7 @@ func (ss *session) send(e *agentapi.SessionEvent) error {
 	return ss.stream.Send(e)
 }
 
-func (ss *session) request(req *agentapi.SessionRequest) error {
+func (ss *session) request(req *agentwire.SessionRequest) error {
 	if req.Progress != 0 {
 		// Not past the agent's clock by more than maxProgressLead: a
 		// server whose clock runs ahead must not drag this one along.
@@ -217,7 +218,7 @@ func (ss *session) request(req *agentapi.SessionRequest) error {
 	return ss.subscribe(req)
 }
 
-func (ss *session) subscribe(req *agentapi.SessionRequest) error {
+func (ss *session) subscribe(req *agentwire.SessionRequest) error {
 	if old := ss.subs[req.ID]; old != nil {
 		return ss.fail(old, codes.InvalidArgument, fmt.Sprintf("subscription %d exists already on node %s", req.ID, ss.svc.node))
 	}
@@ -272,7 +273,7 @@ func (ss *session) startRound(sub *subscription, head uint64, reserve bool) erro
 
 // replay runs on its own goroutine and hands the flows in (after, upTo]
 // that m selects to the sender.
-func (ss *session) replay(ctx context.Context, r *round, m *agentapi.Matcher, after, upTo, reserve uint64) {
+func (ss *session) replay(ctx context.Context, r *round, m *flowfilter.Matcher, after, upTo, reserve uint64) {
 	deliver := func(c chunk) bool {
 		c.round = r
 		select {
@@ -317,7 +318,7 @@ func (ss *session) replayed(c chunk) error {
 		if r.RV <= sub.sent {
 			continue
 		}
-		if err := ss.send(&agentapi.SessionEvent{Type: agentapi.Added, RV: r.RV, IDs: sub.ids, Flow: r.Flow}); err != nil {
+		if err := ss.send(&agentwire.SessionEvent{Type: agentwire.Added, RV: r.RV, IDs: sub.ids, Flow: r.Flow}); err != nil {
 			return err
 		}
 		sub.sent = r.RV
@@ -347,7 +348,7 @@ func (ss *session) catchUp(sub *subscription) error {
 		if e.RV <= sub.sent {
 			continue
 		}
-		if err := ss.send(&agentapi.SessionEvent{Type: e.Type, RV: e.RV, IDs: sub.ids, Flow: e.Flow}); err != nil {
+		if err := ss.send(&agentwire.SessionEvent{Type: e.Type, RV: e.RV, IDs: sub.ids, Flow: e.Flow}); err != nil {
 			return err
 		}
 		sub.sent = e.RV
@@ -356,19 +357,19 @@ func (ss *session) catchUp(sub *subscription) error {
 	sub.sent = max(sub.sent, sub.bound, ss.hubRV)
 	sub.live = true
 	ss.live++
-	return ss.send(&agentapi.SessionEvent{Type: agentapi.CaughtUp, RV: sub.sent, IDs: sub.ids})
+	return ss.send(&agentwire.SessionEvent{Type: agentwire.CaughtUp, RV: sub.sent, IDs: sub.ids})
 }
 
 // hubEvent sends a live event to the live subscriptions it is for, stashes
 // it for those replaying, and forwards watermarks.
 func (ss *session) hubEvent(e hub.Event) error {
 	ss.hubRV = max(ss.hubRV, e.RV)
-	if e.Type == agentapi.Progress {
+	if e.Type == agentwire.Progress {
 		if ss.live == 0 || e.RV <= ss.progressRV {
 			return nil
 		}
 		ss.progressRV = e.RV
-		return ss.send(&agentapi.SessionEvent{Type: agentapi.Progress, RV: e.RV})
+		return ss.send(&agentwire.SessionEvent{Type: agentwire.Progress, RV: e.RV})
 	}
 	ids := e.IDs[:0] // the hub made the slice for us
 	for _, id := range e.IDs {
@@ -387,13 +388,13 @@ func (ss *session) hubEvent(e hub.Event) error {
 			sub.stash, sub.overflowed = nil, true
 			metrics.WatchersCutOff.Inc()
 		default:
-			sub.stash = append(sub.stash, e.WatchEvent)
+			sub.stash = append(sub.stash, e.Event)
 		}
 	}
 	if len(ids) == 0 {
 		return nil
 	}
-	return ss.send(&agentapi.SessionEvent{Type: e.Type, RV: e.RV, IDs: ids, Flow: e.Flow})
+	return ss.send(&agentwire.SessionEvent{Type: e.Type, RV: e.RV, IDs: ids, Flow: e.Flow})
 }
 
 // remove forgets sub, stopping its replay.
@@ -417,7 +418,7 @@ func (ss *session) fail(sub *subscription, code codes.Code, msg string) error {
 }
 
 func (ss *session) ended(id uint64, code codes.Code, msg string) error {
-	return ss.send(&agentapi.SessionEvent{Type: agentapi.Ended, IDs: []uint64{id}, Code: uint32(code), Message: msg})
+	return ss.send(&agentwire.SessionEvent{Type: agentwire.Ended, IDs: []uint64{id}, Code: uint32(code), Message: msg})
 }
 
 // group runs goroutines and waits for them; once waited for, it runs no

@@ -19,8 +19,9 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/metrics"
@@ -30,7 +31,7 @@ import (
 // sessionStream is both ends of a session, without gRPC.
 type sessionStream struct {
 	ctx  context.Context
-	reqs chan *agentapi.SessionRequest
+	reqs chan *agentwire.SessionRequest
 	// stallAfter, when positive, makes Send block, as gRPC's does for a
 	// peer that stopped reading, once that many events were sent, until
 	// the call's context ends.
@@ -39,14 +40,14 @@ type sessionStream struct {
 	slowEvery int
 
 	mu     sync.Mutex
-	events []agentapi.SessionEvent
+	events []agentwire.SessionEvent
 	done   chan struct{}
 	err    error // the result of Session, once done is closed
 }
 
 func (s *sessionStream) Context() context.Context { return s.ctx }
 
-func (s *sessionStream) Recv() (*agentapi.SessionRequest, error) {
+func (s *sessionStream) Recv() (*agentwire.SessionRequest, error) {
 	select {
 	case r := <-s.reqs:
 		return r, nil
@@ -55,7 +56,7 @@ func (s *sessionStream) Recv() (*agentapi.SessionRequest, error) {
 	}
 }
 
-func (s *sessionStream) Send(e *agentapi.SessionEvent) error {
+func (s *sessionStream) Send(e *agentwire.SessionEvent) error {
 	s.mu.Lock()
 	n := len(s.events)
 	s.mu.Unlock()
@@ -75,22 +76,22 @@ func (s *sessionStream) Send(e *agentapi.SessionEvent) error {
 }
 
 // snapshot returns the events received so far.
-func (s *sessionStream) snapshot() []agentapi.SessionEvent {
+func (s *sessionStream) snapshot() []agentwire.SessionEvent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.events)
 }
 
-func (s *sessionStream) subscribe(id uint64, f agentapi.Filter, from uint64) {
-	s.reqs <- &agentapi.SessionRequest{ID: id, Filter: f, FromRV: from}
+func (s *sessionStream) subscribe(id uint64, f flowfilter.Filter, from uint64) {
+	s.reqs <- &agentwire.SessionRequest{ID: id, Filter: f, FromRV: from}
 }
 
 func (s *sessionStream) cancel(id uint64) {
-	s.reqs <- &agentapi.SessionRequest{ID: id, Cancel: true}
+	s.reqs <- &agentwire.SessionRequest{ID: id, Cancel: true}
 }
 
 // find returns the first event of type t for id, if any.
-func (s *sessionStream) find(t agentapi.EventType, id uint64) *agentapi.SessionEvent {
+func (s *sessionStream) find(t agentwire.EventType, id uint64) *agentwire.SessionEvent {
 	for _, e := range s.snapshot() {
 		if e.Type == t && slices.Contains(e.IDs, id) {
 			return &e
@@ -104,7 +105,7 @@ func (s *sessionStream) find(t agentapi.EventType, id uint64) *agentapi.SessionE
 func (s *sessionStream) ports(id uint64) []int32 {
 	var out []int32
 	for _, e := range s.snapshot() {
-		if e.Type == agentapi.Added && slices.Contains(e.IDs, id) {
+		if e.Type == agentwire.Added && slices.Contains(e.IDs, id) {
 			out = append(out, e.Flow.L4.SourcePort)
 		}
 	}
@@ -114,15 +115,15 @@ func (s *sessionStream) ports(id uint64) []int32 {
 // waitCaughtUp waits for CAUGHT_UP of id and returns its version.
 func (s *sessionStream) waitCaughtUp(t *testing.T, id uint64) uint64 {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("CAUGHT_UP %d", id), func() bool { return s.find(agentapi.CaughtUp, id) != nil })
-	return s.find(agentapi.CaughtUp, id).RV
+	waitFor(t, fmt.Sprintf("CAUGHT_UP %d", id), func() bool { return s.find(agentwire.CaughtUp, id) != nil })
+	return s.find(agentwire.CaughtUp, id).RV
 }
 
 // waitEnded waits for ENDED of id and returns it.
-func (s *sessionStream) waitEnded(t *testing.T, id uint64) *agentapi.SessionEvent {
+func (s *sessionStream) waitEnded(t *testing.T, id uint64) *agentwire.SessionEvent {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("ENDED %d", id), func() bool { return s.find(agentapi.Ended, id) != nil })
-	return s.find(agentapi.Ended, id)
+	waitFor(t, fmt.Sprintf("ENDED %d", id), func() bool { return s.find(agentwire.Ended, id) != nil })
+	return s.find(agentwire.Ended, id)
 }
 
 // waitProgress waits for a PROGRESS at or above rv.
@@ -130,7 +131,7 @@ func (s *sessionStream) waitProgress(t *testing.T, rv uint64) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("PROGRESS %d", rv), func() bool {
 		for _, e := range s.snapshot() {
-			if e.Type == agentapi.Progress && e.RV >= rv {
+			if e.Type == agentwire.Progress && e.RV >= rv {
 				return true
 			}
 		}
@@ -142,7 +143,7 @@ func (s *sessionStream) waitProgress(t *testing.T, rv uint64) {
 func (a *agent) openSession(t *testing.T, s *sessionStream) *sessionStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s.ctx, s.reqs, s.done = ctx, make(chan *agentapi.SessionRequest, 100), make(chan struct{})
+	s.ctx, s.reqs, s.done = ctx, make(chan *agentwire.SessionRequest, 100), make(chan struct{})
 	go func() {
 		s.err = a.svc.Session(s)
 		close(s.done)
@@ -166,7 +167,7 @@ func (a *agent) flush(t *testing.T) uint64 {
 
 // selected returns the versions in (after, upTo] of the stored flows f
 // selects: what a subscription must receive.
-func (a *agent) selected(t *testing.T, f agentapi.Filter, after, upTo uint64) []uint64 {
+func (a *agent) selected(t *testing.T, f flowfilter.Filter, after, upTo uint64) []uint64 {
 	t.Helper()
 	m, err := f.Compile()
 	if err != nil {
@@ -191,7 +192,7 @@ type subLog struct {
 	caughtRV  uint64
 	preCaught int // events before CAUGHT_UP
 	postEvent int // events after it
-	ended     *agentapi.SessionEvent
+	ended     *agentwire.SessionEvent
 	// last is the last version sent; floor the version no later event may
 	// be at or below: CAUGHT_UP's, then each PROGRESS's.
 	last, floor uint64
@@ -199,7 +200,7 @@ type subLog struct {
 
 // checkSession checks the ordering rules of a session's events, as a
 // server relies on them, and returns what each subscription got.
-func checkSession(t *testing.T, events []agentapi.SessionEvent) map[uint64]*subLog {
+func checkSession(t *testing.T, events []agentwire.SessionEvent) map[uint64]*subLog {
 	t.Helper()
 	logs := map[uint64]*subLog{}
 	get := func(id uint64) *subLog {
@@ -211,7 +212,7 @@ func checkSession(t *testing.T, events []agentapi.SessionEvent) map[uint64]*subL
 	var progress uint64
 	for i, e := range events {
 		switch e.Type {
-		case agentapi.Progress:
+		case agentwire.Progress:
 			if len(e.IDs) != 0 || e.RV <= progress {
 				t.Fatalf("event %d: PROGRESS %d with IDs %v after PROGRESS %d", i, e.RV, e.IDs, progress)
 			}
@@ -221,7 +222,7 @@ func checkSession(t *testing.T, events []agentapi.SessionEvent) map[uint64]*subL
 					l.floor = max(l.floor, e.RV)
 				}
 			}
-		case agentapi.Added, agentapi.Deleted:
+		case agentwire.Added, agentwire.Deleted:
 			if len(e.IDs) == 0 || e.Flow == nil || e.Flow.ResourceVersion != strconv.FormatUint(e.RV, 10) {
 				t.Fatalf("event %d: %s %d: IDs %v, flow %v", i, e.Type, e.RV, e.IDs, e.Flow)
 			}
@@ -242,11 +243,11 @@ func checkSession(t *testing.T, events []agentapi.SessionEvent) map[uint64]*subL
 				} else {
 					l.preCaught++
 				}
-				if e.Type == agentapi.Added {
+				if e.Type == agentwire.Added {
 					l.added = append(l.added, e.RV)
 				}
 			}
-		case agentapi.CaughtUp:
+		case agentwire.CaughtUp:
 			if len(e.IDs) != 1 {
 				t.Fatalf("event %d: CAUGHT_UP with IDs %v", i, e.IDs)
 			}
@@ -255,7 +256,7 @@ func checkSession(t *testing.T, events []agentapi.SessionEvent) map[uint64]*subL
 				t.Fatalf("event %d: CAUGHT_UP %d for %d: again, after ENDED, or below version %d or PROGRESS %d sent", i, e.RV, e.IDs[0], l.last, progress)
 			}
 			l.caughtUp, l.caughtRV, l.floor = true, e.RV, e.RV
-		case agentapi.Ended:
+		case agentwire.Ended:
 			if len(e.IDs) != 1 || e.Code == 0 {
 				t.Fatalf("event %d: ENDED %v code %d", i, e.IDs, e.Code)
 			}
@@ -306,15 +307,15 @@ func TestSessionReplayCatchUpLive(t *testing.T) {
 
 	s := a.openSession(t, &sessionStream{slowEvery: 100})
 	type subReq struct {
-		f    agentapi.Filter
+		f    flowfilter.Filter
 		from uint64
 	}
-	shop := agentapi.Filter{Namespace: "shop"}
-	notShop := agentapi.Filter{FieldSelector: "metadata.namespace!=shop"}
+	shop := flowfilter.Filter{Namespace: "shop"}
+	notShop := flowfilter.Filter{FieldSelector: "metadata.namespace!=shop"}
 	reqs := map[uint64]subReq{
 		1: {shop, stored[10]},
-		2: {agentapi.Filter{}, stored[150]},
-		3: {agentapi.Filter{Namespace: "payments"}, 0},
+		2: {flowfilter.Filter{}, stored[150]},
+		3: {flowfilter.Filter{Namespace: "payments"}, 0},
 		4: {notShop, stored[0]},
 	}
 	for id := uint64(1); id <= 4; id++ {
@@ -322,7 +323,7 @@ func TestSessionReplayCatchUpLive(t *testing.T) {
 	}
 	time.Sleep(30 * time.Millisecond)
 	// Later ones, while the others are live: one ahead of the clock.
-	reqs[5] = subReq{agentapi.Filter{}, uint64(time.Now().Add(50 * time.Millisecond).UnixMicro())}
+	reqs[5] = subReq{flowfilter.Filter{}, uint64(time.Now().Add(50 * time.Millisecond).UnixMicro())}
 	reqs[6] = subReq{shop, stored[200]}
 	s.subscribe(5, reqs[5].f, reqs[5].from)
 	s.subscribe(6, reqs[6].f, reqs[6].from)
@@ -389,11 +390,11 @@ func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
 		}
 	})
 	time.Sleep(20 * time.Millisecond)
-	l := list(t, a, &agentapi.ListRequest{SnapshotRV: uint64(time.Now().Add(30 * time.Millisecond).UnixMicro())})
+	l := list(t, a, &agentwire.ListRequest{SnapshotRV: uint64(time.Now().Add(30 * time.Millisecond).UnixMicro())})
 	snap := l.SnapshotRV
 	time.Sleep(50 * time.Millisecond) // a client watches some time after its list
 	s := a.openSession(t, &sessionStream{})
-	s.subscribe(1, agentapi.Filter{}, snap)
+	s.subscribe(1, flowfilter.Filter{}, snap)
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
 	wg.Wait()
@@ -407,7 +408,7 @@ func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
 			t.Errorf("list at %d returned flow %s", snap, f.ResourceVersion)
 		}
 	}
-	if want := a.selected(t, agentapi.Filter{}, snap, head); !slices.Equal(logs[1].added, want) {
+	if want := a.selected(t, flowfilter.Filter{}, snap, head); !slices.Equal(logs[1].added, want) {
 		t.Errorf("subscription from %d got versions %v, want %v", snap, logs[1].added, want)
 	}
 	if logs[1].preCaught == 0 || logs[1].postEvent == 0 {
@@ -428,7 +429,7 @@ func TestSessionReplaysAfterRestart(t *testing.T) {
 	a.ingest(t, "shop", 1, 2)
 	a.ingest(t, "other", 3)
 	lastRV := a.flush(t)
-	first := list(t, a, &agentapi.ListRequest{}).Flows[0]
+	first := list(t, a, &agentwire.ListRequest{}).Flows[0]
 	from, _ := strconv.ParseUint(first.ResourceVersion, 10, 64)
 	a.stop()
 	a.stop = nil
@@ -436,7 +437,7 @@ func TestSessionReplaysAfterRestart(t *testing.T) {
 	b := startAgent(t, dir, 1024)
 	b.ingest(t, "shop", 4)
 	s := b.openSession(t, &sessionStream{})
-	s.subscribe(1, agentapi.Filter{Namespace: "shop"}, from)
+	s.subscribe(1, flowfilter.Filter{Namespace: "shop"}, from)
 	s.waitCaughtUp(t, 1)
 	b.ingest(t, "shop", 5)
 	b.ingest(t, "other", 6)
@@ -459,7 +460,7 @@ func TestSessionFromTheFuture(t *testing.T) {
 	a.ingest(t, "shop", 1)
 	from := a.flush(t) + uint64(time.Minute.Microseconds())
 	s := a.openSession(t, &sessionStream{})
-	s.subscribe(1, agentapi.Filter{}, from)
+	s.subscribe(1, flowfilter.Filter{}, from)
 	if rv := s.waitCaughtUp(t, 1); rv < from {
 		t.Errorf("CAUGHT_UP %d below the start %d", rv, from)
 	}
@@ -480,9 +481,9 @@ func TestSessionFromTheFuture(t *testing.T) {
 func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	s := a.openSession(t, &sessionStream{})
-	s.subscribe(7, agentapi.Filter{Namespace: "shop"}, 0)
-	s.subscribe(3, agentapi.Filter{}, 0)
-	s.subscribe(5, agentapi.Filter{Namespace: "payments"}, 0)
+	s.subscribe(7, flowfilter.Filter{Namespace: "shop"}, 0)
+	s.subscribe(3, flowfilter.Filter{}, 0)
+	s.subscribe(5, flowfilter.Filter{Namespace: "payments"}, 0)
 	for _, id := range []uint64{3, 5, 7} {
 		s.waitCaughtUp(t, id)
 	}
@@ -491,7 +492,7 @@ func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
 	s.waitProgress(t, a.flush(t))
 	var got []string
 	for _, e := range s.snapshot() {
-		if e.Type == agentapi.Added {
+		if e.Type == agentwire.Added {
 			got = append(got, fmt.Sprintf("%s:%v", e.Flow.Namespace, e.IDs))
 		}
 	}
@@ -508,12 +509,12 @@ func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
 func TestSessionAskedProgress(t *testing.T) {
 	a := startAgentTicking(t, t.TempDir(), 1024, time.Hour)
 	s := a.openSession(t, &sessionStream{})
-	s.subscribe(1, agentapi.Filter{}, 0)
+	s.subscribe(1, flowfilter.Filter{}, 0)
 	s.waitCaughtUp(t, 1)
 	a.ingest(t, "shop", 1, 2)
 	head := a.flush(t)
 	ask := uint64(time.Now().UnixMicro()) + 100_000 // other agents' clocks may run ahead
-	s.reqs <- &agentapi.SessionRequest{Progress: ask}
+	s.reqs <- &agentwire.SessionRequest{Progress: ask}
 	s.waitProgress(t, ask)
 	if ports := s.ports(1); !slices.Equal(ports, []int32{1, 2}) {
 		t.Errorf("flows before the watermark %v, want [1 2]", ports)
@@ -524,12 +525,12 @@ func TestSessionAskedProgress(t *testing.T) {
 	}
 
 	far := uint64(time.Now().Add(time.Hour).UnixMicro())
-	s.reqs <- &agentapi.SessionRequest{Progress: far}
+	s.reqs <- &agentwire.SessionRequest{Progress: far}
 	limit := uint64(time.Now().Add(maxProgressLead).UnixMicro())
 	s.waitProgress(t, ask+1)
 	time.Sleep(50 * time.Millisecond)
 	for _, e := range s.snapshot() {
-		if e.Type == agentapi.Progress && e.RV > limit+uint64(time.Second.Microseconds()) {
+		if e.Type == agentwire.Progress && e.RV > limit+uint64(time.Second.Microseconds()) {
 			t.Errorf("an ask an hour ahead moved the clock to %d, past %d", e.RV, limit)
 		}
 	}
@@ -543,26 +544,26 @@ func TestSessionCancelAndErrors(t *testing.T) {
 	a.ingestMixed(t, 1, 3000)
 	head := a.flush(t)
 	s := a.openSession(t, &sessionStream{slowEvery: 20})
-	shop := agentapi.Filter{Namespace: "shop"}
+	shop := flowfilter.Filter{Namespace: "shop"}
 	s.subscribe(1, shop, 0)
 	s.subscribe(2, shop, 0)
-	s.subscribe(3, agentapi.Filter{}, head-uint64(time.Minute.Microseconds())) // a long replay
+	s.subscribe(3, flowfilter.Filter{}, head-uint64(time.Minute.Microseconds())) // a long replay
 	s.waitCaughtUp(t, 1)
 	s.waitCaughtUp(t, 2)
-	waitFor(t, "replay of 3", func() bool { return s.find(agentapi.Added, 3) != nil })
+	waitFor(t, "replay of 3", func() bool { return s.find(agentwire.Added, 3) != nil })
 	s.cancel(1)
 	s.cancel(3) // while replaying
 	s.cancel(99)
 	// Requests are served in order: once 4 is caught up, the cancels are
 	// done.
-	s.subscribe(4, agentapi.Filter{}, 0)
+	s.subscribe(4, flowfilter.Filter{}, 0)
 	s.waitCaughtUp(t, 4)
 	mark := len(s.snapshot())
 
-	s.subscribe(5, agentapi.Filter{}, 1000)
-	s.subscribe(6, agentapi.Filter{FieldSelector: "spec.bogus=1"}, 0)
-	s.subscribe(7, agentapi.Filter{}, uint64(time.Now().Add(3*time.Hour).UnixMicro()))
-	s.subscribe(2, agentapi.Filter{}, 0) // a duplicate: ends 2
+	s.subscribe(5, flowfilter.Filter{}, 1000)
+	s.subscribe(6, flowfilter.Filter{FieldSelector: "spec.bogus=1"}, 0)
+	s.subscribe(7, flowfilter.Filter{}, uint64(time.Now().Add(3*time.Hour).UnixMicro()))
+	s.subscribe(2, flowfilter.Filter{}, 0) // a duplicate: ends 2
 	for id, code := range map[uint64]codes.Code{5: codes.OutOfRange, 6: codes.InvalidArgument, 7: codes.InvalidArgument, 2: codes.InvalidArgument} {
 		if e := s.waitEnded(t, id); codes.Code(e.Code) != code || e.Message == "" {
 			t.Errorf("subscription %d ended with %v %q, want %v", id, codes.Code(e.Code), e.Message, code)
@@ -574,7 +575,7 @@ func TestSessionCancelAndErrors(t *testing.T) {
 	events := s.snapshot()
 	logs := checkSession(t, events)
 	for _, e := range events[mark:] {
-		if e.Type == agentapi.Added && (slices.Contains(e.IDs, 1) || slices.Contains(e.IDs, 3)) {
+		if e.Type == agentwire.Added && (slices.Contains(e.IDs, 1) || slices.Contains(e.IDs, 3)) {
 			t.Errorf("%s %d for %v after the cancels", e.Type, e.RV, e.IDs)
 		}
 	}
@@ -587,7 +588,7 @@ func TestSessionCancelAndErrors(t *testing.T) {
 	if e := logs[2].ended; e == nil || len(logs[2].added) != 0 {
 		t.Errorf("subscription 2 got %v after its duplicate", logs[2].added)
 	}
-	if s.find(agentapi.Ended, 99) != nil || s.find(agentapi.Ended, 1) != nil {
+	if s.find(agentwire.Ended, 99) != nil || s.find(agentwire.Ended, 1) != nil {
 		t.Errorf("a cancel was answered")
 	}
 	select {
@@ -607,7 +608,7 @@ func TestSessionTooSlowEnds(t *testing.T) {
 	// resumed with FromRV 0, which means "from now".
 	a.ingest(t, "other", 1)
 	a.flush(t)
-	shop := agentapi.Filter{Namespace: "shop"}
+	shop := flowfilter.Filter{Namespace: "shop"}
 	s := a.openSession(t, &sessionStream{stallAfter: 10})
 	s.subscribe(1, shop, 0)
 	s.waitCaughtUp(t, 1)
@@ -666,9 +667,9 @@ func TestSessionStashOverflow(t *testing.T) {
 		}
 	})
 	s := a.openSession(t, &sessionStream{slowEvery: 50})
-	s.subscribe(1, agentapi.Filter{Namespace: "shop"}, 0) // live throughout
-	s.subscribe(2, agentapi.Filter{}, from)
-	s.subscribe(3, agentapi.Filter{Namespace: "payments"}, from)
+	s.subscribe(1, flowfilter.Filter{Namespace: "shop"}, 0) // live throughout
+	s.subscribe(2, flowfilter.Filter{}, from)
+	s.subscribe(3, flowfilter.Filter{Namespace: "payments"}, from)
 	s.waitCaughtUp(t, 2)
 	s.waitCaughtUp(t, 3)
 	time.Sleep(30 * time.Millisecond)
@@ -681,7 +682,7 @@ func TestSessionStashOverflow(t *testing.T) {
 		t.Fatalf("no stash overflowed (%d flows arrived during the replay); the test does not test it", ingested.Load())
 	}
 	logs := checkSession(t, s.snapshot())
-	for id, f := range map[uint64]agentapi.Filter{1: {Namespace: "shop"}, 2: {}, 3: {Namespace: "payments"}} {
+	for id, f := range map[uint64]flowfilter.Filter{1: {Namespace: "shop"}, 2: {}, 3: {Namespace: "payments"}} {
 		l := logs[id]
 		after := from
 		if id == 1 {
@@ -765,21 +766,21 @@ func TestSessionFlowsAroundTheHead(t *testing.T) {
 	}
 
 	s := a.openSession(t, &sessionStream{})
-	s.subscribe(1, agentapi.Filter{}, 0) // from the head, base+10
+	s.subscribe(1, flowfilter.Filter{}, 0) // from the head, base+10
 	if r := s.waitCaughtUp(t, 1); r != base+10 {
 		t.Errorf("CAUGHT_UP %d, want the head %d", r, base+10)
 	}
-	s.subscribe(2, agentapi.Filter{}, base+5) // replays base+6 to base+13
+	s.subscribe(2, flowfilter.Filter{}, base+5) // replays base+6 to base+13
 	s.waitCaughtUp(t, 2)
 	p.afterHead = nil
 	h.Publish(pending)
 	h.Progress(base + 16)
 	s.waitProgress(t, base+16)
 	logs := checkSession(t, s.snapshot())
-	if want := a.selected(t, agentapi.Filter{}, base+10, base+16); !slices.Equal(logs[1].added, want) {
+	if want := a.selected(t, flowfilter.Filter{}, base+10, base+16); !slices.Equal(logs[1].added, want) {
 		t.Errorf("subscription 1 got %v, want %v", logs[1].added, want)
 	}
-	if want := a.selected(t, agentapi.Filter{}, base+5, base+16); !slices.Equal(logs[2].added, want) {
+	if want := a.selected(t, flowfilter.Filter{}, base+5, base+16); !slices.Equal(logs[2].added, want) {
 		t.Errorf("subscription 2 got %v, want %v", logs[2].added, want)
 	}
 }
@@ -789,11 +790,11 @@ func TestSessionFlowsAroundTheHead(t *testing.T) {
 // in a Send, gets its session ended with ResourceExhausted.
 func TestSessionOverGRPC(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 64)
-	srv := grpc.NewServer(append(agentapi.ServerOptions(), grpc.WaitForHandlers(true))...)
-	agentapi.Register(srv, a.svc)
+	srv := grpc.NewServer(append(agentwire.ServerOptions(), grpc.WaitForHandlers(true))...)
+	agentwire.Register(srv, a.svc)
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///node-a", append(agentapi.DialOptions(),
+	conn, err := grpc.NewClient("passthrough:///node-a", append(agentwire.DialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// No window growth: a client that does not read blocks the agent
@@ -805,29 +806,29 @@ func TestSessionOverGRPC(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close(); srv.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess, err := agentapi.NewClient(conn).Session(ctx)
+	sess, err := agentwire.NewClient(conn).Session(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.ingest(t, "shop", 1, 2)
 	a.ingest(t, "other", 3)
 	head := a.flush(t)
-	for _, req := range []*agentapi.SessionRequest{
-		{ID: 1, Filter: agentapi.Filter{Namespace: "shop"}, FromRV: head - uint64(time.Minute.Microseconds())},
+	for _, req := range []*agentwire.SessionRequest{
+		{ID: 1, Filter: flowfilter.Filter{Namespace: "shop"}, FromRV: head - uint64(time.Minute.Microseconds())},
 		{ID: 2, FromRV: head},
 	} {
 		if err := sess.Send(req); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var events []agentapi.SessionEvent
+	var events []agentwire.SessionEvent
 	for caughtUp := 0; caughtUp < 2; {
 		e, err := sess.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
 		events = append(events, *e)
-		if e.Type == agentapi.CaughtUp {
+		if e.Type == agentwire.CaughtUp {
 			caughtUp++
 		}
 	}
@@ -838,7 +839,7 @@ func TestSessionOverGRPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		events = append(events, *e)
-		if e.Type == agentapi.Added {
+		if e.Type == agentwire.Added {
 			break
 		}
 	}
@@ -868,7 +869,7 @@ func TestSessionOverGRPC(t *testing.T) {
 			}
 			break
 		}
-		if e.Type == agentapi.Added {
+		if e.Type == agentwire.Added {
 			read++
 		}
 	}

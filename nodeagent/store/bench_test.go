@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
 )
@@ -183,7 +183,7 @@ func BenchmarkList(b *testing.B) {
 			return n, err
 		}
 	}
-	sel := agentapi.Filter{FieldSelector: benchStore.selector}
+	sel := flowfilter.Filter{FieldSelector: benchStore.selector}
 	b.Run("selective/planner", func(b *testing.B) {
 		p, _ := st.Query(TimeScan{}, sel, func(Record) bool { return false })
 		b.Logf("%s: plan %v", sel.FieldSelector, p)
@@ -208,7 +208,7 @@ func BenchmarkList(b *testing.B) {
 	})
 	b.Run("unfiltered", func(b *testing.B) {
 		measure(b, page(func(fn func(Record) bool) error {
-			_, err := st.Query(TimeScan{}, agentapi.Filter{}, fn)
+			_, err := st.Query(TimeScan{}, flowfilter.Filter{}, fn)
 			return err
 		}))
 	})

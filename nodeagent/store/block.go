@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 // Blocks.
@@ -213,7 +213,7 @@ func (b *block) appendFrame(dst, scratch []byte, fr int) ([]byte, []byte, error)
 	for i := fr * frameFlows; i < end; i++ {
 		r := b.recs[i]
 		var err error
-		scratch, err = codec.AppendMarshal(scratch[:0], r.Flow)
+		scratch, err = flowcodec.AppendMarshal(scratch[:0], r.Flow)
 		if err != nil {
 			return dst, scratch, fmt.Errorf("encode flow %d: %w", r.RV, err)
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 // CheckReport is what Check found.
@@ -132,7 +132,7 @@ func (s *Store) checkBlock(txn *badger.Txn, r *CheckReport, minTime int64, first
 		}
 		for _, e := range entries {
 			f := new(v1alpha1.Flow)
-			if err := codec.Unmarshal(e.val, f); err != nil {
+			if err := flowcodec.Unmarshal(e.val, f); err != nil {
 				r.problem("block %d: flow %d: %v", firstRV, e.rv, err)
 				return nil, nil
 			}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // writeBuckets writes n flows in each of the buckets from the one holding
@@ -93,7 +93,7 @@ func TestMaintainBudget(t *testing.T) {
 	if len(kept) != len(want) || kept[0] != want[0] {
 		t.Fatalf("after eviction the store holds %d flows from %d, want %d from %d", len(kept), kept[0], len(want), want[0])
 	}
-	got, _ := query(t, s, TimeScan{}, agentapi.Filter{Namespace: "shop"}, 0)
+	got, _ := query(t, s, TimeScan{}, flowfilter.Filter{Namespace: "shop"}, 0)
 	if len(got) != len(want) {
 		t.Fatalf("a list returns %d flows, want %d", len(got), len(want))
 	}

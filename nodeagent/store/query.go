@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/selection"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // probeLimit bounds the flows the planner counts per candidate range.
@@ -62,7 +62,7 @@ var timePlan = Plan{Index: "time", Estimate: -1, prefix: []byte{prefixCatalog}}
 // index range never reads more flows than the time scan would. Either way
 // each flow passes the full matcher: the index narrows, the matcher
 // decides.
-func (s *Store) Query(q TimeScan, f agentapi.Filter, fn func(Record) bool) (Plan, error) {
+func (s *Store) Query(q TimeScan, f flowfilter.Filter, fn func(Record) bool) (Plan, error) {
 	m, err := f.Compile()
 	if err != nil {
 		return Plan{}, err
@@ -95,7 +95,7 @@ var candidateOrder = []indexField{idxSourcePod, idxDestinationPod, idxSourceWork
 
 // candidates lists the index ranges a filter can be answered from, in
 // candidateOrder. The filter is valid (compiled by the caller).
-func candidates(f agentapi.Filter) []candidate {
+func candidates(f flowfilter.Filter) []candidate {
 	eq := map[string]string{}
 	if f.FieldSelector != "" {
 		sel, err := fields.ParseSelector(f.FieldSelector)

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // spec describes a made-up flow; zero fields are left out of it.
@@ -73,7 +73,7 @@ func openTest(t *testing.T, o Options) *Store {
 }
 
 // reference is what Query must return: the time index through the matcher.
-func reference(t *testing.T, s *Store, q TimeScan, f agentapi.Filter, limit int) []uint64 {
+func reference(t *testing.T, s *Store, q TimeScan, f flowfilter.Filter, limit int) []uint64 {
 	t.Helper()
 	m, err := f.Compile()
 	if err != nil {
@@ -93,7 +93,7 @@ func reference(t *testing.T, s *Store, q TimeScan, f agentapi.Filter, limit int)
 	return rvs
 }
 
-func query(t *testing.T, s *Store, q TimeScan, f agentapi.Filter, limit int) ([]Record, Plan) {
+func query(t *testing.T, s *Store, q TimeScan, f flowfilter.Filter, limit int) ([]Record, Plan) {
 	t.Helper()
 	var recs []Record
 	p, err := s.Query(q, f, func(r Record) bool {
@@ -196,7 +196,7 @@ func TestPlan(t *testing.T) {
 		{fields: "verdict!=Dropped,l4.destinationPort=1", index: "l4.destinationPort", value: "1"},
 	} {
 		name := tc.ns + "|" + tc.fields + "|" + tc.labels
-		f := agentapi.Filter{Namespace: tc.ns, FieldSelector: tc.fields, LabelSelector: tc.labels}
+		f := flowfilter.Filter{Namespace: tc.ns, FieldSelector: tc.fields, LabelSelector: tc.labels}
 		got, p := query(t, s, TimeScan{}, f, 0)
 		if p.Index != tc.index || p.Value != tc.value {
 			t.Errorf("%s: plan %v, want %s=%s", name, p, tc.index, tc.value)
@@ -234,8 +234,8 @@ func randomSpec(rng *rand.Rand) spec {
 
 // randomFilter combines equality and inequality requirements on indexed
 // and unindexed fields, a namespace, a label selector and time bounds.
-func randomFilter(rng *rand.Rand, base time.Time, span time.Duration) agentapi.Filter {
-	var f agentapi.Filter
+func randomFilter(rng *rand.Rand, base time.Time, span time.Duration) flowfilter.Filter {
+	var f flowfilter.Filter
 	if rng.IntN(4) == 0 {
 		f.Namespace = pick(rng, testNamespaces)
 	}
@@ -371,7 +371,7 @@ func TestQueryBeforeIndex(t *testing.T) {
 	if err := s.Write([]Record{{RV: rv + 1, Flow: sp.flow(time.Now(), rv+1)}}); err != nil {
 		t.Fatal(err)
 	}
-	got, p := query(t, s, TimeScan{}, agentapi.Filter{FieldSelector: "verdict=Dropped"}, 0)
+	got, p := query(t, s, TimeScan{}, flowfilter.Filter{FieldSelector: "verdict=Dropped"}, 0)
 	if p.Index != "time" || len(got) != 2 {
 		t.Fatalf("plan %v, %d flows; want the time index and 2 flows", p, len(got))
 	}
@@ -455,7 +455,7 @@ func TestIndexExpiry(t *testing.T) {
 	if _, ok := keysByBlock()[newRV]; !ok {
 		t.Fatalf("the new block is gone, the old one left")
 	}
-	got, p := query(t, s, TimeScan{}, agentapi.Filter{FieldSelector: "source.namespace=shop,source.podName=web-1"}, 0)
+	got, p := query(t, s, TimeScan{}, flowfilter.Filter{FieldSelector: "source.namespace=shop,source.podName=web-1"}, 0)
 	if p.Index != "source.podName" || len(got) != 10 || got[0].RV != newRV {
 		t.Fatalf("plan %v, flows %v; want source.podName and the 10 new flows", p, rvsOf(got))
 	}

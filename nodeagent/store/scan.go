@@ -11,7 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 // window is a TimeScan in nanoseconds.
@@ -170,7 +170,7 @@ func (c *cursor) loadFrame(fr int) ([]entry, error) {
 
 func (c *cursor) record() (Record, error) {
 	f := new(v1alpha1.Flow)
-	if err := codec.Unmarshal(c.cur.val, f); err != nil {
+	if err := flowcodec.Unmarshal(c.cur.val, f); err != nil {
 		return Record{}, fmt.Errorf("decode flow %d: %w", c.cur.rv, err)
 	}
 	return Record{RV: c.cur.rv, Flow: f}, nil

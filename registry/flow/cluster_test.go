@@ -19,9 +19,9 @@ import (
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/warning"
 
+	"flowscope.io/flowscope/agentclient"
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
-	"flowscope.io/flowscope/nodeagent/agentapi"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/server"
@@ -36,7 +36,7 @@ type testAgent struct {
 	node  string
 	st    *store.Store
 	p     *ingest.Pipeline
-	agent *agents.Agent
+	agent Agent
 	lists atomic.Int64
 	sent  atomic.Int64
 
@@ -63,17 +63,17 @@ func startTestAgent(t testing.TB, node string) *testAgent {
 	go func() { _ = p.Run(ctx); close(done) }()
 
 	a := &testAgent{node: node, st: st, p: p}
-	srv := grpc.NewServer(append(agentapi.ServerOptions(), grpc.ChainUnaryInterceptor(a.intercept))...)
-	agentapi.Register(srv, server.New(node, st, p, h))
+	srv := grpc.NewServer(append(agentwire.ServerOptions(), grpc.ChainUnaryInterceptor(a.intercept))...)
+	agentwire.Register(srv, server.New(node, st, p, h))
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///"+node, append(agentapi.DialOptions(),
+	conn, err := grpc.NewClient("passthrough:///"+node, append(agentwire.DialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.agent = agents.NewAgent(node, "bufconn", conn, &testProgress)
+	a.agent = clientAgent{agentclient.NewAgent(node, "bufconn", conn, &testProgress)}
 	t.Cleanup(func() {
 		_ = conn.Close()
 		srv.Stop()
@@ -96,7 +96,7 @@ func (a *testAgent) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 			}
 		}
 		resp, err := handler(ctx, req)
-		if l, ok := resp.(*agentapi.ListResponse); ok && err == nil {
+		if l, ok := resp.(*agentwire.ListResponse); ok && err == nil {
 			a.sent.Add(int64(len(l.Flows)))
 		}
 		return resp, err
@@ -195,15 +195,15 @@ func startCluster(t testing.TB, nodes ...string) testCluster {
 	return c
 }
 
-func (c testCluster) List() []*agents.Agent {
-	var out []*agents.Agent
+func (c testCluster) List() []Agent {
+	var out []Agent
 	for _, n := range slices.Sorted(maps.Keys(c)) {
 		out = append(out, c[n].agent)
 	}
 	return out
 }
 
-func (c testCluster) Get(node string) (*agents.Agent, bool) {
+func (c testCluster) Get(node string) (Agent, bool) {
 	a, ok := c[node]
 	if !ok {
 		return nil, false

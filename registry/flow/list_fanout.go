@@ -11,9 +11,8 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
-	"flowscope.io/flowscope/nodeagent/agentapi"
 )
 
 // A paginated list asks each agent for a share of the page, not the whole
@@ -85,7 +84,7 @@ func init() {
 
 // agentPage is what one agent answered a list so far, across rounds.
 type agentPage struct {
-	agent *agents.Agent
+	agent Agent
 	// flows in list order; round two appends to them.
 	flows []v1alpha1.Flow
 	// more tells whether flows matching the list follow the last one; an
@@ -100,14 +99,14 @@ func (p *agentPage) last() *v1alpha1.Flow { return &p.flows[len(p.flows)-1] }
 
 // agentAnswer is an agent's answer to one round.
 type agentAnswer struct {
-	resp *agentapi.ListResponse
+	resp *agentwire.ListResponse
 	err  error
 }
 
 // askAgents asks the agents in parallel, each under its own timeout, req(i)
 // for agents[i]. An answer that says more without a flow cannot be resumed
 // nor bounded, so it counts as a failure.
-func (r *REST) askAgents(ctx context.Context, targets []*agents.Agent, req func(i int) *agentapi.ListRequest, round string) []agentAnswer {
+func (r *REST) askAgents(ctx context.Context, targets []Agent, req func(i int) *agentwire.ListRequest, round string) []agentAnswer {
 	answers := make([]agentAnswer, len(targets))
 	var wg sync.WaitGroup
 	for i, a := range targets {

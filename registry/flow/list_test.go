@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -169,8 +169,8 @@ func randomQuery(rng *rand.Rand, names []string, start time.Time) oracleQuery {
 }
 
 // filter is q as the agents' filter, at the first page's time.
-func (q oracleQuery) filter(first time.Time) agentapi.Filter {
-	f := agentapi.Filter{Namespace: q.namespace, LabelSelector: q.labels, Since: q.since(first), Until: q.until(first)}
+func (q oracleQuery) filter(first time.Time) flowfilter.Filter {
+	f := flowfilter.Filter{Namespace: q.namespace, LabelSelector: q.labels, Since: q.since(first), Until: q.until(first)}
 	var pushed []string
 	for _, s := range q.fields {
 		if !strings.HasPrefix(s, "since=") && !strings.HasPrefix(s, "until=") {
@@ -185,7 +185,7 @@ func (q oracleQuery) filter(first time.Time) agentapi.Filter {
 // below snapshot returns for filter. The store orders by (time, version):
 // versions renumbered in (node, version) order make that the fan-out's
 // (time, node, version).
-func oracle(t *testing.T, c testCluster, snapshot uint64, filter agentapi.Filter) []string {
+func oracle(t *testing.T, c testCluster, snapshot uint64, filter flowfilter.Filter) []string {
 	t.Helper()
 	var recs []store.Record
 	for _, a := range c {

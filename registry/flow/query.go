@@ -15,13 +15,13 @@ import (
 	"k8s.io/apiserver/pkg/storage"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // query is a request compiled once: the filter that travels to the agents
 // and the agents that can hold an answer.
 type query struct {
-	filter agentapi.Filter
+	filter flowfilter.Filter
 	// nodes restricts the agents asked; nil means every agent.
 	nodes []string
 	// route is what pod routing needs of the selectors (routing.go).
@@ -33,7 +33,7 @@ type query struct {
 // compileQuery turns a request's namespace and selectors into a query. Its
 // errors are 400s that name the problem.
 func compileQuery(namespace string, opts *metainternalversion.ListOptions, now time.Time) (*query, error) {
-	q := &query{filter: agentapi.Filter{Namespace: namespace}}
+	q := &query{filter: flowfilter.Filter{Namespace: namespace}}
 	if opts == nil {
 		return q, nil
 	}
@@ -158,11 +158,11 @@ func checkNotTooLarge(rv uint64, now time.Time) error {
 // the agents: the snapshot, the time window fixed at the first page, and the
 // last flow returned in list order.
 type continueToken struct {
-	Version int             `json:"v"`
-	RV      uint64          `json:"rv"`
-	Since   *time.Time      `json:"since,omitempty"`
-	Until   *time.Time      `json:"until,omitempty"`
-	After   agentapi.Cursor `json:"after"`
+	Version int               `json:"v"`
+	RV      uint64            `json:"rv"`
+	Since   *time.Time        `json:"since,omitempty"`
+	Until   *time.Time        `json:"until,omitempty"`
+	After   flowfilter.Cursor `json:"after"`
 }
 
 const continueVersion = 1

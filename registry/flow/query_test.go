@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 func TestCompileQuery(t *testing.T) {
@@ -66,7 +66,7 @@ func TestCompileQuery(t *testing.T) {
 func TestContinueTokenRoundTrip(t *testing.T) {
 	since := time.Unix(1764072000, 0).UTC()
 	tok := continueToken{Version: continueVersion, RV: 42, Since: &since,
-		After: agentapi.Cursor{Time: time.Unix(1764072001, 5000).UTC(), Node: "node-a", RV: 41}}
+		After: flowfilter.Cursor{Time: time.Unix(1764072001, 5000).UTC(), Node: "node-a", RV: 41}}
 	got, err := decodeContinue(tok.encode())
 	if err != nil {
 		t.Fatal(err)
@@ -78,8 +78,8 @@ func TestContinueTokenRoundTrip(t *testing.T) {
 
 func TestDecodeContinueRejects(t *testing.T) {
 	for _, s := range []string{"", "!!!", "bm90LWEtdG9rZW4", "e30", // {}
-		continueToken{Version: 2, RV: 1, After: agentapi.Cursor{Node: "a", RV: 1}}.encode(),
-		continueToken{Version: 1, After: agentapi.Cursor{Node: "a", RV: 1}}.encode(),
+		continueToken{Version: 2, RV: 1, After: flowfilter.Cursor{Node: "a", RV: 1}}.encode(),
+		continueToken{Version: 1, After: flowfilter.Cursor{Node: "a", RV: 1}}.encode(),
 		continueToken{Version: 1, RV: 1}.encode(),
 	} {
 		if _, err := decodeContinue(s); err == nil || !strings.Contains(err.Error(), "invalid continue token") {
@@ -89,7 +89,7 @@ func TestDecodeContinueRejects(t *testing.T) {
 }
 
 func FuzzDecodeContinue(f *testing.F) {
-	f.Add(continueToken{Version: 1, RV: 7, After: agentapi.Cursor{Node: "n", RV: 3}}.encode())
+	f.Add(continueToken{Version: 1, RV: 7, After: flowfilter.Cursor{Node: "n", RV: 3}}.encode())
 	f.Add("e30")
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := decodeContinue(s)

@@ -21,22 +21,10 @@ import (
 	"k8s.io/apiserver/pkg/warning"
 	"k8s.io/klog/v2"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
-
-// Agents is the set of node agents the storage fans out to.
-type Agents interface {
-	List() []*agents.Agent
-	Get(node string) (*agents.Agent, bool)
-	// Changed returns a channel closed at the next change of the set, so
-	// running watches follow agents that join and leave.
-	Changed() <-chan struct{}
-	// Progressed returns a channel closed after some agent's watermark
-	// advanced, so running watches release the flows it passed.
-	Progressed() <-chan struct{}
-}
 
 // Options tune the storage.
 type Options struct {
@@ -135,7 +123,7 @@ func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runt
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.AgentTimeout)
 	defer cancel()
-	resp, err := a.Get(ctx, &agentapi.GetRequest{RV: rv, Namespace: genericapirequest.NamespaceValue(ctx)})
+	resp, err := a.Get(ctx, &agentwire.GetRequest{RV: rv, Namespace: genericapirequest.NamespaceValue(ctx)})
 	if err != nil {
 		return nil, r.agentError(err, node, name)
 	}
@@ -153,7 +141,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 	}
 	var (
 		snapshot uint64
-		after    *agentapi.Cursor
+		after    *flowfilter.Cursor
 		limit    int64
 	)
 	if opts != nil {
@@ -190,7 +178,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		q.filter.Since = &since
 	}
 
-	flows, more, err := r.fanOutList(ctx, q, &agentapi.ListRequest{Filter: q.filter, SnapshotRV: snapshot, After: after, Limit: limit})
+	flows, more, err := r.fanOutList(ctx, q, &agentwire.ListRequest{Filter: q.filter, SnapshotRV: snapshot, After: after, Limit: limit})
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +188,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		last := &flows[len(flows)-1]
 		list.Continue = continueToken{
 			Version: continueVersion, RV: snapshot, Since: q.filter.Since, Until: q.filter.Until,
-			After: agentapi.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)},
+			After: flowfilter.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)},
 		}.encode()
 	}
 	return list, nil
@@ -217,7 +205,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 // round is not named in a warning, since none of its flows go missing: it
 // still bounds the page at its last flow of the first round, so the page
 // is exact but may be short, and the next page asks it again.
-func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListRequest) (flows []v1alpha1.Flow, more bool, err error) {
+func (r *REST) fanOutList(ctx context.Context, q *query, req *agentwire.ListRequest) (flows []v1alpha1.Flow, more bool, err error) {
 	release, err := r.acquireList(ctx)
 	if err != nil {
 		return nil, false, err
@@ -227,7 +215,7 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	targets, missing := r.listTargets(q)
 	first := *req
 	first.Limit = agentShare(req.Limit, len(targets))
-	answers := r.askAgents(ctx, targets, func(int) *agentapi.ListRequest { return &first }, "1")
+	answers := r.askAgents(ctx, targets, func(int) *agentwire.ListRequest { return &first }, "1")
 
 	var (
 		pages   []*agentPage
@@ -239,11 +227,11 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	}
 	for i, ans := range answers {
 		if ans.err != nil {
-			if apiErr := r.agentError(ans.err, targets[i].Node, ""); !isUnavailable(apiErr) {
+			if apiErr := r.agentError(ans.err, targets[i].Node(), ""); !isUnavailable(apiErr) {
 				return nil, false, apiErr // the request itself is wrong
 			}
-			klog.ErrorS(ans.err, "Failed listing flows", "node", targets[i].Node)
-			failed = append(failed, fmt.Sprintf("%s (%s)", targets[i].Node, status.Code(ans.err)))
+			klog.ErrorS(ans.err, "Failed listing flows", "node", targets[i].Node())
+			failed = append(failed, fmt.Sprintf("%s (%s)", targets[i].Node(), status.Code(ans.err)))
 			lastErr = ans.err
 			continue
 		}
@@ -277,14 +265,14 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 		return flows, more, nil
 	}
 	listSecondRounds.Inc()
-	targets = make([]*agents.Agent, len(again))
+	targets = make([]Agent, len(again))
 	for i, p := range again {
 		targets[i] = p.agent
 	}
-	answers = r.askAgents(ctx, targets, func(i int) *agentapi.ListRequest {
+	answers = r.askAgents(ctx, targets, func(i int) *agentwire.ListRequest {
 		p, next := again[i], *req
 		last := p.last()
-		next.After = &agentapi.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)}
+		next.After = &flowfilter.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)}
 		next.Limit = limits[i]
 		if p.snapshot != 0 {
 			next.SnapshotRV = p.snapshot
@@ -294,11 +282,11 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 	for i, ans := range answers {
 		p := again[i]
 		if ans.err != nil {
-			if apiErr := r.agentError(ans.err, p.agent.Node, ""); !isUnavailable(apiErr) {
+			if apiErr := r.agentError(ans.err, p.agent.Node(), ""); !isUnavailable(apiErr) {
 				return nil, false, apiErr
 			}
 			// p keeps its first round: the page stops at its last flow.
-			klog.ErrorS(ans.err, "Failed listing more flows, the page ends at the agent's first answer", "node", p.agent.Node)
+			klog.ErrorS(ans.err, "Failed listing more flows, the page ends at the agent's first answer", "node", p.agent.Node())
 			continue
 		}
 		p.flows = append(p.flows, ans.resp.Flows...)
@@ -311,11 +299,11 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentapi.ListReque
 
 // targets returns the agents that can hold an answer to q: those its
 // name or nodeName select, else every agent.
-func (r *REST) targets(q *query) []*agents.Agent {
+func (r *REST) targets(q *query) []Agent {
 	if q.nodes == nil {
 		return r.agents.List()
 	}
-	var out []*agents.Agent
+	var out []Agent
 	for _, n := range q.nodes {
 		if a, ok := r.agents.Get(n); ok {
 			out = append(out, a)

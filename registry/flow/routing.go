@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
 )
 
 // Pods tells which node a pod runs on.
@@ -105,7 +104,7 @@ func (p podRoute) podNodes(pods Pods, namespace string, since *time.Time) (nodes
 // compileQuery) and by the pods at the observation point; watches stream
 // from every agent instead (targets), as a pod may be recreated on another
 // node while they run.
-func (r *REST) listTargets(q *query) (asked []*agents.Agent, missing []string) {
+func (r *REST) listTargets(q *query) (asked []Agent, missing []string) {
 	nodes := q.nodes
 	if podNodes, ok := q.route.podNodes(r.opts.Pods, q.filter.Namespace, q.filter.Since); ok {
 		if nodes == nil {

@@ -17,15 +17,15 @@ import (
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/klog/v2"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // Watch implements rest.Watcher.
 //
 // The watch subscribes to every agent it follows through the agent's
-// session (agents.Subscription): the agent sends the flows it selects
+// session (agentclient.Subscription): the agent sends the flows it selects
 // above the start version in version order, then keeps a watermark that
 // says "nothing at or below this version is still coming from me" for all
 // of this server's subscriptions at once. The merge releases a flow only
@@ -91,7 +91,7 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 			since := now.Add(-r.opts.DefaultWindow)
 			lq.filter.Since = &since
 		}
-		initialFlows, _, err = r.fanOutList(ctx, &lq, &agentapi.ListRequest{Filter: lq.filter, SnapshotRV: from})
+		initialFlows, _, err = r.fanOutList(ctx, &lq, &agentwire.ListRequest{Filter: lq.filter, SnapshotRV: from})
 		if err != nil {
 			r.watchers.release()
 			return nil, err
@@ -107,7 +107,7 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 		bookmarks:  opts.AllowWatchBookmarks,
 		opts:       r.opts,
 		filter:     q.filter,
-		targets:    func() []*agents.Agent { return r.targets(q) },
+		targets:    func() []Agent { return r.targets(q) },
 		changed:    r.agents.Changed,
 		progressed: r.agents.Progressed,
 		notify:     make(chan struct{}, 1),
@@ -128,8 +128,8 @@ type mergedWatch struct {
 	bookmarks bool
 	opts      Options
 
-	filter     agentapi.Filter
-	targets    func() []*agents.Agent // the agents the watch should follow
+	filter     flowfilter.Filter
+	targets    func() []Agent         // the agents the watch should follow
 	changed    func() <-chan struct{} // closed when targets may change
 	progressed func() <-chan struct{} // closed when watermarks advanced
 	notify     chan struct{}          // signalled when a subscription has events
@@ -145,9 +145,9 @@ func (w *mergedWatch) Stop() { w.stopOnce.Do(w.cancel) }
 // agent's session, nil while paused. It is replaced, not reused, when the
 // agent's address changes.
 type agentSource struct {
-	agent *agents.Agent
+	agent Agent
 	place *source // its place in the merge
-	sub   *agents.Subscription
+	sub   Subscription
 	// live: the subscription has caught up, so the agent's watermark
 	// applies to it.
 	live bool
@@ -157,7 +157,7 @@ type agentSource struct {
 	// and resumes from where it was when half of them have left.
 	pending int
 	retryAt time.Time // a failed subscription is retried after it
-	events  []agents.Event
+	events  []agentwire.Event
 }
 
 func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1alpha1.Flow) {
@@ -274,9 +274,9 @@ func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bo
 // expired) or moved is unsubscribed.
 func (w *mergedWatch) follow() <-chan struct{} {
 	changed := w.changed() // before targets, or a change in between is lost
-	want := map[string]*agents.Agent{}
+	want := map[string]Agent{}
 	for _, a := range w.targets() {
-		want[a.Node] = a
+		want[a.Node()] = a
 	}
 	for node, s := range w.sources {
 		if want[node] != s.agent {
@@ -322,7 +322,7 @@ func (w *mergedWatch) drain(now time.Time) error {
 			if err := w.apply(node, s, &events[i], now); err != nil {
 				return err
 			}
-			events[i] = agents.Event{} // release the flow
+			events[i] = agentwire.Event{} // release the flow
 		}
 		s.events = events[:0]
 		switch {
@@ -333,7 +333,7 @@ func (w *mergedWatch) drain(now time.Time) error {
 			s.sub, s.live = nil, false
 		case s.live && wm > s.place.mark:
 			// A watermark that moved was heard when the agent sent it.
-			if err := w.merge.add(node, &agentapi.WatchEvent{Type: agentapi.Progress, RV: wm}, s.agent.Heard()); err != nil {
+			if err := w.merge.add(node, &agentwire.Event{Type: agentwire.Progress, RV: wm}, s.agent.Heard()); err != nil {
 				return err
 			}
 		}
@@ -342,28 +342,28 @@ func (w *mergedWatch) drain(now time.Time) error {
 }
 
 // apply takes one event of node's subscription.
-func (w *mergedWatch) apply(node string, s *agentSource, e *agents.Event, now time.Time) error {
+func (w *mergedWatch) apply(node string, s *agentSource, e *agentwire.Event, now time.Time) error {
 	if s.sub == nil {
 		return nil // ended by an earlier event of the batch
 	}
 	switch e.Type {
-	case agentapi.Added, agentapi.Deleted:
+	case agentwire.Added, agentwire.Deleted:
 		// Another watch may hold the same flow: the apiserver's encoder
 		// sets the kind on the object it encodes, so each watch has its
 		// own copy of the top level.
 		f := *e.Flow
-		if err := w.merge.add(node, &agentapi.WatchEvent{Type: e.Type, RV: e.RV, Flow: &f}, now); err != nil {
+		if err := w.merge.add(node, &agentwire.Event{Type: e.Type, RV: e.RV, Flow: &f}, now); err != nil {
 			watchesEnded.WithLabelValues(endLateAgent).Inc()
 			klog.InfoS("Ending a flow watch with 410: an excluded agent came back with flows the watch had passed", "node", node, "err", err)
 			return err
 		}
 		s.pending++
-	case agentapi.CaughtUp:
+	case agentwire.CaughtUp:
 		s.live = true
-		return w.merge.add(node, &agentapi.WatchEvent{Type: agentapi.Progress, RV: e.RV}, now)
-	case agents.Reset:
+		return w.merge.add(node, &agentwire.Event{Type: agentwire.Progress, RV: e.RV}, now)
+	case agentwire.Reset:
 		s.live = false
-	case agentapi.Ended:
+	case agentwire.Ended:
 		if fatal := subscriptionError(e.Err); fatal != nil {
 			return fatal
 		}

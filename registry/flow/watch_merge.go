@@ -11,8 +11,8 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
 )
 
 // Reasons a watch ended early, the label of watchesEnded.
@@ -90,7 +90,7 @@ func (m *merger) leave(node string) { delete(m.sources, node) }
 // position can no longer be delivered in order: add returns 410 Expired.
 // An excluded agent that is heard from again holds the others back at once,
 // so that the flows it commits from then on are never passed by them.
-func (m *merger) add(node string, e *agentapi.WatchEvent, now time.Time) error {
+func (m *merger) add(node string, e *agentwire.Event, now time.Time) error {
 	s, ok := m.sources[node]
 	if !ok {
 		return nil
@@ -98,13 +98,13 @@ func (m *merger) add(node string, e *agentapi.WatchEvent, now time.Time) error {
 	if now.After(s.heard) {
 		s.heard = now
 	}
-	if (e.Type == agentapi.Added || e.Type == agentapi.Deleted) && e.Flow != nil {
+	if (e.Type == agentwire.Added || e.Type == agentwire.Deleted) && e.Flow != nil {
 		if e.RV <= m.released {
 			return apierrors.NewResourceExpired(fmt.Sprintf(
 				"flow %d of node %s arrived after the watch had passed resourceVersion %d, since the agent lagged and was left behind; list again",
 				e.RV, node, m.released))
 		}
-		heap.Push(&m.pending, pendingFlow{rv: e.RV, flow: e.Flow, deleted: e.Type == agentapi.Deleted})
+		heap.Push(&m.pending, pendingFlow{rv: e.RV, flow: e.Flow, deleted: e.Type == agentwire.Deleted})
 	}
 	s.mark = max(s.mark, e.RV)
 	if s.excluded {

@@ -18,18 +18,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"flowscope.io/flowscope/agentclient"
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/apiserver/agents"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
 )
 
-func added(node string, rv uint64) *agentapi.WatchEvent {
-	return &agentapi.WatchEvent{Type: agentapi.Added, RV: rv, Flow: &v1alpha1.Flow{
+func added(node string, rv uint64) *agentwire.Event {
+	return &agentwire.Event{Type: agentwire.Added, RV: rv, Flow: &v1alpha1.Flow{
 		ObjectMeta: metav1.ObjectMeta{ResourceVersion: strconv.FormatUint(rv, 10)}, NodeName: node}}
 }
 
-func progress(rv uint64) *agentapi.WatchEvent {
-	return &agentapi.WatchEvent{Type: agentapi.Progress, RV: rv}
+func progress(rv uint64) *agentwire.Event {
+	return &agentwire.Event{Type: agentwire.Progress, RV: rv}
 }
 
 func rvs(es []watch.Event) []uint64 {
@@ -49,7 +50,7 @@ func testMerger(now time.Time, nodes ...string) *merger {
 	return m
 }
 
-func mustAdd(t *testing.T, m *merger, node string, e *agentapi.WatchEvent, now time.Time) {
+func mustAdd(t *testing.T, m *merger, node string, e *agentwire.Event, now time.Time) {
 	t.Helper()
 	if err := m.add(node, e, now); err != nil {
 		t.Fatalf("add %s %s %d: %v", node, e.Type, e.RV, err)
@@ -63,7 +64,7 @@ func TestMergerPassesDeletions(t *testing.T) {
 	m := testMerger(now, "a", "b")
 	mustAdd(t, m, "a", added("a", 105), now)
 	gone := added("a", 108)
-	gone.Type = agentapi.Deleted
+	gone.Type = agentwire.Deleted
 	mustAdd(t, m, "a", gone, now)
 	mustAdd(t, m, "b", progress(110), now)
 	got := m.release(now)
@@ -214,7 +215,7 @@ func TestMergerDoesNotCountAStallAsSilence(t *testing.T) {
 // fakePool is an agent pool whose membership tests change.
 type fakePool struct {
 	mu      sync.Mutex
-	agents  []*agents.Agent
+	agents  []Agent
 	changed chan struct{}
 }
 
@@ -235,15 +236,15 @@ func (p *fakePool) set(fakes ...*fakeAgent) {
 	p.changed = make(chan struct{})
 }
 
-func (p *fakePool) List() []*agents.Agent {
+func (p *fakePool) List() []Agent {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.agents)
 }
 
-func (p *fakePool) Get(node string) (*agents.Agent, bool) {
+func (p *fakePool) Get(node string) (Agent, bool) {
 	for _, a := range p.List() {
-		if a.Node == node {
+		if a.Node() == node {
 			return a, true
 		}
 	}
@@ -257,20 +258,20 @@ func (p *fakePool) Changed() <-chan struct{} {
 }
 
 // testProgress announces the watermarks of every test's agents.
-var testProgress agents.Broadcast
+var testProgress agentclient.Broadcast
 
 func (p *fakePool) Progressed() <-chan struct{} { return testProgress.Wait() }
 
 // fakeAgent is an agent's gRPC connection that serves sessions whose
 // events the test feeds by hand, per subscription.
 type fakeAgent struct {
-	agent *agents.Agent
+	agent Agent
 	subs  chan *fakeSub
 }
 
 func newFakeAgent(node string) *fakeAgent {
 	f := &fakeAgent{subs: make(chan *fakeSub, 8)}
-	f.agent = agents.NewAgent(node, "", f, &testProgress)
+	f.agent = clientAgent{agentclient.NewAgent(node, "", f, &testProgress)}
 	return f
 }
 
@@ -280,7 +281,7 @@ func (f *fakeAgent) Invoke(_ context.Context, method string, _, _ any, _ ...grpc
 
 func (f *fakeAgent) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
 	return &fakeSession{agent: f, ctx: ctx, subs: map[uint64]*fakeSub{},
-		events: make(chan *agentapi.SessionEvent, 16), broken: make(chan error, 1)}, nil
+		events: make(chan *agentwire.SessionEvent, 16), broken: make(chan error, 1)}, nil
 }
 
 // next returns the agent's next subscription.
@@ -290,7 +291,7 @@ func (f *fakeAgent) next(t testing.TB) *fakeSub {
 	case s := <-f.subs:
 		return s
 	case <-time.After(5 * time.Second):
-		t.Fatalf("agent %s got no subscription", f.agent.Node)
+		t.Fatalf("agent %s got no subscription", f.agent.Node())
 		return nil
 	}
 }
@@ -303,12 +304,12 @@ type fakeSession struct {
 	ctx    context.Context
 	mu     sync.Mutex
 	subs   map[uint64]*fakeSub
-	events chan *agentapi.SessionEvent
+	events chan *agentwire.SessionEvent
 	broken chan error
 }
 
 func (s *fakeSession) SendMsg(m any) error {
-	req := *m.(*agentapi.SessionRequest)
+	req := *m.(*agentwire.SessionRequest)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if req.Progress != 0 {
@@ -330,7 +331,7 @@ func (s *fakeSession) SendMsg(m any) error {
 func (s *fakeSession) RecvMsg(m any) error {
 	select {
 	case e := <-s.events:
-		*m.(*agentapi.SessionEvent) = *e
+		*m.(*agentwire.SessionEvent) = *e
 		return nil
 	case err := <-s.broken:
 		return err
@@ -342,7 +343,7 @@ func (s *fakeSession) RecvMsg(m any) error {
 // fakeSub is one subscription of a session.
 type fakeSub struct {
 	session   *fakeSession
-	req       agentapi.SessionRequest
+	req       agentwire.SessionRequest
 	caughtUp  bool
 	cancelled chan struct{} // closed when the server cancels it
 	broken    chan error    // breaks the whole session
@@ -351,14 +352,14 @@ type fakeSub struct {
 // send sends the events of a single-subscription agent: flows tagged
 // with the subscription, its first PROGRESS as its CAUGHT_UP, the next
 // ones as the agent's watermark.
-func (s *fakeSub) send(events ...*agentapi.WatchEvent) {
+func (s *fakeSub) send(events ...*agentwire.Event) {
 	for _, e := range events {
-		se := &agentapi.SessionEvent{Type: e.Type, RV: e.RV, Flow: e.Flow, IDs: []uint64{s.req.ID}}
-		if e.Type == agentapi.Progress {
+		se := &agentwire.SessionEvent{Type: e.Type, RV: e.RV, Flow: e.Flow, IDs: []uint64{s.req.ID}}
+		if e.Type == agentwire.Progress {
 			if s.caughtUp {
 				se.IDs = nil
 			} else {
-				se.Type, s.caughtUp = agentapi.CaughtUp, true
+				se.Type, s.caughtUp = agentwire.CaughtUp, true
 			}
 		}
 		s.session.events <- se
@@ -596,4 +597,12 @@ func BenchmarkWatchWake(b *testing.B) {
 			w.unsubscribe()
 		})
 	}
+}
+
+// clientAgent gives the storage an agentclient agent, as the apiserver
+// package does.
+type clientAgent struct{ *agentclient.Agent }
+
+func (a clientAgent) Subscribe(filter flowfilter.Filter, from uint64, limit int, notify chan<- struct{}) Subscription {
+	return a.Agent.Subscribe(filter, from, limit, notify)
 }

@@ -27,10 +27,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/generated/informers/externalversions"
-	"flowscope.io/flowscope/nodeagent/agentapi"
 )
 
 var everything = labels.Everything()
@@ -226,14 +226,14 @@ func TestAgentRequiresServerCertificate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			creds := credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: tt.certs, MinVersion: tls.VersionTLS13})
-			conn, err := grpc.NewClient(addr, append(agentapi.DialOptions(), grpc.WithTransportCredentials(creds))...)
+			conn, err := grpc.NewClient(addr, append(agentwire.DialOptions(), grpc.WithTransportCredentials(creds))...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			resp, err := agentapi.NewClient(conn).List(ctx, &agentapi.ListRequest{Limit: 1})
+			resp, err := agentwire.NewClient(conn).List(ctx, &agentwire.ListRequest{Limit: 1})
 			if tt.wantOK && err != nil {
 				t.Fatalf("List with the server's certificate: %v", err)
 			}

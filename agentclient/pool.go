@@ -1,8 +1,8 @@
-// Package agents keeps the aggregated server's view of the node agents:
+// Package agentclient keeps the aggregated server's view of the node agents:
 // which exist (a static list, plus the Leases the agents keep) and one
 // long-lived mutual-TLS gRPC connection to each, kept healthy by keepalive
 // pings and redialed with a bounded backoff.
-package agents
+package agentclient
 
 import (
 	"context"
@@ -26,15 +26,15 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
-	"flowscope.io/flowscope/nodeagent/agentapi"
-	"flowscope.io/flowscope/nodeagent/lease"
+	"flowscope.io/flowscope/agentlease"
+	"flowscope.io/flowscope/agentwire"
 )
 
 // Agent is one node's agent.
 type Agent struct {
-	Node    string
-	Address string
-	*agentapi.Client
+	node    string
+	address string
+	*agentwire.Client
 	conn grpc.ClientConnInterface
 	sess *session
 	// ctx lives as long as the agent is in the pool.
@@ -93,7 +93,7 @@ func (p *Pool) List() []*Agent {
 	for _, a := range p.agents {
 		out = append(out, a)
 	}
-	slices.SortFunc(out, func(a, b *Agent) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b *Agent) int { return strings.Compare(a.node, b.node) })
 	return out
 }
 
@@ -122,7 +122,7 @@ func (p *Pool) HasSynced() bool {
 }
 
 // WatchLeases follows the agents' Leases in namespace until ctx ends. A
-// Lease that is not renewed within its duration (lease.Duration, 30 s,
+// Lease that is not renewed within its duration (agentlease.Duration, 30 s,
 // checked every 5 s) drops its agent: that is the grace period after which
 // a vanished agent stops being asked and leaves running watches. Until
 // then a dead agent only costs the watches their --max-agent-lag.
@@ -130,7 +130,7 @@ func (p *Pool) WatchLeases(ctx context.Context, client kubernetes.Interface, nam
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 30*time.Second,
 		informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = lease.ComponentLabel + "=" + lease.ComponentValue
+			o.LabelSelector = agentlease.ComponentLabel + "=" + agentlease.ComponentValue
 		}))
 	inf := factory.Coordination().V1().Leases().Informer()
 	resync := func() { p.resync(inf.GetStore()) }
@@ -164,7 +164,7 @@ func (p *Pool) resync(s cache.Store) {
 		if !ok {
 			continue
 		}
-		if node, addr, live := lease.Live(l, now); live {
+		if node, addr, live := agentlease.Live(l, now); live {
 			leased[node] = addr
 		}
 	}
@@ -184,8 +184,8 @@ func (p *Pool) reconcileLocked() {
 	}
 	changed := false
 	for node, a := range p.agents {
-		if want[node] != a.Address {
-			klog.InfoS("Agent left", "node", node, "address", a.Address)
+		if want[node] != a.address {
+			klog.InfoS("Agent left", "node", node, "address", a.address)
 			a.shutdown()
 			delete(p.agents, node)
 			changed = true
@@ -230,7 +230,7 @@ const (
 func dialOptions() []grpc.DialOption {
 	redial := backoff.DefaultConfig
 	redial.MaxDelay = maxRedialDelay
-	return append(agentapi.DialOptions(),
+	return append(agentwire.DialOptions(),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: redial, MinConnectTimeout: maxRedialDelay}))
 }
@@ -250,10 +250,16 @@ func (p *Pool) dial(node, addr string) (*Agent, error) {
 // are announced on progress. Pools make their agents; tests make theirs.
 func NewAgent(node, addr string, conn grpc.ClientConnInterface, progress *Broadcast) *Agent {
 	ctx, cancel := context.WithCancel(context.Background())
-	client := agentapi.NewClient(conn)
-	return &Agent{Node: node, Address: addr, Client: client, conn: conn,
+	client := agentwire.NewClient(conn)
+	return &Agent{node: node, address: addr, Client: client, conn: conn,
 		sess: newSession(client, node, progress.Notify), ctx: ctx, close: cancel}
 }
+
+// Node returns the name of the agent's node.
+func (a *Agent) Node() string { return a.node }
+
+// Address returns the agent's address, host:port.
+func (a *Agent) Address() string { return a.address }
 
 func (a *Agent) shutdown() {
 	a.close()

@@ -1,4 +1,4 @@
-package agentapi
+package agentwire
 
 import (
 	"encoding/binary"
@@ -10,7 +10,8 @@ import (
 	"google.golang.org/grpc/encoding"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // WireVersion is the first byte of every message. A peer from a release
@@ -140,7 +141,7 @@ func (Codec) Unmarshal(data []byte, v any) error {
 		d.filter(&m.Filter)
 		m.SnapshotRV = d.uvarint()
 		if d.bool() {
-			m.After = new(Cursor)
+			m.After = new(flowfilter.Cursor)
 			d.cursor(m.After)
 		}
 		m.Limit = d.varint()
@@ -243,7 +244,7 @@ func (e *wireEncoder) optTime(t *time.Time) {
 	}
 }
 
-func (e *wireEncoder) filter(f *Filter) {
+func (e *wireEncoder) filter(f *flowfilter.Filter) {
 	e.string(f.Namespace)
 	e.string(f.LabelSelector)
 	e.string(f.FieldSelector)
@@ -251,7 +252,7 @@ func (e *wireEncoder) filter(f *Filter) {
 	e.optTime(f.Until)
 }
 
-func (e *wireEncoder) cursor(c *Cursor) {
+func (e *wireEncoder) cursor(c *flowfilter.Cursor) {
 	e.time(c.Time)
 	e.string(c.Node)
 	e.uvarint(c.RV)
@@ -274,7 +275,7 @@ func (e *wireEncoder) eventType(t EventType) {
 // after a two-byte gap, then close it or widen it.
 func (e *wireEncoder) flow(f *v1alpha1.Flow) {
 	start := len(e.b)
-	b, err := codec.AppendMarshal(append(e.b, 0, 0), f)
+	b, err := flowcodec.AppendMarshal(append(e.b, 0, 0), f)
 	if err != nil {
 		if e.err == nil {
 			e.err = err
@@ -414,7 +415,7 @@ func (d *wireDecoder) optTime() *time.Time {
 	return &t
 }
 
-func (d *wireDecoder) filter(f *Filter) {
+func (d *wireDecoder) filter(f *flowfilter.Filter) {
 	f.Namespace = d.string()
 	f.LabelSelector = d.string()
 	f.FieldSelector = d.string()
@@ -422,7 +423,7 @@ func (d *wireDecoder) filter(f *Filter) {
 	f.Until = d.optTime()
 }
 
-func (d *wireDecoder) cursor(c *Cursor) {
+func (d *wireDecoder) cursor(c *flowfilter.Cursor) {
 	c.Time = d.time()
 	c.Node = d.string()
 	c.RV = d.uvarint()
@@ -442,7 +443,7 @@ func (d *wireDecoder) flow(f *v1alpha1.Flow) {
 	if d.err != nil {
 		return
 	}
-	if err := codec.Unmarshal(d.b[d.i:d.i+n], f); err != nil {
+	if err := flowcodec.Unmarshal(d.b[d.i:d.i+n], f); err != nil {
 		d.err = fmt.Errorf("%w: flow at byte %d: %w", ErrWire, d.i, err)
 		return
 	}

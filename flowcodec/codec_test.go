@@ -1,4 +1,4 @@
-package codec_test
+package flowcodec_test
 
 import (
 	"bytes"
@@ -16,18 +16,18 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 func TestVersionIsNotJSON(t *testing.T) {
 	// The store tells old JSON values from codec values by the first byte.
-	if codec.Version == '{' || codec.Version == ' ' || codec.Version == '\n' {
-		t.Fatalf("version byte %q could start a JSON value", rune(codec.Version))
+	if flowcodec.Version == '{' || flowcodec.Version == ' ' || flowcodec.Version == '\n' {
+		t.Fatalf("version byte %q could start a JSON value", rune(flowcodec.Version))
 	}
-	b, err := codec.Marshal(&v1alpha1.Flow{})
-	if err != nil || b[0] != codec.Version {
+	b, err := flowcodec.Marshal(&v1alpha1.Flow{})
+	if err != nil || b[0] != flowcodec.Version {
 		t.Fatalf("Marshal = %x, %v", b, err)
 	}
 }
@@ -89,7 +89,7 @@ func TestGolden(t *testing.T) {
 	jsonPath, binPath := filepath.Join("testdata", "golden.json"), filepath.Join("testdata", "golden.hex")
 	if *update {
 		j, _ := json.MarshalIndent(f, "", "  ")
-		b, _ := codec.Marshal(f)
+		b, _ := flowcodec.Marshal(f)
 		if err := os.WriteFile(jsonPath, append(j, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +110,7 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden := undump(t, string(dump))
-	b, err := codec.Marshal(want)
+	b, err := flowcodec.Marshal(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestGolden(t *testing.T) {
 		t.Errorf("Marshal(testdata/golden.json) differs from testdata/golden.hex:\n%s", hex.Dump(b))
 	}
 	got := new(v1alpha1.Flow)
-	if err := codec.Unmarshal(golden, got); err != nil {
+	if err := flowcodec.Unmarshal(golden, got); err != nil {
 		t.Fatal(err)
 	}
 	if !equality.Semantic.DeepEqual(got, want) {
@@ -150,21 +150,21 @@ func TestMalformed(t *testing.T) {
 	r := rand.New(rand.NewSource(2))
 	var values [][]byte
 	for _, f := range realisticFlows(t, 300, 2) {
-		b, _ := codec.Marshal(f)
+		b, _ := flowcodec.Marshal(f)
 		values = append(values, b)
 	}
 	for range 300 {
-		b, _ := codec.Marshal(randomFlow(r))
+		b, _ := flowcodec.Marshal(randomFlow(r))
 		values = append(values, b)
 	}
 	var f v1alpha1.Flow
 	for _, b := range values {
 		for n := range len(b) {
-			if err := codec.Unmarshal(b[:n], &f); !errors.Is(err, codec.ErrMalformed) {
+			if err := flowcodec.Unmarshal(b[:n], &f); !errors.Is(err, flowcodec.ErrMalformed) {
 				t.Fatalf("Unmarshal of %d of %d bytes: %v, want ErrMalformed\n%x", n, len(b), err, b)
 			}
 		}
-		if err := codec.Unmarshal(append(b[:len(b):len(b)], 0), &f); err == nil {
+		if err := flowcodec.Unmarshal(append(b[:len(b):len(b)], 0), &f); err == nil {
 			t.Fatalf("trailing byte accepted")
 		}
 		for range 20 {
@@ -174,7 +174,7 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 	for _, b := range []string{"", "{}", "\x01", "\x02\x00", "\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"} {
-		if err := codec.Unmarshal([]byte(b), &f); !errors.Is(err, codec.ErrMalformed) {
+		if err := flowcodec.Unmarshal([]byte(b), &f); !errors.Is(err, flowcodec.ErrMalformed) {
 			t.Errorf("Unmarshal(%q) = %v, want ErrMalformed", b, err)
 		}
 	}
@@ -184,24 +184,24 @@ func TestMalformed(t *testing.T) {
 // decodes to the same flow and re-encodes to itself.
 func checkReencode(t testing.TB, b []byte) {
 	var f v1alpha1.Flow
-	if err := codec.Unmarshal(b, &f); err != nil {
-		if !errors.Is(err, codec.ErrMalformed) {
+	if err := flowcodec.Unmarshal(b, &f); err != nil {
+		if !errors.Is(err, flowcodec.ErrMalformed) {
 			t.Fatalf("error %v does not match ErrMalformed", err)
 		}
 		return
 	}
-	b2, err := codec.Marshal(&f)
+	b2, err := flowcodec.Marshal(&f)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var g v1alpha1.Flow
-	if err := codec.Unmarshal(b2, &g); err != nil {
+	if err := flowcodec.Unmarshal(b2, &g); err != nil {
 		t.Fatalf("re-encoding of accepted input fails to decode: %v\ninput %x\nre-encoded %x", err, b, b2)
 	}
 	if !equality.Semantic.DeepEqual(&f, &g) {
 		t.Fatalf("re-encoding of accepted input decodes differently (-first +second):\n%s\ninput %x", diff.Diff(&f, &g), b)
 	}
-	b3, _ := codec.Marshal(&g)
+	b3, _ := flowcodec.Marshal(&g)
 	if !bytes.Equal(b2, b3) {
 		t.Fatalf("encoding not stable: %x then %x", b2, b3)
 	}

@@ -1,4 +1,5 @@
-// Package codec is the binary encoding of flows in the node agent's store.
+// Package flowcodec is the compact binary encoding of flows, shared by the
+// node agent's store (on disk) and the agent wire (package agentwire).
 //
 // A value is self-contained: it needs no dictionary or state outside itself
 // to decode, so values can expire, be compacted and be copied one by one.
@@ -67,7 +68,7 @@
 // Decoding yields what encoding/json yields for the same flow after a JSON
 // round trip: times at µs (MicroTime) and s (Time) precision in the local
 // zone, empty maps and slices as nil, zero times and *MicroTime{} as absent.
-package codec
+package flowcodec
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package codec
+package flowcodec
 
 // The tables of format version 1. A value's enum code n >= 2 names
 // table[n-2]; they may only ever grow at their end, and a value using a new

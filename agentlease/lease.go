@@ -1,7 +1,7 @@
-// Package lease announces an agent to the aggregated server through a
+// Package agentlease announces an agent to the aggregated server through a
 // coordination.k8s.io Lease per node that carries the agent's address, and
 // lets the server discover the live ones.
-package lease
+package agentlease
 
 import (
 	"context"

@@ -1,4 +1,8 @@
-package agentapi
+// Package flowfilter is the contract for selecting and ordering flows that
+// the aggregated server, the agents and their stores share: a Filter that
+// selectors are compiled into, its compiled Matcher, and the Cursor whose
+// Compare defines list order everywhere.
+package flowfilter
 
 import (
 	"fmt"
@@ -10,6 +14,30 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 )
+
+// Filter selects flows. It travels from the aggregated server to the agents,
+// which compile it once per request.
+type Filter struct {
+	// Namespace restricts to one namespace; empty means all.
+	Namespace string `json:"namespace,omitempty"`
+	// LabelSelector is a label selector over the flow's labels.
+	LabelSelector string `json:"labelSelector,omitempty"`
+	// FieldSelector is a field selector over v1alpha1.FieldSet, already
+	// validated and canonicalised by the scheme's field label conversion,
+	// without the since and until bounds.
+	FieldSelector string `json:"fieldSelector,omitempty"`
+	// Since and Until bound the flow's time, inclusive and exclusive.
+	Since *time.Time `json:"since,omitempty"`
+	Until *time.Time `json:"until,omitempty"`
+}
+
+// Cursor is a position in list order: by time, then node name, then
+// resource version. Lists return what comes strictly after it.
+type Cursor struct {
+	Time time.Time `json:"time"`
+	Node string    `json:"node"`
+	RV   uint64    `json:"rv"`
+}
 
 // Matcher is a compiled Filter.
 type Matcher struct {

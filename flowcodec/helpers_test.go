@@ -1,4 +1,4 @@
-package codec_test
+package flowcodec_test
 
 import (
 	"bytes"
@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/randfill"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowcodec"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
-	"flowscope.io/flowscope/nodeagent/store/codec"
 )
 
 // realisticFlows returns n flows of the demo application as the ingest
@@ -80,12 +80,12 @@ func viaJSON(tb testing.TB, f *v1alpha1.Flow) (*v1alpha1.Flow, []byte) {
 // a JSON round trip gives: semantically and as JSON bytes.
 func checkRoundTrip(tb testing.TB, f *v1alpha1.Flow) []byte {
 	tb.Helper()
-	b, err := codec.Marshal(f)
+	b, err := flowcodec.Marshal(f)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	got := new(v1alpha1.Flow)
-	if err := codec.Unmarshal(b, got); err != nil {
+	if err := flowcodec.Unmarshal(b, got); err != nil {
 		tb.Fatalf("Unmarshal(Marshal(f)): %v\nflow: %#v\nbytes: %x", err, f, b)
 	}
 	want, wantJSON := viaJSON(tb, f)
@@ -100,7 +100,7 @@ func checkRoundTrip(tb testing.TB, f *v1alpha1.Flow) []byte {
 		tb.Fatalf("round trip differs from JSON's:\njson:  %s\ncodec: %s", wantJSON, gotJSON)
 	}
 	// Encoding is deterministic and a decoded flow encodes the same.
-	again, _ := codec.Marshal(got)
+	again, _ := flowcodec.Marshal(got)
 	if !bytes.Equal(again, b) {
 		tb.Fatalf("re-encoding differs:\n%x\n%x", b, again)
 	}

@@ -1,4 +1,4 @@
-package codec_test
+package flowcodec_test
 
 import (
 	"math/rand"
@@ -7,7 +7,7 @@ import (
 	"sigs.k8s.io/randfill"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 // FuzzUnmarshal: any input either fails with ErrMalformed or decodes to a
@@ -15,12 +15,12 @@ import (
 // panics.
 func FuzzUnmarshal(f *testing.F) {
 	for _, fl := range realisticFlows(f, 40, 9) {
-		b, _ := codec.Marshal(fl)
+		b, _ := flowcodec.Marshal(fl)
 		f.Add(b)
 	}
 	r := rand.New(rand.NewSource(9))
 	for range 40 {
-		b, _ := codec.Marshal(randomFlow(r))
+		b, _ := flowcodec.Marshal(randomFlow(r))
 		f.Add(b)
 	}
 	f.Add([]byte{})

@@ -1,4 +1,4 @@
-package agentapi_test
+package flowfilter_test
 
 import (
 	"fmt"
@@ -8,13 +8,14 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/flowtest"
 )
 
 // TestMatchesAgreesWithFieldSelector: the matcher reads fields straight
 // from the flow, and must answer as the field selector does on FieldSet.
 func TestMatchesAgreesWithFieldSelector(t *testing.T) {
-	flows := realisticFlows(t, 200)
+	flows := flowtest.RealisticFlows(t, 200)
 	for j, f := range manyFilters(flows) {
 		m, err := f.Compile()
 		if err != nil {
@@ -30,15 +31,15 @@ func TestMatchesAgreesWithFieldSelector(t *testing.T) {
 }
 
 func TestCompileRejectsTimeBoundsAsFields(t *testing.T) {
-	if _, err := (agentapi.Filter{FieldSelector: "since=1h"}).Compile(); err == nil {
+	if _, err := (flowfilter.Filter{FieldSelector: "since=1h"}).Compile(); err == nil {
 		t.Error("since as a field selector compiled")
 	}
 }
 
 // manyFilters returns 200 field-selector filters, as 200 watches of one
 // aggregated server put on an agent's session, over every field.
-func manyFilters(flows []v1alpha1.Flow) []agentapi.Filter {
-	var out []agentapi.Filter
+func manyFilters(flows []v1alpha1.Flow) []flowfilter.Filter {
+	var out []flowfilter.Filter
 	for i := range 200 {
 		f := &flows[i%len(flows)]
 		sel := fmt.Sprintf("source.podName=%s,l4.destinationPort=%d", f.Source.PodName, i%3*1000)
@@ -66,14 +67,14 @@ func manyFilters(flows []v1alpha1.Flow) []agentapi.Filter {
 		case 3:
 			sel = "l7.type!=DNS,isReply=false"
 		}
-		out = append(out, agentapi.Filter{FieldSelector: sel})
+		out = append(out, flowfilter.Filter{FieldSelector: sel})
 	}
 	return out
 }
 
-func compileAll(tb testing.TB, filters []agentapi.Filter) []*agentapi.Matcher {
+func compileAll(tb testing.TB, filters []flowfilter.Filter) []*flowfilter.Matcher {
 	tb.Helper()
-	var out []*agentapi.Matcher
+	var out []*flowfilter.Matcher
 	for _, f := range filters {
 		m, err := f.Compile()
 		if err != nil {
@@ -88,7 +89,7 @@ func compileAll(tb testing.TB, filters []agentapi.Filter) []*agentapi.Matcher {
 // selector over the flow's FieldSet, as matching was, against the
 // matcher's field getters.
 func BenchmarkMatchMany(b *testing.B) {
-	flows := realisticFlows(b, 256)
+	flows := flowtest.RealisticFlows(b, 256)
 	filters := manyFilters(flows)
 	b.Run("fieldset", func(b *testing.B) {
 		var sels []fields.Selector

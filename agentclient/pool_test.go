@@ -1,4 +1,4 @@
-package agents
+package agentclient
 
 import (
 	"crypto/tls"
@@ -11,15 +11,15 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
-	"flowscope.io/flowscope/nodeagent/lease"
+	"flowscope.io/flowscope/agentlease"
 )
 
 func agentLease(node, addr string, renewed time.Time) *coordinationv1.Lease {
 	return &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: lease.Name(node), Namespace: "flowscope-system",
-			Annotations: map[string]string{lease.AddressAnnotation: addr}},
+		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(node), Namespace: "flowscope-system",
+			Annotations: map[string]string{agentlease.AddressAnnotation: addr}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), RenewTime: &metav1.MicroTime{Time: renewed},
-			LeaseDurationSeconds: ptr.To(int32(lease.Duration / time.Second))},
+			LeaseDurationSeconds: ptr.To(int32(agentlease.Duration / time.Second))},
 	}
 }
 
@@ -37,7 +37,7 @@ func leaseStore(t *testing.T, leases ...*coordinationv1.Lease) cache.Store {
 func nodes(p *Pool) []string {
 	var out []string
 	for _, a := range p.List() {
-		out = append(out, a.Node+"="+a.Address)
+		out = append(out, a.Node()+"="+a.Address())
 	}
 	return out
 }

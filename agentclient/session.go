@@ -1,4 +1,4 @@
-package agents
+package agentclient
 
 import (
 	"context"
@@ -10,19 +10,19 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
-	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/agentapi"
+	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // A session carries every watch this server has on one agent over one
-// stream (see agentapi.SessionRequest): the agent sends one watermark per
+// stream (see agentwire.SessionRequest): the agent sends one watermark per
 // tick for all of them, and each flow once, tagged with the subscriptions
 // that select it. The session receives in one goroutine and hands each
 // subscription's events to its inbox without ever blocking on a watch; the
 // watermark is kept in an atomic that a watch reads before draining its
 // inboxes, so a watermark it reads never passes a flow still on its way.
 type session struct {
-	client *agentapi.Client
+	client *agentwire.Client
 	node   string
 	// progressed is told of each new watermark.
 	progressed func()
@@ -45,27 +45,13 @@ type session struct {
 type Subscription struct {
 	id     uint64
 	s      *session
-	filter agentapi.Filter
+	filter flowfilter.Filter
 	// pos is where a resubscription starts after the stream broke: every
 	// event at or below it was delivered. Used by the session's goroutine.
 	pos   uint64
 	live  bool // caught up on the current stream: the watermark applies
 	inbox *inbox
 }
-
-// Event is one event of a subscription. Besides the agent's ADDED,
-// DELETED, CAUGHT_UP and ENDED (with Err), Reset says the stream broke:
-// the subscription replays from its last position, and is not live until
-// its next CAUGHT_UP.
-type Event struct {
-	Type agentapi.EventType
-	RV   uint64
-	Flow *v1alpha1.Flow
-	Err  error
-}
-
-// Reset is the Event that says a subscription's stream broke.
-const Reset agentapi.EventType = "RESET"
 
 // inbox holds a subscription's events until its watch takes them. It is
 // bounded: when full it drops events and says so, and the watch then
@@ -75,17 +61,17 @@ type inbox struct {
 	// without its lock.
 	ready      atomic.Bool
 	mu         sync.Mutex
-	events     []Event
+	events     []agentwire.Event
 	overflowed bool
 	limit      int
 	notify     chan<- struct{}
 }
 
-func (b *inbox) push(e Event) {
+func (b *inbox) push(e agentwire.Event) {
 	b.mu.Lock()
 	switch {
 	case b.overflowed:
-	case len(b.events) >= b.limit && (e.Type == agentapi.Added || e.Type == agentapi.Deleted):
+	case len(b.events) >= b.limit && (e.Type == agentwire.Added || e.Type == agentwire.Deleted):
 		b.overflowed = true
 	default:
 		b.events = append(b.events, e)
@@ -101,7 +87,7 @@ func (b *inbox) push(e Event) {
 // Take returns the events that arrived since the last Take, reusing
 // buf's memory for the next ones, and whether events were dropped: the
 // subscription then has a gap and must be cancelled.
-func (sub *Subscription) Take(buf []Event) (events []Event, overflowed bool) {
+func (sub *Subscription) Take(buf []agentwire.Event) (events []agentwire.Event, overflowed bool) {
 	b := sub.inbox
 	if !b.ready.Load() {
 		return buf[:0], false
@@ -113,14 +99,14 @@ func (sub *Subscription) Take(buf []Event) (events []Event, overflowed bool) {
 	return events, b.overflowed
 }
 
-func newSession(client *agentapi.Client, node string, progressed func()) *session {
+func newSession(client *agentwire.Client, node string, progressed func()) *session {
 	return &session{client: client, node: node, progressed: progressed,
 		subs: map[uint64]*Subscription{}, wake: make(chan struct{}, 1)}
 }
 
 // Subscribe subscribes to the flows filter selects after from. Call it
 // with ctx of the agent's lifetime only through Agent.Subscribe.
-func (s *session) subscribe(ctx context.Context, filter agentapi.Filter, from uint64, inbox *inbox) *Subscription {
+func (s *session) subscribe(ctx context.Context, filter flowfilter.Filter, from uint64, inbox *inbox) *Subscription {
 	s.start.Do(func() { go s.run(ctx) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -137,8 +123,8 @@ func (s *session) subscribe(ctx context.Context, filter agentapi.Filter, from ui
 	return sub
 }
 
-func (sub *Subscription) request() *agentapi.SessionRequest {
-	return &agentapi.SessionRequest{ID: sub.id, Filter: sub.filter, FromRV: sub.pos}
+func (sub *Subscription) request() *agentwire.SessionRequest {
+	return &agentwire.SessionRequest{ID: sub.id, Filter: sub.filter, FromRV: sub.pos}
 }
 
 // Cancel ends the subscription; events on their way are dropped.
@@ -151,7 +137,7 @@ func (sub *Subscription) Cancel() {
 	}
 	delete(s.subs, sub.id)
 	if s.out != nil {
-		s.out.enqueue(&agentapi.SessionRequest{ID: sub.id, Cancel: true})
+		s.out.enqueue(&agentwire.SessionRequest{ID: sub.id, Cancel: true})
 	}
 }
 
@@ -225,7 +211,7 @@ func (s *session) serve(ctx context.Context) error {
 			sub.pos = max(sub.pos, s.watermark.Load())
 			sub.live = false
 		}
-		sub.inbox.push(Event{Type: Reset})
+		sub.inbox.push(agentwire.Event{Type: agentwire.Reset})
 	}
 	s.mu.Unlock()
 	if status.Code(err) == codes.ResourceExhausted {
@@ -234,7 +220,7 @@ func (s *session) serve(ctx context.Context) error {
 	return err
 }
 
-func (s *session) receive(stream *agentapi.SessionClient) error {
+func (s *session) receive(stream *agentwire.SessionClient) error {
 	for {
 		e, err := stream.Recv()
 		if err != nil {
@@ -242,18 +228,18 @@ func (s *session) receive(stream *agentapi.SessionClient) error {
 		}
 		s.heard.Store(time.Now().UnixNano())
 		switch e.Type {
-		case agentapi.Progress:
+		case agentwire.Progress:
 			if e.RV > s.watermark.Load() {
 				s.watermark.Store(e.RV)
 				s.progressed()
 			}
 			continue
-		case agentapi.Added, agentapi.Deleted, agentapi.CaughtUp, agentapi.Ended:
+		case agentwire.Added, agentwire.Deleted, agentwire.CaughtUp, agentwire.Ended:
 		default:
 			continue // from a newer agent; nothing to do with it
 		}
-		ev := Event{Type: e.Type, RV: e.RV, Flow: e.Flow}
-		if e.Type == agentapi.Ended {
+		ev := agentwire.Event{Type: e.Type, RV: e.RV, Flow: e.Flow}
+		if e.Type == agentwire.Ended {
 			ev.Err = status.Error(codes.Code(e.Code), e.Message)
 		}
 		s.mu.Lock()
@@ -263,9 +249,9 @@ func (s *session) receive(stream *agentapi.SessionClient) error {
 				continue // cancelled while the event was on its way
 			}
 			sub.pos = max(sub.pos, e.RV)
-			sub.live = sub.live || e.Type == agentapi.CaughtUp
+			sub.live = sub.live || e.Type == agentwire.CaughtUp
 			sub.inbox.push(ev)
-			if e.Type == agentapi.Ended {
+			if e.Type == agentwire.Ended {
 				delete(s.subs, id)
 			}
 		}
@@ -287,21 +273,21 @@ const (
 // sender writes a stream's requests in order from one goroutine, so that
 // subscribing never waits on the network, and asks for watermarks.
 type sender struct {
-	stream  *agentapi.SessionClient
+	stream  *agentwire.SessionClient
 	session *session
 	mu      sync.Mutex
-	queue   []*agentapi.SessionRequest
+	queue   []*agentwire.SessionRequest
 	ready   chan struct{}
 
 	asked   uint64
 	askedAt time.Time
 }
 
-func newSender(stream *agentapi.SessionClient, s *session) *sender {
+func newSender(stream *agentwire.SessionClient, s *session) *sender {
 	return &sender{stream: stream, session: s, ready: make(chan struct{}, 1)}
 }
 
-func (o *sender) enqueue(req *agentapi.SessionRequest) {
+func (o *sender) enqueue(req *agentwire.SessionRequest) {
 	o.mu.Lock()
 	o.queue = append(o.queue, req)
 	o.mu.Unlock()
@@ -360,7 +346,7 @@ func (o *sender) ask(now time.Time) (time.Duration, error) {
 		return next.Sub(now), nil
 	}
 	o.asked, o.askedAt = wanted, now
-	return reaskInterval, o.stream.Send(&agentapi.SessionRequest{Progress: wanted})
+	return reaskInterval, o.stream.Send(&agentwire.SessionRequest{Progress: wanted})
 }
 
 // Watermark returns the agent's last watermark: every subscription that
@@ -404,9 +390,9 @@ func (s *session) poke() {
 }
 
 // Subscribe subscribes to the agent's flows that filter selects after
-// from (see agentapi.SessionRequest for the order of events). Up to limit
+// from (see agentwire.SessionRequest for the order of events). Up to limit
 // flows wait for Take; notify is signalled, without blocking, when events
 // arrive.
-func (a *Agent) Subscribe(filter agentapi.Filter, from uint64, limit int, notify chan<- struct{}) *Subscription {
+func (a *Agent) Subscribe(filter flowfilter.Filter, from uint64, limit int, notify chan<- struct{}) *Subscription {
 	return a.sess.subscribe(a.ctx, filter, from, &inbox{limit: limit, notify: notify})
 }

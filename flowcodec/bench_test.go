@@ -1,4 +1,4 @@
-package codec_test
+package flowcodec_test
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/store/codec"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 // benchFlows are realistic flows as the store holds them.
@@ -24,7 +24,7 @@ func BenchmarkMarshal(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		var err error
-		buf, err = codec.AppendMarshal(buf[:0], flows[i%len(flows)])
+		buf, err = flowcodec.AppendMarshal(buf[:0], flows[i%len(flows)])
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -61,12 +61,12 @@ func encodeAll(b *testing.B, flows []*v1alpha1.Flow, enc func(*v1alpha1.Flow) ([
 }
 
 func BenchmarkUnmarshal(b *testing.B) {
-	vals := encodeAll(b, benchFlows(b), codec.Marshal)
+	vals := encodeAll(b, benchFlows(b), flowcodec.Marshal)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		var f v1alpha1.Flow
-		if err := codec.Unmarshal(vals[i%len(vals)], &f); err != nil {
+		if err := flowcodec.Unmarshal(vals[i%len(vals)], &f); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -94,7 +94,7 @@ func BenchmarkBlockCompression(b *testing.B) {
 		name string
 		enc  func(*v1alpha1.Flow) ([]byte, error)
 	}{
-		{"codec", codec.Marshal},
+		{"codec", flowcodec.Marshal},
 		{"json", func(f *v1alpha1.Flow) ([]byte, error) { return json.Marshal(f) }},
 	} {
 		vals := encodeAll(b, flows, c.enc)

@@ -1,6 +1,7 @@
-// Package agentapi is the contract between flowscope-apiserver and the node
-// agents: the request and response messages of the agent's gRPC service, the
-// filter that selectors are compiled into, and a client.
+// Package agentwire is the contract between flowscope-apiserver and the node
+// agents: the request and response messages of the agent's gRPC service,
+// their codec, the service description and a client stub. Flows travel in
+// package flowcodec's encoding, filters and cursors are package flowfilter's.
 //
 // Resource versions are decimal microsecond timestamps from a hybrid logical
 // clock on each agent: strictly increasing per agent, comparable across
@@ -8,46 +9,21 @@
 // resource version chosen by the caller; the agent first raises its clock
 // past it, so everything a later watch from that version sees is newer than
 // everything the list returned.
-package agentapi
+package agentwire
 
 import (
-	"time"
-
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowfilter"
 )
-
-// Filter selects flows. It travels from the aggregated server to the agents,
-// which compile it once per request.
-type Filter struct {
-	// Namespace restricts to one namespace; empty means all.
-	Namespace string `json:"namespace,omitempty"`
-	// LabelSelector is a label selector over the flow's labels.
-	LabelSelector string `json:"labelSelector,omitempty"`
-	// FieldSelector is a field selector over v1alpha1.FieldSet, already
-	// validated and canonicalised by the scheme's field label conversion,
-	// without the since and until bounds.
-	FieldSelector string `json:"fieldSelector,omitempty"`
-	// Since and Until bound the flow's time, inclusive and exclusive.
-	Since *time.Time `json:"since,omitempty"`
-	Until *time.Time `json:"until,omitempty"`
-}
-
-// Cursor is a position in list order: by time, then node name, then
-// resource version. Lists return what comes strictly after it.
-type Cursor struct {
-	Time time.Time `json:"time"`
-	Node string    `json:"node"`
-	RV   uint64    `json:"rv"`
-}
 
 // ListRequest asks an agent for flows at a snapshot.
 type ListRequest struct {
-	Filter Filter `json:"filter"`
+	Filter flowfilter.Filter `json:"filter"`
 	// SnapshotRV excludes flows newer than it; 0 means the agent's current
 	// state. The agent never assigns a version at or below it afterwards.
 	SnapshotRV uint64 `json:"snapshotRV,omitempty"`
 	// After resumes a paginated list.
-	After *Cursor `json:"after,omitempty"`
+	After *flowfilter.Cursor `json:"after,omitempty"`
 	// Limit caps the number of flows returned; 0 means no limit.
 	Limit int64 `json:"limit,omitempty"`
 }
@@ -86,13 +62,17 @@ const (
 	Progress EventType = "PROGRESS"
 )
 
-// WatchEvent is one event of one watch: what the agent's hub hands a
-// session, and what the aggregated server merges for a watch. It is not a
-// message of its own on the wire, where a SessionEvent carries it.
-type WatchEvent struct {
+// Event is one event of one subscription: what the agent's hub hands a
+// session, what the aggregated server's session hands a watch, and what
+// the watch merges. It is not a message of its own on the wire, where a
+// SessionEvent carries it.
+type Event struct {
 	Type EventType      `json:"type"`
 	RV   uint64         `json:"rv"`
 	Flow *v1alpha1.Flow `json:"flow,omitempty"`
+	// Err says why an ENDED subscription ended; the aggregated server's
+	// side of a session sets it from the event's gRPC code and message.
+	Err error `json:"-"`
 }
 
 // A session carries every watch one aggregated server has on one agent over
@@ -117,8 +97,8 @@ type WatchEvent struct {
 type SessionRequest struct {
 	ID uint64 `json:"id"`
 	// Cancel ends subscription ID; the other fields are then unused.
-	Cancel bool   `json:"cancel,omitempty"`
-	Filter Filter `json:"filter"`
+	Cancel bool              `json:"cancel,omitempty"`
+	Filter flowfilter.Filter `json:"filter"`
 	// FromRV: send the flows with a larger version. 0 means from now.
 	FromRV uint64 `json:"fromRV,omitempty"`
 	// Progress, when not 0, asks for a PROGRESS at or above it soon (the
@@ -135,6 +115,11 @@ const (
 	CaughtUp EventType = "CAUGHT_UP"
 	// Ended ends a subscription with Code and Message.
 	Ended EventType = "ENDED"
+	// Reset never goes over the wire: the aggregated server's side of a
+	// session says with it that the stream broke, and that the
+	// subscription replays from its last position and is not live until
+	// its next CAUGHT_UP.
+	Reset EventType = "RESET"
 )
 
 // SessionEvent is one message from the agent in a session.

@@ -1,4 +1,4 @@
-package agents
+package agentclient
 
 import (
 	"crypto/tls"

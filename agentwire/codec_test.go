@@ -1,0 +1,211 @@
+package agentwire_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/flowtest"
+)
+
+// messages returns one message of every type, with every field set.
+func messages(tb testing.TB) []any {
+	since := time.Date(2026, 3, 2, 9, 0, 0, 123456789, time.UTC)
+	until := since.Add(time.Hour)
+	filter := flowfilter.Filter{Namespace: "shop", LabelSelector: "app=web", FieldSelector: "verdict=Dropped", Since: &since, Until: &until}
+	flows := flowtest.RealisticFlows(tb, 3)
+	return []any{
+		&agentwire.ListRequest{Filter: filter, SnapshotRV: 1772442000000000, Limit: 500,
+			After: &flowfilter.Cursor{Time: since, Node: "node-b", RV: 1772441999999999}},
+		&agentwire.ListRequest{},
+		&agentwire.ListResponse{Flows: flows, More: true, SnapshotRV: 1772442000000000},
+		&agentwire.ListResponse{},
+		&agentwire.GetRequest{RV: 7, Namespace: "shop"},
+		&agentwire.GetResponse{Flow: flows[0]},
+		&agentwire.SessionRequest{ID: 7, Filter: filter, FromRV: 42},
+		&agentwire.SessionRequest{ID: 7, Cancel: true},
+		&agentwire.SessionRequest{Progress: 1772442000000123},
+		&agentwire.SessionEvent{Type: agentwire.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
+		&agentwire.SessionEvent{Type: agentwire.Deleted, RV: 47, IDs: []uint64{300}, Flow: &flows[1]},
+		&agentwire.SessionEvent{Type: agentwire.Progress, RV: 46},
+		&agentwire.SessionEvent{Type: agentwire.CaughtUp, RV: 46, IDs: []uint64{7}},
+		&agentwire.SessionEvent{Type: agentwire.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
+	}
+}
+
+// newOf returns a new zero message of m's type.
+func newOf(m any) any {
+	switch m.(type) {
+	case *agentwire.ListRequest:
+		return new(agentwire.ListRequest)
+	case *agentwire.ListResponse:
+		return new(agentwire.ListResponse)
+	case *agentwire.GetRequest:
+		return new(agentwire.GetRequest)
+	case *agentwire.GetResponse:
+		return new(agentwire.GetResponse)
+	case *agentwire.SessionRequest:
+		return new(agentwire.SessionRequest)
+	case *agentwire.SessionEvent:
+		return new(agentwire.SessionEvent)
+	}
+	panic("unknown message type")
+}
+
+func toJSON(tb testing.TB, m any) []byte {
+	tb.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestCodecCarriesWhatJSONCarries: the binary codec replaced JSON on the
+// wire, so a message must arrive as it did through JSON.
+func TestCodecCarriesWhatJSONCarries(t *testing.T) {
+	for _, m := range messages(t) {
+		b, err := agentwire.Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal(%T): %v", m, err)
+		}
+		got := newOf(m)
+		if err := (agentwire.Codec{}).Unmarshal(b, got); err != nil {
+			t.Fatalf("Unmarshal(%T): %v", m, err)
+		}
+		viaJSON := newOf(m)
+		if err := json.Unmarshal(toJSON(t, m), viaJSON); err != nil {
+			t.Fatal(err)
+		}
+		if g, w := toJSON(t, got), toJSON(t, viaJSON); !bytes.Equal(g, w) {
+			t.Errorf("%T through the codec:\n%s\nthrough JSON:\n%s", m, g, w)
+		}
+	}
+}
+
+func TestCodecRejects(t *testing.T) {
+	list, err := agentwire.Codec{}.Marshal(&agentwire.ListRequest{Limit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		data    []byte
+		into    any
+		wantErr string
+	}{
+		{"empty", nil, new(agentwire.ListRequest), "empty message"},
+		{"JSON of an older peer", []byte(`{"filter":{}}`), new(agentwire.ListRequest), "a JSON message from a peer of an older release"},
+		{"another version", append([]byte{2}, list[1:]...), new(agentwire.ListRequest), "wire format version 2, want 1"},
+		{"another message type", list, new(agentwire.GetRequest), "wrong message type"},
+		{"truncated", list[:len(list)-1], new(agentwire.ListRequest), "truncated"},
+		{"trailing bytes", append(list[:len(list):len(list)], 0), new(agentwire.ListRequest), "trailing bytes"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := agentwire.Codec{}.Unmarshal(tt.data, tt.into)
+			if !errors.Is(err, agentwire.ErrWire) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("err = %v, want ErrWire with %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := (agentwire.Codec{}).Marshal(&agentwire.SessionEvent{Type: "BOGUS"}); err == nil {
+		t.Error("encoded an unknown event type")
+	}
+	// Event travels inside SessionEvent only.
+	if _, err := (agentwire.Codec{}).Marshal(&agentwire.Event{Type: agentwire.Progress}); err == nil {
+		t.Error("encoded an Event")
+	}
+}
+
+// TestCodecKinds: a message's kind byte never changes, and the kinds of
+// removed messages (5 and 6, the Watch call's) are not reused, so peers of
+// different releases never misread each other's messages.
+func TestCodecKinds(t *testing.T) {
+	want := map[string]byte{"*agentwire.ListRequest": 1, "*agentwire.ListResponse": 2, "*agentwire.GetRequest": 3,
+		"*agentwire.GetResponse": 4, "*agentwire.SessionRequest": 7, "*agentwire.SessionEvent": 8}
+	for _, m := range messages(t) {
+		b, err := agentwire.Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("%T", m)
+		if k, ok := want[name]; !ok || b[0] != agentwire.WireVersion || b[1] != k {
+			t.Errorf("%s: header %x, want version %d and kind %d", name, b[:2], agentwire.WireVersion, k)
+		}
+	}
+}
+
+// FuzzDecode: any input either fails with ErrWire or decodes to a message
+// whose encoding decodes to the same message and re-encodes to itself. It
+// never panics, whichever message type the input is read as.
+func FuzzDecode(f *testing.F) {
+	for _, m := range messages(f) {
+		b, err := agentwire.Codec{}.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{}`))
+	types := messages(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, typ := range types {
+			m := newOf(typ)
+			if err := (agentwire.Codec{}).Unmarshal(b, m); err != nil {
+				if !errors.Is(err, agentwire.ErrWire) {
+					t.Fatalf("%T: error %v does not match ErrWire", m, err)
+				}
+				continue
+			}
+			b2, err := agentwire.Codec{}.Marshal(m)
+			if err != nil {
+				t.Fatalf("%T: accepted input does not re-encode: %v", m, err)
+			}
+			m2 := newOf(typ)
+			if err := (agentwire.Codec{}).Unmarshal(b2, m2); err != nil {
+				t.Fatalf("%T: re-encoding fails to decode: %v\ninput %x\nre-encoded %x", m, err, b, b2)
+			}
+			if j1, j2 := toJSON(t, m), toJSON(t, m2); !bytes.Equal(j1, j2) {
+				t.Fatalf("%T: re-encoding decodes differently:\n%s\n%s", m, j1, j2)
+			}
+			if b3, _ := (agentwire.Codec{}).Marshal(m2); !bytes.Equal(b2, b3) {
+				t.Fatalf("%T: encoding not stable: %x then %x", m, b2, b3)
+			}
+		}
+	})
+}
+
+// BenchmarkListResponse compares the wire codecs on a page of 500 flows:
+// encode on the agent plus decode in the aggregated server.
+func BenchmarkListResponse(b *testing.B) {
+	resp := &agentwire.ListResponse{Flows: flowtest.RealisticFlows(b, 500), More: true, SnapshotRV: 1772442000000000}
+	for _, c := range []struct {
+		name      string
+		marshal   func(any) ([]byte, error)
+		unmarshal func([]byte, any) error
+	}{
+		{"json", json.Marshal, json.Unmarshal},
+		{"binary", agentwire.Codec{}.Marshal, agentwire.Codec{}.Unmarshal},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				data, err := c.marshal(resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(data)
+				if err := c.unmarshal(data, new(agentwire.ListResponse)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(size), "bytes/msg")
+		})
+	}
+}
