@@ -2,22 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -27,7 +17,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/generated/informers/externalversions"
@@ -199,65 +188,4 @@ func waitCached(t *testing.T, cached func() []int32, base int32, want []int32) {
 		got := inRange(cached(), base, base+99)
 		return slices.Equal(got, want), fmt.Sprint(got)
 	})
-}
-
-func TestAgentRequiresServerCertificate(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", sys.AgentPort(0))
-	certs := filepath.Join(sys.Out, "certs")
-	caPEM, err := os.ReadFile(filepath.Join(certs, "flowscope-ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	serverCert, err := tls.LoadX509KeyPair(filepath.Join(certs, "apiserver-agent-client.crt"), filepath.Join(certs, "apiserver-agent-client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name   string
-		certs  []tls.Certificate
-		wantOK bool
-	}{
-		{"no client certificate", nil, false},
-		{"certificate from another CA", []tls.Certificate{selfSigned(t, "flowscope-apiserver")}, false},
-		{"the aggregated server's certificate", []tls.Certificate{serverCert}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			creds := credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: tt.certs, MinVersion: tls.VersionTLS13})
-			conn, err := grpc.NewClient(addr, append(agentwire.DialOptions(), grpc.WithTransportCredentials(creds))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			resp, err := agentwire.NewClient(conn).List(ctx, &agentwire.ListRequest{Limit: 1})
-			if tt.wantOK && err != nil {
-				t.Fatalf("List with the server's certificate: %v", err)
-			}
-			if !tt.wantOK && err == nil {
-				t.Fatalf("List succeeded without the server's certificate: %d flows", len(resp.Flows))
-			}
-		})
-	}
-}
-
-func selfSigned(t *testing.T, cn string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
