@@ -75,12 +75,29 @@ update-codegen: ## Regenerate deepcopy, OpenAPI, clientset, listers, informers.
 verify-codegen: ## Fail if generated code is stale.
 	hack/verify-codegen.sh
 
+# The Go modules of the repository: the root one and the tools' own.
+TOOL_MODULES := hack/tools hack/tools/layercheck
+
 .PHONY: verify
-verify: verify-codegen verify-bpf ## gofmt, go vet, go mod tidy and generated code.
+verify: verify-gofmt verify-vet verify-mod verify-layers verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, generated code.
+
+.PHONY: verify-gofmt
+verify-gofmt: ## Fail if a Go file is not gofmt'ed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+.PHONY: verify-vet
+verify-vet: ## go vet the module and the layering checker.
 	$(GO) vet ./...
+	GOWORK=off $(GO) -C hack/tools/layercheck vet ./...
+
+.PHONY: verify-mod
+verify-mod: ## Fail if go.mod or go.sum of any module is not tidy.
 	$(GO) mod tidy -diff
-	cd hack/tools && $(GO) mod tidy -diff
+	@set -e; for m in $(TOOL_MODULES); do echo "$(GO) -C $$m mod tidy -diff"; GOWORK=off $(GO) -C $$m mod tidy -diff; done
+
+.PHONY: verify-layers
+verify-layers: ## Fail if an import crosses a layer (rules: hack/layers.txt).
+	hack/verify-layers.sh
 
 .PHONY: clean
 clean: stop ## Remove build output (keeps the tools cache in ~/.cache/flowscope).

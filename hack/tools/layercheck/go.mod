@@ -1,0 +1,3 @@
+module flowscope.io/flowscope/hack/tools/layercheck
+
+go 1.26.0
