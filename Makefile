@@ -79,7 +79,7 @@ verify-codegen: ## Fail if generated code is stale.
 TOOL_MODULES := hack/tools hack/tools/layercheck
 
 .PHONY: verify
-verify: verify-gofmt verify-vet verify-mod verify-layers verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, generated code.
+verify: verify-gofmt verify-vet verify-mod verify-layers verify-shellcheck verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, shellcheck, generated code.
 
 .PHONY: verify-gofmt
 verify-gofmt: ## Fail if a Go file is not gofmt'ed.
@@ -98,6 +98,10 @@ verify-mod: ## Fail if go.mod or go.sum of any module is not tidy.
 .PHONY: verify-layers
 verify-layers: ## Fail if an import crosses a layer (rules: hack/layers.txt).
 	hack/verify-layers.sh
+
+.PHONY: verify-shellcheck
+verify-shellcheck: ## shellcheck hack/**/*.sh and .ci/run (installs shellcheck from Debian if missing).
+	hack/verify-shellcheck.sh
 
 .PHONY: clean
 clean: stop ## Remove build output (keeps the tools cache in ~/.cache/flowscope).

@@ -123,6 +123,7 @@ main() {
     echo "round ${r}: tcp ${base_tcp[-1]} vs ${cap_tcp[-1]} Gbit/s, udp ${base_udp[-1]} vs ${cap_udp[-1]} kpps"
   done
 
+  # shellcheck disable=SC2016 # an awk program: its $i is awk's
   local mean='{s=0; for(i=1;i<=NF;i++) s+=$i; printf "%.3f", s/NF}'
   local bt ct bu cu
   bt=$(echo "${base_tcp[*]}" | awk "${mean}")
