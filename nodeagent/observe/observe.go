@@ -1,6 +1,7 @@
 // Package observe turns the datapath's connection records into Flow
 // objects: it picks the observation point, enriches both ends, and files the
-// flow in the namespace of the pod it was observed at.
+// flow in the namespace of the pod it was observed at. A Converter reads
+// the capture package's events into those records.
 package observe
 
 import (

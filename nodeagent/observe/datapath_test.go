@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"net/netip"
@@ -7,10 +7,9 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/capture"
-	"flowscope.io/flowscope/nodeagent/observe"
 )
 
-// localPods is a hand-written enricher: these addresses are pods here.
+// localPodsTable is a hand-written Enricher: these addresses are pods here.
 type localPodsTable map[netip.Addr]string // ip -> namespace
 
 func (l localPodsTable) Endpoint(ip netip.Addr, port uint16) v1alpha1.Endpoint {
@@ -24,14 +23,14 @@ func (l localPodsTable) Endpoint(ip netip.Addr, port uint16) v1alpha1.Endpoint {
 func (l localPodsTable) IsLocalPod(ip netip.Addr) bool { _, ok := l[ip]; return ok }
 
 var (
-	podA  = netip.MustParseAddr("10.244.1.2")
-	podB  = netip.MustParseAddr("10.244.1.3")
-	world = netip.MustParseAddr("1.1.1.1")
+	podA   = netip.MustParseAddr("10.244.1.2")
+	podB   = netip.MustParseAddr("10.244.1.3")
+	remote = netip.MustParseAddr("1.1.1.1")
 )
 
-func newTestConverter(hostDrops bool) *converter {
-	c := &converter{
-		mapper:    observe.Mapper{Enricher: localPodsTable{podA: "shop", podB: "data"}, AgentNamespace: "flowscope-system"},
+func newTestConverter(hostDrops bool) *Converter {
+	c := &Converter{
+		mapper:    Mapper{Enricher: localPodsTable{podA: "shop", podB: "data"}, AgentNamespace: "flowscope-system"},
 		ifaces:    map[uint32]ifaceInfo{7: {name: "lxc7", podSide: true}, 2: {name: "eth0"}},
 		starts:    map[connKey]time.Time{},
 		hostDrops: hostDrops,
@@ -48,22 +47,22 @@ func TestConverterObservationPoint(t *testing.T) {
 		wantDir v1alpha1.TrafficDirection
 	}{
 		{"pod sends into its veth: egress of the pod",
-			capture.Event{Kind: capture.KindNew, Ifindex: 7, Direction: capture.Ingress, Src: podA, Dst: world, SrcPort: 40000, DstPort: 443, Protocol: 6},
+			capture.Event{Kind: capture.KindNew, Ifindex: 7, Direction: capture.Ingress, Src: podA, Dst: remote, SrcPort: 40000, DstPort: 443, Protocol: 6},
 			"shop", "Egress"},
 		{"the pod's veth delivers to the pod: ingress of the pod",
-			capture.Event{Kind: capture.KindNew, Ifindex: 7, Direction: capture.Egress, Src: world, Dst: podA, SrcPort: 40000, DstPort: 8080, Protocol: 6},
+			capture.Event{Kind: capture.KindNew, Ifindex: 7, Direction: capture.Egress, Src: remote, Dst: podA, SrcPort: 40000, DstPort: 8080, Protocol: 6},
 			"shop", "Ingress"},
 		{"host sends out of its interface: host egress",
-			capture.Event{Kind: capture.KindNew, Ifindex: 2, Direction: capture.Egress, Src: netip.MustParseAddr("10.0.0.1"), Dst: world, SrcPort: 40000, DstPort: 443, Protocol: 6},
+			capture.Event{Kind: capture.KindNew, Ifindex: 2, Direction: capture.Egress, Src: netip.MustParseAddr("10.0.0.1"), Dst: remote, SrcPort: 40000, DstPort: 443, Protocol: 6},
 			"flowscope-system", "Egress"},
-		{"world reaches the host: host ingress",
-			capture.Event{Kind: capture.KindNew, Ifindex: 2, Direction: capture.Ingress, Src: world, Dst: netip.MustParseAddr("10.0.0.1"), SrcPort: 40000, DstPort: 22, Protocol: 6},
+		{"remote reaches the host: host ingress",
+			capture.Event{Kind: capture.KindNew, Ifindex: 2, Direction: capture.Ingress, Src: remote, Dst: netip.MustParseAddr("10.0.0.1"), SrcPort: 40000, DstPort: 22, Protocol: 6},
 			"flowscope-system", "Ingress"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.e.First, tt.e.Last = now, now
-			fs := newTestConverter(true).flows(tt.e)
+			fs := newTestConverter(true).Flows(tt.e)
 			if len(fs) != 1 || fs[0].Namespace != tt.wantNS || fs[0].TrafficDirection != tt.wantDir {
 				t.Fatalf("flows = %+v, want one in %s, %s", fs, tt.wantNS, tt.wantDir)
 			}
@@ -76,9 +75,9 @@ func TestConverterIntervals(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	e := capture.Event{Kind: capture.KindNew, Ifindex: 7, Direction: capture.Ingress, Src: podA, Dst: podB, SrcPort: 40000, DstPort: 5432, Protocol: 6,
 		First: t0, Last: t0.Add(time.Second), TCPFlags: 0x02, Delta: capture.Traffic{Packets: 1, Bytes: 60}}
-	first := c.flows(e)[0]
+	first := c.Flows(e)[0]
 	e.Kind, e.Last, e.Delta, e.TCPFlags, e.TCPFlagsReply = capture.KindUpdate, t0.Add(11*time.Second), capture.Traffic{Packets: 5, Bytes: 500, PacketsReply: 4, BytesReply: 4000}, 0x18, 0x12
-	second := c.flows(e)[0]
+	second := c.Flows(e)[0]
 	if !second.Time.Time.Equal(first.EndTime.Time) {
 		t.Errorf("the second record starts at %v, want the first's end %v", second.Time, first.EndTime)
 	}
@@ -89,7 +88,7 @@ func TestConverterIntervals(t *testing.T) {
 		t.Errorf("flags %v", got)
 	}
 	e.Kind = capture.KindClose
-	c.flows(e)
+	c.Flows(e)
 	if len(c.starts) != 0 {
 		t.Errorf("a closed connection's interval start is kept: %v", c.starts)
 	}
@@ -99,16 +98,16 @@ func TestConverterDrops(t *testing.T) {
 	drop := func(src, dst netip.Addr, reason string) capture.Event {
 		return capture.Event{Kind: capture.KindDrop, Src: src, Dst: dst, SrcPort: 1, DstPort: 2, Protocol: 17, DropReasonName: reason, First: time.Now(), Last: time.Now()}
 	}
-	if fs := newTestConverter(true).flows(drop(podA, podB, "QUEUE_PURGE")); len(fs) != 0 {
+	if fs := newTestConverter(true).Flows(drop(podA, podB, "QUEUE_PURGE")); len(fs) != 0 {
 		t.Errorf("QUEUE_PURGE gave %d flows, want none: it loses no traffic", len(fs))
 	}
-	if fs := newTestConverter(false).flows(drop(world, world, "NO_SOCKET")); len(fs) != 0 {
+	if fs := newTestConverter(false).Flows(drop(remote, remote, "NO_SOCKET")); len(fs) != 0 {
 		t.Errorf("a host drop on an agent without host interfaces gave %d flows", len(fs))
 	}
-	if fs := newTestConverter(true).flows(drop(world, world, "NO_SOCKET")); len(fs) != 1 || fs[0].Namespace != "flowscope-system" {
+	if fs := newTestConverter(true).Flows(drop(remote, remote, "NO_SOCKET")); len(fs) != 1 || fs[0].Namespace != "flowscope-system" {
 		t.Errorf("a host drop gave %+v, want one in the agent namespace", fs)
 	}
-	fs := newTestConverter(false).flows(drop(podA, podB, "NO_SOCKET"))
+	fs := newTestConverter(false).Flows(drop(podA, podB, "NO_SOCKET"))
 	if len(fs) != 2 || fs[0].Verdict != v1alpha1.VerdictDropped || fs[0].DropReason != "NO_SOCKET" {
 		t.Errorf("a drop between two local pods gave %+v, want one per pod", fs)
 	}

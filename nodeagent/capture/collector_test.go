@@ -1,0 +1,45 @@
+package capture
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestCollector(t *testing.T) {
+	d := requireDatapath(t, Options{})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(d))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"flowscope_agent_capture_attached_interfaces": "GAUGE",
+		"flowscope_agent_capture_connections":         "GAUGE",
+		"flowscope_agent_capture_drops_seen_total":    "COUNTER",
+		"flowscope_agent_capture_events_total":        "COUNTER",
+		"flowscope_agent_capture_filtered_out_total":  "COUNTER",
+		"flowscope_agent_capture_lost_events_total":   "COUNTER",
+		"flowscope_agent_capture_packets_total":       "COUNTER",
+		"flowscope_agent_capture_parse_errors_total":  "COUNTER",
+	}
+	got := map[string]string{}
+	for _, mf := range families {
+		got[mf.GetName()] = mf.GetType().String()
+		if m := mf.GetMetric(); len(m) != 1 || len(m[0].GetLabel()) != 0 {
+			t.Errorf("%s: %d series (labels %v), want one without labels", mf.GetName(), len(m), m)
+		}
+		if mf.GetName() == "flowscope_agent_capture_attached_interfaces" && mf.GetMetric()[0].GetGauge().GetValue() != 0 {
+			t.Errorf("attached interfaces %v before any attach", mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	for name, typ := range want {
+		if got[name] != typ {
+			t.Errorf("%s: %q, want %q", name, got[name], typ)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("metrics %v, want %v", got, want)
+	}
+}
