@@ -29,11 +29,11 @@ import (
 	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/nodeagent/capture"
+	"flowscope.io/flowscope/nodeagent/follow"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/metrics"
-	"flowscope.io/flowscope/nodeagent/replay"
 	"flowscope.io/flowscope/nodeagent/server"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -252,17 +252,17 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 	// The pipeline outlives this source (Run): lines read as ctx ends are
 	// still stored, and the last checkpoint waits for them.
 	queueCtx := context.WithoutCancel(ctx)
-	f := replay.New(o.ReplayFile,
-		replay.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
+	f := follow.New(o.ReplayFile,
+		follow.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
 		// A checkpoint covers only lines whose flows are stored and
 		// synced, so that neither a crash nor a power loss skips any.
-		replay.WithBeforeCheckpoint(func() error {
+		follow.WithBeforeCheckpoint(func() error {
 			ctx, cancel := context.WithTimeout(queueCtx, time.Minute)
 			defer cancel()
 			return p.Flush(ctx)
 		}),
-		replay.WithOnError(func(err error) {
-			if errors.Is(err, replay.ErrLineTooLong) {
+		follow.WithOnError(func(err error) {
+			if errors.Is(err, follow.ErrLineTooLong) {
 				metrics.ReplayLines.WithLabelValues("too_long").Inc()
 			}
 			klog.ErrorS(err, "Problem following the replay file", "file", o.ReplayFile)

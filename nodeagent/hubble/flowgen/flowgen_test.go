@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/follow"
 	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/replay"
 )
 
 // clock returns a fake clock that advances a millisecond a reading.
@@ -337,7 +337,7 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-// TestRunFollowed runs the generator into a file that a replay.Follower
+// TestRunFollowed runs the generator into a file that a follow.Follower
 // follows, as the agent does, and parses every line it delivers.
 func TestRunFollowed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.log")
@@ -347,7 +347,7 @@ func TestRunFollowed(t *testing.T) {
 	var mu sync.Mutex
 	var flows, other int
 	var parseErrs []error
-	follower := replay.New(path, replay.WithPollInterval(2*time.Millisecond))
+	follower := follow.New(path, follow.WithPollInterval(2*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go follower.Run(ctx, func(line []byte) {

@@ -1,11 +1,15 @@
-// Package replay follows a growing file of lines the way `tail -F` does,
+// Package follow follows a growing file of lines the way `tail -F` does,
 // for importing flow logs that another program writes, such as Hubble's
-// exporter: it waits for the file to appear, delivers each complete line
-// once, and keeps going across truncation (copytruncate) and rotation
-// (rename and create). It polls: fsnotify is not among this module's
+// exporter (the agent's --replay-file): it waits for the file to appear,
+// delivers each complete line once, keeps going across truncation
+// (copytruncate) and rotation (rename and create), and with a checkpoint
+// resumes where it stopped. It polls: fsnotify is not among this module's
 // dependencies, and a poll of a few stat calls every 100ms keeps the
 // latency from append to delivery well under a second.
-package replay
+//
+// Its errors begin with "replay", the word the agent's flag and metrics
+// use for the file it follows.
+package follow
 
 import (
 	"bytes"
