@@ -1,0 +1,120 @@
+package flowcodec
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+)
+
+type encoder struct {
+	b    []byte
+	nstr int
+	strs [maxRefs]string
+}
+
+func (e *encoder) uvarint(v uint64) {
+	if v < 0x80 {
+		e.b = append(e.b, byte(v))
+		return
+	}
+	e.b = binary.AppendUvarint(e.b, v)
+}
+
+func (e *encoder) varint(v int64) { e.uvarint(zigzag(v)) }
+
+func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+func (e *encoder) string(s string) {
+	if s == "" {
+		e.b = append(e.b, 0)
+		return
+	}
+	for i, t := range e.strs[:e.nstr] {
+		if t == s {
+			e.uvarint(uint64(i)<<1 | 1)
+			return
+		}
+	}
+	e.uvarint(uint64(len(s)) << 1)
+	e.b = append(e.b, s...)
+	if e.nstr < maxRefs {
+		e.strs[e.nstr] = s
+		e.nstr++
+	}
+}
+
+func (e *encoder) enum(s string, table []string) {
+	if s == "" {
+		e.b = append(e.b, 0)
+		return
+	}
+	if i := slices.Index(table, s); i >= 0 {
+		e.uvarint(uint64(i) + 2)
+		return
+	}
+	e.b = append(e.b, 1)
+	e.string(s)
+}
+
+func (e *encoder) strMap(m map[string]string) {
+	e.uvarint(uint64(len(m)))
+	if len(m) == 0 {
+		return
+	}
+	var buf [16]string
+	keys := buf[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		e.string(k)
+		e.string(m[k])
+	}
+}
+
+func (e *encoder) strList(l []string) {
+	e.uvarint(uint64(len(l)))
+	for _, s := range l {
+		e.string(s)
+	}
+}
+
+func (e *encoder) enums(l []string, table []string) {
+	e.uvarint(uint64(len(l)))
+	for _, s := range l {
+		e.enum(s, table)
+	}
+}
+
+// addr writes an address; src and dst are the flow's IP addresses an
+// endpoint may refer to, when refs.
+func (e *encoder) addr(s string, refs bool, src, dst string) {
+	switch {
+	case s == "":
+		e.b = append(e.b, addrEmpty)
+		return
+	case refs && s == src:
+		e.b = append(e.b, addrSameSource)
+		return
+	case refs && s == dst:
+		e.b = append(e.b, addrSameDestination)
+		return
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		var buf [64]byte
+		if string(a.AppendTo(buf[:0])) == s {
+			if a.Is4() {
+				b := a.As4()
+				e.b = append(append(e.b, addr4), b[:]...)
+			} else {
+				b := a.As16()
+				e.b = append(append(e.b, addr6), b[:]...)
+			}
+			return
+		}
+	}
+	e.b = append(e.b, addrString)
+	e.string(s)
+}

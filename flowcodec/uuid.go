@@ -1,0 +1,54 @@
+package flowcodec
+
+// isUUID tells whether s is a UUID in lowercase hex with dashes, which
+// appendUUID and formatUUID convert exactly.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
+}
+
+func appendUUID(b []byte, s string) []byte {
+	for i := 0; i < 36; {
+		if s[i] == '-' {
+			i++
+			continue
+		}
+		b = append(b, unhex(s[i])<<4|unhex(s[i+1]))
+		i += 2
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+func appendFormatUUID(b []byte, u []byte) []byte {
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&15])
+	}
+	return b
+}
