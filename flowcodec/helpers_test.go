@@ -19,8 +19,8 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowcodec"
-	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // realisticFlows returns n flows of the demo application as the ingest
@@ -41,7 +41,7 @@ func realisticFlows(tb testing.TB, n int, seed uint64) []*v1alpha1.Flow {
 	flows := make([]*v1alpha1.Flow, n)
 	var rv uint64
 	for i, line := range lines {
-		f, err := hubble.ParseExportLine(line, hubble.Options{NodeName: "node-a"})
+		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/internal/flowgen"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // TestMain runs main instead of the tests when asked to, so the tests can
@@ -51,7 +51,7 @@ func TestAppendsLines(t *testing.T) {
 	var flows int
 	s := bufio.NewScanner(file)
 	for s.Scan() {
-		if _, err := hubble.ParseExportLine(s.Bytes(), hubble.Options{}); err == nil {
+		if _, err := parse.ExportLine(s.Bytes(), parse.Options{}); err == nil {
 			flows++
 		}
 	}

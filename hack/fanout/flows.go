@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // agentNamespace is the agents' --namespace in the local system: flows with
@@ -113,7 +113,7 @@ type lineWriter struct {
 // Write takes one line with its newline, as flowgen.WriteLines writes it.
 func (w *lineWriter) Write(line []byte) (int, error) {
 	if w.tracker.tracking.Load() {
-		f, err := hubble.ParseExportLine(line[:len(line)-1], hubble.Options{AgentNamespace: agentNamespace, NodeName: w.node})
+		f, err := parse.ExportLine(line[:len(line)-1], parse.Options{AgentNamespace: agentNamespace, NodeName: w.node})
 		if err != nil {
 			return 0, fmt.Errorf("generated line does not parse: %w", err)
 		}
@@ -175,7 +175,7 @@ func samplePods(node string, i int) (nodePods, error) {
 	np := nodePods{pods: map[string]string{}}
 	dropped := map[string]bool{}
 	for _, line := range lines {
-		f, err := hubble.ParseExportLine(line, hubble.Options{AgentNamespace: agentNamespace, NodeName: node})
+		f, err := parse.ExportLine(line, parse.Options{AgentNamespace: agentNamespace, NodeName: node})
 		if err != nil {
 			return nodePods{}, err
 		}

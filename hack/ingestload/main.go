@@ -36,9 +36,9 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/flowgen"
 	"flowscope.io/flowscope/nodeagent/hub"
-	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -165,7 +165,7 @@ func flowPool(n int) ([]v1alpha1.Flow, error) {
 	}
 	pool := make([]v1alpha1.Flow, len(lines))
 	for i, line := range lines {
-		f, err := hubble.ParseExportLine(line, hubble.Options{NodeName: "node-a"})
+		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
 		if err != nil {
 			return nil, err
 		}

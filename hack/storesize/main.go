@@ -27,8 +27,9 @@ import (
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/nodeagent/hubble/format"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -110,7 +111,7 @@ func flows(n int, start time.Time, fn func(f *v1alpha1.Flow, rv uint64, line []b
 		if err != nil {
 			return err
 		}
-		f, err := hubble.ParseExportLine(line, hubble.Options{NodeName: "node-a"})
+		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
 		if err != nil {
 			return err
 		}
@@ -134,7 +135,7 @@ func writeExport(path string, n int, start time.Time) (int64, error) {
 	var size int64
 	err = flows(n, start, func(f *v1alpha1.Flow, _ uint64, _ []byte) error {
 		// The stored flow, as the export writer would write it.
-		line, err := hubble.ToExportLine(f)
+		line, err := format.ExportLine(f)
 		if err != nil {
 			return err
 		}

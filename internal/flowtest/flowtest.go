@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // RealisticFlows returns n flows of the demo application as an agent stores
@@ -26,7 +26,7 @@ func RealisticFlows(tb testing.TB, n int) []v1alpha1.Flow {
 	}
 	flows := make([]v1alpha1.Flow, n)
 	for i, line := range lines {
-		f, err := hubble.ParseExportLine(line, hubble.Options{NodeName: "node-a"})
+		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
 		if err != nil {
 			tb.Fatal(err)
 		}

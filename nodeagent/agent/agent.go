@@ -31,7 +31,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/capture"
 	"flowscope.io/flowscope/nodeagent/follow"
 	"flowscope.io/flowscope/nodeagent/hub"
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/server"
@@ -267,14 +267,14 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 			}
 			klog.ErrorS(err, "Problem following the replay file", "file", o.ReplayFile)
 		}))
-	opts := hubble.Options{AgentNamespace: o.Namespace, NodeName: o.NodeName}
+	opts := parse.Options{AgentNamespace: o.Namespace, NodeName: o.NodeName}
 	// A hostile or corrupt file must not flood the log: one line a second,
 	// with the count of those not logged; the counter has them all.
 	var lastLog time.Time
 	suppressed := 0
 	return f.Run(ctx, func(line []byte) {
-		flow, err := hubble.ParseExportLine(line, opts)
-		var notAFlow *hubble.NotAFlowError
+		flow, err := parse.ExportLine(line, opts)
+		var notAFlow *parse.NotAFlowError
 		switch {
 		case errors.As(err, &notAFlow):
 			metrics.ReplayLines.WithLabelValues("not_a_flow").Inc()

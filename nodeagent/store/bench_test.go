@@ -13,8 +13,8 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
-	"flowscope.io/flowscope/nodeagent/hubble"
-	"flowscope.io/flowscope/nodeagent/hubble/flowgen"
+	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // benchFlowCount is the size of BenchmarkList's store; FLOWSCOPE_BENCH_FLOWS
@@ -69,7 +69,7 @@ func newBenchGenerator(n int, seed uint64) (*benchGenerator, error) {
 		return nil, err
 	}
 	for _, line := range lines {
-		f, err := hubble.ParseExportLine(line, hubble.Options{NodeName: "node-a"})
+		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
 		if err != nil {
 			return nil, err
 		}

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
 // A seeded flow is identified by its source port, unique across the suite.
@@ -96,7 +96,7 @@ func appendLines(t *testing.T, node string, lines ...string) {
 func replay(t *testing.T, seeds ...seed) {
 	t.Helper()
 	for _, s := range seeds {
-		line, err := hubble.ToExportLine(s.flow)
+		line, err := format.ExportLine(s.flow)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
 // TestKillDuringHeavyIngest appends Hubble export lines to node-a's replay
@@ -56,7 +56,7 @@ func TestKillDuringHeavyIngest(t *testing.T) {
 	for i := range lines {
 		f := mkFlow(node, int32(1024+i%60000), 8080, "TCP", "Egress", "Forwarded", writer, api1)
 		f.Time = metav1.NewMicroTime(base.Add(time.Duration(i) * time.Microsecond))
-		line, err := hubble.ToExportLine(f)
+		line, err := format.ExportLine(f)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
 // requireRoot skips a test that needs root, loudly, or fails it under
@@ -73,7 +73,7 @@ func TestDiskFull(t *testing.T) {
 		for i := range batch {
 			f := mkFlow(node, int32(20000+r*batch+i), 8080, "TCP", "Egress", "Forwarded",
 				pod(ns, "client-0", "client", "10.244.1.77"), api1)
-			line, err := hubble.ToExportLine(f)
+			line, err := format.ExportLine(f)
 			if err != nil {
 				t.Fatal(err)
 			}

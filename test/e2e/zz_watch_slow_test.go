@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
 // TestWatchCutsOffASlowWatcherWhileOthersKeepUp opens two watches through
@@ -160,7 +160,7 @@ func writeBulk(t *testing.T, seeds []seed) {
 	t.Helper()
 	lines := map[string][]string{}
 	for _, s := range seeds {
-		line, err := hubble.ToExportLine(s.flow)
+		line, err := format.ExportLine(s.flow)
 		if err != nil {
 			t.Fatal(err)
 		}

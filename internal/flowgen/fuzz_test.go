@@ -6,11 +6,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // FuzzGenerate checks that whatever the seed, node name and index, every
-// generated line is a flow ParseExportLine reads, on the generator's node.
+// generated line is a flow parse.ExportLine reads, on the generator's node.
 func FuzzGenerate(f *testing.F) {
 	f.Add(uint64(1), "node-a", 7)
 	f.Add(uint64(0), "", -1)
@@ -26,7 +26,7 @@ func FuzzGenerate(f *testing.F) {
 			t.Fatal(err)
 		}
 		for i, line := range lines {
-			fl, err := hubble.ParseExportLine(line, hubble.Options{AgentNamespace: "flowscope"})
+			fl, err := parse.ExportLine(line, parse.Options{AgentNamespace: "flowscope"})
 			if err != nil {
 				t.Fatalf("line %d: %v\n%s", i, err, line)
 			}

@@ -1,4 +1,7 @@
-package hubble
+// Package flowproto holds what reading and writing Hubble's flow export
+// share: the names and numbers of flow.proto's enums and the form of
+// Cilium's endpoint labels.
+package flowproto
 
 import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
@@ -8,12 +11,14 @@ import (
 // writes a value's name when the writer knows it and the number otherwise,
 // so a reader older than the writer sees numbers.
 
-var verdictNames = map[int64]string{
+// VerdictNames is flow.proto's Verdict.
+var VerdictNames = map[int64]string{
 	0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR",
 	4: "AUDIT", 5: "REDIRECTED", 6: "TRACED", 7: "TRANSLATED",
 }
 
-var verdicts = map[string]v1alpha1.Verdict{
+// Verdicts maps Hubble's verdicts to a Flow's.
+var Verdicts = map[string]v1alpha1.Verdict{
 	"FORWARDED":  v1alpha1.VerdictForwarded,
 	"DROPPED":    v1alpha1.VerdictDropped,
 	"ERROR":      v1alpha1.VerdictError,
@@ -23,18 +28,21 @@ var verdicts = map[string]v1alpha1.Verdict{
 	"TRANSLATED": v1alpha1.VerdictTranslated,
 }
 
-var directionNames = map[int64]string{0: "TRAFFIC_DIRECTION_UNKNOWN", 1: "INGRESS", 2: "EGRESS"}
+// DirectionNames is flow.proto's TrafficDirection.
+var DirectionNames = map[int64]string{0: "TRAFFIC_DIRECTION_UNKNOWN", 1: "INGRESS", 2: "EGRESS"}
 
-var directions = map[string]v1alpha1.TrafficDirection{
+// Directions maps Hubble's traffic directions to a Flow's.
+var Directions = map[string]v1alpha1.TrafficDirection{
 	"INGRESS": v1alpha1.TrafficDirectionIngress,
 	"EGRESS":  v1alpha1.TrafficDirectionEgress,
 }
 
-var ipVersionNames = map[int64]string{0: "IP_NOT_USED", 1: "IPv4", 2: "IPv6"}
+// IPVersionNames is flow.proto's IPVersion.
+var IPVersionNames = map[int64]string{0: "IP_NOT_USED", 1: "IPv4", 2: "IPv6"}
 
-// dropReasonNames is flow.proto's DropReason. Numbers missing here arrive
+// DropReasonNames is flow.proto's DropReason. Numbers missing here arrive
 // as numbers and are kept as their decimal text.
-var dropReasonNames = map[int64]string{
+var DropReasonNames = map[int64]string{
 	0:   "DROP_REASON_UNKNOWN",
 	130: "INVALID_SOURCE_MAC",
 	131: "INVALID_DESTINATION_MAC",
@@ -113,21 +121,22 @@ var dropReasonNames = map[int64]string{
 	205: "DROP_PUNT_PROXY",
 }
 
-// dropReasonNumbers inverts dropReasonNames, for writing the deprecated
+// DropReasonNumbers inverts DropReasonNames, for writing the deprecated
 // numeric drop_reason next to drop_reason_desc as Hubble does.
-var dropReasonNumbers = func() map[string]int64 {
-	m := make(map[string]int64, len(dropReasonNames))
-	for n, s := range dropReasonNames {
+var DropReasonNumbers = func() map[string]int64 {
+	m := make(map[string]int64, len(DropReasonNames))
+	for n, s := range DropReasonNames {
 		m[s] = n
 	}
 	return m
 }()
 
-var lostEventSourceNames = map[int64]string{
+// LostEventSourceNames is flow.proto's LostEventSource.
+var LostEventSourceNames = map[int64]string{
 	0: "UNKNOWN_LOST_EVENT_SOURCE", 1: "PERF_EVENT_RING_BUFFER",
 	2: "OBSERVER_EVENTS_QUEUE", 3: "HUBBLE_RING_BUFFER",
 }
 
-// tcpFlagNames are the fields of flow.proto's TCPFlags, sorted: the order
+// TCPFlagNames are the fields of flow.proto's TCPFlags, sorted: the order
 // Flow.l4.tcpFlags lists them in.
-var tcpFlagNames = []string{"ACK", "CWR", "ECE", "FIN", "NS", "PSH", "RST", "SYN", "URG"}
+var TCPFlagNames = []string{"ACK", "CWR", "ECE", "FIN", "NS", "PSH", "RST", "SYN", "URG"}

@@ -1,4 +1,4 @@
-package hubble
+package parse
 
 import (
 	"bufio"
@@ -16,55 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/hubble/internal/hubbletest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.json")
-
-// baseLine is an egress TCP SYN from a web pod to a cart pod as Cilium's
-// exporter writes it; the table below edits it.
-const baseLine = `{"flow":{"time":"2026-03-02T09:15:04.118220391Z","uuid":"5b0d7c3e-1f7a-4c52-9a3e-1b2c3d4e5f60",` +
-	`"verdict":"FORWARDED","ethernet":{"source":"4a:10:7f:2e:91:0c","destination":"d2:5e:11:08:aa:43"},` +
-	`"IP":{"source":"10.244.1.23","destination":"10.244.2.41","ipVersion":"IPv4"},` +
-	`"l4":{"TCP":{"source_port":48212,"destination_port":8080,"flags":{"SYN":true}}},` +
-	`"source":{"ID":1712,"identity":40211,"cluster_name":"demo","namespace":"shop",` +
-	`"labels":["k8s:app=web","k8s:io.cilium.k8s.policy.cluster=demo","k8s:io.kubernetes.pod.namespace=shop","k8s:tier=front"],` +
-	`"pod_name":"web-6f9c7b8d4-x2k9p","workloads":[{"name":"web","kind":"Deployment"}]},` +
-	`"destination":{"identity":51877,"namespace":"shop","labels":["k8s:app=cart","k8s:io.kubernetes.pod.namespace=shop"],` +
-	`"pod_name":"cart-58d4c9f7b-q8m2v","workloads":[{"name":"cart","kind":"Deployment"}]},` +
-	`"Type":"L3_L4","node_name":"demo/node-a","event_type":{"type":4,"sub_type":3},` +
-	`"traffic_direction":"EGRESS","trace_observation_point":"TO_STACK","trace_reason":"NEW","is_reply":false,` +
-	`"interface":{"index":14,"name":"lxc8d2e41f0a6b1"},"Summary":"TCP Flags: SYN"},` +
-	`"node_name":"demo/node-a","time":"2026-03-02T09:15:04.118220391Z"}`
-
-// baseFlow is what baseLine parses into.
-func baseFlow() *v1alpha1.Flow {
-	t := time.Date(2026, 3, 2, 9, 15, 4, 118220000, time.UTC)
-	return &v1alpha1.Flow{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace:         "shop",
-			UID:               "5b0d7c3e-1f7a-4c52-9a3e-1b2c3d4e5f60",
-			CreationTimestamp: metav1.NewTime(t.Truncate(time.Second)),
-			Labels:            map[string]string{"app": "web", "tier": "front"},
-		},
-		Time:             metav1.NewMicroTime(t),
-		EndTime:          ptr(metav1.NewMicroTime(t)),
-		NodeName:         "node-a",
-		Verdict:          v1alpha1.VerdictForwarded,
-		TrafficDirection: v1alpha1.TrafficDirectionEgress,
-		IsReply:          ptr(false),
-		Interface:        "lxc8d2e41f0a6b1",
-		IP:               &v1alpha1.IP{Source: "10.244.1.23", Destination: "10.244.2.41", IPVersion: v1alpha1.IPv4},
-		L4: &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolTCP, SourcePort: 48212, DestinationPort: 8080,
-			TCPFlags: []string{"SYN"}},
-		Source: &v1alpha1.Endpoint{IP: "10.244.1.23", Port: 48212, Namespace: "shop", PodName: "web-6f9c7b8d4-x2k9p",
-			Labels:    map[string]string{"app": "web", "tier": "front"},
-			Workloads: []v1alpha1.Workload{{Kind: "Deployment", Name: "web"}}},
-		Destination: &v1alpha1.Endpoint{IP: "10.244.2.41", Port: 8080, Namespace: "shop", PodName: "cart-58d4c9f7b-q8m2v",
-			Labels:    map[string]string{"app": "cart"},
-			Workloads: []v1alpha1.Workload{{Kind: "Deployment", Name: "cart"}}},
-		Traffic: &v1alpha1.Traffic{Packets: 1},
-	}
-}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -116,12 +71,12 @@ func editLine(t testing.TB, line string, edits ...edit) string {
 
 func raw(s string) json.RawMessage { return json.RawMessage(s) }
 
-func TestParseExportLine(t *testing.T) {
+func TestExportLine(t *testing.T) {
 	agent := Options{AgentNamespace: "flowscope", NodeName: "fallback-node"}
 	world := func(ip string, port int32) *v1alpha1.Endpoint { return &v1alpha1.Endpoint{IP: ip, Port: port} }
 	tests := []struct {
 		name  string
-		line  string // when empty, baseLine with edits
+		line  string // when empty, hubbletest.Line with edits
 		edits []edit
 		opts  Options
 		want  func(f *v1alpha1.Flow)
@@ -132,7 +87,7 @@ func TestParseExportLine(t *testing.T) {
 		},
 		{
 			name: "trailing newline and CR",
-			line: baseLine + "\r\n",
+			line: hubbletest.Line + "\r\n",
 			want: func(f *v1alpha1.Flow) {},
 		},
 		{
@@ -522,16 +477,16 @@ func TestParseExportLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			line := tt.line
 			if line == "" {
-				line = editLine(t, baseLine, tt.edits...)
+				line = editLine(t, hubbletest.Line, tt.edits...)
 			}
-			got, err := ParseExportLine([]byte(line), tt.opts)
+			got, err := ExportLine([]byte(line), tt.opts)
 			if err != nil {
-				t.Fatalf("ParseExportLine: %v\nline: %s", err, line)
+				t.Fatalf("ExportLine: %v\nline: %s", err, line)
 			}
-			want := baseFlow()
+			want := hubbletest.Flow()
 			tt.want(want)
 			if !equality.Semantic.DeepEqual(want, got) {
-				t.Errorf("ParseExportLine mismatch (-want +got):\n%s", diff.Diff(want, got))
+				t.Errorf("ExportLine mismatch (-want +got):\n%s", diff.Diff(want, got))
 			}
 			checkInvariants(t, got)
 		})
@@ -574,7 +529,7 @@ func checkInvariants(t testing.TB, f *v1alpha1.Flow) {
 	}
 }
 
-func TestParseExportLineErrors(t *testing.T) {
+func TestExportLineErrors(t *testing.T) {
 	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
 	tests := []struct {
 		name    string
@@ -585,8 +540,8 @@ func TestParseExportLineErrors(t *testing.T) {
 		{name: "empty", line: " \n", wantErr: "parse hubble export line: empty line"},
 		{name: "not an object", line: `["flow"]`, wantErr: "parse hubble export line: line is not a JSON object"},
 		{name: "not JSON", line: `{flow}`, wantErr: "parse hubble export line: invalid JSON: invalid character 'f' looking for beginning of object key string"},
-		{name: "truncated", line: baseLine[:200], wantErr: "parse hubble export line: invalid JSON: unexpected end of JSON input"},
-		{name: "trailing garbage", line: baseLine + "x", wantErr: "parse hubble export line: invalid JSON: invalid character 'x' after top-level value"},
+		{name: "truncated", line: hubbletest.Line[:200], wantErr: "parse hubble export line: invalid JSON: unexpected end of JSON input"},
+		{name: "trailing garbage", line: hubbletest.Line + "x", wantErr: "parse hubble export line: invalid JSON: invalid character 'x' after top-level value"},
 		{name: "invalid UTF-8", line: `{"flow":{"time":"2026-03-02T09:15:04Z","source":{"pod_name":"a` + "\xff" + `"}}}`,
 			wantErr: "parse hubble export line: line is not valid UTF-8"},
 		{name: "too long", line: `{"flow":{"Summary":"` + strings.Repeat("x", MaxLineBytes) + `"}}`,
@@ -613,7 +568,7 @@ func TestParseExportLineErrors(t *testing.T) {
 			wantErr: "parse hubble export line: flow.l4.TCP.destination_port: -1 is out of range [0, 65535]"},
 		{name: "fractional port", edits: []edit{{"flow.l4.TCP.destination_port", 80.5}},
 			wantErr: `parse hubble export line: flow.l4.TCP.destination_port: "80.5" is not an integer`},
-		{name: "huge number", line: strings.Replace(baseLine, `"destination_port":8080`, `"destination_port":1e400`, 1),
+		{name: "huge number", line: strings.Replace(hubbletest.Line, `"destination_port":8080`, `"destination_port":1e400`, 1),
 			wantErr: `parse hubble export line: flow.l4.TCP.destination_port: "1e400" is not a number`},
 		{name: "port as text", edits: []edit{{"flow.l4.TCP.destination_port", "http"}},
 			wantErr: `parse hubble export line: flow.l4.TCP.destination_port: "http" is not a number`},
@@ -664,11 +619,11 @@ func TestParseExportLineErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			line := tt.line
 			if line == "" {
-				line = editLine(t, baseLine, tt.edits...)
+				line = editLine(t, hubbletest.Line, tt.edits...)
 			}
-			f, err := ParseExportLine([]byte(line), Options{})
+			f, err := ExportLine([]byte(line), Options{})
 			if err == nil {
-				t.Fatalf("ParseExportLine succeeded: %+v", f)
+				t.Fatalf("ExportLine succeeded: %+v", f)
 			}
 			if got := err.Error(); got != tt.wantErr {
 				t.Errorf("error:\n got %q\nwant %q", got, tt.wantErr)
@@ -681,7 +636,7 @@ func TestParseExportLineErrors(t *testing.T) {
 	}
 }
 
-func TestParseExportLineNotAFlow(t *testing.T) {
+func TestExportLineNotAFlow(t *testing.T) {
 	tests := []struct {
 		name string
 		line string
@@ -726,7 +681,7 @@ func TestParseExportLineNotAFlow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := ParseExportLine([]byte(tt.line), Options{})
+			f, err := ExportLine([]byte(tt.line), Options{})
 			if f != nil {
 				t.Errorf("got a flow: %+v", f)
 			}
@@ -752,14 +707,14 @@ func TestParseExportLineNotAFlow(t *testing.T) {
 // 1.19 exporter and `hubble observe -o jsonpb`) and compares every result
 // with testdata/events.golden.json. Run with -update after reviewing a
 // change.
-func TestParseExportFile(t *testing.T) {
+func TestExportFile(t *testing.T) {
 	type result struct {
 		Flow  *v1alpha1.Flow `json:"flow,omitempty"`
 		Error string         `json:"error,omitempty"`
 	}
 	var results []result
 	for i, line := range readLines(t, "testdata/events.log") {
-		f, err := ParseExportLine(line, Options{AgentNamespace: "flowscope", NodeName: "node-a"})
+		f, err := ExportLine(line, Options{AgentNamespace: "flowscope", NodeName: "node-a"})
 		r := result{Flow: f}
 		if err != nil {
 			r.Error = err.Error()
@@ -810,11 +765,11 @@ func readLines(t testing.TB, path string) [][]byte {
 	return lines
 }
 
-func BenchmarkParseExportLine(b *testing.B) {
-	line := []byte(baseLine)
+func BenchmarkExportLine(b *testing.B) {
+	line := []byte(hubbletest.Line)
 	b.SetBytes(int64(len(line)))
 	for b.Loop() {
-		if _, err := ParseExportLine(line, Options{}); err != nil {
+		if _, err := ExportLine(line, Options{}); err != nil {
 			b.Fatal(err)
 		}
 	}

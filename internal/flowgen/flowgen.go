@@ -25,7 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
 // KubeDNS is the address of the cluster's DNS service.
@@ -163,7 +163,7 @@ func podNameParts(seed string) (hash, suffix string) {
 func (g *Generator) Next() ([]byte, error) {
 	for len(g.queue) == 0 {
 		for _, f := range g.scenario() {
-			line, err := hubble.ToExportLine(f)
+			line, err := format.ExportLine(f)
 			if err != nil {
 				return nil, fmt.Errorf("generate flow: %w", err)
 			}

@@ -1,4 +1,4 @@
-package hubble
+package flowproto
 
 import (
 	"maps"
@@ -8,13 +8,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
-// podLabels turns an endpoint's Cilium labels, "source:key=value" such as
+// PodLabels turns an endpoint's Cilium labels, "source:key=value" such as
 // "k8s:app=web" or "reserved:world", into the pod's Kubernetes labels. Only
 // labels from the k8s source (or with no source) are pod labels, less those
 // Cilium derives itself (io.kubernetes.pod.namespace, io.cilium.k8s.*).
 // Labels that are not valid Kubernetes labels are dropped: they end up in
 // metadata.labels, which must validate.
-func podLabels(labels []string) map[string]string {
+func PodLabels(labels []string) map[string]string {
 	var m map[string]string
 	for _, l := range labels {
 		key, value, _ := strings.Cut(l, "=")
@@ -43,9 +43,9 @@ func ciliumLabel(key string) bool {
 	return key == "io.kubernetes.pod.namespace" || strings.HasPrefix(key, "io.cilium.")
 }
 
-// ciliumLabels is the inverse of podLabels for a pod: its labels in Cilium's
+// CiliumLabels is the inverse of PodLabels for a pod: its labels in Cilium's
 // form, sorted, with the namespace label Cilium adds to every pod.
-func ciliumLabels(labels map[string]string, namespace string) []string {
+func CiliumLabels(labels map[string]string, namespace string) []string {
 	out := make([]string, 0, len(labels)+1)
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		out = append(out, "k8s:"+k+"="+labels[k])
@@ -54,11 +54,4 @@ func ciliumLabels(labels map[string]string, namespace string) []string {
 		out = append(out, "k8s:io.kubernetes.pod.namespace="+namespace)
 	}
 	return out
-}
-
-func copyLabels(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	return maps.Clone(m)
 }

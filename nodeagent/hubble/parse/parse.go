@@ -1,8 +1,9 @@
-// Package hubble converts between Flows and the JSON lines of Hubble's flow
-// exporter: the files cilium-agent writes with hubble-export-file-path or a
-// dynamic flowlogs config (AKS ACNS: /var/log/acns/hubble/events.log), which
-// hold the same GetFlowsResponse/ExportEvent objects `hubble observe -o
-// jsonpb` prints and `hubble observe --input-file` reads:
+// Package parse reads Flows from the JSON lines of Hubble's flow exporter,
+// which package format writes: the files cilium-agent writes with
+// hubble-export-file-path or a dynamic flowlogs config (AKS ACNS:
+// /var/log/acns/hubble/events.log), which hold the same
+// GetFlowsResponse/ExportEvent objects `hubble observe -o jsonpb` prints
+// and `hubble observe --input-file` reads:
 //
 //	{"flow":{"time":"…","verdict":"FORWARDED","IP":{…},"l4":{"TCP":{…}},"source":{…},…},"node_name":"…","time":"…"}
 //	{"lost_events":{"source":"HUBBLE_RING_BUFFER","num_events_lost":"3",…},"node_name":"…","time":"…"}
@@ -11,13 +12,14 @@
 // field names (pod_name, traffic_direction; IP, Type, TCP keep their case),
 // 64-bit integers as strings and enums by name; protojson readers also accept
 // lowerCamelCase names, integers as numbers or strings and enums as numbers,
-// and so does ParseExportLine.
-package hubble
+// and so does ExportLine.
+package parse
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"strconv"
@@ -30,9 +32,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/hubble/internal/flowproto"
 )
 
-// MaxLineBytes is the longest line ParseExportLine reads. Real flows are a
+// MaxLineBytes is the longest line ExportLine reads. Real flows are a
 // few kilobytes; the bound keeps a corrupt or hostile file from costing more
 // than a bounded amount of memory per line.
 const MaxLineBytes = 1 << 20
@@ -78,7 +81,7 @@ func malformed(format string, args ...any) error {
 	return &malformedError{fmt.Sprintf(format, args...)}
 }
 
-// Options tell ParseExportLine what the line does not.
+// Options tell ExportLine what the line does not.
 type Options struct {
 	// AgentNamespace receives flows with no pod at the observation point
 	// (host and world traffic); DefaultAgentNamespace when empty.
@@ -101,7 +104,7 @@ var nonFlowKinds = [][2]string{
 var bareFlowFields = []string{"verdict", "IP", "l4", "source", "destination", "Type", "uuid",
 	"traffic_direction", "trafficDirection", "drop_reason_desc", "dropReasonDesc", "l7"}
 
-// ParseExportLine converts one line of a Hubble export file into a Flow.
+// ExportLine converts one line of a Hubble export file into a Flow.
 // Surrounding white space, including the newline, is ignored.
 //
 // A line holding another event than a flow yields an error matching
@@ -118,7 +121,7 @@ var bareFlowFields = []string{"verdict", "IP", "l4", "source", "destination", "T
 // without labels. Hubble records one packet or L7 message per flow, so
 // traffic.packets is 1 (the flow count of an aggregated record) and bytes 0.
 // DNS names are kept as Hubble gives them, with their trailing dot.
-func ParseExportLine(line []byte, opts Options) (*v1alpha1.Flow, error) {
+func ExportLine(line []byte, opts Options) (*v1alpha1.Flow, error) {
 	line = bytes.TrimSpace(line)
 	if len(line) > MaxLineBytes {
 		return nil, malformed("line is %d bytes, longer than the limit of %d", len(line), MaxLineBytes)
@@ -165,7 +168,7 @@ func notAFlow(d *decoder, top object, kind [2]string) error {
 	if kind[0] == "lost_events" {
 		lost, _ := d.object(top, kind[:]...)
 		e.LostEvents, _ = d.unsigned(lost, "num_events_lost", "numEventsLost")
-		e.LostEventSource, _ = d.enum(lost, lostEventSourceNames, "source")
+		e.LostEventSource, _ = d.enum(lost, flowproto.LostEventSourceNames, "source")
 		if d.err != nil {
 			return d.err
 		}
@@ -202,12 +205,12 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 	}
 
 	f.Verdict = v1alpha1.VerdictUnknown
-	if name, _ := d.enum(fl, verdictNames, "verdict"); verdicts[name] != "" {
-		f.Verdict = verdicts[name]
+	if name, _ := d.enum(fl, flowproto.VerdictNames, "verdict"); flowproto.Verdicts[name] != "" {
+		f.Verdict = flowproto.Verdicts[name]
 	}
 	f.TrafficDirection = v1alpha1.TrafficDirectionUnknown
-	if name, _ := d.enum(fl, directionNames, "traffic_direction", "trafficDirection"); directions[name] != "" {
-		f.TrafficDirection = directions[name]
+	if name, _ := d.enum(fl, flowproto.DirectionNames, "traffic_direction", "trafficDirection"); flowproto.Directions[name] != "" {
+		f.TrafficDirection = flowproto.Directions[name]
 	}
 	if f.Verdict == v1alpha1.VerdictDropped {
 		f.DropReason = d.dropReason(fl)
@@ -244,7 +247,7 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 			n += v
 		}
 		// More than 2^32 messages in one record is not plausible; the bound
-		// lets ToExportLine write the count back into one uint32 field.
+		// lets format.ExportLine write the count back into one uint32 field.
 		if n > 0 {
 			f.Traffic.Packets = min(n, math.MaxUint32)
 		}
@@ -326,13 +329,13 @@ var (
 )
 
 func (d *decoder) dropReason(fl object) string {
-	name, _ := d.enum(fl, dropReasonNames, "drop_reason_desc", "dropReasonDesc")
+	name, _ := d.enum(fl, flowproto.DropReasonNames, "drop_reason_desc", "dropReasonDesc")
 	if name == "" || name == "DROP_REASON_UNKNOWN" {
 		// Hubble before 1.11 wrote only the numeric, now deprecated, field.
 		n, _ := d.integer(fl, 0, math.MaxUint32, "drop_reason", "dropReason")
 		name = ""
 		if n != 0 {
-			name = dropReasonNames[n]
+			name = flowproto.DropReasonNames[n]
 			if name == "" {
 				name = strconv.FormatInt(n, 10)
 			}
@@ -366,7 +369,7 @@ func (d *decoder) ip(fl object) *v1alpha1.IP {
 		Source:      d.addr(o, "source"),
 		Destination: d.addr(o, "destination"),
 	}
-	switch version, _ := d.enum(o, ipVersionNames, "ipVersion", "ip_version"); version {
+	switch version, _ := d.enum(o, flowproto.IPVersionNames, "ipVersion", "ip_version"); version {
 	case "IPv4":
 		ip.IPVersion = v1alpha1.IPv4
 	case "IPv6":
@@ -436,7 +439,7 @@ func (d *decoder) layer4(fl object) (l4 *v1alpha1.Layer4, srcPort, dstPort int32
 			dp, _ := d.integer(proto, 0, math.MaxUint16, "destination_port", "destinationPort")
 			l4.SourcePort, l4.DestinationPort = int32(sp), int32(dp)
 			if flags, ok := d.object(proto, "flags"); ok && p.protocol == v1alpha1.ProtocolTCP {
-				for _, name := range tcpFlagNames {
+				for _, name := range flowproto.TCPFlagNames {
 					if set, _ := d.boolean(flags, name); set {
 						l4.TCPFlags = append(l4.TCPFlags, name)
 					}
@@ -473,7 +476,7 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 			d.failf(o.child("pod_name"), "%.64q is not a pod name: %s", e.PodName, errs[0])
 		}
 	}
-	e.Labels = podLabels(d.strs(o, "labels"))
+	e.Labels = flowproto.PodLabels(d.strs(o, "labels"))
 	for _, w := range d.objects(o, "workloads") {
 		wl := v1alpha1.Workload{Kind: d.str(w, "kind"), Name: d.str(w, "name")}
 		if wl.Kind != "" || wl.Name != "" {
@@ -606,4 +609,11 @@ func grpcCall(h *v1alpha1.HTTP) *v1alpha1.GRPC {
 		g.StatusCode = int32(status)
 	}
 	return g
+}
+
+func copyLabels(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	return maps.Clone(m)
 }

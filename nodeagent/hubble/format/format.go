@@ -1,4 +1,7 @@
-package hubble
+// Package format writes Flows as JSON lines of Hubble's flow exporter, the
+// form Cilium's exporter writes and `hubble observe --input-file` reads;
+// package parse reads them back.
+package format
 
 import (
 	"bytes"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/hubble/internal/flowproto"
 )
 
 // The types below are the part of ExportEvent and flow.proto that a Flow
@@ -135,14 +139,14 @@ type exportKafka struct {
 // cluster.
 const worldIdentity = 2
 
-// ToExportLine writes a flow as a Hubble export line, without the trailing
+// ExportLine writes a flow as a Hubble export line, without the trailing
 // newline, in the form Cilium's exporter writes: proto field names, enums by
-// name, 64-bit integers as strings. ParseExportLine reads it back into the
+// name, 64-bit integers as strings. parse.ExportLine reads it back into the
 // same flow, except for what Hubble has no field for (metadata other than
 // the uid, endTime, traffic bytes, packets beyond 2^32-1) and gRPC, which
 // Hubble logs as HTTP/2.
 // An end without a pod is written as Cilium's reserved world identity.
-func ToExportLine(f *v1alpha1.Flow) ([]byte, error) {
+func ExportLine(f *v1alpha1.Flow) ([]byte, error) {
 	if f == nil {
 		return nil, errors.New("write hubble export line: no flow")
 	}
@@ -153,14 +157,14 @@ func ToExportLine(f *v1alpha1.Flow) ([]byte, error) {
 	ef := &exportFlow{
 		Time:             ts,
 		UUID:             string(f.UID),
-		Verdict:          hubbleName(verdicts, f.Verdict),
+		Verdict:          hubbleName(flowproto.Verdicts, f.Verdict),
 		Type:             "L3_L4",
 		NodeName:         f.NodeName,
-		TrafficDirection: hubbleName(directions, f.TrafficDirection),
+		TrafficDirection: hubbleName(flowproto.Directions, f.TrafficDirection),
 		IsReply:          f.IsReply,
 	}
 	if f.DropReason != "" {
-		if n, ok := dropReasonNumbers[f.DropReason]; ok {
+		if n, ok := flowproto.DropReasonNumbers[f.DropReason]; ok {
 			ef.DropReason, ef.DropReasonDesc = n, f.DropReason
 		} else if n, err := strconv.ParseInt(f.DropReason, 10, 32); err == nil {
 			ef.DropReason, ef.DropReasonDesc = n, n
@@ -289,10 +293,10 @@ func exportEndpointOf(e *v1alpha1.Endpoint) (*exportEndpoint, *exportService) {
 	}
 	out := &exportEndpoint{Namespace: e.Namespace, PodName: e.PodName}
 	if e.PodName != "" {
-		out.Labels = ciliumLabels(e.Labels, e.Namespace)
+		out.Labels = flowproto.CiliumLabels(e.Labels, e.Namespace)
 	} else {
 		out.Identity = worldIdentity
-		out.Labels = append(ciliumLabels(e.Labels, ""), "reserved:world")
+		out.Labels = append(flowproto.CiliumLabels(e.Labels, ""), "reserved:world")
 	}
 	for _, w := range e.Workloads {
 		out.Workloads = append(out.Workloads, exportWorkload{Name: w.Name, Kind: w.Kind})

@@ -16,7 +16,7 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/follow"
-	"flowscope.io/flowscope/nodeagent/hubble"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
 // clock returns a fake clock that advances a millisecond a reading.
@@ -99,7 +99,7 @@ func TestGenerateRealistic(t *testing.T) {
 	seen := map[string]int{}
 	var flows []*v1alpha1.Flow
 	for i, line := range lines {
-		f, err := hubble.ParseExportLine(line, hubble.Options{AgentNamespace: "flowscope"})
+		f, err := parse.ExportLine(line, parse.Options{AgentNamespace: "flowscope"})
 		if err != nil {
 			t.Fatalf("line %d: %v\n%s", i, err, line)
 		}
@@ -244,7 +244,7 @@ func TestWriteLines(t *testing.T) {
 			if bytes.IndexByte(b, '\n') != len(b)-1 {
 				t.Errorf("write %d is not one line: %q", i, b)
 			}
-			if _, err := hubble.ParseExportLine(b, hubble.Options{}); err != nil {
+			if _, err := parse.ExportLine(b, parse.Options{}); err != nil {
 				t.Errorf("write %d: %v", i, err)
 			}
 		}
@@ -353,10 +353,10 @@ func TestRunFollowed(t *testing.T) {
 	go follower.Run(ctx, func(line []byte) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch _, err := hubble.ParseExportLine(line, hubble.Options{}); {
+		switch _, err := parse.ExportLine(line, parse.Options{}); {
 		case err == nil:
 			flows++
-		case errors.Is(err, hubble.ErrNotAFlow):
+		case errors.Is(err, parse.ErrNotAFlow):
 			other++
 		default:
 			parseErrs = append(parseErrs, err)

@@ -1,4 +1,4 @@
-package hubble
+package parse
 
 import (
 	"bytes"

@@ -1,18 +1,18 @@
-package hubble
+package format
 
 import (
-	"errors"
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/diff"
+	"k8s.io/utils/ptr"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/nodeagent/hubble/internal/hubbletest"
+	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
-func TestToExportLine(t *testing.T) {
+func TestExportLine(t *testing.T) {
 	tests := []struct {
 		name string
 		flow func(f *v1alpha1.Flow)
@@ -61,7 +61,7 @@ func TestToExportLine(t *testing.T) {
 			name: "DNS response with latency, nanosecond time",
 			flow: func(f *v1alpha1.Flow) {
 				f.Time = metav1.NewMicroTime(time.Date(2026, 3, 2, 9, 15, 4, 1, time.UTC))
-				*f = v1alpha1.Flow{Time: f.Time, IsReply: ptr(true), TrafficDirection: v1alpha1.TrafficDirectionEgress,
+				*f = v1alpha1.Flow{Time: f.Time, IsReply: ptr.To(true), TrafficDirection: v1alpha1.TrafficDirectionEgress,
 					L4: &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolUDP, SourcePort: 53, DestinationPort: 40537},
 					L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeDNS, Latency: &metav1.Duration{Duration: 785347},
 						DNS: &v1alpha1.DNS{Query: "cart.shop.svc.cluster.local.", IPs: []string{"10.96.41.7"}, TTL: 30,
@@ -106,25 +106,25 @@ func TestToExportLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := baseFlow()
+			f := hubbletest.Flow()
 			f.Destination.Service = ""
 			tt.flow(f)
-			got, err := ToExportLine(f)
+			got, err := ExportLine(f)
 			if err != nil {
-				t.Fatalf("ToExportLine: %v", err)
+				t.Fatalf("ExportLine: %v", err)
 			}
 			if string(got) != tt.want {
-				t.Errorf("ToExportLine:\n got %s\nwant %s", got, tt.want)
+				t.Errorf("ExportLine:\n got %s\nwant %s", got, tt.want)
 			}
-			// What ToExportLine writes, ParseExportLine reads.
-			if _, err := ParseExportLine(got, Options{}); err != nil {
-				t.Errorf("ParseExportLine: %v", err)
+			// What ExportLine writes, parse.ExportLine reads.
+			if _, err := parse.ExportLine(got, parse.Options{}); err != nil {
+				t.Errorf("parse.ExportLine: %v", err)
 			}
 		})
 	}
 }
 
-func TestToExportLineErrors(t *testing.T) {
+func TestExportLineErrors(t *testing.T) {
 	now := metav1.NewMicroTime(time.Date(2026, 3, 2, 9, 15, 4, 0, time.UTC))
 	tests := []struct {
 		name    string
@@ -140,74 +140,10 @@ func TestToExportLineErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ToExportLine(tt.flow)
+			_, err := ExportLine(tt.flow)
 			if err == nil || err.Error() != tt.wantErr {
 				t.Errorf("error %v, want %s", err, tt.wantErr)
 			}
 		})
-	}
-}
-
-// TestRoundTrip checks that every flow ParseExportLine produces survives
-// ToExportLine and ParseExportLine unchanged.
-func TestRoundTrip(t *testing.T) {
-	opts := Options{AgentNamespace: "flowscope", NodeName: "node-a"}
-	lines := readLines(t, "testdata/events.log")
-	lines = append(lines, []byte(baseLine))
-	for i, line := range lines {
-		f, err := ParseExportLine(line, opts)
-		if errors.Is(err, ErrNotAFlow) {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("line %d: %v", i+1, err)
-		}
-		roundTrip(t, f, opts)
-	}
-}
-
-// TestRoundTripFlows checks flows written first: ToExportLine then
-// ParseExportLine gives them back, less what Hubble cannot carry.
-func TestRoundTripFlows(t *testing.T) {
-	tests := []struct {
-		name string
-		flow func(f *v1alpha1.Flow)
-	}{
-		{"base", func(f *v1alpha1.Flow) {}},
-		{"service", func(f *v1alpha1.Flow) { f.Destination.Service, f.Source.Service = "cart", "web" }},
-		{"numeric drop reason", func(f *v1alpha1.Flow) { f.Verdict, f.DropReason = v1alpha1.VerdictDropped, "240" }},
-		{"new drop reason name", func(f *v1alpha1.Flow) { f.Verdict, f.DropReason = v1alpha1.VerdictDropped, "DROP_NEW" }},
-		{"gRPC", func(f *v1alpha1.Flow) {
-			f.L7 = &v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, Latency: &metav1.Duration{Duration: time.Millisecond},
-				GRPC: &v1alpha1.GRPC{Service: "payments.v1.Ledger", Method: "Settle", StatusCode: 2}}
-		}},
-		{"aggregate", func(f *v1alpha1.Flow) { f.Traffic.Packets = 40 }},
-		{"world source with a service", func(f *v1alpha1.Flow) {
-			f.Source = &v1alpha1.Endpoint{IP: "10.244.1.23", Port: 48212, Namespace: "default", Service: "kubernetes"}
-			f.TrafficDirection = v1alpha1.TrafficDirectionIngress
-			f.Namespace, f.Labels = "shop", map[string]string{"app": "cart"}
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := baseFlow()
-			tt.flow(f)
-			roundTrip(t, f, Options{})
-		})
-	}
-}
-
-func roundTrip(t testing.TB, f *v1alpha1.Flow, opts Options) {
-	t.Helper()
-	line, err := ToExportLine(f)
-	if err != nil {
-		t.Fatalf("ToExportLine: %v", err)
-	}
-	got, err := ParseExportLine(line, opts)
-	if err != nil {
-		t.Fatalf("ParseExportLine(%s): %v", line, err)
-	}
-	if !equality.Semantic.DeepEqual(f, got) {
-		t.Errorf("round trip through %s changed the flow (-before +after):\n%s", line, diff.Diff(f, got))
 	}
 }
