@@ -3,39 +3,19 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
 	clientfeatures "k8s.io/client-go/features"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/generated/informers/externalversions"
 )
-
-var everything = labels.Everything()
-
-func clientset(t *testing.T) versioned.Interface {
-	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(sys.Out, "kubeconfig"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := versioned.NewForConfig(rest.CopyConfig(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
 
 func TestPaginationMatchesOneList(t *testing.T) {
 	seedBase(t)
@@ -63,7 +43,7 @@ func TestPaginationMatchesOneList(t *testing.T) {
 		}
 		opts.Continue = l.Continue
 		// Flows arriving between pages belong to a later snapshot.
-		replay(t, seed{node: "node-a", flow: mkFlow("node-a", int32(40300+pages), 80, "TCP", "Egress", "Forwarded", web1, host("192.0.2.1"))})
+		replay(t, seed{Node: "node-a", Flow: mkFlow("node-a", int32(40300+pages), 80, "TCP", "Egress", "Forwarded", web1, host("192.0.2.1"))})
 	}
 	var want []string
 	for _, f := range all.Items {
@@ -158,9 +138,9 @@ func testInformer(t *testing.T, base int32, restart bool) {
 
 	want := []int32{base, base + 1}
 	replay(t,
-		seed{node: "node-a", flow: mkFlow("node-a", base, 80, "TCP", "Egress", "Forwarded", web1, api1)},
-		seed{node: "node-b", flow: mkFlow("node-b", base+1, 80, "TCP", "Egress", "Forwarded", api1, web1)},
-		seed{node: "node-b", flow: mkFlow("node-b", base+2, 80, "TCP", "Ingress", "Forwarded", web1, api1)})
+		seed{Node: "node-a", Flow: mkFlow("node-a", base, 80, "TCP", "Egress", "Forwarded", web1, api1)},
+		seed{Node: "node-b", Flow: mkFlow("node-b", base+1, 80, "TCP", "Egress", "Forwarded", api1, web1)},
+		seed{Node: "node-b", Flow: mkFlow("node-b", base+2, 80, "TCP", "Ingress", "Forwarded", web1, api1)})
 	waitCached(t, cached, base, want)
 	if !restart {
 		return
@@ -169,14 +149,14 @@ func testInformer(t *testing.T, base int32, restart bool) {
 	stopApiserver := sys.Kill(t, "flowscope-apiserver")
 	for i := int32(3); i < 13; i++ {
 		node := sys.Nodes[i%2]
-		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
+		replay(t, seed{Node: node, Flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
 		want = append(want, base+i)
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopApiserver()
 	for i := int32(13); i < 16; i++ {
 		node := sys.Nodes[i%2]
-		replay(t, seed{node: node, flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
+		replay(t, seed{Node: node, Flow: mkFlow(node, base+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
 		want = append(want, base+i)
 	}
 	waitCached(t, cached, base, want)

@@ -199,13 +199,13 @@ func TestWatchPrintsNewFlows(t *testing.T) {
 	for i, dst := range []string{"203.0.113.50", "203.0.113.51"} {
 		f := mkFlow(sys.Nodes[i], int32(40100+i), 443, "TCP", "Egress", "Forwarded", web1, host(dst))
 		start := time.Now()
-		replay(t, seed{node: sys.Nodes[i], flow: f})
+		replay(t, seed{Node: sys.Nodes[i], Flow: f})
 		seen := await("appended flow to "+dst, func(l string) bool { return strings.Contains(l, dst) })
 		t.Logf("flow appended to %s's replay file printed by kubectl -w after %s", sys.Nodes[i], seen.Sub(start).Round(time.Millisecond))
 	}
 	// A flow of another namespace does not show up, one of shop after it does.
-	replay(t, seed{node: "node-a", flow: mkFlow("node-a", 40102, 443, "TCP", "Egress", "Forwarded", api1, host("203.0.113.52"))})
-	replay(t, seed{node: "node-a", flow: mkFlow("node-a", 40103, 443, "TCP", "Egress", "Forwarded", web1, host("203.0.113.53"))})
+	replay(t, seed{Node: "node-a", Flow: mkFlow("node-a", 40102, 443, "TCP", "Egress", "Forwarded", api1, host("203.0.113.52"))})
+	replay(t, seed{Node: "node-a", Flow: mkFlow("node-a", 40103, 443, "TCP", "Egress", "Forwarded", web1, host("203.0.113.53"))})
 	await("the later shop flow", func(l string) bool {
 		if strings.Contains(l, "203.0.113.52") {
 			t.Errorf("watch of shop printed a payments flow: %s", l)
@@ -262,7 +262,7 @@ func TestMalformedReplayLinesLoseNothing(t *testing.T) {
 		`{"flow":{"verdict":"FORWARDED","IP":{"source":"10.0.0.1"`,
 		`{"flow":{"time":"not a time","verdict":"FORWARDED"}}`,
 		`{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":"3"}}`)
-	replay(t, seed{node: "node-b", flow: good})
+	replay(t, seed{Node: "node-b", Flow: good})
 	eventually(t, 30*time.Second, "the flow after the malformed lines", func() (bool, string) {
 		got, err := listSports("", "-n", "payments")
 		return err == nil && slices.Contains(got, 40200), fmt.Sprint(got, err)

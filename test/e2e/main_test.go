@@ -2,7 +2,10 @@
 // export files: it starts the whole local system (etcd, kube-apiserver,
 // flowscope-apiserver through an APIService, two agents) with
 // hack/local-up.sh, without capture, and drives it with the pinned kubectl
-// and client-go. Capture has its own suite in ./capture.
+// and client-go. Its tests leave the system as they found it, and may run
+// in any order. Tests that kill, restart or starve components, or flood
+// the system, have their own system and suite in ./disruptive; capture has
+// its own in ./capture.
 package e2e
 
 import (
@@ -10,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
+
+	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/test/e2e/framework"
 )
 
@@ -41,4 +47,44 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 func agentMetric(t *testing.T, i int, series string) float64 {
 	t.Helper()
 	return sys.AgentMetric(t, i, series)
+}
+
+func clientset(t *testing.T) versioned.Interface {
+	t.Helper()
+	return sys.Clientset(t)
+}
+
+var everything = labels.Everything()
+
+// Seeded flows (framework/flows.go).
+type seed = framework.Seed
+
+var (
+	pod       = framework.Pod
+	host      = framework.Host
+	mkFlow    = framework.MkFlow
+	web1      = framework.Web1
+	api1      = framework.API1
+	baseSeeds = framework.BaseSeeds
+	sports    = framework.Sports
+	inRange   = framework.InRange
+)
+
+func appendLines(t *testing.T, node string, lines ...string) {
+	t.Helper()
+	sys.AppendLines(t, node, lines...)
+}
+
+func replay(t *testing.T, seeds ...seed) {
+	t.Helper()
+	sys.Replay(t, seeds...)
+}
+
+func seedBase(t *testing.T) []seed {
+	t.Helper()
+	return sys.SeedBase(t)
+}
+
+func listSports(user string, args ...string) ([]int32, error) {
+	return sys.ListSports(user, args...)
 }

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +32,8 @@ type System struct {
 	Kubectl  string
 	Nodes    []string
 	env      []string
+	replayMu sync.Mutex // serialises appends to the replay files
+	seedOnce sync.Once  // SeedBase's replay
 }
 
 // The local system's ports relative to PORT_BASE (hack/lib/local.sh): agent

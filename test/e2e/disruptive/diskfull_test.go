@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"context"
@@ -32,13 +32,13 @@ func requireRoot(t *testing.T, why string) {
 	t.Skipf("SKIPPING: needs root: %s", why)
 }
 
-// TestDiskFull runs node-b's agent on a 64 MiB tmpfs and fills it. Badger
+// testDiskFull runs node-b's agent on a 64 MiB tmpfs and fills it. Badger
 // itself would die of SIGBUS on the first page of its memory-mapped log it
 // cannot allocate (and on tmpfs, even reopening the store needs free pages),
 // so the agent stops writing below --min-free-disk: flows are dropped and
 // counted as disk_full, lists and watches go on serving what the store
 // holds, and ingest resumes by itself when space returns.
-func TestDiskFull(t *testing.T) {
+func testDiskFull(t *testing.T) {
 	requireRoot(t, "mounts a tmpfs")
 	const (
 		node      = "node-b"

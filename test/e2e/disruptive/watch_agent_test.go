@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"context"
@@ -13,14 +13,14 @@ import (
 	"flowscope.io/flowscope/generated/informers/externalversions"
 )
 
-// TestWatchInformerAcrossAnAgentKill runs an informer while node-b's agent
+// testWatchInformerAcrossAnAgentKill runs an informer while node-b's agent
 // is killed for longer than --max-agent-lag (5 s) and restarted, with flows
 // written on both nodes throughout. node-a's flows must reach the informer
 // while node-b is down; every watch the informer opens must deliver flows
 // in increasing resourceVersion order and may end only with 410 Expired
 // (node-b back with flows the watch had passed, so the informer relists);
 // at the end its cache must equal a list.
-func TestWatchInformerAcrossAnAgentKill(t *testing.T) {
+func testWatchInformerAcrossAnAgentKill(t *testing.T) {
 	const dport = 7101
 	port := flagValue(t, commandLine(t, "flowscope-apiserver"), "secure-port")
 	exclusions := `flowscope_apiserver_watch_agent_exclusions_total{node="node-b"}`

@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"slices"
@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// TestDeadAgentGivesPartialResultsWithWarning runs last (file order): it
-// kills node-b's agent, lists across both nodes, and restarts the agent.
-func TestDeadAgentGivesPartialResultsWithWarning(t *testing.T) {
+// testDeadAgentGivesPartialResultsWithWarning kills node-b's agent, lists
+// across both nodes, and restarts the agent.
+func testDeadAgentGivesPartialResultsWithWarning(t *testing.T) {
 	seedBase(t)
 	restart := sys.Kill(t, "agent-node-b")
 	out, stderr, err := kubectlAs("", "get", "flows", "-A", "-o", "jsonpath={range .items[*]}{.l4.sourcePort}{\"\\n\"}{end}")

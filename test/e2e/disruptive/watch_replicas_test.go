@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"context"
@@ -21,13 +21,13 @@ import (
 	"flowscope.io/flowscope/generated/clientset/versioned"
 )
 
-// TestWatchReplicasServeInterchangeableResourceVersions starts a second
+// testWatchReplicasServeInterchangeableResourceVersions starts a second
 // flowscope-apiserver with the first one's flags on another port, as a
 // second replica behind the Service would run, and talks to it directly
 // the way kube-apiserver's aggregator does. A resourceVersion listed on
 // either replica starts a watch on the other that replays exactly the
 // flows that followed it, in order.
-func TestWatchReplicasServeInterchangeableResourceVersions(t *testing.T) {
+func testWatchReplicasServeInterchangeableResourceVersions(t *testing.T) {
 	const dport = 7102
 	replica1 := clientset(t) // through kube-apiserver and the APIService
 	replica2 := startReplica(t)
@@ -62,7 +62,7 @@ func TestWatchReplicasServeInterchangeableResourceVersions(t *testing.T) {
 			// A flow written once the others are committed closes the
 			// replay: everything before it has a smaller version.
 			end := int32(42199 + 100*i)
-			replay(t, seed{node: "node-a", sport: end, flow: mkFlow("node-a", end, dport, "TCP", "Egress", "Forwarded", web1, api1)})
+			replay(t, seed{Node: "node-a", Sport: end, Flow: mkFlow("node-a", end, dport, "TCP", "Egress", "Forwarded", web1, api1)})
 
 			w, err := c.watch.FlowsV1alpha1().Flows("").Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: l.ResourceVersion})
 			if err != nil {

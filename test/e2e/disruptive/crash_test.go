@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
-// TestKillDuringHeavyIngest appends Hubble export lines to node-a's replay
+// testKillDuringHeavyIngest appends Hubble export lines to node-a's replay
 // file as fast as the agent takes them, kills the agent with SIGKILL in the
 // middle, goes on appending while it is dead, and starts it again.
 //
@@ -36,7 +36,7 @@ import (
 //
 // In both cases the store opens and `flowscope-agent check` finds its
 // catalog, frames and posting lists in agreement.
-func TestKillDuringHeavyIngest(t *testing.T) {
+func testKillDuringHeavyIngest(t *testing.T) {
 	const (
 		node      = "node-a"
 		component = "agent-" + node
@@ -151,7 +151,7 @@ func TestKillDuringHeavyIngest(t *testing.T) {
 	start()
 }
 
-// countCrashFlows lists the flows of TestKillDuringHeavyIngest and returns
+// countCrashFlows lists the flows of testKillDuringHeavyIngest and returns
 // how often each line is stored, and how many are not.
 func countCrashFlows(t *testing.T, base time.Time, total int) ([]int, int) {
 	t.Helper()

@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"context"
@@ -224,7 +224,7 @@ func flowsTo(dport int32, sport int32, n int) ([]seed, []int32) {
 	for i := range n {
 		node := sys.Nodes[i%len(sys.Nodes)]
 		p := sport + int32(i)
-		seeds = append(seeds, seed{node: node, sport: p, flow: mkFlow(node, p, dport, "TCP", "Egress", "Forwarded", web1, api1)})
+		seeds = append(seeds, seed{Node: node, Sport: p, Flow: mkFlow(node, p, dport, "TCP", "Egress", "Forwarded", web1, api1)})
 		ports = append(ports, p)
 	}
 	return seeds, ports

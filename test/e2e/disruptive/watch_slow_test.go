@@ -1,4 +1,4 @@
-package e2e
+package disruptive
 
 import (
 	"context"
@@ -26,12 +26,12 @@ import (
 	"flowscope.io/flowscope/nodeagent/hubble/format"
 )
 
-// TestWatchCutsOffASlowWatcherWhileOthersKeepUp opens two watches through
+// testWatchCutsOffASlowWatcherWhileOthersKeepUp opens two watches through
 // kube-apiserver: one that reads, and a raw one that never reads its body.
 // Flows are written until the server cuts the slow one off; the other must
 // receive every flow, before and after, and the slow one's stream must end
 // with a 429 error event. The reader's latency is logged, not asserted.
-func TestWatchCutsOffASlowWatcherWhileOthersKeepUp(t *testing.T) {
+func testWatchCutsOffASlowWatcherWhileOthersKeepUp(t *testing.T) {
 	const dport = 7103
 	port := flagValue(t, commandLine(t, "flowscope-apiserver"), "secure-port")
 	cutOff := `flowscope_apiserver_watches_ended_total{reason="slow_watcher"}`
@@ -70,7 +70,7 @@ func TestWatchCutsOffASlowWatcherWhileOthersKeepUp(t *testing.T) {
 		var ports []int32
 		for i := range batch {
 			node := sys.Nodes[i%2]
-			seeds = append(seeds, seed{node: node, flow: mkFlow(node, sport, dport, "TCP", "Egress", "Forwarded", big, api1)})
+			seeds = append(seeds, seed{Node: node, Flow: mkFlow(node, sport, dport, "TCP", "Egress", "Forwarded", big, api1)})
 			ports = append(ports, sport)
 			sport++
 		}
@@ -81,7 +81,7 @@ func TestWatchCutsOffASlowWatcherWhileOthersKeepUp(t *testing.T) {
 	// The reader keeps receiving promptly after the cut-off.
 	var latencies []time.Duration
 	for range 5 {
-		replay(t, seed{node: "node-b", flow: mkFlow("node-b", sport, dport, "TCP", "Egress", "Forwarded", web1, api1)})
+		replay(t, seed{Node: "node-b", Flow: mkFlow("node-b", sport, dport, "TCP", "Egress", "Forwarded", web1, api1)})
 		written := time.Now()
 		reader.wait(t, []int32{sport})
 		latencies = append(latencies, reader.arrival(sport).Sub(written))
@@ -160,11 +160,11 @@ func writeBulk(t *testing.T, seeds []seed) {
 	t.Helper()
 	lines := map[string][]string{}
 	for _, s := range seeds {
-		line, err := format.ExportLine(s.flow)
+		line, err := format.ExportLine(s.Flow)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lines[s.node] = append(lines[s.node], string(line))
+		lines[s.Node] = append(lines[s.Node], string(line))
 	}
 	for node, ls := range lines {
 		appendLines(t, node, ls...)

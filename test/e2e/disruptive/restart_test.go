@@ -1,25 +1,38 @@
-package e2e
+package disruptive
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestContinueTokenSurvivesRestarts pages through a list while every agent
+// testContinueTokenSurvivesRestarts pages through a list while every agent
 // and the aggregated server restart between pages: the token carries all a
 // page needs, and the pages add up to one list.
-func TestContinueTokenSurvivesRestarts(t *testing.T) {
+func testContinueTokenSurvivesRestarts(t *testing.T) {
 	seedBase(t)
 	cs := clientset(t)
 	ctx := context.Background()
 	// One namespace: other tests add flows to others, and each page here
 	// costs three restarts.
 	const ns = "shop"
+	// Three pages: the base flows are four of shop's, and eight more.
+	var extra []seed
+	for i := range int32(8) {
+		node := sys.Nodes[i%2]
+		extra = append(extra, seed{Node: node, Sport: 40700 + i, Flow: mkFlow(node, 40700+i, 80, "TCP", "Egress", "Forwarded", web1, api1)})
+	}
+	replay(t, extra...)
+	eventually(t, 30*time.Second, "the extra flows of shop to be listed", func() (bool, string) {
+		got, err := listSports("", "-n", ns)
+		return err == nil && len(inRange(got, 40700, 40707)) == len(extra), fmt.Sprint(got, err)
+	})
 	all, err := cs.FlowsV1alpha1().Flows(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
