@@ -31,14 +31,6 @@ type Filter struct {
 	Until *time.Time `json:"until,omitempty"`
 }
 
-// Cursor is a position in list order: by time, then node name, then
-// resource version. Lists return what comes strictly after it.
-type Cursor struct {
-	Time time.Time `json:"time"`
-	Node string    `json:"node"`
-	RV   uint64    `json:"rv"`
-}
-
 // Matcher is a compiled Filter.
 type Matcher struct {
 	namespace    string

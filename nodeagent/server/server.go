@@ -7,7 +7,6 @@ package server
 import (
 	"context"
 	"errors"
-	"math"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -76,15 +75,12 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 	}
 	q := store.TimeScan{Since: m.Since(), Until: m.Until(), MaxRV: snap}
 	if c := req.After; c != nil {
-		switch {
-		case s.node == c.Node:
-			q.AfterTime, q.AfterRV = c.Time, c.RV
-		case s.node > c.Node: // this node's flows at c.Time come after the cursor
-			if c.Time.After(q.Since) {
-				q.Since = c.Time
-			}
-		default: // this node's flows at c.Time came before it
-			q.AfterTime, q.AfterRV = c.Time, math.MaxUint64
+		// The store's scan takes a position among this node's flows; its
+		// AfterRV 0 means none, so "all of them at t" is a lower bound.
+		if t, rv := c.OnNode(s.node); rv != 0 {
+			q.AfterTime, q.AfterRV = t, rv
+		} else if t.After(q.Since) {
+			q.Since = t
 		}
 	}
 	resp := &agentwire.ListResponse{SnapshotRV: snap}

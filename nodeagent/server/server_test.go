@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strconv"
 	"testing"
@@ -150,5 +151,33 @@ func TestListPagination(t *testing.T) {
 	}
 	if !slices.Equal(got, []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
 		t.Errorf("pages = %v", got)
+	}
+}
+
+// TestListAfterCursor: a page resumes after a cursor that a flow of this
+// node or of another left, at the times of this node's flows, with
+// exactly the flows that come after it in list order.
+func TestListAfterCursor(t *testing.T) {
+	a := startAgent(t, t.TempDir(), 16)
+	a.ingest(t, "shop", 1, 2, 3, 4, 5, 6)
+	waitFor(t, "flows", func() bool { return len(list(t, a, &agentwire.ListRequest{}).Flows) == 6 })
+	flows := list(t, a, &agentwire.ListRequest{}).Flows
+	for _, anchor := range flows {
+		at := flowfilter.CursorOf(&anchor)
+		for _, after := range []flowfilter.Cursor{
+			at,
+			{Time: at.Time, Node: "node-0", RV: math.MaxUint64}, // a node before this one
+			{Time: at.Time, Node: "node-b", RV: 1},              // and one after it
+		} {
+			var want []int32
+			for i := range flows {
+				if flowfilter.CursorOf(&flows[i]).Compare(after) > 0 {
+					want = append(want, flows[i].L4.SourcePort)
+				}
+			}
+			if got := ports(list(t, a, &agentwire.ListRequest{After: &after}).Flows); !slices.Equal(got, want) {
+				t.Errorf("after %+v: %v, want %v", after, got, want)
+			}
+		}
 	}
 }

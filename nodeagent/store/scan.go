@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"errors"
@@ -12,6 +11,7 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowcodec"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // window is a TimeScan in nanoseconds.
@@ -52,7 +52,7 @@ func (w window) check(e entry) verdict {
 	case w.until != 0 && e.time >= w.until:
 		return stop
 	case e.time < w.since,
-		w.afterRV != 0 && (e.time < w.afterT || e.time == w.afterT && e.rv <= w.afterRV),
+		w.afterRV != 0 && flowfilter.CompareLocal(e.time, e.rv, w.afterT, w.afterRV) <= 0,
 		w.maxRV != 0 && e.rv > w.maxRV,
 		e.rv < w.minRV:
 		return skip
@@ -141,9 +141,7 @@ func (c *cursor) load() error {
 			}
 		}
 	}
-	slices.SortFunc(c.order, func(a, b entry) int {
-		return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.rv, b.rv))
-	})
+	slices.SortFunc(c.order, entry.compare)
 	return nil
 }
 
@@ -168,6 +166,9 @@ func (c *cursor) loadFrame(fr int) ([]entry, error) {
 	return entries, nil
 }
 
+// compare orders entries in list order: the store holds one node's flows.
+func (e entry) compare(o entry) int { return flowfilter.CompareLocal(e.time, e.rv, o.time, o.rv) }
+
 func (c *cursor) record() (Record, error) {
 	f := new(v1alpha1.Flow)
 	if err := flowcodec.Unmarshal(c.cur.val, f); err != nil {
@@ -179,13 +180,10 @@ func (c *cursor) record() (Record, error) {
 // cursors is a heap of cursors by their current flow's list position.
 type cursors []*cursor
 
-func (h cursors) Len() int { return len(h) }
-func (h cursors) Less(i, j int) bool {
-	a, b := h[i].cur, h[j].cur
-	return a.time < b.time || a.time == b.time && a.rv < b.rv
-}
-func (h cursors) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *cursors) Push(x any)   { *h = append(*h, x.(*cursor)) }
+func (h cursors) Len() int           { return len(h) }
+func (h cursors) Less(i, j int) bool { return h[i].cur.compare(h[j].cur) < 0 }
+func (h cursors) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *cursors) Push(x any)        { *h = append(*h, x.(*cursor)) }
 func (h *cursors) Pop() any {
 	old := *h
 	c := old[len(old)-1]

@@ -13,6 +13,7 @@ import (
 
 	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // A paginated list asks each agent for a share of the page, not the whole
@@ -143,7 +144,7 @@ func settle(pages []*agentPage, limit int64) (flows, merged []v1alpha1.Flow, mor
 		lists[i] = p.flows
 		if p.more {
 			more = true
-			if last := p.last(); boundary == nil || compareFlows(last, boundary) < 0 {
+			if last := p.last(); boundary == nil || flowfilter.CompareFlows(last, boundary) < 0 {
 				boundary = last
 			}
 		}
@@ -184,7 +185,7 @@ func secondRound(pages []*agentPage, merged []v1alpha1.Flow, limit int64) map[in
 
 // rank returns how many of flows, sorted in list order, are at or before f.
 func rank(flows []v1alpha1.Flow, f *v1alpha1.Flow) int {
-	i, found := slices.BinarySearchFunc(flows, f, func(e v1alpha1.Flow, f *v1alpha1.Flow) int { return compareFlows(&e, f) })
+	i, found := slices.BinarySearchFunc(flows, f, func(e v1alpha1.Flow, f *v1alpha1.Flow) int { return flowfilter.CompareFlows(&e, f) })
 	if found {
 		i++
 	}

@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowfilter"
 )
 
 // acquireList takes one of the MaxConcurrentLists slots, waiting at most
@@ -69,7 +70,7 @@ func mergePages(pages [][]v1alpha1.Flow, limit int64) (flows []v1alpha1.Flow, tr
 type pageHeap [][]v1alpha1.Flow
 
 func (h pageHeap) Len() int           { return len(h) }
-func (h pageHeap) Less(i, j int) bool { return compareFlows(&h[i][0], &h[j][0]) < 0 }
+func (h pageHeap) Less(i, j int) bool { return flowfilter.CompareFlows(&h[i][0], &h[j][0]) < 0 }
 func (h pageHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *pageHeap) Push(x any)        { *h = append(*h, x.([]v1alpha1.Flow)) }
 func (h *pageHeap) Pop() any {

@@ -3,7 +3,6 @@
 package flow
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -188,7 +187,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		last := &flows[len(flows)-1]
 		list.Continue = continueToken{
 			Version: continueVersion, RV: snapshot, Since: q.filter.Since, Until: q.filter.Until,
-			After: flowfilter.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)},
+			After: flowfilter.CursorOf(last),
 		}.encode()
 	}
 	return list, nil
@@ -272,7 +271,7 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentwire.ListRequ
 	answers = r.askAgents(ctx, targets, func(i int) *agentwire.ListRequest {
 		p, next := again[i], *req
 		last := p.last()
-		next.After = &flowfilter.Cursor{Time: last.Time.Time, Node: last.NodeName, RV: rvOf(last)}
+		next.After = new(flowfilter.CursorOf(last))
 		next.Limit = limits[i]
 		if p.snapshot != 0 {
 			next.SnapshotRV = p.snapshot
@@ -310,22 +309,6 @@ func (r *REST) targets(q *query) []Agent {
 		}
 	}
 	return out
-}
-
-// compareFlows orders flows for lists: by time, then node, then version.
-func compareFlows(a, b *v1alpha1.Flow) int {
-	if c := a.Time.Compare(b.Time.Time); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.NodeName, b.NodeName); c != 0 {
-		return c
-	}
-	return cmp.Compare(rvOf(a), rvOf(b))
-}
-
-func rvOf(f *v1alpha1.Flow) uint64 {
-	rv, _ := strconv.ParseUint(f.ResourceVersion, 10, 64)
-	return rv
 }
 
 // agentError turns an agent's gRPC error into an API status error.

@@ -33,6 +33,9 @@ func progress(rv uint64) *agentwire.Event {
 	return &agentwire.Event{Type: agentwire.Progress, RV: rv}
 }
 
+// rvOf is f's resource version as a number.
+func rvOf(f *v1alpha1.Flow) uint64 { return flowfilter.CursorOf(f).RV }
+
 func rvs(es []watch.Event) []uint64 {
 	var out []uint64
 	for _, e := range es {
