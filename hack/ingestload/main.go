@@ -33,6 +33,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/component-base/metrics/testutil"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
@@ -294,13 +295,18 @@ func counter(c interface{ Write(*dto.Metric) error }) float64 {
 }
 
 func dropped(reason string) float64 {
-	return counter(metrics.FlowsDropped.WithLabelValues(reason))
+	n, _ := testutil.GetCounterMetricValue(metrics.FlowsDropped.WithLabelValues(reason))
+	return n
 }
 
 func batchHistogram() *dto.Histogram {
-	var m dto.Metric
-	_ = metrics.BatchSeconds.Write(&m)
-	return m.GetHistogram()
+	families, _ := metrics.Registry.Gather()
+	for _, mf := range families {
+		if mf.GetName() == "flowscope_agent_ingest_batch_seconds" {
+			return mf.GetMetric()[0].GetHistogram()
+		}
+	}
+	return &dto.Histogram{}
 }
 
 func batchCount() uint64 { return batchHistogram().GetSampleCount() }

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -166,16 +164,14 @@ func Run(ctx context.Context, o *Options) error {
 			klog.ErrorS(err, "Failed closing the flow store")
 		}
 	}()
-	storeSize := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "flowscope_agent_store_bytes", Help: "Bytes on disk of the flow store (LSM tree and value log).",
-	}, func() float64 {
+	storeSize := metrics.NewStoreBytes(func() float64 {
 		n, err := st.DiskBytes()
 		if err != nil {
 			klog.ErrorS(err, "Failed measuring the flow store")
 		}
 		return float64(n)
 	})
-	metrics.Registry.MustRegister(storeSize)
+	metrics.Registry.RawMustRegister(storeSize)
 	defer metrics.Registry.Unregister(storeSize)
 	h := hub.New(o.WatchBuffer)
 	var guard *ingest.DiskGuard
@@ -299,7 +295,7 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 
 func serveMetrics(ctx context.Context, addr string, profiling bool) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", metrics.Handler())
 	if profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -40,7 +40,7 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 	}
 	defer d.Close()
 	collector := capture.NewCollector(d)
-	metrics.Registry.MustRegister(collector)
+	metrics.Registry.CustomMustRegister(collector)
 	defer metrics.Registry.Unregister(collector)
 
 	if o.Capture == CaptureAll {

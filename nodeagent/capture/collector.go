@@ -1,46 +1,55 @@
 package capture
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/component-base/metrics"
 	"k8s.io/klog/v2"
 )
 
 // Collector exports a datapath's counters (Stats) and attached interfaces
-// as metrics, read on each scrape.
+// as metrics, read on each scrape. It is a component-base custom collector:
+// the values are the kernel's, so they are exported as they are read
+// rather than kept in counters of our own.
 type Collector struct {
+	metrics.BaseStableCollector
 	d *Datapath
 }
+
+var _ metrics.StableCollector = (*Collector)(nil)
 
 // NewCollector returns the Collector of d.
 func NewCollector(d *Datapath) *Collector { return &Collector{d: d} }
 
+func newDesc(name, help string) *metrics.Desc {
+	return metrics.NewDesc(name, help, nil, nil, metrics.ALPHA, "")
+}
+
 var (
-	packetsDesc  = prometheus.NewDesc("flowscope_agent_capture_packets_total", "Packets the datapath saw.", nil, nil)
-	lostDesc     = prometheus.NewDesc("flowscope_agent_capture_lost_events_total", "Records lost in the datapath: ring buffer full, connection or drop table full, estimated LRU evictions.", nil, nil)
-	parseDesc    = prometheus.NewDesc("flowscope_agent_capture_parse_errors_total", "Packets passed unparsed: truncated, malformed, too deep.", nil, nil)
-	filteredDesc = prometheus.NewDesc("flowscope_agent_capture_filtered_out_total", "Packets the selection left uncaptured.", nil, nil)
-	eventsDesc   = prometheus.NewDesc("flowscope_agent_capture_events_total", "Records the kernel emitted.", nil, nil)
-	dropsDesc    = prometheus.NewDesc("flowscope_agent_capture_drops_seen_total", "Dropped packets the kernel reported.", nil, nil)
-	connsDesc    = prometheus.NewDesc("flowscope_agent_capture_connections", "Connection records in the table at the last sweep.", nil, nil)
-	ifacesDesc   = prometheus.NewDesc("flowscope_agent_capture_attached_interfaces", "Interfaces the datapath is attached to.", nil, nil)
+	packetsDesc  = newDesc("flowscope_agent_capture_packets_total", "Packets the datapath saw.")
+	lostDesc     = newDesc("flowscope_agent_capture_lost_events_total", "Records lost in the datapath: ring buffer full, connection or drop table full, estimated LRU evictions.")
+	parseDesc    = newDesc("flowscope_agent_capture_parse_errors_total", "Packets passed unparsed: truncated, malformed, too deep.")
+	filteredDesc = newDesc("flowscope_agent_capture_filtered_out_total", "Packets the selection left uncaptured.")
+	eventsDesc   = newDesc("flowscope_agent_capture_events_total", "Records the kernel emitted.")
+	dropsDesc    = newDesc("flowscope_agent_capture_drops_seen_total", "Dropped packets the kernel reported.")
+	connsDesc    = newDesc("flowscope_agent_capture_connections", "Connection records in the table at the last sweep.")
+	ifacesDesc   = newDesc("flowscope_agent_capture_attached_interfaces", "Interfaces the datapath is attached to.")
 )
 
-// Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, dropsDesc, connsDesc, ifacesDesc} {
+// DescribeWithStability implements metrics.StableCollector.
+func (c *Collector) DescribeWithStability(ch chan<- *metrics.Desc) {
+	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, dropsDesc, connsDesc, ifacesDesc} {
 		ch <- d
 	}
 }
 
-// Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+// CollectWithStability implements metrics.StableCollector.
+func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	s, err := c.d.Stats()
 	if err != nil {
 		klog.ErrorS(err, "Failed reading datapath counters")
 		return
 	}
-	counter := func(d *prometheus.Desc, v uint64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	counter := func(d *metrics.Desc, v uint64) {
+		ch <- metrics.NewLazyConstMetric(d, metrics.CounterValue, float64(v))
 	}
 	counter(packetsDesc, s.PacketsSeen)
 	counter(lostDesc, s.Lost())
@@ -48,6 +57,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(filteredDesc, s.FilteredOut)
 	counter(eventsDesc, s.EventsEmitted)
 	counter(dropsDesc, s.DropsSeen)
-	ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(s.Occupancy))
-	ch <- prometheus.MustNewConstMetric(ifacesDesc, prometheus.GaugeValue, float64(len(c.d.Attached())))
+	ch <- metrics.NewLazyConstMetric(connsDesc, metrics.GaugeValue, float64(s.Occupancy))
+	ch <- metrics.NewLazyConstMetric(ifacesDesc, metrics.GaugeValue, float64(len(c.d.Attached())))
 }

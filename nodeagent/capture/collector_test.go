@@ -1,15 +1,16 @@
 package capture
 
 import (
+	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/component-base/metrics"
 )
 
 func TestCollector(t *testing.T) {
 	d := requireDatapath(t, Options{})
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(d))
+	reg := metrics.NewKubeRegistry()
+	reg.CustomMustRegister(NewCollector(d))
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +28,9 @@ func TestCollector(t *testing.T) {
 	got := map[string]string{}
 	for _, mf := range families {
 		got[mf.GetName()] = mf.GetType().String()
+		if !strings.HasPrefix(mf.GetHelp(), "[ALPHA] ") {
+			t.Errorf("%s: help %q, want it marked ALPHA", mf.GetName(), mf.GetHelp())
+		}
 		if m := mf.GetMetric(); len(m) != 1 || len(m[0].GetLabel()) != 0 {
 			t.Errorf("%s: %d series (labels %v), want one without labels", mf.GetName(), len(m), m)
 		}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/component-base/metrics/testutil"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/hub"
@@ -90,7 +90,7 @@ func TestDiskGuard(t *testing.T) {
 				now = now.Add(s.after)
 				disk.free, disk.err = s.free, s.err
 				calls := disk.calls
-				dropped := testutil.ToFloat64(metrics.FlowsDropped.WithLabelValues("disk_full"))
+				dropped := diskFullDrops()
 				if got := g.Admit(7); got != s.admit {
 					t.Errorf("step %d: Admit = %t, want %t", i, got, s.admit)
 				}
@@ -101,7 +101,7 @@ func TestDiskGuard(t *testing.T) {
 				if s.admit {
 					wantDropped = 0
 				}
-				if d := testutil.ToFloat64(metrics.FlowsDropped.WithLabelValues("disk_full")) - dropped; d != wantDropped {
+				if d := diskFullDrops() - dropped; d != wantDropped {
 					t.Errorf("step %d: %v flows counted as dropped for a full disk, want %v", i, d, wantDropped)
 				}
 			}
@@ -173,7 +173,7 @@ func TestPipelineStopsWhileDiskFull(t *testing.T) {
 			}
 		}
 	}
-	dropped := func() float64 { return testutil.ToFloat64(metrics.FlowsDropped.WithLabelValues("disk_full")) }
+	dropped := diskFullDrops
 
 	before := dropped()
 	free.Store(10 << 20)
@@ -196,4 +196,10 @@ func TestPipelineStopsWhileDiskFull(t *testing.T) {
 	if d := dropped() - before; d != 3 {
 		t.Errorf("%v flows dropped for a full disk, want 3", d)
 	}
+}
+
+// diskFullDrops reads the count of flows dropped for a full disk.
+func diskFullDrops() float64 {
+	n, _ := testutil.GetCounterMetricValue(metrics.FlowsDropped.WithLabelValues("disk_full"))
+	return n
 }

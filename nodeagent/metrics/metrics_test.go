@@ -1,12 +1,16 @@
 package metrics
 
 import (
+	"io"
 	"maps"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+	compbasemetrics "k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/testutil"
 )
 
 // TestSeries pins the name, type and labels of every agent metric of this
@@ -43,6 +47,9 @@ func TestSeries(t *testing.T) {
 			continue
 		}
 		got[mf.GetName()] = describe(mf)
+		if !strings.HasPrefix(mf.GetHelp(), "[ALPHA] ") {
+			t.Errorf("%s: help %q, want it marked ALPHA", mf.GetName(), mf.GetHelp())
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(want)) {
 		if got[name] != want[name] {
@@ -106,4 +113,45 @@ func TestBatchBuckets(t *testing.T) {
 		return
 	}
 	t.Fatal("no flowscope_agent_ingest_batch_seconds")
+}
+
+func TestStoreBytes(t *testing.T) {
+	reg := compbasemetrics.NewKubeRegistry()
+	reg.RawMustRegister(NewStoreBytes(func() float64 { return 4096 }))
+	want := `# HELP flowscope_agent_store_bytes [ALPHA] Bytes on disk of the flow store (LSM tree and value log).
+# TYPE flowscope_agent_store_bytes gauge
+flowscope_agent_store_bytes 4096
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "flowscope_agent_store_bytes"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestWatchersSub(t *testing.T) {
+	before, err := testutil.GetGaugeMetricValue(Watchers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Watchers.Add(3)
+	Watchers.Sub(2)
+	if after, _ := testutil.GetGaugeMetricValue(Watchers); after-before != 1 {
+		t.Errorf("watchers went from %v to %v, want one more", before, after)
+	}
+	Watchers.Dec()
+}
+
+func TestHandler(t *testing.T) {
+	FlowsIngested.Add(0)
+	rec := httptest.NewRecorder()
+	Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, line := range []string{
+		"# TYPE flowscope_agent_flows_ingested_total counter",
+		"# TYPE go_goroutines gauge",
+		"# TYPE process_cpu_seconds_total counter",
+	} {
+		if !strings.Contains(string(body), line+"\n") {
+			t.Errorf("/metrics has no line %q", line)
+		}
+	}
 }
