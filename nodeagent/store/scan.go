@@ -1,7 +1,6 @@
 package store
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowcodec"
 	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/minheap"
 )
 
 // window is a TimeScan in nanoseconds.
@@ -177,19 +177,8 @@ func (c *cursor) record() (Record, error) {
 	return Record{RV: c.cur.rv, Flow: f}, nil
 }
 
-// cursors is a heap of cursors by their current flow's list position.
-type cursors []*cursor
-
-func (h cursors) Len() int           { return len(h) }
-func (h cursors) Less(i, j int) bool { return h[i].cur.compare(h[j].cur) < 0 }
-func (h cursors) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *cursors) Push(x any)        { *h = append(*h, x.(*cursor)) }
-func (h *cursors) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return c
-}
+// cursorBefore orders cursors by their current flow.
+func cursorBefore(a, b *cursor) bool { return a.cur.compare(b.cur) < 0 }
 
 // scanBlocks calls fn, in list order, for the flows of q's window in the
 // blocks of one range: the catalog (prefix "k", every flow) or one index
@@ -200,7 +189,7 @@ func scanBlocks(txn *badger.Txn, prefix []byte, also [][]byte, w window, fn func
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))
-	var h cursors
+	h := minheap.New(cursorBefore, nil)
 	var pending *cursor
 	for {
 		for {
@@ -214,7 +203,7 @@ func scanBlocks(txn *badger.Txn, prefix []byte, also [][]byte, w window, fn func
 				}
 				pending = c
 			}
-			if len(h) > 0 && pending.minTime > h[0].cur.time {
+			if h.Len() > 0 && pending.minTime > h.Min().cur.time {
 				break
 			}
 			ok, err := pending.advance(w)
@@ -222,14 +211,14 @@ func scanBlocks(txn *badger.Txn, prefix []byte, also [][]byte, w window, fn func
 				return err
 			}
 			if ok {
-				heap.Push(&h, pending)
+				h.Push(pending)
 			}
 			pending = nil
 		}
-		if len(h) == 0 {
+		if h.Len() == 0 {
 			return nil
 		}
-		c := h[0]
+		c := h.Min()
 		r, err := c.record()
 		if err != nil {
 			return err
@@ -242,9 +231,9 @@ func scanBlocks(txn *badger.Txn, prefix []byte, also [][]byte, w window, fn func
 			return err
 		}
 		if ok {
-			heap.Fix(&h, 0)
+			h.FixMin()
 		} else {
-			heap.Pop(&h)
+			h.Pop()
 		}
 	}
 }

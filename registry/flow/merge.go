@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"container/heap"
 	"context"
 	"time"
 
@@ -9,6 +8,7 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/minheap"
 )
 
 // acquireList takes one of the MaxConcurrentLists slots, waiting at most
@@ -42,40 +42,28 @@ func (r *REST) acquireList(ctx context.Context) (release func(), err error) {
 // so a page of limit flows costs O(limit log pages) whatever the number of
 // agents. truncated tells whether flows were left out.
 func mergePages(pages [][]v1alpha1.Flow, limit int64) (flows []v1alpha1.Flow, truncated bool) {
-	h := make(pageHeap, 0, len(pages))
+	heads := make([][]v1alpha1.Flow, 0, len(pages))
 	total := 0
 	for _, p := range pages {
 		if len(p) > 0 {
-			h = append(h, p)
+			heads = append(heads, p)
 			total += len(p)
 		}
 	}
 	if limit > 0 && int64(total) > limit {
 		total, truncated = int(limit), true
 	}
-	heap.Init(&h)
+	// What is left of each agent's page, by its first flow.
+	h := minheap.New(func(a, b []v1alpha1.Flow) bool { return flowfilter.CompareFlows(&a[0], &b[0]) < 0 }, heads)
 	flows = make([]v1alpha1.Flow, 0, total)
 	for len(flows) < total {
-		flows = append(flows, h[0][0])
-		if h[0] = h[0][1:]; len(h[0]) == 0 {
-			heap.Pop(&h)
+		p := h.Min()
+		flows = append(flows, p[0])
+		if p = p[1:]; len(p) == 0 {
+			h.Pop()
 		} else {
-			heap.Fix(&h, 0)
+			h.ReplaceMin(p)
 		}
 	}
 	return flows, truncated
-}
-
-// pageHeap orders what is left of each agent's page by its first flow.
-type pageHeap [][]v1alpha1.Flow
-
-func (h pageHeap) Len() int           { return len(h) }
-func (h pageHeap) Less(i, j int) bool { return flowfilter.CompareFlows(&h[i][0], &h[j][0]) < 0 }
-func (h pageHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *pageHeap) Push(x any)        { *h = append(*h, x.([]v1alpha1.Flow)) }
-func (h *pageHeap) Pop() any {
-	old := *h
-	p := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return p
 }

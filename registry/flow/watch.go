@@ -243,7 +243,7 @@ func (w *mergedWatch) advance(ctx context.Context, progressed <-chan struct{}) <
 // watermarks unasked only as a heartbeat (--progress-interval), so a quiet
 // cluster costs no messages and a flow waits about one round trip.
 func (w *mergedWatch) askProgress() {
-	first := w.merge.pending[0].rv
+	first := w.merge.pending.Min().rv
 	for _, s := range w.sources {
 		if s.live && s.place.mark < first {
 			s.agent.AskProgress(first)

@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"container/heap"
 	"fmt"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/minheap"
 )
 
 // Reasons a watch ended early, the label of watchesEnded.
@@ -48,7 +48,7 @@ func init() {
 
 // merger orders the agents' flows by version behind their watermarks.
 type merger struct {
-	pending flowHeap
+	pending minheap.Heap[pendingFlow]
 	sources map[string]*source
 	// released is the watch's position: every flow at or below it from
 	// every agent not excluded has been released, and nothing above it.
@@ -64,7 +64,7 @@ type source struct {
 }
 
 func newMerger(from uint64, maxLag time.Duration) *merger {
-	return &merger{sources: map[string]*source{}, released: from, maxLag: maxLag}
+	return &merger{pending: minheap.New(pendingBefore, nil), sources: map[string]*source{}, released: from, maxLag: maxLag}
 }
 
 // join adds an agent at the released position and returns its place, for
@@ -104,7 +104,7 @@ func (m *merger) add(node string, e *agentwire.Event, now time.Time) error {
 				"flow %d of node %s arrived after the watch had passed resourceVersion %d, since the agent lagged and was left behind; list again",
 				e.RV, node, m.released))
 		}
-		heap.Push(&m.pending, pendingFlow{rv: e.RV, flow: e.Flow, deleted: e.Type == agentwire.Deleted})
+		m.pending.Push(pendingFlow{rv: e.RV, flow: e.Flow, deleted: e.Type == agentwire.Deleted})
 	}
 	s.mark = max(s.mark, e.RV)
 	if s.excluded {
@@ -131,8 +131,8 @@ func (m *merger) release(now time.Time) []watch.Event {
 		}
 	}
 	var out []watch.Event
-	for m.pending.Len() > 0 && (!held || m.pending[0].rv <= wm) {
-		p := heap.Pop(&m.pending).(pendingFlow)
+	for m.pending.Len() > 0 && (!held || m.pending.Min().rv <= wm) {
+		p := m.pending.Pop()
 		e := watch.Event{Type: watch.Added, Object: p.flow}
 		if p.deleted {
 			e.Type = watch.Deleted
@@ -163,21 +163,10 @@ type pendingFlow struct {
 	deleted bool
 }
 
-// flowHeap orders pending flows by version, then node.
-type flowHeap []pendingFlow
-
-func (h flowHeap) Len() int { return len(h) }
-func (h flowHeap) Less(i, j int) bool {
-	if h[i].rv != h[j].rv {
-		return h[i].rv < h[j].rv
+// pendingBefore orders pending flows by version, then node.
+func pendingBefore(a, b pendingFlow) bool {
+	if a.rv != b.rv {
+		return a.rv < b.rv
 	}
-	return h[i].flow.NodeName < h[j].flow.NodeName
-}
-func (h flowHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *flowHeap) Push(x any)   { *h = append(*h, x.(pendingFlow)) }
-func (h *flowHeap) Pop() any {
-	old := *h
-	p := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return p
+	return a.flow.NodeName < b.flow.NodeName
 }
