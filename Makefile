@@ -76,19 +76,19 @@ verify-codegen: ## Fail if generated code is stale.
 	hack/verify-codegen.sh
 
 # The Go modules of the repository: the root one and the tools' own.
-TOOL_MODULES := hack/tools hack/tools/layercheck
+TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks
 
 .PHONY: verify
-verify: verify-gofmt verify-vet verify-mod verify-layers verify-shellcheck verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, shellcheck, generated code.
+verify: verify-gofmt verify-vet verify-mod verify-layers verify-shellcheck lint verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, shellcheck, lint, generated code.
 
 .PHONY: verify-gofmt
 verify-gofmt: ## Fail if a Go file is not gofmt'ed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
 .PHONY: verify-vet
-verify-vet: ## go vet the module and the layering checker.
+verify-vet: ## go vet the module and the repository's checkers (hack/tools/checks).
 	$(GO) vet ./...
-	GOWORK=off $(GO) -C hack/tools/layercheck vet ./...
+	GOWORK=off $(GO) -C hack/tools/checks vet ./...
 
 .PHONY: verify-mod
 verify-mod: ## Fail if go.mod or go.sum of any module is not tidy.
@@ -98,6 +98,10 @@ verify-mod: ## Fail if go.mod or go.sum of any module is not tidy.
 .PHONY: verify-layers
 verify-layers: ## Fail if an import crosses a layer (rules: hack/layers.txt).
 	hack/verify-layers.sh
+
+.PHONY: lint
+lint: ## golangci-lint (.golangci.yml; new findings fail, known ones are in hack/lint-baseline.txt) and logcheck.
+	hack/verify-lint.sh
 
 .PHONY: verify-shellcheck
 verify-shellcheck: ## shellcheck hack/**/*.sh and .ci/run (installs shellcheck from Debian if missing).

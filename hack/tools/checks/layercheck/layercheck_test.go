@@ -115,7 +115,7 @@ func TestParseRulesErrors(t *testing.T) {
 		{"!a !-> b", "layers.txt:1: !-> needs a pattern that is not an exclusion on each side"},
 		{"g =", "layers.txt:1: group g is empty"},
 		{"g = a\ng = b", "layers.txt:2: group g is defined twice"},
-		{"a/b... !-> c", `layers.txt:1: bad pattern "a/b...": want x, x/... or ...`},
+		{"a/b... !-> c", `layers.txt:1: bad pattern "a/b..." (want x, x/... or ...)`},
 		{"g = a !b\n... !g !-> c", "layers.txt:2: !g: group g has exclusions of its own"},
 	} {
 		_, err := parseRules("layers.txt", strings.NewReader(tc.rules))

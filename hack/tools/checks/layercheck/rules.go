@@ -163,7 +163,7 @@ func expand(tokens []string, groups map[string][]string) ([]string, error) {
 			if strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.Contains(name, "//") ||
 				(strings.Contains(name, "...") && name != "..." && !strings.HasSuffix(name, "/...")) ||
 				strings.Count(name, "...") > 1 {
-				return nil, fmt.Errorf("bad pattern %q: want x, x/... or ...", name)
+				return nil, fmt.Errorf("bad pattern %q (want x, x/... or ...)", name)
 			}
 			out = append(out, t)
 			continue

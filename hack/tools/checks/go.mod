@@ -1,0 +1,3 @@
+module flowscope.io/flowscope/hack/tools/checks
+
+go 1.26.0

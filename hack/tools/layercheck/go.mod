@@ -1,3 +1,0 @@
-module flowscope.io/flowscope/hack/tools/layercheck
-
-go 1.26.0
