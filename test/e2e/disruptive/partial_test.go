@@ -1,15 +1,23 @@
 package disruptive
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testDeadAgentGivesPartialResultsWithWarning kills node-b's agent, lists
 // across both nodes, and restarts the agent.
 func testDeadAgentGivesPartialResultsWithWarning(t *testing.T) {
 	seedBase(t)
+	waitReplayed(t, "node-b")
 	restart := sys.Kill(t, "agent-node-b")
 	out, stderr, err := kubectlAs("", "get", "flows", "-A", "-o", "jsonpath={range .items[*]}{.l4.sourcePort}{\"\\n\"}{end}")
 	if err != nil {
@@ -38,4 +46,33 @@ func testDeadAgentGivesPartialResultsWithWarning(t *testing.T) {
 	if err != nil || !slices.Contains(got, 40002) {
 		t.Errorf("after the restart node-b lists %v, %v", got, err)
 	}
+}
+
+// waitReplayed waits until a node's agent has stored every line of its
+// replay file and checkpointed past them. A kill then makes it read none
+// of them again, and store none twice (see testKillDuringHeavyIngest): a
+// test after it may list the seeds and find each once.
+func waitReplayed(t *testing.T, node string) {
+	t.Helper()
+	file := filepath.Join(sys.Out, "replay", node+".jsonl")
+	checkpoint := filepath.Join(sys.Out, "agents", node, "replay.checkpoint")
+	eventually(t, 30*time.Second, node+"'s replay checkpoint to reach the end of its file", func() (bool, string) {
+		info, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cp struct {
+			Offset int64 `json:"offset"`
+		}
+		raw, err := os.ReadFile(checkpoint)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, "no checkpoint yet"
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &cp); err != nil {
+			t.Fatalf("checkpoint %s: %v", raw, err)
+		}
+		return cp.Offset == info.Size(), fmt.Sprintf("checkpoint at %d of %d", cp.Offset, info.Size())
+	})
 }
