@@ -33,8 +33,17 @@ test: build tools ## Unit, integration and end-to-end tests.
 	$(GO) test ./... -count=1 -timeout 40m
 
 .PHONY: test-unit
-test-unit: ## Unit tests only (no local cluster).
-	$(GO) test -short ./... -count=1
+test-unit: ## Unit tests only (no local cluster), with the race detector; also the checkers' own tests.
+	$(GO) test -race -short ./... -count=1 -timeout 30m
+	GOWORK=off $(GO) -C hack/tools/checks test -race ./... -count=1
+
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## Run every fuzz target of the module for FUZZTIME (10s) each (hack/fuzz.sh).
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+.PHONY: test-fuzz
+test-fuzz: fuzz ## Same as fuzz.
 
 .PHONY: test-e2e
 test-e2e: build tools ## End-to-end tests against a local system started by the suite.
