@@ -15,9 +15,9 @@ import (
 )
 
 // A session carries every watch this server has on one agent over one
-// stream (see agentwire.SessionRequest): the agent sends one watermark per
-// tick for all of them, and each flow once, tagged with the subscriptions
-// that select it. The session receives in one goroutine and hands each
+// Feed call (see agentwire.FeedRequest), reopened when it breaks: the
+// agent sends one watermark per tick for all of them, and each flow once,
+// tagged with the subscriptions that select it. The session receives in one goroutine and hands each
 // subscription's events to its inbox without ever blocking on a watch; the
 // watermark is kept in an atomic that a watch reads before draining its
 // inboxes, so a watermark it reads never passes a flow still on its way.
@@ -123,8 +123,8 @@ func (s *session) subscribe(ctx context.Context, filter flowfilter.Filter, from 
 	return sub
 }
 
-func (sub *Subscription) request() *agentwire.SessionRequest {
-	return &agentwire.SessionRequest{ID: sub.id, Filter: sub.filter, FromRV: sub.pos}
+func (sub *Subscription) request() *agentwire.FeedRequest {
+	return &agentwire.FeedRequest{ID: sub.id, Filter: sub.filter, FromRV: sub.pos}
 }
 
 // Cancel ends the subscription; events on their way are dropped.
@@ -137,7 +137,7 @@ func (sub *Subscription) Cancel() {
 	}
 	delete(s.subs, sub.id)
 	if s.out != nil {
-		s.out.enqueue(&agentwire.SessionRequest{ID: sub.id, Cancel: true})
+		s.out.enqueue(&agentwire.FeedRequest{ID: sub.id, Cancel: true})
 	}
 }
 
@@ -181,13 +181,13 @@ func (s *session) run(ctx context.Context) {
 	}
 }
 
-// serve runs one stream until it breaks. Every subscription then gets a
+// serve runs one Feed call until it breaks. Every subscription then gets a
 // Reset, so its watch stops applying the watermark to it until it has
 // caught up again on the next stream.
 func (s *session) serve(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := s.client.Session(sctx)
+	stream, err := s.client.Feed(sctx)
 	if err != nil {
 		return err
 	}
@@ -215,12 +215,12 @@ func (s *session) serve(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if status.Code(err) == codes.ResourceExhausted {
-		klog.InfoS("Agent ended the session: this server fell behind its flows; resubscribing", "node", s.node)
+		klog.InfoS("Agent ended the session's feed: this server fell behind its flows; resubscribing", "node", s.node)
 	}
 	return err
 }
 
-func (s *session) receive(stream *agentwire.SessionClient) error {
+func (s *session) receive(stream *agentwire.FeedClient) error {
 	for {
 		e, err := stream.Recv()
 		if err != nil {
@@ -273,21 +273,21 @@ const (
 // sender writes a stream's requests in order from one goroutine, so that
 // subscribing never waits on the network, and asks for watermarks.
 type sender struct {
-	stream  *agentwire.SessionClient
+	stream  *agentwire.FeedClient
 	session *session
 	mu      sync.Mutex
-	queue   []*agentwire.SessionRequest
+	queue   []*agentwire.FeedRequest
 	ready   chan struct{}
 
 	asked   uint64
 	askedAt time.Time
 }
 
-func newSender(stream *agentwire.SessionClient, s *session) *sender {
+func newSender(stream *agentwire.FeedClient, s *session) *sender {
 	return &sender{stream: stream, session: s, ready: make(chan struct{}, 1)}
 }
 
-func (o *sender) enqueue(req *agentwire.SessionRequest) {
+func (o *sender) enqueue(req *agentwire.FeedRequest) {
 	o.mu.Lock()
 	o.queue = append(o.queue, req)
 	o.mu.Unlock()
@@ -346,7 +346,7 @@ func (o *sender) ask(now time.Time) (time.Duration, error) {
 		return next.Sub(now), nil
 	}
 	o.asked, o.askedAt = wanted, now
-	return reaskInterval, o.stream.Send(&agentwire.SessionRequest{Progress: wanted})
+	return reaskInterval, o.stream.Send(&agentwire.FeedRequest{Progress: wanted})
 }
 
 // Watermark returns the agent's last watermark: every subscription that
@@ -390,7 +390,7 @@ func (s *session) poke() {
 }
 
 // Subscribe subscribes to the agent's flows that filter selects after
-// from (see agentwire.SessionRequest for the order of events). Up to limit
+// from (see agentwire.FeedRequest for the order of events). Up to limit
 // flows wait for Take; notify is signalled, without blocking, when events
 // arrive.
 func (a *Agent) Subscribe(filter flowfilter.Filter, from uint64, limit int, notify chan<- struct{}) *Subscription {

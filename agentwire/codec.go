@@ -41,8 +41,8 @@ import (
 // ListRequest: filter, snapshotRV uv, after opt cursor, limit zz.
 // ListResponse: snapshotRV uv, more bool, uv n, n flows.
 // GetRequest: rv uv, namespace str. GetResponse: flow.
-// SessionRequest: id uv, cancel bool, filter, fromRV uv, progress uv.
-// SessionEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
+// FeedRequest: id uv, cancel bool, filter, fromRV uv, progress uv.
+// FeedEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
 // message str.
 const WireVersion = 1
 
@@ -50,14 +50,16 @@ const WireVersion = 1
 var ErrWire = errors.New("malformed agent API message")
 
 // Kinds 5 and 6 were WatchRequest and WatchEvent, the messages of the
-// per-watch Watch call that sessions replaced; they are not reused.
+// per-watch Watch call that the Feed replaced; they are not reused. Kinds
+// 7 and 8 are FeedRequest and FeedEvent, named SessionRequest and
+// SessionEvent, in the same encoding, when the call was named Session.
 const (
 	kindListRequest    byte = 1
 	kindListResponse   byte = 2
 	kindGetRequest     byte = 3
 	kindGetResponse    byte = 4
-	kindSessionRequest byte = 7
-	kindSessionEvent   byte = 8
+	kindFeedRequest byte = 7
+	kindFeedEvent   byte = 8
 )
 
 var eventTypes = []EventType{Added, Deleted, Progress, CaughtUp, Ended}
@@ -100,15 +102,15 @@ func (Codec) Marshal(v any) ([]byte, error) {
 	case *GetResponse:
 		e.header(kindGetResponse)
 		e.flow(&m.Flow)
-	case *SessionRequest:
-		e.header(kindSessionRequest)
+	case *FeedRequest:
+		e.header(kindFeedRequest)
 		e.uvarint(m.ID)
 		e.bool(m.Cancel)
 		e.filter(&m.Filter)
 		e.uvarint(m.FromRV)
 		e.uvarint(m.Progress)
-	case *SessionEvent:
-		e.header(kindSessionEvent)
+	case *FeedEvent:
+		e.header(kindFeedEvent)
 		e.eventType(m.Type)
 		e.uvarint(m.RV)
 		e.uvarint(uint64(len(m.IDs)))
@@ -167,17 +169,17 @@ func (Codec) Unmarshal(data []byte, v any) error {
 		*m = GetResponse{}
 		d.header(kindGetResponse)
 		d.flow(&m.Flow)
-	case *SessionRequest:
-		*m = SessionRequest{}
-		d.header(kindSessionRequest)
+	case *FeedRequest:
+		*m = FeedRequest{}
+		d.header(kindFeedRequest)
 		m.ID = d.uvarint()
 		m.Cancel = d.bool()
 		d.filter(&m.Filter)
 		m.FromRV = d.uvarint()
 		m.Progress = d.uvarint()
-	case *SessionEvent:
-		*m = SessionEvent{}
-		d.header(kindSessionEvent)
+	case *FeedEvent:
+		*m = FeedEvent{}
+		d.header(kindFeedEvent)
 		m.Type = d.eventType()
 		m.RV = d.uvarint()
 		if n := d.count(1); n > 0 {

@@ -28,14 +28,14 @@ func messages(tb testing.TB) []any {
 		&agentwire.ListResponse{},
 		&agentwire.GetRequest{RV: 7, Namespace: "shop"},
 		&agentwire.GetResponse{Flow: flows[0]},
-		&agentwire.SessionRequest{ID: 7, Filter: filter, FromRV: 42},
-		&agentwire.SessionRequest{ID: 7, Cancel: true},
-		&agentwire.SessionRequest{Progress: 1772442000000123},
-		&agentwire.SessionEvent{Type: agentwire.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
-		&agentwire.SessionEvent{Type: agentwire.Deleted, RV: 47, IDs: []uint64{300}, Flow: &flows[1]},
-		&agentwire.SessionEvent{Type: agentwire.Progress, RV: 46},
-		&agentwire.SessionEvent{Type: agentwire.CaughtUp, RV: 46, IDs: []uint64{7}},
-		&agentwire.SessionEvent{Type: agentwire.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
+		&agentwire.FeedRequest{ID: 7, Filter: filter, FromRV: 42},
+		&agentwire.FeedRequest{ID: 7, Cancel: true},
+		&agentwire.FeedRequest{Progress: 1772442000000123},
+		&agentwire.FeedEvent{Type: agentwire.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
+		&agentwire.FeedEvent{Type: agentwire.Deleted, RV: 47, IDs: []uint64{300}, Flow: &flows[1]},
+		&agentwire.FeedEvent{Type: agentwire.Progress, RV: 46},
+		&agentwire.FeedEvent{Type: agentwire.CaughtUp, RV: 46, IDs: []uint64{7}},
+		&agentwire.FeedEvent{Type: agentwire.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
 	}
 }
 
@@ -50,10 +50,10 @@ func newOf(m any) any {
 		return new(agentwire.GetRequest)
 	case *agentwire.GetResponse:
 		return new(agentwire.GetResponse)
-	case *agentwire.SessionRequest:
-		return new(agentwire.SessionRequest)
-	case *agentwire.SessionEvent:
-		return new(agentwire.SessionEvent)
+	case *agentwire.FeedRequest:
+		return new(agentwire.FeedRequest)
+	case *agentwire.FeedEvent:
+		return new(agentwire.FeedEvent)
 	}
 	panic("unknown message type")
 }
@@ -114,10 +114,10 @@ func TestCodecRejects(t *testing.T) {
 			}
 		})
 	}
-	if _, err := (agentwire.Codec{}).Marshal(&agentwire.SessionEvent{Type: "BOGUS"}); err == nil {
+	if _, err := (agentwire.Codec{}).Marshal(&agentwire.FeedEvent{Type: "BOGUS"}); err == nil {
 		t.Error("encoded an unknown event type")
 	}
-	// Event travels inside SessionEvent only.
+	// Event travels inside FeedEvent only.
 	if _, err := (agentwire.Codec{}).Marshal(&agentwire.Event{Type: agentwire.Progress}); err == nil {
 		t.Error("encoded an Event")
 	}
@@ -128,7 +128,7 @@ func TestCodecRejects(t *testing.T) {
 // different releases never misread each other's messages.
 func TestCodecKinds(t *testing.T) {
 	want := map[string]byte{"*agentwire.ListRequest": 1, "*agentwire.ListResponse": 2, "*agentwire.GetRequest": 3,
-		"*agentwire.GetResponse": 4, "*agentwire.SessionRequest": 7, "*agentwire.SessionEvent": 8}
+		"*agentwire.GetResponse": 4, "*agentwire.FeedRequest": 7, "*agentwire.FeedEvent": 8}
 	for _, m := range messages(t) {
 		b, err := agentwire.Codec{}.Marshal(m)
 		if err != nil {

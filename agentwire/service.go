@@ -13,15 +13,15 @@ const serviceName = "flowscope.agent.v1alpha1.Agent"
 type Server interface {
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Get(context.Context, *GetRequest) (*GetResponse, error)
-	// Session serves a session (see SessionRequest) until the stream ends.
-	Session(SessionStream) error
+	// Feed serves a Feed call (see FeedRequest) until the stream ends.
+	Feed(FeedStream) error
 }
 
-// SessionStream is the agent's side of a session.
-type SessionStream interface {
+// FeedStream is the agent's end of a Feed call.
+type FeedStream interface {
 	Context() context.Context
-	Send(*SessionEvent) error
-	Recv() (*SessionRequest, error)
+	Send(*FeedEvent) error
+	Recv() (*FeedRequest, error)
 }
 
 // ServerOptions returns the gRPC server options the service needs.
@@ -50,7 +50,7 @@ var serviceDesc = grpc.ServiceDesc{
 		{MethodName: "Get", Handler: unary("Get", func(s Server, ctx context.Context, r *GetRequest) (any, error) { return s.Get(ctx, r) })},
 	},
 	Streams: []grpc.StreamDesc{
-		{StreamName: "Session", ServerStreams: true, ClientStreams: true, Handler: sessionHandler},
+		{StreamName: "Feed", ServerStreams: true, ClientStreams: true, Handler: feedHandler},
 	},
 }
 
@@ -70,20 +70,20 @@ func unary[Req any](method string, call func(Server, context.Context, *Req) (any
 	}
 }
 
-type sessionServerStream struct{ grpc.ServerStream }
+type feedServerStream struct{ grpc.ServerStream }
 
-func (s sessionServerStream) Send(e *SessionEvent) error { return s.SendMsg(e) }
+func (s feedServerStream) Send(e *FeedEvent) error { return s.SendMsg(e) }
 
-func (s sessionServerStream) Recv() (*SessionRequest, error) {
-	req := new(SessionRequest)
+func (s feedServerStream) Recv() (*FeedRequest, error) {
+	req := new(FeedRequest)
 	if err := s.RecvMsg(req); err != nil {
 		return nil, err
 	}
 	return req, nil
 }
 
-func sessionHandler(srv any, stream grpc.ServerStream) error {
-	return srv.(Server).Session(sessionServerStream{stream})
+func feedHandler(srv any, stream grpc.ServerStream) error {
+	return srv.(Server).Feed(feedServerStream{stream})
 }
 
 // Client calls one agent.
@@ -117,27 +117,27 @@ func (c *Client) Get(ctx context.Context, req *GetRequest) (*GetResponse, error)
 	return resp, nil
 }
 
-// SessionClient is the aggregated server's side of a session. Send and
+// FeedClient is the aggregated server's end of a Feed call. Send and
 // Recv may be called from different goroutines, each from one at a time.
-type SessionClient struct{ stream grpc.ClientStream }
+type FeedClient struct{ stream grpc.ClientStream }
 
 // Send sends a request.
-func (s *SessionClient) Send(req *SessionRequest) error { return s.stream.SendMsg(req) }
+func (s *FeedClient) Send(req *FeedRequest) error { return s.stream.SendMsg(req) }
 
 // Recv returns the next event.
-func (s *SessionClient) Recv() (*SessionEvent, error) {
-	e := new(SessionEvent)
+func (s *FeedClient) Recv() (*FeedEvent, error) {
+	e := new(FeedEvent)
 	if err := s.stream.RecvMsg(e); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// Session opens a session; cancel ctx to end it.
-func (c *Client) Session(ctx context.Context) (*SessionClient, error) {
-	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[0], "/"+serviceName+"/Session")
+// Feed opens a Feed call; cancel ctx to end it.
+func (c *Client) Feed(ctx context.Context) (*FeedClient, error) {
+	stream, err := c.conn.NewStream(ctx, &serviceDesc.Streams[0], "/"+serviceName+"/Feed")
 	if err != nil {
 		return nil, err
 	}
-	return &SessionClient{stream: stream}, nil
+	return &FeedClient{stream: stream}, nil
 }

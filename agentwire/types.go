@@ -48,7 +48,7 @@ type GetResponse struct {
 	Flow v1alpha1.Flow `json:"flow"`
 }
 
-// EventType is the kind of a watch or session event.
+// EventType is the kind of a watch or feed event.
 type EventType string
 
 // Watch event types.
@@ -62,25 +62,25 @@ const (
 	Progress EventType = "PROGRESS"
 )
 
-// Event is one event of one subscription: what the agent's hub hands a
-// session, what the aggregated server's session hands a watch, and what
-// the watch merges. It is not a message of its own on the wire, where a
-// SessionEvent carries it.
+// Event is one event of one subscription: what the agent's hub hands the
+// agent's end of a Feed, what the aggregated server's session hands a
+// watch, and what the watch merges. It is not a message of its own on the
+// wire, where a FeedEvent carries it.
 type Event struct {
 	Type EventType      `json:"type"`
 	RV   uint64         `json:"rv"`
 	Flow *v1alpha1.Flow `json:"flow,omitempty"`
 	// Err says why an ENDED subscription ended; the aggregated server's
-	// side of a session sets it from the event's gRPC code and message.
+	// session sets it from the event's gRPC code and message.
 	Err error `json:"-"`
 }
 
-// A session carries every watch one aggregated server has on one agent over
-// a single stream, so that the agent sends one watermark per tick for all
-// of them rather than one per watch, and a flow that several watches select
-// once, tagged with their subscription IDs.
+// The Feed call carries every watch one aggregated server has on one agent
+// over a single stream, so that the agent sends one watermark per tick for
+// all of them rather than one per watch, and a flow that several watches
+// select once, tagged with their subscription IDs.
 //
-// The server sends SessionRequests: subscribe ID to Filter from FromRV, or
+// The server sends FeedRequests: subscribe ID to Filter from FromRV, or
 // cancel ID. For each subscription the agent sends, in this order, the
 // flows after FromRV already in its store (ADDED, tagged with that ID
 // only), then CAUGHT_UP with a version R: every flow the subscription
@@ -90,11 +90,11 @@ type Event struct {
 // at or below W. A subscription that fails gets ENDED with a gRPC code and
 // message; IDs the agent does not know are ignored, so a cancel may cross
 // events in flight. If the server falls behind the agent's buffer, the
-// agent ends the whole session with ResourceExhausted; the server opens a
-// new one and resubscribes from the last versions it received.
+// agent ends the whole Feed with ResourceExhausted; the server opens a new
+// one and resubscribes from the last versions it received.
 
-// SessionRequest is one message from the aggregated server in a session.
-type SessionRequest struct {
+// FeedRequest is one message from the aggregated server on a Feed.
+type FeedRequest struct {
 	ID uint64 `json:"id"`
 	// Cancel ends subscription ID; the other fields are then unused.
 	Cancel bool              `json:"cancel,omitempty"`
@@ -108,22 +108,22 @@ type SessionRequest struct {
 	Progress uint64 `json:"progress,omitempty"`
 }
 
-// Session event types, beyond Added, Deleted and Progress.
+// Feed event types, beyond Added, Deleted and Progress.
 const (
 	// CaughtUp ends a subscription's replay from the store: every flow it
 	// selects at or below RV has been sent, and it is live from now on.
 	CaughtUp EventType = "CAUGHT_UP"
 	// Ended ends a subscription with Code and Message.
 	Ended EventType = "ENDED"
-	// Reset never goes over the wire: the aggregated server's side of a
-	// session says with it that the stream broke, and that the
-	// subscription replays from its last position and is not live until
-	// its next CAUGHT_UP.
+	// Reset never goes over the wire: the aggregated server's session
+	// says with it that its Feed broke, and that the subscription
+	// replays from its last position and is not live until its next
+	// CAUGHT_UP.
 	Reset EventType = "RESET"
 )
 
-// SessionEvent is one message from the agent in a session.
-type SessionEvent struct {
+// FeedEvent is one message from the agent on a Feed.
+type FeedEvent struct {
 	Type EventType `json:"type"`
 	RV   uint64    `json:"rv"`
 	// IDs are the subscriptions the event is for: every subscription that

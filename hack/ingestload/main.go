@@ -241,7 +241,7 @@ func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
 		return &got
 	}
 	namespaces := []string{"shop", "payments", "monitoring", "kube-system"}
-	sess := h.SubscribeSession()
+	sess := h.Listen()
 	for i := range n {
 		f := flowfilter.Filter{Namespace: namespaces[i%len(namespaces)]}
 		m, err := f.Compile()

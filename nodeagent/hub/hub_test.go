@@ -40,24 +40,24 @@ func changed(h *Hub) bool {
 	}
 }
 
-// TestSessionTagsEachFlowOnce: a session receives each flow it selects
+// TestListenerTagsEachFlowOnce: a listener receives each flow it selects
 // once, with the IDs of its subscriptions that select it, in order with
-// the watermarks; every session's filters count as the hub's.
-func TestSessionTagsEachFlowOnce(t *testing.T) {
+// the watermarks; every listener's filters count as the hub's.
+func TestListenerTagsEachFlowOnce(t *testing.T) {
 	h := New(16)
 	shop, all := flowfilter.Filter{Namespace: "shop"}, flowfilter.Filter{}
-	s := h.SubscribeSession()
-	defer s.Close()
+	l := h.Listen()
+	defer l.Close()
 	changed(h)
 	if h.Active() || len(h.Filters()) != 0 {
-		t.Errorf("an empty session is active or has filters")
+		t.Errorf("an empty listener is active or has filters")
 	}
-	s.Add(9, shop, compile(t, shop))
-	s.Add(2, all, compile(t, all))
+	l.Add(9, shop, compile(t, shop))
+	l.Add(2, all, compile(t, all))
 	if !changed(h) || !h.Active() || len(h.Filters()) != 2 {
-		t.Errorf("adding to a session: changed, active or filters wrong: %v", h.Filters())
+		t.Errorf("adding to a listener: changed, active or filters wrong: %v", h.Filters())
 	}
-	other := h.SubscribeSession()
+	other := h.Listen()
 	defer other.Close()
 	other.Add(1, shop, compile(t, shop))
 	if len(h.Filters()) != 3 {
@@ -68,7 +68,7 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 	h.Progress(2)
 	var got []string
 	for range 3 {
-		e := <-s.Events()
+		e := <-l.Events()
 		ns := ""
 		if e.Flow != nil {
 			ns = e.Flow.Namespace
@@ -76,60 +76,60 @@ func TestSessionTagsEachFlowOnce(t *testing.T) {
 		got = append(got, fmt.Sprint(e.Type, " ", ns, " ", e.IDs))
 	}
 	if want := []string{"ADDED shop [2 9]", "ADDED payments [2]", "PROGRESS  []"}; !slices.Equal(got, want) {
-		t.Errorf("session events %q, want %q", got, want)
+		t.Errorf("listener events %q, want %q", got, want)
 	}
 	if e := <-other.Events(); e.Flow.Namespace != "shop" || !slices.Equal(e.IDs, []uint64{1}) {
-		t.Errorf("the other session got %v", e)
+		t.Errorf("the other listener got %v", e)
 	}
 	if e := <-other.Events(); e.Type != agentwire.Progress {
-		t.Errorf("the other session got %v", e)
+		t.Errorf("the other listener got %v", e)
 	}
 
 	changed(h)
-	s.Remove(2)
-	s.Remove(77)
+	l.Remove(2)
+	l.Remove(77)
 	if !changed(h) || len(h.Filters()) != 2 {
-		t.Errorf("removing from a session: filters %v", h.Filters())
+		t.Errorf("removing from a listener: filters %v", h.Filters())
 	}
 	h.Publish(recs("payments"))
 	select {
-	case e := <-s.Events():
+	case e := <-l.Events():
 		t.Errorf("event for no subscription: %v", e)
 	default:
 	}
 
-	// A session that ends takes its filters with it.
+	// A listener that ends takes its filters with it.
 	other.Close()
 	if !changed(h) || !h.Active() || len(h.Filters()) != 1 {
-		t.Errorf("after a session closed: active %v, filters %v", h.Active(), h.Filters())
+		t.Errorf("after a listener closed: active %v, filters %v", h.Active(), h.Filters())
 	}
-	s.Remove(9)
+	l.Remove(9)
 	if !changed(h) || h.Active() || len(h.Filters()) != 0 {
 		t.Errorf("after the last subscription left: active %v, filters %v", h.Active(), h.Filters())
 	}
 }
 
-// TestSessionCutOff: a session whose buffer overflows is cut off as a
+// TestListenerCutOff: a listener whose buffer overflows is cut off as a
 // whole, and leaves the hub.
-func TestSessionCutOff(t *testing.T) {
+func TestListenerCutOff(t *testing.T) {
 	h := New(2)
-	s := h.SubscribeSession()
+	l := h.Listen()
 	all := flowfilter.Filter{}
-	s.Add(1, all, compile(t, all))
+	l.Add(1, all, compile(t, all))
 	h.Progress(1)
 	h.Progress(2)
 	h.Progress(3) // skipped: the buffer is full
 	h.Publish(recs("shop"))
 	select {
-	case <-s.Done():
+	case <-l.Done():
 	default:
 		t.Fatal("not cut off")
 	}
-	if !errors.Is(s.Err(), ErrTooSlow) || h.Active() || len(h.Filters()) != 0 {
-		t.Errorf("after the cut-off: err %v, active %v, filters %v", s.Err(), h.Active(), h.Filters())
+	if !errors.Is(l.Err(), ErrTooSlow) || h.Active() || len(h.Filters()) != 0 {
+		t.Errorf("after the cut-off: err %v, active %v, filters %v", l.Err(), h.Active(), h.Filters())
 	}
-	s.Close()
-	if !errors.Is(s.Err(), ErrTooSlow) {
-		t.Errorf("Close changed the error to %v", s.Err())
+	l.Close()
+	if !errors.Is(l.Err(), ErrTooSlow) {
+		t.Errorf("Close changed the error to %v", l.Err())
 	}
 }

@@ -49,7 +49,7 @@ func TestDeparturesAnnounced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := h.SubscribeSession()
+	sess := h.Listen()
 	defer sess.Close()
 	sess.Add(1, shop, m)
 	ctx, cancel := context.WithCancel(context.Background())

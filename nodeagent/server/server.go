@@ -1,7 +1,7 @@
 // Package server serves the agent's store over gRPC (agentwire) to the
-// aggregated API server: list at a snapshot, get by name, and a session
-// that carries all of that server's watches, each from a resource version
-// with replay from the store.
+// aggregated API server: list at a snapshot, get by name, and a feed that
+// carries all of that server's watches, each from a resource version with
+// replay from the store.
 package server
 
 import (
@@ -33,7 +33,7 @@ type Service struct {
 	pipeline Pipeline
 	hub      *hub.Hub
 	now      func() time.Time
-	// stashLimit bounds the live events a session keeps for a subscription
+	// stashLimit bounds the live events a stream keeps for a subscription
 	// while it replays from the store; 0 means the hub's buffer.
 	stashLimit int
 }
@@ -64,7 +64,7 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 		return nil, status.Errorf(codes.OutOfRange, "too old resource version: %d (%d) on node %s; list again without continue or resourceVersion", req.SnapshotRV, oldest, s.node)
 	}
 	// Reserving first commits everything up to the snapshot and keeps later
-	// flows above it, so a session subscription from the snapshot sees
+	// flows above it, so a feed subscription from the snapshot sees
 	// exactly the rest.
 	snap, err := s.pipeline.Reserve(ctx, req.SnapshotRV)
 	if err != nil {

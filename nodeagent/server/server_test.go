@@ -102,8 +102,8 @@ func ports(flows []v1alpha1.Flow) []int32 {
 	return out
 }
 
-// TestErrors covers List and Get; TestSessionCancelAndErrors covers the
-// subscriptions of a session.
+// TestErrors covers List and Get; TestFeedCancelAndErrors covers the
+// subscriptions of a Feed.
 func TestErrors(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 16)
 	_, err := a.svc.List(context.Background(), &agentwire.ListRequest{Filter: flowfilter.Filter{FieldSelector: "spec.bogus=1"}})

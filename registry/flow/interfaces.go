@@ -28,7 +28,7 @@ type Agent interface {
 	List(context.Context, *agentwire.ListRequest) (*agentwire.ListResponse, error)
 	Get(context.Context, *agentwire.GetRequest) (*agentwire.GetResponse, error)
 	// Subscribe subscribes to the agent's flows that filter selects after
-	// from, in the order agentwire.SessionRequest describes. Up to limit
+	// from, in the order agentwire.FeedRequest describes. Up to limit
 	// flows wait for Take; notify is signalled, without blocking, when
 	// events arrive.
 	Subscribe(filter flowfilter.Filter, from uint64, limit int, notify chan<- struct{}) Subscription

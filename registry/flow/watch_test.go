@@ -265,7 +265,7 @@ var testProgress agentclient.Broadcast
 
 func (p *fakePool) Progressed() <-chan struct{} { return testProgress.Wait() }
 
-// fakeAgent is an agent's gRPC connection that serves sessions whose
+// fakeAgent is an agent's gRPC connection that serves Feed calls whose
 // events the test feeds by hand, per subscription.
 type fakeAgent struct {
 	agent Agent
@@ -283,8 +283,8 @@ func (f *fakeAgent) Invoke(_ context.Context, method string, _, _ any, _ ...grpc
 }
 
 func (f *fakeAgent) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
-	return &fakeSession{agent: f, ctx: ctx, subs: map[uint64]*fakeSub{},
-		events: make(chan *agentwire.SessionEvent, 16), broken: make(chan error, 1)}, nil
+	return &fakeFeed{agent: f, ctx: ctx, subs: map[uint64]*fakeSub{},
+		events: make(chan *agentwire.FeedEvent, 16), broken: make(chan error, 1)}, nil
 }
 
 // next returns the agent's next subscription.
@@ -299,20 +299,20 @@ func (f *fakeAgent) next(t testing.TB) *fakeSub {
 	}
 }
 
-// fakeSession is one session stream; unused grpc.ClientStream methods
+// fakeFeed is one Feed call; unused grpc.ClientStream methods
 // panic.
-type fakeSession struct {
+type fakeFeed struct {
 	grpc.ClientStream
 	agent  *fakeAgent
 	ctx    context.Context
 	mu     sync.Mutex
 	subs   map[uint64]*fakeSub
-	events chan *agentwire.SessionEvent
+	events chan *agentwire.FeedEvent
 	broken chan error
 }
 
-func (s *fakeSession) SendMsg(m any) error {
-	req := *m.(*agentwire.SessionRequest)
+func (s *fakeFeed) SendMsg(m any) error {
+	req := *m.(*agentwire.FeedRequest)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if req.Progress != 0 {
@@ -325,16 +325,16 @@ func (s *fakeSession) SendMsg(m any) error {
 		}
 		return nil
 	}
-	sub := &fakeSub{session: s, req: req, cancelled: make(chan struct{}), broken: s.broken}
+	sub := &fakeSub{feed: s, req: req, cancelled: make(chan struct{}), broken: s.broken}
 	s.subs[req.ID] = sub
 	s.agent.subs <- sub
 	return nil
 }
 
-func (s *fakeSession) RecvMsg(m any) error {
+func (s *fakeFeed) RecvMsg(m any) error {
 	select {
 	case e := <-s.events:
-		*m.(*agentwire.SessionEvent) = *e
+		*m.(*agentwire.FeedEvent) = *e
 		return nil
 	case err := <-s.broken:
 		return err
@@ -343,13 +343,13 @@ func (s *fakeSession) RecvMsg(m any) error {
 	}
 }
 
-// fakeSub is one subscription of a session.
+// fakeSub is one subscription of a Feed.
 type fakeSub struct {
-	session   *fakeSession
-	req       agentwire.SessionRequest
+	feed      *fakeFeed
+	req       agentwire.FeedRequest
 	caughtUp  bool
 	cancelled chan struct{} // closed when the server cancels it
-	broken    chan error    // breaks the whole session
+	broken    chan error    // breaks the whole Feed
 }
 
 // send sends the events of a single-subscription agent: flows tagged
@@ -357,7 +357,7 @@ type fakeSub struct {
 // ones as the agent's watermark.
 func (s *fakeSub) send(events ...*agentwire.Event) {
 	for _, e := range events {
-		se := &agentwire.SessionEvent{Type: e.Type, RV: e.RV, Flow: e.Flow, IDs: []uint64{s.req.ID}}
+		se := &agentwire.FeedEvent{Type: e.Type, RV: e.RV, Flow: e.Flow, IDs: []uint64{s.req.ID}}
 		if e.Type == agentwire.Progress {
 			if s.caughtUp {
 				se.IDs = nil
@@ -365,7 +365,7 @@ func (s *fakeSub) send(events ...*agentwire.Event) {
 				se.Type, s.caughtUp = agentwire.CaughtUp, true
 			}
 		}
-		s.session.events <- se
+		s.feed.events <- se
 	}
 }
 

@@ -27,14 +27,14 @@ const maxProgressLead = time.Second
 // once.
 const replayChunk = 256
 
-// Session implements agentwire.Server: it serves every subscription of one
-// aggregated server over one stream (see agentwire.SessionRequest).
+// Feed implements agentwire.Server: it serves every subscription of one
+// aggregated server over one stream (see agentwire.FeedRequest).
 //
-// One goroutine, the sender, makes every Send and owns the session's
-// state; another receives requests and hands them over. The session is one
-// hub subscriber that tags each flow with the IDs of the subscriptions
-// that select it, so a flow reaches the sender once, in version order,
-// with the watermarks in between.
+// One goroutine, the sender, makes every Send and owns the stream's
+// state; another receives requests and hands them over. The stream is one
+// hub listener that tags each flow with the IDs of the subscriptions that
+// select it, so a flow reaches the sender once, in version order, with
+// the watermarks in between.
 //
 // A new subscription is tagged in the hub first, and the pipeline's head H
 // read after: a flow is committed, then the head moves, then it is
@@ -51,26 +51,26 @@ const replayChunk = 256
 // subscription is live.
 //
 // A duplicate subscribe ends the subscription of that ID: ENDED with
-// InvalidArgument, and the request is dropped. The session ends when the
+// InvalidArgument, and the request is dropped. The call ends when the
 // stream's context does, when Recv fails or returns io.EOF (the server
 // closed its side: it cannot subscribe or cancel any more), or with
 // ResourceExhausted when the hub cuts it off.
-func (s *Service) Session(stream agentwire.SessionStream) error {
-	ctx, cancel := context.WithCancel(stream.Context())
+func (s *Service) Feed(feed agentwire.FeedStream) error {
+	ctx, cancel := context.WithCancel(feed.Context())
 	defer cancel()
 	limit := s.stashLimit
 	if limit <= 0 {
 		limit = s.hub.Buffer()
 	}
-	ss := &session{svc: s, ctx: ctx, stream: stream, hub: s.hub.SubscribeSession(), stashLimit: max(limit, 1),
+	st := &stream{svc: s, ctx: ctx, feed: feed, hub: s.hub.Listen(), stashLimit: max(limit, 1),
 		subs: make(map[uint64]*subscription), chunks: make(chan chunk)}
-	defer ss.hub.Close()
+	defer st.hub.Close()
 
-	reqs := make(chan *agentwire.SessionRequest)
+	reqs := make(chan *agentwire.FeedRequest)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
-			req, err := stream.Recv()
+			req, err := feed.Recv()
 			if err != nil {
 				recvErr <- err
 				return
@@ -83,11 +83,11 @@ func (s *Service) Session(stream agentwire.SessionStream) error {
 		}
 	}()
 	ran := make(chan error, 1)
-	go func() { ran <- ss.run(reqs, recvErr) }()
+	go func() { ran <- st.run(reqs, recvErr) }()
 	var err error
 	select {
 	case err = <-ran:
-	case <-ss.hub.Done():
+	case <-st.hub.Done():
 		// The sender may be stuck in a Send to a server that stopped
 		// reading; only the end of the call frees it. It sends nothing
 		// more once the context is cancelled.
@@ -95,21 +95,21 @@ func (s *Service) Session(stream agentwire.SessionStream) error {
 	}
 	if errors.Is(err, hub.ErrTooSlow) {
 		metrics.WatchersCutOff.Inc()
-		klog.V(2).InfoS("Session fell behind the live stream, ending it")
-		err = status.Errorf(codes.ResourceExhausted, "session on node %s: %v", s.node, err)
+		klog.V(2).InfoS("Feed fell behind the live stream, ending it")
+		err = status.Errorf(codes.ResourceExhausted, "feed on node %s: %v", s.node, err)
 	}
 	cancel()
-	ss.replays.wait()
+	st.replays.wait()
 	return err
 }
 
-// session is the state of one Session call, owned by its sender goroutine
-// but for replays, which is safe for concurrent use.
-type session struct {
+// stream is the state of one Feed call, owned by its sender goroutine but
+// for replays, which is safe for concurrent use.
+type stream struct {
 	svc        *Service
 	ctx        context.Context
-	stream     agentwire.SessionStream
-	hub        *hub.Session
+	feed       agentwire.FeedStream
+	hub        *hub.Listener
 	stashLimit int
 	replays    group
 	// chunks carries replayed flows from the replay goroutines.
@@ -159,31 +159,31 @@ type chunk struct {
 	err   error
 }
 
-func (ss *session) run(reqs <-chan *agentwire.SessionRequest, recvErr <-chan error) error {
-	defer func() { metrics.Watchers.Sub(float64(len(ss.subs))) }()
-	events := ss.hub.Events()
+func (st *stream) run(reqs <-chan *agentwire.FeedRequest, recvErr <-chan error) error {
+	defer func() { metrics.Watchers.Sub(float64(len(st.subs))) }()
+	events := st.hub.Events()
 	for {
 		var err error
 		// Live events first: they are what overflows.
 		select {
 		case e := <-events:
-			err = ss.hubEvent(e)
+			err = st.hubEvent(e)
 		default:
 			select {
 			case e := <-events:
-				err = ss.hubEvent(e)
-			case c := <-ss.chunks:
-				err = ss.replayed(c)
+				err = st.hubEvent(e)
+			case c := <-st.chunks:
+				err = st.replayed(c)
 			case req := <-reqs:
-				err = ss.request(req)
+				err = st.request(req)
 			case err := <-recvErr:
 				if errors.Is(err, io.EOF) {
 					return nil
 				}
 				return err
-			case <-ss.hub.Done():
+			case <-st.hub.Done():
 				return hub.ErrTooSlow
-			case <-ss.ctx.Done():
+			case <-st.ctx.Done():
 				return nil
 			}
 		}
@@ -193,104 +193,104 @@ func (ss *session) run(reqs <-chan *agentwire.SessionRequest, recvErr <-chan err
 	}
 }
 
-func (ss *session) send(e *agentwire.SessionEvent) error {
+func (st *stream) send(e *agentwire.FeedEvent) error {
 	// After the call has ended nothing may be sent.
-	if err := ss.ctx.Err(); err != nil {
+	if err := st.ctx.Err(); err != nil {
 		return status.FromContextError(err).Err()
 	}
-	return ss.stream.Send(e)
+	return st.feed.Send(e)
 }
 
-func (ss *session) request(req *agentwire.SessionRequest) error {
+func (st *stream) request(req *agentwire.FeedRequest) error {
 	if req.Progress != 0 {
 		// Not past the agent's clock by more than maxProgressLead: a
 		// server whose clock runs ahead must not drag this one along.
 		// It asks again, and the clock catches up.
-		ss.svc.pipeline.AskProgress(min(req.Progress, uint64(ss.svc.now().Add(maxProgressLead).UnixMicro())))
+		st.svc.pipeline.AskProgress(min(req.Progress, uint64(st.svc.now().Add(maxProgressLead).UnixMicro())))
 		return nil
 	}
 	if req.Cancel {
-		if sub := ss.subs[req.ID]; sub != nil {
-			ss.remove(sub)
+		if sub := st.subs[req.ID]; sub != nil {
+			st.remove(sub)
 		}
 		return nil
 	}
-	return ss.subscribe(req)
+	return st.subscribe(req)
 }
 
-func (ss *session) subscribe(req *agentwire.SessionRequest) error {
-	if old := ss.subs[req.ID]; old != nil {
-		return ss.fail(old, codes.InvalidArgument, fmt.Sprintf("subscription %d exists already on node %s", req.ID, ss.svc.node))
+func (st *stream) subscribe(req *agentwire.FeedRequest) error {
+	if old := st.subs[req.ID]; old != nil {
+		return st.fail(old, codes.InvalidArgument, fmt.Sprintf("subscription %d exists already on node %s", req.ID, st.svc.node))
 	}
 	m, err := req.Filter.Compile()
 	if err != nil {
-		return ss.ended(req.ID, codes.InvalidArgument, err.Error())
+		return st.ended(req.ID, codes.InvalidArgument, err.Error())
 	}
-	if err := ss.svc.checkFuture(req.FromRV); err != nil {
-		st := status.Convert(err)
-		return ss.ended(req.ID, st.Code(), st.Message())
+	if err := st.svc.checkFuture(req.FromRV); err != nil {
+		stat := status.Convert(err)
+		return st.ended(req.ID, stat.Code(), stat.Message())
 	}
-	if oldest := ss.svc.store.OldestCompleteRV(ss.svc.now()); req.FromRV != 0 && req.FromRV < oldest {
-		return ss.ended(req.ID, codes.OutOfRange, fmt.Sprintf("too old resource version: %d (%d) on node %s", req.FromRV, oldest, ss.svc.node))
+	if oldest := st.svc.store.OldestCompleteRV(st.svc.now()); req.FromRV != 0 && req.FromRV < oldest {
+		return st.ended(req.ID, codes.OutOfRange, fmt.Sprintf("too old resource version: %d (%d) on node %s", req.FromRV, oldest, st.svc.node))
 	}
 	sub := &subscription{id: req.ID, ids: []uint64{req.ID}, match: m, sent: req.FromRV}
-	ss.subs[req.ID] = sub
+	st.subs[req.ID] = sub
 	metrics.Watchers.Inc()
-	ss.hub.Add(req.ID, req.Filter, m)
-	// After tagging: see Session.
-	head := ss.svc.pipeline.Head()
+	st.hub.Add(req.ID, req.Filter, m)
+	// After tagging: see Feed.
+	head := st.svc.pipeline.Head()
 	if req.FromRV == 0 {
 		sub.sent, sub.bound = head, head
-		return ss.catchUp(sub)
+		return st.catchUp(sub)
 	}
-	return ss.startRound(sub, head, req.FromRV > head)
+	return st.startRound(sub, head, req.FromRV > head)
 }
 
 // startRound replays (sub.sent, head] from the store, with head read after
 // sub was tagged in the hub. With reserve, the pipeline's clock is first
 // moved to sub.sent, which is ahead of it, so its next flows come after.
-func (ss *session) startRound(sub *subscription, head uint64, reserve bool) error {
-	if oldest := ss.svc.store.OldestCompleteRV(ss.svc.now()); sub.sent < oldest {
-		return ss.fail(sub, codes.OutOfRange, fmt.Sprintf("too old resource version: %d (%d) on node %s", sub.sent, oldest, ss.svc.node))
+func (st *stream) startRound(sub *subscription, head uint64, reserve bool) error {
+	if oldest := st.svc.store.OldestCompleteRV(st.svc.now()); sub.sent < oldest {
+		return st.fail(sub, codes.OutOfRange, fmt.Sprintf("too old resource version: %d (%d) on node %s", sub.sent, oldest, st.svc.node))
 	}
 	sub.bound = max(sub.sent, head)
 	sub.stash, sub.overflowed = nil, false
 	if !reserve && head <= sub.sent {
-		return ss.catchUp(sub)
+		return st.catchUp(sub)
 	}
-	ctx, cancel := context.WithCancel(ss.ctx)
+	ctx, cancel := context.WithCancel(st.ctx)
 	r := &round{sub: sub, cancel: cancel}
 	sub.round = r
 	after, reserveRV := sub.sent, uint64(0)
 	if reserve {
 		reserveRV = sub.sent
 	}
-	if !ss.replays.do(func() { ss.replay(ctx, r, sub.match, after, head, reserveRV) }) {
-		cancel() // the session is ending
+	if !st.replays.do(func() { st.replay(ctx, r, sub.match, after, head, reserveRV) }) {
+		cancel() // the call is ending
 	}
 	return nil
 }
 
 // replay runs on its own goroutine and hands the flows in (after, upTo]
 // that m selects to the sender.
-func (ss *session) replay(ctx context.Context, r *round, m *flowfilter.Matcher, after, upTo, reserve uint64) {
+func (st *stream) replay(ctx context.Context, r *round, m *flowfilter.Matcher, after, upTo, reserve uint64) {
 	deliver := func(c chunk) bool {
 		c.round = r
 		select {
-		case ss.chunks <- c:
+		case st.chunks <- c:
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
 	if reserve != 0 {
-		if _, err := ss.svc.pipeline.Reserve(ctx, reserve); err != nil {
+		if _, err := st.svc.pipeline.Reserve(ctx, reserve); err != nil {
 			deliver(chunk{done: true, err: status.FromContextError(err).Err()})
 			return
 		}
 	}
 	var recs []store.Record
-	err := ss.svc.store.ScanRV(after, upTo, func(rec store.Record) bool {
+	err := st.svc.store.ScanRV(after, upTo, func(rec store.Record) bool {
 		if m.Matches(rec.Flow) {
 			recs = append(recs, rec)
 			if len(recs) == replayChunk {
@@ -302,14 +302,14 @@ func (ss *session) replay(ctx context.Context, r *round, m *flowfilter.Matcher, 
 		return ctx.Err() == nil
 	})
 	if err != nil {
-		err = status.Errorf(codes.Internal, "replay flows on node %s: %v", ss.svc.node, err)
+		err = status.Errorf(codes.Internal, "replay flows on node %s: %v", st.svc.node, err)
 	}
 	deliver(chunk{recs: recs, done: true, err: err})
 }
 
 // replayed sends a chunk of a replay; after the last it starts another
 // round or makes the subscription live.
-func (ss *session) replayed(c chunk) error {
+func (st *stream) replayed(c chunk) error {
 	sub := c.round.sub
 	if sub.round != c.round {
 		return nil // cancelled
@@ -318,7 +318,7 @@ func (ss *session) replayed(c chunk) error {
 		if r.RV <= sub.sent {
 			continue
 		}
-		if err := ss.send(&agentwire.SessionEvent{Type: agentwire.Added, RV: r.RV, IDs: sub.ids, Flow: r.Flow}); err != nil {
+		if err := st.send(&agentwire.FeedEvent{Type: agentwire.Added, RV: r.RV, IDs: sub.ids, Flow: r.Flow}); err != nil {
 			return err
 		}
 		sub.sent = r.RV
@@ -329,51 +329,51 @@ func (ss *session) replayed(c chunk) error {
 	c.round.cancel()
 	sub.round = nil
 	if c.err != nil {
-		st := status.Convert(c.err)
-		return ss.fail(sub, st.Code(), st.Message())
+		stat := status.Convert(c.err)
+		return st.fail(sub, stat.Code(), stat.Message())
 	}
 	sub.sent = max(sub.sent, sub.bound)
 	if sub.overflowed {
-		klog.V(2).InfoS("Session subscription fell behind the live stream while replaying, catching up from the store", "id", sub.id, "rv", sub.sent)
-		return ss.startRound(sub, ss.svc.pipeline.Head(), false)
+		klog.V(2).InfoS("Feed subscription fell behind the live stream while replaying, catching up from the store", "id", sub.id, "rv", sub.sent)
+		return st.startRound(sub, st.svc.pipeline.Head(), false)
 	}
-	return ss.catchUp(sub)
+	return st.catchUp(sub)
 }
 
 // catchUp sends the stash and CAUGHT_UP, and makes sub live. Every flow sub
 // selects up to its bound has been replayed, and every one above it that
 // the hub has delivered is in the stash.
-func (ss *session) catchUp(sub *subscription) error {
+func (st *stream) catchUp(sub *subscription) error {
 	for _, e := range sub.stash {
 		if e.RV <= sub.sent {
 			continue
 		}
-		if err := ss.send(&agentwire.SessionEvent{Type: e.Type, RV: e.RV, IDs: sub.ids, Flow: e.Flow}); err != nil {
+		if err := st.send(&agentwire.FeedEvent{Type: e.Type, RV: e.RV, IDs: sub.ids, Flow: e.Flow}); err != nil {
 			return err
 		}
 		sub.sent = e.RV
 	}
 	sub.stash = nil
-	sub.sent = max(sub.sent, sub.bound, ss.hubRV)
+	sub.sent = max(sub.sent, sub.bound, st.hubRV)
 	sub.live = true
-	ss.live++
-	return ss.send(&agentwire.SessionEvent{Type: agentwire.CaughtUp, RV: sub.sent, IDs: sub.ids})
+	st.live++
+	return st.send(&agentwire.FeedEvent{Type: agentwire.CaughtUp, RV: sub.sent, IDs: sub.ids})
 }
 
 // hubEvent sends a live event to the live subscriptions it is for, stashes
 // it for those replaying, and forwards watermarks.
-func (ss *session) hubEvent(e hub.Event) error {
-	ss.hubRV = max(ss.hubRV, e.RV)
+func (st *stream) hubEvent(e hub.Event) error {
+	st.hubRV = max(st.hubRV, e.RV)
 	if e.Type == agentwire.Progress {
-		if ss.live == 0 || e.RV <= ss.progressRV {
+		if st.live == 0 || e.RV <= st.progressRV {
 			return nil
 		}
-		ss.progressRV = e.RV
-		return ss.send(&agentwire.SessionEvent{Type: agentwire.Progress, RV: e.RV})
+		st.progressRV = e.RV
+		return st.send(&agentwire.FeedEvent{Type: agentwire.Progress, RV: e.RV})
 	}
 	ids := e.IDs[:0] // the hub made the slice for us
 	for _, id := range e.IDs {
-		sub := ss.subs[id]
+		sub := st.subs[id]
 		switch {
 		case sub == nil: // cancelled since
 		case sub.live:
@@ -384,7 +384,7 @@ func (ss *session) hubEvent(e hub.Event) error {
 				sub.sent = e.RV
 			}
 		case e.RV <= sub.bound || sub.overflowed: // the replay has it, or a later round will
-		case len(sub.stash) >= ss.stashLimit:
+		case len(sub.stash) >= st.stashLimit:
 			sub.stash, sub.overflowed = nil, true
 			metrics.WatchersCutOff.Inc()
 		default:
@@ -394,31 +394,31 @@ func (ss *session) hubEvent(e hub.Event) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return ss.send(&agentwire.SessionEvent{Type: e.Type, RV: e.RV, IDs: ids, Flow: e.Flow})
+	return st.send(&agentwire.FeedEvent{Type: e.Type, RV: e.RV, IDs: ids, Flow: e.Flow})
 }
 
 // remove forgets sub, stopping its replay.
-func (ss *session) remove(sub *subscription) {
-	delete(ss.subs, sub.id)
-	ss.hub.Remove(sub.id)
+func (st *stream) remove(sub *subscription) {
+	delete(st.subs, sub.id)
+	st.hub.Remove(sub.id)
 	if sub.round != nil {
 		sub.round.cancel()
 		sub.round = nil
 	}
 	if sub.live {
-		ss.live--
+		st.live--
 	}
 	metrics.Watchers.Dec()
 }
 
 // fail removes sub and ends it.
-func (ss *session) fail(sub *subscription, code codes.Code, msg string) error {
-	ss.remove(sub)
-	return ss.ended(sub.id, code, msg)
+func (st *stream) fail(sub *subscription, code codes.Code, msg string) error {
+	st.remove(sub)
+	return st.ended(sub.id, code, msg)
 }
 
-func (ss *session) ended(id uint64, code codes.Code, msg string) error {
-	return ss.send(&agentwire.SessionEvent{Type: agentwire.Ended, IDs: []uint64{id}, Code: uint32(code), Message: msg})
+func (st *stream) ended(id uint64, code codes.Code, msg string) error {
+	return st.send(&agentwire.FeedEvent{Type: agentwire.Ended, IDs: []uint64{id}, Code: uint32(code), Message: msg})
 }
 
 // group runs goroutines and waits for them; once waited for, it runs no

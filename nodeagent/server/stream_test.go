@@ -28,10 +28,10 @@ import (
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
-// sessionStream is both ends of a session, without gRPC.
-type sessionStream struct {
+// feedStream is both ends of a Feed call, without gRPC.
+type feedStream struct {
 	ctx  context.Context
-	reqs chan *agentwire.SessionRequest
+	reqs chan *agentwire.FeedRequest
 	// stallAfter, when positive, makes Send block, as gRPC's does for a
 	// peer that stopped reading, once that many events were sent, until
 	// the call's context ends.
@@ -40,14 +40,14 @@ type sessionStream struct {
 	slowEvery int
 
 	mu     sync.Mutex
-	events []agentwire.SessionEvent
+	events []agentwire.FeedEvent
 	done   chan struct{}
-	err    error // the result of Session, once done is closed
+	err    error // the result of Feed, once done is closed
 }
 
-func (s *sessionStream) Context() context.Context { return s.ctx }
+func (s *feedStream) Context() context.Context { return s.ctx }
 
-func (s *sessionStream) Recv() (*agentwire.SessionRequest, error) {
+func (s *feedStream) Recv() (*agentwire.FeedRequest, error) {
 	select {
 	case r := <-s.reqs:
 		return r, nil
@@ -56,7 +56,7 @@ func (s *sessionStream) Recv() (*agentwire.SessionRequest, error) {
 	}
 }
 
-func (s *sessionStream) Send(e *agentwire.SessionEvent) error {
+func (s *feedStream) Send(e *agentwire.FeedEvent) error {
 	s.mu.Lock()
 	n := len(s.events)
 	s.mu.Unlock()
@@ -76,22 +76,22 @@ func (s *sessionStream) Send(e *agentwire.SessionEvent) error {
 }
 
 // snapshot returns the events received so far.
-func (s *sessionStream) snapshot() []agentwire.SessionEvent {
+func (s *feedStream) snapshot() []agentwire.FeedEvent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.events)
 }
 
-func (s *sessionStream) subscribe(id uint64, f flowfilter.Filter, from uint64) {
-	s.reqs <- &agentwire.SessionRequest{ID: id, Filter: f, FromRV: from}
+func (s *feedStream) subscribe(id uint64, f flowfilter.Filter, from uint64) {
+	s.reqs <- &agentwire.FeedRequest{ID: id, Filter: f, FromRV: from}
 }
 
-func (s *sessionStream) cancel(id uint64) {
-	s.reqs <- &agentwire.SessionRequest{ID: id, Cancel: true}
+func (s *feedStream) cancel(id uint64) {
+	s.reqs <- &agentwire.FeedRequest{ID: id, Cancel: true}
 }
 
 // find returns the first event of type t for id, if any.
-func (s *sessionStream) find(t agentwire.EventType, id uint64) *agentwire.SessionEvent {
+func (s *feedStream) find(t agentwire.EventType, id uint64) *agentwire.FeedEvent {
 	for _, e := range s.snapshot() {
 		if e.Type == t && slices.Contains(e.IDs, id) {
 			return &e
@@ -102,7 +102,7 @@ func (s *sessionStream) find(t agentwire.EventType, id uint64) *agentwire.Sessio
 
 // ports returns the source ports of the flows ADDED for id, in the order
 // they were sent.
-func (s *sessionStream) ports(id uint64) []int32 {
+func (s *feedStream) ports(id uint64) []int32 {
 	var out []int32
 	for _, e := range s.snapshot() {
 		if e.Type == agentwire.Added && slices.Contains(e.IDs, id) {
@@ -113,21 +113,21 @@ func (s *sessionStream) ports(id uint64) []int32 {
 }
 
 // waitCaughtUp waits for CAUGHT_UP of id and returns its version.
-func (s *sessionStream) waitCaughtUp(t *testing.T, id uint64) uint64 {
+func (s *feedStream) waitCaughtUp(t *testing.T, id uint64) uint64 {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("CAUGHT_UP %d", id), func() bool { return s.find(agentwire.CaughtUp, id) != nil })
 	return s.find(agentwire.CaughtUp, id).RV
 }
 
 // waitEnded waits for ENDED of id and returns it.
-func (s *sessionStream) waitEnded(t *testing.T, id uint64) *agentwire.SessionEvent {
+func (s *feedStream) waitEnded(t *testing.T, id uint64) *agentwire.FeedEvent {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("ENDED %d", id), func() bool { return s.find(agentwire.Ended, id) != nil })
 	return s.find(agentwire.Ended, id)
 }
 
 // waitProgress waits for a PROGRESS at or above rv.
-func (s *sessionStream) waitProgress(t *testing.T, rv uint64) {
+func (s *feedStream) waitProgress(t *testing.T, rv uint64) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("PROGRESS %d", rv), func() bool {
 		for _, e := range s.snapshot() {
@@ -139,13 +139,13 @@ func (s *sessionStream) waitProgress(t *testing.T, rv uint64) {
 	})
 }
 
-// openSession serves a session on a until the test ends.
-func (a *agent) openSession(t *testing.T, s *sessionStream) *sessionStream {
+// openFeed serves a Feed call on a until the test ends.
+func (a *agent) openFeed(t *testing.T, s *feedStream) *feedStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s.ctx, s.reqs, s.done = ctx, make(chan *agentwire.SessionRequest, 100), make(chan struct{})
+	s.ctx, s.reqs, s.done = ctx, make(chan *agentwire.FeedRequest, 100), make(chan struct{})
 	go func() {
-		s.err = a.svc.Session(s)
+		s.err = a.svc.Feed(s)
 		close(s.done)
 	}()
 	t.Cleanup(func() {
@@ -185,22 +185,22 @@ func (a *agent) selected(t *testing.T, f flowfilter.Filter, after, upTo uint64) 
 	return out
 }
 
-// subLog is what a session said about one subscription.
+// subLog is what a Feed said about one subscription.
 type subLog struct {
 	added     []uint64 // versions of the ADDED events
 	caughtUp  bool
 	caughtRV  uint64
 	preCaught int // events before CAUGHT_UP
 	postEvent int // events after it
-	ended     *agentwire.SessionEvent
+	ended     *agentwire.FeedEvent
 	// last is the last version sent; floor the version no later event may
 	// be at or below: CAUGHT_UP's, then each PROGRESS's.
 	last, floor uint64
 }
 
-// checkSession checks the ordering rules of a session's events, as a
+// checkFeed checks the ordering rules of a Feed's events, as a
 // server relies on them, and returns what each subscription got.
-func checkSession(t *testing.T, events []agentwire.SessionEvent) map[uint64]*subLog {
+func checkFeed(t *testing.T, events []agentwire.FeedEvent) map[uint64]*subLog {
 	t.Helper()
 	logs := map[uint64]*subLog{}
 	get := func(id uint64) *subLog {
@@ -277,11 +277,11 @@ func (a *agent) ingestMixed(t *testing.T, port int32, n int) {
 	}
 }
 
-// TestSessionReplayCatchUpLive subscribes with several filters and start
+// TestFeedReplayCatchUpLive subscribes with several filters and start
 // versions while flows keep arriving: each subscription gets exactly the
 // stored flows it selects after its start, in order, once, with
 // CAUGHT_UP and PROGRESS never preceding a flow they cover.
-func TestSessionReplayCatchUpLive(t *testing.T) {
+func TestFeedReplayCatchUpLive(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.ingestMixed(t, 1, 300)
 	head := a.flush(t)
@@ -305,7 +305,7 @@ func TestSessionReplayCatchUpLive(t *testing.T) {
 		}
 	})
 
-	s := a.openSession(t, &sessionStream{slowEvery: 100})
+	s := a.openFeed(t, &feedStream{slowEvery: 100})
 	type subReq struct {
 		f    flowfilter.Filter
 		from uint64
@@ -336,7 +336,7 @@ func TestSessionReplayCatchUpLive(t *testing.T) {
 	}
 	s.waitProgress(t, head)
 
-	logs := checkSession(t, s.snapshot())
+	logs := checkFeed(t, s.snapshot())
 	for id, r := range reqs {
 		l := logs[id]
 		from := r.from
@@ -362,14 +362,14 @@ func TestSessionReplayCatchUpLive(t *testing.T) {
 	}
 }
 
-// TestSessionListThenSubscribeFromSnapshot checks the contract the
+// TestFeedListThenSubscribeFromSnapshot checks the contract the
 // aggregated server relies on: a list at a snapshot and a subscription
 // from the list's SnapshotRV, while flows keep arriving, see every flow
 // once between them: the list those at or below the snapshot, the
 // subscription exactly those above it. The snapshot is a little ahead of
 // the agent's clock, as the server's clock may be: the list must keep
 // the agent's next flows above it.
-func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
+func TestFeedListThenSubscribeFromSnapshot(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.ingest(t, "shop", 1, 2, 3)
 	a.flush(t)
@@ -393,7 +393,7 @@ func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
 	l := list(t, a, &agentwire.ListRequest{SnapshotRV: uint64(time.Now().Add(30 * time.Millisecond).UnixMicro())})
 	snap := l.SnapshotRV
 	time.Sleep(50 * time.Millisecond) // a client watches some time after its list
-	s := a.openSession(t, &sessionStream{})
+	s := a.openFeed(t, &feedStream{})
 	s.subscribe(1, flowfilter.Filter{}, snap)
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
@@ -402,7 +402,7 @@ func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
 	s.waitCaughtUp(t, 1)
 	s.waitProgress(t, head)
 
-	logs := checkSession(t, s.snapshot())
+	logs := checkFeed(t, s.snapshot())
 	for _, f := range l.Flows {
 		if rv, _ := strconv.ParseUint(f.ResourceVersion, 10, 64); rv > snap {
 			t.Errorf("list at %d returned flow %s", snap, f.ResourceVersion)
@@ -420,10 +420,10 @@ func TestSessionListThenSubscribeFromSnapshot(t *testing.T) {
 	}
 }
 
-// TestSessionReplaysAfterRestart: a subscription from a version of an
+// TestFeedReplaysAfterRestart: a subscription from a version of an
 // earlier run of the agent replays what its filter selects of the store,
 // then the new run's flows, whose versions are above the old ones.
-func TestSessionReplaysAfterRestart(t *testing.T) {
+func TestFeedReplaysAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	a := startAgent(t, dir, 1024)
 	a.ingest(t, "shop", 1, 2)
@@ -436,13 +436,13 @@ func TestSessionReplaysAfterRestart(t *testing.T) {
 
 	b := startAgent(t, dir, 1024)
 	b.ingest(t, "shop", 4)
-	s := b.openSession(t, &sessionStream{})
+	s := b.openFeed(t, &feedStream{})
 	s.subscribe(1, flowfilter.Filter{Namespace: "shop"}, from)
 	s.waitCaughtUp(t, 1)
 	b.ingest(t, "shop", 5)
 	b.ingest(t, "other", 6)
 	s.waitProgress(t, b.flush(t))
-	checkSession(t, s.snapshot())
+	checkFeed(t, s.snapshot())
 	if got := s.ports(1); !slices.Equal(got, []int32{2, 4, 5}) {
 		t.Errorf("replay and live after the restart: %v, want [2 4 5]", got)
 	}
@@ -451,15 +451,15 @@ func TestSessionReplaysAfterRestart(t *testing.T) {
 	}
 }
 
-// TestSessionFromTheFuture: a subscription from a version ahead of the
+// TestFeedFromTheFuture: a subscription from a version ahead of the
 // agent's clock (another agent's snapshot, say) moves the clock past it,
 // so the flows that follow get larger versions and reach it rather than
 // falling below its start.
-func TestSessionFromTheFuture(t *testing.T) {
+func TestFeedFromTheFuture(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.ingest(t, "shop", 1)
 	from := a.flush(t) + uint64(time.Minute.Microseconds())
-	s := a.openSession(t, &sessionStream{})
+	s := a.openFeed(t, &feedStream{})
 	s.subscribe(1, flowfilter.Filter{}, from)
 	if rv := s.waitCaughtUp(t, 1); rv < from {
 		t.Errorf("CAUGHT_UP %d below the start %d", rv, from)
@@ -470,17 +470,17 @@ func TestSessionFromTheFuture(t *testing.T) {
 		t.Errorf("head %d not above the start %d", head, from)
 	}
 	s.waitProgress(t, head)
-	checkSession(t, s.snapshot())
+	checkFeed(t, s.snapshot())
 	if got := s.ports(1); !slices.Equal(got, []int32{2, 3}) {
 		t.Errorf("subscription from the future got %v, want [2 3]", got)
 	}
 }
 
-// TestSessionOneEventForSeveralSubscriptions: a flow that two
+// TestFeedOneEventForSeveralSubscriptions: a flow that two
 // subscriptions select is sent once, with both IDs.
-func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
+func TestFeedOneEventForSeveralSubscriptions(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
-	s := a.openSession(t, &sessionStream{})
+	s := a.openFeed(t, &feedStream{})
 	s.subscribe(7, flowfilter.Filter{Namespace: "shop"}, 0)
 	s.subscribe(3, flowfilter.Filter{}, 0)
 	s.subscribe(5, flowfilter.Filter{Namespace: "payments"}, 0)
@@ -499,22 +499,22 @@ func TestSessionOneEventForSeveralSubscriptions(t *testing.T) {
 	if want := []string{"shop:[3 7]", "payments:[3 5]"}; !slices.Equal(got, want) {
 		t.Errorf("ADDED events %v, want %v", got, want)
 	}
-	checkSession(t, s.snapshot())
+	checkFeed(t, s.snapshot())
 }
 
-// TestSessionAskedProgress: an agent whose heartbeat never comes sends
+// TestFeedAskedProgress: an agent whose heartbeat never comes sends
 // its watermark when asked, at or above what was asked for, after the
 // flows it committed before; an ask far ahead of its clock moves it by at
 // most maxProgressLead.
-func TestSessionAskedProgress(t *testing.T) {
+func TestFeedAskedProgress(t *testing.T) {
 	a := startAgentTicking(t, t.TempDir(), 1024, time.Hour)
-	s := a.openSession(t, &sessionStream{})
+	s := a.openFeed(t, &feedStream{})
 	s.subscribe(1, flowfilter.Filter{}, 0)
 	s.waitCaughtUp(t, 1)
 	a.ingest(t, "shop", 1, 2)
 	head := a.flush(t)
 	ask := uint64(time.Now().UnixMicro()) + 100_000 // other agents' clocks may run ahead
-	s.reqs <- &agentwire.SessionRequest{Progress: ask}
+	s.reqs <- &agentwire.FeedRequest{Progress: ask}
 	s.waitProgress(t, ask)
 	if ports := s.ports(1); !slices.Equal(ports, []int32{1, 2}) {
 		t.Errorf("flows before the watermark %v, want [1 2]", ports)
@@ -525,7 +525,7 @@ func TestSessionAskedProgress(t *testing.T) {
 	}
 
 	far := uint64(time.Now().Add(time.Hour).UnixMicro())
-	s.reqs <- &agentwire.SessionRequest{Progress: far}
+	s.reqs <- &agentwire.FeedRequest{Progress: far}
 	limit := uint64(time.Now().Add(maxProgressLead).UnixMicro())
 	s.waitProgress(t, ask+1)
 	time.Sleep(50 * time.Millisecond)
@@ -534,16 +534,16 @@ func TestSessionAskedProgress(t *testing.T) {
 			t.Errorf("an ask an hour ahead moved the clock to %d, past %d", e.RV, limit)
 		}
 	}
-	checkSession(t, s.snapshot())
+	checkFeed(t, s.snapshot())
 }
 
-// TestSessionCancelAndErrors: a cancelled subscription gets nothing more;
-// bad requests end their subscription alone, and the session goes on.
-func TestSessionCancelAndErrors(t *testing.T) {
+// TestFeedCancelAndErrors: a cancelled subscription gets nothing more;
+// bad requests end their subscription alone, and the Feed goes on.
+func TestFeedCancelAndErrors(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.ingestMixed(t, 1, 3000)
 	head := a.flush(t)
-	s := a.openSession(t, &sessionStream{slowEvery: 20})
+	s := a.openFeed(t, &feedStream{slowEvery: 20})
 	shop := flowfilter.Filter{Namespace: "shop"}
 	s.subscribe(1, shop, 0)
 	s.subscribe(2, shop, 0)
@@ -573,7 +573,7 @@ func TestSessionCancelAndErrors(t *testing.T) {
 	s.waitProgress(t, a.flush(t))
 
 	events := s.snapshot()
-	logs := checkSession(t, events)
+	logs := checkFeed(t, events)
 	for _, e := range events[mark:] {
 		if e.Type == agentwire.Added && (slices.Contains(e.IDs, 1) || slices.Contains(e.IDs, 3)) {
 			t.Errorf("%s %d for %v after the cancels", e.Type, e.RV, e.IDs)
@@ -593,23 +593,23 @@ func TestSessionCancelAndErrors(t *testing.T) {
 	}
 	select {
 	case <-s.done:
-		t.Fatalf("session ended: %v", s.err)
+		t.Fatalf("feed ended: %v", s.err)
 	default:
 	}
 }
 
-// TestSessionTooSlowEnds: a server that stops reading ends its session
+// TestFeedTooSlowEnds: a server that stops reading ends its Feed
 // with ResourceExhausted, even though the agent is stuck sending to it.
-// Falling behind loses nothing: resubscribing in a new session from the
+// Falling behind loses nothing: resubscribing in a new Feed from the
 // last version received replays the rest from the store.
-func TestSessionTooSlowEnds(t *testing.T) {
+func TestFeedTooSlowEnds(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 8)
 	// Move the head off 0 first: a subscription caught up at 0 would be
 	// resumed with FromRV 0, which means "from now".
 	a.ingest(t, "other", 1)
 	a.flush(t)
 	shop := flowfilter.Filter{Namespace: "shop"}
-	s := a.openSession(t, &sessionStream{stallAfter: 10})
+	s := a.openFeed(t, &feedStream{stallAfter: 10})
 	s.subscribe(1, shop, 0)
 	s.waitCaughtUp(t, 1)
 	var want []int32
@@ -620,30 +620,30 @@ func TestSessionTooSlowEnds(t *testing.T) {
 	select {
 	case <-s.done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("session still running")
+		t.Fatal("feed still running")
 	}
 	if status.Code(s.err) != codes.ResourceExhausted {
-		t.Errorf("session ended with %v, want ResourceExhausted", s.err)
+		t.Errorf("feed ended with %v, want ResourceExhausted", s.err)
 	}
-	l := checkSession(t, s.snapshot())[1]
-	// The server resumes where the session left off, after the last flow
+	l := checkFeed(t, s.snapshot())[1]
+	// The server resumes where the Feed left off, after the last flow
 	// or watermark it received, once the flows are all in the store (the
 	// pipeline publishes them in batches larger than the hub's buffer).
 	head := a.flush(t)
-	n := a.openSession(t, &sessionStream{})
+	n := a.openFeed(t, &feedStream{})
 	n.subscribe(1, shop, max(l.last, l.floor))
 	n.waitCaughtUp(t, 1)
 	n.waitProgress(t, head)
-	checkSession(t, n.snapshot())
+	checkFeed(t, n.snapshot())
 	if got := append(s.ports(1), n.ports(1)...); !slices.Equal(got, want) {
 		t.Errorf("before the cut-off %v, after %v; want %v once each", s.ports(1), n.ports(1), want)
 	}
 }
 
-// TestSessionStashOverflow: live flows overflow the stash of a long
+// TestFeedStashOverflow: live flows overflow the stash of a long
 // replay, which catches up from the store again; the subscription still
 // gets every flow once, in order.
-func TestSessionStashOverflow(t *testing.T) {
+func TestFeedStashOverflow(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.svc.stashLimit = 4
 	a.ingestMixed(t, 1, 5000)
@@ -666,7 +666,7 @@ func TestSessionStashOverflow(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	})
-	s := a.openSession(t, &sessionStream{slowEvery: 50})
+	s := a.openFeed(t, &feedStream{slowEvery: 50})
 	s.subscribe(1, flowfilter.Filter{Namespace: "shop"}, 0) // live throughout
 	s.subscribe(2, flowfilter.Filter{}, from)
 	s.subscribe(3, flowfilter.Filter{Namespace: "payments"}, from)
@@ -681,7 +681,7 @@ func TestSessionStashOverflow(t *testing.T) {
 	if counter(metrics.WatchersCutOff) == cutOff {
 		t.Fatalf("no stash overflowed (%d flows arrived during the replay); the test does not test it", ingested.Load())
 	}
-	logs := checkSession(t, s.snapshot())
+	logs := checkFeed(t, s.snapshot())
 	for id, f := range map[uint64]flowfilter.Filter{1: {Namespace: "shop"}, 2: {}, 3: {Namespace: "payments"}} {
 		l := logs[id]
 		after := from
@@ -721,11 +721,11 @@ func (p *fakePipeline) Reserve(_ context.Context, atLeast uint64) (uint64, error
 	return max(p.head.Load(), atLeast), nil
 }
 
-// TestSessionFlowsAroundTheHead: a flow committed before a subscription
-// read the head but published after it was tagged reaches the session
+// TestFeedFlowsAroundTheHead: a flow committed before a subscription
+// read the head but published after it was tagged reaches the stream
 // from the hub as well as from the store; it is sent once. The test plays
 // the pipeline, publishing such flows right after the head is read.
-func TestSessionFlowsAroundTheHead(t *testing.T) {
+func TestFeedFlowsAroundTheHead(t *testing.T) {
 	st, err := store.Open(store.Options{Dir: t.TempDir(), Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -733,7 +733,7 @@ func TestSessionFlowsAroundTheHead(t *testing.T) {
 	h := hub.New(64)
 	p := &fakePipeline{}
 	a := &agent{st: st, svc: New("node-a", st, p, h)}
-	t.Cleanup(func() { _ = st.Close() }) // after the session's cleanup
+	t.Cleanup(func() { _ = st.Close() }) // after the Feed's cleanup
 	base := uint64(time.Now().UnixMicro())
 	rec := func(rv uint64) store.Record {
 		return store.Record{RV: rv, Flow: &v1alpha1.Flow{
@@ -765,7 +765,7 @@ func TestSessionFlowsAroundTheHead(t *testing.T) {
 		pending = commit(next+1, next+2)
 	}
 
-	s := a.openSession(t, &sessionStream{})
+	s := a.openFeed(t, &feedStream{})
 	s.subscribe(1, flowfilter.Filter{}, 0) // from the head, base+10
 	if r := s.waitCaughtUp(t, 1); r != base+10 {
 		t.Errorf("CAUGHT_UP %d, want the head %d", r, base+10)
@@ -776,7 +776,7 @@ func TestSessionFlowsAroundTheHead(t *testing.T) {
 	h.Publish(pending)
 	h.Progress(base + 16)
 	s.waitProgress(t, base+16)
-	logs := checkSession(t, s.snapshot())
+	logs := checkFeed(t, s.snapshot())
 	if want := a.selected(t, flowfilter.Filter{}, base+10, base+16); !slices.Equal(logs[1].added, want) {
 		t.Errorf("subscription 1 got %v, want %v", logs[1].added, want)
 	}
@@ -785,10 +785,10 @@ func TestSessionFlowsAroundTheHead(t *testing.T) {
 	}
 }
 
-// TestSessionOverGRPC serves a session over gRPC: the codec carries its
+// TestFeedOverGRPC serves a Feed over gRPC: the codec carries its
 // messages, and a client that stops reading, which leaves the agent stuck
-// in a Send, gets its session ended with ResourceExhausted.
-func TestSessionOverGRPC(t *testing.T) {
+// in a Send, gets its Feed ended with ResourceExhausted.
+func TestFeedOverGRPC(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 64)
 	srv := grpc.NewServer(append(agentwire.ServerOptions(), grpc.WaitForHandlers(true))...)
 	agentwire.Register(srv, a.svc)
@@ -806,24 +806,24 @@ func TestSessionOverGRPC(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close(); srv.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess, err := agentwire.NewClient(conn).Session(ctx)
+	feed, err := agentwire.NewClient(conn).Feed(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.ingest(t, "shop", 1, 2)
 	a.ingest(t, "other", 3)
 	head := a.flush(t)
-	for _, req := range []*agentwire.SessionRequest{
+	for _, req := range []*agentwire.FeedRequest{
 		{ID: 1, Filter: flowfilter.Filter{Namespace: "shop"}, FromRV: head - uint64(time.Minute.Microseconds())},
 		{ID: 2, FromRV: head},
 	} {
-		if err := sess.Send(req); err != nil {
+		if err := feed.Send(req); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var events []agentwire.SessionEvent
+	var events []agentwire.FeedEvent
 	for caughtUp := 0; caughtUp < 2; {
-		e, err := sess.Recv()
+		e, err := feed.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -834,7 +834,7 @@ func TestSessionOverGRPC(t *testing.T) {
 	}
 	a.ingest(t, "shop", 4)
 	for {
-		e, err := sess.Recv()
+		e, err := feed.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -843,7 +843,7 @@ func TestSessionOverGRPC(t *testing.T) {
 			break
 		}
 	}
-	logs := checkSession(t, events)
+	logs := checkFeed(t, events)
 	if len(logs[1].added) != 3 || logs[1].preCaught != 2 || len(logs[2].added) != 1 || events[len(events)-1].Flow.L4.SourcePort != 4 {
 		t.Fatalf("events %+v", events)
 	}
@@ -854,7 +854,7 @@ func TestSessionOverGRPC(t *testing.T) {
 	sent := 0
 	for p := int32(100); counter(metrics.WatchersCutOff) == cutOff; p += 4 {
 		if p > 1e6 {
-			t.Fatal("the session was not cut off")
+			t.Fatal("the feed was not cut off")
 		}
 		a.ingest(t, "shop", p, p+1, p+2, p+3)
 		sent += 4
@@ -862,10 +862,10 @@ func TestSessionOverGRPC(t *testing.T) {
 	}
 	read := 0
 	for {
-		e, err := sess.Recv()
+		e, err := feed.Recv()
 		if err != nil {
 			if status.Code(err) != codes.ResourceExhausted {
-				t.Errorf("session ended with %v, want ResourceExhausted", err)
+				t.Errorf("feed ended with %v, want ResourceExhausted", err)
 			}
 			break
 		}
