@@ -66,8 +66,15 @@ func (f Filter) Compile() (*Matcher, error) {
 		// The aggregated server validates labels, but an agent must not
 		// trust that: an unknown label would silently match nothing.
 		for _, r := range s.Requirements() {
-			if _, _, err := v1alpha1.ConvertFieldLabel(r.Field, r.Value); err != nil {
+			_, canonical, err := v1alpha1.ConvertFieldLabel(r.Field, r.Value)
+			if err != nil {
 				return nil, err
+			}
+			// Values are matched, and looked up in the store's indexes, as
+			// they come: a value in another spelling ("dropped") would match
+			// nothing, so it is refused rather than silently empty.
+			if canonical != r.Value {
+				return nil, fmt.Errorf("field selector %s=%q: send the canonical value %q", r.Field, r.Value, canonical)
 			}
 			get := v1alpha1.FieldGetter(r.Field)
 			if get == nil {

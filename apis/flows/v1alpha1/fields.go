@@ -115,6 +115,11 @@ func ParseTimeBound(value string, now time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("must be a duration such as 90s or 1h, or an RFC 3339 time such as 2026-01-02T15:04:05Z")
 	}
+	// time.Parse takes offsets of 24 hours or more, which time.Time cannot
+	// marshal: no continue token could then carry the bound.
+	if _, err := t.MarshalText(); err != nil {
+		return time.Time{}, fmt.Errorf("must be an RFC 3339 time with an offset within ±23:59: %w", err)
+	}
 	return t, nil
 }
 

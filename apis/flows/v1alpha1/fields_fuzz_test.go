@@ -193,7 +193,8 @@ func FuzzParseTimeBound(f *testing.F) {
 			}
 		case lerr == nil:
 			if err != nil {
-				if serr == nil {
+				// Refused is right only for what RFC 3339 or JSON refuse.
+				if _, merr := strict.MarshalText(); serr == nil && merr == nil {
 					t.Fatalf("RFC 3339 time %q refused: %v", value, err)
 				}
 				return
@@ -205,13 +206,6 @@ func FuzzParseTimeBound(f *testing.F) {
 				t.Fatalf("time %q depends on now: %v vs %v (%v)", value, got, other, err)
 			}
 			raw, jerr := json.Marshal(got)
-			if _, off := got.Zone(); jerr != nil && (off <= -24*3600 || off >= 24*3600) {
-				// Reported: time.Parse takes offsets up to ±24:59 that
-				// time.Time cannot marshal; registry/flow's continueToken.encode
-				// ignores the error, so a list with such a since or until
-				// returns an empty continue token and ends after one page.
-				t.Skipf("known bug: ParseTimeBound accepts %q, whose offset %ds does not marshal: %v", value, off, jerr)
-			}
 			var back time.Time
 			if jerr != nil || json.Unmarshal(raw, &back) != nil || !back.Equal(got) {
 				t.Fatalf("time %q gives %v, which does not travel as JSON: %s, %v -> %v", value, got, raw, jerr, back)
