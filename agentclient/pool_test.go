@@ -1,17 +1,27 @@
 package agentclient
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
 	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"flowscope.io/flowscope/agentlease"
+	"flowscope.io/flowscope/agentwire"
 )
 
 func agentLease(node, addr string, renewed time.Time) *coordinationv1.Lease {
@@ -79,5 +89,103 @@ func TestPoolAnnouncesAgentsThatJoinAndLeave(t *testing.T) {
 		if closed(changed) != s.changed {
 			t.Errorf("%s: Changed closed = %t, want %t", s.name, closed(changed), s.changed)
 		}
+	}
+}
+
+// tlsAgent serves agent over TLS on a local port, with a certificate for
+// the name "agent" that pool trusts, and returns its address.
+func tlsAgent(t *testing.T, agent *fakeAgent, roots *x509.CertPool) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent"}, DNSNames: []string{"agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.AddCert(cert)
+	creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	srv := grpc.NewServer(append(agentwire.ServerOptions(), grpc.Creds(creds))...)
+	agentwire.Register(srv, agent)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// TestPoolAgentsFollowTheirLeases: an agent whose Lease appears is dialed
+// and serves its subscriptions' Feed; a renewed Lease keeps the same
+// Agent, so watches keep their subscriptions; an agent that moves is a new
+// Agent at the new address, and the old one's Feed ends, as it does when
+// its Lease expires.
+func TestPoolAgentsFollowTheirLeases(t *testing.T) {
+	roots := x509.NewCertPool()
+	here, there := newFakeAgent(), newFakeAgent()
+	hereAddr, thereAddr := tlsAgent(t, here, roots), tlsAgent(t, there, roots)
+	p := NewPool(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}, "agent", nil)
+	defer p.Close()
+	now := time.Now()
+
+	p.resync(leaseStore(t, agentLease("a", hereAddr, now)))
+	a, ok := p.Get("a")
+	if !ok {
+		t.Fatal("the agent of a new Lease did not join")
+	}
+	subscribe(a, all, 10, 100)
+	first := here.next(t)
+	if req := first.nextSubscribe(t); req.ID != 1 || req.FromRV != 10 {
+		t.Errorf("subscribed with %+v", *req)
+	}
+	first.send(progress(20))
+	woken := p.Progressed()
+	waitUntil(t, "the watermark", func() bool { return a.Watermark() == 20 })
+	select {
+	case <-woken:
+	case <-time.After(wait):
+		t.Error("the pool's watches were not woken by the agent's watermark")
+	}
+
+	p.resync(leaseStore(t, agentLease("a", hereAddr, now.Add(time.Second))))
+	if renewed, _ := p.Get("a"); renewed != a {
+		t.Error("a renewed Lease replaced the agent")
+	}
+
+	changed := p.Changed()
+	p.resync(leaseStore(t, agentLease("a", thereAddr, now.Add(2*time.Second))))
+	moved, _ := p.Get("a")
+	if moved == a || moved.Address() != thereAddr || !closed(changed) {
+		t.Fatalf("after the move: agent %p at %s (was %p), changed %t", moved, moved.Address(), a, closed(changed))
+	}
+	select {
+	case <-first.ctx.Done():
+	case <-time.After(wait):
+		t.Error("the Feed of the agent that moved did not end")
+	}
+	subscribe(moved, shop, 0, 100)
+	second := there.next(t)
+	if req := second.nextSubscribe(t); req.Filter != shop {
+		t.Errorf("subscribed at the new address with %+v", *req)
+	}
+
+	p.resync(leaseStore(t, agentLease("a", thereAddr, now.Add(-time.Hour))))
+	if _, ok := p.Get("a"); ok {
+		t.Fatal("the agent of an expired Lease stayed")
+	}
+	select {
+	case <-second.ctx.Done():
+	case <-time.After(wait):
+		t.Error("the Feed of the agent that left did not end")
 	}
 }
