@@ -54,12 +54,12 @@ var ErrWire = errors.New("malformed agent API message")
 // 7 and 8 are FeedRequest and FeedEvent, named SessionRequest and
 // SessionEvent, in the same encoding, when the call was named Session.
 const (
-	kindListRequest    byte = 1
-	kindListResponse   byte = 2
-	kindGetRequest     byte = 3
-	kindGetResponse    byte = 4
-	kindFeedRequest byte = 7
-	kindFeedEvent   byte = 8
+	kindListRequest  byte = 1
+	kindListResponse byte = 2
+	kindGetRequest   byte = 3
+	kindGetResponse  byte = 4
+	kindFeedRequest  byte = 7
+	kindFeedEvent    byte = 8
 )
 
 var eventTypes = []EventType{Added, Deleted, Progress, CaughtUp, Ended}
