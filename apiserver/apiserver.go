@@ -48,6 +48,8 @@ type Config struct {
 	LeaseClient    kubernetes.Interface
 	LeaseNamespace string
 	Storage        flow.Options
+	// continueKeys, when set, is reloaded while the server runs.
+	continueKeys *keyFile
 }
 
 // CompletedConfig is a Config after Complete.
@@ -97,6 +99,12 @@ func (c CompletedConfig) New() (*Server, error) {
 		generic.AddPostStartHookOrDie("flowscope-agent-discovery", func(ctx genericapiserver.PostStartHookContext) error {
 			go c.cfg.Agents.WatchLeases(ctx, c.cfg.LeaseClient, c.cfg.LeaseNamespace)
 			go pods.Run(ctx.Done())
+			return nil
+		})
+	}
+	if keys := c.cfg.continueKeys; keys != nil {
+		generic.AddPostStartHookOrDie("flowscope-continue-token-keys", func(ctx genericapiserver.PostStartHookContext) error {
+			go keys.run(ctx)
 			return nil
 		})
 	}

@@ -33,6 +33,7 @@ type Options struct {
 	AgentClientCertFile string
 	AgentClientKeyFile  string
 	AgentServerName     string
+	ContinueKeysFile    string
 	Storage             flow.Options
 }
 
@@ -72,6 +73,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile, "Client certificate presented to the agents (required).")
 	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of the agent client certificate (required).")
 	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "Name expected in every agent's serving certificate; empty means the host of its address.")
+	fs.StringVar(&o.ContinueKeysFile, "continue-token-keys-file", o.ContinueKeysFile, "File of the keys that sign continue tokens, one per line (at least 32 bytes), the first signing, read again every 10s so keys rotate without a restart; every replica must mount the same file. Empty means a random key per process: tokens then fail (400) on another replica or after a restart.")
 	fs.DurationVar(&o.Storage.DefaultWindow, "default-list-window", o.Storage.DefaultWindow, "How far back a list or an initial watch goes when its field selector names neither since nor until.")
 	fs.DurationVar(&o.Storage.AgentTimeout, "agent-timeout", o.Storage.AgentTimeout, "How long each agent may take to answer a list or get.")
 	fs.IntVar(&o.Storage.WatchBuffer, "watch-buffer", o.Storage.WatchBuffer, "Events buffered per watcher; a watcher that falls further behind is cut off.")
@@ -128,11 +130,19 @@ func (o *Options) Config() (*Config, error) {
 		return nil, err
 	}
 	static, _ := agentclient.ParseStatic(o.StaticAgents) // checked by Validate
+	var keys *keyFile
+	if o.ContinueKeysFile != "" {
+		if keys, err = loadKeyFile(o.ContinueKeysFile); err != nil {
+			return nil, err
+		}
+		o.Storage.ContinueKeys = keys.Keys
+	}
 	cfg := &Config{
 		GenericConfig:  gc,
 		Agents:         agentclient.NewPool(tlsConfig, o.AgentServerName, static),
 		LeaseNamespace: o.AgentNamespace,
 		Storage:        o.Storage,
+		continueKeys:   keys,
 	}
 	if o.Kubeconfig != "-" {
 		var rc *rest.Config

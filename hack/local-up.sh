@@ -289,6 +289,11 @@ step_certs() {
   if [[ -e "${KAS_CERT_DIR}/apiserver.crt" ]] && ! certs::_valid "${KAS_CERT_DIR}/apiserver.crt"; then
     rm -f "${KAS_CERT_DIR}/apiserver.crt" "${KAS_CERT_DIR}/apiserver.key"
   fi
+  # Continue tokens are signed with a key every replica shares (a Secret
+  # in a cluster); kept across runs, as the certificates are.
+  if [[ ! -s "${CERT_DIR}/continue-token-keys" ]]; then
+    (umask 077 && openssl rand -base64 48 >"${CERT_DIR}/continue-token-keys")
+  fi
   for n in "${NODE_LIST[@]}"; do
     certs::leaf "${CERT_DIR}" flowscope-ca "agent-${n}" "flowscope-agent-${n}" serverAuth \
       "DNS:localhost, IP:127.0.0.1"
@@ -585,7 +590,8 @@ step_apiserver() {
     --agent-namespace="${FLOWSCOPE_NAMESPACE}" \
     --agent-ca-file="${CERT_DIR}/flowscope-ca.crt" \
     --agent-client-cert-file="${CERT_DIR}/apiserver-agent-client.crt" \
-    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key"
+    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key" \
+    --continue-token-keys-file="${CERT_DIR}/continue-token-keys"
   wait_until "flowscope-apiserver /readyz on :${APISERVER_PORT}" 60 apiserver_ready
   local deadline=$(($(date +%s) + 60))
   until apiservice_available; do

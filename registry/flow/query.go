@@ -1,8 +1,6 @@
 package flow
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -151,48 +149,4 @@ func checkNotTooLarge(rv uint64, now time.Time) error {
 		return storage.NewTooLargeResourceVersionError(rv, cur, 1)
 	}
 	return nil
-}
-
-// continueToken is the opaque position of a paginated list. It holds
-// everything the next page needs, so it survives restarts of the server and
-// the agents: the snapshot, the time window fixed at the first page, and the
-// last flow returned in list order.
-type continueToken struct {
-	Version int               `json:"v"`
-	RV      uint64            `json:"rv"`
-	Since   *time.Time        `json:"since,omitempty"`
-	Until   *time.Time        `json:"until,omitempty"`
-	After   flowfilter.Cursor `json:"after"`
-}
-
-const continueVersion = 1
-
-func (t continueToken) encode() string {
-	b, _ := json.Marshal(t) // plain structs: cannot fail
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeContinue(s string) (*continueToken, error) {
-	bad := func(why string) error {
-		return apierrors.NewBadRequest(fmt.Sprintf("invalid continue token: %s; restart the list without continue", why))
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, bad("not base64url")
-	}
-	t := new(continueToken)
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(t); err != nil {
-		return nil, bad("not a Flowscope continue token")
-	}
-	switch {
-	case t.Version != continueVersion:
-		return nil, bad(fmt.Sprintf("unsupported version %d", t.Version))
-	case t.RV == 0:
-		return nil, bad("no resource version")
-	case t.After.Node == "" || t.After.RV == 0:
-		return nil, bad("no position")
-	}
-	return t, nil
 }

@@ -8,8 +8,6 @@ import (
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-
-	"flowscope.io/flowscope/flowfilter"
 )
 
 func TestCompileQuery(t *testing.T) {
@@ -61,45 +59,6 @@ func TestCompileQuery(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestContinueTokenRoundTrip(t *testing.T) {
-	since := time.Unix(1764072000, 0).UTC()
-	tok := continueToken{Version: continueVersion, RV: 42, Since: &since,
-		After: flowfilter.Cursor{Time: time.Unix(1764072001, 5000).UTC(), Node: "node-a", RV: 41}}
-	got, err := decodeContinue(tok.encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.RV != 42 || !got.Since.Equal(since) || got.After != tok.After {
-		t.Errorf("round trip = %+v, want %+v", got, tok)
-	}
-}
-
-func TestDecodeContinueRejects(t *testing.T) {
-	for _, s := range []string{"", "!!!", "bm90LWEtdG9rZW4", "e30", // {}
-		continueToken{Version: 2, RV: 1, After: flowfilter.Cursor{Node: "a", RV: 1}}.encode(),
-		continueToken{Version: 1, After: flowfilter.Cursor{Node: "a", RV: 1}}.encode(),
-		continueToken{Version: 1, RV: 1}.encode(),
-	} {
-		if _, err := decodeContinue(s); err == nil || !strings.Contains(err.Error(), "invalid continue token") {
-			t.Errorf("decodeContinue(%q) = %v, want an invalid continue token error", s, err)
-		}
-	}
-}
-
-func FuzzDecodeContinue(f *testing.F) {
-	f.Add(continueToken{Version: 1, RV: 7, After: flowfilter.Cursor{Node: "n", RV: 3}}.encode())
-	f.Add("e30")
-	f.Fuzz(func(t *testing.T, s string) {
-		tok, err := decodeContinue(s)
-		if err != nil {
-			return
-		}
-		if tok.RV == 0 || tok.After.Node == "" || tok.After.RV == 0 {
-			t.Fatalf("accepted an incomplete token %+v", tok)
-		}
-	})
 }
 
 func TestSplitName(t *testing.T) {

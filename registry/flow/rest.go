@@ -27,6 +27,9 @@ import (
 
 // Options tune the storage.
 type Options struct {
+	// ContinueKeys sign continue tokens; nil means a random key of this
+	// server's own, so tokens are valid only on it until it restarts.
+	ContinueKeys ContinueKeys
 	// DefaultWindow bounds a list that names no since or until to the
 	// flows of the last DefaultWindow.
 	DefaultWindow time.Duration
@@ -82,6 +85,9 @@ var _ interface {
 
 // NewREST returns the storage.
 func NewREST(a Agents, opts Options) *REST {
+	if opts.ContinueKeys == nil {
+		opts.ContinueKeys = RandomContinueKeys()
+	}
 	r := &REST{agents: a, opts: opts, now: time.Now}
 	if opts.MaxConcurrentLists > 0 {
 		r.lists = make(chan struct{}, opts.MaxConcurrentLists)
@@ -146,8 +152,12 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 	if opts != nil {
 		limit = opts.Limit
 		if opts.Continue != "" {
-			tok, err := decodeContinue(opts.Continue)
+			tok, err := decodeContinue(opts.Continue, r.opts.ContinueKeys)
 			if err != nil {
+				return nil, err
+			}
+			// Bounded as a resourceVersion is, should a key ever leak.
+			if err := checkNotTooLarge(tok.RV, now); err != nil {
 				return nil, err
 			}
 			// The window is the first page's: "since=1h" read again now
@@ -185,10 +195,13 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 	list.ResourceVersion = strconv.FormatUint(snapshot, 10)
 	if more && len(flows) > 0 {
 		last := &flows[len(flows)-1]
-		list.Continue = continueToken{
+		list.Continue, err = continueToken{
 			Version: continueVersion, RV: snapshot, Since: q.filter.Since, Until: q.filter.Until,
 			After: flowfilter.CursorOf(last),
-		}.encode()
+		}.encode(r.opts.ContinueKeys)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
 	}
 	return list, nil
 }
