@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -45,9 +46,14 @@ func New(node string, st *store.Store, p Pipeline, h *hub.Hub) *Service {
 	return &Service{node: node, store: st, pipeline: p, hub: h, now: time.Now}
 }
 
-// maxFutureRV is how far past the wall clock a requested version may lie
-// before it is refused as coming from another version space.
-const maxFutureRV = uint64(time.Hour / time.Microsecond)
+// maxSnapshotLead is how far past this node's wall clock a requested
+// version may lie. A list or watch at a version reserves it on the clock,
+// so every later flow gets a larger one, and a plain list, whose snapshot
+// is the aggregated server's clock, leaves those flows out until the wall
+// clock passes the version: the lead bounds how long anyone who may list
+// can hide new flows. Legitimate leads are the skew between nodes' clocks
+// and the clock's persisted ceiling after a restart (a second).
+const maxSnapshotLead = 5 * time.Second
 
 // List implements agentwire.Server.
 func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentwire.ListResponse, error) {
@@ -115,8 +121,10 @@ func (s *Service) Get(_ context.Context, req *agentwire.GetRequest) (*agentwire.
 }
 
 func (s *Service) checkFuture(rv uint64) error {
-	if now := uint64(s.now().UnixMicro()); rv > now+maxFutureRV {
-		return status.Errorf(codes.InvalidArgument, "resource version %d is too far in the future (now %d)", rv, now)
+	now := s.now()
+	if rv > uint64(now.Add(maxSnapshotLead).UnixMicro()) {
+		lead := time.Duration(min(rv-uint64(now.UnixMicro()), math.MaxInt64/1000)) * time.Microsecond
+		return status.Errorf(codes.InvalidArgument, "resource version %d is %s ahead of the clock of node %s, more than the %s an agent accepts: it was not issued by this system, or this node's clock is behind", rv, lead.Round(time.Millisecond), s.node, maxSnapshotLead)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,45 @@ func TestErrors(t *testing.T) {
 	}
 	if r, err := a.svc.Get(context.Background(), &agentwire.GetRequest{RV: rv, Namespace: "shop"}); err != nil || r.Flow.Name != ingest.Name("node-a", rv) {
 		t.Errorf("get: %v %v", r, err)
+	}
+}
+
+// TestSnapshotAheadOfTheClock: a list or a subscription at a version more
+// than maxSnapshotLead ahead of the node's clock is refused and leaves the
+// clock alone, so the next flow is listed by a list at the present (before,
+// a forged continue token moved every agent's clock up to an hour ahead and
+// hid every new flow from every list); one within the lead reserves it.
+func TestSnapshotAheadOfTheClock(t *testing.T) {
+	a := startAgent(t, t.TempDir(), 16)
+	ahead := func(d time.Duration) uint64 { return uint64(time.Now().Add(d).UnixMicro()) }
+	for _, rv := range []uint64{ahead(maxSnapshotLead + time.Second), ahead(time.Hour), math.MaxUint64} {
+		lead := time.Duration(rv-ahead(0)) * time.Microsecond
+		_, err := a.svc.List(context.Background(), &agentwire.ListRequest{SnapshotRV: rv})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "ahead of the clock of node node-a") {
+			t.Errorf("list at %s ahead: %v, want InvalidArgument naming the node", lead, err)
+		}
+		s := a.openFeed(t, &feedStream{})
+		s.subscribe(1, flowfilter.Filter{}, rv)
+		if e := s.waitEnded(t, 1); codes.Code(e.Code) != codes.InvalidArgument {
+			t.Errorf("subscription from %s ahead ended with %v %q, want InvalidArgument", lead, codes.Code(e.Code), e.Message)
+		}
+	}
+	a.ingest(t, "shop", 1)
+	rv := a.flush(t)
+	if now := uint64(time.Now().UnixMicro()); rv > now {
+		t.Errorf("a flow after the refused snapshots got version %d, ahead of the clock %d", rv, now)
+	}
+	if got := list(t, a, &agentwire.ListRequest{SnapshotRV: uint64(time.Now().UnixMicro())}); len(got.Flows) != 1 {
+		t.Errorf("a list at the present found %d flows, want 1", len(got.Flows))
+	}
+
+	within := uint64(time.Now().Add(maxSnapshotLead / 2).UnixMicro())
+	if resp := list(t, a, &agentwire.ListRequest{SnapshotRV: within}); resp.SnapshotRV != within {
+		t.Errorf("list within the lead at %d answered at %d", within, resp.SnapshotRV)
+	}
+	a.ingest(t, "shop", 2)
+	if rv := a.flush(t); rv <= within {
+		t.Errorf("a flow after a reserved snapshot %d got version %d, not above it", within, rv)
 	}
 }
 

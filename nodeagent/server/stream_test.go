@@ -452,13 +452,14 @@ func TestFeedReplaysAfterRestart(t *testing.T) {
 }
 
 // TestFeedFromTheFuture: a subscription from a version ahead of the
-// agent's clock (another agent's snapshot, say) moves the clock past it,
+// agent's clock (another agent's snapshot, say), within maxSnapshotLead
+// (TestSnapshotAheadOfTheClock has the rest), moves the clock past it,
 // so the flows that follow get larger versions and reach it rather than
 // falling below its start.
 func TestFeedFromTheFuture(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.ingest(t, "shop", 1)
-	from := a.flush(t) + uint64(time.Minute.Microseconds())
+	from := a.flush(t) + uint64((maxSnapshotLead / 2).Microseconds())
 	s := a.openFeed(t, &feedStream{})
 	s.subscribe(1, flowfilter.Filter{}, from)
 	if rv := s.waitCaughtUp(t, 1); rv < from {
