@@ -133,9 +133,9 @@ func TestBadRequests(t *testing.T) {
 		{[]string{"get", "flows", "-A", "--field-selector", "since=yesterday"}, "must be a duration such as 90s or 1h"},
 		{[]string{"get", "flows", "-A", "--field-selector", "since!=1h"}, "field selector since supports only ="},
 		{[]string{"get", "flows", "-A", "-l", "app in (web"}, "unable to parse requirement"},
-		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=bm90LWEtdG9rZW4"}, "invalid continue token: not a Flowscope continue token"},
-		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=eyJ2IjoxfQ"}, "invalid continue token: no resource version"},
-		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=***"}, "invalid continue token: not base64url"},
+		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=bm90LWEtdG9rZW4"}, "invalid continue token: not a signed Flowscope continue token"},
+		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=eyJ2IjoxfQ.AAAA"}, "invalid continue token: its signature does not match"},
+		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?continue=***.***"}, "invalid continue token: not base64url"},
 		{[]string{"get", "--raw", "/apis/flows.flowscope.io/v1alpha1/flows?resourceVersion=abc"}, `invalid resource version "abc"`},
 	}
 	for _, tt := range tests {
