@@ -349,19 +349,29 @@ func TestRunFollowed(t *testing.T) {
 	var parseErrs []error
 	follower := follow.New(path, follow.WithPollInterval(2*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go follower.Run(ctx, func(line []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch _, err := parse.ExportLine(line, parse.Options{}); {
-		case err == nil:
-			flows++
-		case errors.Is(err, parse.ErrNotAFlow):
-			other++
-		default:
-			parseErrs = append(parseErrs, err)
+	followed := make(chan error, 1)
+	// Deferred before the mu.Unlock below, so it runs after it: a line
+	// being handled can take mu.
+	defer func() {
+		cancel()
+		if err := <-followed; !errors.Is(err, context.Canceled) {
+			t.Errorf("the follower's Run returned %v, want %v", err, context.Canceled)
 		}
-	})
+	}()
+	go func() {
+		followed <- follower.Run(ctx, func(line []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch _, err := parse.ExportLine(line, parse.Options{}); {
+			case err == nil:
+				flows++
+			case errors.Is(err, parse.ErrNotAFlow):
+				other++
+			default:
+				parseErrs = append(parseErrs, err)
+			}
+		})
+	}()
 	if err := Run(ctx, Config{NodeName: "node-a", NodeIndex: -1, Out: path, Rate: 2000, Count: 200, Seed: 3}); err != nil {
 		t.Fatal(err)
 	}
