@@ -118,7 +118,9 @@ func Load(opts Options) (*Datapath, error) {
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load flow objects: %+v", ve)
+			// %+w wraps ve and, like %+v, has it print the verifier's
+			// whole log rather than its last line.
+			return nil, fmt.Errorf("load flow objects: %+w", ve)
 		}
 		return nil, fmt.Errorf("load flow objects: %w", err)
 	}

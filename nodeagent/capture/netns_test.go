@@ -37,9 +37,9 @@ func newTestNet(t *testing.T) *testNet {
 	}
 	n := &testNet{na: fmt.Sprintf("fscap-a-%d", os.Getpid()), nb: fmt.Sprintf("fscap-b-%d", os.Getpid())}
 	ip(t, "netns", "add", n.na)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.na).Run() })
+	t.Cleanup(func() { ip(t, "netns", "del", n.na) })
 	ip(t, "netns", "add", n.nb)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.nb).Run() })
+	t.Cleanup(func() { ip(t, "netns", "del", n.nb) })
 	ip(t, "-n", n.na, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", n.nb)
 	ip(t, "-n", n.na, "addr", "add", "192.0.2.1/24", "dev", "va")
 	ip(t, "-n", n.nb, "addr", "add", "192.0.2.2/24", "dev", "vb")
@@ -159,7 +159,9 @@ func TestNetnsTraffic(t *testing.T) {
 		if _, err := udpCli.Write(make([]byte, udpLen)); err != nil {
 			t.Fatal(err)
 		}
-		udpSrv.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if err := udpSrv.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		if _, _, err := udpSrv.ReadFrom(make([]byte, 2048)); err != nil {
 			t.Fatalf("udp receive: %v", err)
 		}
@@ -179,7 +181,9 @@ func TestNetnsTraffic(t *testing.T) {
 			t.Fatal(err)
 		}
 		buf := make([]byte, 1500)
-		unix.SetsockoptTimeval(icmpFd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+		if err := unix.SetsockoptTimeval(icmpFd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2}); err != nil {
+			t.Fatalf("icmp receive timeout: %v", err)
+		}
 		for {
 			n, _, err := unix.Recvfrom(icmpFd, buf, 0)
 			if err != nil {

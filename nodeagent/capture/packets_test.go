@@ -215,8 +215,14 @@ func resetTables(t testing.TB, d *Datapath) {
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
 	}
+	if err := it.Err(); err != nil {
+		t.Fatalf("iterate flows: %v", err)
+	}
 	for i := range keys {
-		d.objs.Flows.Delete(&keys[i])
+		// An entry already gone is what is wanted.
+		if err := d.objs.Flows.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Fatalf("delete flow %+v: %v", keys[i], err)
+		}
 	}
 	events(t, d)
 }
