@@ -92,7 +92,9 @@ func (t *tcpClient) once() {
 
 // exchange sends one request and reads its response.
 func (t *tcpClient) exchange() error {
-	t.conn.SetDeadline(time.Now().Add(t.cfg.Timeout))
+	if err := t.conn.SetDeadline(time.Now().Add(t.cfg.Timeout)); err != nil {
+		return err
+	}
 	req := request(t.seq, t.addr, t.cfg.RequestSize)
 	if _, err := t.conn.Write(req); err != nil {
 		return err
@@ -143,7 +145,10 @@ type udpClient struct {
 func (u *udpClient) once() {
 	u.seq++
 	msg := payload(u.size, u.seq)
-	u.conn.SetDeadline(time.Now().Add(u.wait))
+	if err := u.conn.SetDeadline(time.Now().Add(u.wait)); err != nil {
+		u.c.fail(err)
+		return
+	}
 	if _, err := u.conn.Write(msg); err != nil {
 		// Typically ECONNREFUSED left over from an earlier unreachable:
 		// this datagram was not sent.

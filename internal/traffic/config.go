@@ -116,7 +116,7 @@ func (c *Config) parse() (ls []listenSpec, cs []connectSpec, err error) {
 			perr = errors.New("unknown protocol")
 		}
 		if perr != nil {
-			errs = append(errs, fmt.Errorf("--connect %q: %v; want tcp:IP:PORT, tcplong:IP:PORT, udp:IP:PORT or icmp:IP", s, perr))
+			errs = append(errs, fmt.Errorf("--connect %q: %w; want tcp:IP:PORT, tcplong:IP:PORT, udp:IP:PORT or icmp:IP", s, perr))
 			continue
 		}
 		cs = append(cs, connectSpec{spec: s, proto: proto, addr: ap})

@@ -84,7 +84,10 @@ func (p *pinger) once() {
 		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
 	}
 
-	p.conn.SetDeadline(time.Now().Add(p.wait))
+	if err := p.conn.SetDeadline(time.Now().Add(p.wait)); err != nil {
+		p.c.fail(err)
+		return
+	}
 	if _, err := p.conn.WriteTo(msg, p.dst); err != nil {
 		p.c.fail(err)
 		return

@@ -119,7 +119,10 @@ func (s *tcpServer) handle(conn net.Conn) {
 	s.c.add(func(st *Stats) { st.Conns++ })
 	br := bufio.NewReader(conn)
 	for {
-		conn.SetReadDeadline(time.Now().Add(serverIdleTimeout))
+		if err := conn.SetReadDeadline(time.Now().Add(serverIdleTimeout)); err != nil {
+			s.c.fail(err) // not counted when our shutdown closed conn
+			return
+		}
 		n, _, err := readHeader(br)
 		if err != nil {
 			// The client closing (EOF) or our shutdown is the normal end.
