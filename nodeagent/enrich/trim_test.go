@@ -3,6 +3,7 @@ package enrich
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,9 +40,9 @@ func fullPod(i int) *corev1.Pod {
 				UID: types.UID("2f4e9b1c-0d3a-4e5f-8a7b-6c5d4e3f2a1b"), Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 			ManagedFields: []metav1.ManagedFieldsEntry{
 				{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsType: "FieldsV1",
-					FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 1800)}},
+					FieldsV1: metav1.NewFieldsV1(strings.Repeat("\x00", 1800))},
 				{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsType: "FieldsV1",
-					Subresource: "status", FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 900)}},
+					Subresource: "status", FieldsV1: metav1.NewFieldsV1(strings.Repeat("\x00", 900))},
 			},
 		},
 		Spec: corev1.PodSpec{

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ func TestMaintainBudget(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("a list returns %d flows, want %d", len(got), len(want))
 	}
-	if _, err := s.Get(rvs[0]); err != ErrNotFound {
+	if _, err := s.Get(rvs[0]); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get of an evicted flow: %v", err)
 	}
 	// The boundary survives a restart.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -141,7 +142,7 @@ func TestStoreMatchesOracle(t *testing.T) {
 			}
 		}
 		for _, missing := range []uint64{first - 1, last + 1, 1} {
-			if _, err := s.Get(missing); err != ErrNotFound {
+			if _, err := s.Get(missing); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Get(%d) of a missing version: %v", missing, err)
 			}
 		}

@@ -96,11 +96,11 @@ func FuzzConvertFieldLabel(f *testing.F) {
 		case "l4.sourcePort", "l4.destinationPort", "l7.http.code":
 			in, err1 := strconv.ParseUint(value, 10, 64)
 			out, err2 := strconv.ParseUint(got, 10, 64)
-			max := uint64(65535)
+			highest := uint64(65535)
 			if label == "l7.http.code" {
-				max = 999
+				highest = 999
 			}
-			if err1 != nil || err2 != nil || in != out || out > max || strconv.FormatUint(out, 10) != got {
+			if err1 != nil || err2 != nil || in != out || out > highest || strconv.FormatUint(out, 10) != got {
 				t.Fatalf("%s=%q converts to %q", label, value, got)
 			}
 		case "source.ip", "destination.ip":
