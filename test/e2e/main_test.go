@@ -60,7 +60,6 @@ var everything = labels.Everything()
 type seed = framework.Seed
 
 var (
-	pod       = framework.Pod
 	host      = framework.Host
 	mkFlow    = framework.MkFlow
 	web1      = framework.Web1

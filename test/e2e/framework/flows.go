@@ -151,7 +151,7 @@ func (s *System) ListSports(user string, args ...string) ([]int32, error) {
 	args = append([]string{"get", "flows", "-o", `jsonpath={range .items[*]}{.l4.sourcePort}{"\n"}{end}`}, args...)
 	out, stderr, err := s.KubectlAs(user, args...)
 	if err != nil {
-		return nil, fmt.Errorf("%v: %s", err, stderr)
+		return nil, fmt.Errorf("%w: %s", err, stderr)
 	}
 	var ports []int32
 	for _, l := range strings.Fields(out) {

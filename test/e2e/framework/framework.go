@@ -296,8 +296,6 @@ func (s *System) signal(t *testing.T, component string, sig syscall.Signal) []st
 	return strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 }
 
-// start starts a component with args, records its pid where local-down
-// looks, and waits until flows can be listed with no agent missing.
 // Spawn starts args in a session of its own, as local-up.sh starts the
 // components, with its output appended to logs/<name>.log. exited is
 // closed once it has been reaped.
@@ -319,6 +317,8 @@ func (s *System) Spawn(t *testing.T, name string, args []string) (cmd *exec.Cmd,
 	return cmd, done
 }
 
+// start starts a component with args, records its pid where local-down
+// looks, and waits until flows can be listed with no agent missing.
 func (s *System) start(t *testing.T, component string, args []string) {
 	t.Helper()
 	cmd, _ := s.Spawn(t, component, args)
