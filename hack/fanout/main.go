@@ -56,6 +56,15 @@ type options struct {
 }
 
 func main() {
+	if err := fanout(); err != nil {
+		fmt.Fprintln(os.Stderr, "fanout:", err)
+		os.Exit(1)
+	}
+}
+
+// fanout parses the flags and runs the benchmark. It is main's body, apart
+// so that its deferred Close of the client log runs before main exits.
+func fanout() error {
 	var o options
 	var nodes string
 	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the local system's admin")
@@ -80,8 +89,7 @@ func main() {
 	if *clientLog != "" {
 		f, err := os.Create(*clientLog)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "fanout:", err)
-			os.Exit(1)
+			return err
 		}
 		defer f.Close()
 		// Errors too: klog copies them to standard error unless told not
@@ -96,10 +104,7 @@ func main() {
 	err := run(ctx, o)
 	stop()
 	klog.Flush()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fanout:", err)
-		os.Exit(1)
-	}
+	return err
 }
 
 func logf(format string, args ...any) {
