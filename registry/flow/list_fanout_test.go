@@ -227,7 +227,13 @@ func TestListSharesMatchSingleStoreOracle(t *testing.T) {
 			defer c.keepArriving(rand.New(rand.NewPCG(seed, 100+uint64(si))), 5*time.Millisecond)()
 
 			var sent, returned, again int64
-			for i := range 20 {
+			// Under -short (make test-unit, with the race detector, which
+			// makes each list ten times slower) a quarter of the lists.
+			lists := 20
+			if testing.Short() {
+				lists = 5
+			}
+			for i := range lists {
 				q := randomQuery(rng, names, start)
 				q.limit = pick(rng, []int64{0, 1, 3, 7, 10, 25, 40, 64, 150, 600})
 				share := pick(rng, []int64{1, 3, 32})
