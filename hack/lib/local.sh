@@ -1,4 +1,19 @@
 #!/usr/bin/env bash
+
+# Copyright The Flowscope Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # shellcheck disable=SC2034 # variables are used by the scripts sourcing this file
 # Shared by hack/local-up.sh and hack/local-down.sh (sourced): configuration,
 # layout of OUT_DIR and process management.
