@@ -48,7 +48,7 @@ import (
 //	bool    byte 0 or 1
 //	time    zz seconds since the Unix epoch, uv nanoseconds (< 1e9)
 //	opt     byte 0 (absent) or 1, then the value
-//	flow    uv length, then the flow in package codec's encoding
+//	flow    uv length, then the flow in package flowcodec's encoding
 //	filter  namespace str, labelSelector str, fieldSelector str,
 //	        since opt time, until opt time
 //	cursor  time, node str, rv uv

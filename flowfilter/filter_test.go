@@ -53,7 +53,7 @@ func TestCompileRejectsTimeBoundsAsFields(t *testing.T) {
 }
 
 // manyFilters returns 200 field-selector filters, as 200 watches of one
-// aggregated server put on an agent's session, over every field.
+// aggregated server put on an agent's feed, over every field.
 func manyFilters(flows []v1alpha1.Flow) []flowfilter.Filter {
 	var out []flowfilter.Filter
 	for i := range 200 {

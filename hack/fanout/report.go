@@ -171,7 +171,7 @@ func newPhaseCPU(phase string, from, to snapshot) phaseCPU {
 type agentCounters struct {
 	Ingested    float64 `json:"flowsIngested"`
 	Dropped     float64 `json:"flowsDropped"`
-	Streams     float64 `json:"watchStreams"` // active watches (session subscriptions); the name predates sessions
+	Streams     float64 `json:"watchStreams"` // active watches (feed subscriptions); the name predates feeds
 	CutOff      float64 `json:"watchersCutOff"`
 	MeanBatchMs float64 `json:"meanIngestBatchMs"`
 }

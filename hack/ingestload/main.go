@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.producers, "producers", 1, "goroutines offering flows")
 	flag.IntVar(&o.queue, "queue", 65536, "the pipeline's queue (flowscope-agent --ingest-queue-size)")
 	flag.IntVar(&o.batch, "batch", store.MaxBlockFlows, "flows per store write at most (the agent's batch size)")
-	flag.IntVar(&o.watchers, "watchers", 1, "watches draining the hub, each for one namespace: subscriptions of one hub session, as an aggregated server's are")
+	flag.IntVar(&o.watchers, "watchers", 1, "watches draining the hub, each for one namespace: subscriptions of one hub listener, as an aggregated server's feed is")
 	flag.StringVar(&o.dir, "dir", "", "store directory (default: a new temporary one, removed at exit)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
@@ -248,7 +248,7 @@ func produce(p *ingest.Pipeline, pool []v1alpha1.Flow, id int, o options, stop t
 }
 
 // drainWatchers subscribes n watchers, each to one namespace of the shop
-// application, in one hub session, as the agent serves one aggregated
+// application, in one hub listener, as the agent serves one aggregated
 // server's watches, and counts what they receive: a flow that k of them
 // select counts k times.
 func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
@@ -275,7 +275,7 @@ func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
 					got.Add(int64(len(e.IDs)))
 				}
 			case <-sess.Done():
-				fmt.Fprintln(os.Stderr, "ingestload: the watchers' session was cut off:", sess.Err())
+				fmt.Fprintln(os.Stderr, "ingestload: the watchers' listener was cut off:", sess.Err())
 				return
 			case <-ctx.Done():
 				return

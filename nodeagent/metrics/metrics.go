@@ -75,10 +75,10 @@ var (
 		StabilityLevel: compbasemetrics.ALPHA,
 	}, []string{"method", "code"})
 	// Watchers is the number of active watches: subscriptions of the
-	// aggregated servers' sessions.
+	// aggregated servers' feeds.
 	Watchers = Gauge{compbasemetrics.NewGauge(&compbasemetrics.GaugeOpts{
 		Namespace: namespace, Name: "watchers",
-		Help:           "Active watches (session subscriptions) served by this agent.",
+		Help:           "Active watches (feed subscriptions) served by this agent.",
 		StabilityLevel: compbasemetrics.ALPHA,
 	})}
 	// FlowsDeleted counts the deletions announced to watchers.
@@ -100,10 +100,10 @@ var (
 		StabilityLevel: compbasemetrics.ALPHA,
 	})
 	// WatchersCutOff counts the times a reader fell behind the live flows:
-	// a session ended, or a subscription sent back to the store.
+	// a feed ended, or a subscription sent back to the store.
 	WatchersCutOff = compbasemetrics.NewCounter(&compbasemetrics.CounterOpts{
 		Namespace: namespace, Name: "watchers_cut_off_total",
-		Help:           "Times a reader fell behind the live flows: a session ended for it (its server resumes its watches from the store), or a subscription catching up went back to the store.",
+		Help:           "Times a reader fell behind the live flows: a feed ended for it (its server resumes its watches from the store), or a subscription catching up went back to the store.",
 		StabilityLevel: compbasemetrics.ALPHA,
 	})
 )
