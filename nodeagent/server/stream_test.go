@@ -560,7 +560,9 @@ func TestFeedCancelAndErrors(t *testing.T) {
 	a := startAgent(t, t.TempDir(), 1024)
 	a.ingestMixed(t, 1, 3000)
 	head := a.flush(t)
-	s := a.openFeed(t, &feedStream{slowEvery: 20})
+	// Slow enough that 3's replay of 3,000 flows (1.5 s) is still going
+	// when the cancel comes, even on a loaded machine under -race.
+	s := a.openFeed(t, &feedStream{slowEvery: 2})
 	shop := flowfilter.Filter{Namespace: "shop"}
 	s.subscribe(1, shop, 0)
 	s.subscribe(2, shop, 0)
