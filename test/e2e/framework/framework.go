@@ -118,8 +118,10 @@ func Main(m *testing.M, opts Options, sys **System) int {
 		return 1
 	}
 	// Ports far from make run's 6440, different for concurrent suites: each
-	// system spans portSpan ports.
-	s.PortBase = 20000 + portSpan*rand.IntN(130)
+	// system spans portSpan ports, all below the kernel's ephemeral range,
+	// where any outgoing connection may hold one (an agent once failed to
+	// bind its metrics port for that).
+	s.PortBase = 20000 + portSpan*rand.IntN((ephemeralPortsStart()-20000)/portSpan-1)
 	demo, capture := "0", opts.Capture
 	if opts.DemoPods {
 		demo = "1"
@@ -357,4 +359,23 @@ func exited(pid int) bool {
 		}
 	}
 	return true
+}
+
+// ephemeralPortsStart returns the first port the kernel hands out to
+// outgoing connections (Linux's default where it cannot be read).
+func ephemeralPortsStart() int {
+	const linuxDefault = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return linuxDefault
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return linuxDefault
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil || low < 20000+2*portSpan {
+		return linuxDefault
+	}
+	return low
 }
