@@ -37,7 +37,8 @@ GO="${GO:-go}"
 BINARIES=(golangci-lint logcheck)
 PACKAGES=(github.com/golangci/golangci-lint/v2/cmd/golangci-lint sigs.k8s.io/logtools/logcheck)
 
-cache_root="${FLOWSCOPE_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/flowscope/tools}"
+# shellcheck source=hack/lib/toolcache.sh
+source "${ROOT}/hack/lib/toolcache.sh"
 
 lint_key() {
   {
@@ -49,57 +50,4 @@ lint_key() {
   } | sha256sum | cut -c1-16
 }
 
-complete_in() {
-  local dir=$1 b
-  for b in "${BINARIES[@]}"; do
-    [[ -x "${dir}/${b}" ]] || return 1
-  done
-}
-
-link_tools() {
-  local dir=$1 b
-  mkdir -p "${OUT_TOOLS}"
-  for b in "${BINARIES[@]}"; do
-    ln -sfn "${dir}/${b}" "${OUT_TOOLS}/${b}"
-  done
-}
-
-build_into() {
-  local dir=$1 tmp b
-  tmp="$(mktemp -d "${dir}.tmp.XXXXXX")"
-  # shellcheck disable=SC2064 # expand now: tmp is local
-  trap "rm -rf '${tmp}'" EXIT
-  GOWORK=off GOFLAGS="${TOOLS_GOFLAGS:-}" "${GO}" -C "${LINT_MOD}" build -o "${tmp}/" "${PACKAGES[@]}"
-  mkdir -p "${dir}"
-  for b in "${BINARIES[@]}"; do
-    mv -f "${tmp}/${b}" "${dir}/${b}"
-  done
-  rm -rf "${tmp}"
-  trap - EXIT
-}
-
-main() {
-  local start key dir
-  start=$(date +%s)
-  key="$(lint_key)"
-  dir="${cache_root}/lint-${key}"
-  mkdir -p "${cache_root}"
-
-  if ! complete_in "${dir}"; then
-    if command -v flock >/dev/null; then
-      exec 9>"${dir}.lock"
-      if ! flock -n 9; then
-        echo "lint tools: another build of lint-${key} is running, waiting for it..."
-        flock 9
-      fi
-    fi
-    if ! complete_in "${dir}"; then
-      echo "lint tools: building golangci-lint and logcheck into ${dir} (about 4 min on 2 cores with a cold Go build cache)..."
-      build_into "${dir}"
-      echo "lint tools: built in $(($(date +%s) - start))s"
-    fi
-  fi
-  link_tools "${dir}"
-}
-
-main "$@"
+toolcache::ensure "lint tools" "lint-$(lint_key)" "${LINT_MOD}" ""

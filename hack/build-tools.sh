@@ -39,7 +39,8 @@ LDFLAGS="-X k8s.io/component-base/version.gitVersion=${K8S_VERSION} -X k8s.io/co
 BINARIES=(kube-apiserver kubectl etcd)
 PACKAGES=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd)
 
-cache_root="${FLOWSCOPE_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/flowscope/tools}"
+# shellcheck source=hack/lib/toolcache.sh
+source "${ROOT}/hack/lib/toolcache.sh"
 
 tools_key() {
   {
@@ -52,70 +53,4 @@ tools_key() {
   } | sha256sum | cut -c1-16
 }
 
-complete_in() {
-  local dir=$1 b
-  for b in "${BINARIES[@]}"; do
-    [[ -x "${dir}/${b}" ]] || return 1
-  done
-}
-
-link_tools() {
-  local dir=$1 b
-  mkdir -p "${OUT_TOOLS}"
-  for b in "${BINARIES[@]}"; do
-    ln -sfn "${dir}/${b}" "${OUT_TOOLS}/${b}"
-  done
-}
-
-build_into() {
-  local dir=$1 tmp
-  tmp="$(mktemp -d "${dir}.tmp.XXXXXX")"
-  # shellcheck disable=SC2064 # expand now: tmp is local
-  trap "rm -rf '${tmp}'" EXIT
-  (
-    cd "${TOOLS_MOD}"
-    GOWORK=off GOFLAGS="${TOOLS_GOFLAGS:-}" "${GO}" build -ldflags "${LDFLAGS}" -o "${tmp}/" "${PACKAGES[@]}"
-  )
-  mkdir -p "${dir}"
-  local b
-  for b in "${BINARIES[@]}"; do
-    mv -f "${tmp}/${b}" "${dir}/${b}"
-  done
-  rm -rf "${tmp}"
-  trap - EXIT
-}
-
-main() {
-  local start key dir
-  start=$(date +%s)
-  command -v "${GO}" >/dev/null || { echo "build-tools: ${GO} not found" >&2; exit 1; }
-  key="$(tools_key)"
-  dir="${cache_root}/${key}"
-  mkdir -p "${cache_root}"
-
-  if complete_in "${dir}"; then
-    link_tools "${dir}"
-    echo "tools: cached ${K8S_VERSION} kube-apiserver, kubectl, etcd in ${dir} ($(( $(date +%s) - start ))s) -> _output/tools"
-    return 0
-  fi
-
-  if command -v flock >/dev/null; then
-    exec 9>"${cache_root}/${key}.lock"
-    if ! flock -n 9; then
-      echo "tools: another build of ${key} is running, waiting for it..."
-      flock 9
-    fi
-  fi
-  local how="built"
-  if complete_in "${dir}"; then
-    how="built by a concurrent run, waited"
-  else
-    echo "tools: building kube-apiserver, kubectl ${K8S_VERSION} and etcd into ${dir} (up to ~10 min on 2 cores with a cold Go build cache)..."
-    build_into "${dir}"
-  fi
-  link_tools "${dir}"
-  local took=$(( $(date +%s) - start ))
-  echo "tools: ${how} ${K8S_VERSION} kube-apiserver, kubectl, etcd in ${dir} ($((took / 60))m$((took % 60))s) -> _output/tools"
-}
-
-main "$@"
+toolcache::ensure tools "$(tools_key)" "${TOOLS_MOD}" "${LDFLAGS}"
