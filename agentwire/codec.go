@@ -416,10 +416,9 @@ func (d *wireDecoder) time() time.Time {
 		d.fail("nanoseconds out of range")
 		return time.Time{}
 	}
-	// Seconds that time.Time cannot hold (below year 1 after the zero
-	// time's epoch arithmetic) would wrap around silently.
-	if sec < math.MinInt64/2 || sec > math.MaxInt64/2 {
-		d.fail("seconds out of range")
+	// Only times JSON can print: the server puts them in responses.
+	if sec < flowcodec.MinUnix || sec > flowcodec.MaxUnix {
+		d.fail("time outside years 0-9999")
 		return time.Time{}
 	}
 	return time.Unix(sec, int64(nsec)).UTC()

@@ -27,8 +27,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/diff"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
@@ -196,8 +198,51 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
+// TestRefusesWhatJSONCannotPrint: a flow with a time outside years
+// 0-9999, or with fieldsV1 that is not JSON, does not encode, since no
+// response containing it could be written; the time bounds themselves do.
+func TestRefusesWhatJSONCannotPrint(t *testing.T) {
+	at := func(sec int64) metav1.Time { return metav1.Unix(sec, 0) }
+	for _, tc := range []struct {
+		name string
+		set  func(*v1alpha1.Flow, int64)
+	}{
+		{"time", func(f *v1alpha1.Flow, s int64) { f.Time = metav1.NewMicroTime(time.Unix(s, 0)) }},
+		{"endTime", func(f *v1alpha1.Flow, s int64) { e := metav1.NewMicroTime(time.Unix(s, 0)); f.EndTime = &e }},
+		{"creationTimestamp", func(f *v1alpha1.Flow, s int64) { f.CreationTimestamp = at(s) }},
+		{"deletionTimestamp", func(f *v1alpha1.Flow, s int64) { d := at(s); f.DeletionTimestamp = &d }},
+		{"managedFields", func(f *v1alpha1.Flow, s int64) {
+			f.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "m", Time: ptr(at(s))}}
+		}},
+	} {
+		for _, sec := range []int64{flowcodec.MinUnix, flowcodec.MaxUnix} {
+			f := &v1alpha1.Flow{}
+			tc.set(f, sec)
+			b, err := flowcodec.Marshal(f)
+			if err != nil {
+				t.Fatalf("%s at %d: %v", tc.name, sec, err)
+			}
+			checkReencode(t, b)
+		}
+		for _, sec := range []int64{flowcodec.MinUnix - 1, flowcodec.MaxUnix + 1} {
+			f := &v1alpha1.Flow{}
+			tc.set(f, sec)
+			if _, err := flowcodec.Marshal(f); err == nil {
+				t.Errorf("%s at %d s: encoded a time JSON cannot print", tc.name, sec)
+			}
+		}
+	}
+	f := &v1alpha1.Flow{}
+	f.ManagedFields = []metav1.ManagedFieldsEntry{{FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:`)}}}
+	if _, err := flowcodec.Marshal(f); err == nil {
+		t.Errorf("encoded managedFields whose fieldsV1 is not JSON")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // checkReencode: input the decoder accepts re-encodes to a value that
-// decodes to the same flow and re-encodes to itself.
+// decodes to the same flow and re-encodes to itself, and serves as JSON.
 func checkReencode(t testing.TB, b []byte) {
 	var f v1alpha1.Flow
 	if err := flowcodec.Unmarshal(b, &f); err != nil {
@@ -205,6 +250,9 @@ func checkReencode(t testing.TB, b []byte) {
 			t.Fatalf("error %v does not match ErrMalformed", err)
 		}
 		return
+	}
+	if _, err := json.Marshal(&f); err != nil {
+		t.Fatalf("accepted input cannot be served as JSON: %v\ninput %x", err, b)
 	}
 	b2, err := flowcodec.Marshal(&f)
 	if err != nil {

@@ -56,6 +56,14 @@ func (d *decoder) fail(what string) {
 	d.i = len(d.b)
 }
 
+// checkTime fails the decoding for a time, in Unix seconds, outside
+// [MinUnix, MaxUnix].
+func (d *decoder) checkTime(sec int64) {
+	if sec < MinUnix || sec > MaxUnix {
+		d.fail("time outside years 0-9999")
+	}
+}
+
 func (d *decoder) byte() byte {
 	if d.i >= len(d.b) {
 		d.fail("truncated")

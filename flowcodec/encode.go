@@ -18,14 +18,32 @@ package flowcodec
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"slices"
 )
 
 type encoder struct {
 	b    []byte
+	err  error
 	nstr int
 	strs [maxRefs]string
+}
+
+// The times a flow can carry are those RFC 3339, and so JSON, can print:
+// years 0 to 9999. A flow outside them would encode here and then fail
+// every JSON response it is part of, so both directions refuse it.
+const (
+	MinUnix int64 = -62167219200 // 0000-01-01T00:00:00Z
+	MaxUnix int64 = 253402300799 // 9999-12-31T23:59:59Z
+)
+
+// checkTime records an error for a time, in Unix seconds, outside
+// [MinUnix, MaxUnix].
+func (e *encoder) checkTime(sec int64) {
+	if (sec < MinUnix || sec > MaxUnix) && e.err == nil {
+		e.err = fmt.Errorf("encode flow: time %d s after 1970 is outside years 0-9999", sec)
+	}
 }
 
 func (e *encoder) uvarint(v uint64) {

@@ -35,6 +35,9 @@ func AppendMarshal(dst []byte, f *v1alpha1.Flow) ([]byte, error) {
 	}
 	e := encoder{b: dst}
 	e.flow(f)
+	if e.err != nil {
+		return dst, e.err
+	}
 	return e.b, nil
 }
 
@@ -55,11 +58,14 @@ func (e *encoder) flow(f *v1alpha1.Flow) {
 		flags |= fTime
 		us = f.Time.UnixMicro()
 		sec = floorDiv(us, 1e6)
+		e.checkTime(sec)
 	}
 	if f.EndTime != nil && !f.EndTime.IsZero() {
 		flags |= fEndTime
+		e.checkTime(f.EndTime.Unix())
 	}
 	if !f.CreationTimestamp.IsZero() {
+		e.checkTime(f.CreationTimestamp.Unix())
 		if flags&fTime != 0 && f.CreationTimestamp.Unix() == sec {
 			flags |= fCreationDerived
 		} else {

@@ -17,6 +17,8 @@ limitations under the License.
 package flowcodec
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,6 +70,7 @@ func (e *encoder) rare(m *metav1.ObjectMeta) {
 		e.varint(m.Generation)
 	}
 	if bits&rareDeletionTimestamp != 0 {
+		e.checkTime(m.DeletionTimestamp.Unix())
 		e.varint(m.DeletionTimestamp.Unix())
 	}
 	if bits&rareDeletionGracePeriod != 0 {
@@ -113,12 +116,16 @@ func (e *encoder) rare(m *metav1.ObjectMeta) {
 			raw := mf.FieldsV1.GetRawString()
 			if raw != "" {
 				b |= 2
+				if !json.Valid([]byte(raw)) && e.err == nil {
+					e.err = fmt.Errorf("encode flow: managedFields[%d].fieldsV1 is not JSON", i)
+				}
 			}
 			e.b = append(e.b, b)
 			e.string(mf.Manager)
 			e.string(string(mf.Operation))
 			e.string(mf.APIVersion)
 			if b&1 != 0 {
+				e.checkTime(mf.Time.Unix())
 				e.varint(mf.Time.Unix())
 			}
 			e.string(mf.FieldsType)
@@ -146,7 +153,9 @@ func (d *decoder) rare(m *metav1.ObjectMeta) {
 		m.Generation = d.varint()
 	}
 	if bits&rareDeletionTimestamp != 0 {
-		t := metav1.NewTime(time.Unix(d.varint(), 0))
+		sec := d.varint()
+		d.checkTime(sec)
+		t := metav1.NewTime(time.Unix(sec, 0))
 		m.DeletionTimestamp = &t
 	}
 	if bits&rareDeletionGracePeriod != 0 {
@@ -198,7 +207,9 @@ func (d *decoder) rare(m *metav1.ObjectMeta) {
 				mf.Operation = metav1.ManagedFieldsOperationType(d.string())
 				mf.APIVersion = d.string()
 				if b&1 != 0 {
-					t := metav1.NewTime(time.Unix(d.varint(), 0))
+					sec := d.varint()
+					d.checkTime(sec)
+					t := metav1.NewTime(time.Unix(sec, 0))
 					mf.Time = &t
 				}
 				mf.FieldsType = d.string()
@@ -206,6 +217,11 @@ func (d *decoder) rare(m *metav1.ObjectMeta) {
 					raw := d.string()
 					if raw == "" {
 						d.fail("empty fieldsV1")
+						return
+					}
+					// The server writes it into responses verbatim.
+					if !json.Valid([]byte(raw)) {
+						d.fail("fieldsV1 is not JSON")
 						return
 					}
 					mf.FieldsV1 = &metav1.FieldsV1{}

@@ -98,15 +98,20 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 		}
 		us = d.varint() + base
 		sec = floorDiv(us, 1e6)
+		d.checkTime(sec)
 		f.Time = metav1.NewMicroTime(time.UnixMicro(us))
 	}
 	if flags&fEndTime != 0 {
-		blk.end = metav1.NewMicroTime(time.UnixMicro(us + d.varint()))
+		end := us + d.varint()
+		d.checkTime(floorDiv(end, 1e6))
+		blk.end = metav1.NewMicroTime(time.UnixMicro(end))
 		f.EndTime = &blk.end
 	}
 	switch {
 	case flags&fCreation != 0:
-		f.CreationTimestamp = metav1.NewTime(time.Unix(sec+d.varint(), 0))
+		created := sec + d.varint()
+		d.checkTime(created)
+		f.CreationTimestamp = metav1.NewTime(time.Unix(created, 0))
 	case flags&fCreationDerived != 0:
 		f.CreationTimestamp = metav1.NewTime(time.Unix(sec, 0))
 	}
