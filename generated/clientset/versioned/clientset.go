@@ -22,6 +22,7 @@ import (
 	fmt "fmt"
 	http "net/http"
 
+	configv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/config/v1alpha1"
 	flowsv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/flows/v1alpha1"
 	discovery "k8s.io/client-go/discovery"
 	rest "k8s.io/client-go/rest"
@@ -30,13 +31,20 @@ import (
 
 type Interface interface {
 	Discovery() discovery.DiscoveryInterfaces
+	ConfigV1alpha1() configv1alpha1.ConfigV1alpha1Interface
 	FlowsV1alpha1() flowsv1alpha1.FlowsV1alpha1Interface
 }
 
 // Clientset contains the clients for groups.
 type Clientset struct {
 	*discovery.DiscoveryClient
-	flowsV1alpha1 *flowsv1alpha1.FlowsV1alpha1Client
+	configV1alpha1 *configv1alpha1.ConfigV1alpha1Client
+	flowsV1alpha1  *flowsv1alpha1.FlowsV1alpha1Client
+}
+
+// ConfigV1alpha1 retrieves the ConfigV1alpha1Client
+func (c *Clientset) ConfigV1alpha1() configv1alpha1.ConfigV1alpha1Interface {
+	return c.configV1alpha1
 }
 
 // FlowsV1alpha1 retrieves the FlowsV1alpha1Client
@@ -88,6 +96,10 @@ func NewForConfigAndClient(c *rest.Config, httpClient *http.Client) (*Clientset,
 
 	var cs Clientset
 	var err error
+	cs.configV1alpha1, err = configv1alpha1.NewForConfigAndClient(&configShallowCopy, httpClient)
+	if err != nil {
+		return nil, err
+	}
 	cs.flowsV1alpha1, err = flowsv1alpha1.NewForConfigAndClient(&configShallowCopy, httpClient)
 	if err != nil {
 		return nil, err
@@ -113,6 +125,7 @@ func NewForConfigOrDie(c *rest.Config) *Clientset {
 // New creates a new Clientset for the given RESTClient.
 func New(c rest.Interface) *Clientset {
 	var cs Clientset
+	cs.configV1alpha1 = configv1alpha1.New(c)
 	cs.flowsV1alpha1 = flowsv1alpha1.New(c)
 
 	cs.DiscoveryClient = discovery.NewDiscoveryClient(c)

@@ -25,6 +25,7 @@ import (
 	time "time"
 
 	versioned "flowscope.io/flowscope/generated/clientset/versioned"
+	config "flowscope.io/flowscope/generated/informers/externalversions/config"
 	flows "flowscope.io/flowscope/generated/informers/externalversions/flows"
 	internalinterfaces "flowscope.io/flowscope/generated/informers/externalversions/internalinterfaces"
 	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -325,7 +326,12 @@ type SharedInformerFactory interface {
 	// client.
 	InformerFor(obj runtime.Object, newFunc internalinterfaces.NewInformerFunc) cache.SharedIndexInformer
 
+	Config() config.Interface
 	Flows() flows.Interface
+}
+
+func (f *sharedInformerFactory) Config() config.Interface {
+	return config.New(f, f.namespace, f.tweakListOptions)
 }
 
 func (f *sharedInformerFactory) Flows() flows.Interface {

@@ -21,7 +21,8 @@ package externalversions
 import (
 	fmt "fmt"
 
-	v1alpha1 "flowscope.io/flowscope/apis/flows/v1alpha1"
+	v1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
+	flowsv1alpha1 "flowscope.io/flowscope/apis/flows/v1alpha1"
 	schema "k8s.io/apimachinery/pkg/runtime/schema"
 	cache "k8s.io/client-go/tools/cache"
 )
@@ -52,8 +53,14 @@ func (f *genericInformer) Lister() cache.GenericLister {
 // TODO extend this to unknown resources with a client pool
 func (f *sharedInformerFactory) ForResource(resource schema.GroupVersionResource) (GenericInformer, error) {
 	switch resource {
-	// Group=flows.flowscope.io, Version=v1alpha1
-	case v1alpha1.SchemeGroupVersion.WithResource("flows"):
+	// Group=config.flowscope.io, Version=v1alpha1
+	case v1alpha1.SchemeGroupVersion.WithResource("clusterflowlogpolicies"):
+		return &genericInformer{resource: resource.GroupResource(), informer: f.Config().V1alpha1().ClusterFlowLogPolicies().Informer()}, nil
+	case v1alpha1.SchemeGroupVersion.WithResource("flowlogpolicies"):
+		return &genericInformer{resource: resource.GroupResource(), informer: f.Config().V1alpha1().FlowLogPolicies().Informer()}, nil
+
+		// Group=flows.flowscope.io, Version=v1alpha1
+	case flowsv1alpha1.SchemeGroupVersion.WithResource("flows"):
 		return &genericInformer{resource: resource.GroupResource(), informer: f.Flows().V1alpha1().Flows().Informer()}, nil
 
 	}

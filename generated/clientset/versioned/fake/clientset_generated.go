@@ -20,6 +20,8 @@ package fake
 
 import (
 	clientset "flowscope.io/flowscope/generated/clientset/versioned"
+	configv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/config/v1alpha1"
+	fakeconfigv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/config/v1alpha1/fake"
 	flowsv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/flows/v1alpha1"
 	fakeflowsv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/flows/v1alpha1/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,6 +96,11 @@ var (
 	_ clientset.Interface = &Clientset{}
 	_ testing.FakeClient  = &Clientset{}
 )
+
+// ConfigV1alpha1 retrieves the ConfigV1alpha1Client
+func (c *Clientset) ConfigV1alpha1() configv1alpha1.ConfigV1alpha1Interface {
+	return &fakeconfigv1alpha1.FakeConfigV1alpha1{Fake: &c.Fake}
+}
 
 // FlowsV1alpha1 retrieves the FlowsV1alpha1Client
 func (c *Clientset) FlowsV1alpha1() flowsv1alpha1.FlowsV1alpha1Interface {

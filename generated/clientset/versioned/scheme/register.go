@@ -19,6 +19,7 @@ limitations under the License.
 package scheme
 
 import (
+	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
 	flowsv1alpha1 "flowscope.io/flowscope/apis/flows/v1alpha1"
 	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtime "k8s.io/apimachinery/pkg/runtime"
@@ -31,6 +32,7 @@ var Scheme = runtime.NewScheme()
 var Codecs = serializer.NewCodecFactory(Scheme)
 var ParameterCodec = runtime.NewParameterCodec(Scheme)
 var localSchemeBuilder = runtime.SchemeBuilder{
+	configv1alpha1.AddToScheme,
 	flowsv1alpha1.AddToScheme,
 }
 
