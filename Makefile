@@ -77,15 +77,15 @@ verify-bpf: generate-bpf ## Fail if the committed eBPF objects differ from the s
 	git diff --exit-code -- bpf/
 
 .PHONY: update-codegen
-update-codegen: ## Regenerate deepcopy, OpenAPI, clientset, listers, informers.
+update-codegen: ## Regenerate deepcopy, OpenAPI, clientset, listers, informers, and the CRDs in artifacts/crds (controller-gen).
 	hack/update-codegen.sh
 
 .PHONY: verify-codegen
-verify-codegen: ## Fail if generated code is stale.
+verify-codegen: ## Fail if generated code or the CRDs are stale.
 	hack/verify-codegen.sh
 
 # The Go modules of the repository: the root one and the tools' own.
-TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks
+TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen
 
 .PHONY: verify
 verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code.

@@ -15,7 +15,9 @@
 # limitations under the License.
 
 # Regenerates deepcopy, OpenAPI definitions, the clientset, listers and
-# informers from apis/. The generators are the versions pinned in go.mod.
+# informers from apis/, and the CRDs of config.flowscope.io in artifacts/crds
+# (hack/update-crds.sh). The generators are the versions pinned in go.mod;
+# controller-gen's is in hack/tools/crdgen/go.mod.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,3 +52,5 @@ kube::codegen::gen_client \
     --output-pkg "${MODULE}/generated" \
     --boilerplate "${ROOT}/hack/boilerplate.go.txt" \
     "${ROOT}/apis"
+
+"${ROOT}/hack/update-crds.sh"
