@@ -26,6 +26,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -69,6 +70,24 @@ type Options struct {
 	// DiskGuard, if not nil, drops batches instead of writing them while
 	// the store's disk is nearly full.
 	DiskGuard *DiskGuard
+	// Stored, if not nil, is stored mode: it sees every committed batch
+	// and keeps some flows beyond the store's retention.
+	Stored Stored
+}
+
+// Stored is stored mode as the pipeline drives it, on its goroutine.
+type Stored interface {
+	// Keep takes a committed batch; it must not block on a slow output.
+	Keep(recs []store.Record)
+	// Holding returns the versions in (after, upTo] it keeps: their
+	// departure from the store is not a deletion yet.
+	Holding(after, upTo uint64) (map[uint64]struct{}, error)
+	// Maintain removes what has expired and announces, through announce,
+	// the flows leaving it that the store does not list any more (those
+	// below stillListed).
+	Maintain(stillListed uint64, announce func([]store.Record))
+	// Sync makes what it keeps durable.
+	Sync() error
 }
 
 // Pipeline ingests flows. Offer, Put and Flush may be called from any
@@ -264,7 +283,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				}
 				p.commit(batch)
 			}
-			reply <- p.store.Sync()
+			reply <- p.sync()
 		case <-progress.C:
 			p.progress(0)
 		case <-p.askedReady:
@@ -274,13 +293,21 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-maintainTick.C:
 			p.maintain()
 		case <-syncTick.C:
-			if err := p.store.Sync(); err != nil {
+			if err := p.sync(); err != nil {
 				klog.ErrorS(err, "Failed syncing the flow store")
 			}
 		case <-ctx.Done():
-			return p.store.Sync()
+			return p.sync()
 		}
 	}
+}
+
+func (p *Pipeline) sync() error {
+	err := p.store.Sync()
+	if p.opts.Stored != nil {
+		err = errors.Join(err, p.opts.Stored.Sync())
+	}
+	return err
 }
 
 // progress publishes a watermark at or above atLeast: every flow up to it
@@ -321,6 +348,9 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 	}
 	p.head.Store(recs[len(recs)-1].RV)
 	p.hub.Publish(recs)
+	if p.opts.Stored != nil {
+		p.opts.Stored.Keep(recs)
+	}
 	metrics.FlowsIngested.Add(float64(len(recs)))
 	metrics.BatchSeconds.Observe(time.Since(start).Seconds())
 }

@@ -48,20 +48,9 @@ func (p *Pipeline) announceDeparted(upTo uint64) {
 	}
 	chunk := make([]store.Record, 0, announceChunk)
 	publish := func() bool {
-		for i, r := range chunk {
-			rv, err := p.clock.next()
-			if err != nil {
-				klog.ErrorS(err, "Cannot version deletions; they are not announced")
-				return false
-			}
-			f := *r.Flow // decoded for us: ours to change
-			f.ResourceVersion = formatRV(rv)
-			chunk[i] = store.Record{RV: rv, Flow: &f}
-		}
-		p.hub.PublishDeleted(chunk)
-		metrics.FlowsDeleted.Add(float64(len(chunk)))
+		ok := p.publishDeleted(p.notKept(chunk))
 		chunk = chunk[:0]
-		return true
+		return ok
 	}
 	err := p.store.ScanDeparted(p.departedThrough, upTo, func(r store.Record) bool {
 		chunk = append(chunk, r)
@@ -73,6 +62,50 @@ func (p *Pipeline) announceDeparted(upTo uint64) {
 	if err != nil {
 		klog.ErrorS(err, "Failed reading departed flows; their deletion is not announced", "through", upTo)
 	}
+}
+
+// notKept returns the flows of recs, in version order, that stored mode
+// does not keep beyond the store.
+func (p *Pipeline) notKept(recs []store.Record) []store.Record {
+	if p.opts.Stored == nil || len(recs) == 0 {
+		return recs
+	}
+	held, err := p.opts.Stored.Holding(recs[0].RV-1, recs[len(recs)-1].RV)
+	if err != nil {
+		klog.ErrorS(err, "Failed reading the stored tier; announcing the deletion of flows it may still list")
+		return recs
+	}
+	if len(held) == 0 {
+		return recs
+	}
+	out := recs[:0]
+	for _, r := range recs {
+		if _, ok := held[r.RV]; !ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// publishDeleted gives each of recs a new version and announces its
+// deletion; false when versions cannot be had.
+func (p *Pipeline) publishDeleted(recs []store.Record) bool {
+	if len(recs) == 0 {
+		return true
+	}
+	for i, r := range recs {
+		rv, err := p.clock.next()
+		if err != nil {
+			klog.ErrorS(err, "Cannot version deletions; they are not announced")
+			return false
+		}
+		f := *r.Flow // decoded for us: ours to change
+		f.ResourceVersion = formatRV(rv)
+		recs[i] = store.Record{RV: rv, Flow: &f}
+	}
+	p.hub.PublishDeleted(recs)
+	metrics.FlowsDeleted.Add(float64(len(recs)))
+	return true
 }
 
 // compactAfter keeps compaction away from the newest blocks, which
@@ -106,5 +139,12 @@ func (p *Pipeline) maintain() {
 	}
 	if r.OverBudget {
 		klog.InfoS("The flow store is over its budget with only its newest flows left", "bytes", r.DiskBytes)
+	}
+	if p.opts.Stored != nil {
+		p.opts.Stored.Maintain(p.store.OldestCompleteRV(p.opts.Now()), func(recs []store.Record) {
+			if p.hub.Active() {
+				p.publishDeleted(recs)
+			}
+		})
 	}
 }

@@ -31,6 +31,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -53,7 +55,20 @@ type Service struct {
 	// stashLimit bounds the live events a stream keeps for a subscription
 	// while it replays from the store; 0 means the hub's buffer.
 	stashLimit int
+	// stored, if not nil, is stored mode's tier, which lists merge with
+	// the store.
+	stored StoredLister
 }
+
+// StoredLister lists the flows stored mode keeps beyond the store's
+// retention; they may be in the store too.
+type StoredLister interface {
+	Query(q store.TimeScan, f flowfilter.Filter, fn func(store.Record) bool) error
+	Get(rv uint64) (*v1alpha1.Flow, error)
+}
+
+// ListStored makes lists include what l keeps.
+func (s *Service) ListStored(l StoredLister) { s.stored = l }
 
 var _ agentwire.Server = (*Service)(nil)
 
@@ -115,6 +130,9 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 		resp.Flows = append(resp.Flows, *r.Flow)
 		return ctx.Err() == nil
 	})
+	if err == nil && s.stored != nil {
+		err = s.mergeStored(ctx, q, req, resp)
+	}
 	if err != nil {
 		klog.ErrorS(err, "Failed listing flows")
 		return nil, status.Errorf(codes.Internal, "list flows on node %s: %v", s.node, err)
@@ -123,9 +141,66 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 	return resp, ctx.Err()
 }
 
+// mergeStored merges into resp, a page of the store's flows, the stored
+// tier's flows of the same query: the page stays in list order, without
+// the flows both hold, and within the limit.
+func (s *Service) mergeStored(ctx context.Context, q store.TimeScan, req *agentwire.ListRequest, resp *agentwire.ListResponse) error {
+	var kept []v1alpha1.Flow
+	err := s.stored.Query(q, req.Filter, func(r store.Record) bool {
+		// The store's page ends at its last flow when it has more: the
+		// tier's flows past that one belong to later pages.
+		if resp.More && flowfilter.CompareFlows(r.Flow, &resp.Flows[len(resp.Flows)-1]) > 0 {
+			return false
+		}
+		if req.Limit > 0 && int64(len(kept)) == req.Limit {
+			resp.More = true
+			return false
+		}
+		kept = append(kept, *r.Flow)
+		return ctx.Err() == nil
+	})
+	if err != nil || len(kept) == 0 {
+		return err
+	}
+	merged := make([]v1alpha1.Flow, 0, len(resp.Flows)+len(kept))
+	i, j := 0, 0
+	for i < len(resp.Flows) || j < len(kept) {
+		switch {
+		case j == len(kept):
+			merged = append(merged, resp.Flows[i])
+			i++
+		case i == len(resp.Flows):
+			merged = append(merged, kept[j])
+			j++
+		default:
+			switch c := flowfilter.CompareFlows(&resp.Flows[i], &kept[j]); {
+			case c < 0:
+				merged = append(merged, resp.Flows[i])
+				i++
+			case c > 0:
+				merged = append(merged, kept[j])
+				j++
+			default: // the same flow, in both
+				merged = append(merged, resp.Flows[i])
+				i++
+				j++
+			}
+		}
+	}
+	if req.Limit > 0 && int64(len(merged)) > req.Limit {
+		merged = merged[:req.Limit]
+		resp.More = true
+	}
+	resp.Flows = merged
+	return nil
+}
+
 // Get implements agentwire.Server.
 func (s *Service) Get(_ context.Context, req *agentwire.GetRequest) (*agentwire.GetResponse, error) {
 	f, err := s.store.Get(req.RV)
+	if errors.Is(err, store.ErrNotFound) && s.stored != nil {
+		f, err = s.stored.Get(req.RV)
+	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && req.Namespace != "" && f.Namespace != req.Namespace) {
 		return nil, status.Errorf(codes.NotFound, "flow %d not found on node %s", req.RV, s.node)
 	}

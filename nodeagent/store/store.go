@@ -94,6 +94,9 @@ type Options struct {
 	// DisableIndex writes no posting lists, and Query then always scans
 	// the catalog (the baseline of benchmarks).
 	DisableIndex bool
+	// SmallMemory shrinks Badger's memtables and caches, for the stores
+	// of stored mode's tiers, which see a fraction of the flows.
+	SmallMemory bool
 }
 
 // Store is a node's flow store. Its methods are safe for concurrent use;
@@ -126,14 +129,18 @@ func Open(o Options) (*Store, error) {
 	if o.Retention <= 0 {
 		return nil, fmt.Errorf("open flow store: retention must be positive")
 	}
+	memtable, blockCache, indexCache := int64(16<<20), int64(32<<20), int64(16<<20)
+	if o.SmallMemory {
+		memtable, blockCache, indexCache = 8<<20, 8<<20, 4<<20
+	}
 	bo := badger.DefaultOptions(o.Dir).
 		WithInMemory(o.Dir == "").
 		WithLogger(klogAdapter{}).
 		// A node agent shares the node: keep Badger's memory small.
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(memtable).
 		WithNumMemtables(2).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
+		WithBlockCacheSize(blockCache).
+		WithIndexCacheSize(indexCache).
 		WithValueLogFileSize(64 << 20).
 		// Frames are compressed already; posting lists and catalog
 		// entries are small and their keys prefix-compressed.
