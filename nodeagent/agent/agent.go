@@ -246,12 +246,14 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		klog.InfoS("No Kubernetes API: flows are not enriched and the agent is not announced by a Lease", "err", err)
 	}
+	var leaseKeeper *agentlease.Keeper // nil without a Kubernetes API; its SetApplied then does nothing
 	if kube != nil {
 		addr := o.AdvertiseAddress
 		if addr == "" {
 			addr = o.ListenAddress
 		}
-		g.Go(func() error { agentlease.Keep(ctx, kube.client, o.Namespace, o.NodeName, addr); return nil })
+		leaseKeeper = agentlease.NewKeeper(kube.client, o.Namespace, o.NodeName, addr)
+		g.Go(func() error { leaseKeeper.Run(ctx); return nil })
 	}
 	if o.Capture != CaptureOff {
 		e := newEnricher(ctx, kube, o.NodeName)
