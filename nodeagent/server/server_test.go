@@ -35,6 +35,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/store"
+	"flowscope.io/flowscope/nodeagent/tiers"
 )
 
 // agent is a real store, pipeline, hub and service, without gRPC.
@@ -235,5 +236,98 @@ func TestListAfterCursor(t *testing.T) {
 				t.Errorf("after %+v: %v, want %v", after, got, want)
 			}
 		}
+	}
+}
+
+// keepEven is stored mode keeping the flows of even source ports.
+type keepEven struct{ t *tiers.Tiers }
+
+func (k keepEven) Keep(recs []store.Record) {
+	var kept []tiers.Kept
+	for _, r := range recs {
+		if r.Flow.L4.SourcePort%2 == 0 {
+			kept = append(kept, tiers.Kept{Record: r, Retention: 24 * time.Hour})
+		}
+	}
+	_, _ = k.t.Write(kept)
+}
+func (k keepEven) Holding(after, upTo uint64) (map[uint64]struct{}, error) {
+	return k.t.Holding(after, upTo)
+}
+func (keepEven) Maintain(uint64, func([]store.Record)) {}
+func (k keepEven) Sync() error                       { return k.t.Sync() }
+
+// TestListMergesStoredTier: pages merge the store's flows with the stored
+// tier's, in list order, each flow once, whether it is in both or only in
+// the tier (gone from the store).
+func TestListMergesStoredTier(t *testing.T) {
+	st, err := store.Open(store.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tr, err := tiers.Open(tiers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	h := hub.New(16)
+	p, err := ingest.New(st, h, ingest.Options{NodeName: "node-a", QueueSize: 1024, BatchSize: 4,
+		SyncInterval: time.Second, ProgressInterval: 20 * time.Millisecond, Stored: keepEven{tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+	svc := New("node-a", st, p, h)
+	svc.ListStored(tr)
+	a := &agent{st: st, p: p, svc: svc}
+	for port := int32(1); port <= 10; port++ {
+		a.ingest(t, "shop", port)
+		time.Sleep(time.Millisecond)
+		if port%3 == 0 { // a flow the store no longer has, between these
+			at := time.Now().Truncate(time.Microsecond)
+			rv := uint64(at.UnixMicro())
+			f := &v1alpha1.Flow{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: ingest.Name("node-a", rv),
+				ResourceVersion: strconv.FormatUint(rv, 10)}, NodeName: "node-a", Time: metav1.NewMicroTime(at),
+				L4: &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolTCP, SourcePort: 100 + port}}
+			if _, err := tr.Write([]tiers.Kept{{Record: store.Record{RV: rv, Flow: f}, Retention: time.Hour}}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	want := []int32{1, 2, 3, 103, 4, 5, 6, 106, 7, 8, 9, 109, 10}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{0, 1, 2, 3, 5, 13, 20} {
+		var got []int32
+		req := &agentwire.ListRequest{SnapshotRV: uint64(time.Now().UnixMicro()), Limit: limit}
+		for {
+			resp := list(t, a, req)
+			got = append(got, ports(resp.Flows)...)
+			if !resp.More {
+				break
+			}
+			last := resp.Flows[len(resp.Flows)-1]
+			rv, _ := strconv.ParseUint(last.ResourceVersion, 10, 64)
+			req.After = &flowfilter.Cursor{Time: last.Time.Time, Node: "node-a", RV: rv}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("limit %d: pages = %v, want %v", limit, got, want)
+		}
+	}
+	// A flow only the tier has is found by Get.
+	var only uint64
+	_ = tr.Query(store.TimeScan{}, flowfilter.Filter{}, func(r store.Record) bool {
+		if r.Flow.L4.SourcePort > 100 {
+			only = r.RV
+		}
+		return only == 0
+	})
+	if resp, err := svc.Get(ctx, &agentwire.GetRequest{RV: only}); err != nil || resp.Flow.L4.SourcePort < 100 {
+		t.Errorf("Get of a flow only the tier has: %v, %v", resp, err)
 	}
 }
