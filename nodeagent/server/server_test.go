@@ -255,7 +255,7 @@ func (k keepEven) Holding(after, upTo uint64) (map[uint64]struct{}, error) {
 	return k.t.Holding(after, upTo)
 }
 func (keepEven) Maintain(uint64, func([]store.Record)) {}
-func (k keepEven) Sync() error                       { return k.t.Sync() }
+func (k keepEven) Sync() error                         { return k.t.Sync() }
 
 // TestListMergesStoredTier: pages merge the store's flows with the stored
 // tier's, in list order, each flow once, whether it is in both or only in
