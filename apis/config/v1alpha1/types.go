@@ -203,7 +203,6 @@ type FlowLogFilter struct {
 
 // FlowLogEndpoint matches one side of a flow. Its fields that are set
 // must all match; an empty endpoint matches any.
-// +kubebuilder:validation:XValidation:rule="!has(self.labelSelector) || !has(self.labelSelector.matchExpressions) || self.labelSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="labelSelector.matchExpressions operator must be In, NotIn, Exists or DoesNotExist"
 type FlowLogEndpoint struct {
 	// NamespacedPod entries are namespace/pod-name-prefix: a pod of that
 	// namespace whose name starts with the prefix. An empty prefix
@@ -213,6 +212,12 @@ type FlowLogEndpoint struct {
 	// +listType=atomic
 	// +optional
 	NamespacedPod []string `json:"namespacedPod,omitempty"`
+
+	// Not in the schema's description: metav1.LabelSelector takes no
+	// markers and its matchExpressions are unbounded, so a CEL rule over
+	// them exceeds kube-apiserver's cost budget and the CRD is refused.
+	// artifacts/crds/kustomization.yaml bounds them (maxItems) and
+	// enumerates their operators in the CRDs instead.
 
 	// LabelSelector matches the endpoint's pod labels. The pseudo-label
 	// k8s.io/namespace matches the endpoint's namespace, as in ACNS.
@@ -241,7 +246,7 @@ type Verdict string
 type TrafficDirection string
 
 // PortRange is a destination port, or the ports from Port to EndPort.
-// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || self.endPort >= self.port",message="endPort must not be below port"
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || self.endPort >= self.port",message="endPort must not be below port",fieldPath=".endPort"
 type PortRange struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
