@@ -16,8 +16,9 @@
 
 # Starts the whole Flowscope system locally, without kubelet or containers:
 # etcd and kube-apiserver (pinned, from _output/tools, see hack/build-tools.sh),
-# the RBAC of artifacts/deploy/rbac, the APIService, one flowscope-agent per
-# node, flowscope-apiserver and, when built, a demo flow generator per node;
+# the CRDs of artifacts/crds, the RBAC of artifacts/deploy/rbac, the
+# APIService, one flowscope-agent per node, flowscope-apiserver and, when
+# built, a demo flow generator per node;
 # as root, demo pods with real traffic for the agents to capture (network
 # namespaces, veths, objects and traffic generators: hack/lib/pods.sh).
 # Every component runs in the background in its own session; pid files in
@@ -318,7 +319,7 @@ step_certs() {
 
 step_tokens() {
   STEP="tokens"
-  local users=(admin alice bob carol
+  local users=(admin alice bob carol dave
     "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver"
     "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent")
   local u ok=1
@@ -331,7 +332,7 @@ step_tokens() {
     umask 077
     {
       echo "$(openssl rand -hex 24),admin,admin,\"system:masters\""
-      for u in alice bob carol; do
+      for u in alice bob carol dave; do
         echo "$(openssl rand -hex 24),${u},${u}"
       done
       for u in flowscope-apiserver flowscope-agent; do
@@ -426,7 +427,7 @@ step_kubeconfigs() {
   STEP="kubeconfigs"
   write_kubeconfig "${OUT_DIR}/kubeconfig" admin admin
   local u
-  for u in alice bob carol; do
+  for u in alice bob carol dave; do
     write_kubeconfig "${OUT_DIR}/kubeconfig-${u}" "${u}" "${u}"
   done
   write_kubeconfig "${OUT_DIR}/kubeconfig-apiserver" \
@@ -436,9 +437,9 @@ step_kubeconfigs() {
 }
 
 step_bootstrap() {
-  STEP="apply namespaces, RBAC, APIService"
+  STEP="apply namespaces, CRDs, RBAC, APIService"
   COMPONENT=kubectl
-  local m="${OUT_DIR}/manifests" ca_bundle
+  local m="${OUT_DIR}/manifests" ca_bundle crds
   mkdir -p "${m}"
   ca_bundle="$(base64 -w0 <"${CERT_DIR}/flowscope-ca.crt")"
 
@@ -492,7 +493,10 @@ spec:
     name: api
     port: ${APISERVER_PORT}
 ---
-# Demo users: alice may view flows in shop only, carol everywhere, bob nowhere.
+# Demo users: alice may view flows in shop only, carol everywhere, bob nowhere;
+# dave administers shop. He is bound to flowscope-admin, which a cluster
+# aggregates into admin; here no kube-controller-manager runs the aggregation,
+# so admin's own rules stay empty.
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata:
@@ -519,13 +523,32 @@ subjects:
 - apiGroup: rbac.authorization.k8s.io
   kind: User
   name: carol
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: dave-flowscope-admin
+  namespace: shop
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: flowscope-admin
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: dave
 EOF
   {
     kubectl apply -f "${m}/namespaces.yaml"
+    # The flow log policies' CRDs, Established before the agents and
+    # flowscope-apiserver start their informers on them.
+    kubectl apply -k "${LOCAL_ROOT}/artifacts/crds" -o name >"${m}/crds"
+    mapfile -t crds <"${m}/crds"
+    kubectl wait --for condition=established --timeout=60s "${crds[@]}"
     kubectl apply -k "${LOCAL_ROOT}/artifacts/deploy/rbac"
     kubectl apply -f "${m}/local.yaml"
   } >>"${LOG_DIR}/kubectl.log" 2>&1
-  local::log "applied namespaces, artifacts/deploy/rbac, APIService ${APISERVICE_NAME} and demo RBAC"
+  local::log "applied namespaces, artifacts/crds (Established), artifacts/deploy/rbac, APIService ${APISERVICE_NAME} and demo RBAC"
   COMPONENT=""
 }
 
@@ -682,6 +705,7 @@ Use the pinned kubectl v1.37.2: the kubectl 1.32 on PATH is outside the supporte
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-alice get flows -n shop     # alice: shop only
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-bob get flows -n shop       # bob: forbidden
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-carol get flows -A          # carol: all namespaces
+  kubectl --kubeconfig ${OUT_DIR}/kubeconfig-dave get flowlogpolicies -n shop  # dave: shop's admin
 
 Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
 Stop:  $(down_command)
