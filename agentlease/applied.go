@@ -31,9 +31,9 @@ const (
 	// ascending order and no spaces, e.g. {"0b6e...":3,"9f1c...":1}, so
 	// that the same set is always the same string.
 	AppliedAnnotation = "flowscope.io/applied-policies"
-	// AppliedTruncatedAnnotation, present only when AppliedAnnotation
-	// would exceed MaxAppliedBytes, is the number of policies left out of
-	// it: the report then holds the first UIDs in ascending order that
+	// AppliedTruncatedAnnotation is the number of policies left out of
+	// AppliedAnnotation, present only when the report would exceed
+	// MaxAppliedBytes: it then holds the first UIDs in ascending order that
 	// fit, and the others count as not applied.
 	AppliedTruncatedAnnotation = "flowscope.io/applied-policies-truncated"
 	// MaxAppliedBytes bounds AppliedAnnotation, below the 256 KiB that an
