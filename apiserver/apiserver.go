@@ -31,10 +31,13 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/agentclient"
 	"flowscope.io/flowscope/apis/flows/install"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/policystatus"
+	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/registry/flow"
 )
 
@@ -63,7 +66,10 @@ type Config struct {
 	// LeaseClient also tells lists where pods run.
 	LeaseClient    kubernetes.Interface
 	LeaseNamespace string
-	Storage        flow.Options
+	// PolicyClient, when set with LeaseClient, writes the status of the
+	// flow log policies (package policystatus).
+	PolicyClient versioned.Interface
+	Storage      flow.Options
 	// continueKeys, when set, is reloaded while the server runs.
 	continueKeys *keyFile
 }
@@ -115,6 +121,17 @@ func (c CompletedConfig) New() (*Server, error) {
 		generic.AddPostStartHookOrDie("flowscope-agent-discovery", func(ctx genericapiserver.PostStartHookContext) error {
 			go c.cfg.Agents.WatchLeases(ctx, c.cfg.LeaseClient, c.cfg.LeaseNamespace)
 			go pods.Run(ctx.Done())
+			return nil
+		})
+	}
+	if c.cfg.LeaseClient != nil && c.cfg.PolicyClient != nil {
+		generic.AddPostStartHookOrDie("flowscope-policy-status", func(ctx genericapiserver.PostStartHookContext) error {
+			go func() {
+				o := policystatus.Options{Namespace: c.cfg.LeaseNamespace}
+				if err := policystatus.Run(ctx, c.cfg.PolicyClient, c.cfg.LeaseClient, o); err != nil {
+					klog.ErrorS(err, "Failed writing the status of flow log policies")
+				}
+			}()
 			return nil
 		})
 	}

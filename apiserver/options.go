@@ -33,6 +33,7 @@ import (
 
 	"flowscope.io/flowscope/agentclient"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/generated/clientset/versioned"
 	generatedopenapi "flowscope.io/flowscope/generated/openapi"
 	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/registry/flow"
@@ -50,6 +51,7 @@ type Options struct {
 	AgentClientKeyFile  string
 	AgentServerName     string
 	ContinueKeysFile    string
+	PolicyStatus        bool
 	Storage             flow.Options
 }
 
@@ -65,6 +67,7 @@ func NewOptions() *Options {
 	return &Options{
 		Recommended:    ro,
 		AgentNamespace: "flowscope-system",
+		PolicyStatus:   true,
 		Storage: flow.Options{
 			DefaultWindow:    10 * time.Minute,
 			AgentTimeout:     10 * time.Second,
@@ -90,6 +93,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of the agent client certificate (required).")
 	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "Name expected in every agent's serving certificate; empty means the host of its address.")
 	fs.StringVar(&o.ContinueKeysFile, "continue-token-keys-file", o.ContinueKeysFile, "File of the keys that sign continue tokens, one per line (at least 32 bytes), the first signing, read again every 10s so keys rotate without a restart; every replica must mount the same file. Empty means a random key per process: tokens then fail (400) on another replica or after a restart.")
+	fs.BoolVar(&o.PolicyStatus, "policy-status", o.PolicyStatus, "Write the status of ClusterFlowLogPolicies and FlowLogPolicies from what the agents' Leases report; one replica writes, elected with the Lease flowscope-policy-status in --agent-namespace. Off when --kubeconfig is \"-\".")
 	fs.DurationVar(&o.Storage.DefaultWindow, "default-list-window", o.Storage.DefaultWindow, "How far back a list or an initial watch goes when its field selector names neither since nor until.")
 	fs.DurationVar(&o.Storage.AgentTimeout, "agent-timeout", o.Storage.AgentTimeout, "How long each agent may take to answer a list or get.")
 	fs.IntVar(&o.Storage.WatchBuffer, "watch-buffer", o.Storage.WatchBuffer, "Events buffered per watcher; a watcher that falls further behind is cut off.")
@@ -172,6 +176,11 @@ func (o *Options) Config() (*Config, error) {
 		}
 		if cfg.LeaseClient, err = kubernetes.NewForConfig(rc); err != nil {
 			return nil, err
+		}
+		if o.PolicyStatus {
+			if cfg.PolicyClient, err = versioned.NewForConfig(rc); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return cfg, nil
