@@ -233,7 +233,9 @@ func TestRefusesWhatJSONCannotPrint(t *testing.T) {
 		}
 	}
 	f := &v1alpha1.Flow{}
-	f.ManagedFields = []metav1.ManagedFieldsEntry{{FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:`)}}}
+	notJSON := &metav1.FieldsV1{}
+	notJSON.SetRawString(`{"f:`)
+	f.ManagedFields = []metav1.ManagedFieldsEntry{{FieldsV1: notJSON}}
 	if _, err := flowcodec.Marshal(f); err == nil {
 		t.Errorf("encoded managedFields whose fieldsV1 is not JSON")
 	}

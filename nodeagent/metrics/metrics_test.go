@@ -48,6 +48,8 @@ func TestSeries(t *testing.T) {
 		"flowscope_agent_replay_lines_total":              "COUNTER result",
 		"flowscope_agent_store_blocks_compacted_total":    "COUNTER",
 		"flowscope_agent_store_buckets_removed_total":     "COUNTER reason",
+		"flowscope_agent_stored_tier_bytes":               "GAUGE",
+		"flowscope_agent_stored_tier_evictions_total":     "COUNTER",
 		"flowscope_agent_watchers":                        "GAUGE",
 		"flowscope_agent_watchers_cut_off_total":          "COUNTER",
 	}
