@@ -56,6 +56,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/pods.sh"
 
 KUBECTL_BIN="${TOOLS_DIR}/kubectl"
 FLOWGEN="${FLOWGEN:-1}"
+# EXAMPLE_POLICY=0 leaves stored mode off (the end-to-end suites do).
+EXAMPLE_POLICY="${EXAMPLE_POLICY:-1}"
 
 WARNINGS=()      # repeated after the usage
 STEP="start"     # what is being done, for error reports
@@ -581,6 +583,7 @@ step_agents() {
       --client-ca-file="${CERT_DIR}/flowscope-ca.crt" \
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
+      --flow-log-file="${OUT_DIR}/flowlogs/${n}/flows.log" \
       --kubeconfig="${OUT_DIR}/kubeconfig-agent" \
       "${pod_flags[@]}" "${agent_args[@]}"
   done
@@ -664,6 +667,13 @@ step_flowgen() {
   local::log "demo flow generators running (2 flows/s per node)"
 }
 
+step_example_policy() {
+  STEP="example flow log policy"
+  [[ "${EXAMPLE_POLICY}" != 0 ]] || return 0
+  kubectl apply -f "${LOCAL_ROOT}/artifacts/examples/clusterflowlogpolicy-demo.yaml" >>"${LOG_DIR}/kubectl.log" 2>&1
+  local::log "applied the example ClusterFlowLogPolicy demo (stored mode: flow log files in ${OUT_DIR}/flowlogs)"
+}
+
 write_env() {
   STEP="env file"
   {
@@ -707,6 +717,11 @@ Use the pinned kubectl v1.37.2: the kubectl 1.32 on PATH is outside the supporte
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-carol get flows -A          # carol: all namespaces
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-dave get flowlogpolicies -n shop  # dave: shop's admin
 
+Stored mode (the example policy "demo", artifacts/examples):
+  kubectl get clusterflowlogpolicies -o wide
+  tail -f ${OUT_DIR}/flowlogs/node-a/flows.log       # Hubble export lines, rotated at --flow-log-max-size
+  kubectl get flows -A --field-selector since=24h    # the stored tier, beyond the on-demand retention
+
 Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
 Stop:  $(down_command)
 EOF
@@ -732,6 +747,7 @@ main() {
   step_pods
   step_apiserver
   step_flowgen
+  step_example_policy
   write_env
   local::log "up in $(($(date +%s) - start))s"
   print_usage

@@ -41,8 +41,10 @@ import (
 
 	"flowscope.io/flowscope/agentlease"
 	"flowscope.io/flowscope/agentwire"
+	configinformers "flowscope.io/flowscope/generated/informers/externalversions"
 	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/nodeagent/capture"
+	"flowscope.io/flowscope/nodeagent/flowlog"
 	"flowscope.io/flowscope/nodeagent/follow"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
@@ -50,6 +52,8 @@ import (
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/server"
 	"flowscope.io/flowscope/nodeagent/store"
+	"flowscope.io/flowscope/nodeagent/stored"
+	"flowscope.io/flowscope/nodeagent/tiers"
 )
 
 // Options are the agent's flags.
@@ -79,6 +83,11 @@ type Options struct {
 	AttachDefaultRoute    bool
 	CaptureReportInterval time.Duration
 	CaptureIdleTimeout    time.Duration
+
+	FlowLogFile       string
+	FlowLogMaxSize    resource.QuantityValue
+	FlowLogMaxBackups int
+	StoredMaxBytes    resource.QuantityValue
 }
 
 // NewOptions returns the defaults.
@@ -100,6 +109,11 @@ func NewOptions() *Options {
 		AttachDefaultRoute:    true,
 		CaptureReportInterval: 10 * time.Second,
 		CaptureIdleTimeout:    time.Minute,
+
+		FlowLogFile:       flowlog.DefaultPath,
+		FlowLogMaxSize:    resource.QuantityValue{Quantity: resource.MustParse("50Mi")},
+		FlowLogMaxBackups: flowlog.DefaultMaxBackups,
+		StoredMaxBytes:    resource.QuantityValue{Quantity: resource.MustParse("2Gi")},
 	}
 }
 
@@ -129,6 +143,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
 	fs.DurationVar(&o.CaptureReportInterval, "capture-report-interval", o.CaptureReportInterval, "How often a long connection yields a record.")
 	fs.DurationVar(&o.CaptureIdleTimeout, "capture-idle-timeout", o.CaptureIdleTimeout, "How long a connection without FIN or RST (UDP, ICMP) may be silent before its final record.")
+	fs.StringVar(&o.FlowLogFile, "flow-log-file", o.FlowLogFile, "File the flows of policies with output File are written to, as Hubble export lines; /var/log/acns/hubble/events.log makes this agent a source for AKS Container Network Logs consumers. Nothing is written while no policy selects anything.")
+	fs.Var(&o.FlowLogMaxSize, "flow-log-max-size", "Size at which the flow log file is rotated.")
+	fs.IntVar(&o.FlowLogMaxBackups, "flow-log-max-backups", o.FlowLogMaxBackups, "Rotated flow log files kept; older ones are removed.")
+	fs.Var(&o.StoredMaxBytes, "stored-max-bytes", "Disk budget of the stored tier, which keeps the flows of policies with output Store for their retention. Each namespace holding stored flows may use an equal share of it; flows beyond their namespace's share stay in the on-demand store only, and are counted. 0 means only the policies' retentions bound it.")
 }
 
 // Validate checks the options.
@@ -165,6 +183,18 @@ func (o *Options) Validate() []error {
 	if o.MaxStoreBytes.Sign() < 0 {
 		errs = append(errs, errors.New("--max-store-bytes must not be negative"))
 	}
+	if o.StoredMaxBytes.Sign() < 0 {
+		errs = append(errs, errors.New("--stored-max-bytes must not be negative"))
+	}
+	if o.FlowLogFile == "" {
+		errs = append(errs, errors.New("--flow-log-file is required"))
+	}
+	if o.FlowLogMaxSize.Value() < 64<<10 {
+		errs = append(errs, errors.New("--flow-log-max-size must be at least 64Ki"))
+	}
+	if o.FlowLogMaxBackups < 1 {
+		errs = append(errs, errors.New("--flow-log-max-backups must be at least 1"))
+	}
 	return errs
 }
 
@@ -189,6 +219,21 @@ func Run(ctx context.Context, o *Options) error {
 	})
 	metrics.Registry.RawMustRegister(storeSize)
 	defer metrics.Registry.Unregister(storeSize)
+	tr, err := tiers.Open(tiers.Options{Dir: filepath.Join(o.DataDir, "stored"), MaxBytes: o.StoredMaxBytes.Value()})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tr.Close(); err != nil {
+			klog.ErrorS(err, "Failed closing the stored tier")
+		}
+	}()
+	flowLog, err := flowlog.New(flowlog.Options{Path: o.FlowLogFile, MaxBytes: o.FlowLogMaxSize.Value(),
+		MaxBackups: o.FlowLogMaxBackups, Node: o.NodeName})
+	if err != nil {
+		return err
+	}
+	mode := stored.New(stored.Options{Tiers: tr, File: flowLog})
 	h := hub.New(o.WatchBuffer)
 	var guard *ingest.DiskGuard
 	if minFree := o.MinFreeDisk.Value(); minFree > 0 {
@@ -197,7 +242,7 @@ func Run(ctx context.Context, o *Options) error {
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
 		SyncInterval: time.Second, ProgressInterval: o.ProgressInterval,
-		DiskGuard: guard,
+		DiskGuard: guard, Stored: mode,
 	})
 	if err != nil {
 		return err
@@ -213,7 +258,9 @@ func Run(ctx context.Context, o *Options) error {
 	grpcServer := grpc.NewServer(append(agentwire.ServerOptions(),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.ChainUnaryInterceptor(countUnary), grpc.ChainStreamInterceptor(countStream))...)
-	agentwire.Register(grpcServer, server.New(o.NodeName, st, p, h))
+	svc := server.New(o.NodeName, st, p, h)
+	svc.ListStored(tr)
+	agentwire.Register(grpcServer, svc)
 
 	// The pipeline outlives the sources and the API so it can sync last.
 	pipelineCtx, stopPipeline := context.WithCancel(context.WithoutCancel(ctx))
@@ -223,6 +270,16 @@ func Run(ctx context.Context, o *Options) error {
 		stopPipeline()
 		if err := <-pipelineDone; err != nil {
 			klog.ErrorS(err, "Failed syncing the flow store on exit")
+		}
+	}()
+
+	// The flow log file is written until the pipeline, its writer, ends.
+	flowLogDone := make(chan struct{})
+	go func() { flowLog.Run(pipelineCtx); close(flowLogDone) }()
+	defer func() {
+		<-flowLogDone
+		if err := flowLog.Close(); err != nil {
+			klog.ErrorS(err, "Failed closing the flow log file")
 		}
 	}()
 
@@ -254,10 +311,13 @@ func Run(ctx context.Context, o *Options) error {
 		}
 		leaseKeeper = agentlease.NewKeeper(kube.client, o.Namespace, o.NodeName, addr)
 		g.Go(func() error { leaseKeeper.Run(ctx); return nil })
+		mode.ReportApplied(leaseKeeper.SetApplied)
+		factory := configinformers.NewSharedInformerFactory(kube.config, 0)
+		g.Go(func() error { return mode.Watch(ctx, factory) })
 	}
 	if o.Capture != CaptureOff {
 		e := newEnricher(ctx, kube, o.NodeName)
-		g.Go(func() error { return runCapture(ctx, o, p, h, e, e) })
+		g.Go(func() error { return runCapture(ctx, o, p, h, e, e, mode) })
 	}
 	return g.Wait()
 }

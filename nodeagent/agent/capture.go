@@ -24,6 +24,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/nodeagent/capture"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
@@ -46,7 +47,7 @@ type localPods interface {
 
 // runCapture loads the datapath, attaches it to the node's interfaces, and
 // offers the flows of its events to the pipeline until ctx ends.
-func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub, enricher observe.Enricher, pods localPods) error {
+func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub, enricher observe.Enricher, pods localPods, policies policyFilters) error {
 	if err := capture.RemoveStaleFilters(); err != nil {
 		klog.ErrorS(err, "Failed removing stale tc filters of an earlier agent")
 	}
@@ -64,7 +65,7 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 			return err
 		}
 	} else {
-		go followSelection(ctx, d, h, pods)
+		go followSelection(ctx, d, h, pods, policies)
 	}
 	go func() {
 		err := d.WatchInterfaces(ctx, capture.WatchOptions{
@@ -86,14 +87,20 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 	})
 }
 
+// policyFilters are the flow log policies' needs, as filters.
+type policyFilters interface {
+	CaptureFilters() []flowfilter.Filter
+}
+
 // followSelection keeps the datapath's selection equal to what the active
-// watches need, as watches come and go and pods change.
-func followSelection(ctx context.Context, d *capture.Datapath, h *hub.Hub, pods localPods) {
+// watches and the flow log policies need, as watches come and go, and
+// policies and pods change.
+func followSelection(ctx context.Context, d *capture.Datapath, h *hub.Hub, pods localPods, policies policyFilters) {
 	var last *selection.Selection
-	tick := time.NewTicker(2 * time.Second)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		sel := selection.Compute(h.Filters(), pods.LocalPods())
+		sel := selection.Compute(append(h.Filters(), policies.CaptureFilters()...), pods.LocalPods())
 		if last == nil || !sel.Equal(*last) {
 			if err := d.SetSelection(toCapture(sel)); err != nil {
 				klog.ErrorS(err, "Failed programming the capture selection")

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/nodeagent/enrich"
 	"flowscope.io/flowscope/nodeagent/selection"
 )
@@ -33,6 +34,7 @@ import (
 type kubeClients struct {
 	client   kubernetes.Interface
 	metadata metadata.Interface
+	config   versioned.Interface
 }
 
 // newKubeClients connects to the Kubernetes API from a kubeconfig, or from
@@ -56,7 +58,11 @@ func newKubeClients(kubeconfig string) (*kubeClients, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kubeClients{client: c, metadata: m}, nil
+	cc, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &kubeClients{client: c, metadata: m, config: cc}, nil
 }
 
 // enricher adapts enrich.Enricher to what observe and the selection need;
