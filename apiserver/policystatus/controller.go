@@ -24,6 +24,7 @@ package policystatus
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -31,6 +32,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
@@ -41,6 +43,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/agentlease"
+	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/generated/informers/externalversions"
 	configlisters "flowscope.io/flowscope/generated/listers/config/v1alpha1"
@@ -64,6 +67,7 @@ type key struct{ namespace, name string }
 // for every term, with its own informers and queue.
 type controller struct {
 	client     versioned.Interface
+	namespace  string
 	leases     coordinationlisters.LeaseNamespaceLister
 	cluster    configlisters.ClusterFlowLogPolicyLister
 	namespaced configlisters.FlowLogPolicyLister
@@ -73,6 +77,9 @@ type controller struct {
 	// coalesce and recheck are the constants of the same names; tests
 	// shorten them.
 	coalesce, recheck time.Duration
+
+	mu      sync.Mutex
+	written map[key]written
 
 	policies externalversions.SharedInformerFactory
 	kube     informers.SharedInformerFactory
@@ -90,6 +97,7 @@ func newController(client versioned.Interface, kube kubernetes.Interface, namesp
 	li := leaseFactory.Coordination().V1().Leases()
 	c := &controller{
 		client:     client,
+		namespace:  namespace,
 		leases:     li.Lister().Leases(namespace),
 		cluster:    cpi.Lister(),
 		namespaced: npi.Lister(),
@@ -99,6 +107,7 @@ func newController(client versioned.Interface, kube kubernetes.Interface, namesp
 		now:      time.Now,
 		coalesce: coalesce,
 		recheck:  recheck,
+		written:  map[key]written{},
 		policies: policies,
 		kube:     leaseFactory,
 	}
@@ -218,46 +227,95 @@ func (c *controller) sync(ctx context.Context, k key) error {
 	}
 	now := c.now()
 	live := liveAgents(leases, now)
+
+	var listed object
 	if k.namespace == "" {
 		p, err := c.cluster.Get(k.name)
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
 		if err != nil {
-			return err
+			return c.gone(k, err)
 		}
-		st := desired(policy{uid: p.UID, generation: p.Generation, spec: &p.Spec, status: &p.Status}, live, now)
-		if equality.Semantic.DeepEqual(st, p.Status) {
-			return nil
+		listed = p
+	} else {
+		p, err := c.namespaced.FlowLogPolicies(k.namespace).Get(k.name)
+		if err != nil {
+			return c.gone(k, err)
 		}
-		p = p.DeepCopy()
-		p.Status = st
-		_, err = c.client.ConfigV1alpha1().ClusterFlowLogPolicies().UpdateStatus(ctx, p, metav1.UpdateOptions{})
-		return ignoreNotFound(err)
+		listed = p
 	}
-	p, err := c.namespaced.FlowLogPolicies(k.namespace).Get(k.name)
-	if apierrors.IsNotFound(err) {
+	cur := c.latest(k, listed)
+	var p policy
+	switch o := cur.(type) {
+	case *configv1alpha1.ClusterFlowLogPolicy:
+		p = policy{uid: o.UID, generation: o.Generation, spec: &o.Spec, status: &o.Status}
+	case *configv1alpha1.FlowLogPolicy:
+		p = policy{namespace: o.Namespace, uid: o.UID, generation: o.Generation, spec: &o.Spec, status: &o.Status}
+	}
+	p.agentNamespace = c.namespace
+	st := desired(p, live, now)
+	if equality.Semantic.DeepEqual(st, *p.status) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	st := desired(policy{namespace: p.Namespace, uid: p.UID, generation: p.Generation, spec: &p.Spec, status: &p.Status}, live, now)
-	if equality.Semantic.DeepEqual(st, p.Status) {
-		return nil
-	}
-	p = p.DeepCopy()
-	p.Status = st
-	_, err = c.client.ConfigV1alpha1().FlowLogPolicies(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-	return ignoreNotFound(err)
-}
 
-func ignoreNotFound(err error) error {
-	if apierrors.IsNotFound(err) {
-		return nil
+	var out object
+	switch o := cur.DeepCopyObject().(type) {
+	case *configv1alpha1.ClusterFlowLogPolicy:
+		o.Status = st
+		out, err = c.client.ConfigV1alpha1().ClusterFlowLogPolicies().UpdateStatus(ctx, o, metav1.UpdateOptions{})
+	case *configv1alpha1.FlowLogPolicy:
+		o.Status = st
+		out, err = c.client.ConfigV1alpha1().FlowLogPolicies(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
 	}
 	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return c.gone(k, err)
+		}
 		return fmt.Errorf("update status: %w", err)
 	}
+	c.mu.Lock()
+	c.written[k] = written{over: listed.GetResourceVersion(), obj: out}
+	c.mu.Unlock()
+	return nil
+}
+
+// object is a ClusterFlowLogPolicy or a FlowLogPolicy.
+type object interface {
+	metav1.Object
+	runtime.Object
+}
+
+// written is what a status write returned, and the resourceVersion of the
+// listed policy it was computed from.
+type written struct {
+	over string
+	obj  object
+}
+
+// latest returns the newest known version of the policy listed: the one
+// its last status write returned while the informer has not brought it
+// yet, so that the status just written is not written again, or listed.
+func (c *controller) latest(k key, listed object) object {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.written[k]
+	if !ok {
+		return listed
+	}
+	// The generation and UID also tell a stale listing from a new one where
+	// resourceVersions are not set (client-go's fake clientsets).
+	if listed.GetResourceVersion() == w.over && listed.GetUID() == w.obj.GetUID() && listed.GetGeneration() == w.obj.GetGeneration() {
+		return w.obj
+	}
+	delete(c.written, k)
+	return listed
+}
+
+// gone forgets a policy that is not found, and returns other errors.
+func (c *controller) gone(k key, err error) error {
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.written, k)
+	c.mu.Unlock()
 	return nil
 }

@@ -267,3 +267,68 @@ func TestRunOnlyTheLeaderWrites(t *testing.T) {
 	stopA()
 	waitStatus(t, "b leads and writes", clusterStatus(clientB, "all"), ready("True", "Applied", 1, 1))
 }
+
+// TestSyncWritesOnce drives sync by hand against informer caches that are
+// filled by the test, never started: a status just written is not written
+// again while the cache still holds the policy from before the write.
+func TestSyncWritesOnce(t *testing.T) {
+	ctx := context.Background()
+	p := clusterPolicy("all", "u1", 1)
+	p.ResourceVersion = "10"
+	client := fake.NewSimpleClientset(p)
+	c := newController(client, kubefake.NewClientset(), ns)
+	policies := c.policies.Config().V1alpha1().ClusterFlowLogPolicies().Informer().GetIndexer()
+	leases := c.kube.Coordination().V1().Leases().Informer().GetIndexer()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(policies.Add(p))
+	must(leases.Add(agentLease("a", time.Now(), map[types.UID]int64{"u1": 1})))
+	must(leases.Add(agentLease("b", time.Now(), nil)))
+	k := key{name: "all"}
+
+	must(c.sync(ctx, k))
+	if n := statusWrites(client); n != 1 {
+		t.Fatalf("%d writes; want 1", n)
+	}
+	must(c.sync(ctx, k)) // the cache has not caught up
+	if n := statusWrites(client); n != 1 {
+		t.Fatalf("%d writes after a sync with the cache from before the write; want still 1", n)
+	}
+
+	// The cache catches up with the write.
+	got, err := client.ConfigV1alpha1().ClusterFlowLogPolicies().Get(ctx, "all", metav1.GetOptions{})
+	must(err)
+	got.ResourceVersion = "11"
+	must(policies.Update(got))
+	must(c.sync(ctx, k))
+	if n := statusWrites(client); n != 1 {
+		t.Fatalf("%d writes after the cache caught up; want still 1", n)
+	}
+	if !ready("False", "Applying", 1, 2)(&got.Status) {
+		t.Errorf("status %+v; want 1 of 2 applying", got.Status)
+	}
+
+	// b applies it: one more write, whichever version the cache holds.
+	must(leases.Update(agentLease("b", time.Now(), map[types.UID]int64{"u1": 1})))
+	must(c.sync(ctx, k))
+	must(c.sync(ctx, k))
+	if n := statusWrites(client); n != 2 {
+		t.Fatalf("%d writes; want 2", n)
+	}
+	st, err := clusterStatus(client, "all")()
+	must(err)
+	if !ready("True", "Applied", 2, 2)(st) {
+		t.Errorf("status %+v; want Ready", st)
+	}
+
+	// A deleted policy is forgotten.
+	must(policies.Delete(got))
+	must(c.sync(ctx, k))
+	if len(c.written) != 0 {
+		t.Errorf("%d written policies remembered after the deletion; want 0", len(c.written))
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -29,6 +30,7 @@ import (
 
 	"flowscope.io/flowscope/agentlease"
 	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
+	"flowscope.io/flowscope/flowpolicy"
 )
 
 // agents is what the live agents report: for each, the policies it
@@ -70,11 +72,13 @@ func (a agents) applying(uid types.UID, generation int64) int {
 
 // policy is what the status of either kind of policy is computed from.
 type policy struct {
-	namespace  string // empty for a ClusterFlowLogPolicy
-	uid        types.UID
-	generation int64
-	spec       *configv1alpha1.FlowLogPolicySpec
-	status     *configv1alpha1.FlowLogPolicyStatus
+	namespace string // empty for a ClusterFlowLogPolicy
+	// agentNamespace is where the agents file flows with no pod.
+	agentNamespace string
+	uid            types.UID
+	generation     int64
+	spec           *configv1alpha1.FlowLogPolicySpec
+	status         *configv1alpha1.FlowLogPolicyStatus
 }
 
 // desired returns p's status given the live agents, at now. It starts from
@@ -86,7 +90,7 @@ func desired(p policy, live agents, now time.Time) configv1alpha1.FlowLogPolicyS
 	st.ObservedGeneration = p.generation
 	ts := metav1.NewTime(now)
 
-	accepted, reason, message := accept(p.namespace, p.spec)
+	accepted, reason, message := accept(p.namespace, p.agentNamespace, p.spec)
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: configv1alpha1.ConditionAccepted,
 		Status: accepted, Reason: reason, Message: message, ObservedGeneration: p.generation, LastTransitionTime: ts})
 
@@ -111,18 +115,25 @@ func desired(p policy, live agents, now time.Time) configv1alpha1.FlowLogPolicyS
 	return st
 }
 
+// maxMessage bounds a condition's message: warnings come one per filter.
+const maxMessage = 4096
+
 // accept decides the Accepted condition of a policy of namespace (empty for
-// a ClusterFlowLogPolicy): True with ReasonValid, True with a reason that
-// names a problem the schema cannot catch, or False with ReasonInvalid.
+// a ClusterFlowLogPolicy) whose agents file flows without a pod in
+// agentNamespace: False with ReasonInvalid when flowpolicy.Compile refuses
+// the spec (the agents cannot apply it); True with ReasonNeverMatches when
+// flowpolicy.Warnings finds filters that cannot do what they say, or with
+// ReasonOutputUnset when it asks for OTLP; True with ReasonValid otherwise.
 // Problems found together are all in the message; the reason is the first.
-//
-// TODO(flowpolicy): call flowpolicy.Compile(namespace, spec) here (an error
-// means False, ReasonInvalid, the error as message) and flowpolicy's
-// warnings function (a warning means True, ReasonNeverMatches, the warnings
-// as message), ahead of the OTLP check below; flowpolicy had not landed when
-// this was written.
-func accept(_ string, spec *configv1alpha1.FlowLogPolicySpec) (status metav1.ConditionStatus, reason, message string) {
+func accept(namespace, agentNamespace string, spec *configv1alpha1.FlowLogPolicySpec) (status metav1.ConditionStatus, reason, message string) {
+	if _, err := flowpolicy.Compile(namespace, spec); err != nil {
+		return metav1.ConditionFalse, configv1alpha1.ReasonInvalid, truncate("the agents cannot apply the spec: " + err.Error())
+	}
 	var reasons, messages []string
+	if w := flowpolicy.Warnings(namespace, spec, agentNamespace); len(w) > 0 {
+		reasons = append(reasons, configv1alpha1.ReasonNeverMatches)
+		messages = append(messages, w...)
+	}
 	if slices.Contains(spec.Outputs, configv1alpha1.OutputOTLP) {
 		reasons = append(reasons, configv1alpha1.ReasonOutputUnset)
 		messages = append(messages, "OTLP export is not configured yet: the flows go to the other outputs only")
@@ -130,5 +141,17 @@ func accept(_ string, spec *configv1alpha1.FlowLogPolicySpec) (status metav1.Con
 	if len(reasons) == 0 {
 		return metav1.ConditionTrue, configv1alpha1.ReasonValid, "the agents can apply the policy"
 	}
-	return metav1.ConditionTrue, reasons[0], strings.Join(messages, "; ")
+	return metav1.ConditionTrue, reasons[0], truncate(strings.Join(messages, "; "))
+}
+
+func truncate(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	const more = " (and more)"
+	cut := maxMessage - len(more)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + more
 }

@@ -18,8 +18,10 @@ package policystatus
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -162,18 +164,53 @@ func TestDesiredKeepsTransitionTimes(t *testing.T) {
 }
 
 func TestAccept(t *testing.T) {
+	filter := func(f configv1alpha1.FlowLogFilter, outputs ...configv1alpha1.Output) *configv1alpha1.FlowLogPolicySpec {
+		return &configv1alpha1.FlowLogPolicySpec{IncludeFilters: []configv1alpha1.FlowLogFilter{f}, Outputs: outputs}
+	}
+	icmpPorts := configv1alpha1.FlowLogFilter{Protocol: []configv1alpha1.Protocol{"icmp"}, Ports: []configv1alpha1.PortRange{{Port: 8}}}
 	for _, tc := range []struct {
-		outputs []configv1alpha1.Output
-		reason  string
+		name      string
+		namespace string
+		spec      *configv1alpha1.FlowLogPolicySpec
+		status    metav1.ConditionStatus
+		reason    string
+		message   string // a part of it
 	}{
-		{nil, configv1alpha1.ReasonValid}, // the CRD defaults to Store and File
-		{[]configv1alpha1.Output{configv1alpha1.OutputStore, configv1alpha1.OutputFile}, configv1alpha1.ReasonValid},
-		{[]configv1alpha1.Output{configv1alpha1.OutputOTLP}, configv1alpha1.ReasonOutputUnset},
+		{"defaults", "", filter(configv1alpha1.FlowLogFilter{}), "True", configv1alpha1.ReasonValid, "can apply"}, // the CRD defaults to Store and File
+		{"store and file", "shop", filter(configv1alpha1.FlowLogFilter{}, configv1alpha1.OutputStore, configv1alpha1.OutputFile), "True", configv1alpha1.ReasonValid, "can apply"},
+		{"OTLP", "", filter(configv1alpha1.FlowLogFilter{}, configv1alpha1.OutputOTLP), "True", configv1alpha1.ReasonOutputUnset, "OTLP export is not configured yet"},
+		{"a filter that never matches", "", filter(icmpPorts), "True", configv1alpha1.ReasonNeverMatches, "includefilters[0] never matches: ports are set and protocol [icmp] has no ports"},
+		{"a filter that never matches, and OTLP", "shop", filter(icmpPorts, configv1alpha1.OutputOTLP), "True", configv1alpha1.ReasonNeverMatches, "has no ports; OTLP export is not configured yet"},
+		{"a bad CIDR", "", filter(configv1alpha1.FlowLogFilter{From: &configv1alpha1.FlowLogEndpoint{IP: []string{"10.0.0.0/33"}}}, configv1alpha1.OutputOTLP),
+			"False", configv1alpha1.ReasonInvalid, `includefilters[0].from.ip[0]: "10.0.0.0/33" is not an IP or CIDR`},
+		{"no include filter", "", &configv1alpha1.FlowLogPolicySpec{}, "False", configv1alpha1.ReasonInvalid, "includefilters"},
 	} {
-		spec := &configv1alpha1.FlowLogPolicySpec{IncludeFilters: []configv1alpha1.FlowLogFilter{{}}, Outputs: tc.outputs}
-		status, reason, message := accept("", spec)
-		if status != metav1.ConditionTrue || reason != tc.reason || message == "" {
-			t.Errorf("accept(outputs %v) = %s, %s, %q; want True, %s and a message", tc.outputs, status, reason, message, tc.reason)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			status, reason, message := accept(tc.namespace, ns, tc.spec)
+			if status != tc.status || reason != tc.reason || !strings.Contains(message, tc.message) {
+				t.Errorf("accept = %s, %s, %q; want %s, %s, a message with %q", status, reason, message, tc.status, tc.reason, tc.message)
+			}
+		})
+	}
+}
+
+func TestDesiredNotAccepted(t *testing.T) {
+	p := policy{uid: "u", generation: 1, spec: &configv1alpha1.FlowLogPolicySpec{}, status: &configv1alpha1.FlowLogPolicyStatus{}}
+	st := desired(p, agents{{"u": 1}}, time.Now())
+	a := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionAccepted)
+	r := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady)
+	if a.Status != "False" || r.Status != "False" || r.Reason != configv1alpha1.ReasonInvalid {
+		t.Errorf("Accepted %+v, Ready %+v; want both False, Ready %s", a, r, configv1alpha1.ReasonInvalid)
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	if s := truncate("short"); s != "short" {
+		t.Errorf("truncate(short) = %q", s)
+	}
+	long := strings.Repeat("é", maxMessage) // two bytes each
+	s := truncate(long)
+	if len(s) > maxMessage || !utf8.ValidString(s) || !strings.HasSuffix(s, " (and more)") {
+		t.Errorf("truncate: %d bytes, valid UTF-8 %t, ends %q; want at most %d, valid, (and more)", len(s), utf8.ValidString(s), s[len(s)-12:], maxMessage)
 	}
 }
