@@ -73,16 +73,19 @@ type Kept struct {
 	Retention time.Duration
 }
 
-// Tiers is the long-retention tier. Write and Maintain are called from the
-// ingest goroutine; Query and Holding from any.
+// Tiers is the long-retention tier, safe for concurrent use. The agent
+// calls Write and Maintain from the ingest goroutine, between its writes,
+// as the stores' Maintain requires.
 type Tiers struct {
 	opts Options
 
 	mu      sync.RWMutex
 	classes map[time.Duration]*class
 
-	// budget is touched by Write and Maintain only (the ingest goroutine).
-	budget budget
+	// writeMu serialises Write and Maintain, which share the budget and
+	// the scratch buffer.
+	writeMu sync.Mutex
+	budget  budget
 	// scratch encodes flows to measure them.
 	scratch []byte
 }
@@ -197,6 +200,8 @@ func (t *Tiers) Write(recs []Kept) (WriteReport, error) {
 	if len(recs) == 0 {
 		return r, nil
 	}
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	now := t.opts.Now()
 	limit := t.budget.shareLimit(t.opts.MaxBytes)
 	byClass := map[time.Duration][]store.Record{}
@@ -318,6 +323,8 @@ type MaintainReport struct {
 // flows that have left the tier and, at or above stillListed, are not
 // held by the on-demand store either: their deletion is news to watchers.
 func (t *Tiers) Maintain(inUse map[time.Duration]bool, stillListed uint64, announce func([]store.Record)) (MaintainReport, error) {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	now := t.opts.Now()
 	var r MaintainReport
 	var errs []error
