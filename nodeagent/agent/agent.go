@@ -28,6 +28,7 @@ import (
 	"net/http/pprof"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/metrics"
+	"flowscope.io/flowscope/nodeagent/redact"
 	"flowscope.io/flowscope/nodeagent/server"
 	"flowscope.io/flowscope/nodeagent/store"
 	"flowscope.io/flowscope/nodeagent/stored"
@@ -88,6 +90,9 @@ type Options struct {
 	FlowLogMaxSize    resource.QuantityValue
 	FlowLogMaxBackups int
 	StoredMaxBytes    resource.QuantityValue
+
+	L7HeaderAllowlist  []string
+	L7KeepQueryStrings bool
 }
 
 // NewOptions returns the defaults.
@@ -114,6 +119,8 @@ func NewOptions() *Options {
 		FlowLogMaxSize:    resource.QuantityValue{Quantity: resource.MustParse("50Mi")},
 		FlowLogMaxBackups: flowlog.DefaultMaxBackups,
 		StoredMaxBytes:    resource.QuantityValue{Quantity: resource.MustParse("2Gi")},
+
+		L7HeaderAllowlist: slices.Clone(redact.DefaultHeaderAllowlist),
 	}
 }
 
@@ -147,6 +154,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.FlowLogMaxSize, "flow-log-max-size", "Size at which the flow log file is rotated.")
 	fs.IntVar(&o.FlowLogMaxBackups, "flow-log-max-backups", o.FlowLogMaxBackups, "Rotated flow log files kept; older ones are removed.")
 	fs.Var(&o.StoredMaxBytes, "stored-max-bytes", "Disk budget of the stored tier, which keeps the flows of policies with output Store for their retention. Each namespace holding stored flows may use an equal share of it; flows beyond their namespace's share stay in the on-demand store only, and are counted. 0 means only the policies' retentions bound it.")
+	fs.StringSliceVar(&o.L7HeaderAllowlist, "l7-header-allowlist", o.L7HeaderAllowlist, "HTTP headers whose values L7 records keep (case-insensitive). Every other header keeps its name with the value HUBBLE_REDACTED. Authorization, Proxy-Authorization, Cookie and Set-Cookie are never kept; * keeps every other value; an empty list keeps names only. URL-valued headers (Referer, Location, :path, Host) follow the URL rules.")
+	fs.BoolVar(&o.L7KeepQueryStrings, "l7-keep-query-strings", o.L7KeepQueryStrings, "Keep the query strings of URLs in L7 records. Without it a URL keeps its scheme, host and path; user:password@ and #fragments are always removed.")
 }
 
 // Validate checks the options.
@@ -195,7 +204,18 @@ func (o *Options) Validate() []error {
 	if o.FlowLogMaxBackups < 1 {
 		errs = append(errs, errors.New("--flow-log-max-backups must be at least 1"))
 	}
+	if _, err := o.redactor(); err != nil {
+		errs = append(errs, err)
+	}
 	return errs
+}
+
+func (o *Options) redactor() (*redact.Redactor, error) {
+	r, err := redact.New(redact.Options{HeaderAllowlist: o.L7HeaderAllowlist, KeepQueryStrings: o.L7KeepQueryStrings})
+	if err != nil {
+		return nil, fmt.Errorf("--l7-header-allowlist: %w", err)
+	}
+	return r, nil
 }
 
 // Run runs the agent until ctx ends.
@@ -239,10 +259,14 @@ func Run(ctx context.Context, o *Options) error {
 	if minFree := o.MinFreeDisk.Value(); minFree > 0 {
 		guard = ingest.NewDiskGuard(storeDir, uint64(minFree))
 	}
+	redactor, err := o.redactor()
+	if err != nil {
+		return err
+	}
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
 		SyncInterval: time.Second, ProgressInterval: o.ProgressInterval,
-		DiskGuard: guard, Stored: mode,
+		DiskGuard: guard, Stored: mode, Redact: redactor.Flow,
 	})
 	if err != nil {
 		return err

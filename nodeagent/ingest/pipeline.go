@@ -73,6 +73,10 @@ type Options struct {
 	// Stored, if not nil, is stored mode: it sees every committed batch
 	// and keeps some flows beyond the store's retention.
 	Stored Stored
+	// Redact, if not nil, removes secrets from each flow before it is
+	// versioned: every source's flows pass here on their way to the
+	// store, the watches, the stored tier and the flow log file.
+	Redact func(*v1alpha1.Flow)
 }
 
 // Stored is stored mode as the pipeline drives it, on its goroutine.
@@ -327,6 +331,9 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 	start := time.Now()
 	recs := make([]store.Record, 0, len(batch))
 	for _, f := range batch {
+		if p.opts.Redact != nil {
+			p.opts.Redact(f)
+		}
 		rv, err := p.clock.next()
 		if err != nil {
 			klog.ErrorS(err, "Dropping flows: cannot assign versions", "flows", len(batch))
