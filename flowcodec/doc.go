@@ -125,6 +125,10 @@ const (
 	l7HTTP
 	l7GRPC
 	l7Kafka
+	// l7Partial: Layer7.Partial; no bytes follow.
+	l7Partial
+	// l7KafkaClientID: the Kafka section ends with the client ID.
+	l7KafkaClientID
 	l7All = 1<<iota - 1
 )
 

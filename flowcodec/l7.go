@@ -47,6 +47,12 @@ func (e *encoder) layer7(l7 *v1alpha1.Layer7) {
 	}
 	if l7.Kafka != nil {
 		bits |= l7Kafka
+		if l7.Kafka.ClientID != "" {
+			bits |= l7KafkaClientID
+		}
+	}
+	if l7.Partial {
+		bits |= l7Partial
 	}
 	e.b = append(e.b, bits)
 	e.enum(string(l7.Type), l7Types)
@@ -87,16 +93,21 @@ func (e *encoder) layer7(l7 *v1alpha1.Layer7) {
 		e.enum(k.APIKey, kafkaAPIKeys)
 		e.varint(int64(k.CorrelationID))
 		e.string(k.Topic)
+		if bits&l7KafkaClientID != 0 {
+			e.string(k.ClientID)
+		}
 	}
 }
 
 func (d *decoder) layer7(l7 *v1alpha1.Layer7) {
 	bits := d.byte()
-	if bits&^l7All != 0 || bits&(l7Latency|l7LatencyMicros) == l7LatencyMicros {
+	if bits&^l7All != 0 || bits&(l7Latency|l7LatencyMicros) == l7LatencyMicros ||
+		bits&(l7Kafka|l7KafkaClientID) == l7KafkaClientID {
 		d.fail("bad l7 bits")
 		return
 	}
 	l7.Type = v1alpha1.L7Type(d.enum(l7Types))
+	l7.Partial = bits&l7Partial != 0
 	if bits&l7Latency != 0 {
 		v := d.varint()
 		if bits&l7LatencyMicros != 0 {
@@ -157,5 +168,10 @@ func (d *decoder) layer7(l7 *v1alpha1.Layer7) {
 		k.APIKey = d.enum(kafkaAPIKeys)
 		k.CorrelationID = d.int32()
 		k.Topic = d.string()
+		if bits&l7KafkaClientID != 0 {
+			if k.ClientID = d.string(); k.ClientID == "" {
+				d.fail("empty kafka client ID")
+			}
+		}
 	}
 }

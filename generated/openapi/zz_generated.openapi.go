@@ -719,6 +719,13 @@ func schema_flowscope_apis_flows_v1alpha1_Kafka(ref common.ReferenceCallback) co
 							Format:      "",
 						},
 					},
+					"clientID": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ClientID is the client.id the request carries.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
 				},
 			},
 		},
@@ -833,6 +840,13 @@ func schema_flowscope_apis_flows_v1alpha1_Layer7(ref common.ReferenceCallback) c
 						SchemaProps: spec.SchemaProps{
 							Description: "Kafka is set for Kafka requests.",
 							Ref:         ref(v1alpha1.Kafka{}.OpenAPIModelName()),
+						},
+					},
+					"partial": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Partial is set when part of the exchange was not seen or could not be decoded (a gap in the capture, a connection that started before the agent): the fields set are exact, the ones missing are unknown.",
+							Type:        []string{"boolean"},
+							Format:      "",
 						},
 					},
 				},

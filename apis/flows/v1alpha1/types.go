@@ -247,6 +247,11 @@ type Layer7 struct {
 	// Kafka is set for Kafka requests.
 	// +optional
 	Kafka *Kafka `json:"kafka,omitempty"`
+	// Partial is set when part of the exchange was not seen or could not
+	// be decoded (a gap in the capture, a connection that started before
+	// the agent): the fields set are exact, the ones missing are unknown.
+	// +optional
+	Partial bool `json:"partial,omitempty"`
 }
 
 // DNS is a DNS query and its answer.
@@ -333,6 +338,9 @@ type Kafka struct {
 	// Topic is the topic the request names.
 	// +optional
 	Topic string `json:"topic,omitempty"`
+	// ClientID is the client.id the request carries.
+	// +optional
+	ClientID string `json:"clientID,omitempty"`
 }
 
 // Traffic counts packets and bytes in both directions of the interval.
