@@ -1,0 +1,443 @@
+/*
+Copyright The Flowscope Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package stream is the L7 stream layer: it follows the connections whose
+// payload the datapath samples, puts each direction's samples in order by
+// TCP sequence number, drops retransmits, notices gaps, picks a parser by
+// what the first bytes look like, and hands the parser its bytes as
+// l7.Chunks with exact stream offsets.
+//
+// A connection is tracked per interface it is seen on: a connection
+// between two pods of the node is seen at both pods' veths, and each
+// observation point gets its own records, filed like other flows under
+// the pod there.
+package stream
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"flowscope.io/flowscope/nodeagent/l7"
+)
+
+// TCP flags of a Segment.
+const (
+	FlagFIN = 0x01
+	FlagSYN = 0x02
+	FlagRST = 0x04
+	FlagACK = 0x10
+)
+
+// Segment is one sampled TCP segment or UDP datagram.
+type Segment struct {
+	Time    time.Time
+	Ifindex uint32
+	// Ingress: seen at the interface's TC ingress hook.
+	Ingress  bool
+	Src, Dst netip.AddrPort
+	TCP      bool
+	Seq      uint32
+	Flags    uint8
+	// Len is the L4 payload's length; Data its sampled prefix, valid
+	// only during Add.
+	Len  int
+	Data []byte
+}
+
+// Record is an exchange on a connection, at one observation point.
+type Record struct {
+	Ifindex uint32
+	// ClientIngress: the client's bytes entered the interface's TC
+	// ingress hook (on a pod's veth: the client is that pod).
+	ClientIngress  bool
+	Client, Server netip.AddrPort
+	TCP            bool
+	l7.Exchange
+}
+
+// Options configure a Tracker.
+type Options struct {
+	// Protocols are the parsers to try, in order.
+	Protocols []l7.Protocol
+	// Timeout is how long a request waits for its response before it
+	// becomes a record without one.
+	Timeout time.Duration
+	// IdleTimeout forgets a connection without segments for that long.
+	IdleTimeout time.Duration
+	// MaxConns bounds the connections tracked; beyond it one is
+	// forgotten (counted) for each new one.
+	MaxConns int
+	// ReorderSegments bounds the segments held per direction while
+	// waiting for an earlier one; beyond it the earliest held is
+	// delivered after a gap.
+	ReorderSegments int
+}
+
+// Stats counts what the tracker did; every loss has a counter.
+type Stats struct {
+	Segments, Retransmits, Gaps, Reordered int64
+	// Undetected: connections whose first bytes no parser recognised;
+	// TLS: connections recognised as TLS, not parsed.
+	Undetected, TLS int64
+	// Evicted: connections forgotten to stay within MaxConns.
+	Evicted int64
+	Records int64
+}
+
+// Tracker follows connections. It is not safe for concurrent use.
+type Tracker struct {
+	opts  Options
+	conns map[connKey]*conn
+	stats Stats
+}
+
+type connKey struct {
+	ifindex uint32
+	a, b    netip.AddrPort // a < b
+	tcp     bool
+}
+
+func keyOf(s *Segment) connKey {
+	a, b := s.Src, s.Dst
+	if b.Compare(a) < 0 {
+		a, b = b, a
+	}
+	return connKey{ifindex: s.Ifindex, a: a, b: b, tcp: s.TCP}
+}
+
+// New returns a Tracker.
+func New(o Options) *Tracker {
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1 << 16
+	}
+	if o.ReorderSegments <= 0 {
+		o.ReorderSegments = 16
+	}
+	return &Tracker{opts: o, conns: map[connKey]*conn{}}
+}
+
+// Stats returns the counters.
+func (t *Tracker) Stats() Stats { return t.stats }
+
+// Conns returns how many connections are tracked.
+func (t *Tracker) Conns() int { return len(t.conns) }
+
+type state uint8
+
+const (
+	detecting state = iota
+	parsing
+	ignored // undetected or TLS: followed only to be forgotten
+)
+
+type conn struct {
+	key       connKey
+	client    netip.AddrPort
+	clientSet bool
+	// clientIngress is the hook the client's bytes were seen at.
+	clientIngress bool
+	handshake     bool
+	state         state
+	parser        l7.Conn
+	dirs          [2]direction
+	lastSeen      time.Time
+	closed        [2]bool
+}
+
+type direction struct {
+	started bool
+	nextSeq uint32
+	nextOff uint64
+	pending []held
+	// tried: a chunk of this direction was offered to Detect.
+	tried bool
+}
+
+type held struct {
+	seg  Segment
+	off  uint64
+	data []byte
+}
+
+// Add takes a segment and returns the records it completed.
+func (t *Tracker) Add(s Segment) []Record {
+	t.stats.Segments++
+	k := keyOf(&s)
+	c := t.conns[k]
+	if c == nil {
+		if s.TCP && s.Len == 0 && s.Flags&FlagSYN == 0 {
+			return nil // a bare ACK or FIN of a connection we never saw
+		}
+		if len(t.conns) >= t.opts.MaxConns {
+			t.evictOne()
+		}
+		c = &conn{key: k}
+		t.conns[k] = c
+	}
+	c.lastSeen = s.Time
+	if s.TCP && s.Flags&FlagSYN != 0 {
+		t.syn(c, &s)
+		return nil
+	}
+	if !c.clientSet {
+		t.guessClient(c, &s)
+	}
+	dir := l7.FromClient
+	if s.Src != c.client {
+		dir = l7.FromServer
+	}
+	var out []Record
+	if s.Len > 0 {
+		if s.TCP {
+			out = t.tcpData(c, dir, &s)
+		} else {
+			out = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: slices.Clone(s.Data)})
+		}
+	}
+	if s.TCP && s.Flags&(FlagFIN|FlagRST) != 0 {
+		c.closed[dir] = true
+		if s.Flags&FlagRST != 0 || c.closed[0] && c.closed[1] {
+			out = append(out, t.finish(c, s.Time)...)
+		}
+	}
+	return out
+}
+
+// syn learns the client and each direction's first sequence number.
+func (t *Tracker) syn(c *conn, s *Segment) {
+	d := l7.FromClient
+	if s.Flags&FlagACK != 0 {
+		d = l7.FromServer
+		c.client, c.clientIngress = s.Dst, !s.Ingress
+	} else {
+		c.client, c.clientIngress = s.Src, s.Ingress
+	}
+	c.clientSet = true
+	if d == l7.FromClient {
+		c.handshake = true
+	}
+	dir := &c.dirs[d]
+	dir.started, dir.nextSeq, dir.nextOff, dir.pending = true, s.Seq+1, 0, nil
+}
+
+// guessClient decides who the client is on a connection joined late, or
+// a UDP flow: by which side the first bytes look like a request from, and
+// else by port (the lower port serves).
+func (t *Tracker) guessClient(c *conn, s *Segment) {
+	c.clientSet = true
+	for _, p := range t.opts.Protocols {
+		if p.Detect(l7.FromClient, s.Data) {
+			c.client, c.clientIngress = s.Src, s.Ingress
+			return
+		}
+		if p.Detect(l7.FromServer, s.Data) {
+			c.client, c.clientIngress = s.Dst, !s.Ingress
+			return
+		}
+	}
+	if s.Src.Port() > s.Dst.Port() {
+		c.client, c.clientIngress = s.Src, s.Ingress
+	} else {
+		c.client, c.clientIngress = s.Dst, !s.Ingress
+	}
+}
+
+// tcpData orders a data segment into its direction's stream.
+func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) []Record {
+	dir := &c.dirs[d]
+	if !dir.started { // joined late: this byte is offset 0
+		dir.started, dir.nextSeq, dir.nextOff = true, s.Seq, 0
+	}
+	delta := int64(int32(s.Seq - dir.nextSeq))
+	switch {
+	case delta+int64(s.Len) <= 0:
+		t.stats.Retransmits++
+		return nil
+	case delta < 0: // overlaps what was delivered: keep the new bytes
+		t.stats.Retransmits++
+		skip := int(-delta)
+		data := s.Data[min(skip, len(s.Data)):]
+		seg := *s
+		seg.Seq, seg.Len, seg.Data = dir.nextSeq, s.Len-skip, data
+		return t.tcpData(c, d, &seg)
+	case delta > 0:
+		for _, h := range dir.pending {
+			if h.off == dir.nextOff+uint64(delta) {
+				t.stats.Retransmits++
+				return nil
+			}
+		}
+		dir.pending = append(dir.pending, held{seg: *s, off: dir.nextOff + uint64(delta), data: slices.Clone(s.Data)})
+		slices.SortFunc(dir.pending, func(a, b held) int { return compareOff(a.off, b.off) })
+		t.stats.Reordered++
+		if len(dir.pending) <= t.opts.ReorderSegments {
+			return nil
+		}
+		// Waited long enough: what is missing is lost.
+		t.stats.Gaps++
+		h := dir.pending[0]
+		dir.pending = dir.pending[1:]
+		dir.nextSeq += uint32(h.off - dir.nextOff)
+		dir.nextOff = h.off
+		out := t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)
+		return append(out, t.drain(c, d)...)
+	}
+	out := t.emit(c, d, s.Time, dir.nextOff, s.Len, slices.Clone(s.Data))
+	return append(out, t.drain(c, d)...)
+}
+
+func compareOff(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// emit delivers bytes at the direction's next offset and advances it.
+func (t *Tracker) emit(c *conn, d l7.Dir, at time.Time, off uint64, n int, data []byte) []Record {
+	dir := &c.dirs[d]
+	dir.nextSeq += uint32(n)
+	dir.nextOff = off + uint64(n)
+	return t.deliver(c, l7.Chunk{Dir: d, Time: at, Off: off, Len: n, Data: data})
+}
+
+// drain delivers the held segments that now come next.
+func (t *Tracker) drain(c *conn, d l7.Dir) []Record {
+	dir := &c.dirs[d]
+	var out []Record
+	for len(dir.pending) > 0 {
+		h := dir.pending[0]
+		switch {
+		case h.off+uint64(h.seg.Len) <= dir.nextOff:
+			t.stats.Retransmits++
+		case h.off <= dir.nextOff:
+			skip := int(dir.nextOff - h.off)
+			out = append(out, t.emit(c, d, h.seg.Time, dir.nextOff, h.seg.Len-skip, h.data[min(skip, len(h.data)):])...)
+		default:
+			return out
+		}
+		dir.pending = dir.pending[1:]
+	}
+	return out
+}
+
+// deliver picks the parser on the first bytes and feeds it.
+func (t *Tracker) deliver(c *conn, ch l7.Chunk) []Record {
+	switch c.state {
+	case ignored:
+		return nil
+	case detecting:
+		if len(ch.Data) >= 2 && ch.Data[0] == 0x16 && ch.Data[1] == 0x03 {
+			t.stats.TLS++
+			c.state = ignored
+			return nil
+		}
+		for _, p := range t.opts.Protocols {
+			if p.Detect(ch.Dir, ch.Data) {
+				c.parser = p.New(l7.Start{FromHandshake: c.handshake && ch.Off == 0})
+				c.state = parsing
+				break
+			}
+		}
+		if c.state == detecting {
+			c.dirs[ch.Dir].tried = true
+			if c.dirs[0].tried && c.dirs[1].tried || !c.key.tcp {
+				t.stats.Undetected++
+				c.state = ignored
+			}
+			return nil
+		}
+	}
+	return t.records(c, c.parser.Feed(ch))
+}
+
+func (t *Tracker) records(c *conn, xs []l7.Exchange) []Record {
+	if len(xs) == 0 {
+		return nil
+	}
+	server := c.key.a
+	if server == c.client {
+		server = c.key.b
+	}
+	out := make([]Record, len(xs))
+	for i, x := range xs {
+		out[i] = Record{Ifindex: c.key.ifindex, ClientIngress: c.clientIngress, Client: c.client, Server: server, TCP: c.key.tcp, Exchange: x}
+	}
+	t.stats.Records += int64(len(out))
+	return out
+}
+
+// finish flushes a closing connection's held bytes and waiting requests,
+// and forgets it.
+func (t *Tracker) finish(c *conn, now time.Time) []Record {
+	var out []Record
+	for d := range c.dirs {
+		dir := &c.dirs[d]
+		for len(dir.pending) > 0 {
+			t.stats.Gaps++
+			h := dir.pending[0]
+			dir.pending = dir.pending[1:]
+			dir.nextSeq += uint32(h.off - dir.nextOff)
+			dir.nextOff = h.off
+			out = append(out, t.emit(c, l7.Dir(d), h.seg.Time, h.off, h.seg.Len, h.data)...)
+			out = append(out, t.drain(c, l7.Dir(d))...)
+		}
+	}
+	if c.parser != nil {
+		// Requests still waiting when the connection closes got no
+		// response.
+		out = append(out, t.records(c, c.parser.Expire(now.Add(time.Hour), 0))...)
+	}
+	delete(t.conns, c.key)
+	return out
+}
+
+// Expire returns the requests that waited longer than the timeout, and
+// forgets idle connections.
+func (t *Tracker) Expire(now time.Time) []Record {
+	var out []Record
+	for _, c := range t.conns {
+		if now.Sub(c.lastSeen) > t.opts.IdleTimeout {
+			out = append(out, t.finish(c, now)...)
+			continue
+		}
+		if c.parser != nil {
+			out = append(out, t.records(c, c.parser.Expire(now, t.opts.Timeout))...)
+		}
+	}
+	return out
+}
+
+// evictOne forgets a connection to make room: whichever the map's
+// iteration yields first, in constant time, since a flood of new
+// connections must not make each one cost a scan.
+func (t *Tracker) evictOne() {
+	for k := range t.conns {
+		delete(t.conns, k)
+		t.stats.Evicted++
+		return
+	}
+}
