@@ -58,7 +58,11 @@ const (
 	idxL7Type         indexField = 8 // l7.type
 	idxSourceWorkload indexField = 9 // source.workload
 	idxDestWorkload   indexField = 10
-	numIndexes                   = 10
+	idxDNSQuery       indexField = 11 // l7.dns.query
+	idxHTTPURL        indexField = 12 // l7.http.url
+	idxGRPCMethod     indexField = 13 // l7.grpc.method
+	idxKafkaTopic     indexField = 14 // l7.kafka.topic
+	numIndexes                   = 14
 )
 
 // indexLabels names the indexes by the field selector label they answer.
@@ -73,6 +77,10 @@ var indexLabels = [numIndexes + 1]string{
 	idxL7Type:         "l7.type",
 	idxSourceWorkload: "source.workload",
 	idxDestWorkload:   "destination.workload",
+	idxDNSQuery:       "l7.dns.query",
+	idxHTTPURL:        "l7.http.url",
+	idxGRPCMethod:     "l7.grpc.method",
+	idxKafkaTopic:     "l7.kafka.topic",
 }
 
 func (f indexField) String() string {
@@ -98,8 +106,20 @@ func indexValues(f *v1alpha1.Flow) [numIndexes + 1]string {
 			v[idxDestPort] = strconv.Itoa(int(f.L4.DestinationPort))
 		}
 	}
-	if f.L7 != nil {
-		v[idxL7Type] = string(f.L7.Type)
+	if l7 := f.L7; l7 != nil {
+		v[idxL7Type] = string(l7.Type)
+		if l7.DNS != nil {
+			v[idxDNSQuery] = l7.DNS.Query
+		}
+		if l7.HTTP != nil {
+			v[idxHTTPURL] = l7.HTTP.URL
+		}
+		if l7.GRPC != nil {
+			v[idxGRPCMethod] = l7.GRPC.Service + "/" + l7.GRPC.Method
+		}
+		if l7.Kafka != nil {
+			v[idxKafkaTopic] = l7.Kafka.Topic
+		}
 	}
 	if e := f.Source; e != nil {
 		if e.PodName != "" {

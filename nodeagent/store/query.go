@@ -106,8 +106,9 @@ type candidate struct {
 
 // candidateOrder is the order the planner probes indexes in, which breaks
 // ties (and counts that reach probeLimit): likely most selective first.
-var candidateOrder = []indexField{idxSourcePod, idxDestinationPod, idxSourceWorkload, idxDestWorkload,
-	idxDestPort, idxNamespace, idxL7Type, idxVerdict, idxProtocol, idxDirection}
+var candidateOrder = []indexField{idxSourcePod, idxDestinationPod, idxDNSQuery, idxHTTPURL, idxGRPCMethod,
+	idxKafkaTopic, idxSourceWorkload, idxDestWorkload, idxDestPort, idxNamespace, idxL7Type, idxVerdict,
+	idxProtocol, idxDirection}
 
 // candidates lists the index ranges a filter can be answered from, in
 // candidateOrder. The filter is valid (compiled by the caller).

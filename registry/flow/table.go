@@ -21,6 +21,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,7 +43,7 @@ var columns = []metav1.TableColumnDefinition{
 	{Name: "Node", Type: "string", Priority: 1, Description: "Node whose agent observed the flow."},
 	{Name: "Packets", Type: "integer", Priority: 1, Description: "Packets in the flow's direction, and in reply."},
 	{Name: "Bytes", Type: "integer", Priority: 1, Description: "Bytes in the flow's direction, and in reply."},
-	{Name: "L7", Type: "string", Priority: 1, Description: "Summary of the application-layer exchange."},
+	{Name: "L7", Type: "string", Description: "The application-layer exchange: GET /api/orders 200 3ms, A? db.shop.svc. NOERROR 10.0.0.4, /shop.Cart/Add NotFound, produce/v9 orders."},
 }
 
 // ConvertToTable implements rest.TableConvertor. It handles a list, a single
@@ -139,17 +142,66 @@ func verdict(f *v1alpha1.Flow) string {
 }
 
 func l7Summary(l7 *v1alpha1.Layer7) string {
-	switch {
-	case l7 == nil:
+	if l7 == nil {
 		return ""
-	case l7.HTTP != nil:
-		return fmt.Sprintf("HTTP %s %s %d", l7.HTTP.Method, l7.HTTP.URL, l7.HTTP.Code)
-	case l7.DNS != nil:
-		return fmt.Sprintf("DNS %s rcode=%d %s", l7.DNS.Query, l7.DNS.RCode, strings.Join(l7.DNS.IPs, ","))
-	case l7.GRPC != nil:
-		return fmt.Sprintf("gRPC %s/%s %d", l7.GRPC.Service, l7.GRPC.Method, l7.GRPC.StatusCode)
-	case l7.Kafka != nil:
-		return fmt.Sprintf("Kafka %s %s", l7.Kafka.APIKey, l7.Kafka.Topic)
 	}
-	return string(l7.Type)
+	var parts []string
+	switch {
+	case l7.HTTP != nil:
+		parts = append(parts, l7.HTTP.Method, l7.HTTP.URL)
+		if l7.HTTP.Code != 0 {
+			parts = append(parts, strconv.Itoa(int(l7.HTTP.Code)))
+		}
+	case l7.GRPC != nil:
+		parts = append(parts, "/"+l7.GRPC.Service+"/"+l7.GRPC.Method, codes.Code(uint32(l7.GRPC.StatusCode)).String())
+	case l7.DNS != nil:
+		q := l7.DNS.Query
+		if len(l7.DNS.QTypes) > 0 {
+			q = strings.Join(l7.DNS.QTypes, ",") + "? " + q
+		}
+		parts = append(parts, q)
+		if l7.DNS.RCode >= 0 {
+			parts = append(parts, dnsRCode(l7.DNS.RCode))
+		}
+		if len(l7.DNS.IPs) > 0 {
+			parts = append(parts, strings.Join(l7.DNS.IPs, ","))
+		}
+	case l7.Kafka != nil:
+		parts = append(parts, l7.Kafka.APIKey+"/v"+strconv.Itoa(int(l7.Kafka.APIVersion)))
+		if l7.Kafka.Topic != "" {
+			parts = append(parts, l7.Kafka.Topic)
+		}
+		if l7.Kafka.ErrorCode != 0 {
+			parts = append(parts, "error="+strconv.Itoa(int(l7.Kafka.ErrorCode)))
+		}
+	default:
+		parts = append(parts, string(l7.Type))
+	}
+	if l7.Latency != nil {
+		parts = append(parts, l7.Latency.Duration.Round(latencyPrecision(l7.Latency.Duration)).String())
+	}
+	if l7.Partial {
+		parts = append(parts, "(partial)")
+	}
+	return strings.Join(parts, " ")
+}
+
+// latencyPrecision keeps three significant digits or so.
+func latencyPrecision(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return time.Millisecond
+	case d >= time.Millisecond:
+		return 10 * time.Microsecond
+	}
+	return time.Microsecond
+}
+
+var dnsRCodes = []string{"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"}
+
+func dnsRCode(c int32) string {
+	if int(c) < len(dnsRCodes) {
+		return dnsRCodes[c]
+	}
+	return "RCODE" + strconv.Itoa(int(c))
 }

@@ -40,7 +40,8 @@ var SelectableFields = []string{
 	"trafficDirection", "isReply", "l4.protocol", "l4.sourcePort", "l4.destinationPort",
 	"source.namespace", "source.podName", "source.ip", "source.workload", "source.service",
 	"destination.namespace", "destination.podName", "destination.ip", "destination.workload",
-	"destination.service", "l7.type", "l7.http.code", "l7.dns.query",
+	"destination.service", "l7.type", "l7.http.code", "l7.http.method", "l7.http.url",
+	"l7.dns.query", "l7.dns.rcode", "l7.grpc.method", "l7.kafka.topic", "l7.kafka.apiKey",
 	FieldSince, FieldUntil,
 }
 
@@ -101,6 +102,14 @@ func ConvertFieldLabel(label, value string) (string, string, error) {
 			return bad("must be an HTTP status code")
 		}
 		return label, strconv.FormatUint(n, 10), nil
+	case "l7.dns.rcode":
+		n, err := strconv.ParseUint(value, 10, 16)
+		if err != nil || n > 4095 {
+			return bad("must be a DNS response code, 0 to 4095 (NOERROR is 0, NXDOMAIN 3)")
+		}
+		return label, strconv.FormatUint(n, 10), nil
+	case "l7.http.method":
+		return label, strings.ToUpper(value), nil
 	case "source.ip", "destination.ip":
 		if value == "" {
 			return label, value, nil
@@ -206,6 +215,43 @@ var fieldGetters = map[string]func(*Flow) string{
 			return ""
 		}
 		return f.L7.DNS.Query
+	},
+	// A DNS record without a response (a timeout) has no rcode: "".
+	"l7.dns.rcode": func(f *Flow) string {
+		if f.L7 == nil || f.L7.DNS == nil || f.L7.DNS.RCode < 0 {
+			return ""
+		}
+		return strconv.Itoa(int(f.L7.DNS.RCode))
+	},
+	"l7.http.method": func(f *Flow) string {
+		if f.L7 == nil || f.L7.HTTP == nil {
+			return ""
+		}
+		return f.L7.HTTP.Method
+	},
+	"l7.http.url": func(f *Flow) string {
+		if f.L7 == nil || f.L7.HTTP == nil {
+			return ""
+		}
+		return f.L7.HTTP.URL
+	},
+	"l7.grpc.method": func(f *Flow) string {
+		if f.L7 == nil || f.L7.GRPC == nil {
+			return ""
+		}
+		return f.L7.GRPC.Service + "/" + f.L7.GRPC.Method
+	},
+	"l7.kafka.topic": func(f *Flow) string {
+		if f.L7 == nil || f.L7.Kafka == nil {
+			return ""
+		}
+		return f.L7.Kafka.Topic
+	},
+	"l7.kafka.apiKey": func(f *Flow) string {
+		if f.L7 == nil || f.L7.Kafka == nil {
+			return ""
+		}
+		return f.L7.Kafka.APIKey
 	},
 }
 

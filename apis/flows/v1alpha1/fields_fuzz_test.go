@@ -109,12 +109,16 @@ func FuzzConvertFieldLabel(f *testing.F) {
 			if err != nil || got != strconv.FormatBool(want) {
 				t.Fatalf("isReply=%q converts to %q", value, got)
 			}
-		case "l4.sourcePort", "l4.destinationPort", "l7.http.code":
+		case "l7.http.method":
+			if got != strings.ToUpper(value) {
+				t.Fatalf("%s=%q converts to %q, want it upper-cased", label, value, got)
+			}
+		case "l4.sourcePort", "l4.destinationPort", "l7.http.code", "l7.dns.rcode":
 			in, err1 := strconv.ParseUint(value, 10, 64)
 			out, err2 := strconv.ParseUint(got, 10, 64)
-			highest := uint64(65535)
-			if label == "l7.http.code" {
-				highest = 999
+			highest := map[string]uint64{"l7.http.code": 999, "l7.dns.rcode": 4095}[label]
+			if highest == 0 {
+				highest = 65535
 			}
 			if err1 != nil || err2 != nil || in != out || out > highest || strconv.FormatUint(out, 10) != got {
 				t.Fatalf("%s=%q converts to %q", label, value, got)

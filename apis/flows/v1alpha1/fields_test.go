@@ -91,7 +91,7 @@ func TestFieldSetMatches(t *testing.T) {
 		L4:          &Layer4{Protocol: ProtocolTCP, SourcePort: 40000, DestinationPort: 5432},
 		Source:      &Endpoint{Namespace: "shop", PodName: "web-1", IP: "10.0.0.1", Workloads: []Workload{{Kind: "ReplicaSet", Name: "web-abc"}, {Kind: "Deployment", Name: "web"}}},
 		Destination: &Endpoint{Namespace: "payments", PodName: "db-0", IP: "10.0.0.2", Service: "db"},
-		L7:          &Layer7{Type: L7TypeHTTP, HTTP: &HTTP{Code: 503}},
+		L7:          &Layer7{Type: L7TypeHTTP, HTTP: &HTTP{Code: 503, Method: "GET", URL: "/v1/orders"}},
 	}
 	set := FieldSet(f)
 	want := fields.Set{
@@ -101,7 +101,8 @@ func TestFieldSetMatches(t *testing.T) {
 		"source.namespace": "shop", "source.podName": "web-1", "source.ip": "10.0.0.1", "source.service": "", "source.workload": "web",
 		"destination.namespace": "payments", "destination.podName": "db-0", "destination.ip": "10.0.0.2",
 		"destination.service": "db", "destination.workload": "",
-		"l7.type": "HTTP", "l7.http.code": "503", "l7.dns.query": "",
+		"l7.type": "HTTP", "l7.http.code": "503", "l7.http.method": "GET", "l7.http.url": "/v1/orders",
+		"l7.dns.query": "", "l7.dns.rcode": "", "l7.grpc.method": "", "l7.kafka.topic": "", "l7.kafka.apiKey": "",
 	}
 	if !maps.Equal(set, want) {
 		t.Errorf("FieldSet = %v\nwant %v", set, want)
