@@ -23,9 +23,11 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/capture"
+	"flowscope.io/flowscope/nodeagent/l7/stream"
 )
 
 // Converter turns the capture datapath's events into flows: it decodes
@@ -169,4 +171,36 @@ func tcpFlagNames(b uint8) []string {
 		}
 	}
 	return out
+}
+
+// L7Flows returns the flows of an exchange the L7 stream layer made: one,
+// filed under the pod at the observation point, as a connection record
+// is. Its time is the request's (the response's when the request was not
+// seen), and its latency the time between the two.
+func (c *Converter) L7Flows(x stream.Record) []*v1alpha1.Flow {
+	start, end := x.Request, x.Response
+	if start.IsZero() {
+		start = end
+	}
+	if end.IsZero() {
+		end = start
+	}
+	l7 := x.Record
+	if !x.Request.IsZero() && !x.Response.IsZero() && !x.Response.Before(x.Request) {
+		l7.Latency = &metav1.Duration{Duration: x.Response.Sub(x.Request)}
+	}
+	l7.Partial = l7.Partial || x.Partial
+	info := c.iface(x.Ifindex)
+	r := Record{
+		Kind: Active, Start: start, End: end, Interface: info.name,
+		Initiator: x.Client, Responder: x.Server,
+		// On a pod's veth the pod sends into TC ingress.
+		InitiatorIsLocal: x.ClientIngress == info.podSide,
+		Protocol:         v1alpha1.ProtocolUDP,
+		L7:               &l7,
+	}
+	if x.TCP {
+		r.Protocol = v1alpha1.ProtocolTCP
+	}
+	return c.mapper.Flows(r)
 }

@@ -23,6 +23,8 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/capture"
+	"flowscope.io/flowscope/nodeagent/l7"
+	"flowscope.io/flowscope/nodeagent/l7/stream"
 )
 
 // localPodsTable is a hand-written Enricher: these addresses are pods here.
@@ -126,5 +128,38 @@ func TestConverterDrops(t *testing.T) {
 	fs := newTestConverter(false).Flows(drop(podA, podB, "NO_SOCKET"))
 	if len(fs) != 2 || fs[0].Verdict != v1alpha1.VerdictDropped || fs[0].DropReason != "NO_SOCKET" {
 		t.Errorf("a drop between two local pods gave %+v, want one per pod", fs)
+	}
+}
+
+// TestL7Flows: an exchange becomes one flow filed at the observation
+// point, timed by its request, with its latency, marked partial when the
+// stream layer or the parser says so, and without counters.
+func TestL7Flows(t *testing.T) {
+	c := NewConverter(Mapper{Enricher: localPodsTable{podA: "shop"}, AgentNamespace: "flowscope-system"}, false)
+	at := time.Unix(1_700_000_000, 0)
+	x := stream.Record{
+		// Ifindex 0 is no interface: a host-side interface, where the
+		// local side sends out of TC egress.
+		Ifindex: 0, ClientIngress: false, TCP: true,
+		Client: netip.AddrPortFrom(podA, 40000), Server: netip.AddrPortFrom(remote, 80),
+		Exchange: l7.Exchange{Request: at, Response: at.Add(3 * time.Millisecond), Partial: true,
+			Record: v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, HTTP: &v1alpha1.HTTP{Method: "GET", URL: "/", Code: 200}}},
+	}
+	fs := c.L7Flows(x)
+	if len(fs) != 1 {
+		t.Fatalf("%d flows", len(fs))
+	}
+	f := fs[0]
+	if f.Namespace != "shop" || f.TrafficDirection != v1alpha1.TrafficDirectionEgress || f.L4.Protocol != v1alpha1.ProtocolTCP ||
+		f.L4.DestinationPort != 80 || f.L7 == nil || f.L7.Latency.Duration != 3*time.Millisecond || !f.L7.Partial ||
+		f.Traffic != nil || !f.Time.Time.Equal(at) {
+		t.Errorf("flow %+v, L7 %+v", f, f.L7)
+	}
+	// A response whose request was not seen: timed by the response, no
+	// latency.
+	x.Request = time.Time{}
+	f = c.L7Flows(x)[0]
+	if f.L7.Latency != nil || !f.Time.Time.Equal(at.Add(3*time.Millisecond)) {
+		t.Errorf("response only: latency %v, time %v", f.L7.Latency, f.Time)
 	}
 }

@@ -69,6 +69,9 @@ type Record struct {
 	Packets, Bytes, PacketsReply, BytesReply int64
 	// DropReason is the kernel's reason name, for Dropped.
 	DropReason string
+	// L7 is the application-layer exchange of an L7 record, which then
+	// carries no counters.
+	L7 *v1alpha1.Layer7
 }
 
 // Enricher tells what the cluster knows of an address.
@@ -109,6 +112,9 @@ func (m Mapper) Flows(r Record) []*v1alpha1.Flow {
 		Interface:   r.Interface,
 	}
 	base.CreationTimestamp = metav1.NewTime(r.Start)
+	if r.L7 != nil {
+		base.L7, base.Traffic = r.L7, nil
+	}
 
 	if r.Kind == Dropped {
 		base.Verdict = v1alpha1.VerdictDropped
