@@ -42,6 +42,8 @@ type session struct {
 	node   string
 	// progressed is told of each new watermark.
 	progressed func()
+	// rejecter drops the flows the agent may not send (see foreign.go).
+	rejecter *rejecter
 
 	mu     sync.Mutex
 	subs   map[uint64]*Subscription
@@ -116,7 +118,7 @@ func (sub *Subscription) Take(buf []agentwire.Event) (events []agentwire.Event, 
 }
 
 func newSession(client *agentwire.Client, node string, progressed func()) *session {
-	return &session{client: client, node: node, progressed: progressed,
+	return &session{client: client, node: node, progressed: progressed, rejecter: &rejecter{node: node},
 		subs: map[uint64]*Subscription{}, wake: make(chan struct{}, 1)}
 }
 
@@ -258,11 +260,22 @@ func (s *session) receive(stream *agentwire.FeedClient) error {
 		if e.Type == agentwire.Ended {
 			ev.Err = status.Error(codes.Code(e.Code), e.Message)
 		}
+		if e.Flow != nil {
+			if reason := s.rejecter.foreign(e.Flow, ""); reason != "" {
+				s.rejecter.reject(e.Flow, reason, "", "Feed")
+				continue
+			}
+		}
+		outside := "" // the namespace of a subscription the flow is outside of
 		s.mu.Lock()
 		for _, id := range e.IDs {
 			sub, ok := s.subs[id]
 			if !ok {
 				continue // cancelled while the event was on its way
+			}
+			if e.Flow != nil && sub.filter.Namespace != "" && e.Flow.Namespace != sub.filter.Namespace {
+				outside = sub.filter.Namespace
+				continue
 			}
 			sub.pos = max(sub.pos, e.RV)
 			sub.live = sub.live || e.Type == agentwire.CaughtUp
@@ -272,6 +285,9 @@ func (s *session) receive(stream *agentwire.FeedClient) error {
 			}
 		}
 		s.mu.Unlock()
+		if outside != "" {
+			s.rejecter.reject(e.Flow, rejectNamespace, outside, "Feed")
+		}
 	}
 }
 

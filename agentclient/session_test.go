@@ -22,6 +22,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
@@ -150,7 +152,7 @@ func (f *fakeFeed) send(events ...*agentwire.FeedEvent) {
 // serveFake serves agent over an in-memory connection and returns the
 // aggregated server's Agent for it, whose watermarks are announced on
 // progress.
-func serveFake(t *testing.T, agent *fakeAgent, progress *Broadcast) *Agent {
+func serveFake(t *testing.T, agent agentwire.Server, progress *Broadcast) *Agent {
 	t.Helper()
 	srv := grpc.NewServer(agentwire.ServerOptions()...)
 	agentwire.Register(srv, agent)
@@ -240,11 +242,17 @@ func summary(events []agentwire.Event) []string {
 }
 
 func added(rv uint64, ids ...uint64) *agentwire.FeedEvent {
-	return &agentwire.FeedEvent{Type: agentwire.Added, RV: rv, IDs: ids, Flow: &v1alpha1.Flow{}}
+	return &agentwire.FeedEvent{Type: agentwire.Added, RV: rv, IDs: ids, Flow: ownFlow(rv)}
 }
 
 func deleted(rv uint64, ids ...uint64) *agentwire.FeedEvent {
-	return &agentwire.FeedEvent{Type: agentwire.Deleted, RV: rv, IDs: ids, Flow: &v1alpha1.Flow{}}
+	return &agentwire.FeedEvent{Type: agentwire.Deleted, RV: rv, IDs: ids, Flow: ownFlow(rv)}
+}
+
+// ownFlow is a flow of shop that serveFake's agent, node-a's, may send.
+func ownFlow(rv uint64) *v1alpha1.Flow {
+	return &v1alpha1.Flow{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-a.%d", rv), Namespace: "shop",
+		ResourceVersion: strconv.FormatUint(rv, 10)}, NodeName: "node-a"}
 }
 
 func caughtUp(rv uint64, id uint64) *agentwire.FeedEvent {
