@@ -68,6 +68,19 @@ bench-store: ## Store benchmarks: codec, list latency over FLOWS flows (planner 
 	$(GO) run ./hack/ingestload -duration 20s
 	$(GO) run ./hack/storesize -n 1000000
 
+# With 5 rounds, benchstat shows a spread only below 95% confidence: at 90%
+# it is about the rounds' range.
+BENCHSTAT ?= $(HOME)/go/bin/benchstat
+.PHONY: bench-stored
+bench-stored: ## Stored mode: ingest with 0 vs 20 flow log policies (File/Store split), tier vs store bytes per flow over FLOWS (200000) flows; 5 rounds each into _output/bench-stored-*.txt, then benchstat if installed.
+	@mkdir -p $(OUT)
+	set -o pipefail; $(GO) test ./nodeagent/stored -run '^$$' -bench IngestPolicies -benchtime 200000x -count 5 -timeout 60m | tee $(OUT)/bench-stored-ingest.txt
+	set -o pipefail; FLOWSCOPE_BENCH_FLOWS=$${FLOWS:-200000} $(GO) test ./nodeagent/tiers -run '^$$' -bench TierBytesPerFlow -benchtime 1x -count 5 -timeout 60m | tee $(OUT)/bench-stored-tiers.txt
+	@if [ -x "$(BENCHSTAT)" ]; then \
+		"$(BENCHSTAT)" -confidence 0.9 -col /policies $(OUT)/bench-stored-ingest.txt; \
+		"$(BENCHSTAT)" -confidence 0.9 -col /store $(OUT)/bench-stored-tiers.txt; \
+	else echo "$(BENCHSTAT) not found: go install golang.org/x/perf/cmd/benchstat@latest for medians, spreads and ratios"; fi
+
 .PHONY: generate-bpf
 generate-bpf: ## Regenerate bpf/*_bpfel.{go,o} with clang-19 (installed from Debian if missing).
 	hack/generate-bpf.sh
