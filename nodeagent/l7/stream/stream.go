@@ -71,8 +71,9 @@ type Record struct {
 
 // Options configure a Tracker.
 type Options struct {
-	// Protocols are the parsers to try, in order.
-	Protocols []l7.Protocol
+	// Protocols are the parsers to try on TCP connections, in order;
+	// DatagramProtocols those for UDP flows.
+	Protocols, DatagramProtocols []l7.Protocol
 	// Timeout is how long a request waits for its response before it
 	// becomes a record without one.
 	Timeout time.Duration
@@ -245,7 +246,7 @@ func (t *Tracker) syn(c *conn, s *Segment) {
 // else by port (the lower port serves).
 func (t *Tracker) guessClient(c *conn, s *Segment) {
 	c.clientSet = true
-	for _, p := range t.opts.Protocols {
+	for _, p := range t.protocols(c) {
 		if p.Detect(l7.FromClient, s.Data) {
 			c.client, c.clientIngress = s.Src, s.Ingress
 			return
@@ -355,7 +356,7 @@ func (t *Tracker) deliver(c *conn, ch l7.Chunk) []Record {
 			c.state = ignored
 			return nil
 		}
-		for _, p := range t.opts.Protocols {
+		for _, p := range t.protocols(c) {
 			if p.Detect(ch.Dir, ch.Data) {
 				c.parser = p.New(l7.Start{FromHandshake: c.handshake && ch.Off == 0})
 				c.state = parsing
@@ -372,6 +373,13 @@ func (t *Tracker) deliver(c *conn, ch l7.Chunk) []Record {
 		}
 	}
 	return t.records(c, c.parser.Feed(ch))
+}
+
+func (t *Tracker) protocols(c *conn) []l7.Protocol {
+	if c.key.tcp {
+		return t.opts.Protocols
+	}
+	return t.opts.DatagramProtocols
 }
 
 func (t *Tracker) records(c *conn, xs []l7.Exchange) []Record {
