@@ -14,7 +14,6 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-
 // Package l7 is the contract between the agent's L7 stream layer and its
 // protocol parsers (packages dns, http1, http2, kafka below it).
 //
