@@ -525,7 +525,7 @@ func (d *decoder) layer7(fl object) *v1alpha1.Layer7 {
 	}
 	if dns, ok := d.object(o, "dns"); ok {
 		l7.Type = v1alpha1.L7TypeDNS
-		rcode, _ := d.integer(dns, 0, math.MaxInt32, "rcode")
+		rcode, _ := d.integer(dns, -1, math.MaxInt32, "rcode") // -1: a timeout, as Flowscope writes it
 		ttl, _ := d.integer(dns, 0, math.MaxInt32, "ttl")
 		l7.DNS = &v1alpha1.DNS{
 			Query:   d.str(dns, "query"),
