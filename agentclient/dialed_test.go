@@ -48,7 +48,7 @@ func TestDialedWaitsForEveryConnectionAttempt(t *testing.T) {
 	refusedAddr := refused.Addr().String()
 	refused.Close()
 
-	p := NewPool(&tls.Config{}, "agent", map[string]string{"silent": silent.Addr().String(), "down": refusedAddr})
+	p := NewPool(&tls.Config{}, map[string]string{"silent": silent.Addr().String(), "down": refusedAddr})
 	defer p.Close()
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
@@ -58,7 +58,7 @@ func TestDialedWaitsForEveryConnectionAttempt(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	p = NewPool(&tls.Config{}, "agent", map[string]string{"down": refusedAddr})
+	p = NewPool(&tls.Config{}, map[string]string{"down": refusedAddr})
 	defer p.Close()
 	deadline = time.Now().Add(5 * time.Second)
 	for !p.Dialed() {

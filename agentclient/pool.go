@@ -44,6 +44,7 @@ import (
 
 	"flowscope.io/flowscope/agentlease"
 	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/internal/tlsutil"
 )
 
 // Agent is one node's agent.
@@ -60,8 +61,7 @@ type Agent struct {
 
 // Pool is the set of known agents. It is safe for concurrent use.
 type Pool struct {
-	tlsConfig  *tls.Config
-	serverName string
+	tlsConfig *tls.Config
 
 	mu     sync.RWMutex
 	static map[string]string
@@ -74,12 +74,13 @@ type Pool struct {
 	progress Broadcast
 }
 
-// NewPool returns a pool that dials agents with tlsConfig. serverName, when
-// set, is the name verified in every agent's certificate instead of the
-// host of its address. static maps node names to addresses of agents that
-// need no Lease.
-func NewPool(tlsConfig *tls.Config, serverName string, static map[string]string) *Pool {
-	p := &Pool{tlsConfig: tlsConfig, serverName: serverName, static: static,
+// NewPool returns a pool that dials agents with tlsConfig. Each agent's
+// serving certificate must name its node, the holder of its Lease or the
+// node of its static entry, and no other (tlsutil.VerifyAgent): the
+// certificate of one node cannot answer for another, wherever its Lease
+// points. static maps node names to addresses of agents that need no Lease.
+func NewPool(tlsConfig *tls.Config, static map[string]string) *Pool {
+	p := &Pool{tlsConfig: tlsConfig, static: static,
 		leased: map[string]string{}, agents: map[string]*Agent{}, synced: func() bool { return true },
 		changed: make(chan struct{})}
 	p.mu.Lock()
@@ -253,7 +254,11 @@ func dialOptions() []grpc.DialOption {
 
 func (p *Pool) dial(node, addr string) (*Agent, error) {
 	cfg := p.tlsConfig.Clone()
-	cfg.ServerName = p.serverName
+	// The node, not the address, is what the certificate must name: the
+	// address comes from a Lease, which says where to find the agent but
+	// proves nothing about who answers there.
+	cfg.ServerName = tlsutil.AgentServerName(node)
+	cfg.VerifyConnection = tlsutil.VerifyAgent(node)
 	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {

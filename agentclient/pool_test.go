@@ -17,6 +17,7 @@ limitations under the License.
 package agentclient
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -26,11 +27,14 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
@@ -78,7 +82,7 @@ func closed(c <-chan struct{}) bool {
 }
 
 func TestPoolAnnouncesAgentsThatJoinAndLeave(t *testing.T) {
-	p := NewPool(&tls.Config{}, "", map[string]string{"static": "127.0.0.1:1"})
+	p := NewPool(&tls.Config{}, map[string]string{"static": "127.0.0.1:1"})
 	defer p.Close()
 	now := time.Now()
 	steps := []struct {
@@ -108,15 +112,16 @@ func TestPoolAnnouncesAgentsThatJoinAndLeave(t *testing.T) {
 	}
 }
 
-// tlsAgent serves agent over TLS on a local port, with a certificate for
-// the name "agent" that pool trusts, and returns its address.
-func tlsAgent(t *testing.T, agent *fakeAgent, roots *x509.CertPool) string {
+// tlsAgent serves agent over TLS on a local port, with a self-signed
+// certificate that roots trust for the DNS names dnsNames, and returns its
+// address.
+func tlsAgent(t *testing.T, agent agentwire.Server, roots *x509.CertPool, dnsNames ...string) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent"}, DNSNames: []string{"agent"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent"}, DNSNames: dnsNames,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -149,8 +154,8 @@ func tlsAgent(t *testing.T, agent *fakeAgent, roots *x509.CertPool) string {
 func TestPoolAgentsFollowTheirLeases(t *testing.T) {
 	roots := x509.NewCertPool()
 	here, there := newFakeAgent(), newFakeAgent()
-	hereAddr, thereAddr := tlsAgent(t, here, roots), tlsAgent(t, there, roots)
-	p := NewPool(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}, "agent", nil)
+	hereAddr, thereAddr := tlsAgent(t, here, roots, "a.agents.flowscope.io"), tlsAgent(t, there, roots, "a.agents.flowscope.io")
+	p := NewPool(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}, nil)
 	defer p.Close()
 	now := time.Now()
 
@@ -203,5 +208,52 @@ func TestPoolAgentsFollowTheirLeases(t *testing.T) {
 	case <-second.ctx.Done():
 	case <-time.After(wait):
 		t.Error("the Feed of the agent that left did not end")
+	}
+}
+
+// TestPoolDialsOnlyTheNodeOfTheLease: the agent at a Lease's address must
+// present a certificate that names the Lease's node, and no other: the
+// certificate of another node (a compromised node answering for this one),
+// of several nodes, a wildcard, or a certificate that names only the host
+// (as agents' certificates did before they named their nodes) is refused
+// in the handshake, and the agent's calls fail as unavailable.
+func TestPoolDialsOnlyTheNodeOfTheLease(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		dnsNames []string
+		want     string // in the error of a call; "" means it succeeds
+	}{
+		{"its own node", []string{"a.agents.flowscope.io", "localhost"}, ""},
+		{"its own node, in capitals", []string{"A.Agents.Flowscope.IO"}, ""},
+		{"another node", []string{"b.agents.flowscope.io", "localhost"}, "not a.agents.flowscope.io"},
+		{"a node whose name ends in its own", []string{"xa.agents.flowscope.io"}, "not a.agents.flowscope.io"},
+		{"a name under its own", []string{"x.a.agents.flowscope.io"}, "not a.agents.flowscope.io"},
+		{"its own and another node", []string{"a.agents.flowscope.io", "b.agents.flowscope.io"}, "names the agents of several nodes (a, b), not only"},
+		{"every node", []string{"*.agents.flowscope.io"}, "names the agent of node"},
+		{"the host only", []string{"localhost"}, "not a.agents.flowscope.io"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			roots := x509.NewCertPool()
+			addr := tlsAgent(t, &lyingAgent{fakeAgent: newFakeAgent(), page: &agentwire.ListResponse{}}, roots, tc.dnsNames...)
+			p := NewPool(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}, nil)
+			defer p.Close()
+			p.resync(leaseStore(t, agentLease("a", addr, time.Now())))
+			a, ok := p.Get("a")
+			if !ok {
+				t.Fatal("the agent of the Lease did not join")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			_, err := a.List(ctx, &agentwire.ListRequest{})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("List: %v; want the agent answered", err)
+			case tc.want == "":
+			case err == nil:
+				t.Errorf("List succeeded; want the agent refused: %s", tc.want)
+			case status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), tc.want):
+				t.Errorf("List: %v; want Unavailable, %q", err, tc.want)
+			}
+		})
 	}
 }

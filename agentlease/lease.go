@@ -195,9 +195,13 @@ func (k *Keeper) fill(l *coordinationv1.Lease, now metav1.MicroTime, applied str
 }
 
 // Live reports the node and address of an agent Lease, and whether it is
-// still within its duration at now.
+// still within its duration at now. A Lease whose name is not Name of its
+// holder is not an agent's: each node has one Lease, and admission
+// (artifacts/deploy/rbac, flowscope-agent-leases) lets an agent write only
+// its own node's.
 func Live(l *coordinationv1.Lease, now time.Time) (node, address string, live bool) {
-	if l.Spec.HolderIdentity == nil || l.Annotations[AddressAnnotation] == "" || l.Spec.RenewTime == nil {
+	if l.Spec.HolderIdentity == nil || l.Annotations[AddressAnnotation] == "" || l.Spec.RenewTime == nil ||
+		l.Name != Name(*l.Spec.HolderIdentity) {
 		return "", "", false
 	}
 	d := Duration

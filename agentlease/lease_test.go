@@ -104,7 +104,7 @@ func TestAppliedAbsentOrMalformed(t *testing.T) {
 func TestLive(t *testing.T) {
 	now := time.Now()
 	l := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AddressAnnotation: "10.0.0.1:9443"}},
+		ObjectMeta: metav1.ObjectMeta{Name: Name("n1"), Annotations: map[string]string{AddressAnnotation: "10.0.0.1:9443"}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("n1"), LeaseDurationSeconds: ptr.To(int32(30)),
 			RenewTime: ptr.To(metav1.NewMicroTime(now.Add(-20 * time.Second)))},
 	}
@@ -114,6 +114,11 @@ func TestLive(t *testing.T) {
 	if _, _, live := Live(l, now.Add(11*time.Second)); live {
 		t.Error("Live after its duration = true")
 	}
+	l.Name = Name("n2")
+	if _, _, live := Live(l, now); live {
+		t.Error("Live of a Lease named for another node than its holder = true")
+	}
+	l.Name = Name("n1")
 	l.Annotations = nil
 	if _, _, live := Live(l, now); live {
 		t.Error("Live without an address = true")

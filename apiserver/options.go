@@ -49,7 +49,6 @@ type Options struct {
 	AgentCAFile         string
 	AgentClientCertFile string
 	AgentClientKeyFile  string
-	AgentServerName     string
 	ContinueKeysFile    string
 	PolicyStatus        bool
 	Storage             flow.Options
@@ -88,10 +87,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig used to discover agents through their Leases; empty means in-cluster, \"-\" disables Lease discovery.")
 	fs.StringSliceVar(&o.StaticAgents, "agents", o.StaticAgents, "Agents to use besides those with Leases, as node=host:port (development).")
 	fs.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "Namespace of the agents' Leases.")
-	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA bundle that signs the agents' serving certificates (required).")
+	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA bundle that signs the agents' serving certificates (required); each must name its node as the DNS name <node>.agents.flowscope.io, and no other node.")
 	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile, "Client certificate presented to the agents (required).")
 	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of the agent client certificate (required).")
-	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "Name expected in every agent's serving certificate; empty means the host of its address.")
 	fs.StringVar(&o.ContinueKeysFile, "continue-token-keys-file", o.ContinueKeysFile, "File of the keys that sign continue tokens, one per line (at least 32 bytes), the first signing, read again every 10s so keys rotate without a restart; every replica must mount the same file. Empty means a random key per process: tokens then fail (400) on another replica or after a restart.")
 	fs.BoolVar(&o.PolicyStatus, "policy-status", o.PolicyStatus, "Write the status of ClusterFlowLogPolicies and FlowLogPolicies from what the agents' Leases report; one replica writes, elected with the Lease flowscope-policy-status in --agent-namespace. Off when --kubeconfig is \"-\".")
 	fs.DurationVar(&o.Storage.DefaultWindow, "default-list-window", o.Storage.DefaultWindow, "How far back a list or an initial watch goes when its field selector names neither since nor until.")
@@ -159,7 +157,7 @@ func (o *Options) Config() (*Config, error) {
 	}
 	cfg := &Config{
 		GenericConfig:  gc,
-		Agents:         agentclient.NewPool(tlsConfig, o.AgentServerName, static),
+		Agents:         agentclient.NewPool(tlsConfig, static),
 		LeaseNamespace: o.AgentNamespace,
 		Storage:        o.Storage,
 		continueKeys:   keys,

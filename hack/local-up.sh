@@ -41,7 +41,8 @@
 # other PORT_BASE or NODES) is stopped and started clean. Changed flags (an
 # edit of this script) are not detected: run hack/local-down.sh first. Certificates and
 # tokens in OUT_DIR/certs are created once and reused, so the kubeconfigs stay
-# the same from one run to the next.
+# the same from one run to the next (but the agents', whose tokens are bound
+# to objects in etcd and minted on every start).
 #
 # OUT_DIR/env is a shell-sourcable summary (KUBECONFIG, URLs, CA files,
 # components) for scripts and the end-to-end tests.
@@ -312,22 +313,29 @@ step_certs() {
   if [[ ! -s "${CERT_DIR}/continue-token-keys" ]]; then
     (umask 077 && openssl rand -base64 48 >"${CERT_DIR}/continue-token-keys")
   fi
+  # Each agent's serving certificate names its node, <node>.agents.flowscope.io,
+  # and no other: flowscope-apiserver dials a Lease's address and accepts
+  # only the agent of the Lease's node there. localhost and 127.0.0.1 are for
+  # clients that dial an agent by address (the end-to-end tests).
   for n in "${NODE_LIST[@]}"; do
     certs::leaf "${CERT_DIR}" flowscope-ca "agent-${n}" "flowscope-agent-${n}" serverAuth \
-      "DNS:localhost, IP:127.0.0.1"
+      "DNS:${n}.agents.flowscope.io, DNS:localhost, IP:127.0.0.1"
   done
   local::log "certificates ready in ${CERT_DIR} ($(($(date +%s) - start))s)"
 }
 
 step_tokens() {
   STEP="tokens"
+  # The agents are no users of the file: each has a token of its own, bound
+  # to its node (agent_identities).
   local users=(admin alice bob carol dave
-    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver"
-    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent")
+    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver")
   local u ok=1
   for u in "${users[@]}"; do
     [[ -n "$(token_of "${u}" 2>/dev/null)" ]] || ok=0
   done
+  # A file of before agents had tokens of their own holds one for them all.
+  [[ -z "$(token_of "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent" 2>/dev/null)" ]] || ok=0
   ((ok)) && return 0
   local sa_groups="system:serviceaccounts,system:serviceaccounts:${FLOWSCOPE_NAMESPACE}"
   (
@@ -337,9 +345,7 @@ step_tokens() {
       for u in alice bob carol dave; do
         echo "$(openssl rand -hex 24),${u},${u}"
       done
-      for u in flowscope-apiserver flowscope-agent; do
-        echo "$(openssl rand -hex 24),system:serviceaccount:${FLOWSCOPE_NAMESPACE}:${u},${u},\"${sa_groups}\""
-      done
+      echo "$(openssl rand -hex 24),system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver,flowscope-apiserver,\"${sa_groups}\""
     } >"${TOKEN_FILE}.tmp"
     mv "${TOKEN_FILE}.tmp" "${TOKEN_FILE}"
   )
@@ -395,9 +401,10 @@ step_kube_apiserver() {
   COMPONENT=""
 }
 
+# write_kubeconfig FILE USER NAME [TOKEN]: USER's token from TOKEN_FILE, or TOKEN.
 write_kubeconfig() {
-  local file=$1 user=$2 name=$3 token ca
-  token="$(token_of "${user}")"
+  local file=$1 user=$2 name=$3 token=${4:-} ca
+  [[ -n "${token}" ]] || token="$(token_of "${user}")"
   [[ -n "${token}" ]] || fail "no token for ${user} in ${TOKEN_FILE}"
   ca="$(base64 -w0 <"${KAS_CERT_DIR}/apiserver.crt")"
   (
@@ -434,8 +441,6 @@ step_kubeconfigs() {
   done
   write_kubeconfig "${OUT_DIR}/kubeconfig-apiserver" \
     "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-apiserver" flowscope-apiserver
-  write_kubeconfig "${OUT_DIR}/kubeconfig-agent" \
-    "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent" flowscope-agent
 }
 
 step_bootstrap() {
@@ -554,9 +559,56 @@ EOF
   COMPONENT=""
 }
 
+# agent_identities: a kubeconfig per agent, kubeconfig-agent-<node>, with a
+# token of the ServiceAccount flowscope-agent bound to a stand-in Pod
+# flowscope-agent-<node> on the node: what the kubelet projects into a
+# DaemonSet's pod, so the token carries the node
+# (authentication.kubernetes.io/node-name) and the admission policy
+# flowscope-agent-leases lets each agent write its own node's Lease only.
+# The Pods never run (no kubelet); the tokens are minted on every start, as
+# they stop being valid with their Pod. kubeconfig-agent is the first
+# node's, for tests and scripts that act as an agent.
+agent_identities() {
+  STEP="agent identities"
+  COMPONENT=kubectl
+  local m="${OUT_DIR}/manifests/agent-pods.yaml" n token
+  {
+    cat "${LOCAL_ROOT}/artifacts/deploy/serviceaccount-agent.yaml"
+    for n in "${NODE_LIST[@]}"; do
+      cat <<EOF
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: flowscope-agent-${n}
+  namespace: ${FLOWSCOPE_NAMESPACE}
+  labels: {app.kubernetes.io/name: flowscope-agent, app.kubernetes.io/part-of: flowscope}
+spec:
+  nodeName: ${n}
+  serviceAccountName: flowscope-agent
+  automountServiceAccountToken: false
+  containers:
+  - {name: agent, image: ghcr.io/flowscope/flowscope-agent:local}
+EOF
+    done
+  } >"${m}"
+  kubectl apply -f "${m}" >>"${LOG_DIR}/kubectl.log" 2>&1
+  for n in "${NODE_LIST[@]}"; do
+    token="$(kubectl create token flowscope-agent -n "${FLOWSCOPE_NAMESPACE}" --duration=8760h \
+      --bound-object-kind=Pod --bound-object-name="flowscope-agent-${n}" 2>>"${LOG_DIR}/kubectl.log")"
+    write_kubeconfig "${OUT_DIR}/kubeconfig-agent-${n}" \
+      "system:serviceaccount:${FLOWSCOPE_NAMESPACE}:flowscope-agent" "flowscope-agent-${n}" "${token}"
+  done
+  cp "${OUT_DIR}/kubeconfig-agent-${NODE_LIST[0]}" "${OUT_DIR}/kubeconfig-agent"
+  local::log "agent identities: a token bound to node <node> in ${OUT_DIR}/kubeconfig-agent-<node>"
+  COMPONENT=""
+}
+
 step_agents() {
   STEP="agents"
   have_agent || return 0
+  agent_identities
+  STEP="agents"
   local i n port mport pod_flags agent_args
   mkdir -p "${OUT_DIR}/replay"
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
@@ -584,7 +636,7 @@ step_agents() {
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
       --flow-log-file="${OUT_DIR}/flowlogs/${n}/flows.log" \
-      --kubeconfig="${OUT_DIR}/kubeconfig-agent" \
+      --kubeconfig="${OUT_DIR}/kubeconfig-agent-${n}" \
       "${pod_flags[@]}" "${agent_args[@]}"
   done
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do

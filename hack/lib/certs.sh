@@ -18,7 +18,8 @@
 # except where a caller asks for RSA. Everything is created once and reused:
 # a CA is regenerated only when missing or expiring within a day, and a leaf
 # certificate also when it no longer verifies against its CA (so a new CA
-# re-issues its leaves).
+# re-issues its leaves) or carries other subject alternative names than
+# asked for (so a new name, such as an agent's node, re-issues it).
 
 CERT_CA_DAYS=3650
 CERT_LEAF_DAYS=825
@@ -26,6 +27,24 @@ CERT_LEAF_DAYS=825
 # certs::_valid CRT: exists and does not expire within a day.
 certs::_valid() {
   [[ -s "$1" ]] && openssl x509 -in "$1" -noout -checkend 86400 >/dev/null 2>&1
+}
+
+# certs::_sans SAN: the names of SAN ("DNS:localhost, IP:127.0.0.1"), one
+# per line, sorted, as openssl prints them ("IP Address:127.0.0.1").
+certs::_sans() {
+  local names name
+  IFS=, read -ra names <<<"$1"
+  for name in "${names[@]}"; do
+    name="${name// /}"
+    [[ -n "${name}" ]] && printf '%s\n' "${name/#IP:/IPAddress:}"
+  done | sort
+}
+
+# certs::_has_sans CRT SAN: CRT carries exactly the names of SAN.
+certs::_has_sans() {
+  local have
+  have="$(openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null | tail -n +2)"
+  [[ "$(certs::_sans "${have}")" == "$(certs::_sans "$2")" ]]
 }
 
 # certs::key FILE [rsa]: creates a private key (PKCS#8 PEM) when missing.
@@ -73,7 +92,8 @@ certs::leaf() {
   local dir=$1 ca=$2 name=$3 cn=$4 eku=$5 san=${6:-} cfg csr
   local crt="${dir}/${name}.crt" key="${dir}/${name}.key"
   if certs::_valid "${crt}" && [[ -s "${key}" ]] &&
-    openssl verify -CAfile "${dir}/${ca}.crt" "${crt}" >/dev/null 2>&1; then
+    openssl verify -CAfile "${dir}/${ca}.crt" "${crt}" >/dev/null 2>&1 &&
+    certs::_has_sans "${crt}" "${san}"; then
     return 0
   fi
   certs::key "${key}"

@@ -25,6 +25,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -456,6 +457,87 @@ func TestConfigFileErrors(t *testing.T) {
 	} {
 		if err := tc.call(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want it to contain %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestAgentIdentity: the aggregated server, dialing node-a's agent with
+// ServerName AgentServerName("node-a") and VerifyAgent("node-a"), accepts
+// only a serving certificate that names node-a, and no other node.
+func TestAgentIdentity(t *testing.T) {
+	f := newFixture(t)
+	good := f.ca.issue(t, "good", "flowscope-apiserver", clientAuth, nil, nil)
+	if got := tlsutil.AgentServerName("node-a"); got != "node-a.agents.flowscope.io" {
+		t.Fatalf("AgentServerName(node-a) = %s", got)
+	}
+	for _, tc := range []struct {
+		name     string
+		dnsNames []string
+		// want is in the client's error; "" means the handshake succeeds.
+		want string
+	}{
+		{"node-a", []string{"node-a.agents.flowscope.io", "localhost"}, ""},
+		{"node-a in capitals", []string{"NODE-A.agents.flowscope.io"}, ""},
+		{"node-b", []string{"node-b.agents.flowscope.io", "localhost"},
+			"x509: certificate is valid for node-b.agents.flowscope.io, localhost, not node-a.agents.flowscope.io"},
+		{"node-a and node-b", []string{"node-a.agents.flowscope.io", "node-b.agents.flowscope.io"},
+			`refusing the agent of node "node-a": the certificate of "flowscope-agent" names the agents of several nodes (node-a, node-b), not only "node-a"`},
+		{"every node", []string{"*.agents.flowscope.io"},
+			`refusing the agent of node "node-a": the certificate of "flowscope-agent" names the agent of node "*", not "node-a"`},
+		{"the host only, as before agents named their nodes", []string{"localhost"},
+			"x509: certificate is valid for localhost, not node-a.agents.flowscope.io"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cert := f.ca.issue(t, "agent-"+strings.ReplaceAll(tc.name, " ", "-"), "flowscope-agent", serverAuth, tc.dnsNames, nil)
+			server, err := tlsutil.ServerConfig(cert.certFile, cert.keyFile, f.ca.caFile, []string{"flowscope-apiserver"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := f.client(t, &good)
+			client.ServerName = tlsutil.AgentServerName("node-a")
+			client.VerifyConnection = tlsutil.VerifyAgent("node-a")
+			o := handshake(t, server, client)
+			if tc.want == "" {
+				accepted(t, o, "flowscope-apiserver")
+				return
+			}
+			if o.clientErr == nil || !strings.Contains(o.clientErr.Error(), tc.want) {
+				t.Errorf("client's error %v; want %q", o.clientErr, tc.want)
+			}
+			if o.serverErr == nil {
+				t.Error("the agent completed the handshake")
+			}
+		})
+	}
+}
+
+// TestCheckAgentCertificate: the nodes a certificate names are its DNS
+// names under agents.flowscope.io; exactly one, the node's, is required.
+func TestCheckAgentCertificate(t *testing.T) {
+	for _, tc := range []struct {
+		dnsNames []string
+		node     string
+		nodes    []string
+		want     string // the error; "" for none
+	}{
+		{[]string{"node-a.agents.flowscope.io"}, "node-a", []string{"node-a"}, ""},
+		{[]string{"localhost", "node.a.agents.flowscope.io"}, "node.a", []string{"node.a"}, ""},
+		{[]string{"localhost"}, "node-a", nil,
+			`the certificate of "cn" names no agent (no DNS name *.agents.flowscope.io); want node-a.agents.flowscope.io`},
+		{[]string{"agents.flowscope.io", "node-a.agents.flowscope.io.evil"}, "node-a", nil,
+			`the certificate of "cn" names no agent (no DNS name *.agents.flowscope.io); want node-a.agents.flowscope.io`},
+		{[]string{"node-b.agents.flowscope.io"}, "node-a", []string{"node-b"},
+			`the certificate of "cn" names the agent of node "node-b", not "node-a"`},
+		{[]string{"node-a.agents.flowscope.io", "*.agents.flowscope.io"}, "node-a", []string{"node-a", "*"},
+			`the certificate of "cn" names the agents of several nodes (node-a, *), not only "node-a"`},
+	} {
+		cert := &x509.Certificate{Subject: pkix.Name{CommonName: "cn"}, DNSNames: tc.dnsNames}
+		if got := tlsutil.AgentNodes(cert); !slices.Equal(got, tc.nodes) {
+			t.Errorf("AgentNodes(%v) = %q, want %q", tc.dnsNames, got, tc.nodes)
+		}
+		err := tlsutil.CheckAgentCertificate(cert, tc.node)
+		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+			t.Errorf("CheckAgentCertificate(%v, %s) = %v, want %q", tc.dnsNames, tc.node, err, tc.want)
 		}
 	}
 }

@@ -135,7 +135,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "Address the aggregated server dials, published in the agent's Lease; defaults to --listen-address.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics and /healthz endpoint; empty disables it.")
 	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "Serve Go's /debug/pprof on the metrics address. It is unauthenticated: bind that address to localhost when this is on.")
-	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "Serving certificate of the gRPC API (required).")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "Serving certificate of the gRPC API (required); it must carry the DNS name <node>.agents.flowscope.io of --node-name, and no other node's, or flowscope-apiserver refuses the agent.")
 	fs.StringVar(&o.TLSKeyFile, "tls-private-key-file", o.TLSKeyFile, "Key of the serving certificate (required).")
 	fs.StringVar(&o.ClientCAFile, "client-ca-file", o.ClientCAFile, "CA bundle that signs the aggregated server's client certificate (required).")
 	fs.StringSliceVar(&o.AllowedClientNames, "allowed-client-names", o.AllowedClientNames, "Client certificate common names allowed to call the agent.")
@@ -274,6 +274,10 @@ func Run(ctx context.Context, o *Options) error {
 	tlsConfig, err := tlsutil.ServerConfig(o.TLSCertFile, o.TLSKeyFile, o.ClientCAFile, o.AllowedClientNames)
 	if err != nil {
 		return err
+	}
+	if err := tlsutil.CheckAgentCertificate(tlsConfig.Certificates[0].Leaf, o.NodeName); err != nil {
+		klog.ErrorS(err, "flowscope-apiserver will refuse this agent: its serving certificate must name its node, and only it",
+			"node", o.NodeName, "want", tlsutil.AgentServerName(o.NodeName), "tlsCertFile", o.TLSCertFile)
 	}
 	lis, err := net.Listen("tcp", o.ListenAddress)
 	if err != nil {
