@@ -126,12 +126,61 @@ struct {
 	__type(value, __u8);
 } sel_ports SEC(".maps");
 
+/* Which interfaces (and ports) get payload sampled: see struct l7_gate. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct l7_gate_key);
+	__type(value, struct l7_gate);
+} l7_gate SEC(".maps");
+
+/* Payload samples, apart from the flow records so that a burst of L7
+ * never costs a flow record its place. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* 4 MiB; user space may resize before load */
+} l7_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct l7_bucket);
+} l7_buckets SEC(".maps");
+
+/* l7_sample's larger locals: handle_tc's frame leaves it too little
+ * stack (512 bytes for both) to keep them there. */
+struct l7_scratch {
+	struct l7_event h;  /* the header of the record being built */
+	struct flow_key k;  /* the connection, for the per-connection limit */
+	struct l7_conn nc;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct l7_scratch);
+} l7_scratch SEC(".maps");
+
+/* Only used while a per-connection limit is set. LRU: a connection that
+ * is evicted merely starts a fresh window. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct flow_key);
+	__type(value, struct l7_conn);
+} l7_conns SEC(".maps");
+
 /* Force BTF for the types user space shares but no map references, so
  * bpf2go emits FlowEvent, FlowCounter, ... (never read or written). */
 const struct event *unused_event __attribute__((unused));
 const enum counter unused_counter __attribute__((unused));
 const enum event_kind unused_kind __attribute__((unused));
 const enum event_flag unused_flag __attribute__((unused));
+const struct l7_event *unused_l7_event __attribute__((unused));
+const enum l7_proto unused_l7_proto __attribute__((unused));
+const enum l7_gate_flag unused_l7_gate_flag __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -140,6 +189,13 @@ static __always_inline void count(__u32 idx)
 	 * the check is for the verifier. Per-CPU: no atomics needed. */
 	if (c)
 		*c += 1;
+}
+
+static __always_inline void count_add(__u32 idx, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	if (c) /* as in count() */
+		*c += n;
 }
 
 enum parse_result {
@@ -162,6 +218,7 @@ struct parsed {
 	__u32 frag_id;
 	__u32 l3_len;  /* IP datagram bytes: what a packet adds to "bytes" */
 	__u32 hdr_len; /* L3+L4 header bytes, repeated per GSO segment */
+	__u32 l4_off;  /* where the L4 header is; 0: this packet has none */
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
@@ -414,6 +471,7 @@ static __always_inline int parse_ip(const struct reader *r, __u32 off,
 
 	if (p->frag == FRAG_LATER || p->proto == IPPROTO_NONE)
 		return P_OK;
+	p->l4_off = l4off;
 	return parse_l4(r, l4off, end, p, is_skb);
 }
 
@@ -737,6 +795,282 @@ close_check:
 	}
 }
 
+/*
+ * L7 payload sampling. Runs after accounting, for packets the selection
+ * captured; every step before the gate lookup is a test of what the
+ * parser already knows, so with the gate empty (CFG_F_L7 clear) this
+ * costs no map lookup, and on an interface without a gate entry one.
+ *
+ * l7_sample is a global (non-inlined) function: the verifier checks it
+ * once, on its own, rather than once for every path through the parser
+ * that reaches it (inlined, that was over a million instructions).
+ */
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* Ring buffer flags of uapi/linux/bpf.h (not in the trimmed vmlinux.h). */
+#define BPF_RB_NO_WAKEUP (1ULL << 0)
+#define BPF_RB_FORCE_WAKEUP (1ULL << 1)
+#define BPF_RB_AVAIL_DATA 0
+
+enum l7_emit_result {
+	L7_SENT = 0,
+	L7_RINGBUF_FULL,
+	L7_UNREADABLE,
+};
+
+/* l7_gate_find returns the gate entry that applies to the packet, or
+ * NULL. An interface entry without L7_GATE_PORTS decides alone. */
+static __always_inline struct l7_gate *l7_gate_find(__u32 ifindex,
+						    const struct parsed *p)
+{
+	struct l7_gate_key gk = { .ifindex = ifindex };
+	struct l7_gate *g = bpf_map_lookup_elem(&l7_gate, &gk);
+	struct l7_gate *pg;
+
+	if (!g || !(g->flags & L7_GATE_PORTS))
+		return g;
+	/* The destination port first: on a request it is the service's. */
+	gk.port = p->dport;
+	pg = bpf_map_lookup_elem(&l7_gate, &gk);
+	if (pg)
+		return pg;
+	gk.port = p->sport;
+	pg = bpf_map_lookup_elem(&l7_gate, &gk);
+	if (pg)
+		return pg;
+	return g; /* other ports: the interface's budget, often 0 (none) */
+}
+
+/* l7_emit_class reserves a record of header + size bytes (a constant:
+ * ring buffer reservations must be) and copies cap <= size payload bytes
+ * from off into it. */
+static __always_inline int l7_emit_class(struct __sk_buff *skb,
+					 const struct l7_event *h, __u32 off,
+					 __u32 cap, const __u32 size, __u64 wake)
+{
+	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e) + size, 0);
+
+	if (!e)
+		return L7_RINGBUF_FULL;
+	__builtin_memcpy(e, h, sizeof(*e));
+	if (size) {
+		/* bounds: the caller picked the class so that 0 < cap <= size;
+		 * said again for the verifier, which must see the copy fit
+		 * the record and have a non-zero length */
+		if (cap > size)
+			cap = size;
+		if (cap == 0 || bpf_skb_load_bytes(skb, off, (void *)(e + 1), cap) < 0) {
+			bpf_ringbuf_discard(e, 0);
+			return L7_UNREADABLE;
+		}
+	}
+	bpf_ringbuf_submit(e, wake);
+	return L7_SENT;
+}
+
+/* l7_emit picks the smallest power-of-two class that holds cap bytes. */
+static __always_inline int l7_emit(struct __sk_buff *skb,
+				   const struct l7_event *h, __u32 off,
+				   __u32 cap, __u64 wake)
+{
+	if (cap == 0)
+		return l7_emit_class(skb, h, off, 0, 0, wake);
+	if (cap <= 64)
+		return l7_emit_class(skb, h, off, cap, 64, wake);
+	if (cap <= 128)
+		return l7_emit_class(skb, h, off, cap, 128, wake);
+	if (cap <= 256)
+		return l7_emit_class(skb, h, off, cap, 256, wake);
+	if (cap <= 512)
+		return l7_emit_class(skb, h, off, cap, 512, wake);
+	return l7_emit_class(skb, h, off, cap, L7_MAX_BUDGET, wake);
+}
+
+/* l7_refill adds elapsed nanoseconds' worth of rate tokens to a bucket
+ * holding at most one second's worth (the burst). Tokens are scaled by
+ * 1e9: elapsed (<= 1e9) * rate (< 2^32) cannot overflow 64 bits. */
+static __always_inline void l7_refill(__u64 *tokens, __u64 rate, __u64 elapsed)
+{
+	__u64 t = *tokens + elapsed * rate;
+
+	if (t > rate * NSEC_PER_SEC)
+		t = rate * NSEC_PER_SEC;
+	*tokens = t;
+}
+
+/* l7_sample sends the first bytes of a gated packet's payload to the l7
+ * ring buffer: TCP segments with payload, SYN, FIN and RST (so user
+ * space learns initial sequence numbers and ends), UDP datagrams. off is
+ * where the IP header starts. Returns 0 (a global function must return
+ * a scalar; nobody looks). */
+__noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
+			 const struct flow_config *cfg, __u32 off, __u32 hook)
+{
+	/* Checked once by the caller; a global function's pointer
+	 * arguments may be NULL as far as the verifier knows. */
+	if (!p || !cfg || !p->l4_off)
+		return 0;
+	/* bounds: parse_ip made hdr_len <= l3_len (headers inside the
+	 * datagram); repeated so that a wrap can never happen here */
+	if (p->hdr_len > p->l3_len)
+		return 0;
+	__u32 plen = p->l3_len - p->hdr_len; /* payload bytes in this skb */
+	if (p->proto == IPPROTO_TCP) {
+		/* Pure ACKs, the bulk of TCP, carry nothing for a parser. */
+		if (!plen && !(p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+			return 0;
+	} else if (p->proto != IPPROTO_UDP) {
+		return 0;
+	}
+
+	struct l7_gate *g = l7_gate_find(skb->ifindex, p);
+	if (!g || !g->budget)
+		return 0;
+	count(CNT_L7_GATED);
+
+	__u8 l4[8];
+	/* bounds: parse_l4 read this TCP header (20 bytes or more) or UDP
+	 * header (8 bytes): seq and ack at 4..11, or the UDP length at 4..5;
+	 * the helper checks again */
+	if (bpf_skb_load_bytes(skb, p->l4_off + 4, l4,
+			       p->proto == IPPROTO_TCP ? 8 : 2) < 0) {
+		count(CNT_L7_DROP_UNREADABLE);
+		return 0;
+	}
+	__u32 seq = 0, ack = 0, payload_len = plen;
+	if (p->proto == IPPROTO_TCP) {
+		seq = ((__u32)l4[0] << 24) | ((__u32)l4[1] << 16) |
+		      ((__u32)l4[2] << 8) | l4[3];
+		ack = ((__u32)l4[4] << 24) | ((__u32)l4[5] << 16) |
+		      ((__u32)l4[6] << 8) | l4[7];
+	} else {
+		/* A first fragment holds the start of a longer datagram: the
+		 * UDP length tells how long. A UDP length shorter than the
+		 * packet means the rest is not payload. 0 (jumbograms) and
+		 * lengths under the header say nothing. */
+		__u32 ulen = ((__u32)l4[0] << 8) | l4[1];
+		if (ulen >= 8) {
+			payload_len = ulen - 8;
+			if (plen > ulen - 8)
+				plen = ulen - 8;
+		}
+	}
+	__u32 cap = g->budget;
+	if (cap > L7_MAX_BUDGET)
+		cap = L7_MAX_BUDGET;
+	if (cap > plen)
+		cap = plen;
+
+	__u32 zero = 0;
+	struct l7_scratch *sc = bpf_map_lookup_elem(&l7_scratch, &zero);
+	if (!sc) /* cannot happen for an array; for the verifier */
+		return 0;
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct l7_conn *c = NULL;
+	int side = 0;
+	if (cfg->l7_conn_events || cfg->l7_conn_bytes) {
+		struct flow_key *k = &sc->k;
+		__builtin_memset(k, 0, sizeof(*k));
+		side = make_key(k, p, skb->ifindex) & 1;
+		c = bpf_map_lookup_elem(&l7_conns, k);
+		if (!c) {
+			sc->nc.window_ns = now;
+			sc->nc.events[0] = sc->nc.events[1] = 0;
+			sc->nc.bytes[0] = sc->nc.bytes[1] = 0;
+			/* -EEXIST (another CPU) is fine; a failure leaves c
+			 * NULL and the packet unlimited per connection. */
+			bpf_map_update_elem(&l7_conns, k, &sc->nc, BPF_NOEXIST);
+			c = bpf_map_lookup_elem(&l7_conns, k);
+		}
+		if (c) {
+			/* Racy across CPUs by design: a window reset twice or
+			 * an event too many is the price of no lock. */
+			if (now - c->window_ns >= NSEC_PER_SEC) {
+				c->window_ns = now;
+				c->events[0] = 0;
+				c->events[1] = 0;
+				c->bytes[0] = 0;
+				c->bytes[1] = 0;
+			}
+			if ((cfg->l7_conn_events && c->events[side] >= cfg->l7_conn_events) ||
+			    (cfg->l7_conn_bytes && c->bytes[side] + cap > cfg->l7_conn_bytes)) {
+				count(CNT_L7_DROP_CONN_RATE);
+				return 0;
+			}
+		}
+	}
+
+	struct l7_bucket *b = NULL;
+	__u64 er = cfg->l7_cpu_events, br = cfg->l7_cpu_bytes;
+	if (er || br)
+		b = bpf_map_lookup_elem(&l7_buckets, &zero);
+	if (b) {
+		/* Per CPU: no other program touches this bucket meanwhile. */
+		__u64 el = now - b->last_ns;
+		if (el > NSEC_PER_SEC)
+			el = NSEC_PER_SEC;
+		b->last_ns = now;
+		if (er)
+			l7_refill(&b->events, er, el);
+		if (br)
+			l7_refill(&b->bytes, br, el);
+		if ((er && b->events < NSEC_PER_SEC) ||
+		    (br && b->bytes < (__u64)cap * NSEC_PER_SEC)) {
+			count(CNT_L7_DROP_CPU_RATE);
+			return 0;
+		}
+	}
+
+	/* h->_pad stays zero: nothing writes it. */
+	struct l7_event *h = &sc->h;
+	h->ts_ns = now;
+	h->ifindex = skb->ifindex;
+	h->seq = seq;
+	h->ack = ack;
+	h->payload_len = payload_len;
+	h->tcp_flags = p->proto == IPPROTO_TCP ? p->tcp_flags : 0;
+	__builtin_memcpy(h->saddr, p->saddr, 16);
+	__builtin_memcpy(h->daddr, p->daddr, 16);
+	h->sport = p->sport;
+	h->dport = p->dport;
+	h->cap_len = cap;
+	h->proto = p->proto;
+	h->family = p->family;
+	h->hook = hook;
+	h->protos = g->protos;
+	/* Waking the reader costs more than the rest of a sample: batch.
+	 * Below the mark the reader finds the samples on its own timer
+	 * (RunL7's flush interval); above it, every sample wakes it. */
+	__u64 wake = 0; /* the kernel's default: wake an idle reader */
+	if (cfg->l7_wakeup_bytes)
+		wake = bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA) >= cfg->l7_wakeup_bytes ?
+			       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	int rc = l7_emit(skb, h, off + p->hdr_len, cap, wake);
+	if (rc == L7_RINGBUF_FULL) {
+		count(CNT_L7_DROP_RINGBUF);
+		return 0;
+	}
+	if (rc == L7_UNREADABLE) {
+		count(CNT_L7_DROP_UNREADABLE);
+		return 0;
+	}
+	/* Charged only for what was sent. */
+	if (c) {
+		__sync_fetch_and_add(&c->events[side], 1);
+		__sync_fetch_and_add(&c->bytes[side], cap);
+	}
+	if (b) {
+		if (er)
+			b->events -= NSEC_PER_SEC;
+		if (br)
+			b->bytes -= (__u64)cap * NSEC_PER_SEC;
+	}
+	count(CNT_L7_EVENTS);
+	count_add(CNT_L7_BYTES, cap);
+	return 0;
+}
+
 static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
 				     const __u8 hook)
 {
@@ -818,6 +1152,8 @@ static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
 		segs = 1;
 	__u64 bytes = p.l3_len + (__u64)(segs - 1) * p.hdr_len;
 	account(skb->ifindex, hook, &p, segs, bytes, cfg);
+	if ((cfg->flags & CFG_F_L7) && p.l4_off)
+		l7_sample(skb, &p, cfg, off, hook);
 	return TC_ACT_UNSPEC;
 }
 

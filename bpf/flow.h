@@ -43,6 +43,9 @@ enum config_flag {
 	CFG_F_DROPS_UNSPECIFIED = 1 << 0,
 	/* Do not run the kfree_skb program body at all. */
 	CFG_F_DROPS_OFF = 1 << 1,
+	/* The l7_gate map holds entries: without it the TC programs never
+	 * look there, so L7 sampling switched off costs no map lookup. */
+	CFG_F_L7 = 1 << 2,
 };
 
 /* Per-CPU counters, summed by user space. Keep in sync with capture. */
@@ -70,6 +73,15 @@ enum counter {
 	CNT_DROPS_NOT_IP,        /* ... ignored: no IP header to attribute */
 	CNT_DROPS_PARSE,         /* ... IP header unreadable or malformed */
 	CNT_DROPS_INSERT_FAIL,   /* drop table update failed */
+	/* L7 sampling: every packet the gate admits ends in exactly one of
+	 * CNT_L7_EVENTS and the CNT_L7_DROP_* counters. */
+	CNT_L7_GATED,            /* packets the l7 gate admitted */
+	CNT_L7_EVENTS,           /* l7 records submitted */
+	CNT_L7_BYTES,            /* payload bytes in them */
+	CNT_L7_DROP_RINGBUF,     /* l7 ring buffer full */
+	CNT_L7_DROP_CPU_RATE,    /* per-CPU token bucket empty */
+	CNT_L7_DROP_CONN_RATE,   /* connection over its per-second limit */
+	CNT_L7_DROP_UNREADABLE,  /* payload could not be read from the skb */
 	CNT_MAX,
 };
 
@@ -173,13 +185,18 @@ struct event {
 	__u64 delta_bytes_reply;
 };
 
-/* Runtime knobs, one entry, written by user space at any time. */
+/* Runtime knobs, one entry, written by user space at any time. The L7
+ * limits are 0 for unlimited; bytes are payload bytes copied. */
 struct flow_config {
 	__u64 report_interval_ns; /* periodic update for long connections */
 	__u32 capture_mode;       /* enum capture_mode */
 	__u32 flags;              /* enum config_flag */
 	__u32 sel_kinds;          /* enum sel_kind: which selector maps hold entries */
-	__u32 pad;
+	__u32 l7_cpu_events;      /* l7 records per second, per CPU (token bucket) */
+	__u32 l7_cpu_bytes;       /* l7 payload bytes per second, per CPU */
+	__u32 l7_conn_events;     /* l7 records per second, per connection and direction */
+	__u32 l7_conn_bytes;      /* l7 payload bytes per second, per connection and direction */
+	__u32 l7_wakeup_bytes;    /* wake the l7 reader only from this much data on; 0: always */
 };
 
 /* Which selector maps are non-empty: the datapath skips lookups in empty
@@ -215,6 +232,88 @@ struct frag_key {
 struct frag_ports {
 	__u16 sport;
 	__u16 dport;
+};
+
+/*
+ * L7 payload sampling.
+ *
+ * The gate: user space lists the (pod) interfaces whose payload it wants,
+ * optionally narrowed to ports. An interface's entry has port 0 and is the
+ * only lookup unselected traffic pays: with L7_GATE_PORTS set, the
+ * packet's destination and then source port are looked up next
+ * ({ifindex, port} entries), and the interface entry itself samples the
+ * other ports only when its budget is non-zero.
+ */
+#define L7_MAX_BUDGET 1024
+
+/* Protocols user space parses; the kernel only copies bytes. */
+enum l7_proto {
+	L7_DNS = 1 << 0,
+	L7_HTTP = 1 << 1,
+	L7_HTTP2 = 1 << 2,
+	L7_KAFKA = 1 << 3,
+};
+
+enum l7_gate_flag {
+	L7_GATE_PORTS = 1 << 0, /* interface entry: port entries exist */
+};
+
+struct l7_gate_key {
+	__u32 ifindex;
+	__u16 port;  /* host byte order; 0: the interface's entry */
+	__u16 _pad;
+};
+
+struct l7_gate {
+	__u16 budget; /* payload bytes to copy, at most L7_MAX_BUDGET; 0: none */
+	__u8 protos;  /* enum l7_proto, passed on in the record */
+	__u8 flags;   /* enum l7_gate_flag */
+};
+
+/*
+ * One l7_events record: a TCP segment with payload (or a SYN, FIN or RST,
+ * without payload), or a UDP datagram, seen at a hook. Addresses as in
+ * struct event (IPv4 mapped). payload_len is the L4 payload of the packet
+ * (of all segments of a GSO packet; for UDP, of the datagram, which may
+ * continue in later fragments); cap_len bytes of it follow the header.
+ * The record is header + a size class (0, 64, 128, ... L7_MAX_BUDGET
+ * bytes) because ring buffer reservations have constant sizes: bytes
+ * past cap_len are stale and must be ignored.
+ */
+struct l7_event {
+	__u64 ts_ns;       /* bpf_ktime_get_boot_ns */
+	__u32 ifindex;
+	__u32 seq;         /* TCP: sequence number (of the SYN itself on a SYN) */
+	__u32 ack;         /* TCP: acknowledgment number, valid with ACK */
+	__u32 payload_len;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 cap_len;
+	__u8 proto;        /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;
+	__u8 hook;         /* enum hook */
+	__u8 tcp_flags;
+	__u8 protos;       /* the gate's enum l7_proto */
+	__u8 _pad[5];
+	/* the captured bytes follow */
+};
+
+/* Per-CPU token buckets; tokens are scaled by 1e9 (token-nanoseconds),
+ * so refilling needs no division. */
+struct l7_bucket {
+	__u64 last_ns;
+	__u64 events;
+	__u64 bytes;
+};
+
+/* Per-connection limit state, keyed by the connection's flow_key; indexed
+ * by sending side like flow_value. */
+struct l7_conn {
+	__u64 window_ns; /* start of the current one-second window */
+	__u32 events[2];
+	__u32 bytes[2];
 };
 
 #endif /* __FLOWSCOPE_FLOW_H__ */

@@ -39,7 +39,14 @@ const (
 	FlowCounterCNT_DROPS_NOT_IP         FlowCounter = 20
 	FlowCounterCNT_DROPS_PARSE          FlowCounter = 21
 	FlowCounterCNT_DROPS_INSERT_FAIL    FlowCounter = 22
-	FlowCounterCNT_MAX                  FlowCounter = 23
+	FlowCounterCNT_L7GATED              FlowCounter = 23
+	FlowCounterCNT_L7EVENTS             FlowCounter = 24
+	FlowCounterCNT_L7BYTES              FlowCounter = 25
+	FlowCounterCNT_L7DROP_RINGBUF       FlowCounter = 26
+	FlowCounterCNT_L7DROP_CPU_RATE      FlowCounter = 27
+	FlowCounterCNT_L7DROP_CONN_RATE     FlowCounter = 28
+	FlowCounterCNT_L7DROP_UNREADABLE    FlowCounter = 29
+	FlowCounterCNT_MAX                  FlowCounter = 30
 )
 
 type FlowDropKey struct {
@@ -122,7 +129,11 @@ type FlowFlowConfig struct {
 	CaptureMode      uint32
 	Flags            uint32
 	SelKinds         uint32
-	Pad              uint32
+	L7CpuEvents      uint32
+	L7CpuBytes       uint32
+	L7ConnEvents     uint32
+	L7ConnBytes      uint32
+	L7WakeupBytes    uint32
 }
 
 type FlowFlowKey struct {
@@ -172,6 +183,77 @@ type FlowFragPorts struct {
 	Dport uint16
 }
 
+type FlowL7Bucket struct {
+	_      structs.HostLayout
+	LastNs uint64
+	Events uint64
+	Bytes  uint64
+}
+
+type FlowL7Conn struct {
+	_        structs.HostLayout
+	WindowNs uint64
+	Events   [2]uint32
+	Bytes    [2]uint32
+}
+
+type FlowL7Event struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Ifindex    uint32
+	Seq        uint32
+	Ack        uint32
+	PayloadLen uint32
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Sport      uint16
+	Dport      uint16
+	CapLen     uint16
+	Proto      uint8
+	Family     uint8
+	Hook       uint8
+	TcpFlags   uint8
+	Protos     uint8
+	Pad        [5]uint8
+}
+
+type FlowL7Gate struct {
+	_      structs.HostLayout
+	Budget uint16
+	Protos uint8
+	Flags  uint8
+}
+
+type FlowL7GateFlag uint32
+
+const (
+	FlowL7GateFlagL7GATE_PORTS FlowL7GateFlag = 1
+)
+
+type FlowL7GateKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Port    uint16
+	Pad     uint16
+}
+
+type FlowL7Proto uint32
+
+const (
+	FlowL7ProtoL7DNS   FlowL7Proto = 1
+	FlowL7ProtoL7HTTP  FlowL7Proto = 2
+	FlowL7ProtoL7HTTP2 FlowL7Proto = 4
+	FlowL7ProtoL7KAFKA FlowL7Proto = 8
+)
+
+type FlowL7Scratch struct {
+	_  structs.HostLayout
+	H  FlowL7Event
+	K  FlowFlowKey
+	_  [4]byte
+	Nc FlowL7Conn
+}
+
 type FlowSelAddrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -195,6 +277,11 @@ const (
 	FlowMapEvents              = "events"
 	FlowMapFlows               = "flows"
 	FlowMapFrags               = "frags"
+	FlowMapL7Buckets           = "l7_buckets"
+	FlowMapL7Conns             = "l7_conns"
+	FlowMapL7Events            = "l7_events"
+	FlowMapL7Gate              = "l7_gate"
+	FlowMapL7Scratch           = "l7_scratch"
 	FlowMapSelAddrs            = "sel_addrs"
 	FlowMapSelIfaces           = "sel_ifaces"
 	FlowMapSelPorts            = "sel_ports"
@@ -207,6 +294,9 @@ const (
 	FlowVarUnusedEvent         = "unused_event"
 	FlowVarUnusedFlag          = "unused_flag"
 	FlowVarUnusedKind          = "unused_kind"
+	FlowVarUnusedL7Event       = "unused_l7_event"
+	FlowVarUnusedL7GateFlag    = "unused_l7_gate_flag"
+	FlowVarUnusedL7Proto       = "unused_l7_proto"
 )
 
 // LoadFlow returns the embedded CollectionSpec for Flow.
@@ -268,6 +358,11 @@ type FlowMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
 	Frags     *ebpf.MapSpec `ebpf:"frags"`
+	L7Buckets *ebpf.MapSpec `ebpf:"l7_buckets"`
+	L7Conns   *ebpf.MapSpec `ebpf:"l7_conns"`
+	L7Events  *ebpf.MapSpec `ebpf:"l7_events"`
+	L7Gate    *ebpf.MapSpec `ebpf:"l7_gate"`
+	L7Scratch *ebpf.MapSpec `ebpf:"l7_scratch"`
 	SelAddrs  *ebpf.MapSpec `ebpf:"sel_addrs"`
 	SelIfaces *ebpf.MapSpec `ebpf:"sel_ifaces"`
 	SelPorts  *ebpf.MapSpec `ebpf:"sel_ports"`
@@ -277,10 +372,13 @@ type FlowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowVariableSpecs struct {
-	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFlag    *ebpf.VariableSpec `ebpf:"unused_flag"`
-	UnusedKind    *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlag       *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedKind       *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedL7Event    *ebpf.VariableSpec `ebpf:"unused_l7_event"`
+	UnusedL7GateFlag *ebpf.VariableSpec `ebpf:"unused_l7_gate_flag"`
+	UnusedL7Proto    *ebpf.VariableSpec `ebpf:"unused_l7_proto"`
 }
 
 // FlowObjects contains all objects after they have been loaded into the kernel.
@@ -309,6 +407,11 @@ type FlowMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
 	Flows     *ebpf.Map `ebpf:"flows"`
 	Frags     *ebpf.Map `ebpf:"frags"`
+	L7Buckets *ebpf.Map `ebpf:"l7_buckets"`
+	L7Conns   *ebpf.Map `ebpf:"l7_conns"`
+	L7Events  *ebpf.Map `ebpf:"l7_events"`
+	L7Gate    *ebpf.Map `ebpf:"l7_gate"`
+	L7Scratch *ebpf.Map `ebpf:"l7_scratch"`
 	SelAddrs  *ebpf.Map `ebpf:"sel_addrs"`
 	SelIfaces *ebpf.Map `ebpf:"sel_ifaces"`
 	SelPorts  *ebpf.Map `ebpf:"sel_ports"`
@@ -322,6 +425,11 @@ func (m *FlowMaps) Close() error {
 		m.Events,
 		m.Flows,
 		m.Frags,
+		m.L7Buckets,
+		m.L7Conns,
+		m.L7Events,
+		m.L7Gate,
+		m.L7Scratch,
 		m.SelAddrs,
 		m.SelIfaces,
 		m.SelPorts,
@@ -332,10 +440,13 @@ func (m *FlowMaps) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowVariables struct {
-	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFlag    *ebpf.Variable `ebpf:"unused_flag"`
-	UnusedKind    *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlag       *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedKind       *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedL7Event    *ebpf.Variable `ebpf:"unused_l7_event"`
+	UnusedL7GateFlag *ebpf.Variable `ebpf:"unused_l7_gate_flag"`
+	UnusedL7Proto    *ebpf.Variable `ebpf:"unused_l7_proto"`
 }
 
 // FlowPrograms contains all programs after they have been loaded into the kernel.

@@ -16,7 +16,8 @@ limitations under the License.
 
 // Package capture loads Flowscope's eBPF datapath (package bpf), attaches
 // it to interfaces and turns its ring buffer records and connection table
-// into Events.
+// into Events, and the payload samples of interfaces with an L7 gate
+// (SetL7Gate) into L7Events.
 //
 // Kernel minimums: 5.17 for the drop reason argument of kfree_skb (and BTF,
 // ring buffers from 5.8, BPF atomics from 5.12), 6.6 for TCX; older kernels
@@ -67,6 +68,18 @@ type Options struct {
 	NoFlushOnStop bool
 	// ForceNetlink attaches with clsact even where TCX works (tests).
 	ForceNetlink bool
+	// L7RingBufferSize is the size in bytes of the payload samples' own
+	// ring buffer (see RunL7), a power of two multiple of the page size
+	// (default 4 MiB).
+	L7RingBufferSize uint32
+	// L7FlushInterval is how long a sample may wait in that ring buffer
+	// before RunL7 reads it (default 100ms): waking the reader for every
+	// sample would cost more than taking it, so the kernel wakes it only
+	// once an eighth of the ring buffer is filled, and RunL7 looks on its
+	// own every interval.
+	L7FlushInterval time.Duration
+	// L7Limits bound the payload samples; nil means DefaultL7Limits.
+	L7Limits *L7Limits
 }
 
 func (o *Options) defaults() {
@@ -84,11 +97,19 @@ func (o *Options) defaults() {
 	if o.RingBufferSize == 0 {
 		o.RingBufferSize = 2 << 20
 	}
+	if o.L7RingBufferSize == 0 {
+		o.L7RingBufferSize = 4 << 20
+	}
+	if o.L7Limits == nil {
+		l := DefaultL7Limits
+		o.L7Limits = &l
+	}
 	set(&o.ReportInterval, 10*time.Second)
 	set(&o.IdleTimeout, 60*time.Second)
 	set(&o.TCPIdleTimeout, 10*time.Minute)
 	set(&o.CloseGrace, 5*time.Second)
 	set(&o.SweepInterval, 5*time.Second)
+	set(&o.L7FlushInterval, 100*time.Millisecond)
 }
 
 // Datapath is the loaded datapath. Its methods are safe for concurrent use.
@@ -97,15 +118,18 @@ type Datapath struct {
 	objs    bpf.FlowObjects
 	reasons *dropReasons
 
-	mu       sync.Mutex // guards attached, selMode, cfgFlags
+	mu       sync.Mutex // guards attached, selMode, cfgFlags, l7Limits
 	attached map[int]*attachment
 	selMode  uint32
 	selKinds uint32 // SEL_* bits of the non-empty selector maps
 	cfgFlags uint32
+	l7Limits L7Limits
 
 	tracing interface{ Close() error } // the kfree_skb link
 	reader  *ringbuf.Reader
 	emitMu  sync.Mutex // serialises the callback between reader and sweeper
+
+	l7Reader *ringbuf.Reader
 
 	// User-space counters (see Stats).
 	decodeErrors  atomic.Uint64
@@ -115,6 +139,8 @@ type Datapath struct {
 	dropsSwept    atomic.Uint64
 	delivered     atomic.Uint64
 	lastOccupancy atomic.Uint64
+	l7Decode      atomic.Uint64
+	l7Delivered   atomic.Uint64
 }
 
 // Load loads the programs and maps into the kernel and attaches the
@@ -129,8 +155,9 @@ func Load(opts Options) (*Datapath, error) {
 	spec.Maps[bpf.FlowMapFlows].MaxEntries = opts.FlowTableSize
 	spec.Maps[bpf.FlowMapDrops].MaxEntries = opts.DropTableSize
 	spec.Maps[bpf.FlowMapEvents].MaxEntries = opts.RingBufferSize
+	spec.Maps[bpf.FlowMapL7Events].MaxEntries = opts.L7RingBufferSize
 
-	d := &Datapath{opts: opts, attached: map[int]*attachment{}}
+	d := &Datapath{opts: opts, attached: map[int]*attachment{}, l7Limits: *opts.L7Limits}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -163,12 +190,17 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	if d.l7Reader, err = ringbuf.NewReader(d.objs.L7Events); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open l7 ring buffer: %w", err)
+	}
 	return d, nil
 }
 
 const (
 	cfgDropsUnspecified = 1 << 0
 	cfgDropsOff         = 1 << 1
+	cfgL7               = 1 << 2
 )
 
 // writeConfig stores the knobs in the config map. Callers hold d.mu or
@@ -179,6 +211,11 @@ func (d *Datapath) writeConfig() error {
 		CaptureMode:      d.selMode,
 		Flags:            d.cfgFlags,
 		SelKinds:         d.selKinds,
+		L7CpuEvents:      d.l7Limits.CPUEventsPerSecond,
+		L7CpuBytes:       d.l7Limits.CPUBytesPerSecond,
+		L7ConnEvents:     d.l7Limits.ConnEventsPerSecond,
+		L7ConnBytes:      d.l7Limits.ConnBytesPerSecond,
+		L7WakeupBytes:    d.opts.L7RingBufferSize / 8,
 	}
 	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("write config: %w", err)
@@ -210,6 +247,9 @@ func (d *Datapath) Close() error {
 	}
 	if d.reader != nil {
 		errs = append(errs, d.reader.Close())
+	}
+	if d.l7Reader != nil {
+		errs = append(errs, d.l7Reader.Close())
 	}
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)

@@ -48,11 +48,15 @@ var (
 	dropsDesc    = newDesc("flowscope_agent_capture_drops_seen_total", "Dropped packets the kernel reported.")
 	connsDesc    = newDesc("flowscope_agent_capture_connections", "Connection records in the table at the last sweep.")
 	ifacesDesc   = newDesc("flowscope_agent_capture_attached_interfaces", "Interfaces the datapath is attached to.")
+	l7EventsDesc = newDesc("flowscope_agent_l7_events_total", "Payload samples the datapath sent to user space.")
+	l7DropDesc   = metrics.NewDesc("flowscope_agent_l7_events_dropped_total",
+		"Payload samples the L7 gate admitted that were not delivered, by reason: ring_full, cpu_rate_limit, conn_rate_limit, unreadable, decode_error.",
+		[]string{"reason"}, nil, metrics.ALPHA, "")
 )
 
 // DescribeWithStability implements metrics.StableCollector.
 func (c *Collector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, dropsDesc, connsDesc, ifacesDesc} {
+	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, dropsDesc, connsDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
 		ch <- d
 	}
 }
@@ -75,4 +79,17 @@ func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	counter(dropsDesc, s.DropsSeen)
 	ch <- metrics.NewLazyConstMetric(connsDesc, metrics.GaugeValue, float64(s.Occupancy))
 	ch <- metrics.NewLazyConstMetric(ifacesDesc, metrics.GaugeValue, float64(len(c.d.Attached())))
+	counter(l7EventsDesc, s.L7Events)
+	for _, r := range []struct {
+		reason string
+		n      uint64
+	}{
+		{"ring_full", s.L7DropRingbuf},
+		{"cpu_rate_limit", s.L7DropCPURate},
+		{"conn_rate_limit", s.L7DropConnRate},
+		{"unreadable", s.L7DropUnreadable},
+		{"decode_error", s.L7DecodeErrors},
+	} {
+		ch <- metrics.NewLazyConstMetric(l7DropDesc, metrics.CounterValue, float64(r.n), r.reason)
+	}
 }

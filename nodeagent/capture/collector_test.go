@@ -40,12 +40,26 @@ func TestCollector(t *testing.T) {
 		"flowscope_agent_capture_lost_events_total":   "COUNTER",
 		"flowscope_agent_capture_packets_total":       "COUNTER",
 		"flowscope_agent_capture_parse_errors_total":  "COUNTER",
+		"flowscope_agent_l7_events_total":             "COUNTER",
+		"flowscope_agent_l7_events_dropped_total":     "COUNTER",
 	}
 	got := map[string]string{}
 	for _, mf := range families {
 		got[mf.GetName()] = mf.GetType().String()
 		if !strings.HasPrefix(mf.GetHelp(), "[ALPHA] ") {
 			t.Errorf("%s: help %q, want it marked ALPHA", mf.GetName(), mf.GetHelp())
+		}
+		if mf.GetName() == "flowscope_agent_l7_events_dropped_total" {
+			var reasons []string
+			for _, m := range mf.GetMetric() {
+				if l := m.GetLabel(); len(l) == 1 && l[0].GetName() == "reason" {
+					reasons = append(reasons, l[0].GetValue())
+				}
+			}
+			if got := strings.Join(reasons, ","); got != "conn_rate_limit,cpu_rate_limit,decode_error,ring_full,unreadable" {
+				t.Errorf("%s: reasons %s", mf.GetName(), got)
+			}
+			continue
 		}
 		if m := mf.GetMetric(); len(m) != 1 || len(m[0].GetLabel()) != 0 {
 			t.Errorf("%s: %d series (labels %v), want one without labels", mf.GetName(), len(m), m)

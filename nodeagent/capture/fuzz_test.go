@@ -29,8 +29,9 @@ import (
 )
 
 // FuzzTCProgram feeds arbitrary frames to the Ethernet and L3 ingress
-// programs: each must pass the packet on and account for it in exactly
-// one outcome counter. Run: go test -fuzz FuzzTCProgram ./nodeagent/capture
+// programs, with L7 sampling on: each must pass the packet on and account
+// for it in exactly one outcome counter, and for a sample in one L7 one.
+// Run: go test -fuzz FuzzTCProgram ./nodeagent/capture
 func FuzzTCProgram(f *testing.F) {
 	for _, p := range [][]byte{
 		tcpPkt(f, v4A, v4B, 1, 2, tcpFlags{syn: true}, 3),
@@ -43,7 +44,12 @@ func FuzzTCProgram(f *testing.F) {
 	} {
 		f.Add(p)
 	}
-	d := requireDatapath(f, Options{NoDrops: true, FlowTableSize: 4096})
+	d := requireDatapath(f, Options{NoDrops: true, FlowTableSize: 4096, L7Limits: &L7Limits{}})
+	// Every packet through the L7 sampler too (the ring fills and stays
+	// full: ring_full drops are outcomes like any other).
+	if err := d.SetL7Gate([]L7GateEntry{{Ifindex: runIfindex, Protocols: l7AllProtocols, Budget: L7MaxBudget}}); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		for _, prog := range []*ebpf.Program{d.objs.FlowscopeIngress, d.objs.FlowscopeL3Ingress} {
 			before := stats(t, d)
@@ -62,6 +68,7 @@ func FuzzTCProgram(f *testing.F) {
 				t.Fatalf("packets seen +%d", s.PacketsSeen-before.PacketsSeen)
 			}
 			checkConservation(t, s)
+			checkL7Conservation(t, s)
 		}
 	})
 }

@@ -61,6 +61,18 @@ type Stats struct {
 	DropsParse         uint64
 	DropInsertFail     uint64
 
+	// L7 sampling: every packet the gate admitted (L7Gated) was sent
+	// (L7Events, with L7Bytes of payload) or dropped for one reason.
+	L7Gated          uint64
+	L7Events         uint64
+	L7Bytes          uint64
+	L7DropRingbuf    uint64 // the l7 ring buffer was full
+	L7DropCPURate    uint64 // over L7Limits' per-CPU rates
+	L7DropConnRate   uint64 // over L7Limits' per-connection rates
+	L7DropUnreadable uint64 // the payload could not be read
+	L7DecodeErrors   uint64 // garbled l7 records (a bug if non-zero)
+	L7Delivered      uint64 // samples given to RunL7's callback
+
 	// User space.
 	DecodeErrors uint64 // garbled ring buffer records (a bug if non-zero)
 	Delivered    uint64 // events given to the callback
@@ -81,6 +93,12 @@ func (s Stats) ParseErrors() uint64 {
 // Lost sums everything that should have been reported and was not.
 func (s Stats) Lost() uint64 {
 	return s.RingbufFail + s.FlowInsertFail + s.DropInsertFail + s.LRUEvictions + s.DecodeErrors
+}
+
+// L7Dropped sums the payload samples the gate admitted that never
+// reached RunL7's callback.
+func (s Stats) L7Dropped() uint64 {
+	return s.L7DropRingbuf + s.L7DropCPURate + s.L7DropConnRate + s.L7DropUnreadable + s.L7DecodeErrors
 }
 
 // Stats reads the per-CPU counters and sums them.
@@ -119,6 +137,15 @@ func (d *Datapath) Stats() (Stats, error) {
 		DropsNotIP:         c[bpf.FlowCounterCNT_DROPS_NOT_IP],
 		DropsParse:         c[bpf.FlowCounterCNT_DROPS_PARSE],
 		DropInsertFail:     c[bpf.FlowCounterCNT_DROPS_INSERT_FAIL],
+		L7Gated:            c[bpf.FlowCounterCNT_L7GATED],
+		L7Events:           c[bpf.FlowCounterCNT_L7EVENTS],
+		L7Bytes:            c[bpf.FlowCounterCNT_L7BYTES],
+		L7DropRingbuf:      c[bpf.FlowCounterCNT_L7DROP_RINGBUF],
+		L7DropCPURate:      c[bpf.FlowCounterCNT_L7DROP_CPU_RATE],
+		L7DropConnRate:     c[bpf.FlowCounterCNT_L7DROP_CONN_RATE],
+		L7DropUnreadable:   c[bpf.FlowCounterCNT_L7DROP_UNREADABLE],
+		L7DecodeErrors:     d.l7Decode.Load(),
+		L7Delivered:        d.l7Delivered.Load(),
 		DecodeErrors:       d.decodeErrors.Load(),
 		Delivered:          d.delivered.Load(),
 		Swept:              d.swept.Load(),
