@@ -85,6 +85,8 @@ type Options struct {
 	AttachDefaultRoute    bool
 	CaptureReportInterval time.Duration
 	CaptureIdleTimeout    time.Duration
+	L7                    string
+	L7Timeout             time.Duration
 
 	FlowLogFile       string
 	FlowLogMaxSize    resource.QuantityValue
@@ -114,6 +116,8 @@ func NewOptions() *Options {
 		AttachDefaultRoute:    true,
 		CaptureReportInterval: 10 * time.Second,
 		CaptureIdleTimeout:    time.Minute,
+		L7:                    L7All,
+		L7Timeout:             10 * time.Second,
 
 		FlowLogFile:       flowlog.DefaultPath,
 		FlowLogMaxSize:    resource.QuantityValue{Quantity: resource.MustParse("50Mi")},
@@ -150,6 +154,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
 	fs.DurationVar(&o.CaptureReportInterval, "capture-report-interval", o.CaptureReportInterval, "How often a long connection yields a record.")
 	fs.DurationVar(&o.CaptureIdleTimeout, "capture-idle-timeout", o.CaptureIdleTimeout, "How long a connection without FIN or RST (UDP, ICMP) may be silent before its final record.")
+	fs.StringVar(&o.L7, "l7", o.L7, "L7 records (DNS, HTTP/1, HTTP/2 and gRPC, Kafka) from the payload the eBPF programs sample, no proxy: all (every captured pod interface), selected (only the pods that active watches naming an l7 field, or policies with an l7 filter, select; with none, no payload is copied at all), or off.")
+	fs.DurationVar(&o.L7Timeout, "l7-timeout", o.L7Timeout, "How long an L7 request waits for its response before it becomes a record without one.")
 	fs.StringVar(&o.FlowLogFile, "flow-log-file", o.FlowLogFile, "File the flows of policies with output File are written to, as Hubble export lines; /var/log/acns/hubble/events.log makes this agent a source for AKS Container Network Logs consumers. Nothing is written while no policy selects anything.")
 	fs.Var(&o.FlowLogMaxSize, "flow-log-max-size", "Size at which the flow log file is rotated.")
 	fs.IntVar(&o.FlowLogMaxBackups, "flow-log-max-backups", o.FlowLogMaxBackups, "Rotated flow log files kept; older ones are removed.")
@@ -176,6 +182,14 @@ func (o *Options) Validate() []error {
 	case CaptureAll, CaptureSelected, CaptureOff:
 	default:
 		errs = append(errs, fmt.Errorf("--capture must be all, selected or off, not %q", o.Capture))
+	}
+	switch o.L7 {
+	case L7Off, L7Selected, L7All:
+	default:
+		errs = append(errs, fmt.Errorf("--l7 must be all, selected or off, not %q", o.L7))
+	}
+	if o.L7Timeout < time.Second {
+		errs = append(errs, errors.New("--l7-timeout must be at least 1s"))
 	}
 	if o.CaptureReportInterval < time.Second {
 		errs = append(errs, errors.New("--capture-report-interval must be at least 1s"))
@@ -290,6 +304,20 @@ func Run(ctx context.Context, o *Options) error {
 	svc.ListStored(tr)
 	agentwire.Register(grpcServer, svc)
 
+	// The flow log file outlives the pipeline, which writes to it: this
+	// deferred stop runs after the pipeline's, and the writer then writes
+	// what is queued.
+	flowLogCtx, stopFlowLog := context.WithCancel(context.WithoutCancel(ctx))
+	flowLogDone := make(chan struct{})
+	go func() { flowLog.Run(flowLogCtx); close(flowLogDone) }()
+	defer func() {
+		stopFlowLog()
+		<-flowLogDone
+		if err := flowLog.Close(); err != nil {
+			klog.ErrorS(err, "Failed closing the flow log file")
+		}
+	}()
+
 	// The pipeline outlives the sources and the API so it can sync last.
 	pipelineCtx, stopPipeline := context.WithCancel(context.WithoutCancel(ctx))
 	pipelineDone := make(chan error, 1)
@@ -298,16 +326,6 @@ func Run(ctx context.Context, o *Options) error {
 		stopPipeline()
 		if err := <-pipelineDone; err != nil {
 			klog.ErrorS(err, "Failed syncing the flow store on exit")
-		}
-	}()
-
-	// The flow log file is written until the pipeline, its writer, ends.
-	flowLogDone := make(chan struct{})
-	go func() { flowLog.Run(pipelineCtx); close(flowLogDone) }()
-	defer func() {
-		<-flowLogDone
-		if err := flowLog.Close(); err != nil {
-			klog.ErrorS(err, "Failed closing the flow log file")
 		}
 	}()
 

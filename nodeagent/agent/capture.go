@@ -47,7 +47,7 @@ type localPods interface {
 
 // runCapture loads the datapath, attaches it to the node's interfaces, and
 // offers the flows of its events to the pipeline until ctx ends.
-func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub, enricher observe.Enricher, pods localPods, policies policyFilters) error {
+func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub, enricher observe.Enricher, pods localPods, policies policyNeeds) error {
 	if err := capture.RemoveStaleFilters(); err != nil {
 		klog.ErrorS(err, "Failed removing stale tc filters of an earlier agent")
 	}
@@ -79,6 +79,13 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 		}
 	}()
 
+	if o.L7 != L7Off {
+		go func() {
+			if err := runL7(ctx, o, d, p, h, enricher, pods, policies); err != nil && ctx.Err() == nil {
+				klog.ErrorS(err, "L7 sampling stopped")
+			}
+		}()
+	}
 	conv := observe.NewConverter(observe.Mapper{Enricher: enricher, AgentNamespace: o.Namespace}, o.AttachDefaultRoute)
 	return d.Run(ctx, func(e capture.Event) {
 		for _, f := range conv.Flows(e) {
@@ -90,6 +97,12 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 // policyFilters are the flow log policies' needs, as filters.
 type policyFilters interface {
 	CaptureFilters() []flowfilter.Filter
+}
+
+// policyNeeds are the flow log policies' needs of the capture and of L7.
+type policyNeeds interface {
+	policyFilters
+	l7Needs
 }
 
 // followSelection keeps the datapath's selection equal to what the active

@@ -18,6 +18,7 @@ package stored
 
 import (
 	"net/netip"
+	"slices"
 
 	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
@@ -34,8 +35,24 @@ import (
 // can name a pod on another node, whose address the capture here cannot
 // know in advance.
 func (m *Mode) CaptureFilters() []flowfilter.Filter {
-	var out []flowfilter.Filter
+	return captureFilters(m.set.Load().policies)
+}
+
+// L7Filters is CaptureFilters of the policies with an l7 filter: what
+// --l7=selected samples the payload of.
+func (m *Mode) L7Filters() []flowfilter.Filter {
+	var withL7 []Source
 	for _, src := range m.set.Load().policies {
+		if slices.ContainsFunc(src.Spec.IncludeFilters, func(f configv1alpha1.FlowLogFilter) bool { return f.L7 != nil }) {
+			withL7 = append(withL7, src)
+		}
+	}
+	return captureFilters(withL7)
+}
+
+func captureFilters(policies []Source) []flowfilter.Filter {
+	var out []flowfilter.Filter
+	for _, src := range policies {
 		if src.Namespace != "" {
 			out = append(out, flowfilter.Filter{Namespace: src.Namespace})
 			continue

@@ -1,0 +1,67 @@
+/*
+Copyright The Flowscope Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package metrics
+
+import (
+	compbasemetrics "k8s.io/component-base/metrics"
+
+	"flowscope.io/flowscope/nodeagent/l7/stream"
+)
+
+// l7Collector serves the L7 stream layer's counters.
+type l7Collector struct {
+	compbasemetrics.BaseStableCollector
+	stats func() stream.Stats
+}
+
+var l7Descs = []struct {
+	desc *compbasemetrics.Desc
+	get  func(stream.Stats) int64
+}{
+	{desc("l7_segments_total", "Payload samples (TCP segments, UDP datagrams) the L7 stream layer took."), func(s stream.Stats) int64 { return s.Segments }},
+	{desc("l7_retransmits_total", "Samples dropped as TCP retransmits (or overlapping them)."), func(s stream.Stats) int64 { return s.Retransmits }},
+	{desc("l7_reordered_total", "Samples that arrived ahead of an earlier one and waited for it."), func(s stream.Stats) int64 { return s.Reordered }},
+	{desc("l7_gaps_total", "Gaps in a connection's sampled bytes (lost samples): the exchanges around them are marked partial."), func(s stream.Stats) int64 { return s.Gaps }},
+	{desc("l7_undetected_connections_total", "Connections whose first bytes no L7 parser recognised."), func(s stream.Stats) int64 { return s.Undetected }},
+	{desc("l7_tls_connections_total", "Connections recognised as TLS: counted, not parsed."), func(s stream.Stats) int64 { return s.TLS }},
+	{desc("l7_evicted_connections_total", "Connections the L7 stream layer forgot to stay within its bound."), func(s stream.Stats) int64 { return s.Evicted }},
+	{desc("l7_records_total", "L7 exchanges (request and response, or one of them) made into flows."), func(s stream.Stats) int64 { return s.Records }},
+}
+
+func desc(name, help string) *compbasemetrics.Desc {
+	return compbasemetrics.NewDesc(namespace+"_"+name, help, nil, nil, compbasemetrics.ALPHA, "")
+}
+
+// DescribeWithStability implements compbasemetrics.StableCollector.
+func (c *l7Collector) DescribeWithStability(ch chan<- *compbasemetrics.Desc) {
+	for _, d := range l7Descs {
+		ch <- d.desc
+	}
+}
+
+// CollectWithStability implements compbasemetrics.StableCollector.
+func (c *l7Collector) CollectWithStability(ch chan<- compbasemetrics.Metric) {
+	s := c.stats()
+	for _, d := range l7Descs {
+		ch <- compbasemetrics.NewLazyConstMetric(d.desc, compbasemetrics.CounterValue, float64(d.get(s)))
+	}
+}
+
+// RegisterL7 serves the L7 stream layer's counters, read with stats.
+func RegisterL7(stats func() stream.Stats) {
+	Registry.CustomMustRegister(&l7Collector{stats: stats})
+}
