@@ -34,8 +34,10 @@ import (
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/l7"
 	"flowscope.io/flowscope/nodeagent/l7/dns"
+	"flowscope.io/flowscope/nodeagent/l7/http1"
+	"flowscope.io/flowscope/nodeagent/l7/http2"
+	"flowscope.io/flowscope/nodeagent/l7/kafka"
 	"flowscope.io/flowscope/nodeagent/l7/stream"
-	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/observe"
 	"flowscope.io/flowscope/nodeagent/selection"
 )
@@ -60,7 +62,7 @@ func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipel
 	tcp, udp := l7Protocols()
 	tr := stream.New(stream.Options{Protocols: tcp, DatagramProtocols: udp, Timeout: o.L7Timeout})
 	var mu sync.Mutex // the tracker is the reader's and the expiry's
-	metrics.RegisterL7(func() stream.Stats {
+	registerL7Metrics(func() stream.Stats {
 		mu.Lock()
 		defer mu.Unlock()
 		return tr.Stats()
@@ -181,6 +183,9 @@ func interfacesOf(ips []netip.Addr, attached []int) []int {
 // UDP, the most specific first.
 func l7Protocols() (tcp, udp []l7.Protocol) {
 	tcp = []l7.Protocol{
+		http1.New(http1.Options{}),
+		http2.Protocol{},
+		kafka.New(kafka.Options{Topics: kafka.NewTopics(4096)}),
 		dns.New(dns.TCP, dns.Options{}),
 	}
 	udp = []l7.Protocol{dns.New(dns.UDP, dns.Options{})}

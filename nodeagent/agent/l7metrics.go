@@ -14,12 +14,13 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-package metrics
+package agent
 
 import (
 	compbasemetrics "k8s.io/component-base/metrics"
 
 	"flowscope.io/flowscope/nodeagent/l7/stream"
+	"flowscope.io/flowscope/nodeagent/metrics"
 )
 
 // l7Collector serves the L7 stream layer's counters.
@@ -28,7 +29,7 @@ type l7Collector struct {
 	stats func() stream.Stats
 }
 
-var l7Descs = []struct {
+var l7MetricDescs = []struct {
 	desc *compbasemetrics.Desc
 	get  func(stream.Stats) int64
 }{
@@ -43,12 +44,12 @@ var l7Descs = []struct {
 }
 
 func desc(name, help string) *compbasemetrics.Desc {
-	return compbasemetrics.NewDesc(namespace+"_"+name, help, nil, nil, compbasemetrics.ALPHA, "")
+	return compbasemetrics.NewDesc("flowscope_agent_"+name, help, nil, nil, compbasemetrics.ALPHA, "")
 }
 
 // DescribeWithStability implements compbasemetrics.StableCollector.
 func (c *l7Collector) DescribeWithStability(ch chan<- *compbasemetrics.Desc) {
-	for _, d := range l7Descs {
+	for _, d := range l7MetricDescs {
 		ch <- d.desc
 	}
 }
@@ -56,12 +57,13 @@ func (c *l7Collector) DescribeWithStability(ch chan<- *compbasemetrics.Desc) {
 // CollectWithStability implements compbasemetrics.StableCollector.
 func (c *l7Collector) CollectWithStability(ch chan<- compbasemetrics.Metric) {
 	s := c.stats()
-	for _, d := range l7Descs {
+	for _, d := range l7MetricDescs {
 		ch <- compbasemetrics.NewLazyConstMetric(d.desc, compbasemetrics.CounterValue, float64(d.get(s)))
 	}
 }
 
-// RegisterL7 serves the L7 stream layer's counters, read with stats.
-func RegisterL7(stats func() stream.Stats) {
-	Registry.CustomMustRegister(&l7Collector{stats: stats})
+// registerL7Metrics serves the L7 stream layer's counters, read with
+// stats, in the agent's registry.
+func registerL7Metrics(stats func() stream.Stats) {
+	metrics.Registry.CustomMustRegister(&l7Collector{stats: stats})
 }
