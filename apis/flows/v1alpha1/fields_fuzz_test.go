@@ -110,8 +110,9 @@ func FuzzConvertFieldLabel(f *testing.F) {
 				t.Fatalf("isReply=%q converts to %q", value, got)
 			}
 		case "l7.http.method":
-			if got != strings.ToUpper(value) {
-				t.Fatalf("%s=%q converts to %q, want it upper-cased", label, value, got)
+			// Exactly upper-cased, which EqualFold would not check.
+			if upper := strings.ToUpper(value); got != upper {
+				t.Fatalf("%s=%q converts to %q, want %q", label, value, got, upper)
 			}
 		case "l4.sourcePort", "l4.destinationPort", "l7.http.code", "l7.dns.rcode":
 			in, err1 := strconv.ParseUint(value, 10, 64)
