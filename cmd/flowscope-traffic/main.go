@@ -16,11 +16,14 @@ limitations under the License.
 
 // Command flowscope-traffic generates real traffic between the local
 // system's demo pods (hack/lib/pods.sh). Run in a pod's network namespace,
-// it serves TCP and UDP and sends TCP, UDP and ICMP to other pods, logging
-// the totals per destination every 10 s:
+// it serves TCP and UDP and sends TCP, UDP and ICMP to other pods, and
+// speaks real HTTP/1.1, gRPC (h2c), DNS and Kafka as server and client,
+// logging the totals per destination every 10 s:
 //
 //	ip netns exec fs-node-a-shop-web-0 flowscope-traffic --name shop/web-0 \
-//	  --listen tcp:8080,udp:5353 --connect tcp:10.244.1.3:5432,icmp:10.244.2.2
+//	  --listen tcp:8080,udp:5353,http:80 \
+//	  --connect tcp:10.244.1.3:5432,icmp:10.244.2.2,grpc:10.244.2.2:50051,dns:10.244.1.4:53 \
+//	  --dns-table _output/local/pods/dns-hosts
 //
 // See package flowscope.io/flowscope/internal/traffic for the specs.
 package main

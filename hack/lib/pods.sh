@@ -33,12 +33,14 @@
 #   addresses          10.244.N.X/32 and fd00:10:244:N::X/128 on its eth0
 #   host-side veth     fs<L><X>                      e.g. fsa2 (<= 15 characters)
 # so the agent of node i selects its pods' interfaces with
-# --interfaces='fs<L>*' ("fsa*" for node-a, "fsb*" for node-b). Routing is
-# Calico's: the pod has only its /32 and /128, and default routes via the
-# link-local gateways 169.254.1.1 and fe80::1 on eth0; the host answers for
-# 169.254.1.1 by proxy ARP on the veth, owns fe80::1 on every veth, and
-# routes each pod address to its veth (the pod also has permanent neighbour
-# entries for both gateways, so proxy ARP needs no host default route). Pods of all nodes
+# --interfaces='fs<L>[0-9]*' ("fsa[0-9]*" for node-a, "fsb[0-9]*" for
+# node-b; the digit keeps other veths out, such as hack/bench-capture.sh's
+# fsbencha). Routing is Calico's: the pod has only its /32 and /128, and
+# default routes via the link-local gateways 169.254.1.1 and fe80::1 on
+# eth0; the host answers for 169.254.1.1 by proxy ARP on the veth, owns
+# fe80::1 on every veth, and routes each pod address to its veth (the pod
+# also has permanent neighbour entries for both gateways, so proxy ARP needs
+# no host default route). Pods of all nodes
 # reach each other through the host's forwarding (IPv4 and IPv6), which is
 # turned on while pods exist; the previous values of every
 # net.ipv{4,6}.conf.*.forwarding and net.ipv4.ip_forward are saved in
@@ -54,6 +56,17 @@
 # traffic but seen by kfree_skb: the active closer of every TCP connection
 # frees the peer's FIN with reason QUEUE_PURGE when its socket goes.
 #
+# Application protocols, for the agents' L7 records: the generators also
+# run real servers and clients (HTTP/1.1, gRPC over h2c, DNS, Kafka; see
+# PODS_TRAFFIC). The DNS server (the first pod listening on dns:53,
+# kube-system/coredns-0) answers the names of OUT_DIR/pods/dns-hosts, a
+# hosts file written from PODS_SERVICES: <service>.<ns>.svc.cluster.local
+# with the addresses of the Service's pods, <pod>.<service>.<ns>.svc...
+# for StatefulSet pods. Every pod uses it as its resolver: pods::up
+# writes /etc/netns/<netns>/resolv.conf, which `ip netns exec` mounts on
+# /etc/resolv.conf, so `ip netns exec fs-node-a-shop-web-0 getent hosts
+# api.payments.svc.cluster.local` asks it; pods::down removes it.
+#
 # Kubernetes objects (applied, so running again is harmless): the Nodes of
 # NODES (InternalIP 127.0.0.1, podCIDRs, Ready), the namespaces' default
 # ServiceAccounts, the workloads of PODS_TABLE (Deployments with one
@@ -68,6 +81,8 @@
 # Environment (defaults in brackets):
 #   DEMO_PODS       [1]   0: no demo pods
 #   PODS_INTERVAL   [1s]  time between two exchanges of a generator with one destination
+#   CAPTURE         [all] the agents' --capture with demo pods
+#   L7              [all] the agents' --l7 with demo pods (all, selected or off)
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   # shellcheck source=hack/lib/local.sh
@@ -77,21 +92,30 @@ fi
 # Demo pods, one a line: node, namespace, pod, owning workload
 # (Deployment/NAME, through a ReplicaSet, or StatefulSet/NAME; the pod is
 # labelled app=NAME) and what it serves (flowscope-traffic --listen, "-" for
-# nothing). Pods of nodes not in NODES are left out.
+# nothing). Pods of nodes not in NODES are left out. New pods go at the end
+# of their node's: a pod's address is its position on its node.
 PODS_TABLE=(
   # node  namespace   pod           workload               listen
-  "node-a shop        web-0         Deployment/web         tcp:8080,udp:5353"
+  "node-a shop        web-0         Deployment/web         tcp:8080,udp:5353,http:80"
   "node-a shop        db-0          StatefulSet/db         tcp:5432"
-  "node-b payments    api-0         Deployment/api         tcp:8080,udp:5353"
+  "node-b payments    api-0         Deployment/api         tcp:8080,udp:5353,http:80,grpc:50051"
   "node-b monitoring  prometheus-0  StatefulSet/prometheus tcp:9090"
-  "node-b shop        web-1         Deployment/web         tcp:8080,udp:5353"
+  "node-b shop        web-1         Deployment/web         tcp:8080,udp:5353,http:80"
+  "node-a kube-system coredns-0     Deployment/coredns     dns:53"
+  "node-b payments    kafka-0       StatefulSet/kafka      kafka:9092"
 )
 
 # Traffic, one destination a line: the client pod and a flowscope-traffic
 # --connect spec, in which {ns/pod} stands for the pod's IPv4 address and
 # [ns/pod] for its IPv6 address in brackets. tcp: a short connection per
 # interval; tcplong: one long-lived connection; udp: request and echo;
-# icmp: echo request and reply.
+# icmp: echo request and reply. The L7 protocols (see package
+# internal/traffic): http: GET /api/orders (200), POST /api/fail (500),
+# GET /api/missing (404) on a keep-alive connection; grpc: health Check
+# (OK, NotFound) and Watch; dns: A, AAAA (NOERROR with the names of
+# OUT_DIR/pods/dns-hosts), NXDOMAIN, SERVFAIL, over UDP and every 10th
+# query over TCP; kafka: produce to and consume the topic orders. Each
+# protocol goes within a node and across nodes.
 PODS_TRAFFIC=(
   # from                   to
   "shop/web-0              tcp:{shop/db-0}:5432"          # same node
@@ -108,14 +132,30 @@ PODS_TRAFFIC=(
   "monitoring/prometheus-0 tcplong:{payments/api-0}:8080"
   "monitoring/prometheus-0 icmp:{shop/db-0}"
   "monitoring/prometheus-0 udp:{payments/api-0}:9999"     # nobody listens: kernel drop, NO_SOCKET
+  "shop/web-0              http:{payments/api-0}:80"              # L7: across nodes
+  "shop/web-1              http:{payments/api-0}:80"              # same node
+  "shop/web-0              grpc:{payments/api-0}:50051"
+  "shop/web-1              grpc:[payments/api-0]:50051"           # IPv6
+  "shop/web-0              dns:{kube-system/coredns-0}:53"        # same node
+  "payments/api-0          dns:{kube-system/coredns-0}:53"
+  "payments/api-0          kafka:{payments/kafka-0}:9092"         # same node
+  "shop/web-0              kafka:{payments/kafka-0}:9092"
 )
 
-# ClusterIP Services, selecting app=NAME: namespace, name, port/protocol.
+# ClusterIP Services, selecting app=NAME: namespace, name, ports
+# (port/protocol, comma-separated). Nothing routes their ClusterIPs (no
+# kube-proxy): the demo DNS answers their names with the pods' addresses,
+# as for headless Services.
 PODS_SERVICES=(
-  "shop     web 8080/TCP"
-  "shop     db  5432/TCP"
-  "payments api 8080/TCP"
+  "shop        web     8080/TCP,80/TCP"
+  "shop        db      5432/TCP"
+  "payments    api     8080/TCP,80/TCP,50051/TCP"
+  "kube-system coredns 53/UDP,53/TCP"
+  "payments    kafka   9092/TCP"
 )
+
+# The cluster's DNS domain, of the names in OUT_DIR/pods/dns-hosts.
+PODS_CLUSTER_DOMAIN=cluster.local
 
 PODS_INTERVAL="${PODS_INTERVAL:-1s}"
 PODS_STATE_DIR="${OUT_DIR}/pods"
@@ -175,15 +215,18 @@ pods::iface_prefix() {
 }
 
 # pods::agent_flags NODE_INDEX: the agent's capture flags, one a line. With
-# demo pods, the agent of node i captures its own pods' veths (fs<L>*) and
-# nothing else: the simulated nodes share one host, so the host's own
-# interfaces would be captured twice. Without demo pods (not root, or
-# DEMO_PODS=0) capture is off and the agents serve their replay files only.
+# demo pods, the agent of node i captures its own pods' veths (fs<L>[0-9]*)
+# and nothing else: the simulated nodes share one host, so the host's own
+# interfaces would be captured twice. L7 records come from every captured
+# pod (--l7=all, the agent's default, unless L7 says otherwise). Without
+# demo pods (not root, or DEMO_PODS=0) capture is off and the agents serve
+# their replay files only.
 pods::agent_flags() {
   if pods::enabled >/dev/null; then
-    printf -- '--interfaces=%s*\n' "$(pods::iface_prefix "$1")"
+    printf -- '--interfaces=%s[0-9]*\n' "$(pods::iface_prefix "$1")"
     printf -- '--attach-default-route=false\n'
     printf -- '--capture=%s\n' "${CAPTURE:-all}"
+    printf -- '--l7=%s\n' "${L7:-all}"
     [[ -z "${CAPTURE_REPORT_INTERVAL:-}" ]] || printf -- '--capture-report-interval=%s\n' "${CAPTURE_REPORT_INTERVAL}"
     [[ -z "${CAPTURE_IDLE_TIMEOUT:-}" ]] || printf -- '--capture-idle-timeout=%s\n' "${CAPTURE_IDLE_TIMEOUT}"
   else
@@ -265,11 +308,14 @@ pods::_restore_sysctls() {
   local::log "restored the forwarding sysctls (net.ipv4.ip_forward=$(</proc/sys/net/ipv4/ip_forward))"
 }
 
-# pods::_delete_net NETNS HOSTIF: removes a pod's namespace and veth pair
-# (the host's routes to the pod go with the veth). Harmless when missing.
+# pods::_delete_net NETNS HOSTIF: removes a pod's namespace, its
+# resolv.conf and its veth pair (the host's routes to the pod go with the
+# veth). Harmless when missing.
 pods::_delete_net() {
   local netns=$1 hostif=$2 ip pids
   ip="$(pods::_ip_bin)"
+  rm -f "/etc/netns/${netns}/resolv.conf"
+  rmdir "/etc/netns/${netns}" 2>/dev/null || true
   if [[ -e "/run/netns/${netns}" ]]; then
     pids="$("${ip}" netns pids "${netns}" 2>/dev/null | tr '\n' ' ')"
     if [[ -n "${pids}" ]]; then
@@ -321,6 +367,52 @@ pods::_create_net() {
   echo "${netns} ${hostif}" >>"${PODS_STATE_DIR}/created"
 }
 
+# pods::_dns_server: prints the index of the pod that serves the demo
+# DNS (the first listening on dns:53); fails when none does.
+pods::_dns_server() {
+  local i s
+  for ((i = 0; i < ${#P_POD[@]}; i++)); do
+    for s in ${P_LISTEN[i]//,/ }; do
+      if [[ "${s}" == dns:* && "${s##*:}" == 53 ]]; then
+        echo "${i}"
+        return 0
+      fi
+    done
+  done
+  return 1
+}
+
+# pods::_write_dns: writes the demo DNS's names, OUT_DIR/pods/dns-hosts
+# (hosts file format: Services with their pods' addresses, as for headless
+# Services, and StatefulSet pods), and every pod's resolv.conf, which
+# names that DNS (when a pod serves it).
+pods::_write_dns() {
+  local row ns name j dns d=${PODS_CLUSTER_DOMAIN}
+  {
+    echo "# The names the demo DNS answers (hack/lib/pods.sh)."
+    for row in "${PODS_SERVICES[@]}"; do
+      read -r ns name _ <<<"${row}"
+      for ((j = 0; j < ${#P_POD[@]}; j++)); do
+        [[ "${P_NS[j]}" == "${ns}" && "${P_WL[j]}" == "${name}" ]] || continue
+        printf '%s %s.%s.svc.%s
+' "${P_IP4[j]}" "${name}" "${ns}" "${d}" "${P_IP6[j]}" "${name}" "${ns}" "${d}"
+        if [[ "${P_KIND[j]}" == StatefulSet ]]; then
+          printf '%s %s.%s.%s.svc.%s
+' "${P_IP4[j]}" "${P_POD[j]}" "${name}" "${ns}" "${d}" \
+            "${P_IP6[j]}" "${P_POD[j]}" "${name}" "${ns}" "${d}"
+        fi
+      done
+    done
+  } >"${PODS_STATE_DIR}/dns-hosts.tmp"
+  mv "${PODS_STATE_DIR}/dns-hosts.tmp" "${PODS_STATE_DIR}/dns-hosts"
+  dns="$(pods::_dns_server)" || return 0
+  for ((j = 0; j < ${#P_POD[@]}; j++)); do
+    mkdir -p "/etc/netns/${P_NETNS[j]}"
+    printf '# The demo DNS, %s/%s (hack/lib/pods.sh).\nsearch %s.svc.%s svc.%s %s\nnameserver %s\noptions ndots:5\n' \
+      "${P_NS[dns]}" "${P_POD[dns]}" "${P_NS[j]}" "${d}" "${d}" "${d}" "${P_IP4[dns]}" >"/etc/netns/${P_NETNS[j]}/resolv.conf"
+  done
+}
+
 # pods::_stop_traffic: stops every traffic generator component.
 pods::_stop_traffic() {
   local c
@@ -349,12 +441,31 @@ pods::_hash() {
   printf '%s' "$1" | md5sum | cut -c1-10 | tr 0-9a-f 2456789bcdfghjkl
 }
 
-# pods::_ports LISTEN: container ports of a listen spec, as YAML flow list.
+# pods::_ports LISTEN: container ports of a listen spec (PROTO:PORT or
+# PROTO:IP:PORT), as YAML flow list. The L7 protocols run over TCP, DNS
+# over UDP and TCP.
 pods::_ports() {
-  local s proto out=""
+  local s proto port out=""
   for s in ${1//,/ }; do
-    proto=${s%%:*}
-    out+="${out:+, }{containerPort: ${s#*:}, protocol: ${proto^^}}"
+    proto=${s%%:*} port=${s##*:}
+    case "${proto}" in
+      tcp | udp) out+="${out:+, }{containerPort: ${port}, protocol: ${proto^^}}" ;;
+      dns) out+="${out:+, }{name: dns, containerPort: ${port}, protocol: UDP}, {name: dns-tcp, containerPort: ${port}, protocol: TCP}" ;;
+      *) out+="${out:+, }{name: ${proto}, containerPort: ${port}, protocol: TCP}" ;;
+    esac
+  done
+  printf '[%s]' "${out}"
+}
+
+# pods::_service_ports PORTS [target]: the ports of a PODS_SERVICES row
+# (8080/TCP,80/TCP) as a YAML flow list, named <protocol>-<port>, with
+# targetPort when the second argument is given (Services; not
+# EndpointSlices).
+pods::_service_ports() {
+  local p port proto out=""
+  for p in ${1//,/ }; do
+    port=${p%/*} proto=${p#*/}
+    out+="${out:+, }{name: ${proto,,}-${port}, port: ${port},${2:+ targetPort: ${port},} protocol: ${proto}}"
   done
   printf '[%s]' "${out}"
 }
@@ -378,7 +489,7 @@ pods::_patch_status() {
 
 # pods::_objects: applies every object, in the order owner references need.
 pods::_objects() {
-  local m="${OUT_DIR}/manifests" now i j n key hash row ns name port proto
+  local m="${OUT_DIR}/manifests" now i j n key hash row ns name ports
   mkdir -p "${m}"
   now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   declare -gA PODS_UID=() PODS_GEN=()
@@ -409,7 +520,7 @@ kind: Node
 metadata:
   name: ${n}
   labels: {kubernetes.io/hostname: ${n}, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
-  annotations: {flowscope.io/pod-interfaces: "$(pods::iface_prefix "${i}")*"}
+  annotations: {flowscope.io/pod-interfaces: "$(pods::iface_prefix "${i}")[0-9]*"}
 spec:
   podCIDR: 10.244.$((i + 1)).0/24
   podCIDRs: [10.244.$((i + 1)).0/24, "fd00:10:244:$((i + 1))::/64"]
@@ -438,9 +549,7 @@ EOF
 EOF
     done
     for row in "${PODS_SERVICES[@]}"; do
-      read -r ns name port <<<"${row}"
-      proto=${port#*/}
-      port=${port%/*}
+      read -r ns name ports <<<"${row}"
       cat <<EOF
 ---
 apiVersion: v1
@@ -452,7 +561,7 @@ metadata:
 spec:
   type: ClusterIP
   selector: {app: ${name}}
-  ports: [{name: ${proto,,}-${port}, port: ${port}, targetPort: ${port}, protocol: ${proto}}]
+  ports: $(pods::_service_ports "${ports}" target)
 EOF
     done
   } >"${m}/pods-1.yaml"
@@ -568,9 +677,7 @@ EOF
   done
   {
     for row in "${PODS_SERVICES[@]}"; do
-      read -r ns name port <<<"${row}"
-      proto=${port#*/}
-      port=${port%/*}
+      read -r ns name ports <<<"${row}"
       cat <<EOF
 ---
 apiVersion: discovery.k8s.io/v1
@@ -581,7 +688,7 @@ metadata:
   labels: {kubernetes.io/service-name: ${name}, endpointslice.kubernetes.io/managed-by: ${PODS_MANAGER}}
 $(pods::_owner Service "${name}" "${PODS_UID[Service/${ns}/${name}]}")
 addressType: IPv4
-ports: [{name: ${proto,,}-${port}, port: ${port}, protocol: ${proto}}]
+ports: $(pods::_service_ports "${ports}")
 endpoints:
 EOF
       for ((j = 0; j < ${#P_POD[@]}; j++)); do
@@ -646,8 +753,9 @@ pods::up() {
   for ((i = 0; i < ${#P_POD[@]}; i++)); do
     pods::_create_net "${i}"
   done
+  pods::_write_dns
   local::log "demo pods: ${#P_POD[@]} network namespaces, veths $(for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
-    printf '%s* ' "$(pods::iface_prefix "${i}")"; done)(forwarding on)"
+    printf '%s[0-9]* ' "$(pods::iface_prefix "${i}")"; done)(forwarding on)"
   pods::_objects
   local::log "demo pods: applied Nodes, workloads, Pods (Running, with IPs), Services and EndpointSlices"
 
@@ -663,6 +771,7 @@ pods::up() {
       --listen="${P_LISTEN[i]}" \
       --connect="${P_CONNECT[i]}" \
       --interval="${PODS_INTERVAL}" \
+      --dns-table="${PODS_STATE_DIR}/dns-hosts" \
       --stats-file="${PODS_STATE_DIR}/${c}.json"
     # The process is ip first, then (same pid) flowscope-traffic: record
     # the build of the latter, to tell when it changes.

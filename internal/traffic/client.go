@@ -39,6 +39,24 @@ func client(cs connectSpec, index int, cfg *Config, c *counter) (job func(contex
 	// that drops (no answer) do not slow the sending down.
 	wait := min(cfg.Timeout, cfg.Interval)
 	switch cs.proto {
+	case "http":
+		h := newHTTPClient(cs.addr, cfg, c)
+		return run(h.once), h.close, nil
+	case "grpc":
+		g := &grpcClient{target: hostPort(cs.addr), cfg: cfg, c: c}
+		return func(ctx context.Context) { run(g.once)(ctx); g.close() }, func() {}, nil
+	case "dns":
+		d, err := newDNSClient(cs.addr, cfg, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(ctx context.Context) { run(d.once)(ctx); d.close() }, func() {}, nil
+	case "kafka":
+		k, err := newKafkaClient(cs.addr, cfg, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(ctx context.Context) { k.run(ctx, run(k.once)) }, func() {}, nil
 	case "tcp", "tcplong":
 		// The connection is only used by the job's goroutine, which
 		// closes it when it ends.

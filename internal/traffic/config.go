@@ -32,6 +32,37 @@ limitations under the License.
 //     else raw socket; see pinger). IPv6 addresses are written in
 //     brackets: "tcp:[fd00:10:244:2::2]:8080", "icmp:[fd00:10:244:2::2]".
 //
+// Real application protocols, for the agents' L7 records (l7server.go,
+// l7client.go):
+//
+//   - "http:PORT" serves HTTP/1.1 (net/http): GET /api/orders 200 with a
+//     JSON body, POST /api/fail 500, 404 for anything else such as
+//     /api/missing; "http:IP:PORT" asks on one keep-alive connection: GET
+//     /api/orders, every 5th request POST /api/fail, every 7th GET
+//     /api/missing;
+//   - "grpc:PORT" serves gRPC over cleartext HTTP/2 (h2c): the standard
+//     health service, SERVING for "" and NotFound for any other service;
+//     "grpc:IP:PORT" calls Check(""), Check("missing") and a Watch("")
+//     stream read for one message (then cancelled) every interval, on one
+//     connection replaced every minute (see grpcConnLifetime);
+//   - "dns:PORT" serves DNS (miekg/dns) over UDP and TCP: A and AAAA of
+//     the names in --dns-table, SERVFAIL for fail.example., NXDOMAIN for
+//     anything else; "dns:IP:PORT" asks A and AAAA of a name of
+//     --dns-names (or of --dns-table; one name after the other), A of
+//     nonexistent.cluster.local. (NXDOMAIN) and of fail.example.
+//     (SERVFAIL) every interval, over UDP, every 10th query over TCP;
+//   - "kafka:PORT" runs a one-broker Kafka cluster (franz-go's kfake) with
+//     a topic "orders", on the first global IPv4 address of the network
+//     namespace (brokers advertise their address: a wildcard will not do;
+//     "kafka:IP:PORT" names it); "kafka:IP:PORT" produces a record to
+//     "orders" every interval and consumes the topic in a consumer group
+//     of its own ("orders-" and --name).
+//
+// L7 clients and servers count their exchanges by outcome in Stats.Results
+// ("GET /api/orders 200", "/grpc.health.v1.Health/Check NotFound",
+// "udp A web.shop.svc.cluster.local. NOERROR", "produce"), clients with
+// the longest round trip they measured.
+//
 // Every --report-interval it logs one line per destination and listener
 // with the totals since the start, and rewrites --stats-file (JSON) with the
 // same numbers; see report.go.
@@ -43,6 +74,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,13 +101,21 @@ type Config struct {
 	// response's body; UDPSize and ICMPSize those of a UDP payload and of
 	// an echo request's data.
 	RequestSize, ResponseSize, UDPSize, ICMPSize int
+	// DNSTable is a hosts file ("IP NAME..." lines) of the names the DNS
+	// servers answer, and that DNS clients ask for when DNSNames is empty.
+	DNSTable string
+	// DNSNames are comma-separated names DNS clients ask for.
+	DNSNames string
+
+	// hosts is DNSTable, read by Run.
+	hosts hosts
 }
 
 // AddFlags registers the configuration's flags, with their defaults.
 func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Name, "name", "", "name of this process in its logs, e.g. shop/web-0")
-	fs.StringVar(&c.Listen, "listen", "", "comma-separated servers to run: tcp:PORT, udp:PORT")
-	fs.StringVar(&c.Connect, "connect", "", "comma-separated destinations: tcp:IP:PORT (short connections), tcplong:IP:PORT (one long-lived connection), udp:IP:PORT, icmp:IP; IPv6 in brackets")
+	fs.StringVar(&c.Listen, "listen", "", "comma-separated servers to run: tcp:PORT, udp:PORT, http:PORT, grpc:PORT, dns:PORT, kafka:PORT (each also as PROTO:IP:PORT)")
+	fs.StringVar(&c.Connect, "connect", "", "comma-separated destinations: tcp:IP:PORT (short connections), tcplong:IP:PORT (one long-lived connection), udp:IP:PORT, icmp:IP, http:IP:PORT, grpc:IP:PORT, dns:IP:PORT, kafka:IP:PORT; IPv6 in brackets")
 	fs.DurationVar(&c.Interval, "interval", time.Second, "time between two exchanges with one destination")
 	fs.DurationVar(&c.Timeout, "timeout", 2*time.Second, "limit of one exchange (connect, request, response)")
 	fs.DurationVar(&c.StartDelay, "start-delay", time.Second, "wait before the first exchange, so that the other pods' servers are up")
@@ -85,44 +125,60 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ResponseSize, "response-size", 1024, "bytes of a TCP response's body")
 	fs.IntVar(&c.UDPSize, "udp-size", 64, "bytes of a UDP payload")
 	fs.IntVar(&c.ICMPSize, "icmp-size", 56, "bytes of an echo request's data")
+	fs.StringVar(&c.DNSTable, "dns-table", "", "hosts file (IP NAME... lines) of the names dns: servers answer (A, AAAA) and dns: clients ask for")
+	fs.StringVar(&c.DNSNames, "dns-names", "", "comma-separated names dns: clients ask for (A and AAAA, one name after the other); empty: those of --dns-table")
 }
 
 // listenSpec is one --listen item.
 type listenSpec struct {
 	spec  string // as given
-	proto string // tcp or udp
+	proto string // tcp, udp, http, grpc, dns or kafka
+	addr  netip.Addr
 	port  uint16
 }
 
 // connectSpec is one --connect item.
 type connectSpec struct {
 	spec  string // as given
-	proto string // tcp, tcplong, udp or icmp
+	proto string // tcp, tcplong, udp, icmp, http, grpc, dns or kafka
 	addr  netip.AddrPort
 }
+
+// Protocols of the specs.
+var (
+	listenProtos  = []string{"tcp", "udp", "http", "grpc", "dns", "kafka"}
+	connectProtos = []string{"tcp", "tcplong", "udp", "http", "grpc", "dns", "kafka"} // and icmp
+)
 
 // parse checks the configuration and splits its specs.
 func (c *Config) parse() (ls []listenSpec, cs []connectSpec, err error) {
 	var errs []error
 	for _, s := range splitList(c.Listen) {
-		proto, port, _ := strings.Cut(s, ":")
-		p, perr := strconv.ParseUint(port, 10, 16)
-		if (proto != "tcp" && proto != "udp") || perr != nil || p == 0 {
-			errs = append(errs, fmt.Errorf("--listen %q: want tcp:PORT or udp:PORT", s))
+		proto, rest, _ := strings.Cut(s, ":")
+		l := listenSpec{spec: s, proto: proto}
+		p, perr := strconv.ParseUint(rest, 10, 16)
+		if perr != nil {
+			ap, aerr := netip.ParseAddrPort(rest)
+			p, perr, l.addr = uint64(ap.Port()), aerr, ap.Addr().Unmap()
+		}
+		if !slices.Contains(listenProtos, proto) || perr != nil || p == 0 {
+			errs = append(errs, fmt.Errorf("--listen %q: want PROTO:PORT or PROTO:IP:PORT, PROTO one of %s", s, strings.Join(listenProtos, ", ")))
 			continue
 		}
-		ls = append(ls, listenSpec{spec: s, proto: proto, port: uint16(p)})
+		l.port = uint16(p)
+		ls = append(ls, l)
 	}
+	dnsClients := false
 	for _, s := range splitList(c.Connect) {
 		proto, rest, _ := strings.Cut(s, ":")
 		var ap netip.AddrPort
 		var perr error
-		switch proto {
-		case "icmp":
+		switch {
+		case proto == "icmp":
 			var a netip.Addr
 			a, perr = netip.ParseAddr(strings.Trim(rest, "[]"))
 			ap = netip.AddrPortFrom(a.Unmap(), 0)
-		case "tcp", "tcplong", "udp":
+		case slices.Contains(connectProtos, proto):
 			ap, perr = netip.ParseAddrPort(rest)
 			if perr == nil && ap.Port() == 0 {
 				perr = errors.New("port 0")
@@ -132,10 +188,14 @@ func (c *Config) parse() (ls []listenSpec, cs []connectSpec, err error) {
 			perr = errors.New("unknown protocol")
 		}
 		if perr != nil {
-			errs = append(errs, fmt.Errorf("--connect %q: %w; want tcp:IP:PORT, tcplong:IP:PORT, udp:IP:PORT or icmp:IP", s, perr))
+			errs = append(errs, fmt.Errorf("--connect %q: %w; want icmp:IP or PROTO:IP:PORT, PROTO one of %s", s, perr, strings.Join(connectProtos, ", ")))
 			continue
 		}
+		dnsClients = dnsClients || proto == "dns"
 		cs = append(cs, connectSpec{spec: s, proto: proto, addr: ap})
+	}
+	if dnsClients && c.DNSNames == "" && c.DNSTable == "" {
+		errs = append(errs, errors.New("dns: clients need --dns-names or --dns-table"))
 	}
 	if len(errs) == 0 && len(ls) == 0 && len(cs) == 0 {
 		errs = append(errs, errors.New("nothing to do: give --listen and/or --connect"))

@@ -21,9 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +38,12 @@ import (
 // IP and UDP headers where one message is one packet (UDP and ICMP sent by
 // clients), which is what a flow record of those packets counts. TCP's
 // packets on the wire (handshake, ACKs, FINs, segmentation) are not counted.
+//
+// For the L7 protocols a message is an HTTP request or response (bytes:
+// their bodies), a gRPC call or its answer, a DNS query or answer (bytes:
+// the DNS messages), a Kafka record produced (sent) or consumed (received)
+// by a client (bytes: the values), a Kafka request received by a server;
+// Results has the exchanges by outcome.
 type Stats struct {
 	Role      string `json:"role"` // "client" or "server"
 	Spec      string `json:"spec"` // the --connect or --listen item
@@ -52,6 +60,18 @@ type Stats struct {
 	Refused   uint64 `json:"refused"`
 	Errors    uint64 `json:"errors"`
 	LastError string `json:"lastError,omitempty"`
+	// Results count the exchanges of L7 clients and servers by outcome,
+	// e.g. "GET /api/orders 200" (see the package doc).
+	Results map[string]Result `json:"results,omitempty"`
+}
+
+// Result counts the L7 exchanges of one outcome.
+type Result struct {
+	Count uint64 `json:"count"`
+	// MaxRoundTrip is the longest a client waited for one of them, from
+	// just before sending the request to the response read (nanoseconds
+	// in JSON); servers leave it zero.
+	MaxRoundTrip time.Duration `json:"maxRoundTrip,omitempty"`
 }
 
 // counter is a Stats shared by the goroutines of one destination or
@@ -70,7 +90,23 @@ func (c *counter) add(f func(*Stats)) {
 func (c *counter) snapshot() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.s
+	s := c.s
+	s.Results = maps.Clone(s.Results)
+	return s
+}
+
+// result counts one L7 exchange of an outcome and its round trip (zero
+// for servers).
+func (c *counter) result(outcome string, rtt time.Duration) {
+	c.add(func(s *Stats) {
+		if s.Results == nil {
+			s.Results = map[string]Result{}
+		}
+		r := s.Results[outcome]
+		r.Count++
+		r.MaxRoundTrip = max(r.MaxRoundTrip, rtt)
+		s.Results[outcome] = r
+	})
 }
 
 // fail counts an error of an exchange: a timeout, a refusal or another.
@@ -117,6 +153,7 @@ func (r *reporter) newCounter(role, spec string) *counter {
 // report logs one line per counter, e.g.
 //
 //	report shop/web-0 client udp:10.244.2.2:5353 conns=0 sent=60 sent_bytes=3840 sent_ip_bytes=5520 recv=60 recv_bytes=3840 timeouts=0 refused=0 errors=0
+//	report shop/web-0 client http:10.244.2.2:80 conns=1 sent=60 ... errors=0 "GET /api/missing 404"=8 "GET /api/orders 200"=41 "POST /api/fail 500"=11
 //
 // and rewrites the stats file.
 func (r *reporter) report() {
@@ -130,6 +167,9 @@ func (r *reporter) report() {
 			fmt.Fprintf(&b, " sent_ip_bytes=%d", s.SentIPBytes)
 		}
 		fmt.Fprintf(&b, " recv=%d recv_bytes=%d timeouts=%d refused=%d errors=%d", s.Recv, s.RecvBytes, s.Timeouts, s.Refused, s.Errors)
+		for _, k := range slices.Sorted(maps.Keys(s.Results)) {
+			fmt.Fprintf(&b, " %q=%d", k, s.Results[k].Count)
+		}
 		if s.LastError != "" {
 			fmt.Fprintf(&b, " last_error=%q", s.LastError)
 		}

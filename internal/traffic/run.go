@@ -29,12 +29,15 @@ import (
 
 // Run serves and generates traffic as configured until ctx ends, then
 // reports a last time. It fails at once on a bad configuration, a port it
-// cannot listen on or an ICMP socket it cannot open; errors of single
-// exchanges are only counted.
+// cannot listen on, a --dns-table it cannot read or an ICMP socket it
+// cannot open; errors of single exchanges are only counted.
 func Run(ctx context.Context, cfg Config) error {
 	listens, connects, err := cfg.parse()
 	if err != nil {
 		return err
+	}
+	if cfg.hosts, err = readHosts(cfg.DNSTable); err != nil {
+		return fmt.Errorf("--dns-table: %w", err)
 	}
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	r := &reporter{name: cfg.Name, file: cfg.StatsFile, started: time.Now().UTC()}
@@ -115,7 +118,9 @@ func every(ctx context.Context, delay, interval time.Duration, f func()) {
 }
 
 func isTimeout(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
+	var t interface{ Timeout() bool } // net/http's and net's
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &t) && t.Timeout())
 }
 
 func isRefused(err error) bool {

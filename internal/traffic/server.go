@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +36,23 @@ import (
 const serverIdleTimeout = 5 * time.Minute
 
 // listen opens the socket of one --listen item. The job serves until the
-// closer is called. Both listen on all addresses, IPv4 and IPv6.
+// closer is called. All listen on all addresses, IPv4 and IPv6, unless the
+// spec names one (Kafka: see listenKafka).
 func listen(l listenSpec, cfg *Config, c *counter) (job func(context.Context), closer func(), err error) {
 	addr := ":" + strconv.Itoa(int(l.port))
+	if l.addr.IsValid() {
+		addr = hostPort(netip.AddrPortFrom(l.addr, l.port))
+	}
+	switch l.proto {
+	case "http":
+		return listenHTTP(addr, c)
+	case "grpc":
+		return listenGRPC(addr, c)
+	case "dns":
+		return listenDNS(addr, cfg.hosts, c)
+	case "kafka":
+		return listenKafka(l, c)
+	}
 	if l.proto == "udp" {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {

@@ -40,14 +40,27 @@ func TestParse(t *testing.T) {
 		{"", "tcp:10.244.1.2", false},
 		{"", "tcp:host:80", false},
 		{"", "udp:10.244.1.2:0", false},
-		{"", "http:10.244.1.2:80", false},
+		{"", "http:10.244.1.2", false},
+		{"", "ftp:10.244.1.2:21", false},
+		{"http:80,grpc:50051,dns:53,kafka:9092,kafka:10.244.2.5:9093,tcp:[::1]:8080", "", true},
+		{"http:10.244.2.5", "", false},
+		{"kafka:host:9092", "", false},
+		{"", "http:10.244.1.2:80,grpc:[fd00:10:244:2::2]:50051,kafka:10.244.2.5:9092", true},
+		{"", "dns:10.244.1.4:53", true}, // with --dns-names, below
 	} {
 		cfg := Config{Listen: tc.listen, Connect: tc.connect, Interval: time.Second, Timeout: time.Second,
-			ReportInterval: time.Second}
+			ReportInterval: time.Second, DNSNames: "web.shop.svc.cluster.local"}
 		_, _, err := cfg.parse()
 		if (err == nil) != tc.ok {
 			t.Errorf("listen %q connect %q: err %v, want ok=%v", tc.listen, tc.connect, err, tc.ok)
 		}
+	}
+}
+
+func TestParseDNSNeedsNames(t *testing.T) {
+	cfg := Config{Connect: "dns:10.244.1.4:53", Interval: time.Second, Timeout: time.Second, ReportInterval: time.Second}
+	if _, _, err := cfg.parse(); err == nil || err.Error() != "dns: clients need --dns-names or --dns-table" {
+		t.Errorf("err %v", err)
 	}
 }
 
