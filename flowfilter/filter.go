@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
@@ -59,29 +58,24 @@ type Matcher struct {
 // straight from the flow: a map of every field per flow (FieldSet) costs
 // more than the rest of matching together.
 type fieldRequirement struct {
+	field string // its label, which Index groups terms by
 	get   func(*v1alpha1.Flow) string
 	value string
 	not   bool // != rather than =
 }
 
-// Compile parses the filter's selectors once.
+// Compile parses the filter's selectors once. It refuses selectors over
+// the bounds (bounds.go).
 func (f Filter) Compile() (*Matcher, error) {
-	m := &Matcher{namespace: f.Namespace, label: labels.Everything()}
-	if f.LabelSelector != "" {
-		s, err := labels.Parse(f.LabelSelector)
-		if err != nil {
-			return nil, fmt.Errorf("parse label selector: %w", err)
-		}
-		m.label = s
+	label, field, err := f.parse()
+	if err != nil {
+		return nil, err
 	}
-	if f.FieldSelector != "" {
-		s, err := fields.ParseSelector(f.FieldSelector)
-		if err != nil {
-			return nil, fmt.Errorf("parse field selector: %w", err)
-		}
+	m := &Matcher{namespace: f.Namespace, label: label}
+	if !field.Empty() {
 		// The aggregated server validates labels, but an agent must not
 		// trust that: an unknown label would silently match nothing.
-		for _, r := range s.Requirements() {
+		for _, r := range field.Requirements() {
 			_, canonical, err := v1alpha1.ConvertFieldLabel(r.Field, r.Value)
 			if err != nil {
 				return nil, err
@@ -101,7 +95,7 @@ func (f Filter) Compile() (*Matcher, error) {
 			default:
 				return nil, fmt.Errorf("field selector %s: unsupported operator %s", r.Field, r.Operator)
 			}
-			m.field = append(m.field, fieldRequirement{get: get, value: r.Value, not: r.Operator == selection.NotEquals})
+			m.field = append(m.field, fieldRequirement{field: r.Field, get: get, value: r.Value, not: r.Operator == selection.NotEquals})
 		}
 	}
 	if f.Since != nil {

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,10 @@ var fieldSeeds = []string{
 	"verdict=",
 	"verdict=Dropped\x00",
 	"source.podName=" + strings.Repeat("x", 300),
+	"source.podName=" + strings.Repeat("x", MaxSelectorValueBytes+1),
+	"source.podName=" + strings.Repeat(",", MaxSelectorValueBytes/2+1),
+	strings.Repeat("verdict=Dropped,", MaxSelectorTerms) + "verdict=Dropped",
+	strings.Repeat("source.podName="+strings.Repeat("y", 300)+",", 27) + "verdict=Dropped",
 }
 
 var labelSeeds = []string{
@@ -136,6 +141,7 @@ var labelSeeds = []string{
 	"app in (a,,b)",
 	" app = web ",
 	"a=" + strings.Repeat("x", 70),
+	"app in (" + strings.Repeat("a,", MaxSelectorTerms) + "b)",
 }
 
 // testFlows are the flows the matchers are tried on: realistic ones, made
@@ -180,7 +186,7 @@ func FuzzCompile(f *testing.F) {
 		fsel, ferr := fields.ParseSelector(fieldSel)
 		if err != nil {
 			if lerr == nil && ferr == nil {
-				if why := invalidRequirement(fsel); why == "" {
+				if why := invalidRequirement(fsel); why == "" && overBounds(labelSel, fieldSel) == "" {
 					t.Fatalf("Compile(%q, %q) refused valid selectors: %v", labelSel, fieldSel, err)
 				}
 			}
@@ -192,11 +198,22 @@ func FuzzCompile(f *testing.F) {
 		if why := invalidRequirement(fsel); why != "" {
 			t.Fatalf("Compile accepted field selector %q: %s", fieldSel, why)
 		}
+		if why := overBounds(labelSel, fieldSel); why != "" {
+			t.Fatalf("Compile accepted selectors %q, %q: %s", labelSel, fieldSel, why)
+		}
 
-		// The canonical form compiles to the same matcher, and stays.
+		// The canonical form compiles to the same matcher, and stays. It
+		// may be longer (escapes): then it is refused, as the server
+		// refuses it before sending it.
 		canon := Filter{Namespace: namespace, FieldSelector: reencode(fsel.Requirements())}
 		if labelSel != "" && !lsel.Empty() {
 			canon.LabelSelector = lsel.String()
+		}
+		if why := overBounds(canon.LabelSelector, canon.FieldSelector); why != "" {
+			if _, err := canon.Compile(); err == nil {
+				t.Fatalf("canonical form %+v compiled over the bounds: %s", canon, why)
+			}
+			return
 		}
 		m2, err := canon.Compile()
 		if err != nil {
@@ -240,6 +257,9 @@ func FuzzCompile(f *testing.F) {
 			t.Fatalf("Compile accepted %q, ConvertFieldLabel refuses it: %v", fieldSel, err)
 		}
 		converted := Filter{Namespace: namespace, LabelSelector: canon.LabelSelector, FieldSelector: reencode(conv.Requirements())}
+		if overBounds(converted.LabelSelector, converted.FieldSelector) != "" {
+			return
+		}
 		m3, err := converted.Compile()
 		if err != nil {
 			t.Fatalf("converted form %+v of %+v does not compile: %v", converted, filter, err)
@@ -363,7 +383,46 @@ func pushDown(sel fields.Selector, now time.Time) (pushed string, since, until *
 		}
 		rest = append(rest, r)
 	}
-	return reencode(rest), since, until, nil
+	pushed = reencode(rest)
+	if err := (Filter{FieldSelector: pushed}).CheckBounds(); err != nil {
+		return "", nil, nil, err
+	}
+	return pushed, since, until, nil
+}
+
+// overBounds says which bound of bounds.go the selectors exceed, counted
+// here from the parsers' output rather than by Compile, or "" when they
+// keep within them or do not parse.
+func overBounds(labelSel, fieldSel string) string {
+	if n := len(labelSel) + len(fieldSel); n > MaxSelectorBytes {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	lsel, lerr := labels.Parse(labelSel)
+	fsel, ferr := fields.ParseSelector(fieldSel)
+	if lerr != nil || ferr != nil {
+		return ""
+	}
+	terms := 0
+	reqs, _ := lsel.Requirements()
+	for _, r := range reqs {
+		values := r.Values().UnsortedList()
+		terms += max(1, len(values))
+		for _, v := range values {
+			if len(v) > MaxSelectorValueBytes {
+				return "a label value of " + strconv.Itoa(len(v)) + " bytes"
+			}
+		}
+	}
+	for _, r := range fsel.Requirements() {
+		terms++
+		if len(r.Value) > MaxSelectorValueBytes {
+			return "a field value of " + strconv.Itoa(len(r.Value)) + " bytes"
+		}
+	}
+	if terms > MaxSelectorTerms {
+		return strconv.Itoa(terms) + " terms"
+	}
+	return ""
 }
 
 // reencode is the server's encoding of requirements for the agents.
