@@ -129,8 +129,10 @@ type Event struct {
 // overflows.
 type Listener struct {
 	hub *Hub
-	// entries, in increasing order of id, are guarded by hub.mu.
+	// entries, in increasing order of id, and index, their matchers, are
+	// guarded by hub.mu.
 	entries []entry
+	index   *flowfilter.Index
 	events  chan Event
 
 	done    chan struct{}
@@ -141,12 +143,11 @@ type Listener struct {
 type entry struct {
 	id     uint64
 	filter flowfilter.Filter
-	match  *flowfilter.Matcher
 }
 
 // Listen starts a listener, with no subscriptions yet.
 func (h *Hub) Listen() *Listener {
-	l := &Listener{hub: h, events: make(chan Event, h.buffer), done: make(chan struct{})}
+	l := &Listener{hub: h, index: flowfilter.NewIndex(), events: make(chan Event, h.buffer), done: make(chan struct{})}
 	h.mu.Lock()
 	h.listeners[l] = struct{}{}
 	h.mu.Unlock()
@@ -159,13 +160,14 @@ func (h *Hub) Listen() *Listener {
 // is there already.
 func (l *Listener) Add(id uint64, filter flowfilter.Filter, match *flowfilter.Matcher) {
 	l.hub.mu.Lock()
-	e := entry{id: id, filter: filter, match: match}
+	e := entry{id: id, filter: filter}
 	i, found := slices.BinarySearchFunc(l.entries, id, func(e entry, id uint64) int { return cmp.Compare(e.id, id) })
 	if found {
 		l.entries[i] = e
 	} else {
 		l.entries = slices.Insert(l.entries, i, e)
 	}
+	l.index.Add(id, match)
 	l.hub.mu.Unlock()
 	l.hub.notify()
 }
@@ -177,6 +179,7 @@ func (l *Listener) Remove(id uint64) {
 	i, found := slices.BinarySearchFunc(l.entries, id, func(e entry, id uint64) int { return cmp.Compare(e.id, id) })
 	if found {
 		l.entries = slices.Delete(l.entries, i, i+1)
+		l.index.Remove(id)
 	}
 	l.hub.mu.Unlock()
 	if found {
@@ -185,17 +188,15 @@ func (l *Listener) Remove(id uint64) {
 }
 
 // publish delivers the records l selects, or cuts l off; h.mu is held.
+// The index matches each flow against every subscription at once, at a
+// cost that does not grow with their selectors' terms (flowfilter.Index):
+// this runs on the ingest goroutine.
 func (l *Listener) publish(t agentwire.EventType, recs []store.Record) {
 	if len(l.entries) == 0 {
 		return
 	}
 	for _, r := range recs {
-		var ids []uint64
-		for _, e := range l.entries {
-			if e.match.Matches(r.Flow) {
-				ids = append(ids, e.id)
-			}
-		}
+		ids := l.index.Match(r.Flow, nil)
 		if ids == nil {
 			continue
 		}
