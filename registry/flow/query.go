@@ -55,6 +55,9 @@ func compileQuery(namespace string, opts *metainternalversion.ListOptions, now t
 		q.filter.LabelSelector = opts.LabelSelector.String()
 	}
 	if opts.FieldSelector == nil || opts.FieldSelector.Empty() {
+		if err := checkSelectorBounds(q.filter); err != nil {
+			return nil, err
+		}
 		return q, nil
 	}
 	var pushed []string
@@ -116,6 +119,9 @@ func compileQuery(namespace string, opts *metainternalversion.ListOptions, now t
 		pushed = append(pushed, r.Field+op+fields.EscapeValue(r.Value))
 	}
 	q.filter.FieldSelector = strings.Join(pushed, ",")
+	if err := checkSelectorBounds(q.filter); err != nil {
+		return nil, err
+	}
 	if nodes != nil {
 		q.nodes = []string{}
 		for n, ok := range nodes {

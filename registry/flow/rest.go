@@ -70,6 +70,19 @@ type Options struct {
 	// ListQueueWait is how long a list waits for one of those slots
 	// before it is answered 429 Too Many Requests.
 	ListQueueWait time.Duration
+	// MaxWatchersPerUser bounds the watches one user has open, within
+	// MaxWatchers; 0 means no bound but MaxWatchers (limits.go).
+	MaxWatchersPerUser int
+	// MaxConcurrentListsPerUser bounds the lists of one user fanning out
+	// at once, within MaxConcurrentLists, with the same ListQueueWait; 0
+	// means no bound but MaxConcurrentLists.
+	MaxConcurrentListsPerUser int
+	// MaxListPage bounds a list's page, whatever its limit (none
+	// included); the rest follows its continue token. 0 means no bound.
+	MaxListPage int64
+	// MaxWatchInitialEvents bounds the initial events of a watch: a watch
+	// that more flows match is refused with 400. 0 means no bound.
+	MaxWatchInitialEvents int64
 	// Pods, when set, lets lists that name the pod at the flows'
 	// observation point ask only its node (routing.go).
 	Pods Pods
@@ -83,6 +96,8 @@ type REST struct {
 	watchers watchBudget
 	// lists holds a token per list fanning out; nil when unbounded.
 	lists chan struct{}
+	// userLists and userWatches count each user's lists and watches.
+	userLists, userWatches userSlots
 }
 
 var gr = v1alpha1.Resource("flows")
@@ -202,6 +217,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		since := now.Add(-r.opts.DefaultWindow)
 		q.filter.Since = &since
 	}
+	limit, unlimited := r.pageLimit(limit)
 
 	flows, more, err := r.fanOutList(ctx, q, &agentwire.ListRequest{Filter: q.filter, SnapshotRV: snapshot, After: after, Limit: limit})
 	if err != nil {
@@ -217,6 +233,9 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		}.encode(r.opts.ContinueKeys)
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
+		}
+		if unlimited {
+			r.warnCappedPage(ctx, list)
 		}
 	}
 	return list, nil
@@ -234,7 +253,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 // still bounds the page at its last flow of the first round, so the page
 // is exact but may be short, and the next page asks it again.
 func (r *REST) fanOutList(ctx context.Context, q *query, req *agentwire.ListRequest) (flows []v1alpha1.Flow, more bool, err error) {
-	release, err := r.acquireList(ctx)
+	release, err := r.acquireListSlots(ctx)
 	if err != nil {
 		return nil, false, err
 	}

@@ -91,9 +91,9 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 	if err := checkNotTooLarge(from, now); err != nil {
 		return nil, err
 	}
-	if !r.watchers.acquire(r.opts.MaxWatchers) {
-		watchesEnded.WithLabelValues(endTooManyWatchers).Inc()
-		return nil, apierrors.NewTooManyRequests("too many flow watches are being served; try again later", 1)
+	release, err := r.acquireWatchSlots(ctx)
+	if err != nil {
+		return nil, err
 	}
 	initial := opts.SendInitialEvents != nil && *opts.SendInitialEvents ||
 		opts.SendInitialEvents == nil && from == 0
@@ -107,9 +107,15 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 			since := now.Add(-r.opts.DefaultWindow)
 			lq.filter.Since = &since
 		}
-		initialFlows, _, err = r.fanOutList(ctx, &lq, &agentwire.ListRequest{Filter: lq.filter, SnapshotRV: from})
+		// At most MaxWatchInitialEvents, which the watch holds until its
+		// client has read them; more ends it before it starts.
+		var more bool
+		initialFlows, more, err = r.fanOutList(ctx, &lq, &agentwire.ListRequest{Filter: lq.filter, SnapshotRV: from, Limit: r.opts.MaxWatchInitialEvents})
+		if err == nil && more && r.opts.MaxWatchInitialEvents > 0 {
+			err = r.tooManyInitialEvents()
+		}
 		if err != nil {
-			r.watchers.release()
+			release()
 			return nil, err
 		}
 	}
@@ -117,7 +123,7 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 	w := &mergedWatch{
 		result:     make(chan watch.Event, r.opts.WatchBuffer+1),
 		cancel:     cancel,
-		done:       r.watchers.release,
+		done:       release,
 		buffer:     r.opts.WatchBuffer,
 		grace:      slowWatcherGrace,
 		bookmarks:  opts.AllowWatchBookmarks,
@@ -268,10 +274,24 @@ func (w *mergedWatch) askProgress() {
 }
 
 // sendInitial sends the initial events and, when bookmarks are allowed,
-// the bookmark that ends them.
+// the bookmark that ends them. A client that leaves its buffer full for
+// w.grace is cut off, as in the live stream (send), so that a watch does
+// not hold its initial flows for a client that does not read them.
 func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bool {
+	put := func(e watch.Event) bool {
+		if len(w.result) >= w.buffer && !w.waitForRoom(ctx) {
+			if ctx.Err() == nil {
+				watchesEnded.WithLabelValues(endSlowWatcher).Inc()
+				klog.InfoS("Cutting off a flow watcher that does not read its initial events", "initialEvents", len(flows))
+				w.sendError(ctx, apierrors.NewTooManyRequests("the watch's client did not read its initial events and the watch was closed; watch again", 1))
+			}
+			return false
+		}
+		w.result <- e
+		return true
+	}
 	for i := range flows {
-		if !w.sendBlocking(ctx, watch.Event{Type: watch.Added, Object: &flows[i]}) {
+		if !put(watch.Event{Type: watch.Added, Object: &flows[i]}) {
 			return false
 		}
 	}
@@ -280,7 +300,7 @@ func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bo
 	}
 	mark := bookmark(w.merge.released)
 	mark.Annotations = map[string]string{metav1.InitialEventsAnnotationKey: "true"}
-	return w.sendBlocking(ctx, watch.Event{Type: watch.Bookmark, Object: mark})
+	return put(watch.Event{Type: watch.Bookmark, Object: mark})
 }
 
 // follow brings the sources in line with the agents the watch should
