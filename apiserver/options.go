@@ -77,6 +77,12 @@ func NewOptions() *Options {
 
 			MaxConcurrentLists: 32,
 			ListQueueWait:      time.Second,
+
+			// README "Limits" gives the reasons.
+			MaxWatchersPerUser:        100,
+			MaxConcurrentListsPerUser: 8,
+			MaxListPage:               500,
+			MaxWatchInitialEvents:     1000,
 		},
 	}
 }
@@ -99,7 +105,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Storage.MaxAgentLag, "max-agent-lag", o.Storage.MaxAgentLag, "How long a silent agent may hold back watch events of the others before watches go on without it.")
 	fs.IntVar(&o.Storage.MaxWatchers, "max-watchers", o.Storage.MaxWatchers, "Watches served at once; more are refused with 429. Each holds at most --watch-buffer flows for its client and --watch-buffer per agent in memory.")
 	fs.IntVar(&o.Storage.MaxConcurrentLists, "max-concurrent-lists", o.Storage.MaxConcurrentLists, "Lists fanning out to the agents at once, initial lists of watches included; each holds up to a page per agent in memory. 0 means no limit.")
-	fs.DurationVar(&o.Storage.ListQueueWait, "list-queue-wait", o.Storage.ListQueueWait, "How long a list beyond --max-concurrent-lists waits before it is refused with 429.")
+	fs.DurationVar(&o.Storage.ListQueueWait, "list-queue-wait", o.Storage.ListQueueWait, "How long a list beyond --max-concurrent-lists (or --max-concurrent-lists-per-user) waits before it is refused with 429.")
+	fs.IntVar(&o.Storage.MaxWatchersPerUser, "max-watchers-per-user", o.Storage.MaxWatchersPerUser, "Watches one user may have open at once, within --max-watchers; more are refused with 429. Members of system:masters are held by --max-watchers only. 0 means no per-user limit.")
+	fs.IntVar(&o.Storage.MaxConcurrentListsPerUser, "max-concurrent-lists-per-user", o.Storage.MaxConcurrentListsPerUser, "Lists of one user fanning out at once, within --max-concurrent-lists; more wait --list-queue-wait, then get 429. Members of system:masters are held by --max-concurrent-lists only. 0 means no per-user limit.")
+	fs.Int64Var(&o.Storage.MaxListPage, "max-list-page", o.Storage.MaxListPage, "Most flows in one list response, whatever its limit, none included: the rest follows its continue token. 0 means no limit.")
+	fs.Int64Var(&o.Storage.MaxWatchInitialEvents, "max-watch-initial-events", o.Storage.MaxWatchInitialEvents, "Most initial events of a watch (resourceVersion \"\" or \"0\", or sendInitialEvents); a watch that more flows match is refused with 400, and informers fall back to a paginated list. 0 means no limit.")
 }
 
 // Validate checks the options.
@@ -118,6 +128,9 @@ func (o *Options) Validate() []error {
 	}
 	if o.Storage.MaxConcurrentLists < 0 || o.Storage.ListQueueWait < 0 {
 		errs = append(errs, errors.New("--max-concurrent-lists and --list-queue-wait must not be negative"))
+	}
+	if o.Storage.MaxWatchersPerUser < 0 || o.Storage.MaxConcurrentListsPerUser < 0 || o.Storage.MaxListPage < 0 || o.Storage.MaxWatchInitialEvents < 0 {
+		errs = append(errs, errors.New("--max-watchers-per-user, --max-concurrent-lists-per-user, --max-list-page and --max-watch-initial-events must not be negative"))
 	}
 	return errs
 }
