@@ -101,7 +101,7 @@ func TestListAndSelectors(t *testing.T) {
 func TestOutputFormats(t *testing.T) {
 	seedBase(t)
 	out := kubectl(t, "get", "flows", "-n", "shop", "--field-selector", "verdict=Dropped")
-	header := regexp.MustCompile(`^NAME\s+TIME\s+SOURCE\s+DESTINATION\s+PROTOCOL\s+VERDICT\s+DIRECTION\n`)
+	header := regexp.MustCompile(`^NAME\s+TIME\s+SOURCE\s+DESTINATION\s+PROTOCOL\s+VERDICT\s+DIRECTION\s+L7\n`)
 	if !header.MatchString(out) || !strings.Contains(out, "shop/cart-1") || !strings.Contains(out, "shop/db-0") ||
 		!strings.Contains(out, "TCP/5432") || !strings.Contains(out, "Dropped (POLICY_DENIED)") || !strings.Contains(out, "Egress") {
 		t.Errorf("table output:\n%s", out)
