@@ -300,16 +300,7 @@ func testACNSManifest(t *testing.T, cs versioned.Interface) {
 		})
 	}
 	// Each line is the flow as listed: same node, namespace and verdict.
-	listed := map[int32]v1alpha1.Flow{}
-	fl, err := cs.FlowsV1alpha1().Flows("").List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fl.Items {
-		if f.L4 != nil {
-			listed[f.L4.SourcePort] = f
-		}
-	}
+	listed := listBySport(t, cs, "")
 	for _, n := range sys.Nodes {
 		for _, f := range logged(t, n) {
 			l, ok := listed[f.L4.SourcePort]
@@ -320,6 +311,28 @@ func testACNSManifest(t *testing.T, cs versioned.Interface) {
 				t.Errorf("line of %d: node %s ns %s verdict %s time %s; listed: %s %s %s %s", f.L4.SourcePort,
 					f.NodeName, f.Namespace, f.Verdict, f.Time, l.NodeName, l.Namespace, l.Verdict, l.Time)
 			}
+		}
+	}
+}
+
+// listBySport lists every namespace's flows that the field selector
+// selects, page by page (the server caps a page), by source port.
+func listBySport(t *testing.T, cs versioned.Interface, selector string) map[int32]v1alpha1.Flow {
+	t.Helper()
+	out := map[int32]v1alpha1.Flow{}
+	opts := metav1.ListOptions{FieldSelector: selector, Limit: 500}
+	for {
+		l, err := cs.FlowsV1alpha1().Flows("").List(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range l.Items {
+			if f.L4 != nil {
+				out[f.L4.SourcePort] = f
+			}
+		}
+		if opts.Continue = l.Continue; opts.Continue == "" {
+			return out
 		}
 	}
 }
@@ -493,14 +506,7 @@ func testRotation(t *testing.T, cs versioned.Interface) {
 		t.Errorf("%d rotations, want many at 256 KiB", len(files)-before)
 	}
 	// Round trip: the lines parse back as the flows kubectl lists.
-	listed, err := cs.FlowsV1alpha1().Flows("").List(context.Background(), metav1.ListOptions{FieldSelector: "l4.destinationPort=7777"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	byPort := map[int32]v1alpha1.Flow{}
-	for _, f := range listed.Items {
-		byPort[f.L4.SourcePort] = f
-	}
+	byPort := listBySport(t, cs, "l4.destinationPort=7777")
 	mismatches := 0
 	for _, f := range logged(t, "node-a") {
 		if f.L4.SourcePort < 50000 {
