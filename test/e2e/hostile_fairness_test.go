@@ -203,32 +203,39 @@ func TestWatchersPerUserHoldAliceNotCarol(t *testing.T) {
 // 256 MiB per agent.
 func TestListWithoutLimitIsPaged(t *testing.T) {
 	const first, n = 42000, defaultMaxListPage + 100
+	// 15 minutes ago, outside the default list window (10 minutes): the
+	// other tests' lists do not see them, and they list with since=20m.
+	const since = "since=20m"
+	at := metav1.NewMicroTime(time.Now().Add(-15 * time.Minute))
 	var seeds []seed
 	var want []int32
 	for i := range int32(n) {
 		node := sys.Nodes[i%2]
-		// Ingress to web-1 (shop): no informer of egress flows sees them.
-		seeds = append(seeds, seed{Node: node, Sport: first + i, Namespace: "shop",
-			Flow: mkFlow(node, first+i, 8080, "TCP", "Ingress", "Forwarded", host("198.51.100.77"), web1)})
+		f := mkFlow(node, first+i, 8080, "TCP", "Ingress", "Forwarded", host("198.51.100.77"), web1)
+		f.Time = at
+		seeds = append(seeds, seed{Node: node, Sport: first + i, Namespace: "shop", Flow: f})
 		want = append(want, first+i)
 	}
 	replay(t, seeds...)
 	// kubectl pages by 500, and follows the tokens.
 	eventually(t, 60*time.Second, "kubectl get flows -n shop to list every seeded flow", func() (bool, string) {
-		got, err := listSports("alice", "-n", "shop")
+		got, err := listSports("alice", "-n", "shop", "--field-selector", since)
 		got = inRange(got, first, first+n-1)
 		return err == nil && slices.Equal(got, want), fmt.Sprintf("%d of %d, %v", len(got), n, err)
 	})
-	got, err := listSports("carol", "-A")
+	got, err := listSports("carol", "-A", "--field-selector", since)
 	if got = inRange(got, first, first+n-1); err != nil || !slices.Equal(got, want) {
 		t.Errorf("carol's kubectl get flows -A: %d of the %d, %v", len(got), n, err)
+	}
+	if got, err := listSports("alice", "-n", "shop"); len(inRange(got, first, first+n-1)) != 0 || err != nil {
+		t.Errorf("the default window lists %d of the seeded flows (%v); the other tests would see them", len(inRange(got, first, first+n-1)), err)
 	}
 
 	alice := httpAs(t, "alice")
 	ctx := context.Background()
-	for _, query := range []string{"", "?limit=0"} {
+	for _, query := range []string{"", "&limit=0"} {
 		t.Run("raw list"+query, func(t *testing.T) {
-			path := flowsPath + "/namespaces/shop/flows" + query
+			path := flowsPath + "/namespaces/shop/flows?fieldSelector=" + url.QueryEscape(since) + query
 			var ports []int32
 			for page := 0; ; page++ {
 				resp := alice.get(ctx, t, path)
@@ -255,7 +262,7 @@ func TestListWithoutLimitIsPaged(t *testing.T) {
 				if l.Continue == "" {
 					break
 				}
-				path = flowsPath + "/namespaces/shop/flows?continue=" + url.QueryEscape(l.Continue)
+				path = flowsPath + "/namespaces/shop/flows?fieldSelector=" + url.QueryEscape(since) + "&continue=" + url.QueryEscape(l.Continue)
 			}
 			slices.Sort(ports)
 			if got := inRange(ports, first, first+n-1); !slices.Equal(got, want) { // each once
@@ -273,7 +280,7 @@ func TestListWithoutLimitIsPaged(t *testing.T) {
 			return cs.FlowsV1alpha1().Flows("shop").List(ctx, opts)
 		}))
 		p.PageSize = 0 // limit=0, as a reflector's relist from a resourceVersion asks
-		obj, paginated, err := p.List(ctx, metav1.ListOptions{})
+		obj, paginated, err := p.List(ctx, metav1.ListOptions{FieldSelector: since})
 		if err != nil {
 			t.Fatal(err)
 		}
