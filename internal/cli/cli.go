@@ -29,6 +29,8 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/internal/version"
 )
 
 // Options is what a command provides.
@@ -51,7 +53,12 @@ func MainArgs(name string, args []string, o Options, run func(context.Context) e
 	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
+	printVersion := fs.Bool("version", false, "Print the version and exit.")
 	_ = fs.Parse(args) // ExitOnError: never returns an error
+	if *printVersion {
+		fmt.Println(version.String(name))
+		os.Exit(0)
+	}
 	if err := utilerrors.NewAggregate(o.Validate()); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
