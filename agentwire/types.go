@@ -40,7 +40,8 @@ type ListRequest struct {
 	SnapshotRV uint64 `json:"snapshotRV,omitempty"`
 	// After resumes a paginated list.
 	After *flowfilter.Cursor `json:"after,omitempty"`
-	// Limit caps the number of flows returned; 0 means no limit.
+	// Limit caps the number of flows returned; 0 asks for no limit, but an
+	// agent answers at most its own cap (10,000) and says More.
 	Limit int64 `json:"limit,omitempty"`
 }
 

@@ -86,6 +86,21 @@ func New(node string, st *store.Store, p Pipeline, h *hub.Hub) *Service {
 // and the clock's persisted ceiling after a restart (a second).
 const maxSnapshotLead = 5 * time.Second
 
+// maxPage caps the flows one List answers, whatever its limit (0 asks for
+// no limit): the aggregated server caps its pages lower (--max-list-page,
+// 500), so this bounds only a client that skips it or a server run with the
+// cap off. A capped page says More, and the server pages through the rest
+// with continue, as it does for the pages it caps itself.
+const maxPage = 10000
+
+// pageLimit is the limit a List is served with.
+func pageLimit(asked int64) int64 {
+	if asked <= 0 || asked > maxPage {
+		return maxPage
+	}
+	return asked
+}
+
 // List implements agentwire.Server.
 func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentwire.ListResponse, error) {
 	m, err := req.Filter.Compile()
@@ -121,9 +136,10 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 		}
 	}
 	resp := &agentwire.ListResponse{SnapshotRV: snap}
+	limit := pageLimit(req.Limit)
 	// Query applies the whole filter; the plan only narrows what it reads.
 	plan, err := s.store.Query(q, req.Filter, func(r store.Record) bool {
-		if req.Limit > 0 && int64(len(resp.Flows)) == req.Limit {
+		if int64(len(resp.Flows)) == limit {
 			resp.More = true
 			return false
 		}
@@ -131,7 +147,7 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 		return ctx.Err() == nil
 	})
 	if err == nil && s.stored != nil {
-		err = s.mergeStored(ctx, q, req, resp)
+		err = s.mergeStored(ctx, q, req.Filter, limit, resp)
 	}
 	if err != nil {
 		klog.ErrorS(err, "Failed listing flows")
@@ -144,15 +160,15 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 // mergeStored merges into resp, a page of the store's flows, the stored
 // tier's flows of the same query: the page stays in list order, without
 // the flows both hold, and within the limit.
-func (s *Service) mergeStored(ctx context.Context, q store.TimeScan, req *agentwire.ListRequest, resp *agentwire.ListResponse) error {
+func (s *Service) mergeStored(ctx context.Context, q store.TimeScan, f flowfilter.Filter, limit int64, resp *agentwire.ListResponse) error {
 	var kept []v1alpha1.Flow
-	err := s.stored.Query(q, req.Filter, func(r store.Record) bool {
+	err := s.stored.Query(q, f, func(r store.Record) bool {
 		// The store's page ends at its last flow when it has more: the
 		// tier's flows past that one belong to later pages.
 		if resp.More && flowfilter.CompareFlows(r.Flow, &resp.Flows[len(resp.Flows)-1]) > 0 {
 			return false
 		}
-		if req.Limit > 0 && int64(len(kept)) == req.Limit {
+		if int64(len(kept)) == limit {
 			resp.More = true
 			return false
 		}
@@ -187,8 +203,8 @@ func (s *Service) mergeStored(ctx context.Context, q store.TimeScan, req *agentw
 			}
 		}
 	}
-	if req.Limit > 0 && int64(len(merged)) > req.Limit {
-		merged = merged[:req.Limit]
+	if int64(len(merged)) > limit {
+		merged = merged[:limit]
 		resp.More = true
 	}
 	resp.Flows = merged

@@ -211,6 +211,39 @@ func TestListPagination(t *testing.T) {
 	}
 }
 
+// TestListCapsUnlimitedPages: a list that asks for no limit, or for more
+// than the agent's cap, gets the cap and More, and pages on to every flow.
+func TestListCapsUnlimitedPages(t *testing.T) {
+	a := startAgent(t, t.TempDir(), 16)
+	const n = maxPage + 5
+	for i := range n {
+		a.ingest(t, "shop", int32(i%60000+1))
+	}
+	pages := func(limit int64) (first, second *agentwire.ListResponse) {
+		first = list(t, a, &agentwire.ListRequest{Limit: limit})
+		if len(first.Flows) == 0 {
+			return first, &agentwire.ListResponse{}
+		}
+		last := first.Flows[len(first.Flows)-1]
+		rv, _ := strconv.ParseUint(last.ResourceVersion, 10, 64)
+		return first, list(t, a, &agentwire.ListRequest{SnapshotRV: first.SnapshotRV, Limit: limit,
+			After: &flowfilter.Cursor{Time: last.Time.Time, Node: "node-a", RV: rv}})
+	}
+	waitFor(t, "flows", func() bool {
+		first, second := pages(0)
+		return len(first.Flows)+len(second.Flows) == n
+	})
+	for _, limit := range []int64{0, -1, n} {
+		first, second := pages(limit)
+		if len(first.Flows) != maxPage || !first.More {
+			t.Errorf("limit %d: %d flows, more %v; want %d and more", limit, len(first.Flows), first.More, maxPage)
+		}
+		if len(second.Flows) != n-maxPage || second.More {
+			t.Errorf("limit %d, second page: %d flows, more %v; want %d, no more", limit, len(second.Flows), second.More, n-maxPage)
+		}
+	}
+}
+
 // TestListAfterCursor: a page resumes after a cursor that a flow of this
 // node or of another left, at the times of this node's flows, with
 // exactly the flows that come after it in list order.

@@ -40,6 +40,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,6 +54,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowcodec"
 	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/minheap"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -247,21 +249,42 @@ func (t *Tiers) Query(q store.TimeScan, f flowfilter.Filter, fn func(store.Recor
 		_, err := cs[0].st.Query(q, f, fn)
 		return err
 	}
-	// Classes hold disjoint flows; merge their streams. Each is read into
-	// memory up to the point fn stops: callers bound that with a limit.
-	var all []store.Record
-	for _, c := range cs {
-		if _, err := c.st.Query(q, f, func(r store.Record) bool {
-			all = append(all, r)
-			return true
-		}); err != nil {
-			return err
+	// Classes hold disjoint flows, each in list order: merge their streams
+	// one record at a time, so that a limited list reads no further into
+	// any class than the records it returns (plus one head per class).
+	type head struct {
+		rec   store.Record
+		next  func() (store.Record, bool)
+		class int
+	}
+	errs := make([]error, len(cs))
+	heads := make([]head, 0, len(cs))
+	for i, c := range cs {
+		next, stop := iter.Pull(func(yield func(store.Record) bool) {
+			_, errs[i] = c.st.Query(q, f, yield)
+		})
+		defer stop()
+		if r, ok := next(); ok {
+			heads = append(heads, head{rec: r, next: next, class: i})
+		} else if errs[i] != nil {
+			return errs[i]
 		}
 	}
-	slices.SortFunc(all, func(a, b store.Record) int { return flowfilter.CompareFlows(a.Flow, b.Flow) })
-	for _, r := range all {
-		if !fn(r) {
+	h := minheap.New(func(a, b head) bool { return flowfilter.CompareFlows(a.rec.Flow, b.rec.Flow) < 0 }, heads)
+	for h.Len() > 0 {
+		top := h.Min()
+		if !fn(top.rec) {
 			return nil
+		}
+		r, ok := top.next()
+		switch {
+		case ok:
+			top.rec = r
+			h.ReplaceMin(top)
+		case errs[top.class] != nil:
+			return errs[top.class]
+		default:
+			h.Pop()
 		}
 	}
 	return nil
