@@ -34,17 +34,26 @@ import (
 func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	return map[string]common.OpenAPIDefinition{
 		v1alpha1.DNS{}.OpenAPIModelName():                 schema_flowscope_apis_flows_v1alpha1_DNS(ref),
+		v1alpha1.DropCount{}.OpenAPIModelName():           schema_flowscope_apis_flows_v1alpha1_DropCount(ref),
+		v1alpha1.EdgeEndpoint{}.OpenAPIModelName():        schema_flowscope_apis_flows_v1alpha1_EdgeEndpoint(ref),
+		v1alpha1.EdgeL7{}.OpenAPIModelName():              schema_flowscope_apis_flows_v1alpha1_EdgeL7(ref),
+		v1alpha1.EdgeTraffic{}.OpenAPIModelName():         schema_flowscope_apis_flows_v1alpha1_EdgeTraffic(ref),
 		v1alpha1.Endpoint{}.OpenAPIModelName():            schema_flowscope_apis_flows_v1alpha1_Endpoint(ref),
 		v1alpha1.Flow{}.OpenAPIModelName():                schema_flowscope_apis_flows_v1alpha1_Flow(ref),
+		v1alpha1.FlowEdge{}.OpenAPIModelName():            schema_flowscope_apis_flows_v1alpha1_FlowEdge(ref),
 		v1alpha1.FlowList{}.OpenAPIModelName():            schema_flowscope_apis_flows_v1alpha1_FlowList(ref),
+		v1alpha1.FlowSummary{}.OpenAPIModelName():         schema_flowscope_apis_flows_v1alpha1_FlowSummary(ref),
+		v1alpha1.FlowSummaryList{}.OpenAPIModelName():     schema_flowscope_apis_flows_v1alpha1_FlowSummaryList(ref),
 		v1alpha1.GRPC{}.OpenAPIModelName():                schema_flowscope_apis_flows_v1alpha1_GRPC(ref),
 		v1alpha1.HTTP{}.OpenAPIModelName():                schema_flowscope_apis_flows_v1alpha1_HTTP(ref),
 		v1alpha1.HTTPHeader{}.OpenAPIModelName():          schema_flowscope_apis_flows_v1alpha1_HTTPHeader(ref),
 		v1alpha1.ICMP{}.OpenAPIModelName():                schema_flowscope_apis_flows_v1alpha1_ICMP(ref),
 		v1alpha1.IP{}.OpenAPIModelName():                  schema_flowscope_apis_flows_v1alpha1_IP(ref),
 		v1alpha1.Kafka{}.OpenAPIModelName():               schema_flowscope_apis_flows_v1alpha1_Kafka(ref),
+		v1alpha1.LatencyPercentiles{}.OpenAPIModelName():  schema_flowscope_apis_flows_v1alpha1_LatencyPercentiles(ref),
 		v1alpha1.Layer4{}.OpenAPIModelName():              schema_flowscope_apis_flows_v1alpha1_Layer4(ref),
 		v1alpha1.Layer7{}.OpenAPIModelName():              schema_flowscope_apis_flows_v1alpha1_Layer7(ref),
+		v1alpha1.SummaryWindow{}.OpenAPIModelName():       schema_flowscope_apis_flows_v1alpha1_SummaryWindow(ref),
 		v1alpha1.Traffic{}.OpenAPIModelName():             schema_flowscope_apis_flows_v1alpha1_Traffic(ref),
 		v1alpha1.Workload{}.OpenAPIModelName():            schema_flowscope_apis_flows_v1alpha1_Workload(ref),
 		resource.Quantity{}.OpenAPIModelName():            schema_apimachinery_pkg_api_resource_Quantity(ref),
@@ -212,6 +221,176 @@ func schema_flowscope_apis_flows_v1alpha1_DNS(ref common.ReferenceCallback) comm
 					},
 				},
 				Required: []string{"query"},
+			},
+		},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_DropCount(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "DropCount counts the dropped flows of one drop reason.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"reason": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Reason is the drop reason, such as POLICY_DENIED; empty when the datapath gave none.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"flows": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Flows is the number of dropped flow records.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"packets": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Packets is the number of packets they dropped.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+				},
+				Required: []string{"reason", "flows"},
+			},
+		},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_EdgeEndpoint(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "EdgeEndpoint is one end of an edge: a workload, a pod, a service or an external CIDR.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is the workload's kind (Deployment, StatefulSet, ...), or Pod, Service, External, Unknown or Other.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"namespace": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Namespace is the namespace of the workload, pod or service; empty for External, Unknown and Other.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"name": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Name is the name of the workload, pod or service, or the CIDR of an External end.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"service": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Service is the service the traffic was addressed to, when known.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+				Required: []string{"kind"},
+			},
+		},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_EdgeL7(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "EdgeL7 counts an edge's application-layer exchanges.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"requests": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Requests is the number of exchanges.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"errors": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Errors is the number of failed exchanges: HTTP 5xx, gRPC statuses other than OK, DNS response codes other than NOERROR, Kafka error codes other than 0.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"latency": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Latency holds percentiles of the exchanges' latencies, merged from the agents' sketches (relative error within 1%). Absent when no exchange had a latency.",
+							Ref:         ref(v1alpha1.LatencyPercentiles{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"requests", "errors"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.LatencyPercentiles{}.OpenAPIModelName()},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_EdgeTraffic(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "EdgeTraffic counts an edge's flows.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"flows": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Flows is the number of flow records.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"packets": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Packets sent in the flows' direction.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"bytes": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Bytes sent in the flows' direction.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"packetsReply": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PacketsReply sent in the reply direction.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"bytesReply": {
+						SchemaProps: spec.SchemaProps{
+							Description: "BytesReply sent in the reply direction.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+				},
+				Required: []string{"flows", "packets", "bytes"},
 			},
 		},
 	}
@@ -431,6 +610,91 @@ func schema_flowscope_apis_flows_v1alpha1_Flow(ref common.ReferenceCallback) com
 	}
 }
 
+func schema_flowscope_apis_flows_v1alpha1_FlowEdge(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FlowEdge is the key of a summary: every field is one of the flows'.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"source": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Source is the sending end.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.EdgeEndpoint{}.OpenAPIModelName()),
+						},
+					},
+					"destination": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Destination is the receiving end.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.EdgeEndpoint{}.OpenAPIModelName()),
+						},
+					},
+					"destinationPort": {
+						SchemaProps: spec.SchemaProps{
+							Description: "DestinationPort is the flows' destination port, 0 for protocols without ports.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"protocol": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Protocol is the transport protocol, empty when unknown.\n\nPossible enum values:\n - `\"ICMPv4\"`\n - `\"ICMPv6\"`\n - `\"IGMP\"`\n - `\"SCTP\"`\n - `\"TCP\"`\n - `\"UDP\"`\n - `\"VRRP\"`",
+							Type:        []string{"string"},
+							Format:      "",
+							Enum:        []interface{}{"ICMPv4", "ICMPv6", "IGMP", "SCTP", "TCP", "UDP", "VRRP"},
+						},
+					},
+					"verdict": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Verdict is the flows' verdict.\n\nPossible enum values:\n - `\"Audit\"`\n - `\"Dropped\"`\n - `\"Error\"`\n - `\"Forwarded\"`\n - `\"Redirected\"`\n - `\"Traced\"`\n - `\"Translated\"`\n - `\"Unknown\"`",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+							Enum:        []interface{}{"Audit", "Dropped", "Error", "Forwarded", "Redirected", "Traced", "Translated", "Unknown"},
+						},
+					},
+					"trafficDirection": {
+						SchemaProps: spec.SchemaProps{
+							Description: "TrafficDirection is the direction at the observed pod: Egress for flows observed at the source, Ingress at the destination.\n\nPossible enum values:\n - `\"Egress\"`\n - `\"Ingress\"`\n - `\"Unknown\"`",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+							Enum:        []interface{}{"Egress", "Ingress", "Unknown"},
+						},
+					},
+					"l7Type": {
+						SchemaProps: spec.SchemaProps{
+							Description: "L7Type is the application protocol of L7 records, empty for the records of connections.\n\nPossible enum values:\n - `\"DNS\"`\n - `\"GRPC\"`\n - `\"HTTP\"`\n - `\"Kafka\"`",
+							Type:        []string{"string"},
+							Format:      "",
+							Enum:        []interface{}{"DNS", "GRPC", "HTTP", "Kafka"},
+						},
+					},
+					"l7Status": {
+						SchemaProps: spec.SchemaProps{
+							Description: "L7Status is the status class of L7 records: 1xx to 5xx for HTTP, a gRPC status name (OK, NotFound, ...), a DNS response code name (NOERROR, NXDOMAIN, SERVFAIL, ...), OK or Error for Kafka, and Unknown when no status was seen.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"other": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Other is set on the one edge that counts the flows of edges beyond an agent's or the server's bound on edges per summary: its ends are of kind Other and its other fields empty.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+				},
+				Required: []string{"source", "destination", "verdict", "trafficDirection"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.EdgeEndpoint{}.OpenAPIModelName()},
+	}
+}
+
 func schema_flowscope_apis_flows_v1alpha1_FlowList(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -477,6 +741,158 @@ func schema_flowscope_apis_flows_v1alpha1_FlowList(ref common.ReferenceCallback)
 		},
 		Dependencies: []string{
 			v1alpha1.Flow{}.OpenAPIModelName(), v1.ListMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_FlowSummary(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FlowSummary is one edge of the flow graph over a window: the flows with the same source and destination (workload, service or external CIDR), destination port, protocol, verdict, direction and L7 status class, counted. Agents aggregate the flows of their stores; the aggregated server merges their parts.\n\nmetadata.namespace is the namespace of the observed side, as for flows: an edge between two observed pods is reported by both ends' agents, as Egress at the source and as Ingress at the destination, and each appears in the namespace of its observed pod. A service map that wants one count per pair takes the Egress edge when both exist. metadata.name is EdgeName(edge): \"e\" and 16 hexadecimal digits of a hash of the edge, the same for the same edge in every window.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(v1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"window": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Window is the time range of the flows counted: those whose time is in [start, end).",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.SummaryWindow{}.OpenAPIModelName()),
+						},
+					},
+					"edge": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Edge is what the counted flows have in common.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.FlowEdge{}.OpenAPIModelName()),
+						},
+					},
+					"traffic": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Traffic counts the flows and what they carried.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.EdgeTraffic{}.OpenAPIModelName()),
+						},
+					},
+					"drops": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-map-keys": []interface{}{
+									"reason",
+								},
+								"x-kubernetes-list-type": "map",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Drops counts the dropped flows by drop reason.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.DropCount{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+					"l7": {
+						SchemaProps: spec.SchemaProps{
+							Description: "L7 counts the application-layer exchanges, for edges of L7 records.",
+							Ref:         ref(v1alpha1.EdgeL7{}.OpenAPIModelName()),
+						},
+					},
+					"nodes": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "set",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Nodes are the nodes whose agents observed flows of the edge.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"window", "edge", "traffic"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.DropCount{}.OpenAPIModelName(), v1alpha1.EdgeL7{}.OpenAPIModelName(), v1alpha1.EdgeTraffic{}.OpenAPIModelName(), v1alpha1.FlowEdge{}.OpenAPIModelName(), v1alpha1.SummaryWindow{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_FlowSummaryList(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FlowSummaryList is a list of flow summaries, one per edge.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(v1.ListMeta{}.OpenAPIModelName()),
+						},
+					},
+					"items": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Items are the edges, ordered by namespace and name.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.FlowSummary{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"items"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.FlowSummary{}.OpenAPIModelName(), v1.ListMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -732,6 +1148,54 @@ func schema_flowscope_apis_flows_v1alpha1_Kafka(ref common.ReferenceCallback) co
 	}
 }
 
+func schema_flowscope_apis_flows_v1alpha1_LatencyPercentiles(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "LatencyPercentiles are percentiles of a latency distribution.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"count": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Count is the number of latencies the percentiles are of.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"p50": {
+						SchemaProps: spec.SchemaProps{
+							Description: "P50 is the median.",
+							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
+						},
+					},
+					"p95": {
+						SchemaProps: spec.SchemaProps{
+							Description: "P95 is the 95th percentile.",
+							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
+						},
+					},
+					"p99": {
+						SchemaProps: spec.SchemaProps{
+							Description: "P99 is the 99th percentile.",
+							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
+						},
+					},
+					"max": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Max is the largest latency, within the same relative error.",
+							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"count", "p50", "p95", "p99", "max"},
+			},
+		},
+		Dependencies: []string{
+			v1.Duration{}.OpenAPIModelName()},
+	}
+}
+
 func schema_flowscope_apis_flows_v1alpha1_Layer4(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -855,6 +1319,34 @@ func schema_flowscope_apis_flows_v1alpha1_Layer7(ref common.ReferenceCallback) c
 		},
 		Dependencies: []string{
 			v1alpha1.DNS{}.OpenAPIModelName(), v1alpha1.GRPC{}.OpenAPIModelName(), v1alpha1.HTTP{}.OpenAPIModelName(), v1alpha1.Kafka{}.OpenAPIModelName(), v1.Duration{}.OpenAPIModelName()},
+	}
+}
+
+func schema_flowscope_apis_flows_v1alpha1_SummaryWindow(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "SummaryWindow is the time range a summary covers.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"start": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Start is the earliest time of a counted flow (inclusive).",
+							Ref:         ref(v1.MicroTime{}.OpenAPIModelName()),
+						},
+					},
+					"end": {
+						SchemaProps: spec.SchemaProps{
+							Description: "End is the latest (exclusive); the time of the request when the window is open.",
+							Ref:         ref(v1.MicroTime{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"start", "end"},
+			},
+		},
+		Dependencies: []string{
+			v1.MicroTime{}.OpenAPIModelName()},
 	}
 }
 

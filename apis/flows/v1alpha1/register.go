@@ -41,7 +41,7 @@ var (
 )
 
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(SchemeGroupVersion, &Flow{}, &FlowList{})
+	scheme.AddKnownTypes(SchemeGroupVersion, &Flow{}, &FlowList{}, &FlowSummary{}, &FlowSummaryList{})
 	// Registers WatchEvent, ListOptions and friends in this group-version;
 	// the watch encoder needs WatchEvent here.
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
@@ -49,5 +49,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 }
 
 func addFieldLabelConversions(scheme *runtime.Scheme) error {
-	return scheme.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind("Flow"), ConvertFieldLabel)
+	if err := scheme.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind("Flow"), ConvertFieldLabel); err != nil {
+		return err
+	}
+	return scheme.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind("FlowSummary"), ConvertSummaryFieldLabel)
 }

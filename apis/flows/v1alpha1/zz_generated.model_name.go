@@ -27,6 +27,26 @@ func (in DNS) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in DropCount) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.DropCount"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in EdgeEndpoint) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.EdgeEndpoint"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in EdgeL7) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.EdgeL7"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in EdgeTraffic) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.EdgeTraffic"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Endpoint) OpenAPIModelName() string {
 	return "io.flowscope.flows.v1alpha1.Endpoint"
 }
@@ -37,8 +57,23 @@ func (in Flow) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in FlowEdge) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.FlowEdge"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in FlowList) OpenAPIModelName() string {
 	return "io.flowscope.flows.v1alpha1.FlowList"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in FlowSummary) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.FlowSummary"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in FlowSummaryList) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.FlowSummaryList"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
@@ -72,6 +107,11 @@ func (in Kafka) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in LatencyPercentiles) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.LatencyPercentiles"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Layer4) OpenAPIModelName() string {
 	return "io.flowscope.flows.v1alpha1.Layer4"
 }
@@ -79,6 +119,11 @@ func (in Layer4) OpenAPIModelName() string {
 // OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Layer7) OpenAPIModelName() string {
 	return "io.flowscope.flows.v1alpha1.Layer7"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in SummaryWindow) OpenAPIModelName() string {
+	return "io.flowscope.flows.v1alpha1.SummaryWindow"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.

@@ -25,3 +25,11 @@ type FlowListerExpansion interface{}
 // FlowNamespaceListerExpansion allows custom methods to be added to
 // FlowNamespaceLister.
 type FlowNamespaceListerExpansion interface{}
+
+// FlowSummaryListerExpansion allows custom methods to be added to
+// FlowSummaryLister.
+type FlowSummaryListerExpansion interface{}
+
+// FlowSummaryNamespaceListerExpansion allows custom methods to be added to
+// FlowSummaryNamespaceLister.
+type FlowSummaryNamespaceListerExpansion interface{}

@@ -29,6 +29,7 @@ import (
 type FlowsV1alpha1Interface interface {
 	RESTClient() rest.Interface
 	FlowsGetter
+	FlowSummariesGetter
 }
 
 // FlowsV1alpha1Client is used to interact with features provided by the flows.flowscope.io group.
@@ -38,6 +39,10 @@ type FlowsV1alpha1Client struct {
 
 func (c *FlowsV1alpha1Client) Flows(namespace string) FlowInterface {
 	return newFlows(c, namespace)
+}
+
+func (c *FlowsV1alpha1Client) FlowSummaries(namespace string) FlowSummaryInterface {
+	return newFlowSummaries(c, namespace)
 }
 
 // NewForConfig creates a new FlowsV1alpha1Client for the given config.

@@ -32,6 +32,10 @@ func (c *FakeFlowsV1alpha1) Flows(namespace string) v1alpha1.FlowInterface {
 	return newFakeFlows(c, namespace)
 }
 
+func (c *FakeFlowsV1alpha1) FlowSummaries(namespace string) v1alpha1.FlowSummaryInterface {
+	return newFakeFlowSummaries(c, namespace)
+}
+
 // RESTClient returns a RESTClient that is used to communicate
 // with API server by this client implementation.
 func (c *FakeFlowsV1alpha1) RESTClient() rest.Interface {
