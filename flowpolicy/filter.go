@@ -571,3 +571,19 @@ func lowerASCII(s string) string {
 	}
 	return string(b)
 }
+
+// singleAddresses returns the addresses of an endpoint that names single
+// addresses and nothing else.
+func (m *endpointMatcher) singleAddresses() ([]netip.Addr, bool) {
+	if m == nil || len(m.prefixes) == 0 || len(m.pods) > 0 || m.selector != nil {
+		return nil, false
+	}
+	out := make([]netip.Addr, 0, len(m.prefixes))
+	for _, p := range m.prefixes {
+		if !p.IsSingleIP() {
+			return nil, false
+		}
+		out = append(out, p.Addr())
+	}
+	return out, true
+}

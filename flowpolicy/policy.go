@@ -34,6 +34,8 @@ package flowpolicy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -199,4 +201,30 @@ func (p *Policy) matches(v *view) bool {
 		}
 	}
 	return true
+}
+
+// HasL7 reports whether one of the policy's include filters has an l7
+// part: what --l7=selected samples the payload for.
+func (p *Policy) HasL7() bool {
+	return slices.ContainsFunc(p.include, func(f filter) bool { return f.l7 != nil })
+}
+
+// CaptureAddresses returns addresses such that every flow the policy
+// selects has one of them at an end, and ok: false when there are none
+// such, as when an include filter restricts neither end to single
+// addresses (a pod prefix or a label selector can name a pod on any node,
+// and a CIDR is not a single address). The capture's selection
+// (--capture=selected) programs the kernel with them.
+func (p *Policy) CaptureAddresses() (addrs []netip.Addr, ok bool) {
+	for _, f := range p.include {
+		a, ok := f.from.singleAddresses()
+		if !ok {
+			a, ok = f.to.singleAddresses()
+		}
+		if !ok {
+			return nil, false
+		}
+		addrs = append(addrs, a...)
+	}
+	return addrs, true
 }

@@ -17,11 +17,8 @@ limitations under the License.
 package stored
 
 import (
-	"net/netip"
-	"slices"
-
-	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/flowpolicy"
 )
 
 // CaptureFilters returns filters that select at least every flow the
@@ -35,57 +32,36 @@ import (
 // can name a pod on another node, whose address the capture here cannot
 // know in advance.
 func (m *Mode) CaptureFilters() []flowfilter.Filter {
-	return captureFilters(m.set.Load().policies)
+	return captureFilters(m.set.Load().compiled)
 }
 
 // L7Filters is CaptureFilters of the policies with an l7 filter: what
 // --l7=selected samples the payload of.
 func (m *Mode) L7Filters() []flowfilter.Filter {
-	var withL7 []Source
-	for _, src := range m.set.Load().policies {
-		if slices.ContainsFunc(src.Spec.IncludeFilters, func(f configv1alpha1.FlowLogFilter) bool { return f.L7 != nil }) {
-			withL7 = append(withL7, src)
+	var withL7 []*flowpolicy.Policy
+	for _, p := range m.set.Load().compiled {
+		if p.HasL7() {
+			withL7 = append(withL7, p)
 		}
 	}
 	return captureFilters(withL7)
 }
 
-func captureFilters(policies []Source) []flowfilter.Filter {
+func captureFilters(policies []*flowpolicy.Policy) []flowfilter.Filter {
 	var out []flowfilter.Filter
-	for _, src := range policies {
-		if src.Namespace != "" {
-			out = append(out, flowfilter.Filter{Namespace: src.Namespace})
+	for _, p := range policies {
+		if ns := p.Namespace(); ns != "" {
+			out = append(out, flowfilter.Filter{Namespace: ns})
 			continue
 		}
-		for _, f := range src.Spec.IncludeFilters {
-			ips, ok := singleAddresses(f.From)
-			if !ok {
-				ips, ok = singleAddresses(f.To)
-			}
-			if !ok {
-				return []flowfilter.Filter{{}} // everything
-			}
-			for _, ip := range ips {
-				out = append(out, flowfilter.Filter{FieldSelector: "source.ip=" + ip.String()})
-			}
+		addrs, ok := p.CaptureAddresses()
+		if !ok {
+			return []flowfilter.Filter{{}} // everything
+		}
+		// The selection takes an address at either end of a flow.
+		for _, a := range addrs {
+			out = append(out, flowfilter.Filter{FieldSelector: "source.ip=" + a.String()})
 		}
 	}
 	return out
-}
-
-// singleAddresses returns the addresses of an endpoint that names single
-// addresses and nothing else.
-func singleAddresses(e *configv1alpha1.FlowLogEndpoint) ([]netip.Addr, bool) {
-	if e == nil || len(e.IP) == 0 || len(e.NamespacedPod) > 0 || e.LabelSelector != nil {
-		return nil, false
-	}
-	var out []netip.Addr
-	for _, s := range e.IP {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, false // a CIDR
-		}
-		out = append(out, a)
-	}
-	return out, true
 }

@@ -79,6 +79,7 @@ type Mode struct {
 type applied struct {
 	set      *flowpolicy.Set
 	policies []Source
+	compiled []*flowpolicy.Policy // of policies, in their order
 	// retentions are the retentions of the policies with output Store.
 	retentions map[time.Duration]bool
 }
@@ -124,6 +125,7 @@ func (m *Mode) Apply(policies []Source) {
 		}
 		compiled[src.ID()] = p
 		a.policies = append(a.policies, src)
+		a.compiled = append(a.compiled, p)
 		report[src.UID] = src.Generation
 		if p.Outputs().Has(flowpolicy.OutputStore) {
 			a.retentions[p.Retention().Truncate(time.Second)] = true
