@@ -26,6 +26,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/test/e2e/framework"
 )
 
 // testContinueTokenSurvivesRestarts pages through a list while every agent
@@ -49,7 +51,7 @@ func testContinueTokenSurvivesRestarts(t *testing.T) {
 		got, err := listSports("", "-n", ns)
 		return err == nil && len(inRange(got, 40700, 40707)) == len(extra), fmt.Sprint(got, err)
 	})
-	all, err := cs.FlowsV1alpha1().Flows(ns).List(ctx, metav1.ListOptions{})
+	all, err := framework.ListAll(ctx, cs, ns, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

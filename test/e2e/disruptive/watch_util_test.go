@@ -37,6 +37,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	flowsv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/flows/v1alpha1"
+	"flowscope.io/flowscope/test/e2e/framework"
 )
 
 // commandLine returns the command line of a running component.
@@ -124,7 +125,7 @@ func apiserverMetric(t *testing.T, port, series string) float64 {
 // a list shows now.
 func destinationPortFlows(t *testing.T, cs versioned.Interface, dport int) map[string]int32 {
 	t.Helper()
-	l, err := cs.FlowsV1alpha1().Flows("").List(context.Background(), metav1.ListOptions{FieldSelector: fmt.Sprintf("l4.destinationPort=%d", dport)})
+	l, err := framework.ListAll(context.Background(), cs, "", metav1.ListOptions{FieldSelector: fmt.Sprintf("l4.destinationPort=%d", dport)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ limitations under the License.
 package framework
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -194,4 +195,27 @@ func (s *System) Clientset(t *testing.T) versioned.Interface {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// ListAll lists every flow opts select, page by page: the server caps a
+// page (--max-list-page), so a list that wants everything follows the
+// continue token. The list's resourceVersion is the first page's.
+func ListAll(ctx context.Context, cs versioned.Interface, ns string, opts metav1.ListOptions) (*v1alpha1.FlowList, error) {
+	var all *v1alpha1.FlowList
+	for {
+		l, err := cs.FlowsV1alpha1().Flows(ns).List(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		if all == nil {
+			all = l
+		} else {
+			all.Items = append(all.Items, l.Items...)
+		}
+		if l.Continue == "" {
+			all.Continue = ""
+			return all, nil
+		}
+		opts.Continue = l.Continue
+	}
 }
