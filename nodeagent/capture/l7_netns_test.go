@@ -26,8 +26,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
 )
 
 // reassemble puts one direction's TCP samples back in sequence order,
@@ -84,21 +82,7 @@ func reassemble(t *testing.T, evs []L7Event, src, dst netip.AddrPort, ingress bo
 func TestNetnsL7(t *testing.T) {
 	d := requireDatapath(t, Options{NoDrops: true, SweepInterval: time.Hour, L7Limits: &L7Limits{}})
 	n := newTestNet(t)
-	var vbIndex int
-	in(t, n.b, func() {
-		l, err := netlink.LinkByName("vb")
-		if err != nil {
-			t.Errorf("vb: %v", err)
-			return
-		}
-		vbIndex = l.Attrs().Index
-		if err := d.AttachTCX(vbIndex); err != nil {
-			t.Errorf("AttachTCX: %v", err)
-		}
-	})
-	if t.Failed() {
-		t.FailNow()
-	}
+	vbIndex := n.attachB(t, d)
 	setGate(t, d, L7GateEntry{Ifindex: vbIndex, Port: 8080, Protocols: L7HTTP, Budget: L7MaxBudget},
 		L7GateEntry{Ifindex: vbIndex, Port: 5353, Protocols: L7DNS})
 

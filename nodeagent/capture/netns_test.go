@@ -78,6 +78,28 @@ func newTestNet(t *testing.T) *testNet {
 
 // in runs fn on a locked OS thread switched into ns. Sockets made in fn
 // stay in ns after it returns.
+// attachB attaches d's programs with TCX to vb, b's end of the veth pair,
+// and returns its interface index in b.
+func (n *testNet) attachB(t *testing.T, d *Datapath) int {
+	t.Helper()
+	var index int
+	in(t, n.b, func() {
+		l, err := netlink.LinkByName("vb")
+		if err != nil {
+			t.Errorf("vb: %v", err)
+			return
+		}
+		index = l.Attrs().Index
+		if err := d.AttachTCX(index); err != nil {
+			t.Errorf("AttachTCX: %v", err)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	return index
+}
+
 func in(t *testing.T, ns netns.NsHandle, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
@@ -103,17 +125,8 @@ func TestNetnsTraffic(t *testing.T) {
 	n := newTestNet(t)
 	a4, b4 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 
-	var vbIndex int
+	vbIndex := n.attachB(t, d)
 	in(t, n.b, func() {
-		l, err := netlink.LinkByName("vb")
-		if err != nil {
-			t.Errorf("vb: %v", err)
-			return
-		}
-		vbIndex = l.Attrs().Index
-		if err := d.AttachTCX(vbIndex); err != nil {
-			t.Errorf("AttachTCX: %v", err)
-		}
 		if err := d.AttachTCX(vbIndex); err != nil { // idempotent
 			t.Errorf("AttachTCX again: %v", err)
 		}
