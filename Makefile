@@ -19,6 +19,7 @@ build: ## Build flowscope-apiserver, flowscope-agent and the dev tools into _out
 .PHONY: tools
 tools: ## Build (or reuse from cache) kube-apiserver, kubectl and etcd at pinned versions.
 	hack/build-tools.sh
+	hack/install-prometheus.sh
 
 .PHONY: run
 run: build tools ## Start the whole local system (root): etcd, kube-apiserver, flowscope-apiserver, two agents.
@@ -97,11 +98,20 @@ update-codegen: ## Regenerate deepcopy, OpenAPI, clientset, listers, informers, 
 verify-codegen: ## Fail if generated code or the CRDs are stale.
 	hack/verify-codegen.sh
 
+.PHONY: update-dashboards
+update-dashboards: ## Regenerate the Grafana dashboards and their ConfigMaps in artifacts/dashboards (hack/tools/dashboards).
+	GOWORK=off $(GO) -C hack/tools/dashboards run . -out $(CURDIR)/artifacts/dashboards
+
+.PHONY: verify-dashboards
+verify-dashboards: ## Fail if artifacts/dashboards is stale or a panel's PromQL does not parse (promtool check rules).
+	GOWORK=off $(GO) -C hack/tools/dashboards run . -out $(CURDIR)/artifacts/dashboards -verify
+	GOWORK=off $(GO) -C hack/tools/dashboards test ./... -count=1
+
 # The Go modules of the repository: the root one and the tools' own.
-TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen
+TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards
 
 .PHONY: verify
-verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code.
+verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-dashboards ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code.
 
 .PHONY: verify-gofmt
 verify-gofmt: ## Fail if a Go file is not gofmt'ed.

@@ -26,7 +26,7 @@
 #
 # Environment (defaults in brackets):
 #   OUT_DIR    [<repo>/_output/local]  state, certificates, kubeconfigs, logs
-#   PORT_BASE  [6440]  etcd +0 (peer +1), kube-apiserver +3, flowscope-apiserver +4,
+#   PORT_BASE  [6440]  etcd +0 (peer +1), kube-apiserver +3, flowscope-apiserver +4, Prometheus +5,
 #                      agent i gRPC +100+i, agent i metrics +200+i (i < 100)
 #   BIN_DIR    [<repo>/_output/bin]    flowscope-apiserver, flowscope-agent, flowscope-flowgen
 #   TOOLS_DIR  [<repo>/_output/tools]  kube-apiserver, kubectl, etcd
@@ -35,6 +35,7 @@
 #   DEMO_PODS  [1]     0 disables the demo pods (root only; see hack/lib/pods.sh); capture is off without them
 #   CAPTURE    [all]   the agents' --capture with demo pods: all or selected
 #   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
+#   PROMETHEUS [1]     0 disables the local Prometheus (Debian's, hack/install-prometheus.sh) scraping the agents
 #
 # Running it again is harmless: a healthy system is left alone (and the usage
 # printed again); a partial or outdated one (dead component, rebuilt binary,
@@ -59,6 +60,9 @@ KUBECTL_BIN="${TOOLS_DIR}/kubectl"
 FLOWGEN="${FLOWGEN:-1}"
 # EXAMPLE_POLICY=0 leaves stored mode off (the end-to-end suites do).
 EXAMPLE_POLICY="${EXAMPLE_POLICY:-1}"
+# PROMETHEUS=0 leaves the local Prometheus out (the end-to-end suites but
+# test/e2e/dashboards do).
+PROMETHEUS="${PROMETHEUS:-1}"
 
 WARNINGS=()      # repeated after the usage
 STEP="start"     # what is being done, for error reports
@@ -151,6 +155,7 @@ token_of() {
 have_agent() { [[ -x "${BIN_DIR}/flowscope-agent" ]]; }
 have_apiserver() { [[ -x "${BIN_DIR}/flowscope-apiserver" ]]; }
 have_flowgen() { [[ "${FLOWGEN}" != 0 && -x "${BIN_DIR}/flowscope-flowgen" ]]; }
+have_prometheus() { [[ "${PROMETHEUS}" != 0 ]] && have_agent && command -v prometheus >/dev/null; }
 
 # expected_components: what a complete system consists of, given the
 # binaries present.
@@ -166,6 +171,7 @@ expected_components() {
     for n in "${NODE_LIST[@]}"; do echo "flowgen-${n}"; done
   fi
   pods::components
+  if have_prometheus; then echo prometheus; fi
 }
 
 binary_of() {
@@ -175,6 +181,7 @@ binary_of() {
     flowgen-*) echo "${BIN_DIR}/flowscope-flowgen" ;;
     traffic-*) echo "${BIN_DIR}/flowscope-traffic" ;;
     flowscope-apiserver) echo "${BIN_DIR}/flowscope-apiserver" ;;
+    prometheus) command -v prometheus ;;
   esac
 }
 
@@ -252,6 +259,9 @@ step_preflight() {
   if ! have_apiserver; then
     warn "${BIN_DIR}/flowscope-apiserver is not built: APIService ${APISERVICE_NAME} stays unavailable ('make build')"
   fi
+  if [[ "${PROMETHEUS}" != 0 ]] && ! command -v prometheus >/dev/null; then
+    warn "prometheus is not installed: no local Prometheus (hack/install-prometheus.sh, 'make tools')"
+  fi
 
   local reason
   if reason="$(already_up)"; then
@@ -270,6 +280,7 @@ step_preflight() {
   local p i busy=()
   local ports=("${ETCD_PORT}" "${ETCD_PEER_PORT}" "${KAS_PORT}")
   if have_apiserver; then ports+=("${APISERVER_PORT}"); fi
+  if have_prometheus; then ports+=("${PROMETHEUS_PORT}"); fi
   if have_agent; then
     for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
       ports+=("$((AGENT_PORT_BASE + i))" "$((AGENT_METRICS_PORT_BASE + i))")
@@ -726,6 +737,56 @@ step_example_policy() {
   local::log "applied the example ClusterFlowLogPolicy demo (stored mode: flow log files in ${OUT_DIR}/flowlogs)"
 }
 
+# step_prometheus: a Prometheus scraping every agent's /metrics (plain
+# HTTP, no authentication, on 127.0.0.1) every 5 s. Each target is
+# labelled node=<node name> and instance=<node name>, as Retina's and
+# Flowscope's dashboards expect, and cluster="local": an external label for
+# what this Prometheus sends on, and a target label too, since queries of
+# the local TSDB do not see external labels and the dashboards filter on
+# cluster.
+step_prometheus() {
+  STEP="prometheus"
+  have_prometheus || return 0
+  COMPONENT=prometheus
+  local dir="${OUT_DIR}/prometheus" i
+  mkdir -p "${dir}/data"
+  {
+    cat <<EOF
+# Written by hack/local-up.sh.
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+  external_labels:
+    cluster: local
+scrape_configs:
+- job_name: flowscope-agent
+  scheme: http
+  metrics_path: /metrics
+  static_configs:
+EOF
+    for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
+      cat <<EOF
+  - targets: ['127.0.0.1:$((AGENT_METRICS_PORT_BASE + i))']
+    labels: {node: '${NODE_LIST[i]}', cluster: local}
+EOF
+    done
+    cat <<EOF
+  relabel_configs:
+  - source_labels: [node]
+    target_label: instance
+EOF
+  } >"${dir}/prometheus.yml"
+  local::start prometheus "$(command -v prometheus)" \
+    --config.file="${dir}/prometheus.yml" \
+    --storage.tsdb.path="${dir}/data" \
+    --storage.tsdb.retention.time=1d \
+    --web.listen-address="127.0.0.1:${PROMETHEUS_PORT}"
+  wait_until "Prometheus /-/ready on :${PROMETHEUS_PORT}" 60 \
+    curl -fsS --max-time 2 "http://127.0.0.1:${PROMETHEUS_PORT}/-/ready"
+  local::log "Prometheus up on http://127.0.0.1:${PROMETHEUS_PORT}, scraping ${#NODE_LIST[@]} agents every 5s (pid $(local::pid_of prometheus))"
+  COMPONENT=""
+}
+
 write_env() {
   STEP="env file"
   {
@@ -741,6 +802,7 @@ write_env() {
     printf 'AGENT_METRICS_PORT_BASE=%q\n' "${AGENT_METRICS_PORT_BASE}"
     printf 'FLOWSCOPE_CA_FILE=%q\n' "${CERT_DIR}/flowscope-ca.crt"
     printf 'TOKEN_FILE=%q\n' "${TOKEN_FILE}"
+    if have_prometheus; then printf 'PROMETHEUS_URL=%q\n' "http://127.0.0.1:${PROMETHEUS_PORT}"; fi
     printf 'COMPONENTS=%q\n' "$(local::components | tr '\n' ' ' | sed 's/ $//')"
   } >"${OUT_DIR}/env"
 }
@@ -751,6 +813,13 @@ print_usage() {
   set +e
   local k="${OUT_DIR}/kubeconfig" logs
   logs="$(local::components | tr '\n' ' ')"
+  local prom=""
+  if have_prometheus; then
+    prom="Prometheus, scraping every agent's flow metrics every 5s (Grafana dashboards: artifacts/dashboards):
+  http://127.0.0.1:${PROMETHEUS_PORT}
+
+"
+  fi
   cat <<EOF
 
 Flowscope is running locally ($(local::components | wc -l) components, state in ${OUT_DIR}).
@@ -774,7 +843,7 @@ Stored mode (the example policy "demo", artifacts/examples):
   tail -f ${OUT_DIR}/flowlogs/node-a/flows.log       # Hubble export lines, rotated at --flow-log-max-size
   kubectl get flows -A --field-selector since=24h    # the stored tier, beyond the on-demand retention
 
-Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
+${prom}Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
 Stop:  $(down_command)
 EOF
   local w
@@ -800,6 +869,7 @@ main() {
   step_apiserver
   step_flowgen
   step_example_policy
+  step_prometheus
   write_env
   local::log "up in $(($(date +%s) - start))s"
   print_usage
