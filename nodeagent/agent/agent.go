@@ -95,6 +95,8 @@ type Options struct {
 
 	L7HeaderAllowlist  []string
 	L7KeepQueryStrings bool
+
+	FlowMetrics FlowMetricsOptions
 }
 
 // NewOptions returns the defaults.
@@ -125,6 +127,8 @@ func NewOptions() *Options {
 		StoredMaxBytes:    resource.QuantityValue{Quantity: resource.MustParse("2Gi")},
 
 		L7HeaderAllowlist: slices.Clone(redact.DefaultHeaderAllowlist),
+
+		FlowMetrics: newFlowMetricsOptions(),
 	}
 }
 
@@ -162,6 +166,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.StoredMaxBytes, "stored-max-bytes", "Disk budget of the stored tier, which keeps the flows of policies with output Store for their retention. Each namespace holding stored flows may use an equal share of it; flows beyond their namespace's share stay in the on-demand store only, and are counted. 0 means only the policies' retentions bound it.")
 	fs.StringSliceVar(&o.L7HeaderAllowlist, "l7-header-allowlist", o.L7HeaderAllowlist, "HTTP headers whose values L7 records keep (case-insensitive). Every other header keeps its name with the value HUBBLE_REDACTED. Authorization, Proxy-Authorization, Cookie and Set-Cookie are never kept; * keeps every other value; an empty list keeps names only. URL-valued headers (Referer, Location, :path, Host) follow the URL rules.")
 	fs.BoolVar(&o.L7KeepQueryStrings, "l7-keep-query-strings", o.L7KeepQueryStrings, "Keep the query strings of URLs in L7 records. Without it a URL keeps its scheme, host and path; user:password@ and #fragments are always removed.")
+	o.FlowMetrics.addFlags(fs)
 }
 
 // Validate checks the options.
@@ -221,6 +226,7 @@ func (o *Options) Validate() []error {
 	if _, err := o.redactor(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, o.FlowMetrics.validate()...)
 	return errs
 }
 
@@ -269,6 +275,11 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	mode := stored.New(stored.Options{Tiers: tr, File: flowLog})
 	h := hub.New(o.WatchBuffer)
+	flowMetrics, err := startFlowMetrics(&o.FlowMetrics)
+	if err != nil {
+		return err
+	}
+	defer flowMetrics.stop()
 	var guard *ingest.DiskGuard
 	if minFree := o.MinFreeDisk.Value(); minFree > 0 {
 		guard = ingest.NewDiskGuard(storeDir, uint64(minFree))
@@ -280,7 +291,7 @@ func Run(ctx context.Context, o *Options) error {
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
 		SyncInterval: time.Second, ProgressInterval: o.ProgressInterval,
-		DiskGuard: guard, Stored: mode, Redact: redactor.Flow,
+		DiskGuard: guard, Stored: mode, Redact: redactor.Flow, Observe: flowMetrics.observe(),
 	})
 	if err != nil {
 		return err
@@ -363,6 +374,7 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	if o.Capture != CaptureOff {
 		e := newEnricher(ctx, kube, o.NodeName)
+		flowMetrics.setNodes(e)
 		g.Go(func() error { return runCapture(ctx, o, p, h, e, e, mode) })
 	}
 	return g.Wait()

@@ -77,6 +77,10 @@ type Options struct {
 	// versioned: every source's flows pass here on their way to the
 	// store, the watches, the stored tier and the flow log file.
 	Redact func(*v1alpha1.Flow)
+	// Observe, if not nil, sees every committed batch after the watchers,
+	// on the pipeline's goroutine (flow metrics count there); it must
+	// not block.
+	Observe func(recs []store.Record)
 }
 
 // Stored is stored mode as the pipeline drives it, on its goroutine.
@@ -357,6 +361,9 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 	p.hub.Publish(recs)
 	if p.opts.Stored != nil {
 		p.opts.Stored.Keep(recs)
+	}
+	if p.opts.Observe != nil {
+		p.opts.Observe(recs)
 	}
 	metrics.FlowsIngested.Add(float64(len(recs)))
 	metrics.BatchSeconds.Observe(time.Since(start).Seconds())
