@@ -45,7 +45,7 @@ you see the flows of the namespaces you may list flows in, and nothing else.`,
 	}
 	config := genericclioptions.NewConfigFlags(true)
 	config.AddFlags(cmd.PersistentFlags())
-	cmd.AddCommand(observe.NewCommand(config, streams))
+	cmd.AddCommand(observe.NewCommand(config, streams), newUICommand(config, streams))
 	return cmd
 }
 
