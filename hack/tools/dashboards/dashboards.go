@@ -350,44 +350,33 @@ func nodeID(expr, label string) string {
 }
 
 // flowLogPanels: the flow log and the error log are flows, not metrics;
-// they come from the Flow API. The panels say how to get them.
+// they come from the Flow API. The panels say how to get them (the
+// end-to-end test runs these commands).
 func flowLogPanels(external bool) []cog.Builder[dashboard.Panel] {
 	ns := "${namespace:text}"
-	flowLog := strings.Join([]string{
-		"Flow records are not metrics: they come from the Flow API, not from Prometheus.",
-		"Show them with kubectl (`-A` instead of `-n` for all namespaces):",
-		"",
-		"```sh",
-		"kubectl get flows -n " + ns + " -o wide",
-		"kubectl get flows -n " + ns + " -o wide --field-selector l7.type=DNS",
-		"kubectl get flows -n " + ns + " --field-selector since=1h",
-		"kubectl flows observe -n " + ns,
-		"kubectl flows ui",
-		"```",
-	}, "\n")
-	if external {
-		flowLog = strings.Join([]string{
-			"Flow records are not metrics: they come from the Flow API, not from Prometheus.",
-			"Flows to and from the world have no pod at their far end (`-A` instead of `-n` for all namespaces):",
-			"",
-			"```sh",
-			"kubectl get flows -n " + ns + " -o wide --field-selector trafficDirection=Egress",
-			"kubectl get flows -n " + ns + " -o wide --field-selector trafficDirection=Ingress",
-			"kubectl flows observe -n " + ns,
-			"kubectl flows ui",
-			"```",
-		}, "\n")
+	lines := func(intro string, commands ...string) string {
+		return intro + "\n\n```sh\n" + strings.Join(commands, "\n") + "\n```\n\n" +
+			"With *All* namespaces selected, use `-A` instead of `-n`. `kubectl flows` is Flowscope's kubectl plugin " +
+			"(`kubectl-flows` on the PATH); `kubectl flows ui` opens the service map and flow table in a browser."
 	}
-	errorLog := strings.Join([]string{
-		"Drops and application errors, from the Flow API (`-A` instead of `-n` for all namespaces):",
-		"",
-		"```sh",
-		"kubectl get flows -n " + ns + " -o wide --field-selector verdict=Dropped",
-		"kubectl get flows -n " + ns + " -o wide --field-selector l7.dns.rcode=3",
-		"kubectl get flows -n " + ns + " -o wide --field-selector l7.http.code=500",
-		"kubectl flows observe -n " + ns + " --verdict DROPPED",
-		"kubectl flows ui",
-		"```",
-	}, "\n")
+	flowLog := lines("Flow records are not metrics: they come from the Flow API, not from Prometheus.",
+		"kubectl get flows -n "+ns+" -o wide",
+		"kubectl get flows -n "+ns+" -o wide --field-selector l7.type=DNS",
+		"kubectl flows observe -n "+ns,
+		"kubectl flows ui")
+	if external {
+		flowLog = lines("Flow records are not metrics: they come from the Flow API, not from Prometheus. "+
+			"Flows to and from the world have no pod at their far end.",
+			"kubectl get flows -n "+ns+" -o wide --field-selector trafficDirection=Egress",
+			"kubectl get flows -n "+ns+" -o wide --field-selector trafficDirection=Ingress",
+			"kubectl flows observe -n "+ns+" --traffic-direction egress",
+			"kubectl flows ui")
+	}
+	errorLog := lines("Drops and application errors, from the Flow API.",
+		"kubectl get flows -n "+ns+" -o wide --field-selector verdict=Dropped",
+		"kubectl get flows -n "+ns+" -o wide --field-selector l7.dns.rcode=3",
+		"kubectl flows observe -n "+ns+" --verdict DROPPED",
+		"kubectl flows observe -n "+ns+" --http-status 5+",
+		"kubectl flows ui")
 	return []cog.Builder[dashboard.Panel]{textPanel("Flow log", flowLog), textPanel("Error log", errorLog)}
 }
