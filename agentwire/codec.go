@@ -168,9 +168,9 @@ func (Codec) Unmarshal(data []byte, v any) error {
 		d.header(kindListResponse)
 		m.SnapshotRV = d.uvarint()
 		m.More = d.bool()
-		// Every flow takes at least two bytes: a count beyond that is a
-		// lie that must not become an allocation.
-		if n := d.count(2); n > 0 {
+		// Every flow takes at least minWireFlow bytes: a count beyond
+		// that is a lie that must not become an allocation.
+		if n := d.count(minWireFlow); n > 0 {
 			m.Flows = make([]v1alpha1.Flow, n)
 			for i := range m.Flows {
 				d.flow(&m.Flows[i])
@@ -377,6 +377,12 @@ func (d *wireDecoder) varint() int64 {
 	u := d.uvarint()
 	return int64(u>>1) ^ -int64(u&1)
 }
+
+// minWireFlow is the fewest bytes a flow takes on the wire: its length and
+// the shortest value of package flowcodec. So a message of n bytes decodes
+// to at most n/minWireFlow flows, at most 69 times n in memory (a Flow is
+// 432 bytes, its optional parts 448 more): FuzzDecode checks the bound.
+const minWireFlow = 1 + flowcodec.MinSize
 
 // count reads a length whose items take at least minBytes each.
 func (d *wireDecoder) count(minBytes int) int {

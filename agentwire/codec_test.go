@@ -18,14 +18,19 @@ package agentwire_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
 
 	"flowscope.io/flowscope/agentwire"
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowcodec"
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/internal/flowtest"
 )
@@ -52,6 +57,10 @@ func messages(tb testing.TB) []any {
 		&agentwire.FeedEvent{Type: agentwire.Progress, RV: 46},
 		&agentwire.FeedEvent{Type: agentwire.CaughtUp, RV: 46, IDs: []uint64{7}},
 		&agentwire.FeedEvent{Type: agentwire.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
+		&agentwire.SummaryRequest{Filter: filter, SnapshotRV: 1772442000000000, MaxEdges: 100},
+		&agentwire.SummaryRequest{},
+		summaryResponse(tb),
+		&agentwire.SummaryResponse{},
 	}
 }
 
@@ -70,6 +79,10 @@ func newOf(m any) any {
 		return new(agentwire.FeedRequest)
 	case *agentwire.FeedEvent:
 		return new(agentwire.FeedEvent)
+	case *agentwire.SummaryRequest:
+		return new(agentwire.SummaryRequest)
+	case *agentwire.SummaryResponse:
+		return new(agentwire.SummaryResponse)
 	}
 	panic("unknown message type")
 }
@@ -144,7 +157,8 @@ func TestCodecRejects(t *testing.T) {
 // different releases never misread each other's messages.
 func TestCodecKinds(t *testing.T) {
 	want := map[string]byte{"*agentwire.ListRequest": 1, "*agentwire.ListResponse": 2, "*agentwire.GetRequest": 3,
-		"*agentwire.GetResponse": 4, "*agentwire.FeedRequest": 7, "*agentwire.FeedEvent": 8}
+		"*agentwire.GetResponse": 4, "*agentwire.FeedRequest": 7, "*agentwire.FeedEvent": 8,
+		"*agentwire.SummaryRequest": 9, "*agentwire.SummaryResponse": 10}
 	for _, m := range messages(t) {
 		b, err := agentwire.Codec{}.Marshal(m)
 		if err != nil {
@@ -154,6 +168,85 @@ func TestCodecKinds(t *testing.T) {
 		if k, ok := want[name]; !ok || b[0] != agentwire.WireVersion || b[1] != k {
 			t.Errorf("%s: header %x, want version %d and kind %d", name, b[:2], agentwire.WireVersion, k)
 		}
+	}
+}
+
+// maxDecodeAlloc bounds what decoding n hostile bytes may allocate: a
+// flow takes at least 13 bytes on the wire and at most 896 in memory (the
+// Flow, the block of optional parts that one flag asks for, and the copy
+// of its bytes that its strings share), 69 times as many; the rest is the
+// message and slack for the runtime.
+func maxDecodeAlloc(n int) uint64 { return 70*uint64(n) + 64<<10 }
+
+// decodeAllocation is what decoding b as a message of typ's type
+// allocates, at least. The process's count includes what other goroutines
+// allocate meanwhile (the fuzzing engine's): decoding is deterministic, so
+// the least of three tries is its own.
+func decodeAllocation(b []byte, typ any) uint64 {
+	least := uint64(math.MaxUint64)
+	for range 3 {
+		m := newOf(typ)
+		before := allocatedBytes()
+		_ = agentwire.Codec{}.Unmarshal(b, m)
+		least = min(least, allocatedBytes()-before)
+		if least <= maxDecodeAlloc(len(b)) {
+			break
+		}
+	}
+	return least
+}
+
+// allocatedBytes is what the process has allocated so far, read without
+// stopping the world (runtime.ReadMemStats would, and slow fuzzing down).
+func allocatedBytes() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestDecodeAllocationBound: a list response of the most flows its bytes
+// can hold, each the shortest flow whose flags make the decoder allocate
+// its optional parts, stays within maxDecodeAlloc; so does a count that
+// lies.
+func TestDecodeAllocationBound(t *testing.T) {
+	// The empty flow with fIsReply (bit 2): version, flags, ten empty
+	// fields.
+	smallest := append([]byte{1, 4}, make([]byte, 10)...)
+	if err := flowcodec.Unmarshal(smallest, new(v1alpha1.Flow)); err != nil {
+		t.Fatalf("the smallest flow does not decode: %v", err)
+	}
+	const n = 100000
+	ok, err := agentwire.Codec{}.Marshal(&agentwire.ListResponse{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := ok[:len(ok)-1] // without the flow count
+	for _, c := range []struct {
+		name  string
+		count uint64
+		flows int
+	}{
+		{"as many flows as the bytes hold", n, n},
+		{"a count that lies", 1 << 40, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := binary.AppendUvarint(bytes.Clone(header), c.count)
+			for range c.flows {
+				b = append(b, byte(len(smallest)))
+				b = append(b, smallest...)
+			}
+			before := allocatedBytes()
+			var m agentwire.ListResponse
+			err := agentwire.Codec{}.Unmarshal(b, &m)
+			alloc := allocatedBytes() - before
+			t.Logf("%d bytes, %d flows, error %v: %d bytes allocated, %.1f per byte", len(b), len(m.Flows), err, alloc, float64(alloc)/float64(len(b)))
+			if c.count == n && (err != nil || len(m.Flows) != n) {
+				t.Fatalf("decoded %d flows, %v; want %d", len(m.Flows), err, n)
+			}
+			if alloc > maxDecodeAlloc(len(b)) {
+				t.Errorf("allocated %d bytes, over the bound %d", alloc, maxDecodeAlloc(len(b)))
+			}
+		})
 	}
 }
 
@@ -173,7 +266,11 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, typ := range types {
 			m := newOf(typ)
-			if err := (agentwire.Codec{}).Unmarshal(b, m); err != nil {
+			err := agentwire.Codec{}.Unmarshal(b, m)
+			if alloc := decodeAllocation(b, typ); alloc > maxDecodeAlloc(len(b)) {
+				t.Fatalf("%T: decoding %d bytes allocated %d, over the bound %d", m, len(b), alloc, maxDecodeAlloc(len(b)))
+			}
+			if err != nil {
 				if !errors.Is(err, agentwire.ErrWire) {
 					t.Fatalf("%T: error %v does not match ErrWire", m, err)
 				}

@@ -253,6 +253,9 @@ func checkReencode(t testing.TB, b []byte) {
 		}
 		return
 	}
+	if len(b) < flowcodec.MinSize {
+		t.Fatalf("accepted %d bytes, shorter than MinSize %d: %x", len(b), flowcodec.MinSize, b)
+	}
 	if _, err := json.Marshal(&f); err != nil {
 		t.Fatalf("accepted input cannot be served as JSON: %v\ninput %x", err, b)
 	}

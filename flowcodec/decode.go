@@ -22,6 +22,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"sync"
 )
 
 // strRef is a decoded string: s, or bytes start:end of the scratch buffer
@@ -47,7 +48,14 @@ type decoder struct {
 	nstr    int
 	strs    [maxRefs]string
 	fixBuf  [8]fixup
+	// scratchBuf backs scratch until a flow needs more.
+	scratchBuf [160]byte
 }
+
+// decoders recycles decoders: one is 1.5 KiB that escapes to the heap
+// (fixups point into fixBuf), and a store scan or a page of flows decodes
+// thousands in a row.
+var decoders = sync.Pool{New: func() any { return new(decoder) }}
 
 func (d *decoder) fail(what string) {
 	if d.err == nil {

@@ -91,6 +91,14 @@ import "errors"
 // Version is the format version, the first byte of every value.
 const Version = 1
 
+// MinSize is the length of the shortest value Unmarshal accepts, an empty
+// flow's: the version, flags 0, an empty rv, nodeName, name, namespace and
+// uid, three empty enums, an empty interface and an empty labels map. A
+// flag that leaves a field out (fNameDerived) takes a second byte of flags.
+// A decoder of many values bounds their count by it before it allocates;
+// FuzzUnmarshal checks it.
+const MinSize = 12
+
 // ErrMalformed is matched by every decoding error.
 var ErrMalformed = errors.New("malformed flow value")
 

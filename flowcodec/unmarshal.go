@@ -38,8 +38,12 @@ func Unmarshal(b []byte, f *v1alpha1.Flow) error {
 	if b[0] != Version {
 		return fmt.Errorf("%w: format version %d, want %d", ErrMalformed, b[0], Version)
 	}
-	var scratch [160]byte
-	d := decoder{b: b, s: string(b), i: 1, scratch: scratch[:0]}
+	d := decoders.Get().(*decoder)
+	// Cleared when put back, so that a pooled decoder holds no flow's
+	// memory.
+	defer func() { *d = decoder{}; decoders.Put(d) }()
+	d.b, d.s, d.i = b, string(b), 1
+	d.scratch = d.scratchBuf[:0]
 	d.flow(f)
 	if d.err == nil && d.i != len(d.b) {
 		d.fail("trailing bytes")
