@@ -117,8 +117,8 @@ func piePanel(title, description, unit, expr, legend string) cog.Builder[dashboa
 // graphPanel: Grafana's node graph fed by two table queries, refIds
 // "nodes" and "edges", whose labels are the frames' fields (id, title,
 // subtitle; id, source, target) and whose values become mainstat.
-// Prometheus names a table's value "Value #<refId>" when a panel has more
-// than one query; the organize step renames both.
+// Prometheus names a table's value "Value #<refId>" when the response has
+// more than one frame, else "Value"; the organize step renames them all.
 func graphPanel(title, description, nodes, edges string) cog.Builder[dashboard.Panel] {
 	return nodegraph.NewPanelBuilder().Title(title).Description(description).Datasource(datasource()).
 		Height(14).Span(24).
@@ -132,7 +132,7 @@ func graphPanel(title, description, nodes, edges string) cog.Builder[dashboard.P
 			Id: "organize",
 			Options: map[string]any{
 				"excludeByName": map[string]bool{"Time": true},
-				"renameByName":  map[string]string{"Value #nodes": "mainstat", "Value #edges": "mainstat"},
+				"renameByName":  map[string]string{"Value": "mainstat", "Value #nodes": "mainstat", "Value #edges": "mainstat"},
 			},
 		})
 }

@@ -107,8 +107,9 @@ func (v vars) substitute(expr string) string {
 	).Replace(expr)
 }
 
-// The evaluations: every namespace, and one demo namespace.
-var evaluations = []vars{{namespace: ".*", workload: ".*"}, {namespace: "shop", workload: ".*"}}
+// The evaluations: every namespace, one demo namespace, and one workload
+// of it.
+var evaluations = []vars{{namespace: ".*", workload: ".*"}, {namespace: "shop", workload: ".*"}, {namespace: "shop", workload: "web"}}
 
 // prometheus is the local system's Prometheus (OUT_DIR/env PROMETHEUS_URL).
 func prometheus(t *testing.T) string {
@@ -247,8 +248,8 @@ func missing(rs []result) []result {
 
 // TestPanelsReturnData evaluates every panel query of both dashboards
 // through Prometheus's HTTP API once it has scraped the demo traffic and
-// the replayed flows, for all namespaces and for shop: each must be valid
-// and return data, but the exempt ones.
+// the replayed flows, for all namespaces, for shop and for shop's web:
+// each must be valid and return data, but the exempt ones.
 func TestPanelsReturnData(t *testing.T) {
 	ds := load(t)
 	base := prometheus(t)
