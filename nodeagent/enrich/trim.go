@@ -17,9 +17,14 @@ limitations under the License.
 package enrich
 
 import (
+	"strconv"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/nodeagent/metrics"
 )
 
 // trim is the informers' cache.TransformFunc: it keeps only what the index
@@ -59,7 +64,7 @@ func trimMeta(m *metav1.ObjectMeta, labels, controller bool) metav1.ObjectMeta {
 		DeletionTimestamp: m.DeletionTimestamp,
 	}
 	if labels {
-		out.Labels = m.Labels
+		out.Labels = boundLabels(m)
 	}
 	if controller {
 		if ref := metav1.GetControllerOfNoCopy(m); ref != nil {
@@ -118,4 +123,29 @@ func trimNode(n *corev1.Node) *corev1.Node {
 		}
 	}
 	return out
+}
+
+// MaxLabelBytes bounds the labels, keys and values together, that flows
+// copy from a pod. Kubernetes bounds each label but not their number (an
+// object may take 1.5 MiB), and every flow of the pod carries them into
+// the store, whose frames of 256 flows must stay under 64 MiB to decode.
+const MaxLabelBytes = 16 << 10
+
+// LabelsOmitted is the label that replaces the labels of a pod over
+// MaxLabelBytes, so that its flows say why they have none.
+const LabelsOmitted = "flowscope.io/labels-omitted"
+
+// boundLabels returns m's labels, or, over MaxLabelBytes, LabelsOmitted
+// alone: a part of them would make label selectors match wrongly.
+func boundLabels(m *metav1.ObjectMeta) map[string]string {
+	n := 0
+	for k, v := range m.Labels {
+		n += len(k) + len(v)
+	}
+	if n <= MaxLabelBytes {
+		return m.Labels
+	}
+	metrics.LabelsOmitted.Inc()
+	klog.InfoS("Flows of this pod carry no labels: they are too large", "pod", klog.KRef(m.Namespace, m.Name), "bytes", n, "max", MaxLabelBytes)
+	return map[string]string{LabelsOmitted: strconv.Itoa(n) + "-bytes"}
 }

@@ -29,7 +29,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/utils/ptr"
+
+	"flowscope.io/flowscope/nodeagent/metrics"
 )
 
 // fullPod returns a pod as a Deployment creates it and the kubelet reports
@@ -205,5 +208,37 @@ func TestTrim(t *testing.T) {
 				t.Errorf("trim is not idempotent:\n%+v\n%+v", again, got)
 			}
 		})
+	}
+}
+
+func labelsOmitted(t *testing.T) float64 {
+	t.Helper()
+	n, err := testutil.GetCounterMetricValue(metrics.LabelsOmitted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestTrimPodBoundsLabels: a pod's labels up to MaxLabelBytes reach its
+// flows as they are; over it, only LabelsOmitted does, and it is counted.
+func TestTrimPodBoundsLabels(t *testing.T) {
+	p := fullPod(1)
+	p.Labels = map[string]string{"app": "web"}
+	if got := trimPod(p).Labels; !reflect.DeepEqual(got, p.Labels) {
+		t.Errorf("labels within the bound: %v", got)
+	}
+	before := labelsOmitted(t)
+	value := strings.Repeat("v", 63)
+	p.Labels = map[string]string{}
+	for i := 0; len(p.Labels)*(63+8) <= MaxLabelBytes; i++ {
+		p.Labels[fmt.Sprintf("k%07d", i)] = value
+	}
+	got := trimPod(p).Labels
+	if len(got) != 1 || got[LabelsOmitted] == "" {
+		t.Errorf("labels over the bound: %d of them, %v", len(got), got[LabelsOmitted])
+	}
+	if d := labelsOmitted(t) - before; d != 1 {
+		t.Errorf("LabelsOmitted counted %v, want 1", d)
 	}
 }

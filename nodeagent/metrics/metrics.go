@@ -54,6 +54,13 @@ var (
 		Help:           "Lines read from the replay file, by result (flow, not_a_flow, malformed, too_long).",
 		StabilityLevel: compbasemetrics.ALPHA,
 	}, []string{"result"})
+	// LabelsOmitted counts pods whose labels flows do not carry, since they
+	// are over enrich.MaxLabelBytes (each update of such a pod counts).
+	LabelsOmitted = compbasemetrics.NewCounter(&compbasemetrics.CounterOpts{
+		Namespace: namespace, Name: "pod_labels_omitted_total",
+		Help:           "Pod updates whose labels are too large for flows to carry; the flows carry flowscope.io/labels-omitted instead.",
+		StabilityLevel: compbasemetrics.ALPHA,
+	})
 	// ReplayHubbleLostEvents counts the events Hubble itself reported lost
 	// in the replayed file (its lost_events lines).
 	ReplayHubbleLostEvents = compbasemetrics.NewCounter(&compbasemetrics.CounterOpts{
@@ -136,7 +143,7 @@ func Handler() http.Handler {
 
 func init() {
 	Registry.MustRegister(FlowsIngested, Requests, ReplayHubbleLostEvents, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
-		FlowsDeleted, StoreBucketsRemoved, StoreBlocksCompacted)
+		FlowsDeleted, StoreBucketsRemoved, StoreBlocksCompacted, LabelsOmitted)
 	// The same Go and process collectors as before component-base: its
 	// legacy registry's Go collector adds every runtime/metrics series.
 	Registry.RawMustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -173,6 +173,17 @@ func (b *block) sort() {
 // frames returns the number of frames of a block of n flows.
 func frames(n int) int { return (n + frameFlows - 1) / frameFlows }
 
+// maxFrameBytes bounds a frame's uncompressed size: the decoder refuses
+// larger ones (so that a corrupt frame cannot claim gigabytes).
+const maxFrameBytes = 64 << 20
+
+// MaxFlowBytes is the most bytes one flow may take encoded, so that a frame
+// of frameFlows flows, with three varints each, always decodes. Sources
+// keep flows well below it (the replay source's line bound, the labels
+// bound of enrichment); Write refuses a batch with a flow over it rather
+// than write a block that cannot be read back.
+const MaxFlowBytes = maxFrameBytes/frameFlows - 64
+
 var (
 	zstdEncoder, _ = zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
@@ -180,7 +191,7 @@ var (
 		zstd.WithZeroFrames(true))
 	zstdDecoder, _ = zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithDecoderMaxMemory(64<<20))
+		zstd.WithDecoderMaxMemory(maxFrameBytes))
 )
 
 // frameJob is one frame to encode.
@@ -232,6 +243,9 @@ func (b *block) appendFrame(dst, scratch []byte, fr int) ([]byte, []byte, error)
 		scratch, err = flowcodec.AppendMarshal(scratch[:0], r.Flow)
 		if err != nil {
 			return dst, scratch, fmt.Errorf("encode flow %d: %w", r.RV, err)
+		}
+		if len(scratch) > MaxFlowBytes {
+			return dst, scratch, fmt.Errorf("flow %d takes %d bytes encoded, over the store's bound of %d", r.RV, len(scratch), MaxFlowBytes)
 		}
 		dst = binary.AppendUvarint(dst, r.RV-b.firstRV)
 		dst = binary.AppendUvarint(dst, uint64(b.times[i]-b.minTime))

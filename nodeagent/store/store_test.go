@@ -27,6 +27,10 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/flowcodec"
 )
 
 // oracle holds every record written, to check the store against.
@@ -288,5 +292,42 @@ func TestOlderLayoutCleared(t *testing.T) {
 	}
 	if last, err := s.LastRV(); err != nil || last != 0 {
 		t.Fatalf("LastRV of a cleared store: %d, %v", last, err)
+	}
+}
+
+// TestLargestFlowsDecode: a frame of the largest flows the store takes
+// decodes, and a flow over MaxFlowBytes is refused, not written into a
+// block that could not be read back.
+func TestLargestFlowsDecode(t *testing.T) {
+	s := openTest(t, Options{Dir: t.TempDir()})
+	now := time.Now()
+	big := func(rv uint64, size int) Record {
+		f := &v1alpha1.Flow{Time: metav1.NewMicroTime(now)}
+		f.Labels = map[string]string{}
+		for pad := size; ; pad-- { // the value's length prefix grows with it
+			f.Labels["x"] = strings.Repeat("a", pad)
+			if b, _ := flowcodec.Marshal(f); len(b) <= size {
+				return Record{RV: rv, Flow: f}
+			}
+		}
+	}
+	first := uint64(now.UnixMicro()) // versions are of the agents' µs clock
+	var recs []Record
+	for i := range frameFlows {
+		recs = append(recs, big(first+uint64(i), MaxFlowBytes))
+	}
+	if b, _ := flowcodec.Marshal(recs[0].Flow); len(b) < MaxFlowBytes-4 {
+		t.Fatalf("the test's flows take %d bytes, not about MaxFlowBytes", len(b))
+	}
+	if err := s.Write(recs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := s.ScanRV(first-1, first+frameFlows, func(r Record) bool { n++; return true }); err != nil || n != frameFlows {
+		t.Fatalf("read back %d of %d flows: %v", n, frameFlows, err)
+	}
+	over := big(first+frameFlows, MaxFlowBytes+100)
+	if err := s.Write([]Record{over}); err == nil || !strings.Contains(err.Error(), "over the store's bound") {
+		t.Errorf("a flow over MaxFlowBytes: %v", err)
 	}
 }
