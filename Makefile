@@ -108,7 +108,7 @@ verify-dashboards: ## Fail if artifacts/dashboards is stale or a panel's PromQL 
 	GOWORK=off $(GO) -C hack/tools/dashboards test ./... -count=1
 
 # The Go modules of the repository: the root one and the tools' own.
-TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards
+TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards hack/tools/otelcol
 
 .PHONY: verify
 verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-dashboards ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code.

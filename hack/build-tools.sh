@@ -54,3 +54,20 @@ tools_key() {
 }
 
 toolcache::ensure tools "$(tools_key)" "${TOOLS_MOD}" "${LDFLAGS}"
+
+# The OpenTelemetry Collector (OTLP receiver, file and debug exporters) that
+# the agents' OTLP output sends to in make run and test/e2e/otlp, built from
+# its own module hack/tools/otelcol like the collector builder's output.
+OTELCOL_MOD="${ROOT}/hack/tools/otelcol"
+otelcol_key() {
+  {
+    "${GO}" version
+    for f in go.mod go.sum main.go; do
+      echo "== ${f}"
+      cat "${OTELCOL_MOD}/${f}"
+    done
+  } | sha256sum | cut -c1-16
+}
+BINARIES=(otelcol)
+PACKAGES=(.)
+toolcache::ensure otelcol "otelcol-$(otelcol_key)" "${OTELCOL_MOD}" ""

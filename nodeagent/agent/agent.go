@@ -97,6 +97,8 @@ type Options struct {
 	L7KeepQueryStrings bool
 
 	FlowMetrics FlowMetricsOptions
+
+	OTLP OTLPOptions
 }
 
 // NewOptions returns the defaults.
@@ -129,6 +131,8 @@ func NewOptions() *Options {
 		L7HeaderAllowlist: slices.Clone(redact.DefaultHeaderAllowlist),
 
 		FlowMetrics: newFlowMetricsOptions(),
+
+		OTLP: newOTLPOptions(),
 	}
 }
 
@@ -167,6 +171,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.L7HeaderAllowlist, "l7-header-allowlist", o.L7HeaderAllowlist, "HTTP headers whose values L7 records keep (case-insensitive). Every other header keeps its name with the value HUBBLE_REDACTED. Authorization, Proxy-Authorization, Cookie and Set-Cookie are never kept; * keeps every other value; an empty list keeps names only. URL-valued headers (Referer, Location, :path, Host) follow the URL rules.")
 	fs.BoolVar(&o.L7KeepQueryStrings, "l7-keep-query-strings", o.L7KeepQueryStrings, "Keep the query strings of URLs in L7 records. Without it a URL keeps its scheme, host and path; user:password@ and #fragments are always removed.")
 	o.FlowMetrics.addFlags(fs)
+	o.OTLP.addFlags(fs)
 }
 
 // Validate checks the options.
@@ -227,6 +232,7 @@ func (o *Options) Validate() []error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, o.FlowMetrics.validate()...)
+	errs = append(errs, o.OTLP.validate()...)
 	return errs
 }
 
@@ -273,7 +279,18 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	mode := stored.New(stored.Options{Tiers: tr, File: flowLog})
+	// The OTLP exporter outlives the pipeline, which writes to it: this
+	// deferred stop runs after the pipeline's.
+	otlpExporter, stopOTLP, err := startOTLP(ctx, &o.OTLP, o.NodeName)
+	if err != nil {
+		return err
+	}
+	defer stopOTLP()
+	storedOpts := stored.Options{Tiers: tr, File: flowLog}
+	if otlpExporter != nil {
+		storedOpts.OTLP = otlpExporter
+	}
+	mode := stored.New(storedOpts)
 	h := hub.New(o.WatchBuffer)
 	flowMetrics, err := startFlowMetrics(&o.FlowMetrics)
 	if err != nil {
@@ -385,10 +402,6 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 	// still stored, and the last checkpoint waits for them.
 	queueCtx := context.WithoutCancel(ctx)
 	f := follow.New(o.ReplayFile,
-		// A line becomes a flow a little larger at most (the pod labels
-		// that enrichment adds are bounded too): half the store's bound
-		// keeps every block readable.
-		follow.WithMaxLineBytes(store.MaxFlowBytes/2),
 		follow.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
 		// A checkpoint covers only lines whose flows are stored and
 		// synced, so that neither a crash nor a power loss skips any.

@@ -55,6 +55,9 @@ type Options struct {
 	Tiers *tiers.Tiers
 	// File, if not nil, receives the flows of output File.
 	File FileWriter
+	// OTLP, if not nil, receives the flows of output OTLP (package
+	// otlpexport); its Write must not block either.
+	OTLP FileWriter
 	// Applied, if not nil, is told the policies applied, UID to
 	// generation, after every change.
 	Applied func(map[types.UID]int64)
@@ -70,9 +73,10 @@ type Mode struct {
 	set  atomic.Pointer[applied]
 	// changed wakes the loop that recompiles the policies.
 	changed chan struct{}
-	// kept, files: reused by Keep.
+	// kept, files, otlp: reused by Keep.
 	kept  []tiers.Kept
 	files []*v1alpha1.Flow
+	otlp  []*v1alpha1.Flow
 }
 
 // applied is the compiled policies with what they came from.
@@ -160,8 +164,7 @@ func (m *Mode) Keep(recs []store.Record) {
 	if a.set.Len() == 0 {
 		return
 	}
-	m.kept, m.files = m.kept[:0], m.files[:0]
-	var otlp int
+	m.kept, m.files, m.otlp = m.kept[:0], m.files[:0], m.otlp[:0]
 	for _, r := range recs {
 		sel := a.set.Select(r.Flow)
 		if !sel.Selected() {
@@ -174,14 +177,17 @@ func (m *Mode) Keep(recs []store.Record) {
 			m.files = append(m.files, r.Flow)
 		}
 		if sel.Outputs.Has(flowpolicy.OutputOTLP) {
-			otlp++
+			m.otlp = append(m.otlp, r.Flow)
 		}
 	}
 	metrics.PolicyFlows.WithLabelValues("Store").Add(float64(len(m.kept)))
 	metrics.PolicyFlows.WithLabelValues("File").Add(float64(len(m.files)))
-	metrics.PolicyFlows.WithLabelValues("OTLP").Add(float64(otlp))
+	metrics.PolicyFlows.WithLabelValues("OTLP").Add(float64(len(m.otlp)))
 	if len(m.files) > 0 && m.opts.File != nil {
 		m.opts.File.Write(slices.Clone(m.files))
+	}
+	if len(m.otlp) > 0 && m.opts.OTLP != nil {
+		m.opts.OTLP.Write(m.otlp) // it keeps the flows, not the slice
 	}
 	if len(m.kept) == 0 {
 		return
