@@ -150,13 +150,20 @@ func reduce(f flowfilter.Filter, pods []Pod) (ips []netip.Addr, ports []Port, ok
 		return ips, nil, true
 	}
 	// A named pod that is local: its addresses. A remote one could talk to
-	// any local pod, so it reduces nothing.
+	// any local pod, so it reduces nothing; and only a name with its
+	// namespace names one pod: a local shop/db-0 says nothing of a remote
+	// other/db-0.
 	for _, r := range fs.Requirements() {
 		if r.Operator == selection.NotEquals || (r.Field != "source.podName" && r.Field != "destination.podName") {
 			continue
 		}
+		side, _, _ := strings.Cut(r.Field, ".")
+		ns, pinned := fs.RequiresExactMatch(side + ".namespace")
+		if !pinned {
+			continue
+		}
 		for _, p := range pods {
-			if p.Name == r.Value {
+			if p.Name == r.Value && p.Namespace == ns {
 				ips = append(ips, p.IPs...)
 			}
 		}
