@@ -59,7 +59,7 @@ import (
 // GetRequest: rv uv, namespace str. GetResponse: flow.
 // FeedRequest: id uv, cancel bool, filter, fromRV uv, progress uv.
 // FeedEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
-// message str.
+// message str. SummaryRequest and SummaryResponse: see summary.go.
 const WireVersion = 1
 
 // ErrWire is matched by every decoding error of a message.
@@ -139,6 +139,10 @@ func (Codec) Marshal(v any) ([]byte, error) {
 		}
 		e.uvarint(uint64(m.Code))
 		e.string(m.Message)
+	case *SummaryRequest:
+		e.summaryRequest(m)
+	case *SummaryResponse:
+		e.summaryResponse(m)
 	default:
 		return nil, fmt.Errorf("encode agent API message: unsupported type %T", v)
 	}
@@ -214,6 +218,10 @@ func (Codec) Unmarshal(data []byte, v any) error {
 			d.fail("status code out of range")
 		}
 		m.Message = d.string()
+	case *SummaryRequest:
+		d.summaryRequest(m)
+	case *SummaryResponse:
+		d.summaryResponse(m)
 	default:
 		return fmt.Errorf("decode agent API message: unsupported type %T", v)
 	}

@@ -57,6 +57,10 @@ func messages(tb testing.TB) []any {
 		&agentwire.FeedEvent{Type: agentwire.Progress, RV: 46},
 		&agentwire.FeedEvent{Type: agentwire.CaughtUp, RV: 46, IDs: []uint64{7}},
 		&agentwire.FeedEvent{Type: agentwire.Ended, IDs: []uint64{7}, Code: 11, Message: "too old"},
+		&agentwire.SummaryRequest{Filter: filter, SnapshotRV: 1772442000000000, MaxEdges: 100},
+		&agentwire.SummaryRequest{},
+		summaryResponse(tb),
+		&agentwire.SummaryResponse{},
 	}
 }
 
@@ -75,6 +79,10 @@ func newOf(m any) any {
 		return new(agentwire.FeedRequest)
 	case *agentwire.FeedEvent:
 		return new(agentwire.FeedEvent)
+	case *agentwire.SummaryRequest:
+		return new(agentwire.SummaryRequest)
+	case *agentwire.SummaryResponse:
+		return new(agentwire.SummaryResponse)
 	}
 	panic("unknown message type")
 }
@@ -149,7 +157,8 @@ func TestCodecRejects(t *testing.T) {
 // different releases never misread each other's messages.
 func TestCodecKinds(t *testing.T) {
 	want := map[string]byte{"*agentwire.ListRequest": 1, "*agentwire.ListResponse": 2, "*agentwire.GetRequest": 3,
-		"*agentwire.GetResponse": 4, "*agentwire.FeedRequest": 7, "*agentwire.FeedEvent": 8}
+		"*agentwire.GetResponse": 4, "*agentwire.FeedRequest": 7, "*agentwire.FeedEvent": 8,
+		"*agentwire.SummaryRequest": 9, "*agentwire.SummaryResponse": 10}
 	for _, m := range messages(t) {
 		b, err := agentwire.Codec{}.Marshal(m)
 		if err != nil {

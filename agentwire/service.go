@@ -64,6 +64,7 @@ var serviceDesc = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{
 		{MethodName: "List", Handler: unary("List", func(s Server, ctx context.Context, r *ListRequest) (any, error) { return s.List(ctx, r) })},
 		{MethodName: "Get", Handler: unary("Get", func(s Server, ctx context.Context, r *GetRequest) (any, error) { return s.Get(ctx, r) })},
+		{MethodName: "Summarize", Handler: unary("Summarize", summarize)},
 	},
 	Streams: []grpc.StreamDesc{
 		{StreamName: "Feed", ServerStreams: true, ClientStreams: true, Handler: feedHandler},

@@ -39,6 +39,7 @@ import (
 	"flowscope.io/flowscope/apiserver/policystatus"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	"flowscope.io/flowscope/registry/flow"
+	"flowscope.io/flowscope/registry/flowsummary"
 )
 
 var (
@@ -110,8 +111,10 @@ func (c CompletedConfig) New() (*Server, error) {
 		storage.Pods = pods
 	}
 	info := genericapiserver.NewDefaultAPIGroupInfo(v1alpha1.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	flows := flow.NewREST(agentSet{c.cfg.Agents}, storage)
 	info.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"flows": flow.NewREST(agentSet{c.cfg.Agents}, storage),
+		"flows":         flows,
+		"flowsummaries": flowsummary.NewREST(flows, flowsummary.Options{}),
 	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install the flows API group: %w", err)

@@ -294,7 +294,7 @@ func schema_flowscope_apis_flows_v1alpha1_EdgeEndpoint(ref common.ReferenceCallb
 					},
 					"service": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Service is the service the traffic was addressed to, when known.",
+							Description: "Service is, for a destination, the service the traffic was addressed to, when known. Empty for sources.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
@@ -662,6 +662,13 @@ func schema_flowscope_apis_flows_v1alpha1_FlowEdge(ref common.ReferenceCallback)
 							Type:        []string{"string"},
 							Format:      "",
 							Enum:        []interface{}{"Egress", "Ingress", "Unknown"},
+						},
+					},
+					"reply": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Reply is set on the edge of reply flows (isReply), which is oriented as their connection: Source is the client (the flows' destination), Destination the server and DestinationPort its port (the flows' source port). So a connection's replies make one edge between the same ends as its requests, not one per client port. Traffic still counts in the flows' direction.",
+							Type:        []string{"boolean"},
+							Format:      "",
 						},
 					},
 					"l7Type": {

@@ -22,7 +22,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -33,7 +32,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
-	"k8s.io/apiserver/pkg/warning"
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/agentwire"
@@ -264,31 +262,18 @@ func (r *REST) fanOutList(ctx context.Context, q *query, req *agentwire.ListRequ
 	first.Limit = agentShare(req.Limit, len(targets))
 	answers := r.askAgents(ctx, targets, func(int) *agentwire.ListRequest { return &first }, "1")
 
-	var (
-		pages   []*agentPage
-		failed  []string
-		lastErr error
-	)
-	for _, n := range missing {
-		failed = append(failed, n+" (no agent)")
-	}
+	errs := make([]error, len(answers))
 	for i, ans := range answers {
-		if ans.err != nil {
-			if apiErr := r.agentError(ans.err, targets[i].Node(), ""); !isUnavailable(apiErr) {
-				return nil, false, apiErr // the request itself is wrong
-			}
-			klog.ErrorS(ans.err, "Failed listing flows", "node", targets[i].Node())
-			failed = append(failed, fmt.Sprintf("%s (%s)", targets[i].Node(), status.Code(ans.err)))
-			lastErr = ans.err
-			continue
+		errs[i] = ans.err
+	}
+	if err := r.checkAnswers(ctx, targets, missing, errs); err != nil {
+		return nil, false, err
+	}
+	var pages []*agentPage
+	for i, ans := range answers {
+		if ans.err == nil {
+			pages = append(pages, &agentPage{agent: targets[i], flows: ans.resp.Flows, more: ans.resp.More, snapshot: ans.resp.SnapshotRV})
 		}
-		pages = append(pages, &agentPage{agent: targets[i], flows: ans.resp.Flows, more: ans.resp.More, snapshot: ans.resp.SnapshotRV})
-	}
-	if lastErr != nil && len(pages) == 0 {
-		return nil, false, apierrors.NewServiceUnavailable(fmt.Sprintf("no flow agent answered: %v", lastErr))
-	}
-	if len(failed) > 0 {
-		warning.AddWarning(ctx, "", "flows from these nodes are missing, their agents did not answer: "+strings.Join(failed, ", "))
 	}
 	flows, merged, more := settle(pages, req.Limit)
 	if !more || int64(len(flows)) >= req.Limit || first.Limit == req.Limit {

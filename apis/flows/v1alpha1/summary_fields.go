@@ -58,7 +58,7 @@ func EdgeName(e *FlowEdge) string {
 		e.Source.Kind, e.Source.Namespace, e.Source.Name, e.Source.Service,
 		e.Destination.Kind, e.Destination.Namespace, e.Destination.Name, e.Destination.Service,
 		strconv.Itoa(int(e.DestinationPort)), string(e.Protocol), string(e.Verdict),
-		string(e.TrafficDirection), string(e.L7Type), e.L7Status, strconv.FormatBool(e.Other),
+		string(e.TrafficDirection), strconv.FormatBool(e.Reply), string(e.L7Type), e.L7Status, strconv.FormatBool(e.Other),
 	} {
 		// Length-prefixed, so that no two edges write the same bytes.
 		fmt.Fprintf(h, "%d:%s;", len(s), s)

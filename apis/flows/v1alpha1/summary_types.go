@@ -111,6 +111,14 @@ type FlowEdge struct {
 	// TrafficDirection is the direction at the observed pod: Egress for
 	// flows observed at the source, Ingress at the destination.
 	TrafficDirection TrafficDirection `json:"trafficDirection"`
+	// Reply is set on the edge of reply flows (isReply), which is
+	// oriented as their connection: Source is the client (the flows'
+	// destination), Destination the server and DestinationPort its port
+	// (the flows' source port). So a connection's replies make one edge
+	// between the same ends as its requests, not one per client port.
+	// Traffic still counts in the flows' direction.
+	// +optional
+	Reply bool `json:"reply,omitempty"`
 	// L7Type is the application protocol of L7 records, empty for the
 	// records of connections.
 	// +optional
@@ -159,7 +167,8 @@ type EdgeEndpoint struct {
 	// External end.
 	// +optional
 	Name string `json:"name,omitempty"`
-	// Service is the service the traffic was addressed to, when known.
+	// Service is, for a destination, the service the traffic was
+	// addressed to, when known. Empty for sources.
 	// +optional
 	Service string `json:"service,omitempty"`
 }
