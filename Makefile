@@ -17,8 +17,9 @@ build: ## Build flowscope-apiserver, flowscope-agent and the dev tools into _out
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: tools
-tools: ## Build (or reuse from cache) kube-apiserver, kubectl and etcd at pinned versions.
+tools: ## Build (or reuse from cache) kube-apiserver, kubectl and etcd at pinned versions; Debian's chromium for the UI's browser tests.
 	hack/build-tools.sh
+	hack/install-chromium.sh
 	hack/install-prometheus.sh
 
 .PHONY: run
@@ -111,7 +112,15 @@ verify-dashboards: ## Fail if artifacts/dashboards is stale or a panel's PromQL 
 TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards hack/tools/otelcol
 
 .PHONY: verify
-verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-dashboards ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code.
+verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-ui verify-dashboards ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code, web UI assets.
+
+.PHONY: update-ui
+update-ui: ## Rebuild the web UI (web/ui: npm ci, esbuild) into cmd/kubectl-flows/internal/ui/dist.
+	hack/update-ui.sh
+
+.PHONY: verify-ui
+verify-ui: ## Fail if the committed web UI assets differ from a fresh build of web/ui.
+	hack/verify-ui.sh
 
 .PHONY: verify-gofmt
 verify-gofmt: ## Fail if a Go file is not gofmt'ed.

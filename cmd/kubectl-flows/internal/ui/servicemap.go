@@ -203,8 +203,8 @@ func l7Error(l *v1alpha1.Layer7) bool {
 
 // endpointNode is the card an end of a flow belongs to: its pod's
 // outermost workload, the pod, its service, or, outside the cluster's
-// pods, its address's /24 (IPv4) or /64 (IPv6), so that the world does not
-// crowd the map. web/ui/src/nodes.js mirrors it.
+// pods, its address's /24 (IPv4) or /48 (IPv6), as FlowSummary buckets
+// them, so that the world does not crowd the map. web/ui/src/nodes.js mirrors it.
 func endpointNode(e *v1alpha1.Endpoint) mapNode {
 	if e == nil {
 		return mapNode{ID: "external/unknown", Kind: "External", Name: "unknown"}
@@ -226,13 +226,8 @@ func endpointNode(e *v1alpha1.Endpoint) mapNode {
 	}
 	bits := 24
 	if addr.Is6() && !addr.Is4In6() {
-		bits = 64
+		bits = 48
 	}
 	p, _ := addr.Unmap().Prefix(bits)
-	name := p.String()
-	kind := "External"
-	if addr.IsPrivate() || addr.IsLoopback() {
-		kind = "Private"
-	}
-	return mapNode{ID: "external/" + name, Kind: kind, Name: name}
+	return mapNode{ID: "external/" + p.String(), Kind: "External", Name: p.String()}
 }
