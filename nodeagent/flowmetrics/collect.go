@@ -43,8 +43,8 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 var (
 	flowsDesc   = desc(FlowsTotal, "Flows the agent ingested, by source and destination context, destination port, protocol, verdict and direction.", flowLabels)
-	packetsDesc = desc(FlowPacketsTotal, "Packets of the flows the agent ingested, both directions of a connection record (replayed Hubble flows and L7 records carry none).", flowLabels)
-	bytesDesc   = desc(FlowBytesTotal, "Bytes of the flows the agent ingested, both directions of a connection record (replayed Hubble flows and L7 records carry none).", flowLabels)
+	packetsDesc = desc(FlowPacketsTotal, "Packets of the flows the agent ingested, both directions of a connection record (a replayed Hubble flow is one packet; L7 records carry none).", flowLabels)
+	bytesDesc   = desc(FlowBytesTotal, "Bytes of the flows the agent ingested, both directions of a connection record (unknown, 0, for replayed Hubble flows and L7 records).", flowLabels)
 	dropsDesc   = desc(DropsTotal, "Dropped flows, by context, protocol, drop reason and direction.", dropLabels)
 	tcpDesc     = desc(TCPFlagsTotal, "TCP flows carrying SYN, SYN and ACK (SYN-ACK), FIN or RST.", tcpLabels)
 	dnsQDesc    = desc(DNSQueriesTotal, "DNS queries, by client context, query type and name.", dnsQueryLabels)

@@ -118,9 +118,9 @@ func tcpFlow(src, dst *v1alpha1.Endpoint, dport int32) *v1alpha1.Flow {
 	return &v1alpha1.Flow{
 		Time: metav1.NewMicroTime(time.Now()), Verdict: v1alpha1.VerdictForwarded,
 		TrafficDirection: v1alpha1.TrafficDirectionEgress, IsReply: ptr.To(false),
-		IP:      &v1alpha1.IP{Source: src.IP, Destination: dst.IP, IPVersion: v1alpha1.IPv4},
-		L4:      &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolTCP, SourcePort: 40000, DestinationPort: dport, TCPFlags: []string{"SYN", "ACK", "FIN"}},
-		Source:  src, Destination: dst,
+		IP:     &v1alpha1.IP{Source: src.IP, Destination: dst.IP, IPVersion: v1alpha1.IPv4},
+		L4:     &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolTCP, SourcePort: 40000, DestinationPort: dport, TCPFlags: []string{"SYN", "ACK", "FIN"}},
+		Source: src, Destination: dst,
 		Traffic: &v1alpha1.Traffic{Packets: 10, Bytes: 1000, PacketsReply: 8, BytesReply: 5000},
 	}
 }
@@ -160,6 +160,19 @@ func TestFlowLabels(t *testing.T) {
 	}
 	if n := len(got[TCPFlagsTotal]); n != 3 {
 		t.Errorf("tcp_flags_total has %d series, want 3 (no RST)", n)
+	}
+	// A Hubble flow is one packet: its SYN and ACK are a SYN-ACK only.
+	m = newMetrics(t, nil)
+	f.Traffic = &v1alpha1.Traffic{Packets: 1}
+	m.ObserveFlow(f)
+	got2 := gather(t, m)
+	if v := value(t, got2, TCPFlagsTotal, map[string]string{"flag": "SYN-ACK"}); v != 1 {
+		t.Errorf("SYN-ACK of a packet = %v, want 1", v)
+	}
+	for _, s := range got2[TCPFlagsTotal] {
+		if s.labels["flag"] == "SYN" {
+			t.Errorf("a SYN-ACK packet counted as SYN: %v", s)
+		}
 	}
 	if _, ok := got[DropsTotal]; ok {
 		t.Errorf("drops_total has series without drops: %v", got[DropsTotal])

@@ -288,9 +288,9 @@ func (h *hubbleFamilies) observe(f *v1alpha1.Flow, p proto, v verdict, d directi
 				h.tcp.get(hubbleTCPKey{ends: ends, flag: flagRST, ipv6: ipv6}, now).n++
 			}
 		}
-		// As the native metric: a connection record counts SYN and,
-		// answered, SYN-ACK; a packet one of them.
-		if syn && (f.Traffic != nil || !ack) {
+		// As the native metric: a connection record with packets both
+		// ways counts SYN and, answered, SYN-ACK; a packet one of them.
+		if syn && (f.Traffic != nil && f.Traffic.PacketsReply > 0 || !ack) {
 			h.tcp.get(hubbleTCPKey{ends: ends, flag: flagSYN, ipv6: ipv6}, now).n++
 		}
 		if syn && ack {

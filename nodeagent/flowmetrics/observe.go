@@ -82,10 +82,11 @@ func (m *Metrics) end(ep *v1alpha1.Endpoint, headerIP string, nodes Nodes) end {
 }
 
 // observeTCP counts the flags of a TCP flow. A Flowscope connection record
-// (one with Traffic) ORs the flags of both directions over the connection:
-// SYN says a connection was opened, SYN and ACK together that it was
-// answered, so SYN minus SYN-ACK counts the unanswered. A Hubble flow is one
-// packet: SYN without ACK, or SYN-ACK, as Hubble counts them.
+// ORs the flags of both directions: when it carries packets both ways, SYN
+// says a connection was opened and SYN with ACK that it was answered, so
+// SYN minus SYN-ACK counts the unanswered. A flow that went one way only,
+// such as a Hubble flow (one packet), counts SYN without ACK as SYN and SYN
+// with ACK as SYN-ACK, as Hubble does.
 func (m *Metrics) observeTCP(f *v1alpha1.Flow, srcNS, dstNS string, now int64) {
 	if f.L4 == nil {
 		return
@@ -108,8 +109,8 @@ func (m *Metrics) observeTCP(f *v1alpha1.Flow, srcNS, dstNS string, now int64) {
 		k.flag = flag
 		m.tcp.get(k, now).n++
 	}
-	record := f.Traffic != nil
-	if syn && (record || !ack) {
+	bothWays := f.Traffic != nil && f.Traffic.PacketsReply > 0
+	if syn && (bothWays || !ack) {
 		count(flagSYN)
 	}
 	if syn && ack {

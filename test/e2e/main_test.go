@@ -26,6 +26,7 @@ package e2e
 
 import (
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -38,7 +39,10 @@ import (
 var sys *framework.System
 
 func TestMain(m *testing.M) {
-	os.Exit(framework.Main(m, framework.Options{}, &sys))
+	os.Exit(framework.Main(m, framework.Options{
+		// A cap TestFlowMetrics can pass with a thousand flows.
+		Env: []string{"AGENT_ARGS=--flow-metrics-max-series=" + strconv.Itoa(flowMetricsMaxSeries)},
+	}, &sys))
 }
 
 func kubectlAs(user string, args ...string) (string, string, error) {

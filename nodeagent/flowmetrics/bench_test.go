@@ -1,0 +1,188 @@
+/*
+Copyright The Flowscope Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package flowmetrics
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/nodeagent/hub"
+	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/store"
+)
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkIngestFlowMetrics measures the agent's ingest (pipeline, store on
+// disk, hub) taking the demo application's flows as fast as it can, with
+// the flow metrics off and on (the agent's defaults; the Hubble set too),
+// side by side in one run. cpu-ns/flow is the whole process's CPU time (the
+// pipeline, Badger, the producer) per flow; ns/op the wall time per flow.
+func BenchmarkIngestFlowMetrics(b *testing.B) {
+	pool := flowtest.RealisticFlows(b, 1<<14)
+	for _, c := range []struct {
+		name string
+		opts *Options
+	}{
+		{"metrics=off", nil},
+		{"metrics=on", &Options{Context: ContextWorkload, WorldPrefixV4: 24, WorldPrefixV6: 48, MaxSeries: 10000, Idle: 10 * time.Minute}},
+		{"metrics=on,hubble", &Options{Context: ContextWorkload, WorldPrefixV4: 24, WorldPrefixV6: 48, MaxSeries: 10000, Idle: 10 * time.Minute, Hubble: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			opts := ingest.Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: store.MaxBlockFlows,
+				SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond}
+			if c.opts != nil {
+				m, err := New(*c.opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts.Observe = m.Observe
+			}
+			st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			p, err := ingest.New(st, hub.New(1<<16), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			}()
+			now := time.Now()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime(b)
+			for i := range b.N {
+				f := pool[i%len(pool)] // shallow, as the sources hand flows over
+				f.Time = metav1.NewMicroTime(now)
+				if err := p.Put(ctx, &f); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			cpu = cpuTime(b) - cpu
+			b.StopTimer()
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+		})
+	}
+}
+
+// BenchmarkObserve is the flow metrics' own cost per flow on the ingest
+// goroutine, once the series exist.
+func BenchmarkObserve(b *testing.B) {
+	pool := flowtest.RealisticFlows(b, 1<<14)
+	recs := make([]store.Record, len(pool))
+	for i := range pool {
+		recs[i] = store.Record{RV: uint64(i + 1), Flow: &pool[i]}
+	}
+	for _, hubble := range []bool{false, true} {
+		b.Run(fmt.Sprintf("hubble=%t", hubble), func(b *testing.B) {
+			o := DefaultOptions()
+			o.Hubble = hubble
+			m, err := New(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.Observe(recs)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += store.MaxBlockFlows {
+				j := i % len(recs)
+				m.Observe(recs[j:min(j+store.MaxBlockFlows, len(recs), j+b.N-i)])
+			}
+		})
+	}
+}
+
+// distinctEndpoints returns n flows between n distinct pods (Deployments of
+// 50 namespaces) and n distinct world /24 buckets.
+func distinctEndpoints(n int) []store.Record {
+	recs := make([]store.Record, n)
+	for i := range n {
+		ns := fmt.Sprintf("team-%02d", i%50)
+		src := &v1alpha1.Endpoint{Namespace: ns, PodName: fmt.Sprintf("app-%05d-7d9f-x2k4", i), IP: fmt.Sprintf("10.%d.%d.%d", 64+i>>16, i>>8&255, i&255),
+			Workloads: []v1alpha1.Workload{{Kind: "Deployment", Name: fmt.Sprintf("app-%05d", i)}}}
+		dst := &v1alpha1.Endpoint{IP: fmt.Sprintf("%d.%d.%d.9", 11+i>>16, i>>8&255, i&255)}
+		f := tcpFlow(src, dst, 443)
+		recs[i] = store.Record{RV: uint64(i + 1), Flow: f}
+	}
+	return recs
+}
+
+// BenchmarkFlowMetricsSeries reports the series and the heap the flow
+// metrics hold after flows between distinct endpoints, with the default
+// cap (10,000): at 10,000 endpoints every flow has its series; at 20,000
+// the other half is folded and the series stop growing. The heap includes
+// the strings of the flows the series keep.
+func BenchmarkFlowMetricsSeries(b *testing.B) {
+	for _, n := range []int{10000, 20000} {
+		for _, hubble := range []bool{false, true} {
+			b.Run(fmt.Sprintf("endpoints=%d/hubble=%t", n, hubble), func(b *testing.B) {
+				var series, overflow, heap float64
+				for range b.N {
+					var before, after runtime.MemStats
+					runtime.GC()
+					runtime.ReadMemStats(&before)
+					recs := distinctEndpoints(n)
+					o := DefaultOptions()
+					o.Hubble = hubble
+					m, err := New(o)
+					if err != nil {
+						b.Fatal(err)
+					}
+					m.Observe(recs)
+					recs = nil //nolint:ineffassign // the flows go, the series stay
+					runtime.GC()
+					runtime.ReadMemStats(&after)
+					heap = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+					series, overflow = float64(len(m.flows.series)), float64(m.flows.overflowed)
+					runtime.KeepAlive(m)
+				}
+				b.ReportMetric(series, "flow-series")
+				b.ReportMetric(overflow, "folded-flows")
+				b.ReportMetric(heap/(1<<20), "heap-MiB")
+				b.ReportMetric(heap/series, "heap-B/flow-series")
+			})
+		}
+	}
+}
