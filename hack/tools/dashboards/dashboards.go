@@ -53,8 +53,12 @@ var specs = []spec{
 	},
 }
 
-// build returns the dashboard of s.
-func (s spec) build() (dashboard.Dashboard, error) {
+// build returns the dashboard of s. It is the classic dashboard JSON
+// (schema v1), which every Grafana and its sidecar import; the SDK marks it
+// deprecated in favour of schema v2, which only Grafana 12's dynamic
+// dashboards read.
+func (s spec) build() (dashboard.Dashboard, error) { //nolint:staticcheck // schema v1 on purpose, see above
+	//nolint:staticcheck // schema v1 on purpose, see above
 	b := dashboard.NewDashboardBuilder(s.title).Uid(s.uid).Description(s.description).
 		Tags([]string{"flowscope", "network", "flow-logs"}).
 		Editable().Time("now-1h", "now").Refresh("30s").Timezone(common.TimeZoneBrowser).
@@ -206,6 +210,10 @@ func (s spec) rows() []row {
 				target{refID: "B", expr: sumBy(over(fromWorld, "rate", flowsTotal, rateWindow)), legend: "from the world"}),
 		)
 	}
+	traffic.panels = append(traffic.panels,
+		piePanel("L4 protocol split", "Flows by L4 protocol over the time range (TCP vs UDP).", "short",
+			sumBy(flows("increase", rangeWindow), "protocol"), "{{protocol}}"),
+	)
 	if sc.tcp != nil {
 		traffic.panels = append(traffic.panels,
 			timeseriesPanel("TCP flags", "TCP segments per second with SYN, SYN-ACK, FIN or RST.", "pps",

@@ -108,7 +108,7 @@ func topPanel(title, description, unit, expr, legend string) cog.Builder[dashboa
 // piePanel: shares of a whole over the dashboard's time range.
 func piePanel(title, description, unit, expr, legend string) cog.Builder[dashboard.Panel] {
 	return piechart.NewPanelBuilder().Title(title).Description(description).Datasource(datasource()).
-		Unit(unit).Height(8).Span(8).PieType(piechart.PieChartTypeDonut).
+		Unit(unit).Height(8).Span(12).PieType(piechart.PieChartTypeDonut).
 		DisplayLabels([]piechart.PieChartLabels{piechart.PieChartLabelsPercent}).
 		ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"})).
 		Targets(targets([]target{{expr: expr, legend: legend, instant: true}}))

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -346,6 +347,89 @@ func checkGraphs(t *testing.T, rs []result) {
 	}
 }
 
+var (
+	selectorRE = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
+	matcherRE  = regexp.MustCompile(`^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)`)
+	byRE       = regexp.MustCompile(`\bby \(([^)]*)\)`)
+	// The label a label_replace or label_join writes: its first string
+	// argument after the vector.
+	madeRE = regexp.MustCompile(`\),\s*"([a-zA-Z_][a-zA-Z0-9_]*)"`)
+)
+
+// labelsOf returns the label names of metric's series, as Prometheus has
+// them (a label whose value is empty on every series is absent).
+func labelsOf(t *testing.T, base, metric string) map[string]bool {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v1/labels?" + url.Values{"match[]": {metric}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data []string `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, l := range r.Data {
+		out[l] = true
+	}
+	return out
+}
+
+// TestQueryLabelsExist: a query that unites two sides (`a or b`) returns
+// data when one side is right; and a matcher of an absent label with ".*"
+// matches everything. So every label a query names, in a matcher or a
+// `by`, must be one its metric has (or one the query makes with
+// label_replace or label_join). Run after TestPanelsReturnData, once
+// Prometheus has every series.
+func TestQueryLabelsExist(t *testing.T) {
+	base := prometheus(t)
+	known := map[string]map[string]bool{}
+	for _, d := range load(t) {
+		for _, p := range d.Panels {
+			for _, q := range p.Targets {
+				where := d.file + "/" + p.Title + " (" + q.RefID + ")"
+				all := map[string]bool{}
+				for _, m := range madeRE.FindAllStringSubmatch(q.Expr, -1) {
+					all[m[1]] = true
+				}
+				for _, sel := range selectorRE.FindAllStringSubmatch(q.Expr, -1) {
+					metric := sel[1]
+					if known[metric] == nil {
+						known[metric] = labelsOf(t, base, metric)
+					}
+					if len(known[metric]) == 0 {
+						t.Errorf("%s: metric %s has no series", where, metric)
+						continue
+					}
+					for l := range known[metric] {
+						all[l] = true
+					}
+					for _, m := range strings.Split(sel[2], ",") {
+						mm := matcherRE.FindStringSubmatch(m)
+						if mm == nil {
+							t.Errorf("%s: matcher %q not understood by the test", where, m)
+							continue
+						}
+						if !known[metric][mm[1]] {
+							t.Errorf("%s: %s has no label %s", where, metric, mm[1])
+						}
+					}
+				}
+				for _, by := range byRE.FindAllStringSubmatch(q.Expr, -1) {
+					for _, l := range strings.Split(by[1], ",") {
+						if l = strings.TrimSpace(l); !all[l] {
+							t.Errorf("%s: by (%s): no metric of the query has %s", where, by[1], l)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestVariables evaluates the variables' queries as Grafana would: the
 // cluster is "local", and namespace and workload list the demo's.
 func TestVariables(t *testing.T) {
@@ -436,13 +520,13 @@ func TestFlowLogCommands(t *testing.T) {
 					continue
 				}
 				args := strings.Fields((vars{namespace: "shop", workload: ".*"}).substitute(line))[1:]
-				switch {
-				case args[0] == "get":
+				switch args[0] {
+				case "get":
 					if _, stderr, err := sys.KubectlAs("", args...); err != nil {
 						t.Errorf("%s/%s: %s: %v: %s", d.file, p.Title, line, err, stderr)
 					}
 					ran++
-				case args[0] == "flows":
+				case "flows":
 					if pluginErr != nil {
 						t.Logf("%s/%s: %s: not run: %s is not built", d.file, p.Title, line, plugin)
 						continue
