@@ -114,6 +114,7 @@ update-dashboards: ## Regenerate the Grafana dashboards and their ConfigMaps in 
 .PHONY: verify-dashboards
 verify-dashboards: ## Fail if artifacts/dashboards is stale or a panel's PromQL does not parse (promtool check rules).
 	GOWORK=off $(GO) -C hack/tools/dashboards run . -out $(CURDIR)/artifacts/dashboards -verify
+	hack/install-prometheus.sh
 	GOWORK=off $(GO) -C hack/tools/dashboards test ./... -count=1
 
 # The Go modules of the repository: the root one and the tools' own.
