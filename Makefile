@@ -70,6 +70,11 @@ bench-store: ## Store benchmarks: codec, list latency over FLOWS flows (planner 
 	$(GO) run ./hack/ingestload -duration 20s
 	$(GO) run ./hack/storesize -n 1000000
 
+.PHONY: bench-summary
+bench-summary: ## FlowSummary: an agent's summary over a store of FLOWS (1000000) flows (whole store, 15m window, one namespace, 1m), and the server's merge of 50 agents' parts.
+	FLOWSCOPE_BENCH_FLOWS=$${FLOWS:-1000000} $(GO) test ./nodeagent/summary -run '^$$' -bench Summarize -benchtime 10x -timeout 60m
+	$(GO) test ./flowsummary -run '^$$' -bench Merge -benchtime 10x
+
 # With 5 rounds, benchstat shows a spread only below 95% confidence: at 90%
 # it is about the rounds' range.
 BENCHSTAT ?= $(HOME)/go/bin/benchstat

@@ -148,7 +148,9 @@ func (s *Stats) addDrops(d v1alpha1.DropCount) {
 }
 
 // Merge adds an edge's counts, from another aggregate.
-func (a *Aggregate) Merge(e *Edge) {
+func (a *Aggregate) Merge(e *Edge) { a.merge(e) }
+
+func (a *Aggregate) merge(e *Edge) *Stats {
 	s := a.stats(e.Key)
 	s.Traffic.Flows += e.Traffic.Flows
 	s.Traffic.Packets += e.Traffic.Packets
@@ -161,12 +163,12 @@ func (a *Aggregate) Merge(e *Edge) {
 	s.Requests += e.Requests
 	s.Errors += e.Errors
 	s.Latency.Merge(&e.Latency)
+	return s
 }
 
 // MergeFrom adds an edge's counts from node's aggregate.
 func (a *Aggregate) MergeFrom(e *Edge, node string) {
-	a.Merge(e)
-	s := a.stats(e.Key)
+	s := a.merge(e)
 	if i, found := slices.BinarySearch(s.Nodes, node); !found {
 		s.Nodes = slices.Insert(s.Nodes, i, node)
 	}
