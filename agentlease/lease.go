@@ -23,6 +23,8 @@ package agentlease
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -199,8 +201,11 @@ func (k *Keeper) fill(l *coordinationv1.Lease, now metav1.MicroTime, applied str
 // holder is not an agent's: each node has one Lease, and admission
 // (artifacts/deploy/rbac, flowscope-agent-leases) lets an agent write only
 // its own node's.
+//
+// An address that is not host:port with a port number is not an agent's
+// either: the server would dial whatever it says.
 func Live(l *coordinationv1.Lease, now time.Time) (node, address string, live bool) {
-	if l.Spec.HolderIdentity == nil || l.Annotations[AddressAnnotation] == "" || l.Spec.RenewTime == nil ||
+	if l.Spec.HolderIdentity == nil || !validAddress(l.Annotations[AddressAnnotation]) || l.Spec.RenewTime == nil ||
 		l.Name != Name(*l.Spec.HolderIdentity) {
 		return "", "", false
 	}
@@ -209,4 +214,15 @@ func Live(l *coordinationv1.Lease, now time.Time) (node, address string, live bo
 		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 	}
 	return *l.Spec.HolderIdentity, l.Annotations[AddressAnnotation], now.Before(l.Spec.RenewTime.Add(d))
+}
+
+// validAddress tells whether a is host:port, with a host and a port from 1
+// to 65535.
+func validAddress(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }
