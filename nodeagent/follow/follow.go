@@ -291,11 +291,25 @@ func (t *tail) open() bool {
 		if t.matches(cp) {
 			if _, err := file.Seek(cp.Offset, io.SeekStart); err == nil {
 				t.off, t.lineStart = cp.Offset, cp.Offset
+				// A checkpoint is written at a line's start. One that is
+				// not (the file was rewritten past its fingerprinted head)
+				// resumes at the next line, not with a line's tail.
+				t.skipping = !atLineStart(file, cp.Offset)
 			}
 		}
 	}
 	delete(t.conditions, "file")
 	return true
+}
+
+// atLineStart tells whether off is the start of a line of file.
+func atLineStart(file *os.File, off int64) bool {
+	if off == 0 {
+		return true
+	}
+	var b [1]byte
+	_, err := file.ReadAt(b[:], off-1)
+	return err == nil && b[0] == '\n'
 }
 
 // rewind starts the open file over from its beginning.

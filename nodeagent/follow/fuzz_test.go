@@ -18,7 +18,12 @@ package follow
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -67,6 +72,53 @@ func FuzzLineSplitting(f *testing.F) {
 		}
 		if len(partial) > maxLine && (len(tl.pending) != 0 || !tl.skipping) {
 			t.Errorf("pending %q (skipping %v) for a partial line too long", tl.pending, tl.skipping)
+		}
+	})
+}
+
+// FuzzCheckpoint: whatever the checkpoint file holds, the follower resumes
+// without panicking and delivers whole lines of the file, in order, from
+// some line on to the last. Raw bytes exercise the decoding; the fields
+// with a true fingerprint reach the resume itself, at any offset.
+func FuzzCheckpoint(f *testing.F) {
+	f.Add([]byte(`{"path":"x","offset":3}`), int64(0), uint16(0), true)
+	f.Add([]byte(`{`), int64(0), uint16(0), false)
+	f.Add([]byte(``), int64(12), uint16(4), true)
+	f.Add([]byte(``), int64(9), uint16(9), true)
+	f.Add([]byte(``), int64(-1), uint16(500), true)
+	f.Fuzz(func(t *testing.T, raw []byte, offset int64, fpLen uint16, forged bool) {
+		dir := t.TempDir()
+		path, cpPath := filepath.Join(dir, "replay.jsonl"), filepath.Join(dir, "checkpoint")
+		lines := []string{"first line", "second", "", "fourth line is longer", "fifth"}
+		content := strings.Join(lines, "\n") + "\n"
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if forged {
+			info, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, ino := fileIdentity(info)
+			n := min(int(fpLen), len(content))
+			raw, _ = json.Marshal(checkpoint{Path: path, Device: dev, Inode: ino, Offset: offset,
+				Fingerprint: fingerprint([]byte(content[:n])), FingerprintLength: int(fpLen)})
+		}
+		if err := os.WriteFile(cpPath, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fl := New(path, WithCheckpoint(cpPath), WithOnError(func(error) {}))
+		tl := &tail{f: fl, buf: make([]byte, 7)}
+		var got []string
+		tl.handle = func(line []byte) { got = append(got, string(line)) }
+		tl.resume = tl.loadCheckpoint()
+		if !tl.open() {
+			t.Fatal("cannot open the replay file")
+		}
+		defer tl.closeFile()
+		tl.readToEOF(context.Background())
+		if len(got) > len(lines) || !slices.Equal(got, lines[len(lines)-len(got):]) {
+			t.Fatalf("resumed with %q; want the file's last lines, whole: %q", got, lines)
 		}
 	})
 }
