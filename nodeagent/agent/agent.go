@@ -79,6 +79,7 @@ type Options struct {
 	WatchBuffer        int
 	ProgressInterval   time.Duration
 	MinFreeDisk        resource.QuantityValue
+	MinFreeDiskPercent int
 
 	Capture               string
 	Interfaces            []string
@@ -155,6 +156,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig for the Kubernetes API; empty means in-cluster configuration.")
 	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
 	fs.Var(&o.MinFreeDisk, "min-free-disk", "Free space below which the data directory's filesystem takes no more flows: they are dropped and counted (reason disk_full) until space returns. It must cover a second of ingest, a memtable (16Mi) and compactions; 0 disables the check, and Badger then crashes when the disk fills.")
+	fs.IntVar(&o.MinFreeDiskPercent, "min-free-disk-percent", o.MinFreeDiskPercent, "Free space, in percent of the data directory's filesystem, below which it takes no more flows either: the larger of this and --min-free-disk holds. Set it above the kubelet's eviction threshold (nodefs.available, 10% by default), so that the flow store never evicts pods for disk pressure; the chart sets 15. 0 leaves only --min-free-disk.")
 	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per feed (one per aggregated server), and per watch while it catches up from the store. A watch that overflows it while catching up reads the store again; a feed that overflows it is ended, and its server resumes its watches from the store.")
 	fs.DurationVar(&o.ProgressInterval, "progress-interval", o.ProgressInterval, "How often this agent sends its watermark to the aggregated servers unasked, as a heartbeat. A watch that holds flows waiting for this agent asks for the watermark at once (at most every 5 ms), so this bounds only how stale an idle agent's watermark gets, and how soon a silent agent is noticed (--max-agent-lag on the server).")
 	fs.StringVar(&o.Capture, "capture", o.Capture, "eBPF capture: all (every packet of the attached interfaces), selected (only what active watches select), or off.")
@@ -206,6 +208,9 @@ func (o *Options) Validate() []error {
 	}
 	if o.MinFreeDisk.Sign() < 0 {
 		errs = append(errs, errors.New("--min-free-disk must not be negative"))
+	}
+	if o.MinFreeDiskPercent < 0 || o.MinFreeDiskPercent > 90 {
+		errs = append(errs, errors.New("--min-free-disk-percent must be between 0 and 90"))
 	}
 	if o.ProgressInterval < time.Millisecond {
 		errs = append(errs, errors.New("--progress-interval must be at least 1ms"))
@@ -298,8 +303,13 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	defer flowMetrics.stop()
 	var guard *ingest.DiskGuard
-	if minFree := o.MinFreeDisk.Value(); minFree > 0 {
-		guard = ingest.NewDiskGuard(storeDir, uint64(minFree))
+	minFree, err := ingest.MinFreeFloor(storeDir, uint64(o.MinFreeDisk.Value()), o.MinFreeDiskPercent)
+	if err != nil {
+		return err
+	}
+	if minFree > 0 {
+		klog.InfoS("The flow store takes no flows below this much free disk space", "path", storeDir, "minFreeBytes", minFree)
+		guard = ingest.NewDiskGuard(storeDir, minFree)
 	}
 	redactor, err := o.redactor()
 	if err != nil {

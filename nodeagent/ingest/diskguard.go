@@ -128,3 +128,18 @@ func (g *DiskGuard) check(now time.Time) {
 	}
 	g.full = full
 }
+
+// MinFreeFloor returns the free space a DiskGuard of path should keep: at
+// least minFree bytes, and at least percent of the filesystem's size, so
+// that the flow store stops before the kubelet's eviction thresholds
+// (nodefs.available, 10% by default) evict pods for disk pressure.
+func MinFreeFloor(path string, minFree uint64, percent int) (uint64, error) {
+	if percent <= 0 {
+		return minFree, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return max(minFree, st.Blocks*uint64(st.Bsize)/100*uint64(percent)), nil
+}

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/component-base/metrics/testutil"
 
@@ -218,4 +219,30 @@ func TestPipelineStopsWhileDiskFull(t *testing.T) {
 func diskFullDrops() float64 {
 	n, _ := testutil.GetCounterMetricValue(metrics.FlowsDropped.WithLabelValues("disk_full"))
 	return n
+}
+
+func TestMinFreeFloor(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	size := st.Blocks * uint64(st.Bsize)
+	for _, c := range []struct {
+		minFree uint64
+		percent int
+		want    uint64
+	}{
+		{256 << 20, 0, 256 << 20},
+		{0, 15, size / 100 * 15},
+		{size, 15, size},
+	} {
+		got, err := MinFreeFloor(dir, c.minFree, c.percent)
+		if err != nil || got != c.want {
+			t.Errorf("MinFreeFloor(%d, %d%%) = %d, %v; want %d", c.minFree, c.percent, got, err, c.want)
+		}
+	}
+	if _, err := MinFreeFloor(dir+"/missing", 0, 10); err == nil {
+		t.Error("no error for a missing path")
+	}
 }
