@@ -415,3 +415,48 @@ func TestKubectlFlowsForbidden(t *testing.T) {
 		t.Errorf("alice: kubectl flows observe -n shop: %v\n%s", err, out)
 	}
 }
+
+// TestKubectlFlowsTop holds top's tables to the seeded flows: its edges
+// count every flow of the window once per observing end, drops and http
+// show the seeded drop and 503, and alice gets Forbidden for payments.
+func TestKubectlFlowsTop(t *testing.T) {
+	since, until := seedPlugin(t)
+	window := []string{"-A", "--since", since, "--until", until}
+	out, stderr, err := kubectlFlows(t, "", append([]string{"top", "edges", "-o", "json", "--limit", "0"}, window...)...)
+	if err != nil {
+		t.Fatalf("top edges: %v: %s", err, stderr)
+	}
+	var edges v1alpha1.FlowSummaryList
+	if err := json.Unmarshal([]byte(out), &edges); err != nil {
+		t.Fatalf("top edges -o json: %v\n%s", err, out)
+	}
+	var flows int64
+	for _, e := range edges.Items {
+		flows += e.Traffic.Flows
+	}
+	if want := int64(len(pluginSeeds())); flows != want {
+		t.Errorf("top edges counts %d flows in the window, want the %d seeded:\n%s", flows, want, out)
+	}
+	squeeze := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	for _, tc := range []struct {
+		view string
+		want string // a row, spaces squeezed
+	}{
+		{"drops", "shop shop/cart shop/db TCP/5432 POLICY_DENIED 1"},
+		{"http", "shop shop/web payments/api TCP/8080 HTTP 5xx 1 1 100.0%"},
+		{"edges", "monitoring monitoring/prometheus shop/web TCP/9090 Forwarded Egress 1"},
+	} {
+		out, stderr, err := kubectlFlows(t, "", append([]string{"top", tc.view}, window...)...)
+		if err != nil {
+			t.Errorf("top %s: %v: %s", tc.view, err, stderr)
+			continue
+		}
+		if !strings.Contains(squeeze(out), tc.want) {
+			t.Errorf("top %s printed\n%s\nwithout the row %q", tc.view, out, tc.want)
+		}
+	}
+	_, stderr, err = kubectlFlows(t, "alice", "top", "-n", "payments")
+	if err == nil || !strings.HasPrefix(stderr, "Error from server (Forbidden): ") || !strings.Contains(stderr, `"flowsummaries"`) {
+		t.Errorf("alice: top -n payments: %v: %q, want Forbidden", err, stderr)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"flowscope.io/flowscope/cmd/kubectl-flows/internal/observe"
+	"flowscope.io/flowscope/cmd/kubectl-flows/internal/top"
 )
 
 // NewCommand returns the root command of the plugin.
@@ -45,7 +46,7 @@ you see the flows of the namespaces you may list flows in, and nothing else.`,
 	}
 	config := genericclioptions.NewConfigFlags(true)
 	config.AddFlags(cmd.PersistentFlags())
-	cmd.AddCommand(observe.NewCommand(config, streams), newUICommand(config, streams))
+	cmd.AddCommand(observe.NewCommand(config, streams), top.NewCommand(config, streams), newUICommand(config, streams))
 	return cmd
 }
 
