@@ -107,6 +107,14 @@ func Main(m *testing.M, opts Options, sys **System) int {
 	}
 	if opts.DemoPods {
 		// The demo pods have fixed names and addresses: one set per host.
+		// `go test ./...` runs packages in parallel, so the suites that
+		// need them (capture, dashboards) take turns.
+		unlock, err := lockDemoPods()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		defer unlock()
 		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "fs-node-") {
 			fmt.Fprintln(os.Stderr, "e2e: demo pods of another local system exist; stop it first (make stop)")
 			return 1
@@ -146,6 +154,28 @@ func Main(m *testing.M, opts Options, sys **System) int {
 		_ = os.RemoveAll(s.Out)
 	}
 	return code
+}
+
+// demoPodsLock serialises the suites with demo pods within one host. It
+// is not /tmp/flowscope-demopods.lock, which people take around a whole
+// `go test` run (flock(1)): this process would wait for its own parent.
+const demoPodsLock = "/tmp/flowscope-e2e-demopods.lock"
+
+// lockDemoPods waits until no other suite of this host has demo pods and
+// returns the function that lets the next one go.
+func lockDemoPods() (func(), error) {
+	f, err := os.OpenFile(demoPodsLock, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Println("e2e: waiting for another suite's demo pods to go (" + demoPodsLock + ")")
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", demoPodsLock, err)
+		}
+	}
+	return func() { _ = f.Close() }, nil
 }
 
 // moduleRoot finds the repository from the test's directory.
