@@ -1,12 +1,12 @@
 // The Flowscope web UI: a service map and a flow table over the flows API,
 // through the local server of kubectl flows ui.
 import { h, render } from 'preact';
-import { useState, useEffect, useRef, useCallback } from 'preact/hooks';
+import { useState, useEffect, useRef, useCallback, useMemo } from 'preact/hooks';
 import htm from 'htm';
 import * as api from './api.js';
 import { emptyFilters, filterFields, toSelectors, clientPredicate } from './filters.js';
 import { FlowTable, l7Summary } from './table.js';
-import { ServiceMap } from './map.js';
+import { ServiceMap, capMap, MAX_CARDS } from './map.js';
 import { matchesNode, nodeSelector, endpointName } from './nodes.js';
 import { installStats } from './stats.js';
 
@@ -80,6 +80,8 @@ function App() {
   const [version, setVersion] = useState(0);
   const [more, setMore] = useState('');
   const [checkNs, setCheckNs] = useState('');
+  const [showAll, setShowAll] = useState(false);
+  const shown = useMemo(() => capMap(map, showAll ? Infinity : MAX_CARDS), [map, showAll]);
   const store = useRef({ rows: [], pending: [], skipped: 0 });
   const pausedRef = useRef(paused);
   pausedRef.current = paused;
@@ -178,7 +180,7 @@ function App() {
   }, [tab, loadMap]);
 
   const openEdge = (e) => {
-    const byId = new Map(map.nodes.map((n) => [n.id, n]));
+    const byId = new Map(shown.nodes.map((n) => [n.id, n]));
     const src = byId.get(e.source);
     const dst = byId.get(e.target);
     const terms = [...nodeSelector('source', src), ...nodeSelector('destination', dst)];
@@ -248,10 +250,12 @@ function App() {
     ${notice ? html`<div class="notice" onClick=${() => setNotice('')}>${notice}</div>` : null}
     <main>
       <section class=${`view ${tab === 'map' ? '' : 'hidden'}`} id="view-map">
-        <${ServiceMap} map=${map} onEdge=${openEdge} />
+        <${ServiceMap} map=${shown} onEdge=${openEdge} />
         ${map ? html`<div class="legend">
           <span><i class="sw ok"></i>forwarded</span><span><i class="sw drop"></i>drops</span><span><i class="sw err"></i>L7 errors</span>
-          <span>${map.nodes.length} cards · ${map.edges.length} edges · ${map.flows} flows over ${Math.round(map.seconds / 60)} min${map.truncated ? ' (truncated)' : ''}</span>
+          <span>${map.nodes.length} cards · ${map.edges.length} edges · ${map.flows} flows over ${Math.round(map.seconds / 60)} min${map.truncated ? ' (the server folded its busiest edges\' rest into "other")' : ''}</span>
+          ${shown && shown.capped ? html`<span>showing the ${MAX_CARDS} busiest cards <button id="show-all" onClick=${() => setShowAll(true)}>Show all ${map.nodes.length}</button></span>` : null}
+          ${showAll && map.nodes.length > MAX_CARDS ? html`<button onClick=${() => setShowAll(false)}>Busiest ${MAX_CARDS} only</button>` : null}
         </div>` : null}
       </section>
       <section class=${`view ${tab === 'flows' ? '' : 'hidden'}`} id="view-flows">

@@ -78,7 +78,7 @@ export function edgeLabel(e, seconds) {
   return s;
 }
 
-const style = [
+export const style = [
   { selector: 'node', style: {
     'z-index-compare': 'manual', 'z-index': 2, shape: 'round-rectangle', width: 150, height: 38, 'background-color': '#ffffff', 'border-width': 1, 'border-color': '#94a3b8',
     label: 'data(label)', 'text-valign': 'center', 'text-halign': 'center', 'font-size': 12, color: '#0f172a',
@@ -87,6 +87,7 @@ const style = [
     'min-zoomed-font-size': 7,
   } },
   { selector: 'node[kind = "External"]', style: { 'background-color': '#f1f5f9', 'border-style': 'dashed' } },
+  { selector: 'node[kind = "More"]', style: { 'background-color': '#e2e8f0', 'border-style': 'dotted', 'font-style': 'italic' } },
   { selector: 'node.group', style: {
     shape: 'round-rectangle', width: 'data(w)', height: 'data(h)', 'background-color': '#eef2ff', 'background-opacity': 0.6, 'border-color': '#a5b4fc',
     label: 'data(label)', 'text-valign': 'top', 'text-halign': 'center', 'text-margin-y': -4, 'font-size': 14, 'font-weight': 'bold', color: '#3730a3',
@@ -103,6 +104,57 @@ const style = [
   { selector: 'edge:selected', style: { width: 4, 'overlay-opacity': 0.15 } },
   { selector: 'node:selected', style: { 'border-width': 3, 'border-color': '#4f46e5' } },
 ];
+
+// MAX_CARDS is how many cards a map draws unless asked for all: the
+// busiest ones, the others of each namespace folded into one card. A
+// canvas of 3,000 cards takes seconds to draw on a laptop's CPU.
+export const MAX_CARDS = 300;
+
+// capMap keeps the max busiest cards of a map and folds the others of
+// each namespace (and outside the cluster) into one card of kind More,
+// merging their edges.
+export function capMap(m, max) {
+  if (!m || m.nodes.length <= max) return m;
+  const traffic = new Map();
+  for (const e of m.edges) {
+    traffic.set(e.source, (traffic.get(e.source) || 0) + e.flows);
+    traffic.set(e.target, (traffic.get(e.target) || 0) + e.flows);
+  }
+  const ranked = [...m.nodes].sort((a, b) => (traffic.get(b.id) || 0) - (traffic.get(a.id) || 0) || a.id.localeCompare(b.id));
+  const kept = new Set(ranked.slice(0, max).map((n) => n.id));
+  const folded = new Map(); // namespace -> More card
+  const moreOf = new Map(); // folded card id -> More card id
+  const nodes = [];
+  for (const n of m.nodes) {
+    if (kept.has(n.id)) {
+      nodes.push(n);
+      continue;
+    }
+    const ns = n.namespace || '';
+    let more = folded.get(ns);
+    if (!more) {
+      more = { id: `${ns || 'external'}/More`, namespace: n.namespace, kind: 'More', name: '', count: 0 };
+      folded.set(ns, more);
+      nodes.push(more);
+    }
+    more.count++;
+    moreOf.set(n.id, more.id);
+  }
+  for (const more of folded.values()) more.name = `${more.count} more`;
+  const edges = new Map();
+  for (const e of m.edges) {
+    const source = moreOf.get(e.source) || e.source;
+    const target = moreOf.get(e.target) || e.target;
+    const k = `${source}|${target}|${e.port || 0}|${e.protocol || ''}`;
+    const x = edges.get(k);
+    if (!x) {
+      edges.set(k, { ...e, source, target });
+      continue;
+    }
+    for (const f of ['flows', 'dropped', 'packets', 'bytes', 'l7Requests', 'l7Errors']) x[f] = (x[f] || 0) + (e[f] || 0);
+  }
+  return { ...m, nodes, edges: [...edges.values()], capped: m.nodes.length };
+}
 
 export function edgeKey(e) {
   return `${e.source}|${e.target}|${e.port || 0}|${e.protocol || ''}`;
@@ -131,6 +183,21 @@ export function toElements(m) {
   return els;
 }
 
+// fit zooms to the cards' extent, known from the layout: cytoscape's own
+// fit measures every element first, seconds for thousands.
+function fit(c, m) {
+  const { boxes } = layout(m.nodes);
+  if (!boxes.length) return;
+  let x0 = Infinity; let y0 = Infinity; let x1 = -Infinity; let y1 = -Infinity;
+  for (const b of boxes) {
+    x0 = Math.min(x0, b.x - b.w / 2); x1 = Math.max(x1, b.x + b.w / 2);
+    y0 = Math.min(y0, b.y - b.h / 2 - 24); y1 = Math.max(y1, b.y + b.h / 2);
+  }
+  const pad = 30;
+  const zoom = Math.max(c.minZoom(), Math.min(1.5, (c.width() - 2 * pad) / (x1 - x0), (c.height() - 2 * pad) / (y1 - y0)));
+  c.viewport({ zoom, pan: { x: (c.width() - zoom * (x0 + x1)) / 2, y: (c.height() - zoom * (y0 + y1)) / 2 } });
+}
+
 // update redraws the map: in place when the cards are the same (a
 // refresh of a live map), from scratch otherwise.
 function update(c, m, prev) {
@@ -140,7 +207,7 @@ function update(c, m, prev) {
       c.elements().remove();
       c.add(toElements(m));
     });
-    c.fit(undefined, 30);
+    fit(c, m);
     return;
   }
   const big = m.edges.length > BIG;
@@ -184,9 +251,10 @@ export function ServiceMap({ map, onEdge, onNode }) {
     const c = cy.current;
     update(c, map, prev.current);
     prev.current = map;
-    c.one('render', () => {
+    // Measured once the frame that shows the map is painted.
+    c.one('render', () => requestAnimationFrame(() => {
       if (window.__flowscope) window.__flowscope.mapRendered(map, performance.now() - t0);
-    });
+    }));
     c.forceRender();
   }, [map]);
   return html`<div class="map" ref=${box}></div>`;

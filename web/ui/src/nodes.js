@@ -22,6 +22,7 @@ function inCIDR(ip, cidr) {
 
 // matchesNode tells whether an end of a flow belongs to a card.
 export function matchesNode(e, node) {
+  if (node.kind === 'More') return node.namespace ? !!e && e.namespace === node.namespace : !inCluster(e);
   const id = inCluster(e);
   if (id !== null) return id === node.id;
   if (node.namespace) return false;
@@ -44,6 +45,7 @@ export function endpointName(e, port) {
 export function nodeSelector(side, node) {
   if (!node.namespace) return [];
   const t = [`${side}.namespace=${node.namespace}`];
+  if (node.kind === 'More') return t;
   if (node.kind === 'Pod') t.push(`${side}.podName=${node.name}`);
   else if (node.kind === 'Service') t.push(`${side}.service=${node.name}`);
   else t.push(`${side}.workload=${node.name}`);

@@ -3,7 +3,7 @@
 // live stream to its rows on screen, and the intervals between frames.
 export function installStats() {
   const s = {
-    map: [], // { cards, edges, fetchMs, drawMs }
+    map: [], // { cards drawn, of cards in all, edges, totalMs (request to painted), drawMs }
     inits: 0, // live streams started
     batches: 0,
     flows: 0,
@@ -29,7 +29,7 @@ export function installStats() {
       if (s.updates.length > 5000) s.updates.splice(0, s.updates.length - 5000);
     },
     mapRequested(t) { mapAt = t; },
-    mapRendered(m, drawMs) { s.map.push({ cards: m.nodes.length, edges: m.edges.length, totalMs: performance.now() - mapAt, drawMs }); },
+    mapRendered(m, drawMs) { s.map.push({ cards: m.nodes.length, of: m.capped || m.nodes.length, edges: m.edges.length, totalMs: performance.now() - mapAt, drawMs }); },
     resetFrames() { s.frames = []; s.updates = []; s.batches = 0; s.flows = 0; last = 0; },
   };
   window.__flowscope = api;

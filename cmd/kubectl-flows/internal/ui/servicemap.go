@@ -19,19 +19,21 @@ package ui
 import (
 	"cmp"
 	"net/http"
-	"net/netip"
 	"slices"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 )
 
 // defaultMapWindow is the service map's window when the browser gives no
-// since: FlowSummary's default.
+// since: FlowSummary's own default.
 const defaultMapWindow = "15m"
 
 // mapNode is a card of the service map: a workload, a pod without one, a
-// service, or a bucket of addresses outside the cluster's pods.
+// service, a CIDR outside the cluster's pods, or the flows beyond the
+// server's bound on edges.
 type mapNode struct {
 	ID        string `json:"id"`
 	Namespace string `json:"namespace,omitempty"`
@@ -39,7 +41,8 @@ type mapNode struct {
 	Name      string `json:"name"`
 }
 
-// mapEdge is traffic from one card to another on one port and protocol.
+// mapEdge is traffic from one card to another on one port and protocol,
+// all verdicts and L7 statuses together.
 type mapEdge struct {
 	Source   string `json:"source"`
 	Target   string `json:"target"`
@@ -53,6 +56,9 @@ type mapEdge struct {
 	Bytes       int64            `json:"bytes"`
 	L7Requests  int64            `json:"l7Requests"`
 	L7Errors    int64            `json:"l7Errors"`
+	// L7P95 is the largest 95th percentile latency of the edge's parts
+	// (one per verdict and L7 status); percentiles of parts do not merge.
+	L7P95 *metav1.Duration `json:"l7P95,omitempty"`
 }
 
 // serviceMapResponse is the service map of a window.
@@ -63,12 +69,13 @@ type serviceMapResponse struct {
 	Seconds float64 `json:"seconds"`
 	// Flows is how many flows the map counts.
 	Flows int64 `json:"flows"`
-	// Truncated is set when the window held more flows than were counted.
+	// Truncated is set when the server counted flows beyond its bound on
+	// edges under an edge of its own (card "other").
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// serviceMap aggregates the window's flows (at most s.mapList, listed page
-// by page as the user) into cards and edges.
+// serviceMap answers the window's FlowSummary, listed as the user with the
+// browser's selectors, as cards and edges.
 func (s *server) serviceMap(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Get("since") == "" {
@@ -93,31 +100,30 @@ func (s *server) serviceMap(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	agg := newMapAggregator()
-	client := s.flows.FlowsV1alpha1().Flows(fq.namespace)
+	// A summary is computed whole, bounded by the server's edges.
 	opts := fq.opts
-	opts.Limit = maxPage
-	for {
-		list, err := client.List(r.Context(), opts)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		for i := range list.Items {
-			agg.add(&list.Items[i])
-		}
-		if list.Continue == "" {
-			break
-		}
-		if agg.flows >= int64(s.mapList) {
-			agg.truncated = true
-			break
-		}
-		opts.Continue = list.Continue
+	opts.Limit, opts.Continue = 0, ""
+	list, err := s.flows.FlowsV1alpha1().FlowSummaries(fq.namespace).List(r.Context(), opts)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
-	resp := agg.result()
+	resp := summaryMap(list.Items)
 	resp.Seconds = max(until.Sub(since).Seconds(), 1)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// endpointNode is the card of an edge's end.
+func endpointNode(e v1alpha1.EdgeEndpoint) mapNode {
+	switch {
+	case e.Kind == v1alpha1.EndpointKindOther:
+		return mapNode{ID: "other", Kind: e.Kind, Name: "other edges"}
+	case e.Namespace != "":
+		return mapNode{ID: e.Namespace + "/" + e.Kind + "/" + e.Name, Namespace: e.Namespace, Kind: e.Kind, Name: e.Name}
+	case e.Kind == v1alpha1.EndpointKindExternal:
+		return mapNode{ID: "external/" + e.Name, Kind: e.Kind, Name: e.Name}
+	}
+	return mapNode{ID: "external/unknown", Kind: v1alpha1.EndpointKindUnknown, Name: "unknown"}
 }
 
 type edgeKey struct {
@@ -126,56 +132,80 @@ type edgeKey struct {
 	proto    string
 }
 
-type mapAggregator struct {
-	nodes     map[string]mapNode
-	edges     map[edgeKey]*mapEdge
-	flows     int64
-	truncated bool
-}
-
-func newMapAggregator() *mapAggregator {
-	return &mapAggregator{nodes: map[string]mapNode{}, edges: map[edgeKey]*mapEdge{}}
-}
-
-func (a *mapAggregator) add(f *v1alpha1.Flow) {
-	a.flows++
-	src, dst := endpointNode(f.Source), endpointNode(f.Destination)
-	a.nodes[src.ID], a.nodes[dst.ID] = src, dst
-	k := edgeKey{src: src.ID, dst: dst.ID}
-	if f.L4 != nil {
-		k.port, k.proto = f.L4.DestinationPort, string(f.L4.Protocol)
+// summaryMap merges summaries into the map's cards and edges. A flow
+// between two observed pods is summarized twice, as Egress at its source
+// and as Ingress at its destination (in their namespaces): of the parts of
+// one edge, verdict and L7 status, the Egress one is counted when there is
+// one, the others otherwise.
+func summaryMap(items []v1alpha1.FlowSummary) serviceMapResponse {
+	type partKey struct {
+		edgeKey
+		verdict  v1alpha1.Verdict
+		l7Type   v1alpha1.L7Type
+		l7Status string
+		other    bool
 	}
-	e := a.edges[k]
-	if e == nil {
-		e = &mapEdge{Source: k.src, Target: k.dst, Port: k.port, Protocol: k.proto}
-		a.edges[k] = e
-	}
-	e.Flows++
-	if f.Verdict == v1alpha1.VerdictDropped {
-		e.Dropped++
-		if e.DropReasons == nil {
-			e.DropReasons = map[string]int64{}
-		}
-		e.DropReasons[cmp.Or(f.DropReason, "UNKNOWN")]++
-	}
-	if t := f.Traffic; t != nil {
-		e.Packets += t.Packets + t.PacketsReply
-		e.Bytes += t.Bytes + t.BytesReply
-	}
-	if f.L7 != nil {
-		e.L7Requests++
-		if l7Error(f.L7) {
-			e.L7Errors++
+	egress := map[partKey]bool{}
+	key := func(s *v1alpha1.FlowSummary) partKey {
+		e := &s.Edge
+		return partKey{
+			edgeKey:  edgeKey{src: endpointNode(e.Source).ID, dst: endpointNode(e.Destination).ID, port: e.DestinationPort, proto: string(e.Protocol)},
+			verdict:  e.Verdict,
+			l7Type:   e.L7Type,
+			l7Status: e.L7Status,
+			other:    e.Other,
 		}
 	}
-}
-
-func (a *mapAggregator) result() serviceMapResponse {
-	resp := serviceMapResponse{Nodes: make([]mapNode, 0, len(a.nodes)), Edges: make([]mapEdge, 0, len(a.edges)), Flows: a.flows, Truncated: a.truncated}
-	for _, n := range a.nodes {
+	for i := range items {
+		if items[i].Edge.TrafficDirection == v1alpha1.TrafficDirectionEgress {
+			egress[key(&items[i])] = true
+		}
+	}
+	nodes := map[string]mapNode{}
+	edges := map[edgeKey]*mapEdge{}
+	var resp serviceMapResponse
+	for i := range items {
+		s := &items[i]
+		k := key(s)
+		if egress[k] && s.Edge.TrafficDirection != v1alpha1.TrafficDirectionEgress {
+			continue
+		}
+		if s.Edge.Other {
+			resp.Truncated = true
+		}
+		src, dst := endpointNode(s.Edge.Source), endpointNode(s.Edge.Destination)
+		nodes[src.ID], nodes[dst.ID] = src, dst
+		e := edges[k.edgeKey]
+		if e == nil {
+			e = &mapEdge{Source: src.ID, Target: dst.ID, Port: k.port, Protocol: k.proto}
+			edges[k.edgeKey] = e
+		}
+		e.Flows += s.Traffic.Flows
+		e.Packets += s.Traffic.Packets + s.Traffic.PacketsReply
+		e.Bytes += s.Traffic.Bytes + s.Traffic.BytesReply
+		resp.Flows += s.Traffic.Flows
+		for _, d := range s.Drops {
+			if e.DropReasons == nil {
+				e.DropReasons = map[string]int64{}
+			}
+			e.Dropped += d.Flows
+			e.DropReasons[cmp.Or(d.Reason, "UNKNOWN")] += d.Flows
+		}
+		if l7 := s.L7; l7 != nil {
+			e.L7Requests += l7.Requests
+			e.L7Errors += l7.Errors
+			if l7.Latency != nil && (e.L7P95 == nil || l7.Latency.P95.Duration > e.L7P95.Duration) {
+				p := l7.Latency.P95
+				e.L7P95 = &p
+			}
+		}
+	}
+	resp.Nodes = make([]mapNode, 0, len(nodes))
+	for _, n := range nodes {
 		resp.Nodes = append(resp.Nodes, n)
 	}
-	for _, e := range a.edges {
+	resp.Edges = make([]mapEdge, 0, len(edges))
+	for _, e := range edges {
 		resp.Edges = append(resp.Edges, *e)
 	}
 	slices.SortFunc(resp.Nodes, func(x, y mapNode) int { return cmp.Compare(x.ID, y.ID) })
@@ -183,51 +213,4 @@ func (a *mapAggregator) result() serviceMapResponse {
 		return cmp.Or(cmp.Compare(x.Source, y.Source), cmp.Compare(x.Target, y.Target), cmp.Compare(x.Port, y.Port), cmp.Compare(x.Protocol, y.Protocol))
 	})
 	return resp
-}
-
-// l7Error tells whether an exchange failed: HTTP 5xx, a gRPC status other
-// than OK, a DNS rcode other than NOERROR, a Kafka error code.
-func l7Error(l *v1alpha1.Layer7) bool {
-	switch {
-	case l.HTTP != nil:
-		return l.HTTP.Code >= 500
-	case l.GRPC != nil:
-		return l.GRPC.StatusCode != 0
-	case l.DNS != nil:
-		return l.DNS.RCode > 0
-	case l.Kafka != nil:
-		return l.Kafka.ErrorCode != 0
-	}
-	return false
-}
-
-// endpointNode is the card an end of a flow belongs to: its pod's
-// outermost workload, the pod, its service, or, outside the cluster's
-// pods, its address's /24 (IPv4) or /48 (IPv6), as FlowSummary buckets
-// them, so that the world does not crowd the map. web/ui/src/nodes.js mirrors it.
-func endpointNode(e *v1alpha1.Endpoint) mapNode {
-	if e == nil {
-		return mapNode{ID: "external/unknown", Kind: "External", Name: "unknown"}
-	}
-	if e.Namespace != "" {
-		switch {
-		case len(e.Workloads) > 0:
-			wl := e.Workloads[len(e.Workloads)-1]
-			return mapNode{ID: e.Namespace + "/" + wl.Kind + "/" + wl.Name, Namespace: e.Namespace, Kind: wl.Kind, Name: wl.Name}
-		case e.PodName != "":
-			return mapNode{ID: e.Namespace + "/Pod/" + e.PodName, Namespace: e.Namespace, Kind: "Pod", Name: e.PodName}
-		case e.Service != "":
-			return mapNode{ID: e.Namespace + "/Service/" + e.Service, Namespace: e.Namespace, Kind: "Service", Name: e.Service}
-		}
-	}
-	addr, err := netip.ParseAddr(e.IP)
-	if err != nil {
-		return mapNode{ID: "external/unknown", Kind: "External", Name: "unknown"}
-	}
-	bits := 24
-	if addr.Is6() && !addr.Is4In6() {
-		bits = 48
-	}
-	p, _ := addr.Unmap().Prefix(bits)
-	return mapNode{ID: "external/" + p.String(), Kind: "External", Name: p.String()}
 }

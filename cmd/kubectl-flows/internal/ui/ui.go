@@ -123,16 +123,15 @@ func Run(ctx context.Context, o Options) error {
 
 // server is the UI's HTTP handler.
 type server struct {
-	opts    Options
-	flows   versioned.Interface
-	kube    kubernetes.Interface
-	token   string
-	cookie  string
-	hosts   map[string]bool // Host headers the server answers to
-	base    string          // http://host:port
-	assets  http.Handler
-	mux     *http.ServeMux
-	mapList int // flows a service map aggregates at most
+	opts   Options
+	flows  versioned.Interface
+	kube   kubernetes.Interface
+	token  string
+	cookie string
+	hosts  map[string]bool // Host headers the server answers to
+	base   string          // http://host:port
+	assets http.Handler
+	mux    *http.ServeMux
 }
 
 func newServer(o Options, addr *net.TCPAddr) (*server, error) {
@@ -178,10 +177,9 @@ func newServer(o Options, addr *net.TCPAddr) (*server, error) {
 			net.JoinHostPort("127.0.0.1", port): true,
 			net.JoinHostPort("::1", port):       true,
 		},
-		base:    "http://" + net.JoinHostPort(host, port),
-		assets:  http.FileServerFS(sub),
-		mux:     http.NewServeMux(),
-		mapList: 20000,
+		base:   "http://" + net.JoinHostPort(host, port),
+		assets: http.FileServerFS(sub),
+		mux:    http.NewServeMux(),
 	}
 	s.routes()
 	return s, nil
