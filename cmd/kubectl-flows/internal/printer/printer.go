@@ -359,7 +359,7 @@ func eventType(f *v1alpha1.Flow) string {
 // summary is Hubble's SUMMARY: the L7 exchange, or the L4 header.
 func summary(f *v1alpha1.Flow) string {
 	if f.L7 != nil {
-		return l7Summary(f.L7)
+		return l7Summary(f.L7, f.IsReply != nil && *f.IsReply)
 	}
 	l4 := f.L4
 	switch {
@@ -375,7 +375,7 @@ func summary(f *v1alpha1.Flow) string {
 
 var dnsRCodes = []string{"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"}
 
-func l7Summary(l7 *v1alpha1.Layer7) string {
+func l7Summary(l7 *v1alpha1.Layer7, reply bool) string {
 	var s string
 	latency := ""
 	if l7.Latency != nil {
@@ -398,7 +398,7 @@ func l7Summary(l7 *v1alpha1.Layer7) string {
 			q += " " + strings.Join(d.QTypes, ",")
 		}
 		switch {
-		case d.RCode < 0 || d.RCode == 0 && len(d.IPs) == 0 && len(d.CNAMEs) == 0:
+		case d.RCode < 0 || !reply && d.RCode == 0 && len(d.IPs) == 0 && len(d.CNAMEs) == 0:
 			s = fmt.Sprintf("DNS Query %s%s", q, latency)
 		case d.RCode > 0:
 			code := "RCODE" + strconv.Itoa(int(d.RCode))
