@@ -36,7 +36,7 @@ var columns = []metav1.TableColumnDefinition{
 	{Name: "Destination", Type: "string", Description: "Receiving end, as the source, with the service addressed when known."},
 	{Name: "Port", Type: "string", Description: "Transport protocol and destination port."},
 	{Name: "Verdict", Type: "string", Description: "What the datapath did with the flows."},
-	{Name: "Direction", Type: "string", Description: "Egress when observed at the source, Ingress at the destination."},
+	{Name: "Direction", Type: "string", Description: "Egress when observed at the source, Ingress at the destination; reply for the edge of reply flows, shown from client to server."},
 	{Name: "L7", Type: "string", Description: "Application protocol and status class of L7 records (HTTP 2xx, DNS NXDOMAIN, gRPC NotFound)."},
 	{Name: "Flows", Type: "integer", Description: "Flow records counted."},
 	{Name: "Bytes", Type: "string", Description: "Bytes in the flows' direction and in reply."},
@@ -96,6 +96,10 @@ func row(s *v1alpha1.FlowSummary) metav1.TableRow {
 	for i, d := range s.Drops {
 		drops[i] = fmt.Sprintf("%s=%d", orNone(d.Reason), d.Flows)
 	}
+	direction := string(e.TrafficDirection)
+	if e.Reply {
+		direction += " reply"
+	}
 	t := &s.Traffic
 	return metav1.TableRow{
 		Object: runtime.RawExtension{Object: s},
@@ -104,7 +108,7 @@ func row(s *v1alpha1.FlowSummary) metav1.TableRow {
 			end(&e.Destination, e.Destination.Service),
 			orNone(port),
 			string(e.Verdict),
-			string(e.TrafficDirection),
+			direction,
 			l7,
 			t.Flows,
 			fmt.Sprintf("%d/%d", t.Bytes, t.BytesReply),
