@@ -307,7 +307,9 @@ func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bo
 // follow and returns the channel that announces the next change. A new
 // agent is subscribed from the version the watch has released, so nothing
 // after what the client has seen is missed; an agent that left (its Lease
-// expired) or moved is unsubscribed.
+// expired) or moved is unsubscribed, and if it comes back, subscribed
+// again from the last version the watch had from it: its flows of the gap
+// follow, or, where the watch has passed them, end it with 410.
 func (w *mergedWatch) follow() <-chan struct{} {
 	changed := w.changed() // before targets, or a change in between is lost
 	want := map[string]Agent{}
@@ -329,8 +331,8 @@ func (w *mergedWatch) follow() <-chan struct{} {
 			continue
 		}
 		place := w.merge.join(node, time.Now())
-		klog.V(2).InfoS("Agent joined a flow watch", "node", node, "rv", w.merge.released)
-		w.sources[node] = &agentSource{agent: a, place: place, sub: a.Subscribe(w.filter, w.merge.released, w.buffer, w.notify)}
+		klog.V(2).InfoS("Agent joined a flow watch", "node", node, "rv", place.mark, "watchRV", w.merge.released)
+		w.sources[node] = &agentSource{agent: a, place: place, sub: a.Subscribe(w.filter, place.mark, w.buffer, w.notify)}
 	}
 	return changed
 }

@@ -66,6 +66,10 @@ func init() {
 type merger struct {
 	pending minheap.Heap[pendingFlow]
 	sources map[string]*source
+	// left keeps the mark of each agent that left, for when it comes back:
+	// it resumes from there, so that its flows of the gap are replayed, or
+	// end the watch with 410 if the watch has passed them, never skipped.
+	left map[string]uint64
 	// released is the watch's position: every flow at or below it from
 	// every agent not excluded has been released, and nothing above it.
 	released uint64
@@ -80,13 +84,21 @@ type source struct {
 }
 
 func newMerger(from uint64, maxLag time.Duration) *merger {
-	return &merger{pending: minheap.New(pendingBefore, nil), sources: map[string]*source{}, released: from, maxLag: maxLag}
+	return &merger{pending: minheap.New(pendingBefore, nil), sources: map[string]*source{}, left: map[string]uint64{},
+		released: from, maxLag: maxLag}
 }
 
-// join adds an agent at the released position and returns its place, for
-// callers that read its mark without a lookup.
+// join adds an agent and returns its place, whose mark is where its
+// subscription starts: the released position for an agent new to the
+// watch, whose earlier flows the watch never covered; for one that left
+// and came back (its Lease lapsed), the mark it left with.
 func (m *merger) join(node string, now time.Time) *source {
-	s := &source{mark: m.released, heard: now}
+	mark, back := m.left[node]
+	if !back {
+		mark = m.released
+	}
+	delete(m.left, node)
+	s := &source{mark: mark, heard: now}
 	m.sources[node] = s
 	return s
 }
@@ -100,7 +112,12 @@ func (m *merger) stalled(d time.Duration) {
 }
 
 // leave removes an agent; flows of it already received stay pending.
-func (m *merger) leave(node string) { delete(m.sources, node) }
+func (m *merger) leave(node string) {
+	if s, ok := m.sources[node]; ok {
+		m.left[node] = s.mark
+		delete(m.sources, node)
+	}
+}
 
 // add takes one event of node's stream. A flow at or below the released
 // position can no longer be delivered in order: add returns 410 Expired.

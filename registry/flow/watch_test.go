@@ -178,6 +178,34 @@ func TestMergerJoinsAtTheReleasedVersionAndLeaves(t *testing.T) {
 	}
 }
 
+// TestMergerResumesAnAgentThatComesBackWhereItLeft: an agent whose Lease
+// lapsed comes back at the mark it left with, not at the released
+// position: a flow of its gap that the watch has passed ends the watch
+// with 410 instead of being skipped, and one after it is delivered.
+func TestMergerResumesAnAgentThatComesBackWhereItLeft(t *testing.T) {
+	now := time.Now()
+	m := testMerger(now, "a", "b")
+	mustAdd(t, m, "a", progress(150), now)
+	mustAdd(t, m, "b", progress(150), now)
+	m.release(now)
+	m.leave("b")
+	mustAdd(t, m, "a", added("a", 200), now)
+	mustAdd(t, m, "a", progress(300), now)
+	if got := rvs(m.release(now)); !slices.Equal(got, []uint64{200}) {
+		t.Fatalf("released %v while b was away, want [200]", got)
+	}
+	if s := m.join("b", now); s.mark != 150 {
+		t.Fatalf("b came back at %d, want 150, the mark it left with", s.mark)
+	}
+	mustAdd(t, m, "b", added("b", 310), now)
+	if err := m.add("b", added("b", 250), now); !apierrors.IsResourceExpired(err) {
+		t.Fatalf("b's flow of the gap, passed by the watch: %v, want 410 Expired", err)
+	}
+	if s := m.join("c", now); s.mark != 300 {
+		t.Fatalf("c, new to the watch, joined at %d, want the released 300", s.mark)
+	}
+}
+
 func TestSlowWatcherIsCutOffWithAnError(t *testing.T) {
 	w := &mergedWatch{result: make(chan watch.Event, 3), buffer: 2, grace: 50 * time.Millisecond, merge: newMerger(100, time.Hour)}
 	ctx := context.Background()
@@ -468,6 +496,36 @@ func TestWatchEndsTheStreamOfAnAgentThatLeaves(t *testing.T) {
 	// b, silent but within the lag bound, would hold a back if it counted.
 	sa.send(added("a", 120), progress(130))
 	expectFlows(t, w, 120)
+}
+
+// TestWatchResubscribesAnAgentThatComesBackFromWhereItLeft: an agent that
+// left the pool (its Lease lapsed) and comes back is asked for its flows
+// after the last version the watch had from it, not after the watch's.
+func TestWatchResubscribesAnAgentThatComesBackFromWhereItLeft(t *testing.T) {
+	a, b := newFakeAgent("a"), newFakeAgent("b")
+	pool := newFakePool(a, b)
+	w := startWatch(t, NewREST(pool, testOptions()), from100)
+	sa, sb := a.next(t), b.next(t)
+	sb.send(added("b", 110), progress(120))
+	sa.send(progress(120))
+	expectFlows(t, w, 110)
+	pool.set(a)
+	select {
+	case <-sb.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's subscription goes on after b left")
+	}
+	sa.send(added("a", 150), progress(200))
+	expectFlows(t, w, 150)
+	pool.set(a, b)
+	if sb = b.next(t); sb.req.FromRV != 120 {
+		t.Fatalf("b came back subscribed from %d, want 120, the last version the watch had from it", sb.req.FromRV)
+	}
+	sb.send(added("b", 140))
+	e := nextEvent(t, w)
+	if err := apierrors.FromObject(e.Object); e.Type != watch.Error || !apierrors.IsResourceExpired(err) {
+		t.Fatalf("b's flow of the gap: event %v %v, want a 410 Expired error", e.Type, err)
+	}
 }
 
 // TestWatchExcludesALaggingAgentThatThenRejoins: the merge's side of a
