@@ -127,6 +127,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for i := range flows {
 		s := &flows[i]
 		values := s.k.values(r)
+		if !r.valid(flowsDesc, values) {
+			continue
+		}
 		ch <- prometheus.MustNewConstMetric(flowsDesc, prometheus.CounterValue, float64(s.v.flows), values...)
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(s.v.packets), values...)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.v.bytes), values...)

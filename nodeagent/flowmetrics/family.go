@@ -150,12 +150,16 @@ func (h *histogram) constMetric(desc *prometheus.Desc, values []string) promethe
 func collectCounters[K key[K], V any](ch chan<- prometheus.Metric, r *renderer, desc *prometheus.Desc, samples []sample[K, V], value func(*V) uint64) {
 	for i := range samples {
 		s := &samples[i]
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(value(&s.v)), s.k.values(r)...)
+		if values := s.k.values(r); r.valid(desc, values) {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(value(&s.v)), values...)
+		}
 	}
 }
 
 func collectHistograms[K key[K]](ch chan<- prometheus.Metric, r *renderer, desc *prometheus.Desc, samples []sample[K, histogram]) {
 	for i := range samples {
-		ch <- samples[i].v.constMetric(desc, samples[i].k.values(r))
+		if values := samples[i].k.values(r); r.valid(desc, values) {
+			ch <- samples[i].v.constMetric(desc, values)
+		}
 	}
 }

@@ -626,3 +626,47 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidUTF8: label values from the network may be any bytes; a scrape
+// never fails on them, even when two become alike.
+func TestInvalidUTF8(t *testing.T) {
+	m := newMetrics(t, nil)
+	for _, method := range []string{"G\xffT", "G\xfeT", "GET"} {
+		f := tcpFlow(web, api, 80)
+		f.L7 = &v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, HTTP: &v1alpha1.HTTP{Method: method, Code: 200, Protocol: "HTTP/1.1"}}
+		m.ObserveFlow(f)
+	}
+	got := gather(t, m)
+	var methods []string
+	for _, s := range got[HTTPRequestsTotal] {
+		methods = append(methods, s.labels["method"])
+	}
+	slices.Sort(methods)
+	if want := []string{"GET", "G\uFFFDT"}; !slices.Equal(methods, want) {
+		t.Errorf("methods = %q, want %q", methods, want)
+	}
+}
+
+// TestConcurrentScrape runs scrapes while the ingest goroutine counts (for
+// the race detector).
+func TestConcurrentScrape(t *testing.T) {
+	m := newMetrics(t, func(o *Options) { o.Hubble = true; o.Idle = time.Second })
+	flows := flowtest.RealisticFlows(t, 2000)
+	recs := make([]store.Record, len(flows))
+	for i := range flows {
+		recs[i] = store.Record{Flow: &flows[i]}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < len(recs); i += 100 {
+			m.Observe(recs[i : i+100])
+		}
+	}()
+	for range 5 {
+		gather(t, m)
+	}
+	<-done
+	m.SetNodes(fakeNodes{})
+	gather(t, m)
+}

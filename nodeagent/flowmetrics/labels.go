@@ -19,6 +19,10 @@ package flowmetrics
 import (
 	"net/netip"
 	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 )
@@ -191,12 +195,41 @@ func (p port) String() string {
 // the strings it makes, which a scrape would otherwise make once per
 // series.
 type renderer struct {
-	ports map[port]string
-	codes map[int32]string
+	ports     map[port]string
+	codes     map[int32]string
+	sanitized map[*prometheus.Desc]map[string]bool
 }
 
 func newRenderer() *renderer {
-	return &renderer{ports: map[port]string{}, codes: map[int32]string{}}
+	return &renderer{ports: map[port]string{}, codes: map[int32]string{}, sanitized: map[*prometheus.Desc]map[string]bool{}}
+}
+
+// valid makes values valid UTF-8, as Prometheus requires of label values,
+// and reports false for a series to leave out. Values from the network (an
+// HTTP method, a Kafka topic) may be any bytes: each invalid byte becomes
+// U+FFFD, and since two series may then look alike, and a scrape with two
+// equal series fails whole, only the first of them is kept.
+func (r *renderer) valid(desc *prometheus.Desc, values []string) bool {
+	changed := false
+	for i, v := range values {
+		if !utf8.ValidString(v) {
+			values[i], changed = strings.ToValidUTF8(v, "\uFFFD"), true
+		}
+	}
+	if !changed {
+		return true
+	}
+	seen := r.sanitized[desc]
+	if seen == nil {
+		seen = map[string]bool{}
+		r.sanitized[desc] = seen
+	}
+	k := strings.Join(values, "\xff")
+	if seen[k] {
+		return false
+	}
+	seen[k] = true
+	return true
 }
 
 func (r *renderer) port(p port) string {
