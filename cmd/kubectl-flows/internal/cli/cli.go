@@ -31,6 +31,7 @@ import (
 
 	"flowscope.io/flowscope/cmd/kubectl-flows/internal/observe"
 	"flowscope.io/flowscope/cmd/kubectl-flows/internal/top"
+	"flowscope.io/flowscope/internal/version"
 )
 
 // NewCommand returns the root command of the plugin.
@@ -41,9 +42,11 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Long: `kubectl flows reads the flows.flowscope.io API with your kubeconfig, so
 you see the flows of the namespaces you may list flows in, and nothing else.`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl flows"},
+		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	cmd.SetVersionTemplate(version.String("kubectl-flows") + "\n")
 	config := genericclioptions.NewConfigFlags(true)
 	config.AddFlags(cmd.PersistentFlags())
 	cmd.AddCommand(observe.NewCommand(config, streams), top.NewCommand(config, streams), newUICommand(config, streams))
