@@ -253,12 +253,10 @@ func dialOptions() []grpc.DialOption {
 }
 
 func (p *Pool) dial(node, addr string) (*Agent, error) {
-	cfg := p.tlsConfig.Clone()
 	// The node, not the address, is what the certificate must name: the
 	// address comes from a Lease, which says where to find the agent but
 	// proves nothing about who answers there.
-	cfg.ServerName = tlsutil.AgentServerName(node)
-	cfg.VerifyConnection = tlsutil.VerifyAgent(node)
+	cfg := tlsutil.ForAgent(p.tlsConfig, node)
 	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -73,6 +74,10 @@ type Config struct {
 	Storage      flow.Options
 	// continueKeys, when set, is reloaded while the server runs.
 	continueKeys *keyFile
+	// certificates, when set, are managed by this server (selfcerts);
+	// certCheck tells readiness whether they can be used.
+	certificates *selfManaged
+	certCheck    func(time.Time) error
 }
 
 // CompletedConfig is a Config after Complete.
@@ -144,6 +149,11 @@ func (c CompletedConfig) New() (*Server, error) {
 			return nil
 		})
 	}
+	if c.cfg.certCheck != nil {
+		if err := generic.AddReadyzChecks(newCertCheck(c.cfg.certCheck)); err != nil {
+			return nil, err
+		}
+	}
 	if err := generic.AddReadyzChecks(c.warmup); err != nil {
 		return nil, err
 	}
@@ -153,6 +163,10 @@ func (c CompletedConfig) New() (*Server, error) {
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.cfg.Agents.Close()
+	if sm := s.cfg.certificates; sm != nil {
+		// Before serving: the serving certificate comes from it.
+		go sm.run(ctx)
+	}
 	return s.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
 

@@ -33,9 +33,9 @@ import (
 
 	"flowscope.io/flowscope/agentclient"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/apiserver/selfcerts"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	generatedopenapi "flowscope.io/flowscope/generated/openapi"
-	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/registry/flow"
 )
 
@@ -52,6 +52,7 @@ type Options struct {
 	ContinueKeysFile    string
 	PolicyStatus        bool
 	Storage             flow.Options
+	Certs               CertOptions
 }
 
 // NewOptions returns the defaults. The server keeps no state of its own, so
@@ -67,6 +68,7 @@ func NewOptions() *Options {
 		Recommended:    ro,
 		AgentNamespace: "flowscope-system",
 		PolicyStatus:   true,
+		Certs:          CertOptions{Options: selfcerts.DefaultOptions("flowscope-system")},
 		Storage: flow.Options{
 			DefaultWindow:    10 * time.Minute,
 			AgentTimeout:     10 * time.Second,
@@ -109,14 +111,16 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Storage.MaxWatchersPerUser, "max-watchers-per-user", o.Storage.MaxWatchersPerUser, "Watches one user may have open at once, within --max-watchers; more are refused with 429. Members of system:masters are held by --max-watchers only. 0 means no per-user limit.")
 	fs.IntVar(&o.Storage.MaxConcurrentListsPerUser, "max-concurrent-lists-per-user", o.Storage.MaxConcurrentListsPerUser, "Lists of one user fanning out at once, within --max-concurrent-lists; more wait --list-queue-wait, then get 429. Members of system:masters are held by --max-concurrent-lists only. 0 means no per-user limit.")
 	fs.Int64Var(&o.Storage.MaxListPage, "max-list-page", o.Storage.MaxListPage, "Most flows in one list response, whatever its limit, none included: the rest follows its continue token. 0 means no limit.")
+	o.Certs.AddFlags(fs)
 	fs.Int64Var(&o.Storage.MaxWatchInitialEvents, "max-watch-initial-events", o.Storage.MaxWatchInitialEvents, "Most initial events of a watch (resourceVersion \"\" or \"0\", or sendInitialEvents); a watch that more flows match is refused with 400, and informers fall back to a paginated list. 0 means no limit.")
 }
 
 // Validate checks the options.
 func (o *Options) Validate() []error {
 	errs := o.Recommended.Validate()
+	errs = append(errs, o.Certs.validate(o.Kubeconfig)...)
 	for _, req := range []struct{ flag, value string }{{"--agent-ca-file", o.AgentCAFile}, {"--agent-client-cert-file", o.AgentClientCertFile}, {"--agent-client-key-file", o.AgentClientKeyFile}} {
-		if req.value == "" {
+		if req.value == "" && !o.Certs.SelfManaged {
 			errs = append(errs, fmt.Errorf("%s is required", req.flag))
 		}
 	}
@@ -137,7 +141,14 @@ func (o *Options) Validate() []error {
 
 // Config builds the server configuration.
 func (o *Options) Config() (*Config, error) {
-	if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost",
+	certs, err := o.newSelfManaged()
+	if err != nil {
+		return nil, err
+	}
+	if certs != nil {
+		// Served from the Secret the elected replica keeps, reloaded.
+		o.Recommended.SecureServing.ServerCert.GeneratedCert = certs.loader
+	} else if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost",
 		[]string{"api.flowscope-system.svc"}, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
 		return nil, fmt.Errorf("create self-signed certificates: %w", err)
 	}
@@ -156,7 +167,7 @@ func (o *Options) Config() (*Config, error) {
 		return nil, err
 	}
 
-	tlsConfig, err := tlsutil.ClientConfig(o.AgentClientCertFile, o.AgentClientKeyFile, o.AgentCAFile)
+	tlsConfig, certCheck, err := o.agentTLS(certs)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +185,8 @@ func (o *Options) Config() (*Config, error) {
 		LeaseNamespace: o.AgentNamespace,
 		Storage:        o.Storage,
 		continueKeys:   keys,
+		certificates:   certs,
+		certCheck:      certCheck,
 	}
 	if o.Kubeconfig != "-" {
 		var rc *rest.Config

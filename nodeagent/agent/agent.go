@@ -35,7 +35,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
@@ -44,6 +43,7 @@ import (
 	"flowscope.io/flowscope/agentwire"
 	configinformers "flowscope.io/flowscope/generated/informers/externalversions"
 	"flowscope.io/flowscope/internal/tlsutil"
+	"flowscope.io/flowscope/nodeagent/agentcerts"
 	"flowscope.io/flowscope/nodeagent/capture"
 	"flowscope.io/flowscope/nodeagent/flowlog"
 	"flowscope.io/flowscope/nodeagent/follow"
@@ -97,6 +97,8 @@ type Options struct {
 	L7HeaderAllowlist  []string
 	L7KeepQueryStrings bool
 
+	Certs certOptions
+
 	FlowMetrics FlowMetricsOptions
 
 	OTLP OTLPOptions
@@ -146,7 +148,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.MaxStoreBytes, "max-store-bytes", "Disk budget of the flow store, such as 20Gi: beyond it the oldest flows are evicted (watchers get DELETED events). 0 means only --retention bounds it.")
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address of the gRPC API (mutual TLS).")
 	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "Address the aggregated server dials, published in the agent's Lease; defaults to --listen-address.")
-	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics and /healthz endpoint; empty disables it.")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics, /healthz and /readyz endpoint (readyz fails while the serving certificate or CA bundle cannot be used); empty disables it.")
 	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "Serve Go's /debug/pprof on the metrics address. It is unauthenticated: bind that address to localhost when this is on.")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "Serving certificate of the gRPC API (required); it must carry the DNS name <node>.agents.flowscope.io of --node-name, and no other node's, or flowscope-apiserver refuses the agent.")
 	fs.StringVar(&o.TLSKeyFile, "tls-private-key-file", o.TLSKeyFile, "Key of the serving certificate (required).")
@@ -172,6 +174,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.StoredMaxBytes, "stored-max-bytes", "Disk budget of the stored tier, which keeps the flows of policies with output Store for their retention. Each namespace holding stored flows may use an equal share of it; flows beyond their namespace's share stay in the on-demand store only, and are counted. 0 means only the policies' retentions bound it.")
 	fs.StringSliceVar(&o.L7HeaderAllowlist, "l7-header-allowlist", o.L7HeaderAllowlist, "HTTP headers whose values L7 records keep (case-insensitive). Every other header keeps its name with the value HUBBLE_REDACTED. Authorization, Proxy-Authorization, Cookie and Set-Cookie are never kept; * keeps every other value; an empty list keeps names only. URL-valued headers (Referer, Location, :path, Host) follow the URL rules.")
 	fs.BoolVar(&o.L7KeepQueryStrings, "l7-keep-query-strings", o.L7KeepQueryStrings, "Keep the query strings of URLs in L7 records. Without it a URL keeps its scheme, host and path; user:password@ and #fragments are always removed.")
+	o.Certs.addFlags(fs)
 	o.FlowMetrics.addFlags(fs)
 	o.OTLP.addFlags(fs)
 }
@@ -186,7 +189,7 @@ func (o *Options) Validate() []error {
 		errs = append(errs, errors.New("--node-name must not contain '/'"))
 	}
 	for _, req := range []struct{ flag, value string }{{"--tls-cert-file", o.TLSCertFile}, {"--tls-private-key-file", o.TLSKeyFile}, {"--client-ca-file", o.ClientCAFile}, {"--data-dir", o.DataDir}} {
-		if req.value == "" {
+		if req.value == "" && (!o.Certs.SelfManaged || req.flag == "--data-dir") {
 			errs = append(errs, fmt.Errorf("%s is required", req.flag))
 		}
 	}
@@ -323,20 +326,19 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	tlsConfig, err := tlsutil.ServerConfig(o.TLSCertFile, o.TLSKeyFile, o.ClientCAFile, o.AllowedClientNames)
+	// Drawn at every handshake: rotated certificates and CAs need no
+	// restart, and without them handshakes fail (never plain text).
+	creds, err := o.credentials(ctx)
 	if err != nil {
 		return err
 	}
-	if err := tlsutil.CheckAgentCertificate(tlsConfig.Certificates[0].Leaf, o.NodeName); err != nil {
-		klog.ErrorS(err, "flowscope-apiserver will refuse this agent: its serving certificate must name its node, and only it",
-			"node", o.NodeName, "want", tlsutil.AgentServerName(o.NodeName), "tlsCertFile", o.TLSCertFile)
-	}
+	tlsConfig := tlsutil.NewServerConfig(creds, o.AllowedClientNames)
 	lis, err := net.Listen("tcp", o.ListenAddress)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.ListenAddress, err)
 	}
 	grpcServer := grpc.NewServer(append(agentwire.ServerOptions(),
-		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		grpc.Creds(agentcerts.ServerCredentials(tlsConfig)),
 		grpc.ChainUnaryInterceptor(countUnary), grpc.ChainStreamInterceptor(countStream))...)
 	svc := server.New(o.NodeName, st, p, h)
 	svc.ListStored(tr)
@@ -381,7 +383,7 @@ func Run(ctx context.Context, o *Options) error {
 		g.Go(func() error { return runReplay(ctx, o, p) })
 	}
 	if o.MetricsAddress != "" {
-		g.Go(func() error { return serveMetrics(ctx, o.MetricsAddress, o.Profiling) })
+		g.Go(func() error { return serveMetrics(ctx, o.MetricsAddress, o.Profiling, creds.Ready) })
 	}
 	kube, err := newKubeClients(o.Kubeconfig)
 	if err != nil {
@@ -456,7 +458,7 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 	})
 }
 
-func serveMetrics(ctx context.Context, addr string, profiling bool) error {
+func serveMetrics(ctx context.Context, addr string, profiling bool, ready func() error) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler())
 	if profiling {
@@ -466,6 +468,7 @@ func serveMetrics(ctx context.Context, addr string, profiling bool) error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", readyz(ready))
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
