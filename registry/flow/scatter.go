@@ -42,7 +42,7 @@ import (
 // request fail.
 type Scatter struct {
 	// Filter is what the agents are asked for, its window always bounded
-	// below: since, or the server's default window.
+	// below: since, or the default window.
 	Filter flowfilter.Filter
 	// Snapshot is the version the agents read at, now in microseconds.
 	Snapshot uint64
@@ -52,10 +52,11 @@ type Scatter struct {
 
 // ScatterAgents asks every agent that a flow list with opts, in the
 // request's namespace, would ask: call(ctx, agent) in parallel, under the
-// per-agent timeout. It returns the agents that answered, in the order of
+// per-agent timeout. window, when positive, replaces the server's default
+// window of lists for requests that name neither since nor until. It returns the agents that answered, in the order of
 // their nodes. A call's error that says the request is wrong (an agent's
 // InvalidArgument, say) fails the whole request, as it does a list.
-func (r *REST) ScatterAgents(ctx context.Context, opts *metainternalversion.ListOptions, call func(ctx context.Context, a Agent, s *Scatter) error) (answered []Agent, s *Scatter, err error) {
+func (r *REST) ScatterAgents(ctx context.Context, opts *metainternalversion.ListOptions, window time.Duration, call func(ctx context.Context, a Agent, s *Scatter) error) (answered []Agent, s *Scatter, err error) {
 	if opts != nil && opts.Continue != "" {
 		return nil, nil, apierrors.NewBadRequest("continue is not supported: this resource is computed whole on each request")
 	}
@@ -64,8 +65,11 @@ func (r *REST) ScatterAgents(ctx context.Context, opts *metainternalversion.List
 	if err != nil {
 		return nil, nil, err
 	}
+	if window <= 0 {
+		window = r.opts.DefaultWindow
+	}
 	if !q.bounded && q.filter.Since == nil {
-		since := now.Add(-r.opts.DefaultWindow)
+		since := now.Add(-window)
 		q.filter.Since = &since
 	}
 	s = &Scatter{Filter: q.filter, Snapshot: uint64(now.UnixMicro()), Now: now}

@@ -25,6 +25,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -51,11 +52,18 @@ type Summarizer interface {
 
 // Flows is what the storage needs of the flow storage.
 type Flows interface {
-	ScatterAgents(ctx context.Context, opts *metainternalversion.ListOptions, call func(ctx context.Context, a flow.Agent, s *flow.Scatter) error) ([]flow.Agent, *flow.Scatter, error)
+	ScatterAgents(ctx context.Context, opts *metainternalversion.ListOptions, window time.Duration, call func(ctx context.Context, a flow.Agent, s *flow.Scatter) error) ([]flow.Agent, *flow.Scatter, error)
 }
+
+// DefaultWindow is the window of a summary whose field selector names
+// neither since nor until.
+const DefaultWindow = 15 * time.Minute
 
 // Options tune the storage.
 type Options struct {
+	// DefaultWindow is the window of summaries that name neither since
+	// nor until; 0 means DefaultWindow.
+	DefaultWindow time.Duration
 	// MaxEdges bounds the edges of a summary, each agent's and the
 	// merged one; beyond it flows count under Other edges. 0 means
 	// flowsummary.DefaultMaxEdges.
@@ -84,6 +92,9 @@ var _ interface {
 func NewREST(flows Flows, opts Options) *REST {
 	if opts.MaxEdges <= 0 {
 		opts.MaxEdges = flowsummary.DefaultMaxEdges
+	}
+	if opts.DefaultWindow <= 0 {
+		opts.DefaultWindow = DefaultWindow
 	}
 	return &REST{flows: flows, opts: opts}
 }
@@ -148,7 +159,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		}
 		return nil
 	}
-	_, s, err := r.flows.ScatterAgents(ctx, opts, call)
+	_, s, err := r.flows.ScatterAgents(ctx, opts, r.opts.DefaultWindow, call)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +184,7 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 }
 
 // Get implements rest.Getter: the edge of that name in the summary of the
-// default window.
+// default window (a get takes no selectors).
 func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
 	obj, err := r.List(ctx, &metainternalversion.ListOptions{})
 	if err != nil {

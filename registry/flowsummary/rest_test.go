@@ -106,7 +106,7 @@ func cluster(t *testing.T) (agents, []v1alpha1.Flow) {
 }
 
 func newREST(a agents) *REST {
-	flows := flow.NewREST(a, flow.Options{DefaultWindow: 15 * time.Minute, AgentTimeout: 5 * time.Second})
+	flows := flow.NewREST(a, flow.Options{DefaultWindow: 10 * time.Minute, AgentTimeout: 5 * time.Second})
 	return NewREST(flows, Options{})
 }
 
@@ -250,5 +250,23 @@ func TestTable(t *testing.T) {
 		if src := row.Cells[0].(string); !strings.Contains(src, "/") && !strings.Contains(src, "<") {
 			t.Errorf("source cell %q", src)
 		}
+	}
+}
+
+// TestDefaultWindow: a summary that names neither since nor until covers
+// the last 15 minutes, not the flow lists' default window.
+func TestDefaultWindow(t *testing.T) {
+	nodes, _ := cluster(t)
+	r := newREST(nodes)
+	before := time.Now()
+	got, _, err := list(t, r, "shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := got.Items[0].Window.End.Sub(got.Items[0].Window.Start.Time); d != DefaultWindow {
+		t.Errorf("window %v, want %v", d, DefaultWindow)
+	}
+	if since := nodes[0].asked.Since; since == nil || since.After(before.Add(-DefaultWindow+time.Second)) || since.Before(before.Add(-DefaultWindow-time.Minute)) {
+		t.Errorf("agents asked since %v, want about %v", since, before.Add(-DefaultWindow))
 	}
 }
