@@ -51,7 +51,7 @@ func (o *FlowMetricsOptions) validate() []error {
 	if !o.Enabled {
 		return nil
 	}
-	if err := o.Options.Validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return []error{fmt.Errorf("--flow-metrics: %w", err)}
 	}
 	return nil

@@ -51,8 +51,8 @@ type family[K key[K], V any] struct {
 	overflowed uint64
 }
 
-func newFamily[K key[K], V any](max int) family[K, V] {
-	return family[K, V]{series: map[K]*entry[V]{}, max: max}
+func newFamily[K key[K], V any](maxSeries int) family[K, V] {
+	return family[K, V]{series: map[K]*entry[V]{}, max: maxSeries}
 }
 
 // get returns the value of k's series, creating it, or folding it into its
