@@ -35,11 +35,10 @@
 #   DEMO_PODS  [1]     0 disables the demo pods (root only; see hack/lib/pods.sh); capture is off without them
 #   CAPTURE    [all]   the agents' --capture with demo pods: all or selected
 #   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
-#   SELF_MANAGED_CERTS [0]  1: flowscope-apiserver makes its CA and certificates itself
-#                      (--self-managed-certs; CERT_VALIDITY and CA_VALIDITY, if set, are its
-#                      --cert-validity and --ca-validity) and the agents request theirs from it;
-#                      no Flowscope certificate is made here, the APIService gets no caBundle
 #   PROMETHEUS [1]     0 disables the local Prometheus (Debian's, hack/install-prometheus.sh) scraping the agents
+#   OTEL_COLLECTOR [1] 0 disables the local OpenTelemetry Collector (_output/tools/otelcol, OTLP on
+#                      PORT_BASE+6 gRPC and +7 HTTP, writing OUT_DIR/otelcol/logs.json) the agents'
+#                      OTLP output sends to (--otlp-endpoint)
 #
 # Running it again is harmless: a healthy system is left alone (and the usage
 # printed again); a partial or outdated one (dead component, rebuilt binary,
@@ -64,11 +63,12 @@ KUBECTL_BIN="${TOOLS_DIR}/kubectl"
 FLOWGEN="${FLOWGEN:-1}"
 # EXAMPLE_POLICY=0 leaves stored mode off (the end-to-end suites do).
 EXAMPLE_POLICY="${EXAMPLE_POLICY:-1}"
-SELF_MANAGED_CERTS="${SELF_MANAGED_CERTS:-0}"
-self_managed() { [[ "${SELF_MANAGED_CERTS}" == 1 ]]; }
 # PROMETHEUS=0 leaves the local Prometheus out (the end-to-end suites but
 # test/e2e/dashboards do).
 PROMETHEUS="${PROMETHEUS:-1}"
+# OTEL_COLLECTOR=0 leaves the local OpenTelemetry Collector out (the
+# end-to-end suites but test/e2e/otlp do).
+OTEL_COLLECTOR="${OTEL_COLLECTOR:-1}"
 
 WARNINGS=()      # repeated after the usage
 STEP="start"     # what is being done, for error reports
@@ -162,6 +162,7 @@ have_agent() { [[ -x "${BIN_DIR}/flowscope-agent" ]]; }
 have_apiserver() { [[ -x "${BIN_DIR}/flowscope-apiserver" ]]; }
 have_flowgen() { [[ "${FLOWGEN}" != 0 && -x "${BIN_DIR}/flowscope-flowgen" ]]; }
 have_prometheus() { [[ "${PROMETHEUS}" != 0 ]] && have_agent && command -v prometheus >/dev/null; }
+have_otelcol() { [[ "${OTEL_COLLECTOR}" != 0 && -x "${TOOLS_DIR}/otelcol" ]] && have_agent; }
 
 # expected_components: what a complete system consists of, given the
 # binaries present.
@@ -169,6 +170,7 @@ expected_components() {
   local n
   echo etcd
   echo kube-apiserver
+  if have_otelcol; then echo otelcol; fi
   if have_agent; then
     for n in "${NODE_LIST[@]}"; do echo "agent-${n}"; done
   fi
@@ -188,6 +190,7 @@ binary_of() {
     traffic-*) echo "${BIN_DIR}/flowscope-traffic" ;;
     flowscope-apiserver) echo "${BIN_DIR}/flowscope-apiserver" ;;
     prometheus) command -v prometheus ;;
+    otelcol) echo "${TOOLS_DIR}/otelcol" ;;
   esac
 }
 
@@ -265,6 +268,9 @@ step_preflight() {
   if ! have_apiserver; then
     warn "${BIN_DIR}/flowscope-apiserver is not built: APIService ${APISERVICE_NAME} stays unavailable ('make build')"
   fi
+  if [[ "${OTEL_COLLECTOR}" != 0 ]] && [[ ! -x "${TOOLS_DIR}/otelcol" ]]; then
+    warn "${TOOLS_DIR}/otelcol is not built: no local OpenTelemetry Collector, the agents send no OTLP ('make tools')"
+  fi
   if [[ "${PROMETHEUS}" != 0 ]] && ! command -v prometheus >/dev/null; then
     warn "prometheus is not installed: no local Prometheus (hack/install-prometheus.sh, 'make tools')"
   fi
@@ -287,6 +293,7 @@ step_preflight() {
   local ports=("${ETCD_PORT}" "${ETCD_PEER_PORT}" "${KAS_PORT}")
   if have_apiserver; then ports+=("${APISERVER_PORT}"); fi
   if have_prometheus; then ports+=("${PROMETHEUS_PORT}"); fi
+  if have_otelcol; then ports+=("${OTELCOL_GRPC_PORT}" "${OTELCOL_HTTP_PORT}"); fi
   if have_agent; then
     for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
       ports+=("$((AGENT_PORT_BASE + i))" "$((AGENT_METRICS_PORT_BASE + i))")
@@ -466,8 +473,6 @@ step_bootstrap() {
   local m="${OUT_DIR}/manifests" ca_bundle crds
   mkdir -p "${m}"
   ca_bundle="$(base64 -w0 <"${CERT_DIR}/flowscope-ca.crt")"
-  # Self-managed: flowscope-apiserver fills it in with the CA it makes.
-  if self_managed; then ca_bundle=""; fi
 
   cat >"${m}/namespaces.yaml" <<EOF
 apiVersion: v1
@@ -513,7 +518,7 @@ spec:
   version: v1alpha1
   groupPriorityMinimum: 1000
   versionPriority: 15
-  caBundle: ${ca_bundle:-null}
+  caBundle: ${ca_bundle}
   service:
     namespace: ${FLOWSCOPE_NAMESPACE}
     name: api
@@ -628,7 +633,10 @@ step_agents() {
   have_agent || return 0
   agent_identities
   STEP="agents"
-  local i n port mport pod_flags agent_args cert_flags
+  local i n port mport pod_flags agent_args otlp_flags=()
+  if have_otelcol; then
+    otlp_flags=(--otlp-endpoint="127.0.0.1:${OTELCOL_GRPC_PORT}" --otlp-protocol=grpc --otlp-insecure)
+  fi
   mkdir -p "${OUT_DIR}/replay"
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
@@ -638,9 +646,6 @@ step_agents() {
     # the agent knows the flags.
     mapfile -t pod_flags < <(pods::agent_flags "${i}")
     read -ra agent_args <<<"${AGENT_ARGS:-}"
-    cert_flags=(--tls-cert-file="${CERT_DIR}/agent-${n}.crt" --tls-private-key-file="${CERT_DIR}/agent-${n}.key"
-      --client-ca-file="${CERT_DIR}/flowscope-ca.crt")
-    if self_managed; then cert_flags=(--self-managed-certs); fi
     mkdir -p "${OUT_DIR}/agents/${n}"
     [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
     # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one
@@ -652,12 +657,14 @@ step_agents() {
       --listen-address="127.0.0.1:${port}" \
       --advertise-address="127.0.0.1:${port}" \
       --metrics-bind-address="127.0.0.1:${mport}" --profiling \
-      "${cert_flags[@]}" \
+      --tls-cert-file="${CERT_DIR}/agent-${n}.crt" \
+      --tls-private-key-file="${CERT_DIR}/agent-${n}.key" \
+      --client-ca-file="${CERT_DIR}/flowscope-ca.crt" \
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
       --flow-log-file="${OUT_DIR}/flowlogs/${n}/flows.log" \
       --kubeconfig="${OUT_DIR}/kubeconfig-agent-${n}" \
-      "${pod_flags[@]}" "${agent_args[@]}"
+      "${otlp_flags[@]}" "${pod_flags[@]}" "${agent_args[@]}"
   done
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
@@ -680,20 +687,8 @@ step_pods() {
   pods::up
 }
 
-# ca_file: the CA bundle of flowscope-apiserver's serving certificate
-# (self-managed: what it publishes, read again as it rotates).
-ca_file() {
-  if ! self_managed; then
-    echo "${CERT_DIR}/flowscope-ca.crt"
-    return
-  fi
-  kubectl get configmap flowscope-ca-bundle -n "${FLOWSCOPE_NAMESPACE}" -o 'jsonpath={.data.ca\.crt}' \
-    >"${CERT_DIR}/flowscope-ca-bundle.crt" 2>/dev/null || true
-  echo "${CERT_DIR}/flowscope-ca-bundle.crt"
-}
-
 apiserver_ready() {
-  curl -fsS --max-time 5 --cacert "$(ca_file)" \
+  curl -fsS --max-time 5 --cacert "${CERT_DIR}/flowscope-ca.crt" \
     -H "Authorization: Bearer $(token_of admin)" \
     "https://127.0.0.1:${APISERVER_PORT}/readyz" >/dev/null
 }
@@ -702,22 +697,20 @@ step_apiserver() {
   STEP="flowscope-apiserver"
   have_apiserver || return 0
   COMPONENT=flowscope-apiserver
-  local start cert_flags
+  local start
   start=$(date +%s)
-  cert_flags=(--tls-cert-file="${CERT_DIR}/apiserver-serving.crt" --tls-private-key-file="${CERT_DIR}/apiserver-serving.key"
-    --agent-ca-file="${CERT_DIR}/flowscope-ca.crt" --agent-client-cert-file="${CERT_DIR}/apiserver-agent-client.crt"
-    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key")
-  if self_managed; then
-    cert_flags=(--self-managed-certs ${CERT_VALIDITY:+--cert-validity="${CERT_VALIDITY}"} ${CA_VALIDITY:+--ca-validity="${CA_VALIDITY}"})
-  fi
   local::start flowscope-apiserver "${BIN_DIR}/flowscope-apiserver" \
     --secure-port="${APISERVER_PORT}" \
     --bind-address=127.0.0.1 \
-    "${cert_flags[@]}" \
+    --tls-cert-file="${CERT_DIR}/apiserver-serving.crt" \
+    --tls-private-key-file="${CERT_DIR}/apiserver-serving.key" \
     --authentication-kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
     --authorization-kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
     --kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
     --agent-namespace="${FLOWSCOPE_NAMESPACE}" \
+    --agent-ca-file="${CERT_DIR}/flowscope-ca.crt" \
+    --agent-client-cert-file="${CERT_DIR}/apiserver-agent-client.crt" \
+    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key" \
     --continue-token-keys-file="${CERT_DIR}/continue-token-keys"
   wait_until "flowscope-apiserver /readyz on :${APISERVER_PORT}" 60 apiserver_ready
   local deadline=$(($(date +%s) + 60))
@@ -758,6 +751,49 @@ step_example_policy() {
   [[ "${EXAMPLE_POLICY}" != 0 ]] || return 0
   kubectl apply -f "${LOCAL_ROOT}/artifacts/examples/clusterflowlogpolicy-demo.yaml" >>"${LOG_DIR}/kubectl.log" 2>&1
   local::log "applied the example ClusterFlowLogPolicy demo (stored mode: flow log files in ${OUT_DIR}/flowlogs)"
+}
+
+# step_otelcol: an OpenTelemetry Collector (hack/tools/otelcol) receiving
+# OTLP on 127.0.0.1 (gRPC and HTTP) and writing every log record it gets to
+# otelcol/logs.json, one ExportLogsServiceRequest in OTLP JSON a line,
+# appended across restarts. Its own telemetry is off: it would take a port.
+# Started before the agents, whose --otlp-endpoint it is.
+step_otelcol() {
+  STEP="otelcol"
+  have_otelcol || return 0
+  COMPONENT=otelcol
+  local dir="${OUT_DIR}/otelcol"
+  mkdir -p "${dir}"
+  cat >"${dir}/config.yaml" <<EOF
+# Written by hack/local-up.sh.
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:${OTELCOL_GRPC_PORT}
+      http:
+        endpoint: 127.0.0.1:${OTELCOL_HTTP_PORT}
+exporters:
+  file:
+    path: ${dir}/logs.json
+    append: true
+    flush_interval: 200ms
+  debug:
+    verbosity: basic
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      receivers: [otlp]
+      exporters: [file, debug]
+EOF
+  local::start otelcol "${TOOLS_DIR}/otelcol" --config="${dir}/config.yaml"
+  wait_until "otelcol OTLP gRPC on :${OTELCOL_GRPC_PORT}" 30 local::port_open "${OTELCOL_GRPC_PORT}"
+  wait_until "otelcol OTLP HTTP on :${OTELCOL_HTTP_PORT}" 30 local::port_open "${OTELCOL_HTTP_PORT}"
+  local::log "OpenTelemetry Collector up on 127.0.0.1:${OTELCOL_GRPC_PORT} (OTLP gRPC) and :${OTELCOL_HTTP_PORT} (OTLP HTTP), writing ${dir}/logs.json (pid $(local::pid_of otelcol))"
+  COMPONENT=""
 }
 
 # step_prometheus: a Prometheus scraping every agent's /metrics (plain
@@ -823,10 +859,14 @@ write_env() {
     printf 'FLOWSCOPE_APISERVER_URL=%q\n' "https://127.0.0.1:${APISERVER_PORT}"
     printf 'AGENT_PORT_BASE=%q\n' "${AGENT_PORT_BASE}"
     printf 'AGENT_METRICS_PORT_BASE=%q\n' "${AGENT_METRICS_PORT_BASE}"
-    printf 'FLOWSCOPE_CA_FILE=%q\n' "$(ca_file)"
-    printf 'SELF_MANAGED_CERTS=%q\n' "${SELF_MANAGED_CERTS}"
+    printf 'FLOWSCOPE_CA_FILE=%q\n' "${CERT_DIR}/flowscope-ca.crt"
     printf 'TOKEN_FILE=%q\n' "${TOKEN_FILE}"
     if have_prometheus; then printf 'PROMETHEUS_URL=%q\n' "http://127.0.0.1:${PROMETHEUS_PORT}"; fi
+    if have_otelcol; then
+      printf 'OTELCOL_GRPC_ENDPOINT=%q\n' "127.0.0.1:${OTELCOL_GRPC_PORT}"
+      printf 'OTELCOL_HTTP_ENDPOINT=%q\n' "http://127.0.0.1:${OTELCOL_HTTP_PORT}/v1/logs"
+      printf 'OTELCOL_OUTPUT_FILE=%q\n' "${OUT_DIR}/otelcol/logs.json"
+    fi
     printf 'COMPONENTS=%q\n' "$(local::components | tr '\n' ' ' | sed 's/ $//')"
   } >"${OUT_DIR}/env"
 }
@@ -837,7 +877,15 @@ print_usage() {
   set +e
   local k="${OUT_DIR}/kubeconfig" logs
   logs="$(local::components | tr '\n' ' ')"
-  local prom=""
+  local prom="" otel=""
+  if have_otelcol; then
+    otel="OpenTelemetry Collector, receiving the flows of policies with output OTLP (the demo policy's too):
+  OTLP gRPC 127.0.0.1:${OTELCOL_GRPC_PORT}, OTLP HTTP http://127.0.0.1:${OTELCOL_HTTP_PORT}/v1/logs
+  tail -f ${OUT_DIR}/otelcol/logs.json             # one OTLP JSON request a line; bodies are Hubble export lines
+  curl -s 127.0.0.1:${AGENT_METRICS_PORT_BASE}/metrics | grep otlp_records   # delivered and dropped, exactly
+
+"
+  fi
   if have_prometheus; then
     prom="Prometheus, scraping every agent's flow metrics every 5s (Grafana dashboards: artifacts/dashboards):
   http://127.0.0.1:${PROMETHEUS_PORT}
@@ -867,7 +915,7 @@ Stored mode (the example policy "demo", artifacts/examples):
   tail -f ${OUT_DIR}/flowlogs/node-a/flows.log       # Hubble export lines, rotated at --flow-log-max-size
   kubectl get flows -A --field-selector since=24h    # the stored tier, beyond the on-demand retention
 
-${prom}Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
+${prom}${otel}Logs:  ${LOG_DIR}/<component>.log for: ${logs% }
 Stop:  $(down_command)
 EOF
   local w
@@ -888,6 +936,7 @@ main() {
   step_kube_apiserver
   step_kubeconfigs
   step_bootstrap
+  step_otelcol
   step_agents
   step_pods
   step_apiserver

@@ -28,6 +28,8 @@
 #   logs/<c>.log     stdout+stderr of each component
 #   etcd/ agents/<node>/ replay/<node>.jsonl kubecache/ manifests/   state, removed by local-down.sh
 #   prometheus/      prometheus.yml and data/ of the local Prometheus (PROMETHEUS=1), removed by local-down.sh
+#   otelcol/         config.yaml and logs.json (what the agents sent over OTLP) of the local
+#                    OpenTelemetry Collector (OTEL_COLLECTOR=1), removed by local-down.sh
 
 LOCAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
@@ -65,6 +67,8 @@ ETCD_PEER_PORT=$((PORT_BASE + 1))
 KAS_PORT=$((PORT_BASE + 3))
 APISERVER_PORT=$((PORT_BASE + 4))
 PROMETHEUS_PORT=$((PORT_BASE + 5))
+OTELCOL_GRPC_PORT=$((PORT_BASE + 6))
+OTELCOL_HTTP_PORT=$((PORT_BASE + 7))
 # Agent i listens on AGENT_PORT_BASE+i and AGENT_METRICS_PORT_BASE+i: room
 # for MAX_NODES agents, so a scale test (hack/bench-fanout.sh) fits.
 AGENT_PORT_BASE=$((PORT_BASE + 100))
@@ -200,7 +204,8 @@ local::stop_all() {
 local::clean_state() {
   local keep_logs=${KEEP_LOGS:-0} f
   rm -rf "${PID_DIR}" "${OUT_DIR}/etcd" "${OUT_DIR}/agents" "${OUT_DIR}/replay" \
-    "${OUT_DIR}/kubecache" "${OUT_DIR}/manifests" "${OUT_DIR}/env" "${OUT_DIR}/prometheus"
+    "${OUT_DIR}/kubecache" "${OUT_DIR}/manifests" "${OUT_DIR}/env" "${OUT_DIR}/prometheus" \
+    "${OUT_DIR}/otelcol"
   for f in "${OUT_DIR}"/kubeconfig "${OUT_DIR}"/kubeconfig-*; do
     rm -f "${f}"
   done

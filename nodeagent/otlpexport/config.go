@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -147,9 +148,18 @@ func NewSDKExporter(ctx context.Context, c Config) (sdklog.Exporter, error) {
 		if c.Compression == CompressionGzip {
 			opts = append(opts, otlploggrpc.WithCompressor("gzip"))
 		}
-		if headers != nil {
-			opts = append(opts, otlploggrpc.WithDialOption(grpc.WithPerRPCCredentials(headers)))
+		dial := []grpc.DialOption{
+			// gRPC's reconnection backoff grows to 2 minutes: after a
+			// long outage the collector, back, would wait that long.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: retryMaxInterval / 2},
+				MinConnectTimeout: defaultTimeout,
+			}),
 		}
+		if headers != nil {
+			dial = append(dial, grpc.WithPerRPCCredentials(headers))
+		}
+		opts = append(opts, otlploggrpc.WithDialOption(dial...))
 		return otlploggrpc.New(ctx, opts...)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()

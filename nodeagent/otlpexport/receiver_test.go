@@ -53,6 +53,9 @@ type receiver struct {
 	reject int64
 	// block, if not nil, holds every request until it is closed.
 	block chan struct{}
+	// discard counts records instead of keeping them (benchmarks).
+	discard bool
+	count   int
 
 	collogpb.UnimplementedLogsServiceServer
 }
@@ -77,6 +80,14 @@ func (r *receiver) Export(ctx context.Context, req *collogpb.ExportLogsServiceRe
 func (r *receiver) keep(req *collogpb.ExportLogsServiceRequest, headers map[string]string) *collogpb.ExportLogsServiceResponse {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.discard {
+		for _, rl := range req.ResourceLogs {
+			for _, sl := range rl.ScopeLogs {
+				r.count += len(sl.LogRecords)
+			}
+		}
+		return &collogpb.ExportLogsServiceResponse{}
+	}
 	r.headers = append(r.headers, headers)
 	for _, rl := range req.ResourceLogs {
 		r.resource = append(r.resource, rl)

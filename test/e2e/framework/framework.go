@@ -135,7 +135,7 @@ func Main(m *testing.M, opts Options, sys **System) int {
 		demo = "1"
 	}
 	s.env = append(os.Environ(), "OUT_DIR="+s.Out, fmt.Sprintf("PORT_BASE=%d", s.PortBase),
-		"NODES="+strings.Join(s.Nodes, " "), "FLOWGEN=0", "EXAMPLE_POLICY=0", "PROMETHEUS=0", "DEMO_PODS="+demo, "CAPTURE="+capture)
+		"NODES="+strings.Join(s.Nodes, " "), "FLOWGEN=0", "EXAMPLE_POLICY=0", "PROMETHEUS=0", "OTEL_COLLECTOR=0", "DEMO_PODS="+demo, "CAPTURE="+capture)
 	s.env = append(s.env, opts.Env...)
 	start := time.Now()
 	if out, err := s.script("hack/local-up.sh"); err != nil {
