@@ -35,6 +35,10 @@
 #   DEMO_PODS  [1]     0 disables the demo pods (root only; see hack/lib/pods.sh); capture is off without them
 #   CAPTURE    [all]   the agents' --capture with demo pods: all or selected
 #   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
+#   SELF_MANAGED_CERTS [0]  1: flowscope-apiserver makes its CA and certificates itself
+#                      (--self-managed-certs; CERT_VALIDITY and CA_VALIDITY, if set, are its
+#                      --cert-validity and --ca-validity) and the agents request theirs from it;
+#                      no Flowscope certificate is made here, the APIService gets no caBundle
 #   PROMETHEUS [1]     0 disables the local Prometheus (Debian's, hack/install-prometheus.sh) scraping the agents
 #   OTEL_COLLECTOR [1] 0 disables the local OpenTelemetry Collector (_output/tools/otelcol, OTLP on
 #                      PORT_BASE+6 gRPC and +7 HTTP, writing OUT_DIR/otelcol/logs.json) the agents'
@@ -63,6 +67,8 @@ KUBECTL_BIN="${TOOLS_DIR}/kubectl"
 FLOWGEN="${FLOWGEN:-1}"
 # EXAMPLE_POLICY=0 leaves stored mode off (the end-to-end suites do).
 EXAMPLE_POLICY="${EXAMPLE_POLICY:-1}"
+SELF_MANAGED_CERTS="${SELF_MANAGED_CERTS:-0}"
+self_managed() { [[ "${SELF_MANAGED_CERTS}" == 1 ]]; }
 # PROMETHEUS=0 leaves the local Prometheus out (the end-to-end suites but
 # test/e2e/dashboards do).
 PROMETHEUS="${PROMETHEUS:-1}"
@@ -473,6 +479,8 @@ step_bootstrap() {
   local m="${OUT_DIR}/manifests" ca_bundle crds
   mkdir -p "${m}"
   ca_bundle="$(base64 -w0 <"${CERT_DIR}/flowscope-ca.crt")"
+  # Self-managed: flowscope-apiserver fills it in with the CA it makes.
+  if self_managed; then ca_bundle=""; fi
 
   cat >"${m}/namespaces.yaml" <<EOF
 apiVersion: v1
@@ -518,7 +526,7 @@ spec:
   version: v1alpha1
   groupPriorityMinimum: 1000
   versionPriority: 15
-  caBundle: ${ca_bundle}
+  caBundle: ${ca_bundle:-null}
   service:
     namespace: ${FLOWSCOPE_NAMESPACE}
     name: api
@@ -633,7 +641,7 @@ step_agents() {
   have_agent || return 0
   agent_identities
   STEP="agents"
-  local i n port mport pod_flags agent_args otlp_flags=()
+  local i n port mport pod_flags agent_args cert_flags otlp_flags=()
   if have_otelcol; then
     otlp_flags=(--otlp-endpoint="127.0.0.1:${OTELCOL_GRPC_PORT}" --otlp-protocol=grpc --otlp-insecure)
   fi
@@ -646,6 +654,9 @@ step_agents() {
     # the agent knows the flags.
     mapfile -t pod_flags < <(pods::agent_flags "${i}")
     read -ra agent_args <<<"${AGENT_ARGS:-}"
+    cert_flags=(--tls-cert-file="${CERT_DIR}/agent-${n}.crt" --tls-private-key-file="${CERT_DIR}/agent-${n}.key"
+      --client-ca-file="${CERT_DIR}/flowscope-ca.crt")
+    if self_managed; then cert_flags=(--self-managed-certs); fi
     mkdir -p "${OUT_DIR}/agents/${n}"
     [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
     # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one
@@ -657,9 +668,7 @@ step_agents() {
       --listen-address="127.0.0.1:${port}" \
       --advertise-address="127.0.0.1:${port}" \
       --metrics-bind-address="127.0.0.1:${mport}" --profiling \
-      --tls-cert-file="${CERT_DIR}/agent-${n}.crt" \
-      --tls-private-key-file="${CERT_DIR}/agent-${n}.key" \
-      --client-ca-file="${CERT_DIR}/flowscope-ca.crt" \
+      "${cert_flags[@]}" \
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \
       --flow-log-file="${OUT_DIR}/flowlogs/${n}/flows.log" \
@@ -687,8 +696,20 @@ step_pods() {
   pods::up
 }
 
+# ca_file: the CA bundle of flowscope-apiserver's serving certificate
+# (self-managed: what it publishes, read again as it rotates).
+ca_file() {
+  if ! self_managed; then
+    echo "${CERT_DIR}/flowscope-ca.crt"
+    return
+  fi
+  kubectl get configmap flowscope-ca-bundle -n "${FLOWSCOPE_NAMESPACE}" -o 'jsonpath={.data.ca\.crt}' \
+    >"${CERT_DIR}/flowscope-ca-bundle.crt" 2>/dev/null || true
+  echo "${CERT_DIR}/flowscope-ca-bundle.crt"
+}
+
 apiserver_ready() {
-  curl -fsS --max-time 5 --cacert "${CERT_DIR}/flowscope-ca.crt" \
+  curl -fsS --max-time 5 --cacert "$(ca_file)" \
     -H "Authorization: Bearer $(token_of admin)" \
     "https://127.0.0.1:${APISERVER_PORT}/readyz" >/dev/null
 }
@@ -697,20 +718,22 @@ step_apiserver() {
   STEP="flowscope-apiserver"
   have_apiserver || return 0
   COMPONENT=flowscope-apiserver
-  local start
+  local start cert_flags
   start=$(date +%s)
+  cert_flags=(--tls-cert-file="${CERT_DIR}/apiserver-serving.crt" --tls-private-key-file="${CERT_DIR}/apiserver-serving.key"
+    --agent-ca-file="${CERT_DIR}/flowscope-ca.crt" --agent-client-cert-file="${CERT_DIR}/apiserver-agent-client.crt"
+    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key")
+  if self_managed; then
+    cert_flags=(--self-managed-certs ${CERT_VALIDITY:+--cert-validity="${CERT_VALIDITY}"} ${CA_VALIDITY:+--ca-validity="${CA_VALIDITY}"})
+  fi
   local::start flowscope-apiserver "${BIN_DIR}/flowscope-apiserver" \
     --secure-port="${APISERVER_PORT}" \
     --bind-address=127.0.0.1 \
-    --tls-cert-file="${CERT_DIR}/apiserver-serving.crt" \
-    --tls-private-key-file="${CERT_DIR}/apiserver-serving.key" \
+    "${cert_flags[@]}" \
     --authentication-kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
     --authorization-kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
     --kubeconfig="${OUT_DIR}/kubeconfig-apiserver" \
     --agent-namespace="${FLOWSCOPE_NAMESPACE}" \
-    --agent-ca-file="${CERT_DIR}/flowscope-ca.crt" \
-    --agent-client-cert-file="${CERT_DIR}/apiserver-agent-client.crt" \
-    --agent-client-key-file="${CERT_DIR}/apiserver-agent-client.key" \
     --continue-token-keys-file="${CERT_DIR}/continue-token-keys"
   wait_until "flowscope-apiserver /readyz on :${APISERVER_PORT}" 60 apiserver_ready
   local deadline=$(($(date +%s) + 60))
@@ -859,7 +882,8 @@ write_env() {
     printf 'FLOWSCOPE_APISERVER_URL=%q\n' "https://127.0.0.1:${APISERVER_PORT}"
     printf 'AGENT_PORT_BASE=%q\n' "${AGENT_PORT_BASE}"
     printf 'AGENT_METRICS_PORT_BASE=%q\n' "${AGENT_METRICS_PORT_BASE}"
-    printf 'FLOWSCOPE_CA_FILE=%q\n' "${CERT_DIR}/flowscope-ca.crt"
+    printf 'FLOWSCOPE_CA_FILE=%q\n' "$(ca_file)"
+    printf 'SELF_MANAGED_CERTS=%q\n' "${SELF_MANAGED_CERTS}"
     printf 'TOKEN_FILE=%q\n' "${TOKEN_FILE}"
     if have_prometheus; then printf 'PROMETHEUS_URL=%q\n' "http://127.0.0.1:${PROMETHEUS_PORT}"; fi
     if have_otelcol; then
