@@ -35,6 +35,8 @@
 #   DEMO_PODS  [1]     0 disables the demo pods (root only; see hack/lib/pods.sh); capture is off without them
 #   CAPTURE    [all]   the agents' --capture with demo pods: all or selected
 #   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
+#   PROFILING  [0]     1 serves Go's /debug/pprof on the agents' metrics addresses (127.0.0.1;
+#                      unauthenticated, so off unless asked)
 #   SELF_MANAGED_CERTS [0]  1: flowscope-apiserver makes its CA and certificates itself
 #                      (--self-managed-certs; CERT_VALIDITY and CA_VALIDITY, if set, are its
 #                      --cert-validity and --ca-validity) and the agents request theirs from it;
@@ -326,6 +328,11 @@ step_certs() {
   certs::ca "${CERT_DIR}" client-ca "flowscope-local-client-ca"
   certs::ca "${CERT_DIR}" front-proxy-ca "flowscope-local-front-proxy-ca"
   certs::leaf "${CERT_DIR}" front-proxy-ca front-proxy-client front-proxy-client clientAuth
+  # etcd: TLS with client certificates, so that no other local user can
+  # read or rewrite the cluster (RBAC included) through its port.
+  certs::ca "${CERT_DIR}" etcd-ca "flowscope-local-etcd-ca"
+  certs::leaf "${CERT_DIR}" etcd-ca etcd-server etcd "serverAuth, clientAuth" "DNS:localhost, IP:127.0.0.1"
+  certs::leaf "${CERT_DIR}" etcd-ca etcd-client-kube-apiserver kube-apiserver clientAuth
   certs::key "${CERT_DIR}/sa.key" rsa
   # Flowscope: one CA for the aggregated server's serving cert (caBundle of
   # the APIService), the agents' serving certs and the server's client cert.
@@ -388,10 +395,12 @@ step_etcd() {
   (umask 077 && mkdir -p "${OUT_DIR}/etcd")
   local::start etcd "${TOOLS_DIR}/etcd" \
     --data-dir "${OUT_DIR}/etcd" \
-    --listen-client-url "http://127.0.0.1:${ETCD_PORT}" \
-    --listen-peer-url "http://127.0.0.1:${ETCD_PEER_PORT}"
+    --listen-client-url "https://127.0.0.1:${ETCD_PORT}" \
+    --listen-peer-url "https://127.0.0.1:${ETCD_PEER_PORT}" \
+    --cert-file "${CERT_DIR}/etcd-server.crt" --key-file "${CERT_DIR}/etcd-server.key" \
+    --trusted-ca-file "${CERT_DIR}/etcd-ca.crt"
   wait_until "etcd health on :${ETCD_PORT}" 30 \
-    bash -c "curl -fsS --max-time 2 http://127.0.0.1:${ETCD_PORT}/health | grep -q '\"health\":\"true\"'"
+    bash -c "curl -fsS --max-time 2 --cacert '${CERT_DIR}/etcd-ca.crt' --cert '${CERT_DIR}/etcd-client-kube-apiserver.crt' --key '${CERT_DIR}/etcd-client-kube-apiserver.key' https://127.0.0.1:${ETCD_PORT}/health | grep -q '\"health\":\"true\"'"
   local::log "etcd up on 127.0.0.1:${ETCD_PORT} (pid $(local::pid_of etcd))"
   COMPONENT=""
 }
@@ -402,7 +411,10 @@ step_kube_apiserver() {
   local start
   start=$(date +%s)
   local::start kube-apiserver "${TOOLS_DIR}/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
+    --etcd-servers="https://127.0.0.1:${ETCD_PORT}" \
+    --etcd-cafile="${CERT_DIR}/etcd-ca.crt" \
+    --etcd-certfile="${CERT_DIR}/etcd-client-kube-apiserver.crt" \
+    --etcd-keyfile="${CERT_DIR}/etcd-client-kube-apiserver.key" \
     --bind-address=127.0.0.1 \
     --secure-port="${KAS_PORT}" \
     --advertise-address=127.0.0.1 \
@@ -658,7 +670,9 @@ step_agents() {
       --client-ca-file="${CERT_DIR}/flowscope-ca.crt")
     if self_managed; then cert_flags=(--self-managed-certs); fi
     mkdir -p "${OUT_DIR}/agents/${n}"
-    [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || : >"${OUT_DIR}/replay/${n}.jsonl"
+    # Every namespace's flows: readable by their owner only.
+    [[ -e "${OUT_DIR}/replay/${n}.jsonl" ]] || (umask 077 && : >"${OUT_DIR}/replay/${n}.jsonl")
+    chmod 0600 "${OUT_DIR}/replay/${n}.jsonl"
     # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one
     # machine; AGENT_ARGS: more flags for every agent (split on spaces).
     GOMAXPROCS="${AGENT_GOMAXPROCS:-${GOMAXPROCS:-}}" local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
@@ -667,7 +681,7 @@ step_agents() {
       --data-dir="${OUT_DIR}/agents/${n}" \
       --listen-address="127.0.0.1:${port}" \
       --advertise-address="127.0.0.1:${port}" \
-      --metrics-bind-address="127.0.0.1:${mport}" --profiling \
+      --metrics-bind-address="127.0.0.1:${mport}" --profiling="$([[ "${PROFILING:-0}" == 1 ]] && echo true || echo false)" \
       "${cert_flags[@]}" \
       --allowed-client-names=flowscope-apiserver \
       --replay-file="${OUT_DIR}/replay/${n}.jsonl" \

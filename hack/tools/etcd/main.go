@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -18,6 +19,9 @@ func main() {
 	dataDir := flag.String("data-dir", "", "directory for etcd's data (required)")
 	clientURL := flag.String("listen-client-url", "http://127.0.0.1:2379", "client URL to listen on")
 	peerURL := flag.String("listen-peer-url", "http://127.0.0.1:2380", "peer URL to listen on")
+	certFile := flag.String("cert-file", "", "serving (and peer) certificate for https URLs")
+	keyFile := flag.String("key-file", "", "key of --cert-file")
+	caFile := flag.String("trusted-ca-file", "", "CA of the client (and peer) certificates every client must present; none asked when empty")
 	flag.Parse()
 	if *dataDir == "" {
 		log.Fatal("--data-dir is required")
@@ -37,6 +41,12 @@ func main() {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if *certFile != "" {
+		// Client certificates, so that no other local user can read or
+		// rewrite the cluster, RBAC included, through the port.
+		tls := transport.TLSInfo{CertFile: *certFile, KeyFile: *keyFile, TrustedCAFile: *caFile, ClientCertAuth: *caFile != ""}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = tls, tls
+	}
 	// A local development store: losing the last writes on a host crash is
 	// acceptable, waiting for fsync on every write is not.
 	cfg.UnsafeNoFsync = true
