@@ -414,6 +414,10 @@ func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
 	// still stored, and the last checkpoint waits for them.
 	queueCtx := context.WithoutCancel(ctx)
 	f := follow.New(o.ReplayFile,
+		// A line becomes a flow a little larger at most (the pod labels
+		// that enrichment adds are bounded too): half the store's bound
+		// keeps every block readable.
+		follow.WithMaxLineBytes(store.MaxFlowBytes/2),
 		follow.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
 		// A checkpoint covers only lines whose flows are stored and
 		// synced, so that neither a crash nor a power loss skips any.
