@@ -19,8 +19,9 @@ build: ## Build flowscope-apiserver, flowscope-agent and the dev tools into _out
 .PHONY: tools
 tools: ## Build (or reuse from cache) kube-apiserver, kubectl and etcd at pinned versions; Debian's chromium for the UI's browser tests.
 	hack/build-tools.sh
-	hack/install-chromium.sh
+	hack/build-helm.sh
 	hack/install-prometheus.sh
+	hack/install-chromium.sh
 
 .PHONY: run
 run: build tools ## Start the whole local system (root): etcd, kube-apiserver, flowscope-apiserver, two agents.
@@ -33,6 +34,7 @@ stop: ## Stop everything `make run` started and clean up.
 .PHONY: test
 test: build tools ## Unit, integration and end-to-end tests.
 	$(GO) test ./... -count=1 -timeout 40m
+	GOWORK=off $(GO) -C hack/tools/images test ./... -count=1 -timeout 30m
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no local cluster), with the race detector; also the checkers' own tests.
@@ -122,11 +124,25 @@ verify-dashboards: ## Fail if artifacts/dashboards is stale or a panel's PromQL 
 	hack/install-prometheus.sh
 	GOWORK=off $(GO) -C hack/tools/dashboards test ./... -count=1
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+.PHONY: images
+images: ## Container images of every binary (static, on a base built here, no daemon, no pull) as OCI layouts and tarballs in _output/images; VERSION tags them, SOURCE_DATE_EPOCH (0) dates them.
+	GOWORK=off GOFLAGS= $(GO) -C hack/tools/images build -o $(CURDIR)/$(OUT)/images-tool .
+	$(OUT)/images-tool --root . --out $(OUT)/images --version $(VERSION)
+
+.PHONY: update-chart
+update-chart: ## Regenerate the chart's crds/ and the chart-made files of artifacts/deploy (hack/update-chart.sh).
+	hack/update-chart.sh
+
+.PHONY: verify-chart
+verify-chart: ## helm lint and helm template the chart (Helm pinned in hack/tools/helm); fail if crds/ or artifacts/deploy disagree with it.
+	hack/verify-chart.sh
+
 # The Go modules of the repository: the root one and the tools' own.
-TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards hack/tools/otelcol
+TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards hack/tools/otelcol hack/tools/images hack/tools/helm
 
 .PHONY: verify
-verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-ui verify-dashboards ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code, web UI assets.
+verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-ui verify-dashboards verify-chart ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code, web UI assets.
 
 .PHONY: update-ui
 update-ui: ## Rebuild the web UI (web/ui: npm ci, esbuild) into cmd/kubectl-flows/internal/ui/dist.
