@@ -78,7 +78,9 @@ L7 requests of a window, counted by the agents from their stores.
 An edge between two observed pods is counted at both ends, as Egress in the
 source's namespace and as Ingress in the destination's. drops, dns and http
 keep the Egress edge where both are listed, so that a pair counts once;
-edges prints both, with their direction.`,
+edges prints both, with their direction. Where requests and answers are
+records of their own, dns and http show the answers (with their status)
+and leave out the requests without one between the same ends.`,
 		Example: `  # The busiest edges of namespace shop over the server's default window
   kubectl flows top -n shop
 
@@ -191,9 +193,9 @@ func Table(view string, items []v1alpha1.FlowSummary, limit int) *metav1.Table {
 	case "drops":
 		rows = dropRows(oncePerPair(items))
 	case "dns":
-		rows = l7Rows(oncePerPair(items), v1alpha1.L7TypeDNS)
+		rows = l7Rows(answered(oncePerPair(items)), v1alpha1.L7TypeDNS)
 	case "http":
-		rows = l7Rows(oncePerPair(items), v1alpha1.L7TypeHTTP, v1alpha1.L7TypeGRPC)
+		rows = l7Rows(answered(oncePerPair(items)), v1alpha1.L7TypeHTTP, v1alpha1.L7TypeGRPC)
 	default:
 		rows = edgeRows(items)
 	}
@@ -240,13 +242,17 @@ func edgeRows(items []v1alpha1.FlowSummary) []row {
 		for _, d := range s.Drops {
 			drops += d.Flows
 		}
+		direction := string(s.Edge.TrafficDirection)
+		if s.Edge.Reply {
+			direction += " reply"
+		}
 		l7 := ""
 		if s.Edge.L7Type != "" {
 			l7 = string(s.Edge.L7Type) + " " + s.Edge.L7Status
 		}
 		rows = append(rows, row{
 			TableRow: tableRow(s, s.Namespace, end(s.Edge.Source), end(s.Edge.Destination), port(s.Edge),
-				string(s.Edge.Verdict), string(s.Edge.TrafficDirection), s.Traffic.Flows,
+				string(s.Edge.Verdict), direction, s.Traffic.Flows,
 				pair(s.Traffic.Packets, s.Traffic.PacketsReply), byteSize(s.Traffic.Bytes)+"/"+byteSize(s.Traffic.BytesReply),
 				drops, l7, strings.Join(s.Nodes, ",")),
 			key: s.Traffic.Flows, tie: s.Namespace + "/" + s.Name,
@@ -317,6 +323,30 @@ func oncePerPair(items []v1alpha1.FlowSummary) []v1alpha1.FlowSummary {
 	var out []v1alpha1.FlowSummary
 	for _, s := range items {
 		if s.Edge.TrafficDirection == v1alpha1.TrafficDirectionIngress && egress[undirected(s.Edge)] {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// answered leaves out the edges of L7 records without a status (requests
+// whose answer is a record of its own) where the same ends have records
+// with one: those count the same exchanges, answered.
+func answered(items []v1alpha1.FlowSummary) []v1alpha1.FlowSummary {
+	exchange := func(e v1alpha1.FlowEdge) v1alpha1.FlowEdge {
+		e.Reply, e.L7Status = false, ""
+		return e
+	}
+	withStatus := map[v1alpha1.FlowEdge]bool{}
+	for _, s := range items {
+		if s.Edge.L7Type != "" && s.Edge.L7Status != "" && s.Edge.L7Status != "Unknown" {
+			withStatus[exchange(s.Edge)] = true
+		}
+	}
+	var out []v1alpha1.FlowSummary
+	for _, s := range items {
+		if (s.Edge.L7Status == "" || s.Edge.L7Status == "Unknown") && withStatus[exchange(s.Edge)] {
 			continue
 		}
 		out = append(out, s)

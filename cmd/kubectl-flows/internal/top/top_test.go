@@ -64,7 +64,15 @@ func fixture() []v1alpha1.FlowSummary {
 	dns.L7 = &v1alpha1.EdgeL7{Requests: 30, Errors: 30}
 	dns.Name = v1alpha1.EdgeName(&dns.Edge)
 	out := summary("shop", web, ext, 443, v1alpha1.VerdictForwarded, v1alpha1.TrafficDirectionEgress, 50)
-	return []v1alpha1.FlowSummary{webAPI, apiIn, drop, dns, out}
+	// The requests of webAPI's exchanges, recorded apart from their answers.
+	req := webAPI
+	req.Edge.L7Status, req.L7 = "Unknown", &v1alpha1.EdgeL7{Requests: 10}
+	req.Name = v1alpha1.EdgeName(&req.Edge)
+	// Answers of connections web opened: from web to ext, as replies.
+	reply := summary("shop", web, ext, 443, v1alpha1.VerdictForwarded, v1alpha1.TrafficDirectionEgress, 1)
+	reply.Edge.Reply = true
+	reply.Name = v1alpha1.EdgeName(&reply.Edge)
+	return []v1alpha1.FlowSummary{webAPI, apiIn, drop, dns, out, req, reply}
 }
 
 func render(t *testing.T, view string, limit int, wide bool) string {
@@ -88,7 +96,9 @@ func TestViews(t *testing.T) {
 			"shop shop/web kube-system/coredns UDP/53 Forwarded Egress 30 45.0Ki/0B 0 DNS NXDOMAIN",
 			"payments shop/web payments/api TCP/8080 Forwarded Ingress 10 15.0Ki/0B 0 HTTP 5xx",
 			"shop shop/web payments/api TCP/8080 Forwarded Egress 10 15.0Ki/0B 0 HTTP 5xx",
+			"shop shop/web payments/api TCP/8080 Forwarded Egress 10 15.0Ki/0B 0 HTTP Unknown",
 			"shop shop/web shop/db TCP/5432 Dropped Egress 7 10.5Ki/0B 7",
+			"shop shop/web 203.0.113.0/24 TCP/443 Forwarded Egress reply 1 1.5Ki/0B 0",
 		}},
 		{"edges", 2, []string{
 			"NAMESPACE SOURCE DESTINATION PORT VERDICT DIRECTION FLOWS BYTES DROPS L7",
@@ -104,7 +114,8 @@ func TestViews(t *testing.T) {
 			"NAMESPACE CLIENT SERVER STATUS REQUESTS ERRORS P50 P95 P99",
 			"shop shop/web kube-system/coredns NXDOMAIN 30 30",
 		}},
-		// The Ingress edge at api counts the same exchanges: left out.
+		// The Ingress edge at api counts the same exchanges, and the
+		// requests without a status the same: left out.
 		{"http", 0, []string{
 			"NAMESPACE CLIENT SERVER PORT TYPE STATUS REQUESTS ERRORS ERROR% P50 P95 P99",
 			"shop shop/web payments/api TCP/8080 HTTP 5xx 10 4 40.0% 3ms 20ms 40ms",
