@@ -38,6 +38,7 @@ func TestDisruptive(t *testing.T) {
 		{"KillDuringHeavyIngest", testKillDuringHeavyIngest},
 		{"DiskFull", testDiskFull},
 		{"DeadAgentGivesPartialResultsWithWarning", testDeadAgentGivesPartialResultsWithWarning},
+		{"FlowSummaryPartial", testFlowSummaryPartial},
 		{"ContinueTokenSurvivesRestarts", testContinueTokenSurvivesRestarts},
 		{"WatchInformerAcrossAnAgentKill", testWatchInformerAcrossAnAgentKill},
 		{"WatchReplicasServeInterchangeableResourceVersions", testWatchReplicasServeInterchangeableResourceVersions},
