@@ -330,23 +330,33 @@ func oncePerPair(items []v1alpha1.FlowSummary) []v1alpha1.FlowSummary {
 	return out
 }
 
-// answered leaves out the edges of L7 records without a status (requests
-// whose answer is a record of its own) where the same ends have records
-// with one: those count the same exchanges, answered.
+// answered leaves out the records of requests where the same ends have
+// records of answers: where a request and its answer are records of their
+// own, both count the exchange, and the answer has the status and latency.
+// A request record is one without a status, or one in the request
+// direction (not Reply) where reply records exist.
 func answered(items []v1alpha1.FlowSummary) []v1alpha1.FlowSummary {
 	exchange := func(e v1alpha1.FlowEdge) v1alpha1.FlowEdge {
 		e.Reply, e.L7Status = false, ""
 		return e
 	}
-	withStatus := map[v1alpha1.FlowEdge]bool{}
+	unknown := func(e v1alpha1.FlowEdge) bool { return e.L7Status == "" || e.L7Status == "Unknown" }
+	withStatus, replied := map[v1alpha1.FlowEdge]bool{}, map[v1alpha1.FlowEdge]bool{}
 	for _, s := range items {
-		if s.Edge.L7Type != "" && s.Edge.L7Status != "" && s.Edge.L7Status != "Unknown" {
+		if s.Edge.L7Type == "" {
+			continue
+		}
+		if !unknown(s.Edge) {
 			withStatus[exchange(s.Edge)] = true
+		}
+		if s.Edge.Reply {
+			replied[exchange(s.Edge)] = true
 		}
 	}
 	var out []v1alpha1.FlowSummary
 	for _, s := range items {
-		if (s.Edge.L7Status == "" || s.Edge.L7Status == "Unknown") && withStatus[exchange(s.Edge)] {
+		k := exchange(s.Edge)
+		if s.Edge.L7Type != "" && (unknown(s.Edge) && withStatus[k] || !s.Edge.Reply && replied[k]) {
 			continue
 		}
 		out = append(out, s)

@@ -62,7 +62,12 @@ func fixture() []v1alpha1.FlowSummary {
 	dns := summary("shop", web, workload("kube-system", "coredns"), 53, v1alpha1.VerdictForwarded, v1alpha1.TrafficDirectionEgress, 30)
 	dns.Edge.Protocol, dns.Edge.L7Type, dns.Edge.L7Status = v1alpha1.ProtocolUDP, v1alpha1.L7TypeDNS, "NXDOMAIN"
 	dns.L7 = &v1alpha1.EdgeL7{Requests: 30, Errors: 30}
+	dns.Edge.Reply = true
 	dns.Name = v1alpha1.EdgeName(&dns.Edge)
+	// The queries of those answers, recorded apart: NOERROR as requests.
+	query := dns
+	query.Edge.Reply, query.Edge.L7Status, query.L7 = false, "NOERROR", &v1alpha1.EdgeL7{Requests: 30}
+	query.Name = v1alpha1.EdgeName(&query.Edge)
 	out := summary("shop", web, ext, 443, v1alpha1.VerdictForwarded, v1alpha1.TrafficDirectionEgress, 50)
 	// The requests of webAPI's exchanges, recorded apart from their answers.
 	req := webAPI
@@ -72,7 +77,7 @@ func fixture() []v1alpha1.FlowSummary {
 	reply := summary("shop", web, ext, 443, v1alpha1.VerdictForwarded, v1alpha1.TrafficDirectionEgress, 1)
 	reply.Edge.Reply = true
 	reply.Name = v1alpha1.EdgeName(&reply.Edge)
-	return []v1alpha1.FlowSummary{webAPI, apiIn, drop, dns, out, req, reply}
+	return []v1alpha1.FlowSummary{webAPI, apiIn, drop, dns, out, req, reply, query}
 }
 
 func render(t *testing.T, view string, limit int, wide bool) string {
@@ -93,7 +98,8 @@ func TestViews(t *testing.T) {
 		{"edges", 0, []string{
 			"NAMESPACE SOURCE DESTINATION PORT VERDICT DIRECTION FLOWS BYTES DROPS L7",
 			"shop shop/web 203.0.113.0/24 TCP/443 Forwarded Egress 50 75.0Ki/0B 0",
-			"shop shop/web kube-system/coredns UDP/53 Forwarded Egress 30 45.0Ki/0B 0 DNS NXDOMAIN",
+			"shop shop/web kube-system/coredns UDP/53 Forwarded Egress 30 45.0Ki/0B 0 DNS NOERROR",
+			"shop shop/web kube-system/coredns UDP/53 Forwarded Egress reply 30 45.0Ki/0B 0 DNS NXDOMAIN",
 			"payments shop/web payments/api TCP/8080 Forwarded Ingress 10 15.0Ki/0B 0 HTTP 5xx",
 			"shop shop/web payments/api TCP/8080 Forwarded Egress 10 15.0Ki/0B 0 HTTP 5xx",
 			"shop shop/web payments/api TCP/8080 Forwarded Egress 10 15.0Ki/0B 0 HTTP Unknown",
@@ -103,7 +109,7 @@ func TestViews(t *testing.T) {
 		{"edges", 2, []string{
 			"NAMESPACE SOURCE DESTINATION PORT VERDICT DIRECTION FLOWS BYTES DROPS L7",
 			"shop shop/web 203.0.113.0/24 TCP/443 Forwarded Egress 50 75.0Ki/0B 0",
-			"shop shop/web kube-system/coredns UDP/53 Forwarded Egress 30 45.0Ki/0B 0 DNS NXDOMAIN",
+			"shop shop/web kube-system/coredns UDP/53 Forwarded Egress 30 45.0Ki/0B 0 DNS NOERROR",
 		}},
 		{"drops", 0, []string{
 			"NAMESPACE SOURCE DESTINATION PORT REASON FLOWS PACKETS",
