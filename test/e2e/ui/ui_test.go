@@ -161,6 +161,11 @@ func TestDropIsARedEdge(t *testing.T) {
 	if drop.Dropped == 0 || strings.ReplaceAll(drop.Color, " ", "") != red {
 		t.Errorf("cart -> db (dropped %d) has colour %s, want %s", drop.Dropped, drop.Color, red)
 	}
+	// An edge with L7 errors and no drops is amber.
+	const amber = "rgb(217,119,6)"
+	if e := findEdge(edges, "shop/Deployment/web", "shop/Deployment/cart", 8080); e == nil || strings.ReplaceAll(e.Color, " ", "") != amber {
+		t.Errorf("web -> cart, one HTTP 500 of four: %+v, want colour %s", e, amber)
+	}
 	for _, e := range edges {
 		if e.Dropped == 0 && strings.ReplaceAll(e.Color, " ", "") == red {
 			t.Errorf("edge %s -> %s:%d has no drops but is red", e.Source, e.Target, e.Port)

@@ -14,8 +14,8 @@ export const DROP_COLOR = '#dc2626';
 export const ERROR_COLOR = '#d97706';
 export const OK_COLOR = '#64748b';
 
-const CARD_W = 250;
-const CARD_H = 110;
+const CARD_W = 320;
+const CARD_H = 130;
 const GROUP_GAP = 120;
 const GROUP_PAD = 24;
 // Beyond this many edges, edges are straight and unlabelled: bezier
@@ -95,7 +95,7 @@ export const style = [
   } },
   { selector: 'edge', style: {
     'z-index-compare': 'manual', 'z-index': 1, width: 'data(width)', 'line-color': OK_COLOR, 'target-arrow-color': OK_COLOR, 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
-    'arrow-scale': 0.8, 'font-size': 9, 'min-zoomed-font-size': 7, color: '#334155', 'text-background-color': '#ffffff', 'text-background-opacity': 0.85, 'text-rotation': 'autorotate',
+    'arrow-scale': 1, 'font-size': 10, 'min-zoomed-font-size': 7, color: '#334155', 'text-background-color': '#ffffff', 'text-background-opacity': 0.85, 'text-rotation': 'autorotate',
   } },
   { selector: 'edge.labelled', style: { label: 'data(label)' } },
   { selector: 'edge.straight', style: { 'curve-style': 'straight' } },
