@@ -21,6 +21,10 @@ package summary
 
 import (
 	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"time"
 
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/flowsummary"
@@ -42,28 +46,45 @@ const checkEvery = 4096
 // tier (which may be nil), into an aggregate of at most maxEdges edges
 // (flowsummary.New). It returns the aggregate and the flows counted.
 //
+// The store is read in parallel, one slice of the window per CPU (at most
+// maxSlices), each counted into its own aggregate and merged: decoding
+// flows is most of the cost, and merging aggregates is exact.
+//
 // A flow of the tier is counted only when its version is below oldest, the
 // store's OldestCompleteRV read before the scans: the tier saw every flow
 // the store committed, so the flows at or above it are in the store, and
 // those below it are not. (A flow the store evicts during the scan can
 // still go uncounted, as it would from a list taken at the same moment.)
 func Summarize(ctx context.Context, st *store.Store, tier Tier, oldest uint64, q store.TimeScan, f flowfilter.Filter, maxEdges int) (*flowsummary.Aggregate, int64, error) {
-	agg := flowsummary.New(maxEdges)
-	var n int64
-	count := func(r store.Record) bool {
-		agg.Add(r.Flow)
-		n++
-		return n%checkEvery != 0 || ctx.Err() == nil
+	scans := split(q, time.Now(), min(runtime.GOMAXPROCS(0), maxSlices))
+	parts := make([]*flowsummary.Aggregate, len(scans))
+	counts := make([]int64, len(scans))
+	errs := make([]error, len(scans))
+	var wg sync.WaitGroup
+	for i, sq := range scans {
+		wg.Go(func() {
+			parts[i] = flowsummary.New(maxEdges)
+			_, errs[i] = st.Query(sq, f, counter(ctx, parts[i], &counts[i]))
+		})
 	}
-	if _, err := st.Query(q, f, count); err != nil {
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, 0, err
 	}
+	agg, n := parts[0], counts[0]
+	for i := 1; i < len(parts); i++ {
+		for _, e := range parts[i].Edges() {
+			agg.Merge(&e)
+		}
+		n += counts[i]
+	}
 	if tier != nil && ctx.Err() == nil {
+		count := counter(ctx, agg, &n)
 		err := tier.Query(q, f, func(r store.Record) bool {
 			if r.RV >= oldest {
 				// In list order (time, version) versions are not
 				// sorted: go on, later flows may be older.
-				return n%checkEvery != 0 || ctx.Err() == nil
+				return ctx.Err() == nil
 			}
 			return count(r)
 		})
@@ -72,4 +93,47 @@ func Summarize(ctx context.Context, st *store.Store, tier Tier, oldest uint64, q
 		}
 	}
 	return agg, n, ctx.Err()
+}
+
+// maxSlices bounds the scans of one summary: beyond a few, the agent's
+// other work (ingest, lists, watches) would wait for its CPUs.
+const maxSlices = 4
+
+// minSlice is the shortest slice of a window worth a scan of its own.
+const minSlice = time.Minute
+
+// counter returns the callback of a scan that counts flows into agg and n,
+// and stops soon after ctx ends.
+func counter(ctx context.Context, agg *flowsummary.Aggregate, n *int64) func(store.Record) bool {
+	return func(r store.Record) bool {
+		agg.Add(r.Flow)
+		*n++
+		return *n%checkEvery != 0 || ctx.Err() == nil
+	}
+}
+
+// split cuts q's window into at most n slices of at least minSlice,
+// [since, until) each: the last one open when q's is, so that flows timed
+// after now (a skewed clock) are still counted.
+func split(q store.TimeScan, now time.Time, n int) []store.TimeScan {
+	end := q.Until
+	if end.IsZero() {
+		end = now
+	}
+	span := end.Sub(q.Since)
+	if q.Since.IsZero() || span < 2*minSlice || n <= 1 {
+		return []store.TimeScan{q}
+	}
+	n = min(n, int(span/minSlice))
+	out := make([]store.TimeScan, n)
+	for i := range out {
+		out[i] = q
+		if i > 0 {
+			out[i].Since = q.Since.Add(span * time.Duration(i) / time.Duration(n))
+		}
+		if i < n-1 {
+			out[i].Until = q.Since.Add(span * time.Duration(i+1) / time.Duration(n))
+		}
+	}
+	return out
 }

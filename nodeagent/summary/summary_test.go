@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -77,8 +78,8 @@ func (g *generator) next() store.Record {
 	return store.Record{RV: g.rv, Flow: &f}
 }
 
-// fill writes n generated flows to st.
-func fill(tb testing.TB, st *store.Store, n int) {
+// fill writes n generated flows to st and returns the newest one's time.
+func fill(tb testing.TB, st *store.Store, n int) time.Time {
 	tb.Helper()
 	g := newGenerator(tb, n)
 	batch := make([]store.Record, 0, 1024)
@@ -91,6 +92,7 @@ func fill(tb testing.TB, st *store.Store, n int) {
 			batch = batch[:0]
 		}
 	}
+	return g.t
 }
 
 func openStore(tb testing.TB) *store.Store {
@@ -133,9 +135,33 @@ func (t tier) Query(q store.TimeScan, f flowfilter.Filter, fn func(store.Record)
 
 func TestSummarizeEqualsListedFlows(t *testing.T) {
 	st := openStore(t)
-	fill(t, st, 20000)
+	last := fill(t, st, 20000)
 	since := time.Now().Add(-12 * time.Second)
 	q := store.TimeScan{Since: since}
+	t.Run("sliced", func(t *testing.T) {
+		// A window of two minutes, whose middle cuts the 20 seconds of
+		// flows in two: two slices read in parallel with GOMAXPROCS 2,
+		// whatever the machine's.
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+		since := last.Add(-70 * time.Second)
+		until := since.Add(2 * time.Minute)
+		q := store.TimeScan{Since: since, Until: until}
+		f := flowfilter.Filter{Since: &since, Until: &until}
+		if n := len(split(q, time.Now(), 2)); n != 2 {
+			t.Fatalf("%d slices", n)
+		}
+		agg, n, err := Summarize(context.Background(), st, nil, 0, q, f, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantN := listed(t, st, q, f)
+		if n != wantN || wantN != 20000 {
+			t.Fatalf("counted %d flows, a list reads %d of 20000", n, wantN)
+		}
+		if got, want := agg.Edges(), want.Edges(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%d edges differ from the %d of the listed flows", len(got), len(want))
+		}
+	})
 	for _, f := range []flowfilter.Filter{
 		{Since: &since},
 		{Namespace: "shop", Since: &since},
@@ -235,6 +261,7 @@ var bench struct {
 	once sync.Once
 	st   *store.Store
 	dir  string
+	last time.Time // the newest flow's time
 	err  error
 }
 
@@ -263,14 +290,16 @@ func BenchmarkSummarize(b *testing.B) {
 			return
 		}
 		start := time.Now()
-		fill(b, bench.st, benchFlows())
+		bench.last = fill(b, bench.st, benchFlows())
 		disk, _ := bench.st.DiskBytes()
 		fmt.Fprintf(os.Stderr, "bench store: %d flows written in %v, %d MB on disk\n", benchFlows(), time.Since(start).Round(time.Millisecond), disk>>20)
 	})
 	if bench.err != nil {
 		b.Fatal(bench.err)
 	}
-	now := time.Now()
+	// Windows end at the newest flow, however long ago the store was
+	// built, and are closed: the same flows in every run.
+	end := bench.last.Add(time.Millisecond)
 	for _, c := range []struct {
 		name      string
 		window    time.Duration
@@ -282,9 +311,9 @@ func BenchmarkSummarize(b *testing.B) {
 		{"window=1m", time.Minute, ""},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			since := now.Add(-c.window)
-			q := store.TimeScan{Since: since}
-			f := flowfilter.Filter{Namespace: c.namespace, Since: &since}
+			since := end.Add(-c.window)
+			q := store.TimeScan{Since: since, Until: end}
+			f := flowfilter.Filter{Namespace: c.namespace, Since: &since, Until: &end}
 			var lat []time.Duration
 			var flows int64
 			var edges int
@@ -308,5 +337,40 @@ func BenchmarkSummarize(b *testing.B) {
 			b.ReportMetric(float64(edges), "edges")
 			b.ReportMetric(float64(flows)/pct(0.50)/1000, "Mflows/s")
 		})
+	}
+}
+
+// TestSplit: the slices of a window cover it exactly, each [since, until)
+// after the one before, the last open when the window is.
+func TestSplit(t *testing.T) {
+	now := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		q    store.TimeScan
+		n    int
+		want int
+	}{
+		{store.TimeScan{Since: now.Add(-time.Hour)}, 4, 4},
+		{store.TimeScan{Since: now.Add(-time.Hour), Until: now.Add(-time.Minute), MaxRV: 7}, 3, 3},
+		{store.TimeScan{Since: now.Add(-90 * time.Second)}, 4, 1},
+		{store.TimeScan{Since: now.Add(-3 * time.Minute)}, 4, 3},
+		{store.TimeScan{}, 4, 1},
+		{store.TimeScan{Since: now.Add(-time.Hour)}, 1, 1},
+	} {
+		got := split(c.q, now, c.n)
+		if len(got) != c.want {
+			t.Errorf("%+v in %d: %d slices, want %d", c.q, c.n, len(got), c.want)
+			continue
+		}
+		if !got[0].Since.Equal(c.q.Since) || !got[len(got)-1].Until.Equal(c.q.Until) {
+			t.Errorf("%+v: slices from %v to %v", c.q, got[0].Since, got[len(got)-1].Until)
+		}
+		for i := range got {
+			if got[i].MaxRV != c.q.MaxRV {
+				t.Errorf("slice %d lost MaxRV", i)
+			}
+			if i > 0 && !got[i].Since.Equal(got[i-1].Until) {
+				t.Errorf("%+v: slice %d starts at %v, the one before ends at %v", c.q, i, got[i].Since, got[i-1].Until)
+			}
+		}
 	}
 }
