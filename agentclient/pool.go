@@ -66,6 +66,9 @@ type Pool struct {
 	mu     sync.RWMutex
 	static map[string]string
 	leased map[string]string
+	// lapsed are the nodes whose agent's Lease expired within
+	// lapsedMemory: lists name them among the agents that did not answer.
+	lapsed []string
 	agents map[string]*Agent
 	synced func() bool
 	// changed is closed, and replaced, when an agent joins or leaves.
@@ -111,6 +114,20 @@ func (p *Pool) List() []*Agent {
 		out = append(out, a)
 	}
 	slices.SortFunc(out, func(a, b *Agent) int { return strings.Compare(a.node, b.node) })
+	return out
+}
+
+// Lapsed returns, in order, the nodes whose agent's Lease expired in the
+// last day and that have no agent in the pool: agents that lists cannot ask.
+func (p *Pool) Lapsed() []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []string
+	for _, n := range p.lapsed {
+		if _, ok := p.agents[n]; !ok {
+			out = append(out, n)
+		}
+	}
 	return out
 }
 
@@ -173,21 +190,31 @@ func (p *Pool) WatchLeases(ctx context.Context, client kubernetes.Interface, nam
 	}
 }
 
+// lapsedMemory is how long after its Lease expired an agent is still
+// named as missing by lists: a node that comes back within it, or whose
+// flows a list still covers; one gone longer was most likely removed.
+const lapsedMemory = 24 * time.Hour
+
 func (p *Pool) resync(s cache.Store) {
 	leased := map[string]string{}
+	var lapsed []string
 	now := time.Now()
 	for _, obj := range s.List() {
 		l, ok := obj.(*coordinationv1.Lease)
 		if !ok {
 			continue
 		}
-		if node, addr, live := agentlease.Live(l, now); live {
+		switch node, addr, live := agentlease.Live(l, now); {
+		case live:
 			leased[node] = addr
+		case node != "" && now.Sub(l.Spec.RenewTime.Time) < lapsedMemory:
+			lapsed = append(lapsed, node)
 		}
 	}
+	slices.Sort(lapsed)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.leased = leased
+	p.leased, p.lapsed = leased, lapsed
 	p.reconcileLocked()
 }
 

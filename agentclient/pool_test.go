@@ -257,3 +257,22 @@ func TestPoolDialsOnlyTheNodeOfTheLease(t *testing.T) {
 		})
 	}
 }
+
+// TestPoolNamesLapsedAgents: an agent whose Lease expired within a day is
+// Lapsed, so that lists name it; one back, or gone longer, is not.
+func TestPoolNamesLapsedAgents(t *testing.T) {
+	p := NewPool(&tls.Config{}, nil)
+	defer p.Close()
+	now := time.Now()
+	p.resync(leaseStore(t,
+		agentLease("a", "127.0.0.1:1", now.Add(-time.Minute)),
+		agentLease("b", "127.0.0.1:2", now.Add(-2*lapsedMemory)),
+	))
+	if got := p.Lapsed(); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("Lapsed = %v, want [a]", got)
+	}
+	p.resync(leaseStore(t, agentLease("a", "127.0.0.1:1", now)))
+	if got := p.Lapsed(); len(got) != 0 {
+		t.Errorf("Lapsed = %v once a renewed its Lease, want none", got)
+	}
+}

@@ -37,6 +37,12 @@ type Agents interface {
 	Progressed() <-chan struct{}
 }
 
+// lapsedAgents is an Agents that also knows the agents that went away: a
+// list that asks every agent names them among those that did not answer.
+type lapsedAgents interface {
+	Lapsed() []string
+}
+
 // Agent is one node's agent. Values must be comparable: a watch tells by
 // == that an agent was replaced.
 type Agent interface {

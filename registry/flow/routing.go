@@ -130,7 +130,10 @@ func (r *REST) listTargets(q *query) (asked []Agent, missing []string) {
 		}
 	}
 	if nodes == nil {
-		return r.agents.List(), nil
+		if l, ok := r.agents.(lapsedAgents); ok {
+			missing = l.Lapsed()
+		}
+		return r.agents.List(), missing
 	}
 	nodes = slices.Sorted(slices.Values(nodes))
 	for _, n := range nodes {

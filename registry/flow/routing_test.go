@@ -175,3 +175,32 @@ func TestListWarnsOfAgentsThatFailOrTimeOut(t *testing.T) {
 		t.Errorf("every agent failing: %v, want 503", err)
 	}
 }
+
+// lapsedCluster is a cluster whose pool knows agents that went away.
+type lapsedCluster struct {
+	testCluster
+	lapsed []string
+}
+
+func (c lapsedCluster) Lapsed() []string { return c.lapsed }
+
+// TestListNamesLapsedAgents: a list that asks every agent names those whose
+// Lease expired, whose flows it cannot have.
+func TestListNamesLapsedAgents(t *testing.T) {
+	c := startCluster(t, "node-a")
+	c["node-a"].offer(t, observed(v1alpha1.TrafficDirectionEgress, "shop/web-0", "shop/db-0", time.Now()))
+	c["node-a"].waitCommitted(t, 1)
+	r := NewREST(lapsedCluster{c, []string{"node-b"}}, Options{DefaultWindow: 10 * time.Minute, AgentTimeout: 10 * time.Second})
+	ctx, warned := requestContext("")
+	obj, err := r.List(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if items := obj.(*v1alpha1.FlowList).Items; len(items) != 1 {
+		t.Errorf("listed %d flows, want node-a's one", len(items))
+	}
+	want := "flows from these nodes are missing, their agents did not answer: node-b (no agent)"
+	if !slices.Equal(warned.text, []string{want}) {
+		t.Errorf("warnings %q, want %q", warned.text, want)
+	}
+}
