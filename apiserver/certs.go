@@ -40,7 +40,8 @@ import (
 // CertOptions choose where the server's certificates come from: files
 // (--tls-cert-file, --agent-*-file), reloaded when they change, or the
 // certificates it manages itself (--self-managed-certs, package
-// selfcerts).
+// selfcerts). With files, --agent-ca-secret still lets agents request
+// their certificates, signed with a CA managed elsewhere (cert-manager).
 type CertOptions struct {
 	SelfManaged bool
 	selfcerts.Options
@@ -53,21 +54,28 @@ func (o *CertOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.CAValidity, "ca-validity", o.CAValidity, "With --self-managed-certs: how long a CA is valid. It is replaced when --cert-validity and a propagation delay (a tenth of --cert-validity, at most a minute) are left, and trusted until it expires; at least twice --cert-validity.")
 	fs.StringSliceVar(&o.ServingHosts, "serving-cert-hosts", o.ServingHosts, "With --self-managed-certs: the DNS names and IP addresses of the serving certificate; kube-apiserver dials the APIService's Service as <service>.<namespace>.svc.")
 	fs.StringVar(&o.APIService, "apiservice", o.APIService, "With --self-managed-certs: the APIService whose caBundle is kept; empty keeps none.")
+	fs.StringVar(&o.ExternalCA, "agent-ca-secret", o.ExternalCA, "Without --self-managed-certs: sign the agents' CertificateSigningRequests (signer "+selfcerts.SignerName+", approved as with --self-managed-certs) with the CA in this Secret of --agent-namespace (tls.crt, tls.key: what cert-manager writes for a CA Certificate), which is managed elsewhere, and publish it in ConfigMap flowscope-ca-bundle, keeping a replaced CA there until it expires. For cert-manager mode, with --tls-cert-file and --agent-*-file from cert-manager's Secrets and agents with --self-managed-certs. One replica, elected, signs.")
 }
 
 func (o *CertOptions) validate(kubeconfig string) []error {
-	if !o.SelfManaged {
+	if !o.SelfManaged && o.ExternalCA == "" {
 		return nil
 	}
 	errs := o.Options.Validate()
 	if kubeconfig == "-" {
-		errs = append(errs, errors.New("--self-managed-certs needs the Kubernetes API: --kubeconfig must not be \"-\""))
+		errs = append(errs, errors.New("--self-managed-certs and --agent-ca-secret need the Kubernetes API: --kubeconfig must not be \"-\""))
+	}
+	if o.SelfManaged && o.ExternalCA != "" {
+		errs = append(errs, errors.New("--self-managed-certs makes its own CA: --agent-ca-secret is for a CA managed elsewhere"))
 	}
 	return errs
 }
 
-// selfManaged is what a server with --self-managed-certs runs.
+// selfManaged is what a server with --self-managed-certs, or
+// --agent-ca-secret, runs.
 type selfManaged struct {
+	// loader is nil with --agent-ca-secret: the server's certificates
+	// come from files.
 	loader  *selfcerts.Loader
 	kube    kubernetes.Interface
 	dynamic dynamic.Interface
@@ -82,9 +90,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 }
 
 // newSelfManaged returns the loader and controller of --self-managed-certs,
-// or nil without it.
+// the controller of --agent-ca-secret, or nil without them.
 func (o *Options) newSelfManaged() (*selfManaged, error) {
-	if !o.Certs.SelfManaged {
+	if !o.Certs.SelfManaged && o.Certs.ExternalCA == "" {
 		return nil, nil
 	}
 	rc, err := restConfig(o.Kubeconfig)
@@ -101,14 +109,18 @@ func (o *Options) newSelfManaged() (*selfManaged, error) {
 	}
 	opts := o.Certs.Options
 	opts.Namespace = o.AgentNamespace
-	return &selfManaged{loader: selfcerts.NewLoader(kube, o.AgentNamespace), kube: kube, dynamic: dyn, opts: opts}, nil
+	sm := &selfManaged{kube: kube, dynamic: dyn, opts: opts}
+	if o.Certs.SelfManaged {
+		sm.loader = selfcerts.NewLoader(kube, o.AgentNamespace)
+	}
+	return sm, nil
 }
 
 // agentTLS returns the TLS configuration for calling agents, drawn at
 // every handshake from the Secret (self-managed) or the files, and the
 // check of its certificates for readiness.
 func (o *Options) agentTLS(sm *selfManaged) (*tls.Config, func(time.Time) error, error) {
-	if sm != nil {
+	if sm != nil && sm.loader != nil {
 		return tlsutil.NewClientConfig(sm.loader), sm.loader.Check, nil
 	}
 	src, err := tlsutil.NewFileSource(o.AgentClientCertFile, o.AgentClientKeyFile, o.AgentCAFile)
@@ -130,7 +142,9 @@ func (o *Options) agentTLS(sm *selfManaged) (*tls.Config, func(time.Time) error,
 
 // run runs the controller (one replica writes) until ctx ends.
 func (sm *selfManaged) run(ctx context.Context) {
-	sm.loader.Start(ctx)
+	if sm.loader != nil {
+		sm.loader.Start(ctx)
+	}
 	if err := selfcerts.Run(ctx, sm.kube, sm.dynamic, sm.opts); err != nil {
 		klog.ErrorS(err, "Failed managing the certificates")
 	}

@@ -145,7 +145,7 @@ func (o *Options) Config() (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if certs != nil {
+	if certs != nil && certs.loader != nil {
 		// Served from the Secret the elected replica keeps, reloaded.
 		o.Recommended.SecureServing.ServerCert.GeneratedCert = certs.loader
 	} else if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost",

@@ -69,7 +69,7 @@ func (a *authorities) trust() []byte { return bundle(a.current, a.previous) }
 // signer is the CA that signs at now: the current one once it has had
 // time to propagate, the previous one until then.
 func (a *authorities) signer(now time.Time, o Options) *authority {
-	if a.previous != nil && now.Sub(a.current.cert.NotBefore)-backdate(o.CAValidity) < propagation(o.CertValidity) {
+	if a.previous != nil && a.previous.key != nil && now.Sub(a.current.cert.NotBefore)-backdate(o.CAValidity) < propagation(o.CertValidity) {
 		return a.previous
 	}
 	return a.current
@@ -87,6 +87,9 @@ func (a *authorities) pool() *x509.CertPool {
 // sync brings every object up to date once.
 func (c *Controller) sync(ctx context.Context) error {
 	now := c.now()
+	if c.o.ExternalCA != "" {
+		return c.syncExternal(ctx, now)
+	}
 	cas, err := c.syncCA(ctx, now)
 	if err != nil {
 		return err

@@ -96,6 +96,13 @@ type Options struct {
 	// Identity names this replica in the election; empty means the host
 	// name and a random suffix.
 	Identity string
+	// ExternalCA, when set, names the Secret of a CA managed elsewhere
+	// (tls.crt and tls.key, as cert-manager writes for a CA Certificate):
+	// the controller then only signs the agents' requests with it and
+	// publishes the bundle, keeping a replaced CA in it until it expires;
+	// cert-manager issues the server's certificates and fills the
+	// caBundle.
+	ExternalCA string
 }
 
 // DefaultOptions returns the defaults for namespace.

@@ -437,3 +437,65 @@ func unstructuredNested(obj map[string]any, fields ...string) (string, bool, err
 }
 
 func encode(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// TestExternalCA: with a CA Secret cert-manager keeps, the controller
+// writes no certificate of its own, publishes the CA, keeps a replaced one
+// published until it expires, and signs with the current one.
+func TestExternalCA(t *testing.T) {
+	o := testOptions()
+	o.ExternalCA = "flowscope-ca"
+	c, kube, clk := newTestController(t, o)
+	ctx := context.Background()
+	put := func(ca *authority) {
+		t.Helper()
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "flowscope-ca", Namespace: ns}, Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{"tls.crt": ca.certPEM, "tls.key": ca.keyPEM, "ca.crt": ca.certPEM}}
+		if _, err := kube.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			if _, err := kube.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	published := func() string {
+		t.Helper()
+		cm, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, BundleConfigMap, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names(certsOf(t, []byte(cm.Data[BundleKey])))
+	}
+	if err := c.sync(ctx); err == nil {
+		t.Fatal("sync without the CA Secret succeeded")
+	}
+	first, err := newAuthority(clk.t, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(first)
+	syncAt(t, c, clk, clk.t)
+	if got := published(); got != first.cert.Subject.CommonName {
+		t.Errorf("published %s", got)
+	}
+	for _, name := range []string{ServingSecret, AgentClientSecret} {
+		if _, err := kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			t.Errorf("wrote Secret %s, which cert-manager keeps", name)
+		}
+	}
+	second, err := newAuthority(clk.t.Add(2*time.Second), 10*time.Minute) // another name: made two seconds on
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(second)
+	syncAt(t, c, clk, clk.t.Add(time.Minute))
+	want := second.cert.Subject.CommonName + "," + first.cert.Subject.CommonName
+	if got := published(); got != want {
+		t.Errorf("published %s after the CA was replaced, want %s", got, want)
+	}
+	if s := c.current().signer(clk.t, o); !s.cert.Equal(second.cert) {
+		t.Error("the replaced CA still signs")
+	}
+	syncAt(t, c, clk, first.cert.NotAfter.Add(time.Second))
+	if got := published(); got != second.cert.Subject.CommonName {
+		t.Errorf("published %s after the old CA expired", got)
+	}
+}
