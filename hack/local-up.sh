@@ -37,6 +37,9 @@
 #   KEEP_LOGS  [0]     1 keeps the old logs when a stale system is cleaned up
 #   PROFILING  [0]     1 serves Go's /debug/pprof on the agents' metrics addresses (127.0.0.1;
 #                      unauthenticated, so off unless asked)
+#   CHART_ARGS [0]     1 gives the agents and flowscope-apiserver the flags the Helm chart
+#                      renders (hack/chart-args.sh, with CHART_VALUES such as
+#                      "--set agent.retention=2h"), less those set here for the local system
 #   SELF_MANAGED_CERTS [0]  1: flowscope-apiserver makes its CA and certificates itself
 #                      (--self-managed-certs; CERT_VALIDITY and CA_VALIDITY, if set, are its
 #                      --cert-validity and --ca-validity) and the agents request theirs from it;
@@ -648,6 +651,21 @@ EOF
   COMPONENT=""
 }
 
+# chart_args agent|apiserver: with CHART_ARGS=1, the flags the Helm chart
+# (artifacts/charts/flowscope, values CHART_VALUES) gives the component, one a
+# line, less those this script sets for the local system: names, addresses,
+# ports, paths, certificates, kubeconfigs, and the demo pods' capture.
+chart_args() {
+  [[ "${CHART_ARGS:-0}" == 1 ]] || return 0
+  local except values=()
+  case "$1" in
+    agent) except="node-name,namespace,data-dir,listen-address,advertise-address,metrics-bind-address,self-managed-certs,cert-dir,tls-*,client-ca-file,allowed-client-names,replay-file,flow-log-file,kubeconfig,capture,interfaces,attach-default-route,l7,otlp-*" ;;
+    apiserver) except="secure-port,bind-address,self-managed-certs,serving-cert-hosts,cert-validity,ca-validity,apiservice,tls-*,agent-*,continue-token-keys-file,kubeconfig,authentication-kubeconfig,authorization-kubeconfig" ;;
+  esac
+  read -ra values <<<"${CHART_VALUES:-}"
+  "${LOCAL_ROOT}/hack/chart-args.sh" "$1" --except="${except}" "${values[@]}"
+}
+
 step_agents() {
   STEP="agents"
   have_agent || return 0
@@ -658,6 +676,9 @@ step_agents() {
     otlp_flags=(--otlp-endpoint="127.0.0.1:${OTELCOL_GRPC_PORT}" --otlp-protocol=grpc --otlp-insecure)
   fi
   mkdir -p "${OUT_DIR}/replay"
+  local chart_flags=()
+  chart_args agent >"${OUT_DIR}/chart-args-agent" || fail "hack/chart-args.sh agent failed (CHART_ARGS=1)"
+  mapfile -t chart_flags <"${OUT_DIR}/chart-args-agent"
   for ((i = 0; i < ${#NODE_LIST[@]}; i++)); do
     n="${NODE_LIST[i]}"
     port=$((AGENT_PORT_BASE + i))
@@ -676,6 +697,7 @@ step_agents() {
     # AGENT_GOMAXPROCS: the agents' share of the CPUs when many run on one
     # machine; AGENT_ARGS: more flags for every agent (split on spaces).
     GOMAXPROCS="${AGENT_GOMAXPROCS:-${GOMAXPROCS:-}}" local::start "agent-${n}" "${BIN_DIR}/flowscope-agent" \
+      "${chart_flags[@]}" \
       --node-name="${n}" \
       --namespace="${FLOWSCOPE_NAMESPACE}" \
       --data-dir="${OUT_DIR}/agents/${n}" \
@@ -740,7 +762,11 @@ step_apiserver() {
   if self_managed; then
     cert_flags=(--self-managed-certs ${CERT_VALIDITY:+--cert-validity="${CERT_VALIDITY}"} ${CA_VALIDITY:+--ca-validity="${CA_VALIDITY}"})
   fi
+  local chart_flags=()
+  chart_args apiserver >"${OUT_DIR}/chart-args-apiserver" || fail "hack/chart-args.sh apiserver failed (CHART_ARGS=1)"
+  mapfile -t chart_flags <"${OUT_DIR}/chart-args-apiserver"
   local::start flowscope-apiserver "${BIN_DIR}/flowscope-apiserver" \
+    "${chart_flags[@]}" \
     --secure-port="${APISERVER_PORT}" \
     --bind-address=127.0.0.1 \
     "${cert_flags[@]}" \
