@@ -313,19 +313,36 @@ func condition(flag string, values []string, alts func(v string) ([]Alternative,
 
 func one(terms ...Term) []Alternative { return []Alternative{{Terms: terms}} }
 
-// Pod: [namespace/]name at the given ends.
+// Pod: [namespace/]name of a pod at the given ends.
 func Pod(flag string, values []string, ends ...End) (*Condition, error) {
+	return named(flag, "podName", "pod", values, ends)
+}
+
+// Service: [namespace/]name of the service an end belongs to.
+func Service(flag string, values []string, ends ...End) (*Condition, error) {
+	return named(flag, "service", "service", values, ends)
+}
+
+// Workload: [namespace/]name of the controller that owns an end's pod (the
+// top of its owner references, such as a Deployment).
+func Workload(flag string, values []string, ends ...End) (*Condition, error) {
+	return named(flag, "workload", "workload", values, ends)
+}
+
+// named selects [namespace/]name on the field <end>.<field> and, with a
+// namespace, <end>.namespace.
+func named(flag, field, what string, values []string, ends []End) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
 		ns, name, hasNS := strings.Cut(v, "/")
 		if !hasNS {
 			ns, name = "", v
 		}
 		if name == "" || strings.Contains(name, "/") {
-			return nil, fmt.Errorf("invalid %s %q: want [namespace/]pod", flag, v)
+			return nil, fmt.Errorf("invalid %s %q: want [namespace/]%s", flag, v, what)
 		}
 		var out []Alternative
 		for _, e := range ends {
-			terms := []Term{{Field: e.prefix + "podName", Value: name}}
+			terms := []Term{{Field: e.prefix + field, Value: name}}
 			if ns != "" {
 				terms = append([]Term{{Field: e.prefix + "namespace", Value: ns}}, terms...)
 			}

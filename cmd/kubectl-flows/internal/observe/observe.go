@@ -47,15 +47,18 @@ const DefaultLast = 20
 type Options struct {
 	AllNamespaces bool
 
-	Pods, FromPods, ToPods              []string
-	FromNamespaces, ToNamespaces        []string
-	LabelSelector                       string
-	FromLabels, ToLabels                []string
-	IPs, FromIPs, ToIPs                 []string
-	Ports, FromPorts, ToPorts           []string
-	Protocols, Verdicts, DropReasons    []string
-	Types, HTTPStatus, HTTPMethods, DNS []string
-	Nodes, Directions                   []string
+	Pods, FromPods, ToPods                []string
+	Services, FromServices, ToServices    []string
+	Workloads, FromWorkloads, ToWorkloads []string
+	FromNamespaces, ToNamespaces          []string
+	LabelSelector                         string
+	FromLabels, ToLabels                  []string
+	IPs, FromIPs, ToIPs                   []string
+	Ports, FromPorts, ToPorts             []string
+	Protocols, Verdicts, DropReasons      []string
+	Types, HTTPStatus, HTTPMethods, DNS   []string
+	HTTPURLs                              []string
+	Nodes, Directions                     []string
 
 	Since, Until string
 	Last         int
@@ -76,6 +79,12 @@ func (o *Options) AddFlags(cmd *cobra.Command) {
 	f.StringArrayVar(&o.Pods, "pod", nil, "Flows from or to the pod [namespace/]name (two requests, merged).")
 	f.StringArrayVar(&o.FromPods, "from-pod", nil, "Flows from the pod [namespace/]name.")
 	f.StringArrayVar(&o.ToPods, "to-pod", nil, "Flows to the pod [namespace/]name.")
+	f.StringArrayVar(&o.Services, "service", nil, "Flows from or to the service [namespace/]name (two requests, merged).")
+	f.StringArrayVar(&o.FromServices, "from-service", nil, "Flows from the service [namespace/]name.")
+	f.StringArrayVar(&o.ToServices, "to-service", nil, "Flows to the service [namespace/]name.")
+	f.StringArrayVar(&o.Workloads, "workload", nil, "Flows from or to pods of the workload [namespace/]name, such as a Deployment (two requests, merged).")
+	f.StringArrayVar(&o.FromWorkloads, "from-workload", nil, "Flows from pods of the workload [namespace/]name.")
+	f.StringArrayVar(&o.ToWorkloads, "to-workload", nil, "Flows to pods of the workload [namespace/]name.")
 	f.StringArrayVar(&o.FromNamespaces, "from-namespace", nil, "Flows from pods in the namespace.")
 	f.StringArrayVar(&o.ToNamespaces, "to-namespace", nil, "Flows to pods in the namespace.")
 	f.StringVarP(&o.LabelSelector, "selector", "l", "", "Label selector over the labels of the observed pod (the end in the flow's namespace), as kubectl get flows -l.")
@@ -93,6 +102,7 @@ func (o *Options) AddFlags(cmd *cobra.Command) {
 	f.StringArrayVarP(&o.Types, "type", "t", nil, "Event type: l7, drop or trace (trace: the plugin leaves out L7 records).")
 	f.StringArrayVar(&o.HTTPStatus, "http-status", nil, "HTTP status code such as 404, or prefix such as 5+ (a prefix is checked by the plugin).")
 	f.StringArrayVar(&o.HTTPMethods, "http-method", nil, "HTTP request method.")
+	f.StringArrayVar(&o.HTTPURLs, "http-url", nil, "HTTP request URL, exact (Hubble: a regexp).")
 	f.StringArrayVar(&o.DNS, "dns-query", nil, "DNS query name, exact, with or without its trailing dot (Hubble: a regexp).")
 	f.StringArrayVar(&o.Nodes, "node", nil, "Node that observed the flow; a glob such as node-* is checked by the plugin.")
 	f.StringArrayVar(&o.Directions, "traffic-direction", nil, "ingress or egress, seen from the observed pod.")
@@ -124,6 +134,24 @@ func (o *Options) Plan() (*filter.Plan, error) {
 		func() (*filter.Condition, error) { return filter.Pod("--from-pod", o.FromPods, filter.Source) },
 		func() (*filter.Condition, error) { return filter.Pod("--to-pod", o.ToPods, filter.Destination) },
 		func() (*filter.Condition, error) {
+			return filter.Service("--service", o.Services, filter.Source, filter.Destination)
+		},
+		func() (*filter.Condition, error) {
+			return filter.Service("--from-service", o.FromServices, filter.Source)
+		},
+		func() (*filter.Condition, error) {
+			return filter.Service("--to-service", o.ToServices, filter.Destination)
+		},
+		func() (*filter.Condition, error) {
+			return filter.Workload("--workload", o.Workloads, filter.Source, filter.Destination)
+		},
+		func() (*filter.Condition, error) {
+			return filter.Workload("--from-workload", o.FromWorkloads, filter.Source)
+		},
+		func() (*filter.Condition, error) {
+			return filter.Workload("--to-workload", o.ToWorkloads, filter.Destination)
+		},
+		func() (*filter.Condition, error) {
 			return filter.Namespace("--from-namespace", o.FromNamespaces, filter.Source)
 		},
 		func() (*filter.Condition, error) {
@@ -147,6 +175,7 @@ func (o *Options) Plan() (*filter.Plan, error) {
 		func() (*filter.Condition, error) {
 			return filter.Field("--http-method", "l7.http.method", o.HTTPMethods)
 		},
+		func() (*filter.Condition, error) { return filter.Field("--http-url", "l7.http.url", o.HTTPURLs) },
 		func() (*filter.Condition, error) { return filter.DNSQuery("--dns-query", o.DNS) },
 		func() (*filter.Condition, error) { return filter.Node("--node", o.Nodes) },
 		func() (*filter.Condition, error) {
@@ -239,13 +268,14 @@ it (kubectl's current namespace by default), -A lists every namespace.
 Values of one flag are alternatives, different flags must all hold.
 
 Server side, as field and label selectors: --from-pod, --to-pod,
+--from-service, --to-service, --from-workload, --to-workload,
 --from-namespace, --to-namespace, -l, --from-ip, --to-ip (addresses),
 --from-port, --to-port, --protocol, --verdict, --drop-reason, --type l7|drop,
---http-status (codes), --http-method, --dns-query, --node (names),
---traffic-direction, --since, --until.
-Either end (--pod, --ip, --port) and several values of one flag: one request
-per combination (at most 8, past that the plugin filters), merged by flow
-name.
+--http-status (codes), --http-method, --http-url, --dns-query, --node
+(names), --traffic-direction, --since, --until.
+Either end (--pod, --service, --workload, --ip, --port) and several values
+of one flag: one request per combination (at most 8, past that the plugin
+filters), merged by flow name.
 Client side (the plugin receives a superset and filters): --from-label,
 --to-label, CIDRs, --http-status 5+, --type trace, node globs.`,
 		Example: `  # The last 20 flows of namespace shop
