@@ -24,8 +24,8 @@ tools: ## Build (or reuse from cache) kube-apiserver, kubectl and etcd at pinned
 	hack/install-chromium.sh
 
 .PHONY: run
-run: build tools ## Start the whole local system (root): etcd, kube-apiserver, flowscope-apiserver, two agents.
-	hack/local-up.sh
+run: build tools ## Start the whole local system (root): etcd, kube-apiserver, flowscope-apiserver, two agents; certificates self-managed (SELF_MANAGED_CERTS=0: made with openssl, as the e2e suites have them).
+	SELF_MANAGED_CERTS=$${SELF_MANAGED_CERTS:-1} hack/local-up.sh
 
 .PHONY: stop
 stop: ## Stop everything `make run` started and clean up.
@@ -60,6 +60,10 @@ bench: ## Go benchmarks.
 .PHONY: bench-capture
 bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, with vs. without the agent attached.
 	hack/bench-capture.sh
+
+.PHONY: bench-l7
+bench-l7: build ## (root) L7 sampling's cost: iperf3 TCP and HTTP/1.1 keep-alive rate and p99 between two netns, --l7=off vs selected vs all side by side (ROUNDS 5, SECS 5); the tracker and parsers per exchange.
+	hack/bench-l7.sh $${ROUNDS:-5} $${SECS:-5}
 
 .PHONY: bench-fanout
 bench-fanout: build tools ## List and watch latency, memory per watcher: AGENTS (50) agents, WATCHERS (200) watchers, RATE (2000) flows/s.

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+
+# Copyright The Flowscope Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+# Measures what L7 sampling costs, so that --l7's default is chosen by a
+# measurement: between two network-namespace pods (hack/lib/benchnet.sh),
+# with flowscope-agent attached (--capture=all) and --l7=off, selected
+# (nothing selected: the gate is empty) and all, it measures
+#   - TCP throughput (iperf3, one stream), and
+#   - the HTTP/1.1 request rate and p99 latency of a net/http client over
+#     4 keep-alive connections to a net/http server (hack/l7load),
+# plus the agent's CPU per 1,000 requests and the payload samples it took
+# and dropped. The modes run side by side in every round, in an order that
+# rotates from round to round, so the machine's noise hits them alike;
+# ratios are each round's mode over the same round's off, reported as
+# median [min, max] over the rounds.
+#
+# Then the user-space side: the stream tracker and parsers' cost per
+# exchange (BenchmarkTracker in nodeagent/l7/stream).
+#
+# Root only. Usage: hack/bench-l7.sh [rounds (5)] [seconds per run (5)]
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROUNDS=${1:-5}
+SECS=${2:-5}
+MODES=(off selected all)
+BIN=${BIN_DIR:-${ROOT}/_output/bin}
+WORK=$(mktemp -d /tmp/flowscope-bench-l7.XXXXXX)
+# shellcheck source=hack/lib/benchnet.sh
+source "${ROOT}/hack/lib/benchnet.sh"
+HTTP_PORT=8080
+IPERF_PID="" HTTP_PID=""
+
+[[ $(id -u) == 0 ]] || { echo "bench-l7: needs root" >&2; exit 1; }
+command -v iperf3 >/dev/null || { apt-get update -qq && apt-get install -y -qq iperf3 >/dev/null; }
+
+cleanup() {
+  stop_agent
+  for p in ${IPERF_PID} ${HTTP_PID}; do kill "$p" 2>/dev/null || true; done
+  teardown_pods
+  rm -rf "${WORK}"
+}
+trap cleanup EXIT
+
+# metric_sum NAME: the sum of every series of NAME.
+metric_sum() { curl -fsS "http://${METRICS}/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d\n", s}'; }
+
+http_load() { # prints: requests rps p50_us p99_us
+  ip netns exec "${NS_A}" "${WORK}/l7load" load -url "http://${IP_B}:${HTTP_PORT}/api/orders?id=42" -conns 4 -duration "${SECS}s"
+}
+
+# stats VALUES...: median [min, max].
+stats() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {m = NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.3f [%.3f, %.3f]", m, v[1], v[NR]}'; }
+
+main() {
+  go build -o "${BIN}/" "${ROOT}/cmd/flowscope-agent" 2>/dev/null || [[ -x "${BIN}/flowscope-agent" ]]
+  go build -o "${WORK}/l7load" "${ROOT}/hack/l7load"
+  setup_pods
+  certs
+  ip netns exec "${NS_B}" iperf3 -s -B "${IP_B}" >/dev/null 2>&1 &
+  IPERF_PID=$!
+  ip netns exec "${NS_B}" "${WORK}/l7load" serve -listen "${IP_B}:${HTTP_PORT}" >/dev/null 2>&1 &
+  HTTP_PID=$!
+  sleep 0.5
+
+  declare -A tcp rps p99 cpu ev drop recs
+  local r i m
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for ((i = 0; i < ${#MODES[@]}; i++)); do
+      m=${MODES[$(((i + r) % ${#MODES[@]}))]}
+      start_agent --capture=all --l7="${m}"
+      sleep 1 # the L7 gate follows --l7 within a second
+      local e0 d0 x0 t0 t1 out
+      e0=$(metric_sum flowscope_agent_l7_events_total)
+      d0=$(metric_sum flowscope_agent_l7_events_dropped_total)
+      x0=$(metric_sum flowscope_agent_l7_records_total)
+      tcp[${m},${r}]=$(tcp_gbps "${SECS}")
+      t0=$(cpu_ticks "${AGENT_PID}")
+      out=$(http_load)
+      sleep 1 # let the reader drain
+      t1=$(cpu_ticks "${AGENT_PID}")
+      read -r n rate _ q99 <<<"${out}"
+      rps[${m},${r}]=${rate}
+      p99[${m},${r}]=${q99}
+      cpu[${m},${r}]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${n}" 'BEGIN{printf "%.4f", t / hz * 1000 / n * 1000}')
+      ev[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_total) - e0))
+      drop[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_dropped_total) - d0))
+      recs[${m},${r}]=$(($(metric_sum flowscope_agent_l7_records_total) - x0))
+      stop_agent
+      printf 'round %d %-8s tcp %6s Gbit/s  http %6s req/s p99 %5s µs  agent %s CPU-ms/1k req  samples %d dropped %d records %d\n' \
+        "${r}" "${m}" "${tcp[${m},${r}]}" "${rate}" "${q99}" "${cpu[${m},${r}]}" "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
+    done
+  done
+
+  echo
+  echo "bench-l7: ${ROUNDS} rounds x ${SECS}s per run, $(nproc) CPUs, kernel $(uname -r); median [min, max] over rounds"
+  printf '  %-9s %-26s %-26s %-26s %-26s\n' "--l7" "TCP ratio to off" "HTTP req/s ratio to off" "HTTP p99 ratio to off" "agent CPU-ms per 1k req"
+  for m in "${MODES[@]}"; do
+    local rt=() rr=() rp=() c=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+      rt+=("$(awk -v a="${tcp[${m},${r}]}" -v b="${tcp[off,${r}]}" 'BEGIN{print a/b}')")
+      rr+=("$(awk -v a="${rps[${m},${r}]}" -v b="${rps[off,${r}]}" 'BEGIN{print a/b}')")
+      rp+=("$(awk -v a="${p99[${m},${r}]}" -v b="${p99[off,${r}]}" 'BEGIN{print a/b}')")
+      c+=("${cpu[${m},${r}]}")
+    done
+    printf '  %-9s %-26s %-26s %-26s %-26s\n' "${m}" "$(stats "${rt[@]}")" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")"
+  done
+  printf '  absolute medians for off: TCP %s Gbit/s, HTTP %s req/s, p99 %s µs\n' \
+    "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${tcp[off,${r}]}"; done)" | cut -d' ' -f1)" \
+    "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${rps[off,${r}]}"; done)" | cut -d' ' -f1)" \
+    "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${p99[off,${r}]}"; done)" | cut -d' ' -f1)"
+
+  echo
+  echo "bench-l7: user-space cost per exchange (stream tracker + parser)"
+  (cd "${ROOT}" && go test ./nodeagent/l7/stream -run '^$' -bench 'Tracker' -benchmem -count 1)
+}
+
+main "$@"

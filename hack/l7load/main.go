@@ -1,0 +1,149 @@
+/*
+Copyright The Flowscope Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command l7load is the HTTP/1.1 half of make bench-l7: a net/http server,
+// and a client that sends GETs as fast as the server answers over a few
+// keep-alive connections and reports the request rate and latency
+// percentiles. hack/bench-l7.sh runs each in its own network namespace.
+//
+//	l7load serve -listen 10.250.0.2:8080
+//	l7load load -url http://10.250.0.2:8080/api/orders -conns 4 -duration 10s
+//
+// load prints one line: "<requests> <requests/s> <p50 µs> <p99 µs>".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: l7load serve|load [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "l7load:", err)
+		os.Exit(1)
+	}
+}
+
+// body is what the server answers: small, as the API calls between
+// services that L7 records are about.
+var body = []byte(`{"id":42,"status":"shipped"}`)
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
+	_ = fs.Parse(args)
+	srv := &http.Server{
+		Addr: *listen,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(body)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return srv.ListenAndServe()
+}
+
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	url := fs.String("url", "http://127.0.0.1:8080/api/orders", "URL to GET")
+	conns := fs.Int("conns", 4, "keep-alive connections, one client goroutine each")
+	duration := fs.Duration("duration", 10*time.Second, "how long to send")
+	_ = fs.Parse(args)
+
+	tr := &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns, DisableCompression: true}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+
+	var (
+		mu   sync.Mutex
+		all  []time.Duration
+		errs int
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	for range *conns {
+		wg.Go(func() {
+			var lat []time.Duration
+			bad := 0
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if err := get(ctx, client, *url); err != nil {
+					if !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+						bad++
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all, errs = append(all, lat...), errs+bad
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if errs > 0 {
+		return fmt.Errorf("%d requests failed", errs)
+	}
+	if len(all) == 0 {
+		return errors.New("no request completed")
+	}
+	slices.Sort(all)
+	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) }
+	fmt.Printf("%d %.0f %.0f %.0f\n", len(all), float64(len(all))/elapsed.Seconds(), pct(0.50), pct(0.99))
+	return nil
+}
+
+func get(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
