@@ -388,7 +388,11 @@ func l7Summary(l7 *v1alpha1.Layer7, reply bool) string {
 		if proto == "" {
 			proto = "HTTP"
 		}
-		s = fmt.Sprintf("%s %d%s (%s %s)", proto, h.Code, latency, h.Method, h.URL)
+		if h.Code == 0 { // a request, as Hubble prints one
+			s = fmt.Sprintf("%s %s %s", proto, h.Method, h.URL)
+		} else {
+			s = fmt.Sprintf("%s %d%s (%s %s)", proto, h.Code, latency, h.Method, h.URL)
+		}
 	case l7.GRPC != nil:
 		s = fmt.Sprintf("gRPC /%s/%s status %d%s", l7.GRPC.Service, l7.GRPC.Method, l7.GRPC.StatusCode, latency)
 	case l7.DNS != nil:

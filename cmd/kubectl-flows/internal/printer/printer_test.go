@@ -191,6 +191,8 @@ func TestSummaries(t *testing.T) {
 		{dns(v1alpha1.DNS{Query: "nope.", RCode: 3}, true), "DNS Answer RCode: NXDOMAIN (Query nope.)"},
 		{summary(&v1alpha1.Flow{L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, GRPC: &v1alpha1.GRPC{Service: "shop.Cart", Method: "Add", StatusCode: 5}, Partial: true}}),
 			"gRPC /shop.Cart/Add status 5 (partial)"},
+		{summary(&v1alpha1.Flow{L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, HTTP: &v1alpha1.HTTP{Method: "GET", URL: "http://web/cart", Protocol: "HTTP/1.1"}}}),
+			"HTTP/1.1 GET http://web/cart"},
 		{summary(&v1alpha1.Flow{L4: &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolICMPv4, ICMP: &v1alpha1.ICMP{Type: 8}}}), "ICMPv4 Type: 8 Code: 0"},
 		{host(&v1alpha1.Endpoint{IP: "2001:db8::1"}, "", 443), "[2001:db8::1]:443"},
 		{host(&v1alpha1.Endpoint{Namespace: "shop", Service: "web"}, "10.96.0.9", 80), "shop/web:80"},
