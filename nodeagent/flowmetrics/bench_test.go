@@ -108,6 +108,80 @@ func BenchmarkIngestFlowMetrics(b *testing.B) {
 	}
 }
 
+// BenchmarkIngestFlowMetricsAlternating is BenchmarkIngestFlowMetrics for
+// a shared machine, whose load drifts between rounds: two pipelines, the
+// metrics off and on, take blocks of 8192 flows in turn (the order swapped
+// every round), each block flushed (so synced) before the other's, and each
+// side is charged the process's CPU time during its blocks. The ratio is
+// on/off.
+func BenchmarkIngestFlowMetricsAlternating(b *testing.B) {
+	pool := flowtest.RealisticFlows(b, 1<<14)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type side struct {
+		p   *ingest.Pipeline
+		cpu time.Duration
+	}
+	start := func(observe bool) *side {
+		opts := ingest.Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: store.MaxBlockFlows,
+			SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond}
+		if observe {
+			m, err := New(DefaultOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts.Observe = m.Observe
+		}
+		st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = st.Close() })
+		p, err := ingest.New(st, hub.New(1<<16), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		b.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Error(err)
+			}
+		})
+		return &side{p: p}
+	}
+	off, on := start(false), start(true)
+	now := time.Now()
+	const block = 8192
+	b.ResetTimer()
+	for i, round := 0, 0; i < b.N; i, round = i+block, round+1 {
+		n := min(block, b.N-i)
+		sides := [2]*side{off, on}
+		if round%2 == 1 {
+			sides = [2]*side{on, off}
+		}
+		for _, s := range sides {
+			cpu := cpuTime(b)
+			for j := range n {
+				f := pool[(i+j)%len(pool)]
+				f.Time = metav1.NewMicroTime(now)
+				if err := s.p.Put(ctx, &f); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := s.p.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			s.cpu += cpuTime(b) - cpu
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(off.cpu.Nanoseconds())/float64(b.N), "off-cpu-ns/flow")
+	b.ReportMetric(float64(on.cpu.Nanoseconds())/float64(b.N), "on-cpu-ns/flow")
+	b.ReportMetric(float64(on.cpu)/float64(off.cpu), "on/off")
+}
+
 // BenchmarkObserve is the flow metrics' own cost per flow on the ingest
 // goroutine, once the series exist.
 func BenchmarkObserve(b *testing.B) {
