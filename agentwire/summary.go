@@ -58,7 +58,8 @@ type Summarizer interface {
 	Summarize(context.Context, *SummaryRequest) (*SummaryResponse, error)
 }
 
-func summarize(s Server, ctx context.Context, r *SummaryRequest) (any, error) {
+// summarize is the Summarize method's call, in the shape of unary's.
+var summarize = func(s Server, ctx context.Context, r *SummaryRequest) (any, error) {
 	sum, ok := s.(Summarizer)
 	if !ok {
 		return nil, status.Error(codes.Unimplemented, "this agent does not serve flow summaries")
