@@ -155,7 +155,7 @@ func attributeMap(t *testing.T, f *v1alpha1.Flow) map[string]string {
 		if _, dup := out[string(kv.Key)]; dup {
 			t.Fatalf("attribute %s twice", kv.Key)
 		}
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }

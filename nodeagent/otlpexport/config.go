@@ -239,11 +239,10 @@ func stampOf(path string) (fileStamp, error) {
 type keyPair struct {
 	certFile, keyFile string
 
-	mu         sync.Mutex
-	cert       *tls.Certificate
-	certStamp  fileStamp
-	keyStamp   fileStamp
-	lastFailed error
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	certStamp fileStamp
+	keyStamp  fileStamp
 }
 
 func (k *keyPair) get() (*tls.Certificate, error) {

@@ -100,7 +100,7 @@ func TestDeliversEveryFlowOnceAsItsExportLine(t *testing.T) {
 				}
 				want := map[string]string{}
 				for _, kv := range Attributes(nil, f) {
-					want[string(kv.Key)] = kv.Value.Emit()
+					want[string(kv.Key)] = kv.Value.String()
 				}
 				if got := attrs(rec); fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Fatalf("flow %s: attributes\n%v\nwant\n%v", f.Name, got, want)
@@ -149,7 +149,7 @@ func anyString(v *commonpb.AnyValue) string {
 		for _, e := range x.ArrayValue.Values {
 			s = append(s, anyString(e))
 		}
-		b, _ := json.Marshal(s) // as attribute.Value's Emit
+		b, _ := json.Marshal(s) // as attribute.Value's String
 		return string(b)
 	}
 	return fmt.Sprintf("%v", v)

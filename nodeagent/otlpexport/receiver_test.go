@@ -31,7 +31,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
-	compbasemetrics "k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/testutil"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
@@ -206,7 +205,7 @@ func readCounts(tb testing.TB) counts {
 	metrics.RegisterOTLP()
 	c := counts{}
 	for _, r := range results {
-		v, err := testutil.GetCounterMetricValue(metrics.OTLPRecords.WithLabelValues(r).(compbasemetrics.CounterMetric))
+		v, err := testutil.GetCounterMetricValue(metrics.OTLPRecords.WithLabelValues(r))
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -93,7 +93,7 @@ func attrMap(kvs []*commonpb.KeyValue) map[string]string {
 	return out
 }
 
-// anyString prints a value as attribute.Value's Emit does.
+// anyString prints a value as attribute.Value's String does.
 func anyString(v *commonpb.AnyValue) string {
 	switch x := v.GetValue().(type) {
 	case *commonpb.AnyValue_StringValue:
@@ -361,7 +361,7 @@ func checkRecord(t *testing.T, f *v1alpha1.Flow, c collected) {
 	// And every attribute the mapping documents, no more.
 	want := map[string]string{}
 	for _, kv := range otlpexport.Attributes(nil, f) {
-		want[string(kv.Key)] = kv.Value.Emit()
+		want[string(kv.Key)] = kv.Value.String()
 	}
 	if fmt.Sprint(want) != fmt.Sprint(c.attrs) {
 		t.Errorf("flow %s: attributes\n%v\nwant\n%v", f.Name, c.attrs, want)
