@@ -59,14 +59,15 @@ type l7Needs interface {
 // and the parsers into flows, and keeps the gate programmed for --l7.
 func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipeline, h *hub.Hub,
 	enricher observe.Enricher, pods localPods, policies l7Needs) error {
-	tcp, udp := l7Protocols()
+	h1 := http1.New(http1.Options{})
+	tcp, udp := l7Protocols(h1)
 	tr := stream.New(stream.Options{Protocols: tcp, DatagramProtocols: udp, Timeout: o.L7Timeout})
 	var mu sync.Mutex // the tracker is the reader's and the expiry's
 	registerL7Metrics(func() stream.Stats {
 		mu.Lock()
 		defer mu.Unlock()
 		return tr.Stats()
-	})
+	}, h1.Stats())
 	// A converter of its own: the connection records' one belongs to the
 	// datapath's reader goroutine.
 	conv := observe.NewConverter(observe.Mapper{Enricher: enricher, AgentNamespace: o.Namespace}, false)
@@ -181,9 +182,9 @@ func interfacesOf(ips []netip.Addr, attached []int) []int {
 
 // l7Protocols returns the parsers the stream layer tries, for TCP and for
 // UDP, the most specific first.
-func l7Protocols() (tcp, udp []l7.Protocol) {
+func l7Protocols(h1 *http1.Protocol) (tcp, udp []l7.Protocol) {
 	tcp = []l7.Protocol{
-		http1.New(http1.Options{}),
+		h1,
 		http2.Protocol{},
 		kafka.New(kafka.Options{Topics: kafka.NewTopics(4096)}),
 		dns.New(dns.TCP, dns.Options{}),

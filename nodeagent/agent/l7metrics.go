@@ -19,6 +19,7 @@ package agent
 import (
 	compbasemetrics "k8s.io/component-base/metrics"
 
+	"flowscope.io/flowscope/nodeagent/l7/http1"
 	"flowscope.io/flowscope/nodeagent/l7/stream"
 	"flowscope.io/flowscope/nodeagent/metrics"
 )
@@ -27,7 +28,13 @@ import (
 type l7Collector struct {
 	compbasemetrics.BaseStableCollector
 	stats func() stream.Stats
+	http1 *http1.Stats
 }
+
+// http1LateJoinDesc counts what the HTTP/1 parser drops to resynchronise
+// on connections it joins late.
+var http1LateJoinDesc = desc("l7_http1_late_join_responses_total",
+	"HTTP/1 responses dropped on connections joined late (the agent started mid-connection) because they answer requests sent before the join.")
 
 var l7MetricDescs = []struct {
 	desc *compbasemetrics.Desc
@@ -41,6 +48,7 @@ var l7MetricDescs = []struct {
 	{desc("l7_tls_connections_total", "Connections recognised as TLS: counted, not parsed."), func(s stream.Stats) int64 { return s.TLS }},
 	{desc("l7_evicted_connections_total", "Connections the L7 stream layer forgot to stay within its bound."), func(s stream.Stats) int64 { return s.Evicted }},
 	{desc("l7_records_total", "L7 exchanges (request and response, or one of them) made into flows."), func(s stream.Stats) int64 { return s.Records }},
+	{desc("l7_dns_tcp_retries_total", "Truncated DNS answers over UDP joined with the client's retry over TCP into one record."), func(s stream.Stats) int64 { return s.TCPRetries }},
 }
 
 func desc(name, help string) *compbasemetrics.Desc {
@@ -52,6 +60,7 @@ func (c *l7Collector) DescribeWithStability(ch chan<- *compbasemetrics.Desc) {
 	for _, d := range l7MetricDescs {
 		ch <- d.desc
 	}
+	ch <- http1LateJoinDesc
 }
 
 // CollectWithStability implements compbasemetrics.StableCollector.
@@ -60,10 +69,11 @@ func (c *l7Collector) CollectWithStability(ch chan<- compbasemetrics.Metric) {
 	for _, d := range l7MetricDescs {
 		ch <- compbasemetrics.NewLazyConstMetric(d.desc, compbasemetrics.CounterValue, float64(d.get(s)))
 	}
+	ch <- compbasemetrics.NewLazyConstMetric(http1LateJoinDesc, compbasemetrics.CounterValue, float64(c.http1.LateJoinResponses.Load()))
 }
 
 // registerL7Metrics serves the L7 stream layer's counters, read with
-// stats, in the agent's registry.
-func registerL7Metrics(stats func() stream.Stats) {
-	metrics.Registry.CustomMustRegister(&l7Collector{stats: stats})
+// stats, and the HTTP/1 parser's, in the agent's registry.
+func registerL7Metrics(stats func() stream.Stats, h1 *http1.Stats) {
+	metrics.Registry.CustomMustRegister(&l7Collector{stats: stats, http1: h1})
 }

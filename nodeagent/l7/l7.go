@@ -86,6 +86,10 @@ type Exchange struct {
 	// (a gap, a late join, a truncated sample); what Record holds is
 	// exact, what it lacks is unknown, never guessed.
 	Partial bool
+	// Truncated: the response says it left part of its answer out, and
+	// the client is expected to ask again over TCP (DNS's TC bit). The
+	// stream layer pairs such an exchange with its retry.
+	Truncated bool
 }
 
 // Conn parses one connection's bytes. It is not safe for concurrent use.

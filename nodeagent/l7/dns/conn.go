@@ -161,6 +161,7 @@ func (c *conn) response(dir l7.Dir, t time.Time, m *message) l7.Exchange {
 		rec.Query, rec.QTypes = q.name, q.qtypes
 	}
 	x.Partial = !questionExact || !m.answersDone || !m.rcodeExact || m.tc
+	x.Truncated = m.tc && rec.Query != ""
 	x.Record = v1alpha1.Layer7{Type: v1alpha1.L7TypeDNS, DNS: rec, Partial: x.Partial}
 	return x
 }

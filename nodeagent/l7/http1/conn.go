@@ -43,7 +43,9 @@ type conn struct {
 	evicted bool
 	// cGaps is the client's gaps when the last final response began.
 	cGaps uint32
-	out   []l7.Exchange
+	// joining: joined late, and no request seen yet.
+	joining bool
+	out     []l7.Exchange
 }
 
 // pending is a request waiting for its response.
@@ -72,6 +74,7 @@ func (c *conn) flush() []l7.Exchange {
 
 // request takes a request whose head ended or was cut.
 func (c *conn) request(h *head) {
+	c.joining = false
 	r := h.record()
 	srv := &c.sides[l7.FromServer]
 	p := pending{t: h.time, r: r, method: r.Method, partial: h.partial, cEpoch: c.sides[l7.FromClient].epoch,
@@ -187,6 +190,11 @@ func (c *conn) response(h *head) (method string, known bool) {
 		}
 	default:
 		k = c.latest(h.time)
+	}
+	if k < 0 && c.joining {
+		// It answers a request sent before the join.
+		c.p.stats.LateJoinResponses.Add(1)
+		return "", false
 	}
 	if k < 0 {
 		c.p.stats.Unpaired.Add(1)

@@ -67,8 +67,16 @@ limitations under the License.
 // that request began, and none of the client's since the previous
 // response: either could hide the exchange the response belongs to.
 // Requests whose responses were hidden, and responses whose requests
-// were, are reported alone, Partial. What came before a late join is
-// such a gap: the first exchange after it is reported in halves.
+// were, are reported alone, Partial.
+//
+// What came before a late join (an agent that starts in the middle of a
+// keep-alive connection) is not such a gap: the client sent the first
+// request seen after it only once the response before had ended, so the
+// next response is that request's, and pairing starts there. A response
+// that comes before any request was seen answers one sent before the
+// join: it is dropped, counted in Stats.LateJoinResponses, not reported
+// as a half. Gaps and unreadable segment starts after the join count as
+// gaps as everywhere.
 //
 // A client is seen pipelining when a response comes while two requests
 // wait and no gap of the server's came since the earlier began (else its
@@ -149,6 +157,10 @@ type Stats struct {
 	Unpaired atomic.Uint64
 	// Evicted counts requests given up because MaxPending were waiting.
 	Evicted atomic.Uint64
+	// LateJoinResponses counts responses dropped on connections joined
+	// late because they came before any request was seen: they answer
+	// requests sent before the join.
+	LateJoinResponses atomic.Uint64
 }
 
 // Protocol is the HTTP/1.x parser: an l7.Protocol. Make it with New; it
@@ -202,6 +214,12 @@ func (p *Protocol) New(s l7.Start) l7.Conn {
 			// proven), and what came before is a gap.
 			c.sides[d].st, c.sides[d].epoch, c.sides[d].gaps = stLost, 1, 1
 		}
+	}
+	if !s.FromHandshake {
+		// The gap before the join hides no request the next response
+		// may answer (see the package documentation): the client's
+		// bytes count as clean from the join on.
+		c.cGaps, c.joining = 1, true
 	}
 	return c
 }

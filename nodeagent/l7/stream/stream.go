@@ -29,8 +29,10 @@ package stream
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/l7"
 )
 
@@ -66,6 +68,12 @@ type Record struct {
 	ClientIngress  bool
 	Client, Server netip.AddrPort
 	TCP            bool
+	// RetriedOverTCP: a DNS exchange over TCP that retried a query whose
+	// UDP answer was truncated (the TC bit). The one record stands for
+	// both: Request is the UDP query's time, so the latency is all the
+	// client waited, and the answer is the TCP one's. The truncated UDP
+	// exchange is not reported on its own (Stats.TCPRetries).
+	RetriedOverTCP bool
 	l7.Exchange
 }
 
@@ -86,6 +94,12 @@ type Options struct {
 	// waiting for an earlier one; beyond it the earliest held is
 	// delivered after a gap.
 	ReorderSegments int
+	// RetryWindow is how long a truncated DNS answer over UDP waits for
+	// the client's retry over TCP (same client and server addresses,
+	// same question) to be joined with it; after it, it is reported
+	// alone. Resolvers retry at once (glibc, Go, musl), so a few seconds
+	// is plenty.
+	RetryWindow time.Duration
 }
 
 // Stats counts what the tracker did; every loss has a counter.
@@ -97,6 +111,9 @@ type Stats struct {
 	// Evicted: connections forgotten to stay within MaxConns.
 	Evicted int64
 	Records int64
+	// TCPRetries: truncated DNS answers over UDP joined with the client's
+	// retry over TCP into one record.
+	TCPRetries int64
 }
 
 // Tracker follows connections. It is not safe for concurrent use.
@@ -104,7 +121,14 @@ type Tracker struct {
 	opts  Options
 	conns map[connKey]*conn
 	stats Stats
+	// truncated holds the truncated DNS answers over UDP waiting for
+	// their retries over TCP, oldest first.
+	truncated []Record
 }
+
+// maxTruncated bounds the truncated DNS answers waiting for a retry;
+// beyond it a new one is reported at once, alone.
+const maxTruncated = 4096
 
 type connKey struct {
 	ifindex uint32
@@ -133,6 +157,9 @@ func New(o Options) *Tracker {
 	}
 	if o.ReorderSegments <= 0 {
 		o.ReorderSegments = 16
+	}
+	if o.RetryWindow <= 0 {
+		o.RetryWindow = 5 * time.Second
 	}
 	return &Tracker{opts: o, conns: map[connKey]*conn{}}
 }
@@ -390,11 +417,73 @@ func (t *Tracker) records(c *conn, xs []l7.Exchange) []Record {
 	if server == c.client {
 		server = c.key.b
 	}
-	out := make([]Record, len(xs))
-	for i, x := range xs {
-		out[i] = Record{Ifindex: c.key.ifindex, ClientIngress: c.clientIngress, Client: c.client, Server: server, TCP: c.key.tcp, Exchange: x}
+	out := make([]Record, 0, len(xs))
+	for _, x := range xs {
+		r := Record{Ifindex: c.key.ifindex, ClientIngress: c.clientIngress, Client: c.client, Server: server, TCP: c.key.tcp, Exchange: x}
+		if t.retry(&r) {
+			continue
+		}
+		out = append(out, r)
 	}
 	t.stats.Records += int64(len(out))
+	return out
+}
+
+// retry pairs DNS over UDP answered truncated with the client's retry
+// over TCP: it holds a truncated answer (reporting true: not now), and
+// joins a TCP exchange to the held answer it retries. A retry asks the
+// same question of the same server from the same client, after the
+// truncated answer and within the RetryWindow; the query ID may differ
+// (RFC 7766 lets a client pick a new one), and the ports do.
+func (t *Tracker) retry(r *Record) bool {
+	if r.Record.Type != v1alpha1.L7TypeDNS || r.Record.DNS == nil {
+		return false
+	}
+	if !r.TCP {
+		if !r.Truncated || r.Response.IsZero() || len(t.truncated) >= maxTruncated {
+			return false
+		}
+		t.truncated = append(t.truncated, *r)
+		return true
+	}
+	asked := r.Request
+	if asked.IsZero() {
+		asked = r.Response
+	}
+	for i := range t.truncated {
+		u := &t.truncated[i]
+		if u.Ifindex != r.Ifindex || u.Client.Addr() != r.Client.Addr() || u.Server.Addr() != r.Server.Addr() ||
+			!sameQuestion(u.Record.DNS, r.Record.DNS) || asked.Before(u.Response) || asked.Sub(u.Response) > t.opts.RetryWindow {
+			continue
+		}
+		r.RetriedOverTCP = true
+		if !u.Request.IsZero() {
+			r.Request = u.Request
+		}
+		t.truncated = slices.Delete(t.truncated, i, i+1)
+		t.stats.TCPRetries++
+		return false
+	}
+	return false
+}
+
+func sameQuestion(a, b *v1alpha1.DNS) bool {
+	return a.Query == b.Query && strings.Join(a.QTypes, ",") == strings.Join(b.QTypes, ",")
+}
+
+// expireTruncated reports the truncated answers whose retry did not come
+// within the RetryWindow, alone.
+func (t *Tracker) expireTruncated(now time.Time) []Record {
+	n := 0
+	for n < len(t.truncated) && now.Sub(t.truncated[n].Response) > t.opts.RetryWindow {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	out := slices.Clone(t.truncated[:n])
+	t.truncated = slices.Delete(t.truncated, 0, n)
+	t.stats.Records += int64(n)
 	return out
 }
 
@@ -426,7 +515,7 @@ func (t *Tracker) finish(c *conn, now time.Time) []Record {
 // Expire returns the requests that waited longer than the timeout, and
 // forgets idle connections.
 func (t *Tracker) Expire(now time.Time) []Record {
-	var out []Record
+	out := t.expireTruncated(now)
 	for _, c := range t.conns {
 		if now.Sub(c.lastSeen) > t.opts.IdleTimeout {
 			out = append(out, t.finish(c, now)...)
