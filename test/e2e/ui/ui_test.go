@@ -299,6 +299,96 @@ func copyFile(t *testing.T, from, to string) {
 	t.Logf("copied %s to %s", from, to)
 }
 
+// TestTheSessionStaysLocal: the server lends the user's credentials, so
+// it answers only its own address with its token. A name that resolves
+// to 127.0.0.1 (DNS rebinding: a site's page reading the UI as the same
+// origin) is refused even with the token, and so is the UI's own address
+// without it.
+func TestTheSessionStaysLocal(t *testing.T) {
+	url := startUI(t, "")
+	// The browser resolves evil.example to the loopback, as a rebinding
+	// DNS server would make it.
+	b := newBrowser(t, chromedp.Flag("host-resolver-rules", "MAP evil.example 127.0.0.1"))
+	b.open(url)
+	port := strings.TrimPrefix(strings.Split(strings.TrimPrefix(url, "http://127.0.0.1:"), "/")[0], ":")
+	token := url[strings.Index(url, "token=")+len("token="):]
+	for _, u := range []string{
+		"http://evil.example:" + port + "/api/namespaces",
+		"http://evil.example:" + port + "/?token=" + token,
+	} {
+		b.do(chromedp.Navigate(u))
+		if body := eval[string](b, `document.body.innerText`); !strings.Contains(body, "unexpected Host header") {
+			t.Errorf("%s answered %q, want the Host refused", u, body)
+		}
+	}
+	// Another browser, which never opened the printed URL, has no
+	// session.
+	other := newBrowser(t)
+	other.do(chromedp.Navigate("http://127.0.0.1:" + port + "/api/namespaces"))
+	if body := eval[string](other, `document.body.innerText`); !strings.Contains(body, "no session") {
+		t.Errorf("without the token: %q, want no session", body)
+	}
+	// The page itself, from the UI's own origin, still works.
+	b.do(chromedp.Navigate("http://127.0.0.1:" + port + "/"))
+	poll[bool](b, 10*time.Second, `document.querySelector('.user') && document.querySelector('.user').textContent.includes('admin')`)
+	b.screenshot("own-origin")
+}
+
+// rowsText returns the text of the flow table's rows.
+func rowsText(b *browser) []string {
+	b.t.Helper()
+	return eval[[]string](b, `[...document.querySelectorAll('#view-flows .row')].map(r => r.textContent)`)
+}
+
+// TestPauseAndResume: a paused table holds still and counts what waits;
+// Resume shows it.
+func TestPauseAndResume(t *testing.T) {
+	seed(t)
+	b := newBrowser(t)
+	b.open(startUI(t, ""))
+	b.do(chromedp.Click(chromedp.ID("tab-flows")))
+	poll[bool](b, 20*time.Second, `window.__flowscope.stats.inits > 0`)
+	time.Sleep(500 * time.Millisecond)
+	b.do(chromedp.Click(chromedp.ID("pause")))
+	sys.Replay(t, framework.Seed{Node: "node-a", Sport: 47301, Namespace: "shop",
+		Flow: framework.MkFlow("node-a", 47301, 8080, "TCP", "Egress", "Forwarded", framework.Web1, framework.Cart1)})
+	poll[bool](b, 10*time.Second, `document.querySelector('#pause').textContent.includes('1 new')`)
+	for _, r := range rowsText(b) {
+		if strings.Contains(r, ":47301") {
+			t.Fatalf("a paused table shows a new flow: %s", r)
+		}
+	}
+	b.screenshot("paused")
+	b.do(chromedp.Click(chromedp.ID("pause")))
+	poll[bool](b, 5*time.Second, `[...document.querySelectorAll('#view-flows .row')].some(r => r.textContent.includes('shop/web-1:47301'))`)
+}
+
+// TestFiltersHaveObservesMeanings: over the store's last 15 minutes,
+// --verdict becomes a field selector and --pod (either end) a test in the
+// browser.
+func TestFiltersHaveObservesMeanings(t *testing.T) {
+	seed(t)
+	b := newBrowser(t)
+	b.open(startUI(t, ""))
+	b.do(chromedp.Click(chromedp.ID("tab-flows")))
+	eval[bool](b, `(() => { const s = document.querySelector('#range'); s.value = '15m'; s.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`)
+	b.do(chromedp.Click(chromedp.ID("filters-toggle")), chromedp.SendKeys(chromedp.CSS(`.filters input[name=verdict]`), "Dropped"),
+		chromedp.Click(chromedp.CSS(`.filters button.primary`)))
+	poll[bool](b, 15*time.Second, `(() => { const r = [...document.querySelectorAll('#view-flows .row')].map(r => r.textContent);
+		return r.length > 0 && r.every(x => x.includes('Dropped')) && r.some(x => x.includes('shop/cart-1:40003')); })()`)
+	b.screenshot("verdict")
+	b.do(chromedp.Click(chromedp.CSS(`.filters button[type=button]`)), chromedp.SendKeys(chromedp.CSS(`.filters input[name=pod]`), "shop/web-1"),
+		chromedp.Click(chromedp.CSS(`.filters button.primary`)))
+	poll[bool](b, 15*time.Second, `(() => { const r = [...document.querySelectorAll('#view-flows .row')].map(r => r.textContent);
+		return r.length > 0 && r.some(x => x.includes('shop/web-1:40001')) && r.some(x => x.includes('1.2.3.4:40005')); })()`)
+	for _, r := range rowsText(b) {
+		if !strings.Contains(r, "shop/web-1") {
+			t.Errorf("--pod shop/web-1 shows a flow of neither end web-1: %s", r)
+		}
+	}
+	b.screenshot("pod")
+}
+
 // responsiveness is what TestResponsiveness measured, written to the
 // artifact directory as ui-responsiveness.json.
 type responsiveness struct {
@@ -312,6 +402,7 @@ type responsiveness struct {
 	LiveSeconds   int     `json:"liveSeconds"`
 	LiveReceived  int     `json:"liveFlowsReceived"`
 	LiveBatches   int     `json:"liveBatches"`
+	LiveDrainMs   float64 `json:"liveDrainMs"` // after the last write, until the browser had every flow
 	LiveRows      int     `json:"liveRowsHeld"`
 	UpdateP50Ms   float64 `json:"updateP50Ms"` // a batch's arrival to its rows on screen
 	UpdateP95Ms   float64 `json:"updateP95Ms"`
@@ -364,6 +455,7 @@ func TestResponsiveness(t *testing.T) {
 	all := poll[mapStat](b, 180*time.Second, fmt.Sprintf(`window.__flowscope.stats.map.find(m => m.cards >= %d)`, workloads))
 	m.MapAllDrawMs, m.MapAllEdges = all.DrawMs, all.Edges
 	b.screenshot("map-3000-all")
+	b.do(chromedp.Click(chromedp.ID("show-busiest")))
 
 	b.do(chromedp.Click(chromedp.ID("tab-flows")))
 	poll[bool](b, 20*time.Second, `window.__flowscope.stats.inits > 0`)
@@ -385,7 +477,10 @@ func TestResponsiveness(t *testing.T) {
 		}
 		time.Sleep(time.Until(start.Add(time.Duration(tick+1) * 100 * time.Millisecond)))
 	}
-	time.Sleep(2 * time.Second)
+	// Every flow reaches the table, however long the browser takes here.
+	fed := time.Now()
+	poll[bool](b, 120*time.Second, fmt.Sprintf(`window.__flowscope.stats.flows >= %d`, rate*seconds))
+	m.LiveDrainMs = float64(time.Since(fed).Milliseconds())
 	type liveStat struct {
 		Flows, Batches, Rows int
 		Updates, Frames      []float64
@@ -414,10 +509,7 @@ func TestResponsiveness(t *testing.T) {
 	raw, _ := json.MarshalIndent(m, "", "  ")
 	path := filepath.Join(artifactDir(t), "ui-responsiveness.json")
 	must(t, os.WriteFile(path, raw, 0o644))
-	t.Logf("responsiveness (measured, not asserted; %s):\n%s", path, raw)
-	if ls.Flows < rate*seconds*9/10 {
-		t.Errorf("the live stream delivered %d of %d flows", ls.Flows, rate*seconds)
-	}
+	t.Logf("responsiveness (measured, not asserted; %s; load average %s):\n%s", path, loadAverage(), raw)
 }
 
 func percentile(v []float64, p int) float64 {
@@ -428,4 +520,12 @@ func percentile(v []float64, p int) float64 {
 	slices.Sort(s)
 	i := (len(s) - 1) * p / 100
 	return float64(int(s[i]*10)) / 10
+}
+
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(raw))[:3], " ")
 }

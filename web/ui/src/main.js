@@ -255,7 +255,7 @@ function App() {
           <span><i class="sw ok"></i>forwarded</span><span><i class="sw drop"></i>drops</span><span><i class="sw err"></i>L7 errors</span>
           <span>${map.nodes.length} cards · ${map.edges.length} edges · ${map.flows} flows over ${Math.round(map.seconds / 60)} min${map.truncated ? ' (the server folded its busiest edges\' rest into "other")' : ''}</span>
           ${shown && shown.capped ? html`<span>showing the ${MAX_CARDS} busiest cards <button id="show-all" onClick=${() => setShowAll(true)}>Show all ${map.nodes.length}</button></span>` : null}
-          ${showAll && map.nodes.length > MAX_CARDS ? html`<button onClick=${() => setShowAll(false)}>Busiest ${MAX_CARDS} only</button>` : null}
+          ${showAll && map.nodes.length > MAX_CARDS ? html`<button id="show-busiest" onClick=${() => setShowAll(false)}>Busiest ${MAX_CARDS} only</button>` : null}
         </div>` : null}
       </section>
       <section class=${`view ${tab === 'flows' ? '' : 'hidden'}`} id="view-flows">

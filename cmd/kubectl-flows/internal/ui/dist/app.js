@@ -376,7 +376,7 @@ In order to be iterable, non-array objects must have a [Symbol.iterator]() metho
           <span><i class="sw ok"></i>forwarded</span><span><i class="sw drop"></i>drops</span><span><i class="sw err"></i>L7 errors</span>
           <span>${w.nodes.length} cards · ${w.edges.length} edges · ${w.flows} flows over ${Math.round(w.seconds/60)} min${w.truncated?` (the server folded its busiest edges' rest into "other")`:""}</span>
           ${F&&F.capped?et`<span>showing the ${pn} busiest cards <button id="show-all" onClick=${()=>O(!0)}>Show all ${w.nodes.length}</button></span>`:null}
-          ${V&&w.nodes.length>pn?et`<button onClick=${()=>O(!1)}>Busiest ${pn} only</button>`:null}
+          ${V&&w.nodes.length>pn?et`<button id="show-busiest" onClick=${()=>O(!1)}>Busiest ${pn} only</button>`:null}
         </div>`:null}
       </section>
       <section class=${`view ${o==="flows"?"":"hidden"}`} id="view-flows">
