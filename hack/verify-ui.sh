@@ -16,7 +16,7 @@
 
 # Fails when the committed web UI assets (cmd/kubectl-flows/internal/ui/dist)
 # differ from a fresh build of web/ui, as Vitess checks its embedded
-# vtadmin build.
+# vtadmin build, and runs the UI's unit tests.
 set -o errexit -o nounset -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${ROOT}"
@@ -28,3 +28,6 @@ if ! git diff --exit-code --stat -- "${dist}" || [[ -n "$(git ls-files --others 
   exit 1
 fi
 echo "ui: ${dist} matches web/ui"
+# The UI's pure parts (filters, cards, the map's cap) under node's test
+# runner; the browser tests are test/e2e/ui.
+(cd web/ui && node --test test/)
