@@ -75,6 +75,7 @@ export function edgeLabel(e, seconds) {
   let s = `${e.port ? `${e.protocol}/${e.port} ` : ''}${rate(e.flows, seconds)}`;
   if (e.dropped) s += ` · ${e.dropped} dropped`;
   if (e.l7Requests) s += ` · ${((100 * e.l7Errors) / e.l7Requests).toFixed(0)}% err`;
+  if (e.l7P95) s += ` · p95 ${e.l7P95}`;
   return s;
 }
 
