@@ -76,7 +76,8 @@ limitations under the License.
 //	        dns:   query str, ips list of addr, ttl zz, cnames list of str,
 //	               rcode zz, qtypes list of enum, rrtypes list of enum
 //	        http:  code zz, method enum, url str, protocol enum, headers
-//	               list of (key str, value str)
+//	               list of (key str, value str), and when
+//	               fHTTPResponseHeaders responseHeaders list of the same
 //	        grpc:  service str, method str, statusCode zz
 //	        kafka: errorCode zz, apiVersion zz, apiKey enum,
 //	               correlationID zz, topic str
@@ -123,6 +124,9 @@ const (
 	fLabelsDestination
 	fRare
 	fTypeMeta
+	// fHTTPResponseHeaders: the l7 http section ends with the response
+	// headers (HTTP.ResponseHeaders, never empty then).
+	fHTTPResponseHeaders
 	fAll = 1<<iota - 1
 )
 

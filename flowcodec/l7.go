@@ -76,10 +76,9 @@ func (e *encoder) layer7(l7 *v1alpha1.Layer7) {
 		e.enum(h.Method, httpMethods)
 		e.string(h.URL)
 		e.enum(h.Protocol, httpProtocols)
-		e.uvarint(uint64(len(h.Headers)))
-		for _, kv := range h.Headers {
-			e.string(kv.Key)
-			e.string(kv.Value)
+		e.headers(h.Headers)
+		if len(h.ResponseHeaders) > 0 {
+			e.headers(h.ResponseHeaders)
 		}
 	}
 	if g := l7.GRPC; g != nil {
@@ -99,7 +98,17 @@ func (e *encoder) layer7(l7 *v1alpha1.Layer7) {
 	}
 }
 
-func (d *decoder) layer7(l7 *v1alpha1.Layer7) {
+func (e *encoder) headers(hs []v1alpha1.HTTPHeader) {
+	e.uvarint(uint64(len(hs)))
+	for _, kv := range hs {
+		e.string(kv.Key)
+		e.string(kv.Value)
+	}
+}
+
+// layer7 decodes an l7 section; respHeaders: its http section ends with
+// the response headers.
+func (d *decoder) layer7(l7 *v1alpha1.Layer7, respHeaders bool) {
 	bits := d.byte()
 	if bits&^l7All != 0 || bits&(l7Latency|l7LatencyMicros) == l7LatencyMicros ||
 		bits&(l7Kafka|l7KafkaClientID) == l7KafkaClientID {
@@ -145,13 +154,14 @@ func (d *decoder) layer7(l7 *v1alpha1.Layer7) {
 		h.Method = d.enum(httpMethods)
 		h.URL = d.string()
 		h.Protocol = d.enum(httpProtocols)
-		if n := d.count(2); n > 0 {
-			h.Headers = make([]v1alpha1.HTTPHeader, n)
-			for i := range h.Headers {
-				h.Headers[i].Key = d.string()
-				h.Headers[i].Value = d.string()
+		h.Headers = d.headers()
+		if respHeaders {
+			if h.ResponseHeaders = d.headers(); h.ResponseHeaders == nil {
+				d.fail("empty response headers")
 			}
 		}
+	} else if respHeaders {
+		d.fail("response headers without http")
 	}
 	if bits&l7GRPC != 0 {
 		g := new(v1alpha1.GRPC)
@@ -174,4 +184,17 @@ func (d *decoder) layer7(l7 *v1alpha1.Layer7) {
 			}
 		}
 	}
+}
+
+func (d *decoder) headers() []v1alpha1.HTTPHeader {
+	n := d.count(2)
+	if n <= 0 {
+		return nil
+	}
+	hs := make([]v1alpha1.HTTPHeader, n)
+	for i := range hs {
+		hs[i].Key = d.string()
+		hs[i].Value = d.string()
+	}
+	return hs
 }

@@ -95,6 +95,9 @@ func (e *encoder) flow(f *v1alpha1.Flow) {
 	}
 	if f.L7 != nil {
 		flags |= fL7
+		if f.L7.HTTP != nil && len(f.L7.HTTP.ResponseHeaders) > 0 {
+			flags |= fHTTPResponseHeaders
+		}
 	}
 	if f.Traffic != nil {
 		flags |= fTraffic

@@ -78,7 +78,7 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 	if flags&^fAll != 0 || flags&(fCreation|fCreationDerived) == fCreation|fCreationDerived ||
 		flags&(fLabelsSource|fLabelsDestination) == fLabelsSource|fLabelsDestination ||
 		flags&(fIsReply|fIsReplyTrue) == fIsReplyTrue || flags&(fL4|fICMP) == fICMP ||
-		flags&(fTime|fCreationDerived) == fCreationDerived {
+		flags&(fTime|fCreationDerived) == fCreationDerived || flags&(fL7|fHTTPResponseHeaders) == fHTTPResponseHeaders {
 		d.fail("bad flags")
 		return
 	}
@@ -194,7 +194,7 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 	}
 	if flags&fL7 != 0 {
 		f.L7 = &blk.l7
-		d.layer7(f.L7)
+		d.layer7(f.L7, flags&fHTTPResponseHeaders != 0)
 	}
 	if flags&fTraffic != 0 {
 		f.Traffic = &blk.tr

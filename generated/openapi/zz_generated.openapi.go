@@ -993,6 +993,24 @@ func schema_flowscope_apis_flows_v1alpha1_HTTP(ref common.ReferenceCallback) com
 							},
 						},
 					},
+					"responseHeaders": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "ResponseHeaders are the response's headers that the agent's header allow-list names (never Set-Cookie).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.HTTPHeader{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
 				},
 			},
 		},

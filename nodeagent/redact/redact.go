@@ -112,6 +112,11 @@ func (r *Redactor) Flow(f *v1alpha1.Flow) {
 	for i := range h.Headers {
 		h.Headers[i] = r.header(h.Headers[i])
 	}
+	// Response headers follow the same allow-list: Set-Cookie is a
+	// credential like Cookie, and Location a URL like Referer.
+	for i := range h.ResponseHeaders {
+		h.ResponseHeaders[i] = r.header(h.ResponseHeaders[i])
+	}
 }
 
 func (r *Redactor) header(h v1alpha1.HTTPHeader) v1alpha1.HTTPHeader {

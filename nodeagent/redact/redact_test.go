@@ -160,19 +160,23 @@ func TestFlowHeaders(t *testing.T) {
 			}
 			f := &v1alpha1.Flow{L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, HTTP: &v1alpha1.HTTP{
 				Method: "GET", Code: 200, URL: "http://u:p@web/a?t=s3cr3t", Headers: append([]v1alpha1.HTTPHeader(nil), in...),
+				// The same rules apply to response headers.
+				ResponseHeaders: append([]v1alpha1.HTTPHeader(nil), in...),
 			}}}
 			red.Flow(f)
 			h := f.L7.HTTP
-			if len(h.Headers) != len(in) {
-				t.Fatalf("%d headers, want %d: %v", len(h.Headers), len(in), h.Headers)
-			}
-			for i, got := range h.Headers {
-				wantKey := in[i].Key
-				if !isHeaderName(wantKey) {
-					wantKey = Marker
+			for _, hs := range [][]v1alpha1.HTTPHeader{h.Headers, h.ResponseHeaders} {
+				if len(hs) != len(in) {
+					t.Fatalf("%d headers, want %d: %v", len(hs), len(in), hs)
 				}
-				if got.Key != wantKey || got.Value != tt.wants[i] {
-					t.Errorf("header %d: %q: %q, want %q: %q", i, got.Key, got.Value, wantKey, tt.wants[i])
+				for i, got := range hs {
+					wantKey := in[i].Key
+					if !isHeaderName(wantKey) {
+						wantKey = Marker
+					}
+					if got.Key != wantKey || got.Value != tt.wants[i] {
+						t.Errorf("header %d: %q: %q, want %q: %q", i, got.Key, got.Value, wantKey, tt.wants[i])
+					}
 				}
 			}
 			wantURL := "http://web/a"

@@ -300,6 +300,11 @@ type HTTP struct {
 	// +optional
 	// +listType=atomic
 	Headers []HTTPHeader `json:"headers,omitempty"`
+	// ResponseHeaders are the response's headers that the agent's header
+	// allow-list names (never Set-Cookie).
+	// +optional
+	// +listType=atomic
+	ResponseHeaders []HTTPHeader `json:"responseHeaders,omitempty"`
 }
 
 // HTTPHeader is one HTTP header.

@@ -377,6 +377,11 @@ func (in *HTTP) DeepCopyInto(out *HTTP) {
 		*out = make([]HTTPHeader, len(*in))
 		copy(*out, *in)
 	}
+	if in.ResponseHeaders != nil {
+		in, out := &in.ResponseHeaders, &out.ResponseHeaders
+		*out = make([]HTTPHeader, len(*in))
+		copy(*out, *in)
+	}
 	return
 }
 
