@@ -313,17 +313,17 @@ func condition(flag string, values []string, alts func(v string) ([]Alternative,
 
 func one(terms ...Term) []Alternative { return []Alternative{{Terms: terms}} }
 
-// Pod: [namespace/]name of a pod at the given ends.
+// Pod selects the pod [namespace/]name at the given ends.
 func Pod(flag string, values []string, ends ...End) (*Condition, error) {
 	return named(flag, "podName", "pod", values, ends)
 }
 
-// Service: [namespace/]name of the service an end belongs to.
+// Service selects the service [namespace/]name an end belongs to.
 func Service(flag string, values []string, ends ...End) (*Condition, error) {
 	return named(flag, "service", "service", values, ends)
 }
 
-// Workload: [namespace/]name of the controller that owns an end's pod (the
+// Workload selects by the [namespace/]name of the controller that owns an end's pod (the
 // top of its owner references, such as a Deployment).
 func Workload(flag string, values []string, ends ...End) (*Condition, error) {
 	return named(flag, "workload", "workload", values, ends)
@@ -352,14 +352,14 @@ func named(flag, field, what string, values []string, ends []End) (*Condition, e
 	})
 }
 
-// Namespace: the namespace of the end's pod.
+// Namespace selects the namespace of the end's pod.
 func Namespace(flag string, values []string, e End) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
 		return one(Term{Field: e.prefix + "namespace", Value: v}), nil
 	})
 }
 
-// Label: a label selector over the end's pod labels. The server selects by
+// Label selects with a label selector over the end's pod labels. The server selects by
 // the labels of the observed pod only, which may be either end: checked
 // here.
 func Label(flag string, values []string, e End) (*Condition, error) {
@@ -378,7 +378,8 @@ func Label(flag string, values []string, e End) (*Condition, error) {
 	})
 }
 
-// IP: an address (server side) or a CIDR (client side) at the given ends.
+// IP selects an address (server side) or a CIDR (client side) at the
+// given ends.
 func IP(flag string, values []string, ends ...End) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
 		var out []Alternative
@@ -419,7 +420,7 @@ func endpointIP(f *v1alpha1.Flow, e End) string {
 	return ""
 }
 
-// Port: the transport port at the given ends (l4.sourcePort,
+// Port selects the transport port at the given ends (l4.sourcePort,
 // l4.destinationPort).
 func Port(flag string, values []string, ends ...End) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
@@ -439,7 +440,7 @@ func Port(flag string, values []string, ends ...End) (*Condition, error) {
 	})
 }
 
-// Protocol: an L4 protocol (l4.protocol; icmp is both ICMP versions) or an
+// Protocol selects an L4 protocol (l4.protocol; icmp is both ICMP versions) or an
 // L7 one (l7.type), as `hubble observe --protocol` takes either.
 func Protocol(flag string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
@@ -459,7 +460,7 @@ func Protocol(flag string, values []string) (*Condition, error) {
 	})
 }
 
-// Field: one field, one term per value.
+// Field selects one field, one term per value.
 func Field(flag, field string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
 		t, err := term(flag, field, v)
@@ -470,14 +471,14 @@ func Field(flag, field string, values []string) (*Condition, error) {
 	})
 }
 
-// DropReason: the drop reason's name, such as POLICY_DENIED.
+// DropReason selects the drop reason's name, such as POLICY_DENIED.
 func DropReason(flag string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
 		return one(Term{Field: "dropReason", Value: strings.ToUpper(v)}), nil
 	})
 }
 
-// Type: l7 (any L7 protocol), drop (verdict Dropped) or trace (no L7
+// Type selects l7 (any L7 protocol), drop (verdict Dropped) or trace (no L7
 // record, not dropped), as `hubble observe --type` names event types.
 func Type(flag string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
@@ -501,7 +502,7 @@ func Type(flag string, values []string) (*Condition, error) {
 	})
 }
 
-// HTTPStatus: a status code (server side) or a prefix such as 5+ (client
+// HTTPStatus selects a status code (server side) or a prefix such as 5+ (client
 // side), as `hubble observe --http-status` takes.
 func HTTPStatus(flag string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
@@ -526,7 +527,7 @@ func HTTPStatus(flag string, values []string) (*Condition, error) {
 	})
 }
 
-// DNSQuery: the queried name, with or without its trailing dot (flows
+// DNSQuery selects the queried name, with or without its trailing dot (flows
 // keep the dot, as Hubble does).
 func DNSQuery(flag string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
@@ -541,7 +542,7 @@ func DNSQuery(flag string, values []string) (*Condition, error) {
 	})
 }
 
-// Node: a node name, or a glob such as node-* (client side).
+// Node selects a node name, or a glob such as node-* (client side).
 func Node(flag string, values []string) (*Condition, error) {
 	return condition(flag, values, func(v string) ([]Alternative, error) {
 		if strings.ContainsAny(v, "*?[") {
