@@ -156,6 +156,37 @@ func TestChartArgsParse(t *testing.T) {
 	}
 }
 
+// TestSuiteRunsChartArgs checks that this suite's agents run with the flags
+// the chart renders (main_test.go starts the system with CHART_ARGS=1):
+// hack/local-up.sh wrote them to OUT_DIR/chart-args-agent and passed them to
+// each agent, whose command line shows them.
+func TestSuiteRunsChartArgs(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(sys.Out, "chart-args-agent"))
+	if err != nil {
+		t.Fatalf("the suite's system was not started with CHART_ARGS=1: %v", err)
+	}
+	flags := strings.Fields(string(data))
+	if !slices.Contains(flags, "--retention=1h") || !slices.Contains(flags, "--max-store-bytes=10Gi") {
+		t.Fatalf("chart-args-agent: %q, want the chart's --retention=1h and --max-store-bytes=10Gi", flags)
+	}
+	for _, n := range sys.Nodes {
+		pid, err := os.ReadFile(filepath.Join(sys.Out, "pids", "agent-"+n+".pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(pid)), "cmdline"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		for _, f := range flags {
+			if !slices.Contains(args, f) {
+				t.Errorf("agent %s runs without the chart's %s: %q", n, f, args)
+			}
+		}
+	}
+}
+
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -41,7 +41,11 @@ var sys *framework.System
 func TestMain(m *testing.M) {
 	os.Exit(framework.Main(m, framework.Options{
 		// A cap TestFlowMetrics can pass with a thousand flows.
-		Env: []string{"AGENT_ARGS=--flow-metrics-max-series=" + strconv.Itoa(flowMetricsMaxSeries)},
+		Env: []string{"AGENT_ARGS=--flow-metrics-max-series=" + strconv.Itoa(flowMetricsMaxSeries),
+			// The agents and flowscope-apiserver get the flags the Helm
+			// chart renders with its default values (hack/chart-args.sh,
+			// less the local ones), so the suite runs the chart's settings.
+			"CHART_ARGS=1"},
 	}, &sys))
 }
 
