@@ -70,12 +70,18 @@ function rate(n, seconds) {
   return `${(r * 60).toFixed(1)}/min`;
 }
 
+// shortDuration rounds a Go duration ("2.992ms") to two digits ("3ms").
+function shortDuration(d) {
+  const m = /^([0-9.]+)([^0-9.]+)$/.exec(d);
+  return m ? `${Number(Number(m[1]).toPrecision(2))}${m[2]}` : d;
+}
+
 // edgeLabel is an edge's rate, port, drops and L7 error rate.
 export function edgeLabel(e, seconds) {
   let s = `${e.port ? `${e.protocol}/${e.port} ` : ''}${rate(e.flows, seconds)}`;
   if (e.dropped) s += ` · ${e.dropped} dropped`;
   if (e.l7Requests) s += ` · ${((100 * e.l7Errors) / e.l7Requests).toFixed(0)}% err`;
-  if (e.l7P95) s += ` · p95 ${e.l7P95}`;
+  if (e.l7P95) s += ` · p95 ${shortDuration(e.l7P95)}`;
   return s;
 }
 
@@ -96,7 +102,7 @@ export const style = [
   } },
   { selector: 'edge', style: {
     'z-index-compare': 'manual', 'z-index': 1, width: 'data(width)', 'line-color': OK_COLOR, 'target-arrow-color': OK_COLOR, 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
-    'arrow-scale': 1, 'font-size': 10, 'min-zoomed-font-size': 7, color: '#334155', 'text-background-color': '#ffffff', 'text-background-opacity': 0.85, 'text-rotation': 'autorotate',
+    'arrow-scale': 1, 'font-size': 10, 'min-zoomed-font-size': 7, color: '#334155', 'text-background-color': '#ffffff', 'text-background-opacity': 0.85, 'text-rotation': 'none',
   } },
   { selector: 'edge.labelled', style: { label: 'data(label)' } },
   { selector: 'edge.straight', style: { 'curve-style': 'straight' } },
