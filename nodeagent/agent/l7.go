@@ -39,6 +39,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/l7/kafka"
 	"flowscope.io/flowscope/nodeagent/l7/stream"
 	"flowscope.io/flowscope/nodeagent/observe"
+	"flowscope.io/flowscope/nodeagent/redact"
 	"flowscope.io/flowscope/nodeagent/selection"
 )
 
@@ -59,8 +60,11 @@ type l7Needs interface {
 // and the parsers into flows, and keeps the gate programmed for --l7.
 func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipeline, h *hub.Hub,
 	enricher observe.Enricher, pods localPods, policies l7Needs) error {
-	h1 := http1.New(http1.Options{})
-	tcp, udp := l7Protocols(h1)
+	// Response headers are kept by the allow-list that the redactor
+	// applies to every header again.
+	allow := l7.NewHeaderAllowlist(o.L7HeaderAllowlist, redact.Credentials)
+	h1 := http1.New(http1.Options{ResponseHeaders: allow})
+	tcp, udp := l7Protocols(h1, allow)
 	tr := stream.New(stream.Options{Protocols: tcp, DatagramProtocols: udp, Timeout: o.L7Timeout})
 	var mu sync.Mutex // the tracker is the reader's and the expiry's
 	registerL7Metrics(func() stream.Stats {
@@ -182,10 +186,10 @@ func interfacesOf(ips []netip.Addr, attached []int) []int {
 
 // l7Protocols returns the parsers the stream layer tries, for TCP and for
 // UDP, the most specific first.
-func l7Protocols(h1 *http1.Protocol) (tcp, udp []l7.Protocol) {
+func l7Protocols(h1 *http1.Protocol, responseHeaders *l7.HeaderAllowlist) (tcp, udp []l7.Protocol) {
 	tcp = []l7.Protocol{
 		h1,
-		http2.Protocol{},
+		http2.Protocol{ResponseHeaders: responseHeaders},
 		kafka.New(kafka.Options{Topics: kafka.NewTopics(4096)}),
 		dns.New(dns.TCP, dns.Options{}),
 	}

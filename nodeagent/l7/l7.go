@@ -29,6 +29,8 @@ limitations under the License.
 package l7
 
 import (
+	"bytes"
+	"strings"
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
@@ -121,4 +123,68 @@ type Protocol interface {
 	Detect(dir Dir, first []byte) bool
 	// New returns a parser for one connection.
 	New(s Start) Conn
+}
+
+// HeaderAllowlist names the header fields whose values records keep,
+// compared without regard to case. A nil one keeps none.
+type HeaderAllowlist struct {
+	all         bool
+	names       []string
+	credentials []string
+}
+
+// NewHeaderAllowlist returns the allow-list of names; "*" among them
+// keeps every field but the credentials, which are never kept.
+func NewHeaderAllowlist(names, credentials []string) *HeaderAllowlist {
+	a := &HeaderAllowlist{credentials: credentials}
+	for _, n := range names {
+		if n == "*" {
+			a.all = true
+		} else {
+			a.names = append(a.names, n)
+		}
+	}
+	return a
+}
+
+// Keeps reports whether a field named name is kept.
+func (a *HeaderAllowlist) Keeps(name string) bool {
+	if a == nil {
+		return false
+	}
+	for _, c := range a.credentials {
+		if strings.EqualFold(c, name) {
+			return false
+		}
+	}
+	if a.all {
+		return true
+	}
+	for _, n := range a.names {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// KeepsBytes is Keeps for a name in bytes.
+func (a *HeaderAllowlist) KeepsBytes(name []byte) bool {
+	if a == nil {
+		return false
+	}
+	for _, c := range a.credentials {
+		if bytes.EqualFold([]byte(c), name) {
+			return false
+		}
+	}
+	if a.all {
+		return true
+	}
+	for _, n := range a.names {
+		if bytes.EqualFold([]byte(n), name) {
+			return true
+		}
+	}
+	return false
 }

@@ -201,7 +201,7 @@ func (c *conn) response(h *head) (method string, known bool) {
 		c.out = append(c.out, l7.Exchange{
 			Response: h.time,
 			Record: v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, Partial: true,
-				HTTP: &v1alpha1.HTTP{Code: int32(h.code), Protocol: h.proto}},
+				HTTP: &v1alpha1.HTTP{Code: int32(h.code), Protocol: h.proto, ResponseHeaders: h.responseHeaders()}},
 			Partial: true,
 		})
 		return "", false
@@ -210,6 +210,7 @@ func (c *conn) response(h *head) (method string, known bool) {
 	c.drop(k + 1)
 	if !p.reported {
 		p.r.Code = int32(h.code)
+		p.r.ResponseHeaders = h.responseHeaders()
 		partial := p.partial || h.partial
 		c.out = append(c.out, l7.Exchange{
 			Request:  p.t,

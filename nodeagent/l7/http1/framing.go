@@ -244,7 +244,11 @@ func (c *conn) lineDone(s *side, line []byte, over bool) {
 			c.headDone(s, false)
 			return
 		}
-		s.h.header(line, over, s.dir == l7.FromClient)
+		if s.dir == l7.FromClient {
+			s.h.header(line, over, true, nil)
+		} else {
+			s.h.header(line, over, c.p.keepResponse != nil, c.p.keepResponse.KeepsBytes)
+		}
 	case stChunkSize:
 		n, ok := chunkSize(line)
 		switch {

@@ -156,8 +156,9 @@ func (h *head) statusLine(b []byte, whole bool) bool {
 // header reads a field line (RFC 9112 §5). Lines that are not field
 // lines, and obsolete line folding, are ignored as far as the record
 // goes; a framing field that does not parse makes the framing unknown.
-// over: the line outgrew maxLine and b is its beginning.
-func (h *head) header(b []byte, over, record bool) {
+// over: the line outgrew maxLine and b is its beginning. The field is
+// kept for the record if record, and keep is nil or says so of its name.
+func (h *head) header(b []byte, over, record bool, keep func(name []byte) bool) {
 	if len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		return // obs-fold
 	}
@@ -179,7 +180,7 @@ func (h *head) header(b []byte, over, record bool) {
 		h.chunked = equalFold(last, "chunked")
 		h.bad = h.bad || over
 	}
-	if !record || len(h.fields) >= MaxHeaders || len(name) > maxHeaderName {
+	if !record || len(h.fields) >= MaxHeaders || len(name) > maxHeaderName || keep != nil && !keep(name) {
 		return
 	}
 	v = cutUTF8(v, MaxHeaderValue)
@@ -228,9 +229,31 @@ func (h *head) record() *v1alpha1.HTTP {
 	if len(h.arena) == 0 {
 		return r
 	}
+	str := h.strings()
+	if r.Method == "" && h.mspan.hi > 0 {
+		r.Method = str(h.mspan, maxMethod)
+	}
+	if h.hasURL {
+		r.URL = str(h.url, MaxURL)
+	}
+	r.Headers = h.headers(str)
+	return r
+}
+
+// responseHeaders returns a response's kept header fields.
+func (h *head) responseHeaders() []v1alpha1.HTTPHeader {
+	if len(h.fields) == 0 {
+		return nil
+	}
+	return h.headers(h.strings())
+}
+
+// strings returns the strings of spans of the arena: one string holds
+// the arena, and they are slices of it.
+func (h *head) strings() func(sp span, limit int) string {
 	s := string(h.arena)
 	valid := utf8.ValidString(s)
-	str := func(sp span, limit int) string {
+	return func(sp span, limit int) string {
 		if valid {
 			return s[sp.lo:sp.hi]
 		}
@@ -241,19 +264,17 @@ func (h *head) record() *v1alpha1.HTTP {
 		}
 		return string(cutUTF8([]byte(v), limit))
 	}
-	if r.Method == "" && h.mspan.hi > 0 {
-		r.Method = str(h.mspan, maxMethod)
+}
+
+func (h *head) headers(str func(sp span, limit int) string) []v1alpha1.HTTPHeader {
+	if len(h.fields) == 0 {
+		return nil
 	}
-	if h.hasURL {
-		r.URL = str(h.url, MaxURL)
+	hs := make([]v1alpha1.HTTPHeader, len(h.fields))
+	for i, f := range h.fields {
+		hs[i] = v1alpha1.HTTPHeader{Key: str(f.name, maxHeaderName), Value: str(f.value, MaxHeaderValue)}
 	}
-	if len(h.fields) > 0 {
-		r.Headers = make([]v1alpha1.HTTPHeader, len(h.fields))
-		for i, f := range h.fields {
-			r.Headers[i] = v1alpha1.HTTPHeader{Key: str(f.name, maxHeaderName), Value: str(f.value, MaxHeaderValue)}
-		}
-	}
-	return r
+	return hs
 }
 
 // internMethod returns the known method m spells, or "".

@@ -22,8 +22,9 @@ limitations under the License.
 // An exchange's record holds the request's method, request-target as the
 // client sent it (query included: the ingest pipeline's redactor drops it
 // later), version and header fields, names and values as they came, and
-// the final response's status code. Response header fields are read for
-// framing only: the API's HTTP.Headers are the request's. Bounds keep a
+// the final response's status code and the header fields that
+// Options.ResponseHeaders names (the agent's header allow-list; the
+// redactor applies it again, and never keeps Set-Cookie). Bounds keep a
 // record small whatever a peer sends: at most MaxHeaders fields, a value
 // cut to its first MaxHeaderValue bytes, at most MaxHeaderBytes of names
 // and values (later fields are left out), a request-target of at most
@@ -138,6 +139,9 @@ type Options struct {
 	// response (Partial) and counted in Stats.Evicted. 0 means
 	// DefaultMaxPending.
 	MaxPending int
+	// ResponseHeaders names the response header fields a record keeps;
+	// nil keeps none.
+	ResponseHeaders *l7.HeaderAllowlist
 }
 
 // Stats counts what a Protocol's connections lost or could not read. Its
@@ -166,15 +170,16 @@ type Stats struct {
 // Protocol is the HTTP/1.x parser: an l7.Protocol. Make it with New; it
 // is safe for concurrent use, its connections are not.
 type Protocol struct {
-	maxPending int
-	stats      Stats
+	maxPending   int
+	keepResponse *l7.HeaderAllowlist
+	stats        Stats
 }
 
 var _ l7.Protocol = (*Protocol)(nil)
 
 // New returns an HTTP/1.x parser.
 func New(o Options) *Protocol {
-	p := &Protocol{maxPending: o.MaxPending}
+	p := &Protocol{maxPending: o.MaxPending, keepResponse: o.ResponseHeaders}
 	if p.maxPending <= 0 {
 		p.maxPending = DefaultMaxPending
 	}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/l7"
@@ -38,10 +39,11 @@ type conn struct {
 	// one of them that is no longer tracked was reported already.
 	horizon, lastReq uint32
 	dead             bool // not HTTP/2
+	keepResponse     *l7.HeaderAllowlist
 }
 
 func newConn(p Protocol, s l7.Start) *conn {
-	c := &conn{streams: make(map[uint32]*stream), maxStreams: p.maxStreams()}
+	c := &conn{streams: make(map[uint32]*stream), maxStreams: p.maxStreams(), keepResponse: p.ResponseHeaders}
 	for i := range c.dirs {
 		r := &c.dirs[i]
 		r.dir, r.maxFrame, r.maxBlock = l7.Dir(i), defaultMaxFrame, p.maxHeaderBlock()
@@ -117,6 +119,7 @@ type stream struct {
 	gap               [2]bool // frames of a direction may have been lost since the stream began
 	rstKnown          bool
 	rstCode           uint32
+	respHeaders       []v1alpha1.HTTPHeader // kept by the allow-list
 }
 
 // whole: the stream was seen from its request on, nothing lost since.
@@ -130,12 +133,20 @@ type fields struct {
 	pseudo              bool // a request pseudo-header is known
 	unknown             bool // a field's name is unknown
 	cut                 bool
+	// keep names the fields to keep in kept (a response's).
+	keep *l7.HeaderAllowlist
+	kept []v1alpha1.HTTPHeader
 }
 
 func (h *fields) add(f hpackjoin.Field) {
 	if !f.Known {
 		h.unknown = true
 		return
+	}
+	if h.keep != nil && len(h.kept) < MaxHeaders && !strings.HasPrefix(f.Name, ":") && h.keep.Keeps(f.Name) {
+		if v, ok := f.Value(); ok {
+			h.kept = append(h.kept, v1alpha1.HTTPHeader{Key: strings.ToValidUTF8(f.Name, "\uFFFD"), Value: cutValue(v)})
+		}
 	}
 	switch f.Name {
 	case ":method", ":path", ":scheme", ":authority", ":status", "content-type", "grpc-status":
@@ -176,6 +187,19 @@ func (h *fields) add(f hpackjoin.Field) {
 }
 
 func (h *fields) partial() bool { return h.unknown || h.cut }
+
+// cutValue cuts v to MaxHeaderValue bytes, not inside a UTF-8 sequence,
+// and makes it valid UTF-8.
+func cutValue(v string) string {
+	if len(v) > MaxHeaderValue {
+		i := MaxHeaderValue
+		for i > MaxHeaderValue-utf8.UTFMax && i > 0 && !utf8.RuneStart(v[i]) {
+			i--
+		}
+		v = v[:i]
+	}
+	return strings.ToValidUTF8(v, "\uFFFD")
+}
 
 func (c *conn) headers(dir l7.Dir, id uint32, end bool, h *fields, at time.Time) {
 	if id%2 == 0 {
@@ -239,6 +263,7 @@ func (c *conn) response(id uint32, end bool, h *fields, at time.Time) {
 		// was informational after all.
 		s.respSeen, s.resp = true, at
 		s.status, s.respType, s.respPartial = h.status, h.ctype, h.partial()
+		s.respHeaders = h.kept
 		if h.grpcStatus >= 0 {
 			s.grpcStatus = h.grpcStatus // trailers-only
 		}
@@ -252,6 +277,7 @@ func (c *conn) response(id uint32, end bool, h *fields, at time.Time) {
 		// like trailers could be the response itself; the record is then
 		// partial.)
 		s.trailPartial = h.partial()
+		s.respHeaders = append(s.respHeaders, h.kept[:min(len(h.kept), MaxHeaders-len(s.respHeaders))]...)
 		if h.grpcStatus >= 0 {
 			s.grpcStatus = h.grpcStatus
 		}
@@ -360,7 +386,7 @@ func (c *conn) complete(s *stream, how ending) {
 		// It may be gRPC all the same if a content type (or the
 		// trailers) could not be read.
 		partial = partial || (!grpc && !s.notGRPC())
-		rec.HTTP = &v1alpha1.HTTP{Code: int32(s.status), Method: s.method, URL: s.path, Protocol: "HTTP/2"}
+		rec.HTTP = &v1alpha1.HTTP{Code: int32(s.status), Method: s.method, URL: s.path, Protocol: "HTTP/2", ResponseHeaders: s.respHeaders}
 	}
 	rec.Partial = partial
 	c.out = append(c.out, l7.Exchange{Request: s.req, Response: s.resp, Record: rec, Partial: partial})

@@ -61,7 +61,19 @@ type Protocol struct {
 	// MaxHeaderBlock bounds the bytes of one header block read; a longer
 	// one is read as cut. Default DefaultMaxHeaderBlock.
 	MaxHeaderBlock int
+	// ResponseHeaders names the response header fields that HTTP
+	// records keep (and trailers, when the record waits for them), at
+	// most MaxHeaders of at most MaxHeaderValue bytes each; nil keeps
+	// none. A field whose name or value refers to a table entry from
+	// before a late join is left out. gRPC records have no headers.
+	ResponseHeaders *l7.HeaderAllowlist
 }
+
+// Bounds of the response headers a record keeps.
+const (
+	MaxHeaders     = 32
+	MaxHeaderValue = 256
+)
 
 var _ l7.Protocol = Protocol{}
 

@@ -272,6 +272,9 @@ func (c *conn) blockFrame(r *reader, cut bool) bool {
 func (c *conn) endBlock(r *reader) error {
 	r.blkOpen = false
 	h := fields{grpcStatus: -1, cut: r.blkCut}
+	if r.dir == l7.FromServer {
+		h.keep = c.keepResponse
+	}
 	err := r.hp.Decode(r.blk, r.blkCut, h.add)
 	if err != nil || r.blkCut {
 		r.hp.Reset()

@@ -1,0 +1,107 @@
+/*
+Copyright The Flowscope Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package http2
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"flowscope.io/flowscope/nodeagent/l7"
+)
+
+// TestH2CResponseHeaders: an h2c net/http server's response headers that
+// the allow-list names are kept, Set-Cookie never, even with "*"; without
+// an allow-list none is. (The trailers of a call that is not gRPC come
+// after its record.)
+func TestH2CResponseHeaders(t *testing.T) {
+	rec := &recorder{}
+	l := rec.listen(t)
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Server", "orders/1.2")
+		w.Header().Set("Set-Cookie", "session=s3cr3t")
+		w.Header().Set("Trailer", "X-Checksum")
+		_, _ = io.WriteString(w, `{"id":42}`)
+		w.Header().Set("X-Checksum", "abc123")
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	tr := &http.Transport{Protocols: &protos, DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return rec.dial(ctx, addr) }}
+	t.Cleanup(tr.CloseIdleConnections)
+	start := time.Now()
+	for range 2 {
+		resp, err := (&http.Client{Transport: tr}).Get("http://" + l.Addr().String() + "/orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.Proto != "HTTP/2.0" {
+			t.Fatalf("%s, want HTTP/2.0", resp.Proto)
+		}
+	}
+	chunks := rec.chunks(start, 0)
+
+	want := map[string]string{"content-type": "application/json", "server": "orders/1.2", "trailer": "X-Checksum", "content-length": "", "date": ""}
+	for name, tc := range map[string]struct {
+		allow []string
+		keys  []string // sorted
+	}{
+		"none":                 {nil, nil},
+		"content-type, server": {[]string{"Content-Type", "SERVER"}, []string{"content-type", "server"}},
+		"all":                  {[]string{"*"}, []string{"content-length", "content-type", "date", "server", "trailer"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := Protocol{}
+			if tc.allow != nil {
+				p.ResponseHeaders = l7.NewHeaderAllowlist(tc.allow, []string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie"})
+			}
+			c := p.New(l7.Start{FromHandshake: true})
+			var xs []l7.Exchange
+			for _, ch := range chunks {
+				xs = append(xs, c.Feed(ch)...)
+			}
+			if len(xs) != 2 {
+				t.Fatalf("%d exchanges, want 2", len(xs))
+			}
+			for i, x := range xs {
+				h := x.Record.HTTP
+				if x.Partial || h == nil || h.Code != 200 || h.URL != "/orders" {
+					t.Fatalf("exchange %d: %s", i, describe(x))
+				}
+				var keys []string
+				for _, f := range h.ResponseHeaders {
+					keys = append(keys, f.Key)
+					if v, ok := want[f.Key]; !ok || v != "" && v != f.Value {
+						t.Errorf("exchange %d: %s: %q, want %q", i, f.Key, f.Value, v)
+					}
+				}
+				slices.Sort(keys)
+				if !slices.Equal(keys, tc.keys) {
+					t.Errorf("exchange %d: response headers %q, want %q", i, keys, tc.keys)
+				}
+			}
+		})
+	}
+}
