@@ -259,6 +259,47 @@ func mkFlow(base int32, i int, port int32) framework.Seed {
 func TestOTLP(t *testing.T) {
 	t.Run("EveryFlowReachesTheCollectorOnce", testEveryFlowOnce)
 	t.Run("CollectorOutageIsCountedExactly", testOutage)
+	t.Run("OverHTTP", testHTTP)
+}
+
+// testHTTP: an agent sending OTLP/HTTP (protobuf, gzip) to the collector's
+// HTTP port delivers the same records.
+func testHTTP(t *testing.T) {
+	const port, base, n = 10443, 60000, 100
+	sys.Restart(t, "agent-node-a", func(args []string) []string {
+		return append(args, "--otlp-protocol=http", fmt.Sprintf("--otlp-endpoint=http://127.0.0.1:%d/v1/logs", sys.PortBase+7))
+	})
+	apply(t, policy("otlp-http", port))
+	waitApplied(t, "otlp-http")
+	before := readAccounting(t, 0)
+	var seeds []framework.Seed
+	for i := 0; i < 2*n; i += 2 { // node-a's
+		seeds = append(seeds, mkFlow(base, i, port))
+	}
+	sys.Replay(t, seeds...)
+	framework.Eventually(t, 60*time.Second, "the flows to be listed", func() (bool, string) {
+		got := len(flowsOf(t, base, base+2*n))
+		return got == n, fmt.Sprintf("%d of %d", got, n)
+	})
+	waitSettled(t, 60*time.Second)
+	if d := readAccounting(t, 0).sub(before); d.selected != n || d.results[otlpexport.ResultDelivered] != n {
+		t.Fatalf("agent node-a over HTTP: %+v, want %d selected and delivered", d, n)
+	}
+	listed := flowsOf(t, base, base+2*n)
+	framework.Eventually(t, 10*time.Second, "the collector to write every flow sent over HTTP", func() (bool, string) {
+		recs := collectorRecords(t)
+		got := 0
+		for name := range listed {
+			if _, ok := recs[name]; ok {
+				got++
+			}
+		}
+		return got == n, fmt.Sprintf("%d of %d", got, n)
+	})
+	recs := collectorRecords(t)
+	for name, f := range listed {
+		checkRecord(t, &f, recs[name])
+	}
 }
 
 // testEveryFlowOnce: the flows the policy selects, and only those, reach
