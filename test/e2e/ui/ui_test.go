@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -361,6 +362,42 @@ func TestPauseAndResume(t *testing.T) {
 	b.screenshot("paused")
 	b.do(chromedp.Click(chromedp.ID("pause")))
 	poll[bool](b, 5*time.Second, `[...document.querySelectorAll('#view-flows .row')].some(r => r.textContent.includes('shop/web-1:47301'))`)
+}
+
+// TestExportJSON: Export JSON saves the table's flows as a FlowList.
+func TestExportJSON(t *testing.T) {
+	seed(t)
+	b := newBrowser(t)
+	b.open(startUI(t, ""))
+	dir := t.TempDir()
+	if _, err := chromedp.CallBrowser(b.ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir}); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Click(chromedp.ID("tab-flows")))
+	poll[bool](b, 20*time.Second, `[...document.querySelectorAll('#view-flows .row')].some(r => r.textContent.includes(':40003'))`)
+	shown := eval[int](b, `document.querySelector('#row-count').textContent.split(' ')[0] | 0`)
+	b.do(chromedp.Click(chromedp.ID("export")))
+	var file string
+	framework.Eventually(t, 10*time.Second, "the exported file", func() (bool, string) {
+		m, _ := filepath.Glob(filepath.Join(dir, "flowscope-flows-*.json"))
+		if len(m) == 1 {
+			file = m[0]
+		}
+		return file != "", fmt.Sprint(m)
+	})
+	raw, err := os.ReadFile(file)
+	must(t, err)
+	var list v1alpha1.FlowList
+	must(t, json.Unmarshal(raw, &list))
+	var sports []int32
+	for _, f := range list.Items {
+		sports = append(sports, f.L4.SourcePort)
+	}
+	if len(list.Items) != shown || !slices.Contains(sports, 40003) || list.Kind != "FlowList" {
+		t.Errorf("%s: %s with %d flows (source ports %v), want the %d shown, 40003 among them", file, list.Kind, len(list.Items), sports, shown)
+	}
+	b.screenshot("exported")
 }
 
 // TestFiltersHaveObservesMeanings: over the store's last 15 minutes,
