@@ -19,6 +19,7 @@ package observe
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -133,7 +134,7 @@ func mkFlows(n int) []v1alpha1.Flow {
 	return out
 }
 
-func runObserve(t *testing.T, f *fakeFlows, ctx context.Context, args ...string) (string, error) {
+func runObserve(ctx context.Context, t *testing.T, f *fakeFlows, args ...string) (string, error) {
 	t.Helper()
 	o := &Options{}
 	cmd := newTestCommand(o)
@@ -164,7 +165,7 @@ func names(out string) []string {
 
 func TestListPagesMergesAndTakesTheLast(t *testing.T) {
 	f := &fakeFlows{flows: mkFlows(12), pageCap: 5}
-	out, err := runObserve(t, f, context.Background(), "--all")
+	out, err := runObserve(context.Background(), t, f, "--all")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func TestListPagesMergesAndTakesTheLast(t *testing.T) {
 	// Either end: two requests; a flow on both ends is printed once, in
 	// time order.
 	f.lists = nil
-	out, err = runObserve(t, f, context.Background(), "--pod", "a", "--all")
+	out, err = runObserve(context.Background(), t, f, "--pod", "a", "--all")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +194,14 @@ func TestListPagesMergesAndTakesTheLast(t *testing.T) {
 	if got := strings.Join(f.lists, " "); got != "source.podName=a source.podName=a destination.podName=a destination.podName=a" {
 		t.Errorf("lists %q", got)
 	}
-	out, err = runObserve(t, f, context.Background(), "--pod", "a", "--last", "3")
+	out, err = runObserve(context.Background(), t, f, "--pod", "a", "--last", "3")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := names(out); strings.Join(got, " ") != strings.Join(want[len(want)-3:], " ") {
 		t.Errorf("--last 3 printed %v, want %v", got, want[len(want)-3:])
 	}
-	out, err = runObserve(t, f, context.Background())
+	out, err = runObserve(context.Background(), t, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +219,7 @@ func TestFollowWatchesFromTheListsVersion(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		out, err = runObserve(t, f, ctx, "--pod", "a", "-f", "--since", "1h")
+		out, err = runObserve(ctx, t, f, "--pod", "a", "-f", "--since", "1h")
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -250,7 +251,7 @@ func TestFollowWatchesFromTheListsVersion(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	cancel()
 	<-done
-	if err != context.Canceled {
+	if !errors.Is(err, context.Canceled) {
 		t.Errorf("run ended with %v", err)
 	}
 	if got := names(out); strings.Join(got, " ") != "node-a.1 node-a.2 node-a.3 node-a.7" {
