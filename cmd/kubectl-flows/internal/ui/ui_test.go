@@ -17,11 +17,16 @@ limitations under the License.
 package ui
 
 import (
+	"context"
+	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 )
@@ -119,5 +124,62 @@ func TestWithoutTimeBounds(t *testing.T) {
 		if got := withoutTimeBounds(in); got != want {
 			t.Errorf("withoutTimeBounds(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// syncBuffer is an io.Writer that Run and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRun: Run listens on a free loopback port, prints the URL with its
+// token, serves the page to whoever has it, and stops with its context.
+func TestRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Options{Config: &rest.Config{Host: "https://127.0.0.1:1"}, Out: out}) }()
+	var url string
+	for deadline := time.Now().Add(10 * time.Second); url == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no URL printed: %q", out.String())
+		}
+		for _, f := range strings.Fields(out.String()) {
+			if strings.HasPrefix(f, "http://127.0.0.1:") {
+				url = f
+			}
+		}
+	}
+	jar, _ := cookiejar.New(nil)
+	resp, err := (&http.Client{Jar: jar}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `<div id="app">`) || resp.Request.URL.RawQuery != "" {
+		t.Fatalf("GET %s: %d at %s: %.200s", url, resp.StatusCode, resp.Request.URL, body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
 	}
 }
