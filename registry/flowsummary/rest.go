@@ -23,6 +23,7 @@ package flowsummary
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -169,8 +170,8 @@ func (r *REST) List(ctx context.Context, opts *metainternalversion.ListOptions) 
 		window.End = metav1.NewMicroTime(*s.Filter.Until)
 	}
 	if merged.Overflowed() {
-		warning.AddWarning(ctx, "", "the summary has more edges than flowscope-apiserver keeps in one (flowsummary.DefaultMaxEdges or --max-summary-edges); "+
-			"the flows of the rest count under Other edges: narrow the selectors or the window")
+		warning.AddWarning(ctx, "", fmt.Sprintf("the summary has more edges than the %d a summary keeps; "+
+			"the flows of the rest count under Other edges: narrow the selectors or the window", r.opts.MaxEdges))
 	}
 	edges := merged.Edges()
 	list := &v1alpha1.FlowSummaryList{Items: make([]v1alpha1.FlowSummary, 0, len(edges))}

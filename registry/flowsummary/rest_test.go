@@ -270,3 +270,26 @@ func TestDefaultWindow(t *testing.T) {
 		t.Errorf("agents asked since %v, want about %v", since, before.Add(-DefaultWindow))
 	}
 }
+
+// TestBoundWarns: beyond MaxEdges, flows count under Other edges, none is
+// lost, and the response says so.
+func TestBoundWarns(t *testing.T) {
+	nodes, flows := cluster(t)
+	r := NewREST(flow.NewREST(nodes, flow.Options{DefaultWindow: 10 * time.Minute, AgentTimeout: 5 * time.Second}), Options{MaxEdges: 3})
+	got, warnings, err := list(t, r, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	other := false
+	for _, s := range got.Items {
+		total += s.Traffic.Flows
+		other = other || s.Edge.Other
+	}
+	if total != int64(len(flows)) || !other || len(got.Items) > 3+3+1 {
+		t.Errorf("%d summaries counting %d of %d flows, an Other edge %v", len(got.Items), total, len(flows), other)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "more edges than the 3") {
+		t.Errorf("warnings %q", warnings)
+	}
+}
