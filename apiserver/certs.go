@@ -61,7 +61,7 @@ func (o *CertOptions) validate(kubeconfig string) []error {
 	if !o.SelfManaged && o.ExternalCA == "" {
 		return nil
 	}
-	errs := o.Options.Validate()
+	errs := o.Validate()
 	if kubeconfig == "-" {
 		errs = append(errs, errors.New("--self-managed-certs and --agent-ca-secret need the Kubernetes API: --kubeconfig must not be \"-\""))
 	}

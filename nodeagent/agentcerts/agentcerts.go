@@ -143,6 +143,9 @@ type selfManaged struct {
 
 	mu  sync.Mutex
 	cas []*x509.Certificate
+	// last is the last certificate the manager gave: it gives none once
+	// that one expired.
+	last *x509.Certificate
 	// rotating is set while a renewal forced by a certificate that no
 	// longer chains to the CAs is under way.
 	rotating bool
@@ -213,9 +216,15 @@ func (s *selfManaged) updateCAs(obj any) {
 func (s *selfManaged) Current() (*tlsutil.Credentials, error) {
 	cert := s.manager.Current()
 	s.mu.Lock()
-	cas := s.cas
+	cas, last := s.cas, s.last
+	if cert != nil {
+		s.last = cert.Leaf
+	}
 	s.mu.Unlock()
 	switch {
+	case cert == nil && last != nil:
+		return nil, fmt.Errorf("the serving certificate %q expired at %s, and no new one has been issued yet: requested with a CertificateSigningRequest of signer %s, which flowscope-apiserver signs",
+			last.Subject.CommonName, last.NotAfter.UTC().Format(time.RFC3339), tlsutil.AgentSignerName)
 	case cert == nil:
 		return nil, fmt.Errorf("no serving certificate yet: requested with a CertificateSigningRequest of signer %s, which flowscope-apiserver signs", tlsutil.AgentSignerName)
 	case len(cas) == 0:

@@ -29,8 +29,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -354,6 +356,60 @@ func TestAgentRefusesAnotherCA(t *testing.T) {
 	defer cancel()
 	if _, err := agentwire.NewClient(conn).List(ctx, &agentwire.ListRequest{Limit: 1}); err != nil {
 		t.Fatalf("List with the aggregated server's certificate: %v", err)
+	}
+}
+
+// agentReadyz returns the status and body of the i-th agent's /readyz.
+func agentReadyz(t *testing.T, i int) (int, string) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", sys.PortBase+200+i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body))
+}
+
+// TestExpiredCertificateFailsReadiness stops flowscope-apiserver for
+// longer than a certificate lives: the agents' certificates expire, and
+// their readiness fails saying so, with a log line; once the server is
+// back it signs the requests that waited, and the agents are ready and
+// listed again without a restart.
+func TestExpiredCertificateFailsReadiness(t *testing.T) {
+	for i := range sys.Nodes {
+		if code, body := agentReadyz(t, i); code != http.StatusOK {
+			t.Fatalf("agent %d not ready before the test: %d %s", i, code, body)
+		}
+	}
+	restart := sys.Stop(t, "flowscope-apiserver")
+	restarted := false
+	t.Cleanup(func() { // for the next tests, when this one fails
+		if !restarted {
+			restart()
+		}
+	})
+	framework.Eventually(t, 2*time.Minute, "the agents' readiness to fail on their expired certificates", func() (bool, string) {
+		var last string
+		for i := range sys.Nodes {
+			code, body := agentReadyz(t, i)
+			last = fmt.Sprintf("%d %s", code, body)
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "expired at") {
+				return false, last
+			}
+		}
+		return true, last
+	})
+	raw, _ := os.ReadFile(filepath.Join(sys.Out, "logs", "agent-"+sys.Nodes[0]+".log"))
+	if !strings.Contains(string(raw), `"Not ready: flowscope-apiserver cannot call this agent with these certificates"`) {
+		t.Error("the agent did not log why it is not ready")
+	}
+	restart() // waits until flows are listed with no agent missing
+	restarted = true
+	for i := range sys.Nodes {
+		if code, body := agentReadyz(t, i); code != http.StatusOK {
+			t.Errorf("agent %d not ready after the server came back: %d %s", i, code, body)
+		}
 	}
 }
 
