@@ -127,6 +127,8 @@ const (
 	// fHTTPResponseHeaders: the l7 http section ends with the response
 	// headers (HTTP.ResponseHeaders, never empty then).
 	fHTTPResponseHeaders
+	// fDNSRetriedOverTCP: DNS.RetriedOverTCP; no bytes follow.
+	fDNSRetriedOverTCP
 	fAll = 1<<iota - 1
 )
 

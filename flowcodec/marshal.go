@@ -98,6 +98,9 @@ func (e *encoder) flow(f *v1alpha1.Flow) {
 		if f.L7.HTTP != nil && len(f.L7.HTTP.ResponseHeaders) > 0 {
 			flags |= fHTTPResponseHeaders
 		}
+		if f.L7.DNS != nil && f.L7.DNS.RetriedOverTCP {
+			flags |= fDNSRetriedOverTCP
+		}
 	}
 	if f.Traffic != nil {
 		flags |= fTraffic

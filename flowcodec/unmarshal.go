@@ -78,7 +78,8 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 	if flags&^fAll != 0 || flags&(fCreation|fCreationDerived) == fCreation|fCreationDerived ||
 		flags&(fLabelsSource|fLabelsDestination) == fLabelsSource|fLabelsDestination ||
 		flags&(fIsReply|fIsReplyTrue) == fIsReplyTrue || flags&(fL4|fICMP) == fICMP ||
-		flags&(fTime|fCreationDerived) == fCreationDerived || flags&(fL7|fHTTPResponseHeaders) == fHTTPResponseHeaders {
+		flags&(fTime|fCreationDerived) == fCreationDerived || flags&(fL7|fHTTPResponseHeaders) == fHTTPResponseHeaders ||
+		flags&(fL7|fDNSRetriedOverTCP) == fDNSRetriedOverTCP {
 		d.fail("bad flags")
 		return
 	}
@@ -195,6 +196,13 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 	if flags&fL7 != 0 {
 		f.L7 = &blk.l7
 		d.layer7(f.L7, flags&fHTTPResponseHeaders != 0)
+		if flags&fDNSRetriedOverTCP != 0 {
+			if f.L7.DNS == nil {
+				d.fail("retried over TCP without dns")
+			} else {
+				f.L7.DNS.RetriedOverTCP = true
+			}
+		}
 	}
 	if flags&fTraffic != 0 {
 		f.Traffic = &blk.tr

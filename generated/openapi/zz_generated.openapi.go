@@ -219,6 +219,13 @@ func schema_flowscope_apis_flows_v1alpha1_DNS(ref common.ReferenceCallback) comm
 							},
 						},
 					},
+					"retriedOverTCP": {
+						SchemaProps: spec.SchemaProps{
+							Description: "RetriedOverTCP is set when the answer over UDP came truncated (the TC bit) and the client asked again over TCP: the record is the TCP exchange's, with the latency from the UDP query.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
 				},
 				Required: []string{"query"},
 			},

@@ -280,6 +280,11 @@ type DNS struct {
 	// +optional
 	// +listType=atomic
 	RRTypes []string `json:"rrtypes,omitempty"`
+	// RetriedOverTCP is set when the answer over UDP came truncated (the
+	// TC bit) and the client asked again over TCP: the record is the TCP
+	// exchange's, with the latency from the UDP query.
+	// +optional
+	RetriedOverTCP bool `json:"retriedOverTCP,omitempty"`
 }
 
 // HTTP is an HTTP request and its response.

@@ -69,7 +69,7 @@ func FuzzHTTP1(f *testing.F) {
 		if len(in) == 0 {
 			return
 		}
-		p := New(Options{MaxPending: 8})
+		p := New(Options{MaxPending: 8, ResponseHeaders: l7.NewHeaderAllowlist([]string{"*"}, credentials)})
 		cn := p.New(l7.Start{FromHandshake: in[0]&1 != 0}).(*conn)
 		var off [2]uint64
 		now := time.Unix(1700000000, 0)
@@ -124,10 +124,16 @@ func checkBounds(t *testing.T, cn *conn, xs []l7.Exchange) {
 		if !x.Request.IsZero() && !x.Response.IsZero() && x.Response.Before(x.Request) {
 			t.Fatalf("response before request: %+v", x)
 		}
-		if len(h.URL) > MaxURL || len(h.Headers) > MaxHeaders || !utf8.ValidString(h.URL) || !utf8.ValidString(h.Method) {
+		if len(h.URL) > MaxURL || len(h.Headers) > MaxHeaders || len(h.ResponseHeaders) > MaxHeaders ||
+			!utf8.ValidString(h.URL) || !utf8.ValidString(h.Method) {
 			t.Fatalf("record out of bounds: %+v", *h)
 		}
-		for _, f := range h.Headers {
+		for _, f := range h.ResponseHeaders {
+			if strings.EqualFold(f.Key, "set-cookie") {
+				t.Fatalf("Set-Cookie kept: %q", f)
+			}
+		}
+		for _, f := range append(h.Headers, h.ResponseHeaders...) {
 			if len(f.Value) > MaxHeaderValue || len(f.Key) > maxHeaderName || !utf8.ValidString(f.Key) || !utf8.ValidString(f.Value) {
 				t.Fatalf("header out of bounds: %q", f)
 			}

@@ -17,8 +17,10 @@ limitations under the License.
 package http2
 
 import (
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/http2"
 
@@ -87,7 +89,8 @@ func FuzzHTTP2(f *testing.F) {
 	f.Add([]byte{1, 0, 30, 'P', 'R', 'I'})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		start, chunks := fuzzChunks(data)
-		for _, p := range []Protocol{{}, {MaxStreams: 4, MaxTableSize: 256, MaxHeaderBlock: 64}} {
+		all := l7.NewHeaderAllowlist([]string{"*"}, []string{"Set-Cookie"})
+		for _, p := range []Protocol{{}, {MaxStreams: 4, MaxTableSize: 256, MaxHeaderBlock: 64, ResponseHeaders: all}} {
 			_ = p.Detect(l7.FromClient, data)
 			_ = p.Detect(l7.FromServer, data)
 			c := p.New(start).(*conn)
@@ -114,6 +117,17 @@ func FuzzHTTP2(f *testing.F) {
 					(r.GRPC != nil) != (r.Type == v1alpha1.L7TypeGRPC) || (r.HTTP != nil && r.Type != v1alpha1.L7TypeHTTP) ||
 					(ex.Request.IsZero() && !ex.Partial) || (ex.Request.IsZero() && ex.Response.IsZero()) {
 					t.Fatalf("malformed exchange %+v", ex)
+				}
+				if r.HTTP != nil {
+					if len(r.HTTP.ResponseHeaders) > MaxHeaders {
+						t.Fatalf("%d response headers", len(r.HTTP.ResponseHeaders))
+					}
+					for _, f := range r.HTTP.ResponseHeaders {
+						if len(f.Value) > MaxHeaderValue || !utf8.ValidString(f.Key) || !utf8.ValidString(f.Value) ||
+							strings.EqualFold(f.Key, "set-cookie") || strings.HasPrefix(f.Key, ":") {
+							t.Fatalf("response header out of bounds: %q", f)
+						}
+					}
 				}
 			}
 		}

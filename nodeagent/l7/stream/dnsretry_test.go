@@ -153,8 +153,8 @@ func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
 	x := r.out[0]
 	d := x.Record.DNS
 	switch {
-	case !x.RetriedOverTCP || !x.TCP:
-		t.Errorf("RetriedOverTCP %v TCP %v, want both", x.RetriedOverTCP, x.TCP)
+	case !x.RetriedOverTCP || !d.RetriedOverTCP || !x.TCP:
+		t.Errorf("RetriedOverTCP %v, in the record %v, TCP %v, want all", x.RetriedOverTCP, d.RetriedOverTCP, x.TCP)
 	case x.Partial || x.Record.Partial:
 		t.Errorf("the TCP answer is whole, but the record is Partial")
 	case d.Query != name || len(d.IPs) != 40:
@@ -192,7 +192,7 @@ func TestTruncatedAnswerNotRetried(t *testing.T) {
 		t.Fatalf("%d records, want 4 (two other lookups, the truncated answer alone, the late lookup)", len(r.out))
 	}
 	for _, x := range r.out {
-		if x.RetriedOverTCP {
+		if x.RetriedOverTCP || x.Record.DNS.RetriedOverTCP {
 			t.Errorf("%s over TCP %v marked as a retry", x.Record.DNS.Query, x.TCP)
 		}
 	}

@@ -71,8 +71,9 @@ type Record struct {
 	// RetriedOverTCP: a DNS exchange over TCP that retried a query whose
 	// UDP answer was truncated (the TC bit). The one record stands for
 	// both: Request is the UDP query's time, so the latency is all the
-	// client waited, and the answer is the TCP one's. The truncated UDP
-	// exchange is not reported on its own (Stats.TCPRetries).
+	// client waited, the answer is the TCP one's, and its
+	// DNS.RetriedOverTCP is set. The truncated UDP exchange is not
+	// reported on its own (Stats.TCPRetries).
 	RetriedOverTCP bool
 	l7.Exchange
 }
@@ -456,7 +457,7 @@ func (t *Tracker) retry(r *Record) bool {
 			!sameQuestion(u.Record.DNS, r.Record.DNS) || asked.Before(u.Response) || asked.Sub(u.Response) > t.opts.RetryWindow {
 			continue
 		}
-		r.RetriedOverTCP = true
+		r.RetriedOverTCP, r.Record.DNS.RetriedOverTCP = true, true
 		if !u.Request.IsZero() {
 			r.Request = u.Request
 		}
