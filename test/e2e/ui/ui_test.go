@@ -147,6 +147,17 @@ func TestServiceMapShowsWorkloadsAndEdges(t *testing.T) {
 			t.Errorf("the edge cart -> db lists a flow of another edge: %s", r)
 		}
 	}
+
+	// A click on a card lists the flows at either end of it.
+	b.do(chromedp.Click(chromedp.ID("tab-map")))
+	eval[bool](b, `window.__flowscope.cy.getElementById('shop/Deployment/web').emit('tap'), true`)
+	poll[bool](b, 10*time.Second, `(() => { const r = [...document.querySelectorAll('#view-flows .row')].map(r => r.textContent);
+		return r.some(x => x.includes('shop/web-1:40001')) && r.some(x => x.includes('1.2.3.4:40005')) && r.some(x => x.includes('shop/web-2:40008')); })()`)
+	for _, r := range rowsText(b) {
+		if !strings.Contains(r, "shop/web-") {
+			t.Errorf("the card web lists a flow with web at neither end: %s", r)
+		}
+	}
 }
 
 func TestDropIsARedEdge(t *testing.T) {

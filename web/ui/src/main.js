@@ -91,9 +91,10 @@ function App() {
   const namespace = ns === ALL ? '' : ns;
   const sel = toSelectors(filters);
   const pred = clientPredicate(filters);
-  const edgePred = edge ? (f) => matchesNode(f.source, edge.src) && matchesNode(f.destination, edge.dst)
-    && (!edge.e.port || (f.l4 && f.l4.destinationPort === edge.e.port)) : null;
-  const keep = (f) => (!pred || pred(f)) && (!edgePred || edgePred(f));
+  // edge is what a click on the map focused on: an edge, or a card
+  // (either end, so two lists merged, as observe --pod does).
+  const lists = edge ? edge.selectors : [''];
+  const keep = (f) => (!pred || pred(f)) && (!edge || edge.pred(f));
 
   useEffect(() => {
     api.whoami().then((w) => setUser(w.user)).catch(() => {});
@@ -143,18 +144,21 @@ function App() {
     let cancelled = false;
     setRows([]);
     setMore('');
-    api.listFlows({ namespace, fieldSelector: joinSel(sel.fieldSelector, edge && edge.selector), labelSelector: sel.labelSelector, since: window_.since, until: window_.until })
-      .then((r) => {
+    Promise.all(lists.map((s) => api.listFlows({ namespace, fieldSelector: joinSel(sel.fieldSelector, s), labelSelector: sel.labelSelector, since: window_.since, until: window_.until })))
+      .then((rs) => {
         if (cancelled) return;
-        setRows(r.items.filter(keep).sort((a, b) => (a.time < b.time ? 1 : -1)));
-        setMore(r.continue || '');
+        const merged = new Map();
+        for (const r of rs) for (const f of r.items) merged.set(f.metadata.name, f);
+        setRows([...merged.values()].filter(keep).sort((a, b) => (a.time < b.time ? 1 : -1)));
+        setMore(rs.length === 1 ? rs[0].continue || '' : '');
+        if (rs.length > 1 && rs.some((r) => r.continue)) setNotice('Showing the first page of flows at either end; narrow the time range for the rest.');
       })
       .catch((e) => !cancelled && setError(e.message));
     return () => { cancelled = true; };
   }, [ns, tab, live, range, custom.since, custom.until, filters, edge]);
 
   const loadMore = () => {
-    api.listFlows({ namespace, fieldSelector: joinSel(sel.fieldSelector, edge && edge.selector), labelSelector: sel.labelSelector, since: window_.since, until: window_.until, continue: more })
+    api.listFlows({ namespace, fieldSelector: joinSel(sel.fieldSelector, lists[0]), labelSelector: sel.labelSelector, since: window_.since, until: window_.until, continue: more })
       .then((r) => {
         setRows(store.current.rows.concat(r.items.filter(keep)).sort((a, b) => (a.time < b.time ? 1 : -1)));
         setMore(r.continue || '');
@@ -186,7 +190,22 @@ function App() {
     const terms = [...nodeSelector('source', src), ...nodeSelector('destination', dst)];
     if (e.port) terms.push(`l4.destinationPort=${e.port}`);
     if (e.protocol) terms.push(`l4.protocol=${e.protocol}`);
-    setEdge({ e, src, dst, selector: terms.join(','), window: { since: window_.since, until: window_.until } });
+    setEdge({
+      label: `edge ${src.name} → ${dst.name}${e.port ? `:${e.port}` : ''}`,
+      selectors: [terms.join(',')],
+      pred: (f) => matchesNode(f.source, src) && matchesNode(f.destination, dst) && (!e.port || (f.l4 && f.l4.destinationPort === e.port)),
+      window: { since: window_.since, until: window_.until },
+    });
+    setTab('flows');
+  };
+
+  const openNode = (n) => {
+    setEdge({
+      label: `${n.kind === 'More' ? n.namespace || 'outside the cluster' : n.name} (either end)`,
+      selectors: n.namespace ? [nodeSelector('source', n).join(','), nodeSelector('destination', n).join(',')] : [''],
+      pred: (f) => matchesNode(f.source, n) || matchesNode(f.destination, n),
+      window: { since: window_.since, until: window_.until },
+    });
     setTab('flows');
   };
 
@@ -250,7 +269,7 @@ function App() {
     ${notice ? html`<div class="notice" onClick=${() => setNotice('')}>${notice}</div>` : null}
     <main>
       <section class=${`view ${tab === 'map' ? '' : 'hidden'}`} id="view-map">
-        <${ServiceMap} map=${shown} onEdge=${openEdge} />
+        <${ServiceMap} map=${shown} onEdge=${openEdge} onNode=${openNode} />
         ${map ? html`<div class="legend">
           <span><i class="sw ok"></i>forwarded</span><span><i class="sw drop"></i>drops</span><span><i class="sw err"></i>L7 errors</span>
           <span>${map.nodes.length} cards · ${map.edges.length} edges · ${map.flows} flows over ${Math.round(map.seconds / 60)} min${map.truncated ? ' (the server folded its busiest edges\' rest into "other")' : ''}</span>
@@ -260,7 +279,7 @@ function App() {
       </section>
       <section class=${`view ${tab === 'flows' ? '' : 'hidden'}`} id="view-flows">
         <div class="status">
-          ${edge ? html`<span class="chip">edge ${edge.src.name} → ${edge.dst.name}${edge.e.port ? `:${edge.e.port}` : ''} <button onClick=${() => setEdge(null)} aria-label="clear edge">✕</button></span>` : null}
+          ${edge ? html`<span class="chip">${edge.label} <button onClick=${() => setEdge(null)} aria-label="clear">✕</button></span>` : null}
           <span id="row-count">${rows.length} flows${live ? (paused ? ' (paused)' : ' (live)') : ''}</span>
           ${store.current.skipped ? html`<span class="warn">${store.current.skipped} skipped (too fast)</span>` : null}
           ${more ? html`<button onClick=${loadMore}>Load more</button>` : null}
