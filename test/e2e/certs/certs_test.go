@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -356,6 +357,82 @@ func TestAgentRefusesAnotherCA(t *testing.T) {
 	defer cancel()
 	if _, err := agentwire.NewClient(conn).List(ctx, &agentwire.ListRequest{Limit: 1}); err != nil {
 		t.Fatalf("List with the aggregated server's certificate: %v", err)
+	}
+}
+
+// adminToken reads admin's bearer token from the local system's token file.
+func adminToken(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(sys.Out, "certs", "tokens.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if f := strings.Split(l, ","); len(f) > 1 && f[1] == "admin" {
+			return f[0]
+		}
+	}
+	t.Fatal("no token of admin")
+	return ""
+}
+
+// TestSecondReplica starts another flowscope-apiserver with the same
+// flags: it does not lead, writes nothing, and serves with the
+// certificates the first one keeps, verified by the bundle, and is ready
+// (its check flowscope-certificates included).
+func TestSecondReplica(t *testing.T) {
+	pid, err := os.ReadFile(filepath.Join(sys.Out, "pids", "flowscope-apiserver.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for i, a := range args {
+		if strings.HasPrefix(a, "--secure-port=") {
+			args[i] = "--secure-port=" + strconv.Itoa(port)
+		}
+	}
+	const name = "flowscope-apiserver-replica"
+	cmd, exited := sys.Spawn(t, name, args)
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+	token := adminToken(t)
+	framework.Eventually(t, 60*time.Second, "the second replica ready, serving a certificate of the bundle", func() (bool, string) {
+		select {
+		case <-exited:
+			t.Fatalf("the second replica exited; see %s", filepath.Join(sys.Out, "logs", name+".log"))
+		default:
+		}
+		_, pool := bundle(t)
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: pool, ServerName: "api.flowscope-system.svc", MinVersion: tls.VersionTLS12}}}
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/readyz?verbose", port), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), "[+]flowscope-certificates ok"), string(body)
+	})
+	raw, _ := os.ReadFile(filepath.Join(sys.Out, "logs", name+".log"))
+	if strings.Contains(string(raw), `"Managing the certificates"`) {
+		t.Error("the second replica leads the certificates while the first runs")
+	}
+	if !strings.Contains(string(raw), `"Loaded the agent client certificate and CA bundle"`) {
+		t.Error("the second replica did not log loading the agent client certificate")
 	}
 }
 
