@@ -383,6 +383,40 @@ func TestFlowMetrics(t *testing.T) {
 		}
 	})
 
+	// The suite's agents also run --flow-metrics-hubble.
+	t.Run("the Hubble set", func(t *testing.T) {
+		ctx := func(ep *v1alpha1.Endpoint) string {
+			if ep == nil || ep.PodName == "" {
+				return ""
+			}
+			return ep.Namespace + "/" + ep.PodName
+		}
+		for i, node := range sys.Nodes {
+			want := map[string]float64{}
+			for _, f := range listed {
+				if f.NodeName != node {
+					continue
+				}
+				typ, subtype := "Trace", ""
+				switch {
+				case f.L7 != nil:
+					typ, subtype = "L7", string(f.L7.Type)
+				case f.Verdict == v1alpha1.VerdictDropped:
+					typ = "Drop"
+				}
+				want[labelKey(map[string]string{"source": ctx(f.Source), "destination": ctx(f.Destination),
+					"type": typ, "subtype": subtype, "verdict": strings.ToUpper(string(f.Verdict))})]++
+			}
+			mineHubble := func(l map[string]string) bool {
+				return strings.HasPrefix(l["source"], ns+"/") || strings.HasPrefix(l["destination"], ns+"/")
+			}
+			eventually(t, 10*time.Second, node+"'s hubble_flows_processed_total to match its flows", func() (bool, string) {
+				got := sumsOf(scrapeAgent(t, i), "hubble_flows_processed_total", mineHubble)
+				return maps.Equal(got, want), fmt.Sprintf("\n got  %v\n want %v", got, want)
+			})
+		}
+	})
+
 	t.Run("past the series cap", func(t *testing.T) {
 		const agent = 0 // node-a
 		node := sys.Nodes[agent]

@@ -40,8 +40,9 @@ var sys *framework.System
 
 func TestMain(m *testing.M) {
 	os.Exit(framework.Main(m, framework.Options{
-		// A cap TestFlowMetrics can pass with a thousand flows.
-		Env: []string{"AGENT_ARGS=--flow-metrics-max-series=" + strconv.Itoa(flowMetricsMaxSeries),
+		// A cap TestFlowMetrics can pass with a thousand flows, and
+		// Hubble's names, which it checks too.
+		Env: []string{"AGENT_ARGS=--flow-metrics-hubble --flow-metrics-max-series=" + strconv.Itoa(flowMetricsMaxSeries),
 			// The agents and flowscope-apiserver get the flags the Helm
 			// chart renders with its default values (hack/chart-args.sh,
 			// less the local ones), so the suite runs the chart's settings.
