@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // TestImagesReproducible builds the image of flowscope-apiserver twice from
@@ -86,6 +87,11 @@ func TestImagesReproducible(t *testing.T) {
 	img, err := idx.Image(im.Manifests[0].Digest)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Digests, sizes and diff IDs agree with the blobs, as a registry or
+	// a runtime checks them.
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("the image does not validate: %v", err)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
