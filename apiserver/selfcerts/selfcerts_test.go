@@ -257,7 +257,7 @@ func TestTamperedSecretsAreRepaired(t *testing.T) {
 
 // csrFor makes a request as the kubelet's certificate manager would, with
 // the requester's identity as kube-apiserver records it.
-func csrFor(t *testing.T, user string, extra map[string]certificatesv1.ExtraValue, tmpl *x509.CertificateRequest, usages ...certificatesv1.KeyUsage) *certificatesv1.CertificateSigningRequest {
+func csrFor(t testing.TB, user string, extra map[string]certificatesv1.ExtraValue, tmpl *x509.CertificateRequest, usages ...certificatesv1.KeyUsage) *certificatesv1.CertificateSigningRequest {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
