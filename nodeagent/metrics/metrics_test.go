@@ -43,6 +43,7 @@ func TestSeries(t *testing.T) {
 		"flowscope_agent_flows_deleted_announced_total":   "COUNTER",
 		"flowscope_agent_flows_dropped_total":             "COUNTER reason",
 		"flowscope_agent_flows_ingested_total":            "COUNTER",
+		"flowscope_agent_pod_labels_omitted_total":        "COUNTER",
 		"flowscope_agent_ingest_batch_seconds":            "HISTOGRAM",
 		"flowscope_agent_replay_hubble_lost_events_total": "COUNTER",
 		"flowscope_agent_replay_lines_total":              "COUNTER result",
