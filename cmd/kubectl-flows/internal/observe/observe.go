@@ -59,6 +59,7 @@ type Options struct {
 	Types, HTTPStatus, HTTPMethods, DNS   []string
 	HTTPURLs                              []string
 	Nodes, Directions                     []string
+	NodeNames                             []string
 
 	Since, Until string
 	Last         int
@@ -105,6 +106,7 @@ func (o *Options) AddFlags(cmd *cobra.Command) {
 	f.StringArrayVar(&o.HTTPURLs, "http-url", nil, "HTTP request URL, exact (Hubble: a regexp).")
 	f.StringArrayVar(&o.DNS, "dns-query", nil, "DNS query name, exact, with or without its trailing dot (Hubble: a regexp).")
 	f.StringArrayVar(&o.Nodes, "node", nil, "Node that observed the flow; a glob such as node-* is checked by the plugin.")
+	f.StringArrayVar(&o.NodeNames, "node-name", nil, "The same as --node, under hubble observe's name.")
 	f.StringArrayVar(&o.Directions, "traffic-direction", nil, "ingress or egress, seen from the observed pod.")
 
 	f.StringVar(&o.Since, "since", "", "Flows since a duration ago (5m) or an RFC 3339 time. Default: the server's window (10m) for --all and --last.")
@@ -177,7 +179,9 @@ func (o *Options) Plan() (*filter.Plan, error) {
 		},
 		func() (*filter.Condition, error) { return filter.Field("--http-url", "l7.http.url", o.HTTPURLs) },
 		func() (*filter.Condition, error) { return filter.DNSQuery("--dns-query", o.DNS) },
-		func() (*filter.Condition, error) { return filter.Node("--node", o.Nodes) },
+		func() (*filter.Condition, error) {
+			return filter.Node("--node", append(slices.Clone(o.Nodes), o.NodeNames...))
+		},
 		func() (*filter.Condition, error) {
 			return filter.Field("--traffic-direction", "trafficDirection", o.Directions)
 		},

@@ -104,6 +104,7 @@ func TestFlagsToSelectors(t *testing.T) {
 		{"dns-query", []string{"--dns-query", "db.shop.svc"}, []string{"l7.dns.query=db.shop.svc.", "l7.dns.query=db.shop.svc"}, "", nil},
 		{"node", []string{"--node", "node-a"}, []string{"nodeName=node-a"}, "", nil},
 		{"node glob", []string{"--node", "node-*"}, []string{""}, "", []string{"--node"}},
+		{"node-name as hubble names it", []string{"--node-name", "node-a", "--node", "node-b"}, []string{"nodeName=node-b", "nodeName=node-a"}, "", nil},
 		{"traffic-direction", []string{"--traffic-direction", "egress"}, []string{"trafficDirection=Egress"}, "", nil},
 		{"since until", []string{"--since", "5m", "--until", "1m"}, []string{"since=5m,until=1m"}, "", nil},
 		{"since on every request", []string{"--port", "53", "--since", "1h"},
