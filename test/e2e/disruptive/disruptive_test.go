@@ -42,6 +42,7 @@ func TestDisruptive(t *testing.T) {
 		{"ContinueTokenSurvivesRestarts", testContinueTokenSurvivesRestarts},
 		{"WatchInformerAcrossAnAgentKill", testWatchInformerAcrossAnAgentKill},
 		{"WatchReplicasServeInterchangeableResourceVersions", testWatchReplicasServeInterchangeableResourceVersions},
+		{"WatchInformerAcrossAnAPIServerUpdate", testWatchInformerAcrossAnAPIServerUpdate},
 		{"WatchCutsOffASlowWatcherWhileOthersKeepUp", testWatchCutsOffASlowWatcherWhileOthersKeepUp},
 	} {
 		t.Run(tc.name, tc.test)
