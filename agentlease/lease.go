@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,10 @@ import (
 const (
 	// AddressAnnotation holds the agent's gRPC address, host:port.
 	AddressAnnotation = "flowscope.io/agent-address"
+	// OutputsAnnotation lists the outputs of flow log policies the agent
+	// serves, comma-separated (Store,File,OTLP): a policy's status says so
+	// when agents lack one it asks for.
+	OutputsAnnotation = "flowscope.io/outputs"
 	// ComponentLabel marks agent Leases so the server can select them.
 	ComponentLabel = "app.kubernetes.io/component"
 	// ComponentValue is ComponentLabel's value on agent Leases.
@@ -63,6 +68,8 @@ type Keeper struct {
 	client                   kubernetes.Interface
 	namespace, node, address string
 	renewEvery, settle       time.Duration
+	// outputs is OutputsAnnotation's value, set before Run.
+	outputs string
 
 	mu sync.Mutex
 	// applied is the encoded report, "" until SetApplied is first called.
@@ -77,6 +84,28 @@ type Keeper struct {
 func NewKeeper(client kubernetes.Interface, namespace, node, address string) *Keeper {
 	return &Keeper{client: client, namespace: namespace, node: node, address: address,
 		renewEvery: renewEvery, settle: settle, changed: make(chan struct{}, 1)}
+}
+
+// SetOutputs reports the outputs of flow log policies the agent serves.
+// Call it before Run.
+func (k *Keeper) SetOutputs(outputs []string) {
+	if k != nil {
+		k.outputs = strings.Join(outputs, ",")
+	}
+}
+
+// Outputs returns the outputs an agent Lease reports, and false when it
+// reports none (an agent too old to).
+func Outputs(l *coordinationv1.Lease) (map[string]bool, bool) {
+	s, ok := l.Annotations[OutputsAnnotation]
+	if !ok {
+		return nil, false
+	}
+	out := map[string]bool{}
+	for o := range strings.SplitSeq(s, ",") {
+		out[o] = true
+	}
+	return out, true
 }
 
 // SetApplied reports the policies the agent applies, by UID, each with the
@@ -183,6 +212,10 @@ func (k *Keeper) fill(l *coordinationv1.Lease, now metav1.MicroTime, applied str
 		l.Annotations = map[string]string{}
 	}
 	l.Annotations[AddressAnnotation] = k.address
+	delete(l.Annotations, OutputsAnnotation)
+	if k.outputs != "" {
+		l.Annotations[OutputsAnnotation] = k.outputs
+	}
 	delete(l.Annotations, AppliedAnnotation)
 	delete(l.Annotations, AppliedTruncatedAnnotation)
 	if applied != "" {

@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
+	"flowscope.io/flowscope/agentlease"
 	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
 	"flowscope.io/flowscope/generated/clientset/versioned/fake"
 )
@@ -116,9 +117,11 @@ func updateLease(t *testing.T, kube *kubefake.Clientset, l *coordinationv1.Lease
 func TestControllerReadyWhenAgentsApply(t *testing.T) {
 	now := time.Now()
 	client := fake.NewSimpleClientset(clusterPolicy("all", "u1", 3), namespacedPolicy("shop", "web", "u2", 1))
+	noOTLP := agentLease("b", now, map[types.UID]int64{"u1": 2}) // lags
+	noOTLP.Annotations[agentlease.OutputsAnnotation] = "Store,File"
 	kube := kubefake.NewClientset(
 		agentLease("a", now, map[types.UID]int64{"u1": 3, "u2": 1}),
-		agentLease("b", now, map[types.UID]int64{"u1": 2}), // lags
+		noOTLP,
 	)
 	startController(t, client, kube, 100*time.Millisecond, time.Hour)
 
@@ -137,7 +140,7 @@ func TestControllerReadyWhenAgentsApply(t *testing.T) {
 	waitStatus(t, "the namespaced policy", web, ready("False", "Applying", 1, 2))
 	st, _ = web()
 	if a := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionAccepted); a.Status != "True" || a.Reason != configv1alpha1.ReasonOutputUnset {
-		t.Errorf("Accepted of an OTLP policy %+v; want True, %s", a, configv1alpha1.ReasonOutputUnset)
+		t.Errorf("Accepted of an OTLP policy that agent b cannot export %+v; want True, %s", a, configv1alpha1.ReasonOutputUnset)
 	}
 
 	// b catches up: the Lease change is seen and both are Ready.

@@ -33,13 +33,20 @@ import (
 	"flowscope.io/flowscope/flowpolicy"
 )
 
-// agents is what the live agents report: for each, the policies it
-// applies (nil for an agent that reports none).
-type agents []map[types.UID]int64
+// agentReport is what a live agent reports on its Lease.
+type agentReport struct {
+	// applied are the policies it applies, nil when it reports none.
+	applied map[types.UID]int64
+	// outputs are the outputs it serves, nil when it reports none.
+	outputs map[string]bool
+}
+
+// agents is what the live agents report.
+type agents []agentReport
 
 // liveAgents reads the agent Leases that are live at now, one per node.
 func liveAgents(leases []*coordinationv1.Lease, now time.Time) agents {
-	byNode := map[string]map[types.UID]int64{}
+	byNode := map[string]agentReport{}
 	for _, l := range leases {
 		node, _, live := agentlease.Live(l, now)
 		if !live {
@@ -49,11 +56,12 @@ func liveAgents(leases []*coordinationv1.Lease, now time.Time) agents {
 		if _, dup := byNode[node]; dup && applied == nil {
 			continue // two Leases of one node: one that reports wins
 		}
-		byNode[node] = applied
+		outputs, _ := agentlease.Outputs(l)
+		byNode[node] = agentReport{applied: applied, outputs: outputs}
 	}
 	out := make(agents, 0, len(byNode))
-	for _, applied := range byNode {
-		out = append(out, applied)
+	for _, r := range byNode {
+		out = append(out, r)
 	}
 	return out
 }
@@ -62,8 +70,19 @@ func liveAgents(leases []*coordinationv1.Lease, now time.Time) agents {
 // later.
 func (a agents) applying(uid types.UID, generation int64) int {
 	n := 0
-	for _, applied := range a {
-		if g, ok := applied[uid]; ok && g >= generation {
+	for _, r := range a {
+		if g, ok := r.applied[uid]; ok && g >= generation {
+			n++
+		}
+	}
+	return n
+}
+
+// lacking counts the agents that report their outputs without output o.
+func (a agents) lacking(o configv1alpha1.Output) int {
+	n := 0
+	for _, r := range a {
+		if r.outputs != nil && !r.outputs[string(o)] {
 			n++
 		}
 	}
@@ -91,6 +110,16 @@ func desired(p policy, live agents, now time.Time) configv1alpha1.FlowLogPolicyS
 	ts := metav1.NewTime(now)
 
 	accepted, reason, message := accept(p.namespace, p.agentNamespace, p.spec)
+	if accepted == metav1.ConditionTrue && slices.Contains(p.spec.Outputs, configv1alpha1.OutputOTLP) {
+		if n := live.lacking(configv1alpha1.OutputOTLP); n > 0 {
+			unset := fmt.Sprintf("%d of %d agents export no OTLP (no --otlp-endpoint): their flows go to the other outputs only", n, len(live))
+			if reason == configv1alpha1.ReasonValid {
+				reason, message = configv1alpha1.ReasonOutputUnset, unset
+			} else {
+				message = truncate(message + "; " + unset)
+			}
+		}
+	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: configv1alpha1.ConditionAccepted,
 		Status: accepted, Reason: reason, Message: message, ObservedGeneration: p.generation, LastTransitionTime: ts})
 
@@ -122,8 +151,8 @@ const maxMessage = 4096
 // a ClusterFlowLogPolicy) whose agents file flows without a pod in
 // agentNamespace: False with ReasonInvalid when flowpolicy.Compile refuses
 // the spec (the agents cannot apply it); True with ReasonNeverMatches when
-// flowpolicy.Warnings finds filters that cannot do what they say, or with
-// ReasonOutputUnset when it asks for OTLP; True with ReasonValid otherwise.
+// flowpolicy.Warnings finds filters that cannot do what they say; True with
+// ReasonValid otherwise. Whether the agents serve its outputs is desired's.
 // Problems found together are all in the message; the reason is the first.
 func accept(namespace, agentNamespace string, spec *configv1alpha1.FlowLogPolicySpec) (status metav1.ConditionStatus, reason, message string) {
 	if _, err := flowpolicy.Compile(namespace, spec); err != nil {
@@ -133,10 +162,6 @@ func accept(namespace, agentNamespace string, spec *configv1alpha1.FlowLogPolicy
 	if w := flowpolicy.Warnings(namespace, spec, agentNamespace); len(w) > 0 {
 		reasons = append(reasons, configv1alpha1.ReasonNeverMatches)
 		messages = append(messages, w...)
-	}
-	if slices.Contains(spec.Outputs, configv1alpha1.OutputOTLP) {
-		reasons = append(reasons, configv1alpha1.ReasonOutputUnset)
-		messages = append(messages, "OTLP export is not configured yet: the flows go to the other outputs only")
 	}
 	if len(reasons) == 0 {
 		return metav1.ConditionTrue, configv1alpha1.ReasonValid, "the agents can apply the policy"

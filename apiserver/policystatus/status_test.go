@@ -86,8 +86,12 @@ func TestDesired(t *testing.T) {
 		Outputs: []configv1alpha1.Output{configv1alpha1.OutputStore}}
 	otlp := &configv1alpha1.FlowLogPolicySpec{IncludeFilters: []configv1alpha1.FlowLogFilter{{}},
 		Outputs: []configv1alpha1.Output{configv1alpha1.OutputStore, configv1alpha1.OutputOTLP}}
-	both := agents{{"u": 3}, {"u": 4, "v": 1}}
-	lagging := agents{{"u": 3}, {"u": 2}, nil}
+	both := agents{{applied: map[types.UID]int64{"u": 3}}, {applied: map[types.UID]int64{"u": 4, "v": 1}}}
+	lagging := agents{{applied: map[types.UID]int64{"u": 3}}, {applied: map[types.UID]int64{"u": 2}}, {}}
+	exporting := map[string]bool{"Store": true, "File": true, "OTLP": true}
+	oneExports := agents{{applied: map[types.UID]int64{"u": 3}, outputs: exporting},
+		{applied: map[types.UID]int64{"u": 3}, outputs: map[string]bool{"Store": true, "File": true}}}
+	bothExport := agents{{applied: map[types.UID]int64{"u": 3}, outputs: exporting}, {applied: map[types.UID]int64{"u": 3}, outputs: exporting}}
 	for _, tc := range []struct {
 		name                      string
 		spec                      *configv1alpha1.FlowLogPolicySpec
@@ -101,7 +105,9 @@ func TestDesired(t *testing.T) {
 		{"every agent applies it", spec, both, "True", "Valid", "True", "Applied", "2 of 2 agents apply generation 3", 2, 2},
 		{"one agent lags, one reports nothing", spec, lagging, "True", "Valid", "False", "Applying", "1 of 3 agents apply generation 3", 1, 3},
 		{"no agents", spec, nil, "True", "Valid", "False", "NoAgents", "no agent is running", 0, 0},
-		{"OTLP", otlp, both, "True", "OutputNotConfigured", "True", "Applied", "2 of 2 agents apply generation 3", 2, 2},
+		{"OTLP, agents that do not report their outputs", otlp, both, "True", "Valid", "True", "Applied", "2 of 2 agents apply generation 3", 2, 2},
+		{"OTLP, one agent without an endpoint", otlp, oneExports, "True", "OutputNotConfigured", "True", "Applied", "2 of 2 agents apply generation 3", 2, 2},
+		{"OTLP, both agents export", otlp, bothExport, "True", "Valid", "True", "Applied", "2 of 2 agents apply generation 3", 2, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := policy{uid: "u", generation: 3, spec: tc.spec, status: &configv1alpha1.FlowLogPolicyStatus{}}
@@ -135,13 +141,13 @@ func TestDesiredKeepsTransitionTimes(t *testing.T) {
 	spec := &configv1alpha1.FlowLogPolicySpec{IncludeFilters: []configv1alpha1.FlowLogFilter{{}}}
 	other := metav1.Condition{Type: "Other", Status: "True", Reason: "Mine", LastTransitionTime: metav1.NewTime(t0)}
 	p := policy{uid: "u", generation: 1, spec: spec, status: &configv1alpha1.FlowLogPolicyStatus{Conditions: []metav1.Condition{other}}}
-	st := desired(p, agents{{"u": 1}, {}}, t0)
+	st := desired(p, agents{{applied: map[types.UID]int64{"u": 1}}, {}}, t0)
 
 	// Generation 2, still applying: Ready stays False since t0, with
 	// a new message and generation.
 	t1 := t0.Add(time.Hour)
 	p.generation, p.status = 2, &st
-	st = desired(p, agents{{"u": 2}, {"u": 1}}, t1)
+	st = desired(p, agents{{applied: map[types.UID]int64{"u": 2}}, {applied: map[types.UID]int64{"u": 1}}}, t1)
 	r := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady)
 	if r.Status != "False" || !r.LastTransitionTime.Time.Equal(t0) || r.Message != "1 of 2 agents apply generation 2" || r.ObservedGeneration != 2 {
 		t.Errorf("Ready %+v; want False since %v, 1 of 2 at generation 2", r, t0)
@@ -157,7 +163,7 @@ func TestDesiredKeepsTransitionTimes(t *testing.T) {
 	// Both apply it: Ready turns True at t2.
 	t2 := t1.Add(time.Hour)
 	p.status = &st
-	st = desired(p, agents{{"u": 2}, {"u": 2}}, t2)
+	st = desired(p, agents{{applied: map[types.UID]int64{"u": 2}}, {applied: map[types.UID]int64{"u": 2}}}, t2)
 	if r := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady); r.Status != "True" || !r.LastTransitionTime.Time.Equal(t2) {
 		t.Errorf("Ready %+v; want True since %v", r, t2)
 	}
@@ -178,9 +184,9 @@ func TestAccept(t *testing.T) {
 	}{
 		{"defaults", "", filter(configv1alpha1.FlowLogFilter{}), "True", configv1alpha1.ReasonValid, "can apply"}, // the CRD defaults to Store and File
 		{"store and file", "shop", filter(configv1alpha1.FlowLogFilter{}, configv1alpha1.OutputStore, configv1alpha1.OutputFile), "True", configv1alpha1.ReasonValid, "can apply"},
-		{"OTLP", "", filter(configv1alpha1.FlowLogFilter{}, configv1alpha1.OutputOTLP), "True", configv1alpha1.ReasonOutputUnset, "OTLP export is not configured yet"},
+		{"OTLP", "", filter(configv1alpha1.FlowLogFilter{}, configv1alpha1.OutputOTLP), "True", configv1alpha1.ReasonValid, "can apply"},
 		{"a filter that never matches", "", filter(icmpPorts), "True", configv1alpha1.ReasonNeverMatches, "includefilters[0] never matches: ports are set and protocol [icmp] has no ports"},
-		{"a filter that never matches, and OTLP", "shop", filter(icmpPorts, configv1alpha1.OutputOTLP), "True", configv1alpha1.ReasonNeverMatches, "has no ports; OTLP export is not configured yet"},
+		{"a filter that never matches, and OTLP", "shop", filter(icmpPorts, configv1alpha1.OutputOTLP), "True", configv1alpha1.ReasonNeverMatches, "has no ports"},
 		{"a bad CIDR", "", filter(configv1alpha1.FlowLogFilter{From: &configv1alpha1.FlowLogEndpoint{IP: []string{"10.0.0.0/33"}}}, configv1alpha1.OutputOTLP),
 			"False", configv1alpha1.ReasonInvalid, `includefilters[0].from.ip[0]: "10.0.0.0/33" is not an IP or CIDR`},
 		{"no include filter", "", &configv1alpha1.FlowLogPolicySpec{}, "False", configv1alpha1.ReasonInvalid, "includefilters"},
@@ -196,7 +202,7 @@ func TestAccept(t *testing.T) {
 
 func TestDesiredNotAccepted(t *testing.T) {
 	p := policy{uid: "u", generation: 1, spec: &configv1alpha1.FlowLogPolicySpec{}, status: &configv1alpha1.FlowLogPolicyStatus{}}
-	st := desired(p, agents{{"u": 1}}, time.Now())
+	st := desired(p, agents{{applied: map[types.UID]int64{"u": 1}}}, time.Now())
 	a := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionAccepted)
 	r := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady)
 	if a.Status != "False" || r.Status != "False" || r.Reason != configv1alpha1.ReasonInvalid {

@@ -41,6 +41,7 @@ import (
 
 	"flowscope.io/flowscope/agentlease"
 	"flowscope.io/flowscope/agentwire"
+	configv1alpha1 "flowscope.io/flowscope/apis/config/v1alpha1"
 	configinformers "flowscope.io/flowscope/generated/informers/externalversions"
 	"flowscope.io/flowscope/internal/tlsutil"
 	"flowscope.io/flowscope/nodeagent/agentcerts"
@@ -396,6 +397,7 @@ func Run(ctx context.Context, o *Options) error {
 			addr = o.ListenAddress
 		}
 		leaseKeeper = agentlease.NewKeeper(kube.client, o.Namespace, o.NodeName, addr)
+		leaseKeeper.SetOutputs(o.outputs())
 		g.Go(func() error { leaseKeeper.Run(ctx); return nil })
 		mode.ReportApplied(leaseKeeper.SetApplied)
 		factory := configinformers.NewSharedInformerFactory(kube.config, 0)
@@ -494,4 +496,14 @@ func countStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, han
 	err := handler(srv, ss)
 	metrics.Requests.WithLabelValues(path.Base(info.FullMethod), status.Code(err).String()).Inc()
 	return err
+}
+
+// outputs are the outputs of flow log policies this agent serves: Store
+// and File always, OTLP with an endpoint.
+func (o *Options) outputs() []string {
+	out := []string{string(configv1alpha1.OutputStore), string(configv1alpha1.OutputFile)}
+	if o.OTLP.Endpoint != "" {
+		out = append(out, string(configv1alpha1.OutputOTLP))
+	}
+	return out
 }
