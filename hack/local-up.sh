@@ -969,6 +969,7 @@ Use the pinned kubectl v1.37.2: the kubectl 1.32 on PATH is outside the supporte
   kubectl get flows -A -o wide
   kubectl get flows -A --field-selector verdict=Dropped
   kubectl get flows -n shop -l app=web
+  kubectl get flowsummaries -n shop                  # flows per edge, last 15 minutes
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-alice get flows -n shop     # alice: shop only
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-bob get flows -n shop       # bob: forbidden
   kubectl --kubeconfig ${OUT_DIR}/kubeconfig-carol get flows -A          # carol: all namespaces
