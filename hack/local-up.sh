@@ -654,12 +654,13 @@ EOF
 # chart_args agent|apiserver: with CHART_ARGS=1, the flags the Helm chart
 # (artifacts/charts/flowscope, values CHART_VALUES) gives the component, one a
 # line, less those this script sets for the local system: names, addresses,
-# ports, paths, certificates, kubeconfigs, and the demo pods' capture.
+# ports, paths, certificates, kubeconfigs, the demo pods' capture, and the
+# free-disk share (a development machine's disk may be fuller than a node's).
 chart_args() {
   [[ "${CHART_ARGS:-0}" == 1 ]] || return 0
   local except values=()
   case "$1" in
-    agent) except="node-name,namespace,data-dir,listen-address,advertise-address,metrics-bind-address,self-managed-certs,cert-dir,tls-*,client-ca-file,allowed-client-names,replay-file,flow-log-file,kubeconfig,capture,interfaces,attach-default-route,l7,otlp-*" ;;
+    agent) except="node-name,namespace,data-dir,listen-address,advertise-address,metrics-bind-address,self-managed-certs,cert-dir,tls-*,client-ca-file,allowed-client-names,replay-file,flow-log-file,kubeconfig,capture,interfaces,attach-default-route,l7,otlp-*,min-free-disk-percent" ;;
     apiserver) except="secure-port,bind-address,self-managed-certs,serving-cert-hosts,cert-validity,ca-validity,apiservice,tls-*,agent-*,continue-token-keys-file,kubeconfig,authentication-kubeconfig,authorization-kubeconfig" ;;
   esac
   read -ra values <<<"${CHART_VALUES:-}"
