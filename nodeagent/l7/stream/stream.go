@@ -29,7 +29,6 @@ package stream
 import (
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
@@ -469,7 +468,7 @@ func (t *Tracker) retry(r *Record) bool {
 }
 
 func sameQuestion(a, b *v1alpha1.DNS) bool {
-	return a.Query == b.Query && strings.Join(a.QTypes, ",") == strings.Join(b.QTypes, ",")
+	return a.Query == b.Query && slices.Equal(a.QTypes, b.QTypes)
 }
 
 // expireTruncated reports the truncated answers whose retry did not come
