@@ -118,7 +118,7 @@ main() {
     done
     printf '  %-9s %-26s %-26s %-26s %-26s\n' "${m}" "$(stats "${rt[@]}")" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")"
   done
-  printf '  absolute medians for off: TCP %s Gbit/s, HTTP %s req/s, p99 %s µs\n' \
+  printf '  absolute medians for off: TCP %.3f Gbit/s, HTTP %.0f req/s, p99 %.0f µs\n' \
     "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${tcp[off,${r}]}"; done)" | cut -d' ' -f1)" \
     "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${rps[off,${r}]}"; done)" | cut -d' ' -f1)" \
     "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${p99[off,${r}]}"; done)" | cut -d' ' -f1)"
