@@ -83,6 +83,9 @@ type inbox struct {
 	overflowed bool
 	limit      int
 	notify     chan<- struct{}
+	// signal, when set, is told which subscription to visit (see
+	// Subscription.Signal).
+	signal atomic.Pointer[func()]
 }
 
 func (b *inbox) push(e agentwire.Event) {
@@ -96,9 +99,30 @@ func (b *inbox) push(e agentwire.Event) {
 	}
 	b.ready.Store(true)
 	b.mu.Unlock()
+	b.signalled()
 	select {
 	case b.notify <- struct{}{}:
 	default:
+	}
+}
+
+func (b *inbox) signalled() {
+	if f := b.signal.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// Signal has ready called, from the session's goroutine and without
+// blocking it, whenever events arrive in the subscription's inbox and
+// whenever the agent's watermark moves while the subscription is caught up,
+// and once now if events wait already. A watch with many agents then
+// visits, when it wakes, only the subscriptions that have something new,
+// rather than reading every agent's inbox and watermark. Without it, the
+// notify channel passed to Subscribe is still signalled for events.
+func (sub *Subscription) Signal(ready func()) {
+	sub.inbox.signal.Store(&ready)
+	if sub.inbox.ready.Load() {
+		ready()
 	}
 }
 
@@ -249,6 +273,7 @@ func (s *session) receive(stream *agentwire.FeedClient) error {
 		case agentwire.Progress:
 			if e.RV > s.watermark.Load() {
 				s.watermark.Store(e.RV)
+				s.signalLive()
 				s.progressed()
 			}
 			continue
@@ -287,6 +312,18 @@ func (s *session) receive(stream *agentwire.FeedClient) error {
 		s.mu.Unlock()
 		if outside != "" {
 			s.rejecter.reject(e.Flow, rejectNamespace, outside, "Feed")
+		}
+	}
+}
+
+// signalLive tells the watches whose subscriptions the new watermark
+// applies to (see Subscription.Signal).
+func (s *session) signalLive() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.subs {
+		if sub.live {
+			sub.inbox.signalled()
 		}
 	}
 }

@@ -157,6 +157,26 @@ type mergedWatch struct {
 	notify     chan struct{}          // signalled when a subscription has events
 	sources    map[string]*agentSource
 	merge      *merger
+
+	// ready lists the sources to visit at the next drain: those whose
+	// subscription has events or whose agent's watermark moved, as their
+	// subscriptions signal (see signaller). A wake-up then costs what
+	// changed, not the number of agents. polled are the sources whose
+	// subscriptions cannot signal, visited at every drain.
+	readyMu sync.Mutex
+	ready   []*agentSource
+	spare   []*agentSource
+	polled  map[*agentSource]struct{}
+	// paused is set when a source may have no subscription, for resume.
+	paused bool
+}
+
+// signaller is a Subscription that says when it has something new: ready
+// is called, without blocking, when events arrive and when the agent's
+// watermark moves while the subscription is caught up, and at once if
+// events wait already. agentclient's subscriptions are signallers.
+type signaller interface {
+	Signal(ready func())
 }
 
 func (w *mergedWatch) ResultChan() <-chan watch.Event { return w.result }
@@ -167,6 +187,7 @@ func (w *mergedWatch) Stop() { w.stopOnce.Do(w.cancel) }
 // agent's session, nil while paused. It is replaced, not reused, when the
 // agent's address changes.
 type agentSource struct {
+	node  string
 	agent Agent
 	place *source // its place in the merge
 	sub   Subscription
@@ -180,6 +201,7 @@ type agentSource struct {
 	pending int
 	retryAt time.Time // a failed subscription is retried after it
 	events  []agentwire.Event
+	queued  atomic.Bool // it is in the watch's ready list
 }
 
 func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1alpha1.Flow) {
@@ -323,6 +345,7 @@ func (w *mergedWatch) follow() <-chan struct{} {
 				s.sub.Cancel()
 			}
 			delete(w.sources, node)
+			delete(w.polled, s)
 			w.merge.leave(node)
 		}
 	}
@@ -332,9 +355,60 @@ func (w *mergedWatch) follow() <-chan struct{} {
 		}
 		place := w.merge.join(node, time.Now())
 		klog.V(2).InfoS("Agent joined a flow watch", "node", node, "rv", place.mark, "watchRV", w.merge.released)
-		w.sources[node] = &agentSource{agent: a, place: place, sub: a.Subscribe(w.filter, place.mark, w.buffer, w.notify)}
+		s := &agentSource{node: node, agent: a, place: place}
+		w.sources[node] = s
+		w.subscribe(s, place.mark)
 	}
 	return changed
+}
+
+// subscribe subscribes s from the version from, and has its subscription
+// tell when to visit it. The source is visited at the next drain anyway.
+func (w *mergedWatch) subscribe(s *agentSource, from uint64) {
+	s.sub = s.agent.Subscribe(w.filter, from, w.buffer, w.notify)
+	if sig, ok := s.sub.(signaller); ok {
+		delete(w.polled, s)
+		sig.Signal(func() { w.markReady(s) })
+	} else {
+		if w.polled == nil {
+			w.polled = map[*agentSource]struct{}{}
+		}
+		w.polled[s] = struct{}{}
+	}
+	w.markReady(s)
+}
+
+// markReady puts s on the ready list, once until it is visited.
+func (w *mergedWatch) markReady(s *agentSource) {
+	if s.queued.Swap(true) {
+		return
+	}
+	w.readyMu.Lock()
+	w.ready = append(w.ready, s)
+	w.readyMu.Unlock()
+}
+
+// takeReady returns the sources to visit: the ready list, emptied, and the
+// polled ones. Each is marked as no longer queued before it is visited, so
+// that what arrives during its visit puts it back for the next drain.
+func (w *mergedWatch) takeReady() []*agentSource {
+	w.readyMu.Lock()
+	batch := w.ready
+	w.ready = w.spare[:0]
+	w.readyMu.Unlock()
+	for _, s := range batch {
+		s.queued.Store(false)
+	}
+	for s := range w.polled {
+		batch = append(batch, s)
+	}
+	return batch
+}
+
+// doneWithReady gives back the memory of a batch of takeReady.
+func (w *mergedWatch) doneWithReady(batch []*agentSource) {
+	clear(batch)
+	w.spare = batch[:0]
 }
 
 func (w *mergedWatch) unsubscribe() {
@@ -345,35 +419,48 @@ func (w *mergedWatch) unsubscribe() {
 	}
 }
 
-// drain hands the events of every subscription to the merge, then the
-// watermark of every live one. Each agent's watermark is read before its
-// events are taken: the session delivers a flow before the watermark that
-// passes it, so every flow below a watermark read is among those taken.
+// drain hands the events of every subscription that signalled to the
+// merge, then the watermark of every live one. Each agent's watermark is
+// read before its events are taken: the session delivers a flow before the
+// watermark that passes it, so every flow below a watermark read is among
+// those taken.
 func (w *mergedWatch) drain(now time.Time) error {
-	for node, s := range w.sources {
-		if s.sub == nil {
-			continue
+	batch := w.takeReady()
+	defer w.doneWithReady(batch)
+	for _, s := range batch {
+		if w.sources[s.node] != s || s.sub == nil {
+			continue // gone, or paused, since it was listed
 		}
-		wm := s.agent.Watermark()
-		events, overflowed := s.sub.Take(s.events)
-		for i := range events {
-			if err := w.apply(node, s, &events[i], now); err != nil {
-				return err
-			}
-			events[i] = agentwire.Event{} // release the flow
+		if err := w.visit(s, now); err != nil {
+			return err
 		}
-		s.events = events[:0]
-		switch {
-		case s.sub == nil: // ended
-		case overflowed || s.pending >= w.buffer:
-			klog.V(2).InfoS("Pausing an agent far ahead of the others in a flow watch", "node", node, "pending", s.pending)
-			s.sub.Cancel()
-			s.sub, s.live = nil, false
-		case s.live && wm > s.place.mark:
-			// A watermark that moved was heard when the agent sent it.
-			if err := w.merge.add(node, &agentwire.Event{Type: agentwire.Progress, RV: wm}, s.agent.Heard()); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// visit takes the events and the watermark of one source.
+func (w *mergedWatch) visit(s *agentSource, now time.Time) error {
+	node := s.node
+	wm := s.agent.Watermark()
+	events, overflowed := s.sub.Take(s.events)
+	for i := range events {
+		if err := w.apply(node, s, &events[i], now); err != nil {
+			return err
+		}
+		events[i] = agentwire.Event{} // release the flow
+	}
+	s.events = events[:0]
+	switch {
+	case s.sub == nil: // ended
+	case overflowed || s.pending >= w.buffer:
+		klog.V(2).InfoS("Pausing an agent far ahead of the others in a flow watch", "node", node, "pending", s.pending)
+		s.sub.Cancel()
+		s.sub, s.live = nil, false
+		w.paused = true
+	case s.live && wm > s.place.mark:
+		// A watermark that moved was heard when the agent sent it.
+		if err := w.merge.add(node, &agentwire.Event{Type: agentwire.Progress, RV: wm}, s.agent.Heard()); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -407,6 +494,7 @@ func (w *mergedWatch) apply(node string, s *agentSource, e *agentwire.Event, now
 		}
 		klog.V(2).InfoS("Agent ended a flow watch's subscription, retrying", "node", node, "err", e.Err)
 		s.sub, s.live, s.retryAt = nil, false, now.Add(time.Second)
+		w.paused = true
 	}
 	return nil
 }
@@ -414,13 +502,21 @@ func (w *mergedWatch) apply(node string, s *agentSource, e *agentwire.Event, now
 // resume subscribes paused sources again, from their place in the merge,
 // once half of their flows have left it.
 func (w *mergedWatch) resume(now time.Time) {
+	if !w.paused {
+		return // no source lost its subscription: nothing to visit
+	}
+	w.paused = false
 	for node, s := range w.sources {
-		if s.sub != nil || s.pending > w.buffer/2 || now.Before(s.retryAt) {
+		if s.sub != nil {
+			continue
+		}
+		if s.pending > w.buffer/2 || now.Before(s.retryAt) {
+			w.paused = true
 			continue
 		}
 		from := s.place.mark
 		klog.V(2).InfoS("Resuming an agent in a flow watch", "node", node, "rv", from)
-		s.sub = s.agent.Subscribe(w.filter, from, w.buffer, w.notify)
+		w.subscribe(s, from)
 	}
 }
 

@@ -634,46 +634,63 @@ func TestWatchPausesAnAgentFarAheadOfTheOthers(t *testing.T) {
 }
 
 // BenchmarkWatchWake is what one wake-up of a watch costs the server with
-// n agents, every one live, when no flow arrived: reading each agent's
-// watermark and inbox, then the merge. A watch wakes for its flows, for
+// n agents, every one live, when no flow arrived and no watermark moved
+// (idle), and when one agent has something new (one), which its
+// subscription signals: the watch visits only the agents that signalled,
+// reads their watermarks and inboxes, then the merge, whose lowest mark and
+// longest silence are kept in heaps. A watch wakes for its flows, for
 // watermarks while flows wait (at most every 5 ms), and every 100 ms.
 func BenchmarkWatchWake(b *testing.B) {
 	for _, n := range []int{50, 1000, 5000} {
-		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
-			var fakes []*fakeAgent
-			for i := range n {
-				fakes = append(fakes, newFakeAgent(fmt.Sprintf("node-%04d", i)))
-			}
-			pool := newFakePool(fakes...)
-			w := &mergedWatch{buffer: 100, targets: pool.List, changed: pool.Changed, notify: make(chan struct{}, 1),
-				sources: map[string]*agentSource{}, merge: newMerger(100, time.Hour)}
-			w.follow()
-			for _, f := range fakes {
-				f.next(b).send(progress(200)) // caught up: the watermark applies
-			}
-			deadline := time.Now().Add(30 * time.Second)
-			for live := 0; live < n; {
-				if time.Now().After(deadline) {
-					b.Fatalf("%d of %d agents caught up", live, n)
-				}
-				_ = w.drain(time.Now())
-				live = 0
-				for _, s := range w.sources {
-					if s.live {
-						live++
-					}
-				}
-			}
-			for b.Loop() {
-				now := time.Now()
-				if err := w.drain(now); err != nil {
-					b.Fatal(err)
-				}
-				w.merge.release(now)
-			}
-			w.unsubscribe()
-		})
+		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) { benchmarkWatchWake(b, n, false) })
 	}
+	for _, n := range []int{50, 1000, 5000} {
+		b.Run(fmt.Sprintf("agents=%d/one", n), func(b *testing.B) { benchmarkWatchWake(b, n, true) })
+	}
+}
+
+func benchmarkWatchWake(b *testing.B, n int, one bool) {
+	var fakes []*fakeAgent
+	for i := range n {
+		fakes = append(fakes, newFakeAgent(fmt.Sprintf("node-%04d", i)))
+	}
+	pool := newFakePool(fakes...)
+	w := &mergedWatch{buffer: 100, targets: pool.List, changed: pool.Changed, notify: make(chan struct{}, 1),
+		sources: map[string]*agentSource{}, merge: newMerger(100, time.Hour)}
+	w.follow()
+	for _, f := range fakes {
+		f.next(b).send(progress(200)) // caught up: the watermark applies
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for live := 0; live < n; {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d agents caught up", live, n)
+		}
+		_ = w.drain(time.Now())
+		live = 0
+		for _, s := range w.sources {
+			if s.live {
+				live++
+			}
+		}
+	}
+	var sources []*agentSource
+	for _, s := range w.sources {
+		sources = append(sources, s)
+	}
+	i := 0
+	for b.Loop() {
+		if one {
+			w.markReady(sources[i%n])
+			i++
+		}
+		now := time.Now()
+		if err := w.drain(now); err != nil {
+			b.Fatal(err)
+		}
+		w.merge.release(now)
+	}
+	w.unsubscribe()
 }
 
 // clientAgent gives the storage an agentclient agent, as the apiserver
