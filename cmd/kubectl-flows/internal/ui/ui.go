@@ -42,6 +42,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -63,8 +64,8 @@ type Options struct {
 	Address string
 	// Port is the port to listen on; 0 picks a free one.
 	Port int
-	// OpenBrowser opens the URL with xdg-open (or $BROWSER) when a
-	// display is there to show it.
+	// OpenBrowser opens the URL with $BROWSER, open on macOS, or
+	// xdg-open when a display is there to show it.
 	OpenBrowser bool
 	// Out receives the URL to open; os.Stdout when nil.
 	Out io.Writer
@@ -243,12 +244,15 @@ func (s *server) routes() {
 // openBrowser opens url where a browser can be shown, and says so when it
 // cannot.
 func openBrowser(url string, out io.Writer) {
-	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" && os.Getenv("BROWSER") == "" {
-		return
-	}
 	name := "xdg-open"
-	if b := os.Getenv("BROWSER"); b != "" {
-		name = b
+	switch {
+	case os.Getenv("BROWSER") != "":
+		name = os.Getenv("BROWSER")
+	case runtime.GOOS == "darwin":
+		// macOS always has a display and its own opener.
+		name = "open"
+	case os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "":
+		return
 	}
 	cmd := exec.Command(name, url)
 	if err := cmd.Start(); err != nil {
