@@ -38,7 +38,7 @@ import (
 )
 
 // The L7 records of real HTTP/1.1, gRPC, DNS and Kafka traffic (the
-// agents run with --l7=all, the default), compared with what
+// agents run with --l7=all, as make run gives them), compared with what
 // flowscope-traffic's clients counted (internal/traffic: Stats.Results).
 //
 // An exchange between two pods gets one record per observation point with
