@@ -209,6 +209,9 @@ func allocatedBytes() uint64 {
 // its optional parts, stays within maxDecodeAlloc; so does a count that
 // lies.
 func TestDecodeAllocationBound(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation bounds do not hold under the race detector (sync.Pool drops decoders); this test runs without -race in make test")
+	}
 	// The empty flow with fIsReply (bit 2): version, flags, ten empty
 	// fields.
 	smallest := append([]byte{1, 4}, make([]byte, 10)...)
@@ -267,7 +270,7 @@ func FuzzDecode(f *testing.F) {
 		for _, typ := range types {
 			m := newOf(typ)
 			err := agentwire.Codec{}.Unmarshal(b, m)
-			if alloc := decodeAllocation(b, typ); alloc > maxDecodeAlloc(len(b)) {
+			if alloc := decodeAllocation(b, typ); !raceEnabled && alloc > maxDecodeAlloc(len(b)) {
 				t.Fatalf("%T: decoding %d bytes allocated %d, over the bound %d", m, len(b), alloc, maxDecodeAlloc(len(b)))
 			}
 			if err != nil {
