@@ -119,9 +119,12 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 			return nil, err
 		}
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	w := &mergedWatch{
-		result:     make(chan watch.Event, r.opts.WatchBuffer+1),
+		result:     make(chan watch.Event, min(resultChanSize, r.opts.WatchBuffer)+1),
+		parent:     parent,
+		stopped:    make(chan struct{}),
 		cancel:     cancel,
 		done:       release,
 		buffer:     r.opts.WatchBuffer,
@@ -141,7 +144,13 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 }
 
 type mergedWatch struct {
+	// result holds the first few events for the client; queue the rest,
+	// up to buffer (see put).
 	result    chan watch.Event
+	queue     []watch.Event
+	head      int             // queue[:head] were sent already
+	parent    context.Context // the request's: the client is gone
+	stopped   chan struct{}   // closed by Stop
 	cancel    context.CancelFunc
 	stopOnce  sync.Once
 	done      func() // called once when the watch ends
@@ -181,7 +190,88 @@ type signaller interface {
 
 func (w *mergedWatch) ResultChan() <-chan watch.Event { return w.result }
 
-func (w *mergedWatch) Stop() { w.stopOnce.Do(w.cancel) }
+func (w *mergedWatch) Stop() {
+	w.stopOnce.Do(func() {
+		if w.stopped != nil {
+			close(w.stopped)
+		}
+		w.cancel()
+	})
+}
+
+// resultChanSize is the capacity of a watch's result channel. The events
+// beyond it wait in the watch's queue, which grows towards WatchBuffer only
+// while the client is behind and is given back once it has caught up: an
+// idle watch costs a few hundred bytes of buffer, not WatchBuffer events
+// (32 KiB at 1000).
+const resultChanSize = 16
+
+// put queues an event for the client and moves what fits into the result
+// channel.
+func (w *mergedWatch) put(e watch.Event) {
+	w.queue = append(w.queue, e)
+	w.pump()
+}
+
+// buffered is the number of events waiting for the client.
+func (w *mergedWatch) buffered() int { return len(w.result) + len(w.queue) - w.head }
+
+// pump moves queued events into the result channel while it has room,
+// without waiting.
+func (w *mergedWatch) pump() {
+	for w.head < len(w.queue) {
+		select {
+		case w.result <- w.queue[w.head]:
+			w.popQueued()
+		default:
+			return
+		}
+	}
+}
+
+// next returns the channel and event for a select that sends the next
+// queued event; a nil channel when none is queued.
+func (w *mergedWatch) next() (chan<- watch.Event, watch.Event) {
+	if w.head == len(w.queue) {
+		return nil, watch.Event{}
+	}
+	return w.result, w.queue[w.head]
+}
+
+// popQueued drops the first queued event, just sent, and gives the
+// queue's memory back when it is empty.
+func (w *mergedWatch) popQueued() {
+	w.queue[w.head] = watch.Event{}
+	w.head++
+	if w.head == len(w.queue) {
+		w.head = 0
+		if cap(w.queue) > 2*resultChanSize {
+			w.queue = nil
+		} else {
+			w.queue = w.queue[:0]
+		}
+	}
+}
+
+// flush delivers the queued events, the last of them the error that ended
+// the watch, until the client has them or is gone (Stop, or its request
+// ended).
+func (w *mergedWatch) flush() {
+	var gone <-chan struct{}
+	if w.parent != nil {
+		gone = w.parent.Done()
+	}
+	for w.head < len(w.queue) {
+		select {
+		case w.result <- w.queue[w.head]:
+			w.popQueued()
+		case <-w.stopped:
+			return
+		case <-gone:
+			return
+		}
+	}
+}
 
 // agentSource is one agent's part in a watch: its subscription in the
 // agent's session, nil while paused. It is replaced, not reused, when the
@@ -206,9 +296,12 @@ type agentSource struct {
 
 func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1alpha1.Flow) {
 	watchers.Inc()
+	defer close(w.result)
+	// Once the watch ends, what it queued for the client (its error last)
+	// is delivered without holding a watch slot or the agents.
+	defer w.flush()
 	defer watchers.Dec()
 	defer w.done()
-	defer close(w.result)
 	defer w.cancel()
 	defer w.unsubscribe()
 
@@ -225,7 +318,12 @@ func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1al
 	defer tick.Stop()
 	lastBookmark := time.Now()
 	for {
+		out, next := w.next()
 		select {
+		case out <- next:
+			w.popQueued()
+			w.pump()
+			continue
 		case <-w.notify:
 		case <-progressed:
 			progressed = nil
@@ -242,8 +340,8 @@ func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1al
 		if w.bookmarks && time.Since(lastBookmark) >= w.opts.BookmarkInterval {
 			lastBookmark = time.Now()
 			// A bookmark is only a hint: skip it when the buffer is busy.
-			if len(w.result) < w.buffer {
-				w.result <- watch.Event{Type: watch.Bookmark, Object: bookmark(w.merge.released)}
+			if w.buffered() < w.buffer {
+				w.put(watch.Event{Type: watch.Bookmark, Object: bookmark(w.merge.released)})
 			}
 		}
 	}
@@ -301,7 +399,7 @@ func (w *mergedWatch) askProgress() {
 // not hold its initial flows for a client that does not read them.
 func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bool {
 	put := func(e watch.Event) bool {
-		if len(w.result) >= w.buffer && !w.waitForRoom(ctx) {
+		if w.buffered() >= w.buffer && !w.waitForRoom(ctx) {
 			if ctx.Err() == nil {
 				watchesEnded.WithLabelValues(endSlowWatcher).Inc()
 				klog.InfoS("Cutting off a flow watcher that does not read its initial events", "initialEvents", len(flows))
@@ -309,7 +407,7 @@ func (w *mergedWatch) sendInitial(ctx context.Context, flows []v1alpha1.Flow) bo
 			}
 			return false
 		}
-		w.result <- e
+		w.put(e)
 		return true
 	}
 	for i := range flows {
@@ -542,16 +640,16 @@ const slowWatcherGrace = 5 * time.Second
 // with 429 and resumes from the last version it received. One slot stays
 // free for that error, so the watch and its subscriptions end at once.
 func (w *mergedWatch) send(ctx context.Context, e watch.Event) bool {
-	if len(w.result) >= w.buffer && !w.waitForRoom(ctx) {
+	if w.buffered() >= w.buffer && !w.waitForRoom(ctx) {
 		if ctx.Err() != nil {
 			return false
 		}
 		watchesEnded.WithLabelValues(endSlowWatcher).Inc()
-		klog.InfoS("Cutting off a slow flow watcher", "buffered", len(w.result))
+		klog.InfoS("Cutting off a slow flow watcher", "buffered", w.buffered())
 		w.sendError(ctx, apierrors.NewTooManyRequests("the watch fell behind the flows it selects and was closed; watch again from the last resourceVersion received", 1))
 		return false
 	}
-	w.result <- e
+	w.put(e)
 	return true
 }
 
@@ -563,8 +661,11 @@ func (w *mergedWatch) waitForRoom(ctx context.Context) bool {
 	defer func() { w.merge.stalled(time.Since(start)) }()
 	poll := time.NewTicker(10 * time.Millisecond)
 	defer poll.Stop()
-	for deadline := start.Add(w.grace); len(w.result) >= w.buffer; {
+	for deadline := start.Add(w.grace); w.buffered() >= w.buffer; {
+		out, next := w.next()
 		select {
+		case out <- next:
+			w.popQueued()
 		case now := <-poll.C:
 			if now.After(deadline) {
 				return false
@@ -576,25 +677,17 @@ func (w *mergedWatch) waitForRoom(ctx context.Context) bool {
 	return true
 }
 
-func (w *mergedWatch) sendBlocking(ctx context.Context, e watch.Event) bool {
-	select {
-	case w.result <- e:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// sendError delivers an error event. It waits for room, since a watch that
-// ended without its error would be resumed instead of relisted, until the
-// watch is stopped.
-func (w *mergedWatch) sendError(ctx context.Context, err error) {
+// sendError queues an error event, after the events queued before it. The
+// watch ends after it; its queue is then delivered (flush), since a watch
+// that ended without its error would be resumed instead of relisted, until
+// the watch is stopped.
+func (w *mergedWatch) sendError(_ context.Context, err error) {
 	var st apierrors.APIStatus
 	if !errors.As(err, &st) {
 		st = apierrors.NewInternalError(err)
 	}
 	s := st.Status()
-	w.sendBlocking(ctx, watch.Event{Type: watch.Error, Object: &s})
+	w.put(watch.Event{Type: watch.Error, Object: &s})
 }
 
 func bookmark(rv uint64) *v1alpha1.Flow {

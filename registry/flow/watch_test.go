@@ -700,3 +700,29 @@ type clientAgent struct{ *agentclient.Agent }
 func (a clientAgent) Subscribe(filter flowfilter.Filter, from uint64, limit int, notify chan<- struct{}) Subscription {
 	return a.Agent.Subscribe(filter, from, limit, notify)
 }
+
+// TestWatchQueuesABurstBeyondItsChannel: a burst larger than the result
+// channel waits in the watch's queue, up to WatchBuffer, for a client that
+// reads late; one that does not read within the grace gets, after the
+// queued flows in order, the 429 that ends the watch, last.
+func TestWatchQueuesABurstBeyondItsChannel(t *testing.T) {
+	a := newFakeAgent("a")
+	opts := testOptions()
+	opts.WatchBuffer = 2*resultChanSize + 8
+	w := startWatch(t, NewREST(newFakePool(a), opts), from100)
+	sa := a.next(t)
+	var want []uint64
+	for rv := uint64(101); rv <= 100+uint64(opts.WatchBuffer)+10; rv++ {
+		sa.send(added("a", rv))
+		want = append(want, rv)
+	}
+	time.Sleep(slowWatcherGrace + time.Second) // the client reads late
+	expectFlows(t, w, want[:opts.WatchBuffer]...)
+	e := nextEvent(t, w)
+	if err := apierrors.FromObject(e.Object); e.Type != watch.Error || !apierrors.IsTooManyRequests(err) {
+		t.Fatalf("event %v %v after the buffer, want a 429 error", e.Type, err)
+	}
+	if _, ok := <-w.ResultChan(); ok {
+		t.Error("the watch goes on after its error")
+	}
+}
