@@ -199,6 +199,10 @@ func (w *mergedWatch) Stop() {
 	})
 }
 
+// keptEvents is the capacity of the largest inbox buffer a source keeps
+// between Takes.
+const keptEvents = 64
+
 // resultChanSize is the capacity of a watch's result channel. The events
 // beyond it wait in the watch's queue, which grows towards WatchBuffer only
 // while the client is behind and is given back once it has caught up: an
@@ -547,7 +551,13 @@ func (w *mergedWatch) visit(s *agentSource, now time.Time) error {
 		}
 		events[i] = agentwire.Event{} // release the flow
 	}
+	// The buffer goes back to the inbox at the next Take. One that a
+	// burst grew is dropped, so that a watch keeps a burst's buffers per
+	// agent only as long as the burst lasts.
 	s.events = events[:0]
+	if cap(events) > keptEvents {
+		s.events = nil
+	}
 	switch {
 	case s.sub == nil: // ended
 	case overflowed || s.pending >= w.buffer:

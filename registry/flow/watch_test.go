@@ -702,27 +702,49 @@ func (a clientAgent) Subscribe(filter flowfilter.Filter, from uint64, limit int,
 }
 
 // TestWatchQueuesABurstBeyondItsChannel: a burst larger than the result
-// channel waits in the watch's queue, up to WatchBuffer, for a client that
-// reads late; one that does not read within the grace gets, after the
-// queued flows in order, the 429 that ends the watch, last.
+// channel waits in the watch's queue and reaches a client that reads late,
+// in order.
 func TestWatchQueuesABurstBeyondItsChannel(t *testing.T) {
 	a := newFakeAgent("a")
-	opts := testOptions()
-	opts.WatchBuffer = 2*resultChanSize + 8
-	w := startWatch(t, NewREST(newFakePool(a), opts), from100)
+	w := startWatch(t, NewREST(newFakePool(a), testOptions()), from100)
 	sa := a.next(t)
 	var want []uint64
-	for rv := uint64(101); rv <= 100+uint64(opts.WatchBuffer)+10; rv++ {
+	for rv := uint64(101); rv <= 100+3*resultChanSize; rv++ {
 		sa.send(added("a", rv))
 		want = append(want, rv)
 	}
-	time.Sleep(slowWatcherGrace + time.Second) // the client reads late
-	expectFlows(t, w, want[:opts.WatchBuffer]...)
-	e := nextEvent(t, w)
-	if err := apierrors.FromObject(e.Object); e.Type != watch.Error || !apierrors.IsTooManyRequests(err) {
-		t.Fatalf("event %v %v after the buffer, want a 429 error", e.Type, err)
+	time.Sleep(200 * time.Millisecond) // the client reads late
+	expectFlows(t, w, want...)
+}
+
+// TestSlowWatcherGetsItsQueueThenTheError: a watcher cut off with events
+// queued beyond the result channel gets them, in order, then the 429, last.
+func TestSlowWatcherGetsItsQueueThenTheError(t *testing.T) {
+	w := &mergedWatch{result: make(chan watch.Event, 3), buffer: 10, grace: 50 * time.Millisecond, merge: newMerger(100, time.Hour)}
+	ctx := context.Background()
+	for i := range 10 {
+		if !w.send(ctx, watch.Event{Type: watch.Added, Object: bookmark(uint64(i))}) {
+			t.Fatalf("send %d refused with room in the buffer", i)
+		}
 	}
-	if _, ok := <-w.ResultChan(); ok {
-		t.Error("the watch goes on after its error")
+	if w.send(ctx, watch.Event{Type: watch.Added, Object: bookmark(10)}) {
+		t.Fatal("send accepted beyond the buffer")
+	}
+	go func() {
+		w.flush() // as the watch does when it ends
+		close(w.result)
+	}()
+	for i := range 10 {
+		e := <-w.result
+		if f, ok := e.Object.(*v1alpha1.Flow); e.Type != watch.Added || !ok || rvOf(f) != uint64(i) {
+			t.Fatalf("event %d = %v %#v, want flow %d", i, e.Type, e.Object, i)
+		}
+	}
+	e := <-w.result
+	if st, ok := e.Object.(*metav1.Status); e.Type != watch.Error || !ok || st.Code != 429 {
+		t.Fatalf("last event = %v %#v, want a 429 error", e.Type, e.Object)
+	}
+	if _, ok := <-w.result; ok {
+		t.Error("events after the error")
 	}
 }
