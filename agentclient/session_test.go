@@ -23,6 +23,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -745,5 +746,36 @@ func TestNoFeedWithoutSubscriptions(t *testing.T) {
 	subscribe(a, f, 7, 100)
 	if req := fake.next(t).nextSubscribe(t); req.Filter != f || req.FromRV != 7 {
 		t.Errorf("subscribed with %+v", *req)
+	}
+}
+
+// TestSignal: a subscription's signal is called for its events, at once
+// for events already waiting, and for each new watermark once the
+// subscription has caught up, not before, and not for other
+// subscriptions' events.
+func TestSignal(t *testing.T) {
+	fake := newFakeAgent()
+	a := serveFake(t, fake, new(Broadcast))
+	s1, s2 := subscribe(a, all, 10, 100), subscribe(a, all, 10, 100)
+	feed := fake.next(t)
+	feed.nextSubscribe(t)
+	feed.nextSubscribe(t)
+	feed.send(added(11, 1))
+	settle(t, a, feed, 11) // not caught up: no signal for the watermark
+	var n1, n2 atomic.Int32
+	s1.Signal(func() { n1.Add(1) })
+	s2.Signal(func() { n2.Add(1) })
+	if n1.Load() != 1 || n2.Load() != 0 {
+		t.Fatalf("signals %d and %d on Signal, want 1 (an event waits) and 0", n1.Load(), n2.Load())
+	}
+	feed.send(caughtUp(12, 1))
+	waitUntil(t, "the signal for CAUGHT_UP", func() bool { return n1.Load() == 2 })
+	settle(t, a, feed, 20)
+	waitUntil(t, "the signal for the watermark", func() bool { return n1.Load() == 3 })
+	settle(t, a, feed, 20) // not new: no signal
+	feed.send(added(21, 1))
+	waitUntil(t, "the signal for ADDED 21", func() bool { return n1.Load() == 4 })
+	if n2.Load() != 0 {
+		t.Errorf("subscription 2, without events and not caught up, was signalled %d times", n2.Load())
 	}
 }
