@@ -125,6 +125,13 @@ func (c CompletedConfig) New() (*Server, error) {
 		return nil, fmt.Errorf("install the flows API group: %w", err)
 	}
 	s := &Server{GenericAPIServer: generic, cfg: c.cfg}
+	// The graceful shutdown waits for every request to end, and a watch
+	// does not end by itself: ending them first lets their clients (kube-
+	// apiserver's proxy, informers) watch again, through another replica.
+	generic.AddPreShutdownHookOrDie("flowscope-stop-watches", func() error {
+		flows.StopWatches()
+		return nil
+	})
 	if c.cfg.LeaseClient != nil {
 		generic.AddPostStartHookOrDie("flowscope-agent-discovery", func(ctx genericapiserver.PostStartHookContext) error {
 			go c.cfg.Agents.WatchLeases(ctx, c.cfg.LeaseClient, c.cfg.LeaseNamespace)

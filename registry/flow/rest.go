@@ -96,6 +96,9 @@ type REST struct {
 	lists chan struct{}
 	// userLists and userWatches count each user's lists and watches.
 	userLists, userWatches userSlots
+	// stopping ends every watch once StopWatches is called.
+	stopping    context.Context
+	stopWatches context.CancelFunc
 }
 
 var gr = v1alpha1.Resource("flows")
@@ -118,11 +121,19 @@ func NewREST(a Agents, opts Options) *REST {
 		opts.ContinueKeys = RandomContinueKeys()
 	}
 	r := &REST{agents: a, opts: opts, now: time.Now}
+	r.stopping, r.stopWatches = context.WithCancel(context.Background())
 	if opts.MaxConcurrentLists > 0 {
 		r.lists = make(chan struct{}, opts.MaxConcurrentLists)
 	}
 	return r
 }
+
+// StopWatches ends every running watch, and every watch started from now
+// on, as a server-side timeout ends one: the client watches again from the
+// last version it received. A server that shuts down calls it first, or
+// its graceful shutdown waits on watches that never end, and their clients
+// learn nothing until it is killed.
+func (r *REST) StopWatches() { r.stopWatches() }
 
 // New implements rest.Storage.
 func (r *REST) New() runtime.Object { return &v1alpha1.Flow{} }

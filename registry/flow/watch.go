@@ -121,12 +121,13 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
+	unregister := context.AfterFunc(r.stopping, cancel)
 	w := &mergedWatch{
 		result:     make(chan watch.Event, min(resultChanSize, r.opts.WatchBuffer)+1),
 		parent:     parent,
 		stopped:    make(chan struct{}),
 		cancel:     cancel,
-		done:       release,
+		done:       func() { unregister(); release() },
 		buffer:     r.opts.WatchBuffer,
 		grace:      slowWatcherGrace,
 		bookmarks:  opts.AllowWatchBookmarks,

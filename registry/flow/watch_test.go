@@ -748,3 +748,26 @@ func TestSlowWatcherGetsItsQueueThenTheError(t *testing.T) {
 		t.Error("events after the error")
 	}
 }
+
+// TestStopWatchesEndsEveryWatch: a server that shuts down ends its watches,
+// without an error, so that their clients watch again elsewhere; a watch
+// started after that ends at once.
+func TestStopWatchesEndsEveryWatch(t *testing.T) {
+	a := newFakeAgent("a")
+	r := NewREST(newFakePool(a), testOptions())
+	w := startWatch(t, r, from100)
+	sa := a.next(t)
+	sa.send(added("a", 120), progress(130))
+	expectFlows(t, w, 120)
+	r.StopWatches()
+	for _, w := range []watch.Interface{w, startWatch(t, r, from100)} {
+		select {
+		case e, ok := <-w.ResultChan():
+			if ok {
+				t.Fatalf("after StopWatches the watch sent %v %v, want it closed", e.Type, e.Object)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the watch goes on after StopWatches")
+		}
+	}
+}
