@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -235,11 +236,12 @@ func TestFollowWatchesFromTheListsVersion(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	f.mu.Lock()
-	rvs := strings.Join(f.watchRVs, " ")
+	// The two requests' watches start concurrently, in either order.
+	rvs := strings.Join(slices.Sorted(slices.Values(f.watchRVs)), " ")
 	watchers := f.watchers
 	f.mu.Unlock()
 	// The watches start from the lists' version, without the time bound.
-	if rvs != "source.podName=a@100 destination.podName=a@100" {
+	if rvs != "destination.podName=a@100 source.podName=a@100" {
 		t.Errorf("watches %q", rvs)
 	}
 	newFlow := mkFlows(7)[6] // a -> a: both watches send it
