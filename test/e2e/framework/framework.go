@@ -129,7 +129,10 @@ func Main(m *testing.M, opts Options, sys **System) int {
 	// system spans portSpan ports, all below the kernel's ephemeral range,
 	// where any outgoing connection may hold one (an agent once failed to
 	// bind its metrics port for that).
-	s.PortBase = 20000 + portSpan*rand.IntN((ephemeralPortsStart()-20000)/portSpan-1)
+	if s.PortBase, err = reservePortBase(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	demo, capture := "0", opts.Capture
 	if opts.DemoPods {
 		demo = "1"
@@ -409,3 +412,28 @@ func ephemeralPortsStart() int {
 	}
 	return low
 }
+
+// reservePortBase picks a PORT_BASE that no other suite of this machine
+// holds: a random one, taken by an exclusive lock on a file of its own that
+// the process keeps until it exits. go test runs suites in parallel, and
+// two that drew the same base failed in local-up's port check.
+func reservePortBase() (int, error) {
+	slots := (ephemeralPortsStart()-20000)/portSpan - 1
+	for _, i := range rand.Perm(slots) {
+		base := 20000 + portSpan*i
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), fmt.Sprintf("flowscope-e2e-port-%d.lock", base)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return 0, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		reservedPorts = append(reservedPorts, f) // held until the process exits
+		return base, nil
+	}
+	return 0, fmt.Errorf("no free PORT_BASE: %d suites of this machine hold them all", slots)
+}
+
+// reservedPorts keeps the lock files of reservePortBase open.
+var reservedPorts []*os.File
