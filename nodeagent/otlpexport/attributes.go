@@ -138,7 +138,7 @@ func Attributes(dst []attribute.KeyValue, f *v1alpha1.Flow) []attribute.KeyValue
 		}
 	}
 	dst = appendLayer4(dst, f.L4)
-	if local := localEnd(f); local != nil {
+	if local := f.ObservedPod(); local != nil {
 		dst = append(dst,
 			attribute.String(AttrNamespaceName, local.Namespace),
 			attribute.String(AttrPodName, local.PodName))
@@ -263,38 +263,4 @@ func appendNonEmpty(dst []attribute.KeyValue, key, value string) []attribute.Key
 		return dst
 	}
 	return append(dst, attribute.String(key, value))
-}
-
-// localEnd returns the end at the observation point when it is a pod: the
-// sender of egress traffic, the receiver of ingress traffic, swapped for
-// replies; the flow's namespace is that pod's (package parse files flows
-// the same way).
-func localEnd(f *v1alpha1.Flow) *v1alpha1.Endpoint {
-	reply := f.IsReply != nil && *f.IsReply
-	var local *v1alpha1.Endpoint
-	switch f.TrafficDirection {
-	case v1alpha1.TrafficDirectionEgress:
-		local = f.Source
-		if reply {
-			local = f.Destination
-		}
-	case v1alpha1.TrafficDirectionIngress:
-		local = f.Destination
-		if reply {
-			local = f.Source
-		}
-	default:
-		local = f.Source
-		if !hasPod(local) {
-			local = f.Destination
-		}
-	}
-	if !hasPod(local) {
-		return nil
-	}
-	return local
-}
-
-func hasPod(e *v1alpha1.Endpoint) bool {
-	return e != nil && e.PodName != "" && e.Namespace != ""
 }

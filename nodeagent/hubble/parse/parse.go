@@ -273,7 +273,7 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 	if f.Namespace == "" {
 		f.Namespace = DefaultAgentNamespace
 	}
-	if local := localEnd(f); local != nil {
+	if local := f.ObservedPod(); local != nil {
 		f.Namespace = local.Namespace
 		f.Labels = copyLabels(local.Labels)
 	}
@@ -284,37 +284,6 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 // clusters with a name (ClusterMesh, ACNS).
 func nodeName(s string) string {
 	return s[strings.LastIndexByte(s, '/')+1:]
-}
-
-// localEnd returns the endpoint at the observation point if it is a pod.
-func localEnd(f *v1alpha1.Flow) *v1alpha1.Endpoint {
-	reply := f.IsReply != nil && *f.IsReply
-	var local *v1alpha1.Endpoint
-	switch f.TrafficDirection {
-	case v1alpha1.TrafficDirectionEgress:
-		local = f.Source
-		if reply {
-			local = f.Destination
-		}
-	case v1alpha1.TrafficDirectionIngress:
-		local = f.Destination
-		if reply {
-			local = f.Source
-		}
-	default:
-		local = f.Source
-		if !hasPod(local) {
-			local = f.Destination
-		}
-	}
-	if !hasPod(local) {
-		return nil
-	}
-	return local
-}
-
-func hasPod(e *v1alpha1.Endpoint) bool {
-	return e != nil && e.PodName != "" && e.Namespace != ""
 }
 
 func (d *decoder) timestamp(o object, name string) (time.Time, bool) {
