@@ -318,24 +318,17 @@ func (h *hubbleFamilies) observeL7(f *v1alpha1.Flow, ends hubbleEnds, reply bool
 		if dns == nil {
 			return
 		}
-		qtype := ""
-		if len(dns.QTypes) > 0 {
-			qtype = dns.QTypes[0]
-		}
+		qtype := firstQType(dns)
 		if !reply {
 			h.dnsQ.get(hubbleDNSKey{ends: ends, qtype: qtype}, now).n++
 		}
-		if reply || dns.RCode != dnsTimeout && (hasLatency || dns.RCode > 0 || len(dns.IPs) > 0) {
+		if answered(dns, reply, hasLatency) {
 			h.dnsR.get(hubbleDNSKey{ends: ends, response: true, rcode: dns.RCode, qtype: qtype, ips: len(dns.IPs)}, now).n++
 		}
 	case v1alpha1.L7TypeHTTP, v1alpha1.L7TypeGRPC:
-		method, protocol, status := "POST", "HTTP/2", int32(0)
+		method, protocol, status := httpRequest(l7, reply, hasLatency)
 		if l7.Type == v1alpha1.L7TypeGRPC {
-			if hasLatency || reply {
-				status = 200
-			}
-		} else if l7.HTTP != nil {
-			method, protocol, status = l7.HTTP.Method, l7.HTTP.Protocol, l7.HTTP.Code
+			protocol = "HTTP/2" // Hubble's protocol label of a gRPC call
 		}
 		if status != 0 {
 			h.http.get(hubbleHTTPKey{ends: ends, method: method, protocol: protocol, status: status, reporter: d}, now).n++

@@ -151,15 +151,11 @@ func (m *Metrics) observeL7(f *v1alpha1.Flow, src, dst end, now int64) {
 		if dns == nil {
 			return
 		}
-		qtype := ""
-		if len(dns.QTypes) > 0 {
-			qtype = dns.QTypes[0]
-		}
+		qtype := firstQType(dns)
 		if !reply {
 			m.dnsQ.get(dnsQueryKey{client: client, qtype: qtype, query: dns.Query}, now).n++
 		}
-		responded := reply || dns.RCode != dnsTimeout && (hasLatency || dns.RCode > 0 || len(dns.IPs) > 0)
-		if !responded {
+		if !answered(dns, reply, hasLatency) {
 			return
 		}
 		m.dnsR.get(dnsResponseKey{client: client, qtype: qtype, rcode: dns.RCode}, now).n++
@@ -167,17 +163,7 @@ func (m *Metrics) observeL7(f *v1alpha1.Flow, src, dst end, now int64) {
 			m.dnsD.get(dnsDurationKey{client: client, rcode: dns.RCode}, now).observe(latency)
 		}
 	case v1alpha1.L7TypeHTTP, v1alpha1.L7TypeGRPC:
-		method, protocol, status := "", "", int32(0)
-		if l7.Type == v1alpha1.L7TypeGRPC {
-			// gRPC is a POST over HTTP/2 whose HTTP status is 200
-			// whenever a response came (its outcome is grpc-status).
-			method, protocol = "POST", "gRPC"
-			if hasLatency || reply {
-				status = 200
-			}
-		} else if h := l7.HTTP; h != nil {
-			method, protocol, status = h.Method, h.Protocol, h.Code
-		}
+		method, protocol, status := httpRequest(l7, reply, hasLatency)
 		if !reply {
 			m.http.get(httpKey{src: client, dst: server, method: method, status: status, protocol: protocol}, now).n++
 		}
@@ -191,6 +177,38 @@ func (m *Metrics) observeL7(f *v1alpha1.Flow, src, dst end, now int64) {
 		}
 		m.kafka.get(kafkaKey{src: client, dst: server, topic: k.Topic, apiKey: k.APIKey, errorCode: k.ErrorCode}, now).n++
 	}
+}
+
+// firstQType is a DNS record's first question type, "" without one.
+func firstQType(dns *v1alpha1.DNS) string {
+	if len(dns.QTypes) > 0 {
+		return dns.QTypes[0]
+	}
+	return ""
+}
+
+// answered tells whether a DNS record carries a response: a reply, or a
+// query record that paired one (a latency, an rcode or answers), not a
+// timeout.
+func answered(dns *v1alpha1.DNS, reply, hasLatency bool) bool {
+	return reply || dns.RCode != dnsTimeout && (hasLatency || dns.RCode > 0 || len(dns.IPs) > 0)
+}
+
+// httpRequest reads an HTTP or gRPC record's method, protocol and status
+// (0 until a response came). gRPC is a POST over HTTP/2 whose HTTP status
+// is 200 whenever a response came (its outcome is grpc-status); its
+// protocol is "gRPC".
+func httpRequest(l7 *v1alpha1.Layer7, reply, hasLatency bool) (method, protocol string, status int32) {
+	if l7.Type == v1alpha1.L7TypeGRPC {
+		if hasLatency || reply {
+			status = 200
+		}
+		return "POST", "gRPC", status
+	}
+	if h := l7.HTTP; h != nil {
+		return h.Method, h.Protocol, h.Code
+	}
+	return "", "", 0
 }
 
 // maybeGC deletes idle series, at most every Idle/8 (and once a second).
