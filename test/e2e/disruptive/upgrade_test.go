@@ -23,11 +23,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/cache"
-
-	"flowscope.io/flowscope/generated/informers/externalversions"
 )
 
 // testWatchInformerAcrossAnAPIServerUpdate is what a rolling update of the
@@ -42,23 +37,7 @@ func testWatchInformerAcrossAnAPIServerUpdate(t *testing.T) {
 	const dport = 7103
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := &watchRecorder{}
-	factory := externalversions.NewSharedInformerFactoryWithOptions(recordingClientset{clientset(t), rec}, 0,
-		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = fmt.Sprintf("l4.destinationPort=%d", dport) }))
-	inf := factory.Flows().V1alpha1().Flows()
-	informer := inf.Informer()
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		t.Fatal("informer did not sync")
-	}
-	cached := func() map[string]int32 {
-		flows, _ := inf.Lister().List(everything)
-		out := map[string]int32{}
-		for _, f := range flows {
-			out[f.Name] = f.L4.SourcePort
-		}
-		return out
-	}
+	rec, cached := startRecordingInformer(ctx, t, dport)
 	seeds, written := flowsTo(dport, 43000, 60)
 	next := 0
 	write := func(n int) {

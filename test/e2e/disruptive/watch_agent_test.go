@@ -22,11 +22,6 @@ import (
 	"maps"
 	"testing"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/cache"
-
-	"flowscope.io/flowscope/generated/informers/externalversions"
 )
 
 // testWatchInformerAcrossAnAgentKill runs an informer while node-b's agent
@@ -44,23 +39,7 @@ func testWatchInformerAcrossAnAgentKill(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := &watchRecorder{}
-	factory := externalversions.NewSharedInformerFactoryWithOptions(recordingClientset{clientset(t), rec}, 0,
-		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = fmt.Sprintf("l4.destinationPort=%d", dport) }))
-	inf := factory.Flows().V1alpha1().Flows()
-	informer := inf.Informer()
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		t.Fatal("informer did not sync")
-	}
-	cached := func() map[string]int32 {
-		flows, _ := inf.Lister().List(everything)
-		out := map[string]int32{}
-		for _, f := range flows {
-			out[f.Name] = f.L4.SourcePort
-		}
-		return out
-	}
+	rec, cached := startRecordingInformer(ctx, t, dport)
 	seeds, written := flowsTo(dport, 41000, 200)
 	next := 0
 	write := func(n int) []int32 {

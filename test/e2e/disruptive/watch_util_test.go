@@ -33,10 +33,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 	flowsv1alpha1 "flowscope.io/flowscope/generated/clientset/versioned/typed/flows/v1alpha1"
+	"flowscope.io/flowscope/generated/informers/externalversions"
 	"flowscope.io/flowscope/test/e2e/framework"
 )
 
@@ -254,4 +256,28 @@ func sortedValues(m map[string]int32) []int32 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// startRecordingInformer starts an informer of the flows to dport, through
+// kube-apiserver, that records its lists and watches, and waits for it to
+// sync. cached returns its cache, flow name to source port.
+func startRecordingInformer(ctx context.Context, t *testing.T, dport int) (rec *watchRecorder, cached func() map[string]int32) {
+	t.Helper()
+	rec = &watchRecorder{}
+	factory := externalversions.NewSharedInformerFactoryWithOptions(recordingClientset{clientset(t), rec}, 0,
+		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = fmt.Sprintf("l4.destinationPort=%d", dport) }))
+	inf := factory.Flows().V1alpha1().Flows()
+	informer := inf.Informer()
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		t.Fatal("informer did not sync")
+	}
+	return rec, func() map[string]int32 {
+		flows, _ := inf.Lister().List(everything)
+		out := map[string]int32{}
+		for _, f := range flows {
+			out[f.Name] = f.L4.SourcePort
+		}
+		return out
+	}
 }
