@@ -18,18 +18,11 @@ package policystatus
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/klog/v2"
 
+	"flowscope.io/flowscope/apiserver/leader"
 	"flowscope.io/flowscope/generated/clientset/versioned"
 )
 
@@ -56,76 +49,9 @@ type Options struct {
 // and with the resourceVersion it was computed from, so that a write of a
 // replica that has just lost the lead fails instead of undoing a newer one.
 func Run(ctx context.Context, client versioned.Interface, kube kubernetes.Interface, o Options) error {
-	if o.Identity == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("identity for the election: %w", err)
-		}
-		o.Identity = host + "_" + string(uuid.NewUUID())
-	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: o.Namespace, Name: LockName},
-		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: o.Identity},
-	}
-	for ctx.Err() == nil {
-		if err := term(ctx, client, kube, lock, o); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// term runs one election: it returns when ctx ends or the lead is lost,
-// once this replica writes no more.
-func term(ctx context.Context, client versioned.Interface, kube kubernetes.Interface, lock resourcelock.Interface, o Options) error {
-	var (
-		mu      sync.Mutex
-		over    bool
-		writing sync.WaitGroup
-	)
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		Name:            LockName,
-		LeaseDuration:   or(o.LeaseDuration, 15*time.Second),
-		RenewDeadline:   or(o.RenewDeadline, 10*time.Second),
-		RetryPeriod:     or(o.RetryPeriod, 2*time.Second),
-		ReleaseOnCancel: true,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
-				mu.Lock()
-				if over { // the election ended before this ran
-					mu.Unlock()
-					return
-				}
-				writing.Add(1)
-				mu.Unlock()
-				defer writing.Done()
-				klog.InfoS("Writing the status of flow log policies", "identity", o.Identity)
-				newController(client, kube, o.Namespace).run(ctx)
-			},
-			OnStoppedLeading: func() {},
-			OnNewLeader: func(identity string) {
-				if identity != o.Identity {
-					klog.InfoS("Another replica writes the status of flow log policies", "leader", identity)
-				}
-			},
-		},
+	e := leader.Election{Namespace: o.Namespace, Name: LockName, Identity: o.Identity,
+		LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.RetryPeriod}
+	return leader.Run(ctx, kube, e, func(ctx context.Context) {
+		newController(client, kube, o.Namespace).run(ctx)
 	})
-	if err != nil {
-		return fmt.Errorf("leader election: %w", err)
-	}
-	le.Run(ctx)
-	mu.Lock()
-	over = true
-	mu.Unlock()
-	writing.Wait()
-	return nil
-}
-
-func or(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }

@@ -18,8 +18,6 @@ package selfcerts
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -27,15 +25,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"flowscope.io/flowscope/apiserver/leader"
 )
 
 // csrRetention is how long requests of SignerName stay after they were
@@ -46,36 +43,10 @@ const csrRetention = time.Hour
 // Run keeps the certificates while this replica leads the election, and
 // stands by while another one does, until ctx ends.
 func Run(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface, o Options) error {
-	if o.Identity == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("identity for the election: %w", err)
-		}
-		o.Identity = host + "_" + string(uuid.NewUUID())
-	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: o.Namespace, Name: LockName},
-		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: o.Identity},
-	}
-	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock: lock, Name: LockName, ReleaseOnCancel: true,
-			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) {
-					klog.InfoS("Managing the certificates", "identity", o.Identity)
-					NewController(kube, dyn, o).Run(ctx)
-				},
-				OnStoppedLeading: func() {},
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("leader election: %w", err)
-		}
-		le.Run(ctx)
-	}
-	return nil
+	e := leader.Election{Namespace: o.Namespace, Name: LockName, Identity: o.Identity}
+	return leader.Run(ctx, kube, e, func(ctx context.Context) {
+		NewController(kube, dyn, o).Run(ctx)
+	})
 }
 
 // Run keeps the objects current and answers the agents' requests until
