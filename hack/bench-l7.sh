@@ -20,15 +20,22 @@
 # (nothing selected: the gate is empty) and all, it measures
 #   - TCP throughput (iperf3, one stream), and
 #   - the HTTP/1.1 request rate and p99 latency of a net/http client over
-#     4 keep-alive connections to a net/http server (hack/l7load),
-# plus the agent's CPU per 1,000 requests and the payload samples it took
-# and dropped. The modes run side by side in every round, in an order that
+#     4 keep-alive connections to a net/http server (hack/l7load), and
+#   - the gRPC request rate and p99 latency of grpc-go unary calls
+#     (grpc.health.v1.Health/Check) over 4 h2c connections to a grpc-go
+#     server (hack/l7load),
+# plus the agent's CPU per 1,000 requests of each and the payload samples
+# it took and dropped. The modes run side by side in every round, in an order that
 # rotates from round to round, so the machine's noise hits them alike;
 # ratios are each round's mode over the same round's off, reported as
 # median [min, max] over the rounds.
 #
 # Then the user-space side: the stream tracker and parsers' cost per
 # exchange (BenchmarkTracker in nodeagent/l7/stream).
+#
+# With PROFILE=DIR, each run of --l7=all also writes the agent's CPU
+# profile of its HTTP/1.1 and gRPC loads to DIR (pprof; the agent runs
+# with --profiling, in every mode alike).
 #
 # Root only. Usage: hack/bench-l7.sh [rounds (5)] [seconds per run (5)]
 set -Eeuo pipefail
@@ -41,7 +48,8 @@ BIN=${BIN_DIR:-${ROOT}/_output/bin}
 WORK=$(mktemp -d /tmp/flowscope-bench-l7.XXXXXX)
 # shellcheck source=hack/lib/benchnet.sh
 source "${ROOT}/hack/lib/benchnet.sh"
-HTTP_PORT=8080
+HTTP_PORT=8080 GRPC_PORT=9090
+PROFILE=${PROFILE:-}
 IPERF_PID="" HTTP_PID=""
 
 [[ $(id -u) == 0 ]] || { echo "bench-l7: needs root" >&2; exit 1; }
@@ -58,8 +66,30 @@ trap cleanup EXIT
 # metric_sum NAME: the sum of every series of NAME.
 metric_sum() { curl -fsS "http://${METRICS}/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d\n", s}'; }
 
-http_load() { # prints: requests rps p50_us p99_us
-  ip netns exec "${NS_A}" "${WORK}/l7load" load -url "http://${IP_B}:${HTTP_PORT}/api/orders?id=42" -conns 4 -duration "${SECS}s"
+# l7_load http|grpc: prints "requests rps p50_us p99_us".
+l7_load() {
+  local target=(-url "http://${IP_B}:${HTTP_PORT}/api/orders?id=42")
+  [[ $1 == grpc ]] && target=(-grpc "${IP_B}:${GRPC_PORT}")
+  ip netns exec "${NS_A}" "${WORK}/l7load" load "${target[@]}" -conns 4 -duration "${SECS}s"
+}
+
+# measure MODE ROUND KIND: one load of KIND (http, grpc) against the agent
+# in MODE, into rps, p99 and cpu[KIND,MODE,ROUND].
+measure() {
+  local m=$1 r=$2 k=$3 t0 t1 out n rate q99 prof=""
+  if [[ -n ${PROFILE} && $m == all ]]; then
+    curl -fsS -o "${PROFILE}/${k}-round${r}.pprof" "http://${METRICS}/debug/pprof/profile?seconds=${SECS}" &
+    prof=$!
+  fi
+  t0=$(cpu_ticks "${AGENT_PID}")
+  out=$(l7_load "$k")
+  sleep 1 # let the reader drain
+  t1=$(cpu_ticks "${AGENT_PID}")
+  [[ -z ${prof} ]] || wait "${prof}"
+  read -r n rate _ q99 <<<"${out}"
+  rps[${k},${m},${r}]=${rate}
+  p99[${k},${m},${r}]=${q99}
+  cpu[${k},${m},${r}]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${n}" 'BEGIN{printf "%.4f", t / hz * 1000 / n * 1000}')
 }
 
 # stats VALUES...: median [min, max].
@@ -72,56 +102,66 @@ main() {
   certs
   ip netns exec "${NS_B}" iperf3 -s -B "${IP_B}" >/dev/null 2>&1 &
   IPERF_PID=$!
-  ip netns exec "${NS_B}" "${WORK}/l7load" serve -listen "${IP_B}:${HTTP_PORT}" >/dev/null 2>&1 &
+  ip netns exec "${NS_B}" "${WORK}/l7load" serve -listen "${IP_B}:${HTTP_PORT}" -grpc-listen "${IP_B}:${GRPC_PORT}" >/dev/null 2>&1 &
   HTTP_PID=$!
   sleep 0.5
+  [[ -z ${PROFILE} ]] || mkdir -p "${PROFILE}"
 
   declare -A tcp rps p99 cpu ev drop recs
-  local r i m
+  local r i m k
   for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < ${#MODES[@]}; i++)); do
       m=${MODES[$(((i + r) % ${#MODES[@]}))]}
-      start_agent --capture=all --l7="${m}"
+      start_agent --capture=all --l7="${m}" ${PROFILE:+--profiling}
       sleep 1 # the L7 gate follows --l7 within a second
-      local e0 d0 x0 t0 t1 out
+      local e0 d0 x0
       e0=$(metric_sum flowscope_agent_l7_events_total)
       d0=$(metric_sum flowscope_agent_l7_events_dropped_total)
       x0=$(metric_sum flowscope_agent_l7_records_total)
       tcp[${m},${r}]=$(tcp_gbps "${SECS}")
-      t0=$(cpu_ticks "${AGENT_PID}")
-      out=$(http_load)
-      sleep 1 # let the reader drain
-      t1=$(cpu_ticks "${AGENT_PID}")
-      read -r n rate _ q99 <<<"${out}"
-      rps[${m},${r}]=${rate}
-      p99[${m},${r}]=${q99}
-      cpu[${m},${r}]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${n}" 'BEGIN{printf "%.4f", t / hz * 1000 / n * 1000}')
+      for k in http grpc; do
+        measure "$m" "$r" "$k"
+      done
       ev[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_total) - e0))
       drop[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_dropped_total) - d0))
       recs[${m},${r}]=$(($(metric_sum flowscope_agent_l7_records_total) - x0))
       stop_agent
-      printf 'round %d %-8s tcp %6s Gbit/s  http %6s req/s p99 %5s µs  agent %s CPU-ms/1k req  samples %d dropped %d records %d\n' \
-        "${r}" "${m}" "${tcp[${m},${r}]}" "${rate}" "${q99}" "${cpu[${m},${r}]}" "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
+      printf 'round %d %-8s tcp %6s Gbit/s  http %6s req/s p99 %5s µs %s CPU-ms/1k  grpc %6s req/s p99 %5s µs %s CPU-ms/1k  samples %d dropped %d records %d\n' \
+        "${r}" "${m}" "${tcp[${m},${r}]}" "${rps[http,${m},${r}]}" "${p99[http,${m},${r}]}" "${cpu[http,${m},${r}]}" \
+        "${rps[grpc,${m},${r}]}" "${p99[grpc,${m},${r}]}" "${cpu[grpc,${m},${r}]}" "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
     done
   done
 
   echo
   echo "bench-l7: ${ROUNDS} rounds x ${SECS}s per run, $(nproc) CPUs, kernel $(uname -r); median [min, max] over rounds"
-  printf '  %-9s %-26s %-26s %-26s %-26s\n' "--l7" "TCP ratio to off" "HTTP req/s ratio to off" "HTTP p99 ratio to off" "agent CPU-ms per 1k req"
+  printf '  %-9s %-9s %-26s\n' "--l7" "load" "TCP ratio to off"
   for m in "${MODES[@]}"; do
-    local rt=() rr=() rp=() c=()
+    local rt=()
     for ((r = 1; r <= ROUNDS; r++)); do
       rt+=("$(awk -v a="${tcp[${m},${r}]}" -v b="${tcp[off,${r}]}" 'BEGIN{print a/b}')")
-      rr+=("$(awk -v a="${rps[${m},${r}]}" -v b="${rps[off,${r}]}" 'BEGIN{print a/b}')")
-      rp+=("$(awk -v a="${p99[${m},${r}]}" -v b="${p99[off,${r}]}" 'BEGIN{print a/b}')")
-      c+=("${cpu[${m},${r}]}")
     done
-    printf '  %-9s %-26s %-26s %-26s %-26s\n' "${m}" "$(stats "${rt[@]}")" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")"
+    printf '  %-9s %-9s %-26s\n' "${m}" "iperf3" "$(stats "${rt[@]}")"
   done
-  printf '  absolute medians for off: TCP %.3f Gbit/s, HTTP %.0f req/s, p99 %.0f µs\n' \
-    "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${tcp[off,${r}]}"; done)" | cut -d' ' -f1)" \
-    "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${rps[off,${r}]}"; done)" | cut -d' ' -f1)" \
-    "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${p99[off,${r}]}"; done)" | cut -d' ' -f1)"
+  printf '  %-9s %-9s %-26s %-26s %-26s\n' "--l7" "load" "req/s ratio to off" "p99 ratio to off" "agent CPU-ms per 1k req"
+  for k in http grpc; do
+    for m in "${MODES[@]}"; do
+      local rr=() rp=() c=()
+      for ((r = 1; r <= ROUNDS; r++)); do
+        rr+=("$(awk -v a="${rps[${k},${m},${r}]}" -v b="${rps[${k},off,${r}]}" 'BEGIN{print a/b}')")
+        rp+=("$(awk -v a="${p99[${k},${m},${r}]}" -v b="${p99[${k},off,${r}]}" 'BEGIN{print a/b}')")
+        c+=("${cpu[${k},${m},${r}]}")
+      done
+      printf '  %-9s %-9s %-26s %-26s %-26s\n' "${m}" "${k}" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")"
+    done
+  done
+  # off's absolute medians, for scale.
+  printf '  absolute medians for off: TCP %.3f Gbit/s' "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${tcp[off,${r}]}"; done)" | cut -d' ' -f1)"
+  for k in http grpc; do
+    printf ', %s %.0f req/s p99 %.0f µs' "${k}" \
+      "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${rps[${k},off,${r}]}"; done)" | cut -d' ' -f1)" \
+      "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${p99[${k},off,${r}]}"; done)" | cut -d' ' -f1)"
+  done
+  echo
 
   echo
   echo "bench-l7: user-space cost per exchange (stream tracker + parser)"

@@ -14,13 +14,16 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command l7load is the HTTP/1.1 half of make bench-l7: a net/http server,
-// and a client that sends GETs as fast as the server answers over a few
-// keep-alive connections and reports the request rate and latency
-// percentiles. hack/bench-l7.sh runs each in its own network namespace.
+// Command l7load is the load of make bench-l7: a net/http server and a
+// grpc-go server (h2c, the standard health service), and a client that
+// sends HTTP/1.1 GETs or gRPC unary calls as fast as the server answers
+// over a few keep-alive connections, one call at a time on each, and
+// reports the request rate and latency percentiles. hack/bench-l7.sh runs
+// each in its own network namespace.
 //
-//	l7load serve -listen 10.250.0.2:8080
+//	l7load serve -listen 10.250.0.2:8080 -grpc-listen 10.250.0.2:9090
 //	l7load load -url http://10.250.0.2:8080/api/orders -conns 4 -duration 10s
+//	l7load load -grpc 10.250.0.2:9090 -conns 4 -duration 10s
 //
 // load prints one line: "<requests> <requests/s> <p50 µs> <p99 µs>".
 package main
@@ -31,11 +34,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 func main() {
@@ -64,8 +75,23 @@ var body = []byte(`{"id":42,"status":"shipped"}`)
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
+	listen := fs.String("listen", "127.0.0.1:8080", "address to serve HTTP/1.1 on")
+	grpcListen := fs.String("grpc-listen", "", "address to serve gRPC (h2c) on, if any")
 	_ = fs.Parse(args)
+	if *grpcListen != "" {
+		ln, err := net.Listen("tcp", *grpcListen)
+		if err != nil {
+			return err
+		}
+		gs := grpc.NewServer()
+		healthpb.RegisterHealthServer(gs, health.NewServer()) // answers SERVING
+		go func() {
+			if err := gs.Serve(ln); err != nil {
+				fmt.Fprintln(os.Stderr, "l7load: grpc:", err)
+				os.Exit(1)
+			}
+		}()
+	}
 	srv := &http.Server{
 		Addr: *listen,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -80,12 +106,40 @@ func serve(args []string) error {
 func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	url := fs.String("url", "http://127.0.0.1:8080/api/orders", "URL to GET")
+	target := fs.String("grpc", "", "host:port to call grpc.health.v1.Health/Check on instead of GETting -url")
 	conns := fs.Int("conns", 4, "keep-alive connections, one client goroutine each")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send")
 	_ = fs.Parse(args)
 
-	tr := &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns, DisableCompression: true}
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	// call is one request on connection i.
+	var call func(ctx context.Context, i int) error
+	if *target != "" {
+		// A connection each: grpc-go would otherwise multiplex every
+		// goroutine's calls onto one.
+		clients := make([]healthpb.HealthClient, *conns)
+		for i := range clients {
+			cc, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return err
+			}
+			defer cc.Close()
+			clients[i] = healthpb.NewHealthClient(cc)
+		}
+		call = func(ctx context.Context, i int) error {
+			resp, err := clients[i].Check(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				return err
+			}
+			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("status %v", resp.GetStatus())
+			}
+			return nil
+		}
+	} else {
+		tr := &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns, DisableCompression: true}
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		call = func(ctx context.Context, _ int) error { return get(ctx, client, *url) }
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
 
@@ -93,18 +147,23 @@ func load(args []string) error {
 		mu   sync.Mutex
 		all  []time.Duration
 		errs int
+		last error
 		wg   sync.WaitGroup
 	)
 	start := time.Now()
-	for range *conns {
+	for i := range *conns {
 		wg.Go(func() {
 			var lat []time.Duration
+			var lastErr error
 			bad := 0
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				if err := get(ctx, client, *url); err != nil {
-					if !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-						bad++
+				if err := call(ctx, i); err != nil {
+					// The run's end: grpc-go may report its deadline
+					// before the context's timer closes Done.
+					end := errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
+					if !end && ctx.Err() == nil {
+						bad, lastErr = bad+1, err
 					}
 					continue
 				}
@@ -112,13 +171,16 @@ func load(args []string) error {
 			}
 			mu.Lock()
 			all, errs = append(all, lat...), errs+bad
+			if lastErr != nil {
+				last = lastErr
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	if errs > 0 {
-		return fmt.Errorf("%d requests failed", errs)
+		return fmt.Errorf("%d requests failed, the last with: %w", errs, last)
 	}
 	if len(all) == 0 {
 		return errors.New("no request completed")

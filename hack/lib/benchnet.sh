@@ -42,8 +42,15 @@ setup_pod() {
   ip route add "$3/32" dev "$2"
 }
 
-# setup_pods: both pods, with forwarding on.
+# setup_pods: both pods, with forwarding on. The names, addresses and
+# agent ports are fixed, so one benchmark at a time holds them: the lock
+# is held until the calling script exits.
 setup_pods() {
+  exec {BENCHNET_LOCK}>/tmp/flowscope-benchnet.lock
+  if ! flock -n "${BENCHNET_LOCK}"; then
+    echo "$(basename "$0"): waiting for another datapath benchmark to finish" >&2
+    flock "${BENCHNET_LOCK}"
+  fi
   sysctl -qw net.ipv4.ip_forward=1
   setup_pod "${NS_A}" "${IF_A}" "${IP_A}"
   setup_pod "${NS_B}" "${IF_B}" "${IP_B}"
