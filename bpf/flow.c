@@ -632,8 +632,43 @@ static __always_inline __u8 initiator(const struct parsed *p, int side,
 	return init_side;
 }
 
-/* emit_flow sends one record oriented initiator -> responder and moves the
- * reported totals forward, so the next event's delta starts here. */
+/*
+ * claim moves a reported total (*rep) up to the current total (*total) and
+ * returns the counts it moved over: those no event has carried yet. Every
+ * emitter claims with a compare-and-swap (the packet path's update, the
+ * close, the creator's new record, the flush program for silent records),
+ * so each count lands in exactly one event however they race: a loser
+ * takes the winner's snapshot and tries once more, and at worst carries 0
+ * and leaves the counts to the next event. *now gets the total the event
+ * reports. Totals only grow and rep is only ever set to a total read
+ * before it, so t >= r; a record replaced in between (tuple reuse) is the
+ * exception, which claims nothing.
+ */
+static __always_inline __u64 claim(__u64 *rep, const __u64 *total, __u64 *now)
+{
+	__u64 r = *(volatile __u64 *)rep, t = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 2; i++) {
+		t = *(volatile const __u64 *)total;
+		if (t < r)
+			break;
+		__u64 old = __sync_val_compare_and_swap(rep, r, t);
+		if (old == r) {
+			*now = t;
+			return t - r;
+		}
+		r = old;
+	}
+	*now = t;
+	return 0;
+}
+
+/* emit_flow sends one record oriented initiator -> responder and claims
+ * the counts since the previous one (claim), so the next event's delta
+ * starts here. The ring buffer slot is reserved first: an event that
+ * cannot be queued claims nothing, and its counts go with the next. */
 static __always_inline int emit_flow(const struct flow_key *k,
 				     struct flow_value *v, __u8 kind,
 				     __u8 end_flags)
@@ -643,11 +678,11 @@ static __always_inline int emit_flow(const struct flow_key *k,
 		count(CNT_RINGBUF_FAIL);
 		return -1;
 	}
-	__u64 pk[2], by[2];
-	pk[0] = v->packets[0];
-	pk[1] = v->packets[1];
-	by[0] = v->bytes[0];
-	by[1] = v->bytes[1];
+	__u64 pk[2], by[2], dpk[2], dby[2];
+	dpk[0] = claim(&v->rep_packets[0], &v->packets[0], &pk[0]);
+	dpk[1] = claim(&v->rep_packets[1], &v->packets[1], &pk[1]);
+	dby[0] = claim(&v->rep_bytes[0], &v->bytes[0], &by[0]);
+	dby[1] = claim(&v->rep_bytes[1], &v->bytes[1], &by[1]);
 	__u32 tf = v->tcp_flags;
 	__u8 ini = v->initiator & 1;
 
@@ -673,10 +708,10 @@ static __always_inline int emit_flow(const struct flow_key *k,
 		e->bytes = by[0];
 		e->packets_reply = pk[1];
 		e->bytes_reply = by[1];
-		e->delta_packets = pk[0] - v->rep_packets[0];
-		e->delta_bytes = by[0] - v->rep_bytes[0];
-		e->delta_packets_reply = pk[1] - v->rep_packets[1];
-		e->delta_bytes_reply = by[1] - v->rep_bytes[1];
+		e->delta_packets = dpk[0];
+		e->delta_bytes = dby[0];
+		e->delta_packets_reply = dpk[1];
+		e->delta_bytes_reply = dby[1];
 	} else {
 		__builtin_memcpy(e->src, k->addr_b, 16);
 		__builtin_memcpy(e->dst, k->addr_a, 16);
@@ -688,16 +723,11 @@ static __always_inline int emit_flow(const struct flow_key *k,
 		e->bytes = by[1];
 		e->packets_reply = pk[0];
 		e->bytes_reply = by[0];
-		e->delta_packets = pk[1] - v->rep_packets[1];
-		e->delta_bytes = by[1] - v->rep_bytes[1];
-		e->delta_packets_reply = pk[0] - v->rep_packets[0];
-		e->delta_bytes_reply = by[0] - v->rep_bytes[0];
+		e->delta_packets = dpk[1];
+		e->delta_bytes = dby[1];
+		e->delta_packets_reply = dpk[0];
+		e->delta_bytes_reply = dby[0];
 	}
-	/* Only the emitter that won the CAS (or the creator) writes these. */
-	v->rep_packets[0] = pk[0];
-	v->rep_packets[1] = pk[1];
-	v->rep_bytes[0] = by[0];
-	v->rep_bytes[1] = by[1];
 	bpf_ringbuf_submit(e, 0);
 	count(CNT_EVENTS);
 	return 0;
@@ -1188,9 +1218,12 @@ static __always_inline int emit_drop(const struct drop_key *k, struct drop_value
 		count(CNT_RINGBUF_FAIL);
 		return -1;
 	}
-	__u64 pk = v->packets, by = v->bytes;
+	__u64 pk, by;
 
 	__builtin_memset(e, 0, sizeof(*e));
+	/* Claimed as emit_flow does: the flush program races this. */
+	e->delta_packets = claim(&v->rep_packets, &v->packets, &pk);
+	e->delta_bytes = claim(&v->rep_bytes, &v->bytes, &by);
 	e->kind = EVENT_DROP;
 	e->flags = EV_F_INITIATOR_KNOWN; /* src is the dropped packet's source */
 	e->proto = k->proto;
@@ -1208,10 +1241,6 @@ static __always_inline int emit_drop(const struct drop_key *k, struct drop_value
 	e->last_ns = v->last_seen;
 	e->packets = pk;
 	e->bytes = by;
-	e->delta_packets = pk - v->rep_packets;
-	e->delta_bytes = by - v->rep_bytes;
-	v->rep_packets = pk;
-	v->rep_bytes = by;
 	bpf_ringbuf_submit(e, 0);
 	count(CNT_EVENTS);
 	return 0;
@@ -1333,4 +1362,84 @@ int BPF_PROG(flowscope_kfree_skb, struct sk_buff *skb, void *location,
 			v->last_report = lr;
 	}
 	return 0;
+}
+
+/*
+ * Flush: records fall silent. The packet path reports a record only when
+ * a packet arrives after the report interval, so the counts of a burst
+ * followed by silence would wait for the idle timeout. User space runs
+ * this program (prog.Run) at every sweep: it walks both tables and emits
+ * an update for every record whose last report is older than the report
+ * interval and that holds counts no event has carried. It takes the
+ * report slot with the same compare-and-swap on last_report as the packet
+ * path and claims the counts like every emitter (claim), so a packet
+ * arriving meanwhile can neither report the same counts again nor lose
+ * them. Closed records are left alone: their close event was final.
+ */
+struct flush_ctx {
+	__u64 now;
+	__u64 interval;
+	__u32 events;
+	__u32 full; /* the ring buffer is full: stop, the next sweep retries */
+};
+
+/* due takes the report slot of a record last reported at *last_report. */
+static __always_inline bool due(__u64 *last_report, const struct flush_ctx *c)
+{
+	__u64 lr = *(volatile __u64 *)last_report;
+
+	/* lr > now: a packet took the slot after the flush read the clock */
+	if (lr > c->now || c->now - lr < c->interval)
+		return false;
+	return __sync_val_compare_and_swap(last_report, lr, c->now) == lr;
+}
+
+static long flush_flow(void *map, const struct flow_key *k, struct flow_value *v,
+		       struct flush_ctx *c)
+{
+	if (v->closed ||
+	    (v->packets[0] == v->rep_packets[0] && v->packets[1] == v->rep_packets[1]))
+		return 0;
+	if (!due(&v->last_report, c))
+		return 0;
+	if (emit_flow(k, v, EVENT_UPDATE, 0) < 0) {
+		/* Give the slot back, due at once. */
+		v->last_report = 0;
+		c->full = 1;
+		return 1;
+	}
+	c->events++;
+	return 0;
+}
+
+static long flush_drop(void *map, const struct drop_key *k, struct drop_value *v,
+		       struct flush_ctx *c)
+{
+	if (v->packets == v->rep_packets || !due(&v->last_report, c))
+		return 0;
+	if (emit_drop(k, v) < 0) {
+		v->last_report = 0;
+		c->full = 1;
+		return 1;
+	}
+	c->events++;
+	return 0;
+}
+
+/* Returns the number of events emitted (prog.Run's return value). */
+SEC("tc")
+int flowscope_flush(struct __sk_buff *skb)
+{
+	__u32 key = 0;
+	struct flow_config *cfg = bpf_map_lookup_elem(&config, &key);
+	struct flush_ctx c = {};
+
+	if (!cfg)
+		return 0;
+	c.now = bpf_ktime_get_boot_ns();
+	c.interval = cfg->report_interval_ns;
+	bpf_for_each_map_elem(&flows, flush_flow, &c, 0);
+	if (!c.full)
+		bpf_for_each_map_elem(&drops, flush_drop, &c, 0);
+	return c.events;
 }

@@ -286,6 +286,7 @@ const (
 	FlowMapSelIfaces           = "sel_ifaces"
 	FlowMapSelPorts            = "sel_ports"
 	FlowProgFlowscopeEgress    = "flowscope_egress"
+	FlowProgFlowscopeFlush     = "flowscope_flush"
 	FlowProgFlowscopeIngress   = "flowscope_ingress"
 	FlowProgFlowscopeKfreeSkb  = "flowscope_kfree_skb"
 	FlowProgFlowscopeL3Egress  = "flowscope_l3_egress"
@@ -342,6 +343,7 @@ type FlowSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowProgramSpecs struct {
 	FlowscopeEgress    *ebpf.ProgramSpec `ebpf:"flowscope_egress"`
+	FlowscopeFlush     *ebpf.ProgramSpec `ebpf:"flowscope_flush"`
 	FlowscopeIngress   *ebpf.ProgramSpec `ebpf:"flowscope_ingress"`
 	FlowscopeKfreeSkb  *ebpf.ProgramSpec `ebpf:"flowscope_kfree_skb"`
 	FlowscopeL3Egress  *ebpf.ProgramSpec `ebpf:"flowscope_l3_egress"`
@@ -454,6 +456,7 @@ type FlowVariables struct {
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowPrograms struct {
 	FlowscopeEgress    *ebpf.Program `ebpf:"flowscope_egress"`
+	FlowscopeFlush     *ebpf.Program `ebpf:"flowscope_flush"`
 	FlowscopeIngress   *ebpf.Program `ebpf:"flowscope_ingress"`
 	FlowscopeKfreeSkb  *ebpf.Program `ebpf:"flowscope_kfree_skb"`
 	FlowscopeL3Egress  *ebpf.Program `ebpf:"flowscope_l3_egress"`
@@ -463,6 +466,7 @@ type FlowPrograms struct {
 func (p *FlowPrograms) Close() error {
 	return _FlowClose(
 		p.FlowscopeEgress,
+		p.FlowscopeFlush,
 		p.FlowscopeIngress,
 		p.FlowscopeKfreeSkb,
 		p.FlowscopeL3Egress,

@@ -48,7 +48,9 @@ type Options struct {
 	// (default 2 MiB).
 	RingBufferSize uint32
 	// ReportInterval is how often a long connection gets an update record
-	// (default 10s). Checked on packet arrival.
+	// (default 10s). Checked on packet arrival, and at every sweep for the
+	// records that fell silent (Flush), so a record's counts are reported
+	// at most ReportInterval + SweepInterval after its last packet.
 	ReportInterval time.Duration
 	// IdleTimeout ends non-TCP records without packets (default 60s);
 	// TCPIdleTimeout ends open TCP records (default 10m); CloseGrace keeps
@@ -137,6 +139,7 @@ type Datapath struct {
 	deleted       atomic.Uint64
 	evicted       atomic.Uint64
 	dropsSwept    atomic.Uint64
+	flushed       atomic.Uint64
 	delivered     atomic.Uint64
 	lastOccupancy atomic.Uint64
 	l7Decode      atomic.Uint64

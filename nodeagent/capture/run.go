@@ -102,13 +102,38 @@ func (d *Datapath) read(emit func(Event)) error {
 	}
 }
 
-// sweep walks the connection and drop tables. It ends idle records with
-// a final event and deletes them, deletes closed records after their
-// grace period, and, when the connection table is over 90% full, evicts
-// the least recently seen down to 80% (KindEvict) so that the kernel's
-// silent LRU eviction stays the exception. final ends everything
-// (shutdown).
+// flushFrame is the packet prog.Run hands the flush program, which never
+// looks at it: a TC program's test run wants at least an Ethernet header.
+var flushFrame = make([]byte, 14)
+
+// Flush has the kernel report the counts of every connection and drop
+// aggregate that fell silent: those whose last report is older than the
+// report interval and that hold counts no event has carried (see
+// flowscope_flush in bpf/flow.c). The events come through the ring
+// buffer like the packet path's, and each count is reported exactly once
+// however the two race. It returns how many events it queued.
+func (d *Datapath) Flush() (int, error) {
+	n, err := d.objs.FlowscopeFlush.Run(&ebpf.RunOptions{Data: flushFrame})
+	if err != nil {
+		return 0, fmt.Errorf("flush silent records: %w", err)
+	}
+	d.flushed.Add(uint64(n))
+	return int(n), nil
+}
+
+// sweep walks the connection and drop tables. It first has the kernel
+// report the counts of records that fell silent (Flush), then ends idle
+// records with a final event and deletes them, deletes closed records
+// after their grace period, and, when the connection table is over 90%
+// full, evicts the least recently seen down to 80% (KindEvict) so that
+// the kernel's silent LRU eviction stays the exception. final ends
+// everything (shutdown).
 func (d *Datapath) sweep(emit func(Event), final bool) {
+	if !final {
+		if _, err := d.Flush(); err != nil {
+			klog.V(2).InfoS("Flushing silent records failed", "err", err)
+		}
+	}
 	now := bootNow()
 	toWall := wallClock()
 	type entry struct {

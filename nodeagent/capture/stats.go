@@ -80,6 +80,7 @@ type Stats struct {
 	Evicted      uint64 // records ended by table pressure
 	Deleted      uint64 // records deleted by user space
 	DropsSwept   uint64
+	Flushed      uint64 // updates of silent records the sweep had the kernel emit
 	Occupancy    uint64 // connection records at the last sweep
 	LRUEvictions uint64 // estimated, see above
 }
@@ -152,6 +153,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		Evicted:            d.evicted.Load(),
 		Deleted:            d.deleted.Load(),
 		DropsSwept:         d.dropsSwept.Load(),
+		Flushed:            d.flushed.Load(),
 		Occupancy:          d.lastOccupancy.Load(),
 	}
 	// Creates race with the sweep that measured occupancy; clamp at 0.
