@@ -21,7 +21,6 @@ import (
 	"reflect"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +36,7 @@ import (
 	"flowscope.io/flowscope/flowcodec"
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/internal/rusage"
 )
 
 // BenchmarkProtobench measures agentwire's hand-written Codec against the
@@ -71,7 +71,7 @@ func BenchmarkProtobench(b *testing.B) {
 					}
 					var size, i int
 					b.ReportAllocs()
-					cpu := cpuTime()
+					cpu := rusage.CPU()
 					for ; b.Loop(); i++ {
 						n, err := roundTrip(m.msg(i))
 						if err != nil {
@@ -79,22 +79,12 @@ func BenchmarkProtobench(b *testing.B) {
 						}
 						size += n
 					}
-					b.ReportMetric(float64(cpuTime()-cpu)/float64(i), "cpu-ns/op")
+					b.ReportMetric(float64(rusage.CPU()-cpu)/float64(i), "cpu-ns/op")
 					b.ReportMetric(float64(size)/float64(i), "bytes/msg")
 				})
 			}
 		}
 	}
-}
-
-// cpuTime is the CPU time the process has used, the garbage collector's
-// included: on a busy machine it varies less than the elapsed time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestProtobenchCarriesTheSame: the protobuf path decodes every benchmark

@@ -20,7 +20,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,19 +28,11 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/store"
 )
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkIngestFlowMetrics measures the agent's ingest (pipeline, store on
 // disk, hub) taking the demo application's flows as fast as it can, with
@@ -89,7 +80,7 @@ func BenchmarkIngestFlowMetrics(b *testing.B) {
 			now := time.Now()
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := cpuTime(b)
+			cpu := rusage.CPU()
 			for i := range b.N {
 				f := pool[i%len(pool)] // shallow, as the sources hand flows over
 				f.Time = metav1.NewMicroTime(now)
@@ -100,7 +91,7 @@ func BenchmarkIngestFlowMetrics(b *testing.B) {
 			if err := p.Flush(ctx); err != nil {
 				b.Fatal(err)
 			}
-			cpu = cpuTime(b) - cpu
+			cpu = rusage.CPU() - cpu
 			b.StopTimer()
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
@@ -162,7 +153,7 @@ func BenchmarkIngestFlowMetricsAlternating(b *testing.B) {
 			sides = [2]*side{on, off}
 		}
 		for _, s := range sides {
-			cpu := cpuTime(b)
+			cpu := rusage.CPU()
 			for j := range n {
 				f := pool[(i+j)%len(pool)]
 				f.Time = metav1.NewMicroTime(now)
@@ -173,7 +164,7 @@ func BenchmarkIngestFlowMetricsAlternating(b *testing.B) {
 			if err := s.p.Flush(ctx); err != nil {
 				b.Fatal(err)
 			}
-			s.cpu += cpuTime(b) - cpu
+			s.cpu += rusage.CPU() - cpu
 		}
 	}
 	b.StopTimer()

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	cfg "flowscope.io/flowscope/apis/config/v1alpha1"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -126,7 +126,7 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, otlp bool, compression stri
 
 	before := readCounts(b)
 	runtime.GC()
-	cpuBefore := cpuTime()
+	cpuBefore := rusage.CPU()
 	b.ResetTimer()
 	now := time.Now()
 	for i := range b.N {
@@ -150,7 +150,7 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, otlp bool, compression stri
 		}
 	}
 	b.StopTimer()
-	cpu := cpuTime() - cpuBefore
+	cpu := rusage.CPU() - cpuBefore
 	if d := readCounts(b).sub(before); otlp && d[ResultDelivered] != float64(b.N) {
 		b.Fatalf("exporter counts %v, want all %d delivered", d, b.N)
 	}
@@ -159,13 +159,4 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, otlp bool, compression stri
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/flow")
 	b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/flow")
-}
-
-// cpuTime returns the process's user and system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -17,18 +17,14 @@ limitations under the License.
 package stored
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +40,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowpolicy"
 	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/flowlog"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
@@ -151,8 +148,8 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, srcs []Source) {
 	before := readBenchCounts(b)
 	runtime.GC()
 	debug.FreeOSMemory()
-	resetPeakRSS()
-	cpuBefore := cpuTime()
+	rusage.ResetPeakRSS()
+	cpuBefore := rusage.CPU()
 	b.ResetTimer()
 	now := time.Now()
 	for i := range b.N {
@@ -181,8 +178,8 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, srcs []Source) {
 		}
 	}
 	b.StopTimer()
-	cpu := cpuTime() - cpuBefore
-	rss := peakRSS()
+	cpu := rusage.CPU() - cpuBefore
+	rss := rusage.PeakRSS()
 
 	d := readBenchCounts(b).sub(before)
 	n := float64(b.N)
@@ -352,35 +349,4 @@ func readBenchCounts(tb testing.TB) benchCounts {
 func (c benchCounts) sub(d benchCounts) benchCounts {
 	return benchCounts{c.ingested - d.ingested, c.dropped - d.dropped, c.store - d.store, c.file - d.file,
 		c.tierStored - d.tierStored, c.tierLost - d.tierLost, c.fileLines - d.fileLines, c.fileDropped - d.fileDropped}
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// resetPeakRSS resets the process's peak resident set size (Linux 4.0 and
-// later); peakRSS returns it, or 0 when it cannot be read.
-func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-func peakRSS() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmHWM:")); ok {
-			kb, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte("kB")))), 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb << 10
-		}
-	}
-	return 0
 }

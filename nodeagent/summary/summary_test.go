@@ -26,7 +26,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +35,7 @@ import (
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/flowsummary"
 	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -250,16 +250,6 @@ func TestSummarizeBoundedAndCancelled(t *testing.T) {
 	}
 }
 
-// cpuTime is the CPU time the process used so far, user and system,
-// garbage collection and Badger's goroutines included.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // benchFlows is the size of BenchmarkSummarize's store;
 // FLOWSCOPE_BENCH_FLOWS overrides it, as for the store's benchmarks.
 func benchFlows() int {
@@ -331,7 +321,7 @@ func BenchmarkSummarize(b *testing.B) {
 			var flows int64
 			var edges int
 			b.ReportAllocs()
-			cpu0 := cpuTime(b)
+			cpu0 := rusage.CPU()
 			for b.Loop() {
 				start := time.Now()
 				agg, n, err := Summarize(context.Background(), bench.st, nil, 0, q, f, 0)
@@ -343,7 +333,7 @@ func BenchmarkSummarize(b *testing.B) {
 			}
 			// CPU time says what a summary costs whatever else the
 			// machine runs; wall time depends on it.
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64((rusage.CPU()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 			slices.Sort(lat)
 			pct := func(p float64) float64 {
 				return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000

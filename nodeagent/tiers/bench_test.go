@@ -32,6 +32,7 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -93,7 +94,7 @@ func BenchmarkTierBytesPerFlow(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				start, startCPU := time.Now(), cpuTime()
+				start, startCPU := time.Now(), rusage.CPU()
 				gen.each(bc.batch, func(recs []store.Record) {
 					if err := s.write(recs); err != nil {
 						b.Fatal(err)
@@ -103,7 +104,7 @@ func BenchmarkTierBytesPerFlow(b *testing.B) {
 					b.Fatal(err)
 				}
 				writing += time.Since(start)
-				writingCPU += cpuTime() - startCPU
+				writingCPU += rusage.CPU() - startCPU
 				b.StopTimer()
 				disk, err := s.maintainedDisk()
 				if err != nil {
@@ -238,15 +239,6 @@ func (g *benchFlows) each(batch int, fn func([]store.Record)) {
 		}
 		fn(recs)
 	}
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // du returns the disk use of the files under dir, as du counts it.
