@@ -66,6 +66,7 @@ type Options struct {
 	DataDir            string
 	Retention          time.Duration
 	MaxStoreBytes      resource.QuantityValue
+	StoreFairShares    bool
 	ListenAddress      string
 	AdvertiseAddress   string
 	MetricsAddress     string
@@ -111,6 +112,7 @@ func NewOptions() *Options {
 		Namespace:          "flowscope-system",
 		DataDir:            "/var/lib/flowscope",
 		Retention:          time.Hour,
+		StoreFairShares:    true,
 		ListenAddress:      ":9101",
 		MetricsAddress:     ":9102",
 		AllowedClientNames: []string{"flowscope-apiserver"},
@@ -147,6 +149,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the flow store.")
 	fs.DurationVar(&o.Retention, "retention", o.Retention, "How long flows are kept (the on-demand tier).")
 	fs.Var(&o.MaxStoreBytes, "max-store-bytes", "Disk budget of the flow store, such as 20Gi: beyond it the oldest flows are evicted (watchers get DELETED events). 0 means only --retention bounds it.")
+	fs.BoolVar(&o.StoreFairShares, "store-fair-shares", o.StoreFairShares, "Share --max-store-bytes fairly among namespaces: once the flow store is at 90% of it, a namespace holding more than an equal share gets no more flows stored, and they are counted (flowscope_agent_flows_dropped_total{reason=\"over_share\"}), so that one namespace's flood cannot evict the others' flows. Off, a flood evicts the oldest flows of every namespace.")
 	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address of the gRPC API (mutual TLS).")
 	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "Address the aggregated server dials, published in the agent's Lease; defaults to --listen-address.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus /metrics, /healthz and /readyz endpoint (readyz fails while the serving certificate or CA bundle cannot be used); empty disables it.")
@@ -319,10 +322,14 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	var shares *ingest.FairShare
+	if o.StoreFairShares && o.MaxStoreBytes.Value() > 0 {
+		shares = ingest.NewFairShare(ingest.FairShareOptions{MaxBytes: o.MaxStoreBytes.Value(), Retention: o.Retention, DiskBytes: st.DiskBytes})
+	}
 	p, err := ingest.New(st, h, ingest.Options{
 		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
 		SyncInterval: time.Second, ProgressInterval: o.ProgressInterval,
-		DiskGuard: guard, Stored: mode, Redact: redactor.Flow, Observe: flowMetrics.observe(),
+		DiskGuard: guard, FairShare: shares, Stored: mode, Redact: redactor.Flow, Observe: flowMetrics.observe(),
 	})
 	if err != nil {
 		return err

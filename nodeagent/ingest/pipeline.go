@@ -70,6 +70,9 @@ type Options struct {
 	// DiskGuard, if not nil, drops batches instead of writing them while
 	// the store's disk is nearly full.
 	DiskGuard *DiskGuard
+	// FairShare, if not nil, keeps a namespace over its share of the
+	// store's budget from evicting the others' flows (fairshare.go).
+	FairShare *FairShare
 	// Stored, if not nil, is stored mode: it sees every committed batch
 	// and keeps some flows beyond the store's retention.
 	Stored Stored
@@ -330,6 +333,9 @@ func (p *Pipeline) progress(atLeast uint64) {
 
 func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 	if !p.opts.DiskGuard.Admit(len(batch)) {
+		return
+	}
+	if batch = p.opts.FairShare.Admit(batch); len(batch) == 0 {
 		return
 	}
 	start := time.Now()

@@ -45,7 +45,7 @@ var (
 	// FlowsDropped counts flows lost before the store, by reason.
 	FlowsDropped = compbasemetrics.NewCounterVec(&compbasemetrics.CounterOpts{
 		Namespace: namespace, Name: "flows_dropped_total",
-		Help:           "Flows lost before reaching the store, by reason (queue_full, disk_full, store_error).",
+		Help:           "Flows lost before reaching the store, by reason (queue_full, disk_full, store_error, over_share: their namespace was over its fair share of --max-store-bytes).",
 		StabilityLevel: compbasemetrics.ALPHA,
 	}, []string{"reason"})
 	// ReplayLines counts lines read by the replay source, by result.
