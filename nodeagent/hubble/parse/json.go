@@ -23,21 +23,48 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 )
 
-// object is one decoded JSON object of a line, with the dotted path that led
-// to it for error messages. Fields are looked up by exact name, as protojson
-// does, under each spelling protojson accepts (the proto name and the
-// lowerCamelCase JSON name).
+// object is one JSON object of a line, with the dotted path that led to it
+// for error messages. Fields are looked up by exact name, as protojson does,
+// under each spelling protojson accepts (the proto name and the
+// lowerCamelCase JSON name). A name given twice means its last value, as
+// encoding/json decoding into a map does.
 type object struct {
 	path   string
-	fields map[string]json.RawMessage
+	fields []member
 }
 
-// decoder collects the first error found while reading a line, so the
-// mapping code reads as a sequence of lookups instead of error plumbing.
+// decoder reads the values of one line that scan has indexed, and
+// collects the first error found, so the mapping code reads as a sequence
+// of lookups instead of error plumbing.
 type decoder struct {
-	err error
+	// members holds the members of every object and array of the line,
+	// which values index.
+	members []member
+	err     error
+	scanner *scanner
+}
+
+// scanners keep their buffers from line to line: a line's index is garbage
+// as soon as its flow is made, since every string is copied out of it.
+var scanners = sync.Pool{New: func() any { return new(scanner) }}
+
+// release hands the scanner back once the line's values are read.
+func (d *decoder) release() {
+	s := d.scanner
+	if s == nil {
+		return
+	}
+	d.scanner, d.members = nil, nil
+	if cap(s.members) > 1<<12 || cap(s.stack) > 1<<12 {
+		return // a hostile line's; let it go
+	}
+	clear(s.members[:cap(s.members)]) // keep no line alive
+	clear(s.stack[:cap(s.stack)])
+	s.data = nil
+	scanners.Put(s)
 }
 
 func (d *decoder) failf(path, format string, args ...any) {
@@ -50,33 +77,59 @@ func (d *decoder) failf(path, format string, args ...any) {
 	}
 }
 
-// decodeObject decodes raw, which must be a JSON object or null (protojson's
+// decodeLine indexes line, which must be a JSON object, in one pass. Its
+// syntax errors are encoding/json's, word for word: the scanner only says
+// whether the line is valid, and encoding/json explains why not, which
+// costs nothing on the lines that are.
+func (d *decoder) decodeLine(line []byte) (object, bool) {
+	s := scanners.Get().(*scanner)
+	*s = scanner{data: line, stack: s.stack[:0], members: s.members[:0]}
+	d.scanner = s
+	v, ok := s.document()
+	if !ok {
+		var fields map[string]json.RawMessage
+		err := json.Unmarshal(line, &fields)
+		if err == nil {
+			// The scanner and encoding/json disagree: a bug, caught by
+			// FuzzExportLineDifferential. Refuse the line all the same.
+			err = fmt.Errorf("not accepted by the scanner at offset %d", s.pos)
+		}
+		d.failf("", "invalid JSON: %v", err)
+		return object{}, false
+	}
+	d.members = s.members
+	return d.decodeObject("", v)
+}
+
+// decodeObject reads v, which must be a JSON object or null (protojson's
 // spelling of an unset message).
-func (d *decoder) decodeObject(path string, raw json.RawMessage) (object, bool) {
+func (d *decoder) decodeObject(path string, v value) (object, bool) {
 	o := object{path: path}
-	if isNull(raw) {
+	if isNull(v.raw) {
 		return o, false
 	}
-	if len(raw) == 0 || raw[0] != '{' {
-		d.failf(path, "want an object, got %s", kindOf(raw))
+	if v.raw[0] != '{' {
+		d.failf(path, "want an object, got %s", kindOf(v.raw))
 		return o, false
 	}
-	if err := json.Unmarshal(raw, &o.fields); err != nil {
-		d.failf(path, "invalid JSON: %v", err)
-		return o, false
-	}
+	o.fields = d.members[v.first : v.first+v.n]
 	return o, true
 }
 
 // get returns the first non-null field among names and the name it was
 // found under.
-func (o object) get(names ...string) (json.RawMessage, string, bool) {
+func (o object) get(names ...string) (value, string, bool) {
 	for _, n := range names {
-		if raw, ok := o.fields[n]; ok && !isNull(raw) {
-			return raw, n, true
+		for i := len(o.fields) - 1; i >= 0; i-- {
+			if string(o.fields[i].key) == n {
+				if !isNull(o.fields[i].raw) {
+					return o.fields[i].value, n, true
+				}
+				break
+			}
 		}
 	}
-	return nil, "", false
+	return value{}, "", false
 }
 
 func (o object) has(names ...string) bool {
@@ -92,97 +145,96 @@ func (o object) child(name string) string {
 }
 
 func (d *decoder) object(o object, names ...string) (object, bool) {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return object{path: o.child(names[0])}, false
 	}
-	return d.decodeObject(o.child(name), raw)
+	return d.decodeObject(o.child(name), v)
 }
 
 func (d *decoder) objects(o object, names ...string) []object {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return nil
 	}
-	path := o.child(name)
-	var items []json.RawMessage
-	if !d.array(path, raw, &items) {
+	items, ok := d.array(o, name, v)
+	if !ok {
 		return nil
 	}
 	out := make([]object, 0, len(items))
 	for i, item := range items {
-		if c, ok := d.decodeObject(fmt.Sprintf("%s[%d]", path, i), item); ok {
+		if c, ok := d.decodeObject(indexPath(o.child(name), i), item.value); ok {
 			out = append(out, c)
 		}
 	}
 	return out
 }
 
-func (d *decoder) array(path string, raw json.RawMessage, into *[]json.RawMessage) bool {
-	if raw[0] != '[' {
-		d.failf(path, "want a list, got %s", kindOf(raw))
-		return false
+func indexPath(path string, i int) string {
+	return path + "[" + strconv.Itoa(i) + "]"
+}
+
+func (d *decoder) array(o object, name string, v value) ([]member, bool) {
+	if v.raw[0] != '[' {
+		d.failf(o.child(name), "want a list, got %s", kindOf(v.raw))
+		return nil, false
 	}
-	if err := json.Unmarshal(raw, into); err != nil {
-		d.failf(path, "%v", err)
-		return false
-	}
-	return true
+	return d.members[v.first : v.first+v.n], true
 }
 
 func (d *decoder) str(o object, names ...string) string {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return ""
 	}
-	return d.stringValue(o.child(name), raw)
-}
-
-func (d *decoder) stringValue(path string, raw json.RawMessage) string {
-	if raw[0] != '"' {
-		d.failf(path, "want a string, got %s", kindOf(raw))
-		return ""
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		d.failf(path, "%v", err)
+	s, ok := stringValue(v.raw)
+	if !ok {
+		d.failf(o.child(name), "want a string, got %s", kindOf(v.raw))
 	}
 	return s
 }
 
+// stringValue returns the text of a JSON string the scanner accepted.
+func stringValue(raw []byte) (string, bool) {
+	if raw[0] != '"' {
+		return "", false
+	}
+	return string(unquote(raw)), true
+}
+
 func (d *decoder) strs(o object, names ...string) []string {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return nil
 	}
-	path := o.child(name)
-	var items []json.RawMessage
-	if !d.array(path, raw, &items) || len(items) == 0 {
+	items, ok := d.array(o, name, v)
+	if !ok || len(items) == 0 {
 		return nil
 	}
 	out := make([]string, 0, len(items))
 	for i, item := range items {
-		if isNull(item) {
-			d.failf(fmt.Sprintf("%s[%d]", path, i), "want a string, got null")
+		s, ok := stringValue(item.raw)
+		if !ok {
+			d.failf(indexPath(o.child(name), i), "want a string, got %s", kindOf(item.raw))
 			return nil
 		}
-		out = append(out, d.stringValue(fmt.Sprintf("%s[%d]", path, i), item))
+		out = append(out, s)
 	}
 	return out
 }
 
 func (d *decoder) boolean(o object, names ...string) (value, present bool) {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return false, false
 	}
-	switch string(raw) {
+	switch string(v.raw) {
 	case "true":
 		return true, true
 	case "false":
 		return false, true
 	}
-	d.failf(o.child(name), "want a bool, got %s", kindOf(raw))
+	d.failf(o.child(name), "want a bool, got %s", kindOf(v.raw))
 	return false, false
 }
 
@@ -190,32 +242,32 @@ func (d *decoder) boolean(o object, names ...string) (value, present bool) {
 // integers as strings and accepts both forms for every integer type, and
 // accepts exponents and fractions when the value is integral.
 func (d *decoder) integer(o object, lo, hi int64, names ...string) (int64, bool) {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return 0, false
 	}
-	v, err := parseInteger(raw, lo, hi)
+	n, err := parseInteger(v.raw, lo, hi)
 	if err != nil {
 		d.failf(o.child(name), "%v", err)
 		return 0, false
 	}
-	return v, true
+	return n, true
 }
 
 // unsigned is integer for uint64 fields, whose range exceeds int64.
 func (d *decoder) unsigned(o object, names ...string) (uint64, bool) {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return 0, false
 	}
-	lit, err := numberLiteral(raw)
+	lit, err := numberLiteral(v.raw)
 	if err == nil {
-		var v uint64
-		if v, err = strconv.ParseUint(lit, 10, 64); err == nil {
-			return v, true
+		var n uint64
+		if n, err = strconv.ParseUint(lit, 10, 64); err == nil {
+			return n, true
 		}
 		var i int64
-		if i, err = parseInteger(raw, 0, math.MaxInt64); err == nil {
+		if i, err = parseInteger(v.raw, 0, math.MaxInt64); err == nil {
 			return uint64(i), true
 		}
 	}
@@ -223,7 +275,13 @@ func (d *decoder) unsigned(o object, names ...string) (uint64, bool) {
 	return 0, false
 }
 
-func parseInteger(raw json.RawMessage, lo, hi int64) (int64, error) {
+func parseInteger(raw []byte, lo, hi int64) (int64, error) {
+	if v, ok := smallInteger(raw); ok {
+		if v < lo || v > hi {
+			return 0, fmt.Errorf("%d is out of range [%d, %d]", v, lo, hi)
+		}
+		return v, nil
+	}
 	lit, err := numberLiteral(raw)
 	if err != nil {
 		return 0, err
@@ -248,15 +306,36 @@ func parseInteger(raw json.RawMessage, lo, hi int64) (int64, error) {
 	return int64(f), nil
 }
 
+// smallInteger reads the common case without allocating: a JSON number of
+// up to 18 digits with no fraction or exponent, optionally negative. Every
+// other form takes the general path.
+func smallInteger(raw []byte) (int64, bool) {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if raw[0] == '-' {
+		v = -v
+	}
+	return v, true
+}
+
 // numberLiteral returns the text of a JSON number, or of a string holding
 // one.
-func numberLiteral(raw json.RawMessage) (string, error) {
+func numberLiteral(raw []byte) (string, error) {
 	switch {
 	case raw[0] == '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", err
-		}
+		s := string(unquote(raw))
 		if s == "" || strings.TrimSpace(s) != s {
 			return "", fmt.Errorf("%.40q is not a number", s)
 		}
@@ -271,12 +350,15 @@ func numberLiteral(raw json.RawMessage) (string, error) {
 // values the writer did not know, its number. It returns the name when the
 // number is in table or a name was given, else the number's decimal text.
 func (d *decoder) enum(o object, table map[int64]string, names ...string) (string, bool) {
-	raw, name, ok := o.get(names...)
+	v, name, ok := o.get(names...)
 	if !ok {
 		return "", false
 	}
-	if raw[0] == '"' {
-		s := d.stringValue(o.child(name), raw)
+	if v.raw[0] == '"' {
+		s, _ := stringValue(v.raw)
+		if s == "" || !(s[0] >= '0' && s[0] <= '9' || s[0] == '-' || s[0] == '+') {
+			return s, true // a name, the common case: no number to try
+		}
 		n, err := strconv.ParseInt(s, 10, 32)
 		if err != nil {
 			return s, true
@@ -286,7 +368,7 @@ func (d *decoder) enum(o object, table map[int64]string, names ...string) (strin
 		}
 		return strconv.FormatInt(n, 10), true
 	}
-	n, err := parseInteger(raw, math.MinInt32, math.MaxInt32)
+	n, err := parseInteger(v.raw, math.MinInt32, math.MaxInt32)
 	if err != nil {
 		d.failf(o.child(name), "%v", err)
 		return "", false
@@ -297,11 +379,11 @@ func (d *decoder) enum(o object, table map[int64]string, names ...string) (strin
 	return strconv.FormatInt(n, 10), true
 }
 
-func isNull(raw json.RawMessage) bool {
+func isNull(raw []byte) bool {
 	return bytes.Equal(raw, []byte("null"))
 }
 
-func kindOf(raw json.RawMessage) string {
+func kindOf(raw []byte) string {
 	if len(raw) == 0 {
 		return "nothing"
 	}

@@ -43,7 +43,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"k8s.io/apimachinery/pkg/api/validate/content"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -152,7 +151,8 @@ func ExportLine(line []byte, opts Options) (*v1alpha1.Flow, error) {
 		return nil, malformed("line is not a JSON object")
 	}
 	d := &decoder{}
-	top, _ := d.decodeObject("", line)
+	defer d.release()
+	top, _ := d.decodeLine(line)
 	if d.err != nil {
 		return nil, d.err
 	}
@@ -451,13 +451,13 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 	e := &v1alpha1.Endpoint{IP: ip, Port: port}
 	e.Namespace = d.str(o, "namespace")
 	if e.Namespace != "" {
-		if errs := content.IsDNS1123Label(e.Namespace); len(errs) > 0 {
+		if errs := flowproto.IsDNS1123Label(e.Namespace); len(errs) > 0 {
 			d.failf(o.child("namespace"), "%.64q is not a namespace name: %s", e.Namespace, errs[0])
 		}
 	}
 	e.PodName = d.str(o, "pod_name", "podName")
 	if e.PodName != "" {
-		if errs := content.IsDNS1123Subdomain(e.PodName); len(errs) > 0 {
+		if errs := flowproto.IsDNS1123Subdomain(e.PodName); len(errs) > 0 {
 			d.failf(o.child("pod_name"), "%.64q is not a pod name: %s", e.PodName, errs[0])
 		}
 	}
@@ -473,7 +473,7 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 		// The service is all that is known of this end, and Endpoint.Service
 		// is read in Endpoint.Namespace.
 		e.Namespace = d.str(svc, "namespace")
-		if errs := content.IsDNS1123Label(e.Namespace); e.Namespace != "" && len(errs) > 0 {
+		if errs := flowproto.IsDNS1123Label(e.Namespace); e.Namespace != "" && len(errs) > 0 {
 			d.failf(svc.child("namespace"), "%.64q is not a namespace name: %s", e.Namespace, errs[0])
 		}
 	}

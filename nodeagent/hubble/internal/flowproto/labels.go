@@ -20,8 +20,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-
-	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
 // PodLabels turns an endpoint's Cilium labels, "source:key=value" such as
@@ -41,7 +39,7 @@ func PodLabels(labels []string) map[string]string {
 			}
 			key = k
 		}
-		if ciliumLabel(key) || len(content.IsLabelKey(key)) > 0 || len(content.IsLabelValue(value)) > 0 {
+		if ciliumLabel(key) || len(IsLabelKey(key)) > 0 || len(IsLabelValue(value)) > 0 {
 			continue
 		}
 		if m == nil {

@@ -1,0 +1,343 @@
+/*
+Copyright The Flowscope Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package parse
+
+import (
+	"bytes"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// The scanner replaces encoding/json's reflection (a map of json.RawMessage
+// per object, each nested object scanned again when it was read), which
+// was most of an agent's CPU when it imported a Hubble file: one pass over
+// a line checks its syntax and indexes every object and array, without
+// allocating per value. It accepts exactly what encoding/json accepts
+// (RFC 8259, at most maxDepth nested objects and arrays), which
+// FuzzExportLineDifferential checks against the former decoder.
+
+// maxDepth is encoding/json's limit on nested objects and arrays.
+const maxDepth = 10000
+
+// value is one JSON value of a line: its exact text, without surrounding
+// white space, and for an object or array where its members are among the
+// line's.
+type value struct {
+	raw      []byte
+	first, n int
+}
+
+// member is a member of an object (with its name, escapes resolved) or an
+// item of an array (with a nil key).
+type member struct {
+	key []byte
+	value
+}
+
+// scanner indexes one line. The members of an object or array are
+// gathered on stack while it is scanned and moved to members, in one
+// block, when it ends; its value then points at the block.
+type scanner struct {
+	data    []byte
+	pos     int
+	depth   int
+	stack   []member
+	members []member
+}
+
+// document scans data, which must be one JSON value and nothing else but
+// white space.
+func (s *scanner) document() (value, bool) {
+	v, ok := s.value()
+	if !ok {
+		return v, false
+	}
+	s.skipSpace()
+	return v, s.pos == len(s.data)
+}
+
+func (s *scanner) skipSpace() {
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
+		case ' ', '\t', '\n', '\r':
+			s.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) value() (value, bool) {
+	s.skipSpace()
+	if s.pos >= len(s.data) {
+		return value{}, false
+	}
+	start := s.pos
+	var ok bool
+	switch c := s.data[s.pos]; {
+	case c == '{':
+		return s.container('}')
+	case c == '[':
+		return s.container(']')
+	case c == '"':
+		_, ok = s.string()
+	case c == 't':
+		ok = s.literal("true")
+	case c == 'f':
+		ok = s.literal("false")
+	case c == 'n':
+		ok = s.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		ok = s.number()
+	}
+	return value{raw: s.data[start:s.pos]}, ok
+}
+
+// container scans an object (end '}') or an array (end ']').
+func (s *scanner) container(end byte) (value, bool) {
+	start := s.pos
+	s.pos++
+	if s.depth++; s.depth > maxDepth {
+		return value{}, false
+	}
+	base := len(s.stack)
+	s.skipSpace()
+	if s.pos < len(s.data) && s.data[s.pos] == end {
+		s.pos++
+	} else {
+		for {
+			var m member
+			if end == '}' {
+				s.skipSpace()
+				if s.pos >= len(s.data) || s.data[s.pos] != '"' {
+					return value{}, false
+				}
+				key, ok := s.string()
+				if !ok {
+					return value{}, false
+				}
+				m.key = key
+				s.skipSpace()
+				if s.pos >= len(s.data) || s.data[s.pos] != ':' {
+					return value{}, false
+				}
+				s.pos++
+			}
+			v, ok := s.value()
+			if !ok {
+				return value{}, false
+			}
+			m.value = v
+			s.stack = append(s.stack, m)
+			s.skipSpace()
+			if s.pos >= len(s.data) {
+				return value{}, false
+			}
+			c := s.data[s.pos]
+			s.pos++
+			if c == end {
+				break
+			}
+			if c != ',' {
+				return value{}, false
+			}
+		}
+	}
+	s.depth--
+	v := value{raw: s.data[start:s.pos], first: len(s.members), n: len(s.stack) - base}
+	s.members = append(s.members, s.stack[base:]...)
+	s.stack = s.stack[:base]
+	return v, true
+}
+
+func (s *scanner) literal(lit string) bool {
+	if len(s.data)-s.pos < len(lit) || string(s.data[s.pos:s.pos+len(lit)]) != lit {
+		return false
+	}
+	s.pos += len(lit)
+	return true
+}
+
+// number scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
+func (s *scanner) number() bool {
+	if s.data[s.pos] == '-' {
+		s.pos++
+	}
+	switch {
+	case s.pos >= len(s.data):
+		return false
+	case s.data[s.pos] == '0':
+		s.pos++
+	case s.data[s.pos] >= '1' && s.data[s.pos] <= '9':
+		s.digits()
+	default:
+		return false
+	}
+	if s.pos < len(s.data) && s.data[s.pos] == '.' {
+		s.pos++
+		if s.digits() == 0 {
+			return false
+		}
+	}
+	if s.pos < len(s.data) && (s.data[s.pos] == 'e' || s.data[s.pos] == 'E') {
+		s.pos++
+		if s.pos < len(s.data) && (s.data[s.pos] == '+' || s.data[s.pos] == '-') {
+			s.pos++
+		}
+		if s.digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *scanner) digits() int {
+	start := s.pos
+	for s.pos < len(s.data) && s.data[s.pos] >= '0' && s.data[s.pos] <= '9' {
+		s.pos++
+	}
+	return s.pos - start
+}
+
+// string scans a string and returns its text, escapes resolved: a window on
+// the line when it has none, the common case.
+func (s *scanner) string() ([]byte, bool) {
+	start := s.pos
+	s.pos++
+	escaped := false
+	for s.pos < len(s.data) {
+		c := s.data[s.pos]
+		switch {
+		case c == '"':
+			s.pos++
+			raw := s.data[start:s.pos]
+			if escaped {
+				return unquote(raw), true
+			}
+			return raw[1 : len(raw)-1], true
+		case c < ' ':
+			return nil, false
+		case c == '\\':
+			escaped = true
+			s.pos++
+			if s.pos >= len(s.data) {
+				return nil, false
+			}
+			switch s.data[s.pos] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.pos++
+			case 'u':
+				if len(s.data)-s.pos < 5 || !isHex4(s.data[s.pos+1:s.pos+5]) {
+					return nil, false
+				}
+				s.pos += 5
+			default:
+				return nil, false
+			}
+		default:
+			s.pos++
+		}
+	}
+	return nil, false
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b[:4] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// unquote returns the text of raw, a JSON string the scanner accepted, as
+// encoding/json decodes it: an escaped lone surrogate, and any invalid
+// UTF-8, become U+FFFD.
+func unquote(raw []byte) []byte {
+	s := raw[1 : len(raw)-1]
+	i := bytes.IndexByte(s, '\\')
+	if i < 0 {
+		// ExportLine took only valid UTF-8: nothing to coerce.
+		return s
+	}
+	b := make([]byte, 0, len(s)+2*utf8.UTFMax)
+	b = append(b, s[:i]...)
+	for i < len(s) {
+		c := s[i]
+		switch {
+		case c == '\\':
+			i++
+			switch s[i] {
+			case 'b':
+				b = append(b, '\b')
+			case 'f':
+				b = append(b, '\f')
+			case 'n':
+				b = append(b, '\n')
+			case 'r':
+				b = append(b, '\r')
+			case 't':
+				b = append(b, '\t')
+			case 'u':
+				r := hex4(s[i+1:])
+				i += 5
+				if utf16.IsSurrogate(r) {
+					r2 := rune(-1)
+					if len(s)-i >= 6 && s[i] == '\\' && s[i+1] == 'u' {
+						r2 = hex4(s[i+2:])
+					}
+					if dec := utf16.DecodeRune(r, r2); dec != unicode.ReplacementChar {
+						i += 6
+						b = utf8.AppendRune(b, dec)
+						continue
+					}
+					r = unicode.ReplacementChar
+				}
+				b = utf8.AppendRune(b, r)
+				continue
+			default: // '"', '\\', '/'
+				b = append(b, s[i])
+			}
+			i++
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(s[i:])
+			b = utf8.AppendRune(b, r)
+			i += size
+		}
+	}
+	return b
+}
+
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		default:
+			c = c - 'A' + 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
