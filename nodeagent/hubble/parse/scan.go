@@ -72,14 +72,11 @@ func (s *scanner) document() (value, bool) {
 }
 
 func (s *scanner) skipSpace() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
+	i := s.pos
+	for i < len(s.data) && s.data[i] <= ' ' && (s.data[i] == ' ' || s.data[i] == '\t' || s.data[i] == '\n' || s.data[i] == '\r') {
+		i++
 	}
+	s.pos = i
 }
 
 func (s *scanner) value() (value, bool) {
@@ -217,44 +214,63 @@ func (s *scanner) digits() int {
 // string scans a string and returns its text, escapes resolved: a window on
 // the line when it has none, the common case.
 func (s *scanner) string() ([]byte, bool) {
+	data := s.data
 	start := s.pos
-	s.pos++
+	i := start + 1
 	escaped := false
-	for s.pos < len(s.data) {
-		c := s.data[s.pos]
-		switch {
+	for {
+		// Most bytes need no attention; skip them in a tight loop.
+		for i < len(data) && plain[data[i]] {
+			i++
+		}
+		if i >= len(data) {
+			s.pos = i
+			return nil, false
+		}
+		switch c := data[i]; {
 		case c == '"':
-			s.pos++
-			raw := s.data[start:s.pos]
+			i++
+			s.pos = i
+			raw := data[start:i]
 			if escaped {
 				return unquote(raw), true
 			}
 			return raw[1 : len(raw)-1], true
-		case c < ' ':
-			return nil, false
 		case c == '\\':
 			escaped = true
-			s.pos++
-			if s.pos >= len(s.data) {
+			i++
+			if i >= len(data) {
+				s.pos = i
 				return nil, false
 			}
-			switch s.data[s.pos] {
+			switch data[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.pos++
+				i++
 			case 'u':
-				if len(s.data)-s.pos < 5 || !isHex4(s.data[s.pos+1:s.pos+5]) {
+				if len(data)-i < 5 || !isHex4(data[i+1:i+5]) {
+					s.pos = i
 					return nil, false
 				}
-				s.pos += 5
+				i += 5
 			default:
+				s.pos = i
 				return nil, false
 			}
-		default:
-			s.pos++
+		default: // a control character
+			s.pos = i
+			return nil, false
 		}
 	}
-	return nil, false
 }
+
+// plain tells the bytes a string holds as they are: not its end, not an
+// escape, not a control character (which JSON forbids).
+var plain = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= ' ' && c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex4(b []byte) bool {
 	for _, c := range b[:4] {
