@@ -25,16 +25,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	cfg "flowscope.io/flowscope/apis/config/v1alpha1"
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
 	"flowscope.io/flowscope/internal/rusage"
-	"flowscope.io/flowscope/nodeagent/hub"
-	"flowscope.io/flowscope/nodeagent/ingest"
-	"flowscope.io/flowscope/nodeagent/store"
+	"flowscope.io/flowscope/nodeagent/ingest/ingesttest"
 	"flowscope.io/flowscope/nodeagent/stored"
 	"flowscope.io/flowscope/nodeagent/tiers"
 )
@@ -77,11 +74,6 @@ func BenchmarkExportOTLP(b *testing.B) {
 
 func benchIngest(b *testing.B, pool []v1alpha1.Flow, otlp bool, compression string) {
 	dir := b.TempDir()
-	st, err := store.Open(store.Options{Dir: filepath.Join(dir, "store"), Retention: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	tr, err := tiers.Open(tiers.Options{Dir: filepath.Join(dir, "stored"), MaxBytes: 2 << 30})
 	if err != nil {
 		b.Fatal(err)
@@ -111,37 +103,14 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, otlp bool, compression stri
 	m := stored.New(o)
 	m.Apply([]stored.Source{{Kind: "ClusterFlowLogPolicy", Name: "all", Spec: &cfg.FlowLogPolicySpec{
 		IncludeFilters: []cfg.FlowLogFilter{{}}, Outputs: []cfg.Output{cfg.OutputOTLP}}}})
-	p, err := ingest.New(st, hub.New(4096), ingest.Options{NodeName: "node-a", QueueSize: 1 << 16,
-		BatchSize: store.MaxBlockFlows, SyncInterval: time.Second, ProgressInterval: time.Second, Stored: m})
-	if err != nil {
-		b.Fatal(err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := p.Run(ctx); err != nil {
-			b.Error(err)
-		}
-	}()
+	p, stop := ingesttest.Start(b, dir, m)
+	defer stop()
 
 	before := readCounts(b)
 	runtime.GC()
 	cpuBefore := rusage.CPU()
 	b.ResetTimer()
-	now := time.Now()
-	for i := range b.N {
-		if i%256 == 0 {
-			now = time.Now()
-		}
-		f := pool[i%len(pool)]
-		f.Time = metav1.NewMicroTime(now)
-		if err := p.Put(ctx, &f); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
+	ingesttest.Feed(b, p, pool, b.N)
 	if otlp {
 		for deadline := time.Now().Add(time.Minute); readCounts(b).sub(before).total() < float64(b.N); time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {

@@ -42,10 +42,8 @@ import (
 	"flowscope.io/flowscope/internal/flowtest"
 	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/flowlog"
-	"flowscope.io/flowscope/nodeagent/hub"
-	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/ingest/ingesttest"
 	"flowscope.io/flowscope/nodeagent/metrics"
-	"flowscope.io/flowscope/nodeagent/store"
 	"flowscope.io/flowscope/nodeagent/tiers"
 )
 
@@ -102,11 +100,6 @@ func BenchmarkIngestPolicies(b *testing.B) {
 
 func benchIngest(b *testing.B, pool []v1alpha1.Flow, srcs []Source) {
 	dir := b.TempDir()
-	st, err := store.Open(store.Options{Dir: filepath.Join(dir, "store"), Retention: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	// The agent's default budget (--stored-max-bytes 2Gi): Write accounts
 	// every flow to its namespace's share.
 	tr, err := tiers.Open(tiers.Options{Dir: filepath.Join(dir, "stored"), MaxBytes: 2 << 30})
@@ -124,26 +117,18 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, srcs []Source) {
 	if m.Active() != (len(srcs) > 0) || len(m.Policies()) != len(srcs) {
 		b.Fatalf("%d of %d policies applied", len(m.Policies()), len(srcs))
 	}
-	p, err := ingest.New(st, hub.New(4096), ingest.Options{NodeName: "node-a", QueueSize: 1 << 16,
-		BatchSize: store.MaxBlockFlows, SyncInterval: time.Second, ProgressInterval: time.Second, Stored: m})
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	pipelineDone := make(chan error, 1)
-	go func() { pipelineDone <- p.Run(ctx) }()
 	fileDone := make(chan struct{})
 	go func() { fl.Run(ctx); close(fileDone) }()
 	defer func() {
 		cancel()
-		if err := <-pipelineDone; err != nil {
-			b.Error(err)
-		}
 		<-fileDone
 		if err := fl.Close(); err != nil {
 			b.Error(err)
 		}
 	}()
+	p, stop := ingesttest.Start(b, dir, m)
+	defer stop()
 
 	before := readBenchCounts(b)
 	runtime.GC()
@@ -151,22 +136,7 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, srcs []Source) {
 	rusage.ResetPeakRSS()
 	cpuBefore := rusage.CPU()
 	b.ResetTimer()
-	now := time.Now()
-	for i := range b.N {
-		if i%256 == 0 {
-			now = time.Now()
-		}
-		// What a source hands over: a new flow, now. Shallow: the
-		// pipeline sets top-level fields only.
-		f := pool[i%len(pool)]
-		f.Time = metav1.NewMicroTime(now)
-		if err := p.Put(ctx, &f); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
+	ingesttest.Feed(b, p, pool, b.N)
 	// Keep handed the file's flows to its Run, which may still be writing.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Microsecond) {
 		d := readBenchCounts(b).sub(before)
