@@ -53,9 +53,21 @@ test-fuzz: fuzz ## Same as fuzz.
 test-e2e: build tools ## End-to-end tests against a local system started by the suite.
 	$(GO) test ./test/e2e/... -count=1 -v -timeout 30m
 
+# make bench's output is benchstat's input: compare two files of it with
+# $(BENCHSTAT) a.txt b.txt, or two commits side by side with
+# hack/bench-compare.sh REF [PATTERN] [PKGS...].
+BENCH       ?= .
+BENCH_PKGS  ?= ./...
+BENCH_COUNT ?= 1
 .PHONY: bench
-bench: ## Go benchmarks.
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Go benchmarks (BENCH regexp, BENCH_PKGS, BENCH_COUNT rounds) into _output/bench/<commit>.txt, benchstat's input; hack/bench-compare.sh REF compares a commit with HEAD.
+	@mkdir -p $(OUT)/bench
+	set -o pipefail; $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee $(OUT)/bench/$$(git describe --always --dirty).txt
+	@echo "bench: wrote $(OUT)/bench/$$(git describe --always --dirty).txt (compare: $(BENCHSTAT) OLD.txt NEW.txt)"
+
+.PHONY: benchstat
+benchstat: ## Build benchstat (golang.org/x/perf, pinned in hack/tools/benchstat) into _output/tools.
+	GOWORK=off GOFLAGS= $(GO) -C hack/tools/benchstat build -o $(abspath $(BENCHSTAT)) golang.org/x/perf/cmd/benchstat
 
 .PHONY: bench-capture
 bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, with vs. without the agent attached.
@@ -83,7 +95,7 @@ bench-summary: ## FlowSummary: an agent's summary over a store of FLOWS (1000000
 
 # With 5 rounds, benchstat shows a spread only below 95% confidence: at 90%
 # it is about the rounds' range.
-BENCHSTAT ?= $(HOME)/go/bin/benchstat
+BENCHSTAT ?= $(OUT)/tools/benchstat
 .PHONY: bench-stored
 bench-stored: ## Stored mode: ingest with 0 vs 20 flow log policies (File/Store split), tier vs store bytes per flow over FLOWS (200000) flows; 5 rounds each into _output/bench-stored-*.txt, then benchstat if installed.
 	@mkdir -p $(OUT)
@@ -92,7 +104,7 @@ bench-stored: ## Stored mode: ingest with 0 vs 20 flow log policies (File/Store 
 	@if [ -x "$(BENCHSTAT)" ]; then \
 		"$(BENCHSTAT)" -confidence 0.9 -col /policies $(OUT)/bench-stored-ingest.txt; \
 		"$(BENCHSTAT)" -confidence 0.9 -col /store $(OUT)/bench-stored-tiers.txt; \
-	else echo "$(BENCHSTAT) not found: go install golang.org/x/perf/cmd/benchstat@latest for medians, spreads and ratios"; fi
+	else echo "$(BENCHSTAT) not found: make benchstat for medians, spreads and ratios"; fi
 
 .PHONY: bench-flowmetrics
 bench-flowmetrics: ## Flow metrics: ingest CPU per flow with them off vs on (and the Hubble set), their own cost per flow, series and heap at 10,000 and 20,000 distinct endpoints, a scrape of 10,000 series; 5 rounds into _output/bench-flowmetrics.txt, then benchstat if installed.
@@ -100,7 +112,7 @@ bench-flowmetrics: ## Flow metrics: ingest CPU per flow with them off vs on (and
 	set -o pipefail; ( $(GO) test ./nodeagent/flowmetrics -run '^$$' -bench 'IngestFlowMetrics|Observe$$' -benchtime 200000x -count 5 -timeout 60m && \
 		$(GO) test ./nodeagent/flowmetrics -run '^$$' -bench 'FlowMetricsSeries|Collect' -benchtime 1x -count 5 ) | tee $(OUT)/bench-flowmetrics.txt
 	@if [ -x "$(BENCHSTAT)" ]; then "$(BENCHSTAT)" -confidence 0.9 -col /metrics -filter .name:IngestFlowMetrics $(OUT)/bench-flowmetrics.txt; \
-	else echo "$(BENCHSTAT) not found: go install golang.org/x/perf/cmd/benchstat@latest for medians, spreads and ratios"; fi
+	else echo "$(BENCHSTAT) not found: make benchstat for medians, spreads and ratios"; fi
 
 .PHONY: generate-bpf
 generate-bpf: ## Regenerate bpf/*_bpfel.{go,o} with clang-19 (installed from Debian if missing).
@@ -143,7 +155,7 @@ verify-chart: ## helm lint and helm template the chart (Helm pinned in hack/tool
 	hack/verify-chart.sh
 
 # The Go modules of the repository: the root one and the tools' own.
-TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards hack/tools/otelcol hack/tools/images hack/tools/helm
+TOOL_MODULES := hack/tools hack/tools/lint hack/tools/checks hack/tools/crdgen hack/tools/dashboards hack/tools/otelcol hack/tools/images hack/tools/helm hack/tools/benchstat
 
 .PHONY: verify
 verify: verify-gofmt verify-vet verify-mod verify-layers verify-boilerplate verify-shellcheck lint verify-codegen verify-bpf verify-ui verify-dashboards verify-chart ## Every check: gofmt, vet, go mod tidy, layers, license headers, shellcheck, lint, generated code, web UI assets.
