@@ -50,7 +50,7 @@ enum config_flag {
 
 /* Per-CPU counters, summed by user space. Keep in sync with capture. */
 enum counter {
-	CNT_PACKETS_SEEN = 0,    /* every packet the TC programs saw */
+	CNT_PACKETS_SEEN = 0,    /* unused: user space sums the outcomes */
 	CNT_PACKETS_ACCOUNTED,   /* packets added to a connection record */
 	CNT_NON_IP,              /* not IPv4/IPv6 (ARP, LLDP, ...): passed */
 	CNT_TRUNCATED,           /* a header ends beyond the packet */
@@ -115,7 +115,7 @@ struct flow_value {
 	__u64 bytes[2];
 	__u64 rep_packets[2];
 	__u64 rep_bytes[2];
-	__u64 first_seen;   /* bpf_ktime_get_boot_ns */
+	__u64 first_seen;   /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC) */
 	__u64 last_seen;
 	__u64 last_report;
 	__u32 tcp_flags;    /* side a's flags in bits 0-7, side b's in 8-15 */
@@ -147,7 +147,7 @@ struct drop_value {
 	__u64 bytes;
 	__u64 rep_packets;
 	__u64 rep_bytes;
-	__u64 first_seen;
+	__u64 first_seen;  /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u64 last_seen;
 	__u64 last_report;
 };

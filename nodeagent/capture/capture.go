@@ -266,13 +266,25 @@ func bootOffset() time.Time {
 	return time.Now().Add(-time.Duration(ts.Nano()))
 }
 
-func bootNow() uint64 {
+// wallClock converts CLOCK_BOOTTIME nanoseconds (the L7 samples' times)
+// to wall time.
+func wallClock() clock {
+	base := bootOffset()
+	return func(ns uint64) time.Time { return base.Add(time.Duration(ns)) }
+}
+
+// monoNow is CLOCK_MONOTONIC, the clock of the connection and drop
+// records (the connection records read it at tick resolution: see
+// account in bpf/flow.c).
+func monoNow() uint64 {
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
 }
 
-func wallClock() clock {
-	base := bootOffset()
+// monoWallClock converts CLOCK_MONOTONIC nanoseconds (the connection
+// and drop records' times) to wall time.
+func monoWallClock() clock {
+	base := time.Now().Add(-time.Duration(monoNow()))
 	return func(ns uint64) time.Time { return base.Add(time.Duration(ns)) }
 }

@@ -139,7 +139,7 @@ func TestFlushSkipsClosedRecords(t *testing.T) {
 // it leaves one: counts past the last report, reported long ago.
 func TestFlushReportsSilentDrops(t *testing.T) {
 	d := requireDatapath(t, Options{NoDrops: true, ReportInterval: time.Millisecond, FlowTableSize: 1024})
-	now := bootNow()
+	now := monoNow()
 	k := bpf.FlowDropKey{Ifindex: 7, Reason: 2, Sport: 40000, Dport: 9, Proto: 17, Family: 4}
 	copy(k.Saddr[:], v4In6(v4B))
 	copy(k.Daddr[:], v4In6(v4A))
@@ -197,7 +197,7 @@ func drainUntil(t testing.TB, d *Datapath, stop <-chan struct{}) []Event {
 			return out
 		}
 		var ev Event
-		if err := decodeRecord(rec.RawSample, wallClock(), d.reasons, &ev); err != nil {
+		if err := decodeRecord(rec.RawSample, monoWallClock(), d.reasons, &ev); err != nil {
 			t.Errorf("decode: %v", err)
 			return out
 		}
@@ -323,7 +323,7 @@ func BenchmarkFlush(b *testing.B) {
 func fillFlows(b *testing.B, d *Datapath, n int, due bool) {
 	keys := make([]bpf.FlowFlowKey, n)
 	vals := make([]bpf.FlowFlowValue, n)
-	old := bootNow() - uint64(time.Second)
+	old := monoNow() - uint64(time.Second)
 	for i := range keys {
 		k := &keys[i]
 		copy(k.AddrA[:], v4In6(v4A))

@@ -179,7 +179,7 @@ func events(t testing.TB, d *Datapath) []Event {
 			t.Fatalf("read ring buffer: %v", err)
 		}
 		var ev Event
-		if err := decodeRecord(rec.RawSample, wallClock(), d.reasons, &ev); err != nil {
+		if err := decodeRecord(rec.RawSample, monoWallClock(), d.reasons, &ev); err != nil {
 			t.Fatalf("decode: %v", err)
 		}
 		out = append(out, ev)
@@ -194,7 +194,7 @@ func table(t testing.TB, d *Datapath) []Event {
 	var v bpf.FlowFlowValue
 	it := d.objs.Flows.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, flowEvent(&k, &v, KindUpdate, EndNone, wallClock()))
+		out = append(out, flowEvent(&k, &v, KindUpdate, EndNone, monoWallClock()))
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ func (d *Datapath) Run(ctx context.Context, fn func(Event)) error {
 func (d *Datapath) read(emit func(Event)) error {
 	var rec ringbuf.Record
 	var ev Event
-	toWall := wallClock()
+	toWall := monoWallClock()
 	n := 0
 	for {
 		if err := d.reader.ReadInto(&rec); err != nil {
@@ -92,7 +92,7 @@ func (d *Datapath) read(emit func(Event)) error {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		if n++; n%4096 == 0 {
-			toWall = wallClock() // follow wall clock steps
+			toWall = monoWallClock() // follow wall clock steps
 		}
 		if err := decodeRecord(rec.RawSample, toWall, d.reasons, &ev); err != nil {
 			d.decodeErrors.Add(1)
@@ -134,8 +134,8 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 			klog.V(2).InfoS("Flushing silent records failed", "err", err)
 		}
 	}
-	now := bootNow()
-	toWall := wallClock()
+	now := monoNow()
+	toWall := monoWallClock()
 	type entry struct {
 		k bpf.FlowFlowKey
 		v bpf.FlowFlowValue

@@ -37,7 +37,7 @@ import (
 // (its earlier totals were already reported). User space evicts first
 // when the table is over 90% full (Evicted), with a final record.
 type Stats struct {
-	PacketsSeen        uint64
+	PacketsSeen        uint64 // the sum of the outcomes below, one per packet
 	PacketsAccounted   uint64
 	NonIP              uint64
 	Truncated          uint64
@@ -115,7 +115,6 @@ func (d *Datapath) Stats() (Stats, error) {
 		}
 	}
 	s := Stats{
-		PacketsSeen:        c[bpf.FlowCounterCNT_PACKETS_SEEN],
 		PacketsAccounted:   c[bpf.FlowCounterCNT_PACKETS_ACCOUNTED],
 		NonIP:              c[bpf.FlowCounterCNT_NON_IP],
 		Truncated:          c[bpf.FlowCounterCNT_TRUNCATED],
@@ -156,6 +155,9 @@ func (d *Datapath) Stats() (Stats, error) {
 		Flushed:            d.flushed.Load(),
 		Occupancy:          d.lastOccupancy.Load(),
 	}
+	// The kernel counts each packet's outcome only (one per-CPU update
+	// per packet, not two); every packet has exactly one.
+	s.PacketsSeen = s.PacketsAccounted + s.NonIP + s.ParseErrors() + s.FilteredOut
 	// Creates race with the sweep that measured occupancy; clamp at 0.
 	if ends := s.FlowsReplaced + s.Deleted + s.Occupancy; s.FlowsCreated > ends {
 		s.LRUEvictions = s.FlowsCreated - ends
