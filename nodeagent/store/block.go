@@ -29,7 +29,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/flowcodec"
 )
 
 // Blocks.
@@ -96,7 +95,8 @@ func decodeBlockInfo(v []byte, minTime int64, firstRV uint64) (blockInfo, error)
 type entry struct {
 	time int64 // ns
 	rv   uint64
-	val  []byte // codec encoding, in the frame's buffer
+	fr   *frame // the decoded frame that holds it, as row i
+	i    int
 }
 
 // block is a block being written.
@@ -199,10 +199,13 @@ type frameJob struct {
 	b     *block
 	frame int
 	out   []byte
+	// shape is each flow's shape index in the frame (colframe.go): flows
+	// of one shape share their index values but the destination port's.
+	shape []uint32
 }
 
-// encodeFrames encodes every frame of blocks, on all CPUs: the codec and
-// zstd are most of what a write costs.
+// encodeFrames encodes every frame of blocks, on all CPUs. The frames'
+// compressed bytes share one buffer per worker.
 func encodeFrames(blocks []*block) ([]frameJob, error) {
 	var jobs []frameJob
 	for _, b := range blocks {
@@ -217,15 +220,24 @@ func encodeFrames(blocks []*block) ([]frameJob, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var raw, scratch []byte
+			e := frameEncoders.Get().(*frameEncoder)
+			defer frameEncoders.Put(e)
+			var out []byte
 			for i := w; i < len(jobs); i += workers {
-				var err error
-				raw, scratch, err = jobs[i].b.appendFrame(raw[:0], scratch, jobs[i].frame)
+				j := &jobs[i]
+				lo := j.frame * frameFlows
+				shape, err := e.encode(j.b, lo, min(lo+frameFlows, len(j.b.recs)))
 				if err != nil {
 					errs[w] = err
 					return
 				}
-				jobs[i].out = zstdEncoder.EncodeAll(raw, nil)
+				j.shape = append(make([]uint32, 0, len(shape)), shape...)
+				if cap(out)-len(out) < len(e.raw)/2+64 {
+					out = make([]byte, 0, max(64<<10, len(e.raw)))
+				}
+				start := len(out)
+				out = zstdEncoder.EncodeAll(e.raw, out)
+				j.out = out[start:len(out):len(out)]
 			}
 		}()
 	}
@@ -233,49 +245,20 @@ func encodeFrames(blocks []*block) ([]frameJob, error) {
 	return jobs, errors.Join(errs...)
 }
 
-// appendFrame appends the uncompressed frame fr of b; scratch is reused
-// for each flow's encoding.
-func (b *block) appendFrame(dst, scratch []byte, fr int) ([]byte, []byte, error) {
-	end := min((fr+1)*frameFlows, len(b.recs))
-	for i := fr * frameFlows; i < end; i++ {
-		r := b.recs[i]
-		var err error
-		scratch, err = flowcodec.AppendMarshal(scratch[:0], r.Flow)
-		if err != nil {
-			return dst, scratch, fmt.Errorf("encode flow %d: %w", r.RV, err)
-		}
-		if len(scratch) > MaxFlowBytes {
-			return dst, scratch, fmt.Errorf("flow %d takes %d bytes encoded, over the store's bound of %d", r.RV, len(scratch), MaxFlowBytes)
-		}
-		dst = binary.AppendUvarint(dst, r.RV-b.firstRV)
-		dst = binary.AppendUvarint(dst, uint64(b.times[i]-b.minTime))
-		dst = binary.AppendUvarint(dst, uint64(len(scratch)))
-		dst = append(dst, scratch...)
-	}
-	return dst, scratch, nil
-}
-
-// decodeFrame decompresses a frame into buf and returns its entries.
-func decodeFrame(z []byte, buf []byte, minTime int64, firstRV uint64, entries []entry) ([]byte, []entry, error) {
+// decodeFrame decompresses a frame into buf and returns its entries. The
+// entries' frame points into buf.
+func decodeFrame(z []byte, buf []byte, firstRV uint64, entries []entry) ([]byte, []entry, error) {
 	raw, err := zstdDecoder.DecodeAll(z, buf[:0])
 	if err != nil {
 		return buf, entries, fmt.Errorf("decompress frame: %w", err)
 	}
+	fr, err := decodeColumns(raw, firstRV)
+	if err != nil {
+		return raw, entries[:0], err
+	}
 	entries = entries[:0]
-	for rest := raw; len(rest) > 0; {
-		var u [3]uint64
-		for i := range u {
-			x, n := binary.Uvarint(rest)
-			if n <= 0 {
-				return raw, entries, errors.New("malformed frame")
-			}
-			u[i], rest = x, rest[n:]
-		}
-		if u[2] > uint64(len(rest)) {
-			return raw, entries, errors.New("malformed frame: flow overruns it")
-		}
-		entries = append(entries, entry{rv: firstRV + u[0], time: minTime + int64(u[1]), val: rest[:u[2]:u[2]]})
-		rest = rest[u[2]:]
+	for i := range fr.rows() {
+		entries = append(entries, entry{rv: fr.rv[i], time: fr.time[i] * 1e3, fr: fr, i: i})
 	}
 	return raw, entries, nil
 }

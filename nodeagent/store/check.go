@@ -23,9 +23,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/flowcodec"
 )
 
 // CheckReport is what Check found.
@@ -147,8 +144,8 @@ func (s *Store) checkBlock(txn *badger.Txn, r *CheckReport, minTime int64, first
 			return nil, nil
 		}
 		for _, e := range entries {
-			f := new(v1alpha1.Flow)
-			if err := flowcodec.Unmarshal(e.val, f); err != nil {
+			f, err := e.fr.flow(e.i)
+			if err != nil {
 				r.problem("block %d: flow %d: %v", firstRV, e.rv, err)
 				return nil, nil
 			}

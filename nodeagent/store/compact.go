@@ -201,7 +201,7 @@ func postingKeys(b *oldBlock) [][]byte {
 			if vals[field] == "" {
 				continue
 			}
-			key := appendPostingKey(nil, field, vals[field], b.minTime, b.firstRV)
+			key := appendPostingKey(nil, field, postingValue(field, vals[field]), b.minTime, b.firstRV)
 			if !seen[string(key)] {
 				seen[string(key)] = true
 				keys = append(keys, key)

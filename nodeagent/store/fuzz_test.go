@@ -17,6 +17,7 @@ limitations under the License.
 package store
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -62,29 +63,36 @@ func FuzzPostingList(f *testing.F) {
 }
 
 // FuzzDecodeFrame: a frame read from disk may be damaged; decoding it
-// never panics, and what it yields lies within the bytes it was given.
+// and every flow in it never panics, and what it yields lies at or above
+// the block's first version.
 func FuzzDecodeFrame(f *testing.F) {
-	s := &block{firstRV: 100, minTime: 5}
+	b := &block{firstRV: 100, minTime: 5000}
 	for i := range 3 {
-		s.recs = append(s.recs, Record{RV: 100 + uint64(i), Flow: spec{ns: "shop", proto: "TCP", dport: 80}.flow(timeAt(int64(5+i)), 100+uint64(i))})
-		s.times = append(s.times, int64(5+i))
+		t := timeAt(int64(5000 + 1000*i))
+		b.recs = append(b.recs, Record{RV: 100 + uint64(i), Flow: spec{ns: "shop", proto: "TCP", dport: 80}.flow(t, 100+uint64(i))})
+		b.times = append(b.times, flowTime(b.recs[i].Flow))
 	}
-	raw, _, err := s.appendFrame(nil, nil, 0)
-	if err != nil {
+	for _, r := range roundTripFlows(rand.New(rand.NewPCG(1, 2)), 8) {
+		b.recs, b.times = append(b.recs, r), append(b.times, flowTime(r.Flow))
+	}
+	e := frameEncoders.Get().(*frameEncoder)
+	if _, err := e.encode(b, 0, len(b.recs)); err != nil {
 		f.Fatal(err)
 	}
-	f.Add(zstdEncoder.EncodeAll(raw, nil))
-	f.Add(zstdEncoder.EncodeAll([]byte{1, 2, 200, 1}, nil))
+	f.Add(zstdEncoder.EncodeAll(e.raw, nil))
+	f.Add(zstdEncoder.EncodeAll(e.raw[:len(e.raw)/2], nil))
+	f.Add(zstdEncoder.EncodeAll([]byte{1, 1, 2, 1, 0, 0, 0, 0}, nil))
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd})
 	f.Fuzz(func(t *testing.T, z []byte) {
-		_, entries, err := decodeFrame(z, nil, 5, 100, nil)
+		_, entries, err := decodeFrame(z, nil, 100, nil)
 		if err != nil {
 			return
 		}
 		for _, e := range entries {
-			if e.rv < 100 || e.time < 5 {
-				t.Fatalf("entry %+v below the block's base", e)
+			if e.rv < 100 {
+				t.Fatalf("entry %+v below the block's first version", e)
 			}
+			_, _ = e.fr.flow(e.i)
 		}
 	})
 }

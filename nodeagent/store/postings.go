@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
+	"strconv"
 )
 
 // Posting lists: the positions, in a block's storage order, of the flows that
@@ -39,7 +41,8 @@ const (
 	postingRuns   = 'r'
 )
 
-// postings returns, per indexed field, each value's positions in b.
+// postings returns, per indexed field, each value's positions in b, from
+// each flow's own values: what Check compares the stored lists with.
 func (b *block) postings() [numIndexes + 1]map[string][]uint32 {
 	var p [numIndexes + 1]map[string][]uint32
 	for field := indexField(1); field <= numIndexes; field++ {
@@ -48,12 +51,86 @@ func (b *block) postings() [numIndexes + 1]map[string][]uint32 {
 	for i, r := range b.recs {
 		vals := indexValues(r.Flow)
 		for field := indexField(1); field <= numIndexes; field++ {
-			if v := vals[field]; v != "" {
+			if v := postingValue(field, vals[field]); v != "" {
 				p[field][v] = append(p[field][v], uint32(i))
 			}
 		}
 	}
 	return p
+}
+
+// postingsOf is postings, built from the shapes of the block's frames
+// (colframe.go) that jobs encoded: flows of one shape share every index
+// value but the destination port, so each shape's values are worked out
+// once, and each flow costs an append or two.
+func (b *block) postingsOf(jobs []frameJob) [numIndexes + 1]map[string][]uint32 {
+	var p [numIndexes + 1]map[string][]uint32
+	for field := indexField(1); field <= numIndexes; field++ {
+		p[field] = map[string][]uint32{}
+	}
+	ports := map[int32]string{}
+	for _, j := range jobs {
+		if j.b != b {
+			continue
+		}
+		// Per shape of the frame: its positions.
+		var byShape [][]uint32
+		for k, sh := range j.shape {
+			for int(sh) >= len(byShape) {
+				byShape = append(byShape, nil)
+			}
+			pos := uint32(j.frame*frameFlows + k)
+			byShape[sh] = append(byShape[sh], pos)
+			if l4 := b.recs[pos].Flow.L4; l4 != nil && (l4.SourcePort != 0 || l4.DestinationPort != 0) {
+				v, ok := ports[l4.DestinationPort]
+				if !ok {
+					v = postingValue(idxDestPort, strconv.Itoa(int(l4.DestinationPort)))
+					ports[l4.DestinationPort] = v
+				}
+				p[idxDestPort][v] = append(p[idxDestPort][v], pos)
+			}
+		}
+		for _, pos := range byShape {
+			if len(pos) == 0 {
+				continue
+			}
+			vals := indexValues(b.recs[pos[0]].Flow)
+			for field := indexField(1); field <= numIndexes; field++ {
+				if v := vals[field]; v != "" && field != idxDestPort {
+					p[field][v] = append(p[field][v], pos...)
+				}
+			}
+		}
+	}
+	for field := indexField(1); field <= numIndexes; field++ {
+		for _, pos := range p[field] {
+			slices.Sort(pos)
+		}
+	}
+	return p
+}
+
+// ephemeralPorts is where ephemeral ports start (Linux's default
+// ip_local_port_range, IANA's is higher). A reply's destination port is
+// its client's ephemeral port: indexed one value each, they made most of a
+// block's posting lists (a thousand per block of 4096 flows), each a key
+// of its own.
+const ephemeralPorts = 32768
+
+// postingValue is the value under which the index of field holds a flow
+// whose field is v. It is v, but for destination ports from ephemeralPorts
+// on, which share one list per 256 ports ("~" and the first of them): a
+// list may name more flows than the value's, which the matcher rejects,
+// never fewer.
+func postingValue(field indexField, v string) string {
+	if field != idxDestPort || len(v) < 5 {
+		return v
+	}
+	port, err := strconv.Atoi(v)
+	if err != nil || port < ephemeralPorts || port > 0xffff || strconv.Itoa(port) != v {
+		return v
+	}
+	return "~" + strconv.Itoa(port&^0xff)
 }
 
 // appendPostingList appends the encoding of pos, increasing positions.

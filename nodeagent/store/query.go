@@ -156,7 +156,7 @@ func candidates(f flowfilter.Filter) []candidate {
 			v, ok = eq[indexLabels[field]]
 		}
 		if ok && v != "" {
-			cs = append(cs, candidate{field, v})
+			cs = append(cs, candidate{field, postingValue(field, v)})
 		}
 	}
 	return cs

@@ -171,6 +171,9 @@ func TestPlan(t *testing.T) {
 		if i%100 == 0 {
 			sp.dport = 5432
 		}
+		if i%100 == 1 {
+			sp.dport = 40000 // shares its posting lists with 39936 to 40191
+		}
 		if i%25 == 0 {
 			sp.verdict = v1alpha1.VerdictDropped
 		}
@@ -210,6 +213,8 @@ func TestPlan(t *testing.T) {
 		{fields: "source.namespace=big,source.podName=", index: "time"},
 		{labels: "app=x", index: "time"},
 		{fields: "verdict!=Dropped,l4.destinationPort=1", index: "l4.destinationPort", value: "1"},
+		{fields: "l4.destinationPort=40001", index: "l4.destinationPort", value: "~39936"},
+		{fields: "l4.destinationPort=40000", index: "l4.destinationPort", value: "~39936"},
 	} {
 		name := tc.ns + "|" + tc.fields + "|" + tc.labels
 		f := flowfilter.Filter{Namespace: tc.ns, FieldSelector: tc.fields, LabelSelector: tc.labels}
@@ -227,7 +232,7 @@ func TestPlan(t *testing.T) {
 var (
 	testNamespaces = []string{"shop", "shop", "shop", "payments", "kube-system", "monitoring", ""}
 	testPods       = []string{"web-1", "web-2", "cart-1", "db-0", "api-1", ""}
-	testPorts      = []int32{53, 80, 443, 5432, 8080, 0}
+	testPorts      = []int32{53, 80, 443, 5432, 8080, 0, 40000, 40001, 61234}
 	testProtocols  = []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolICMPv4, ""}
 	testVerdicts   = []v1alpha1.Verdict{v1alpha1.VerdictForwarded, v1alpha1.VerdictForwarded, v1alpha1.VerdictForwarded, v1alpha1.VerdictDropped, v1alpha1.VerdictAudit}
 	testDirections = []v1alpha1.TrafficDirection{v1alpha1.TrafficDirectionIngress, v1alpha1.TrafficDirectionEgress, v1alpha1.TrafficDirectionUnknown}

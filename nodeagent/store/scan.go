@@ -24,8 +24,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/flowcodec"
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/internal/minheap"
 )
@@ -173,7 +171,7 @@ func (c *cursor) loadFrame(fr int) ([]entry, error) {
 	}
 	var entries []entry
 	err = item.Value(func(v []byte) error {
-		_, entries, err = decodeFrame(v, nil, c.minTime, c.firstRV, make([]entry, 0, frameFlows))
+		_, entries, err = decodeFrame(v, nil, c.firstRV, make([]entry, 0, frameFlows))
 		return err
 	})
 	if err != nil {
@@ -186,8 +184,8 @@ func (c *cursor) loadFrame(fr int) ([]entry, error) {
 func (e entry) compare(o entry) int { return flowfilter.CompareLocal(e.time, e.rv, o.time, o.rv) }
 
 func (c *cursor) record() (Record, error) {
-	f := new(v1alpha1.Flow)
-	if err := flowcodec.Unmarshal(c.cur.val, f); err != nil {
+	f, err := c.cur.fr.flow(c.cur.i)
+	if err != nil {
 		return Record{}, fmt.Errorf("decode flow %d: %w", c.cur.rv, err)
 	}
 	return Record{RV: c.cur.rv, Flow: f}, nil

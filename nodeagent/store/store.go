@@ -70,11 +70,12 @@ const (
 	prefixMeta    = 'm'
 )
 
-// metaFormat records the key layout; stores of an older layout (one key
-// per flow, prefixes f, t and i) are cleared on open.
+// metaFormat records the key layout; stores of an older layout are
+// cleared on open: one key per flow (prefixes f, t and i), or blocks of
+// per-flow encodings ("blocks/1", before columnar frames).
 const (
 	metaFormat    = "store.format"
-	currentFormat = "blocks/1"
+	currentFormat = "blocks/2"
 	metaNoIndex   = "store.noIndex"
 	// metaEvictedThrough and metaCompactedThrough hold
 	// Store.evictedThrough and Store.compactedThrough.
@@ -180,15 +181,8 @@ func (s *Store) initFormat() error {
 		return err
 	}
 	if string(format) != currentFormat {
-		// Flowscope has not been released with another layout: the
-		// flows of development builds are not converted.
-		for _, p := range []byte{'f', 't', 'i'} {
-			if err := s.db.DropPrefix([]byte{p}); err != nil {
-				return fmt.Errorf("clear flows of an older store layout: %w", err)
-			}
-		}
-		if format != nil {
-			klog.InfoS("Cleared the flows of an older store layout", "layout", string(format), "dir", s.dir)
+		if err := s.clearOlderLayout(string(format)); err != nil {
+			return err
 		}
 		if err := s.SetMeta(metaFormat, []byte(currentFormat)); err != nil {
 			return err
@@ -212,6 +206,58 @@ func (s *Store) initFormat() error {
 	}
 	if len(raw) == 8 {
 		s.compactedThrough = binary.BigEndian.Uint64(raw)
+	}
+	return nil
+}
+
+// clearOlderLayout removes the flows of a store of an older layout.
+// Flowscope has not been released with another layout: the flows of
+// development builds are not converted. The store then holds nothing up
+// to the last version it held, as if evicted, so that a watch resuming
+// from one of those versions gets 410 Gone rather than silence.
+func (s *Store) clearOlderLayout(format string) error {
+	var last uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		// Catalog entries, the same in every layout with blocks, say
+		// where each block ends.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCatalog}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			key := it.Item().Key()
+			if len(key) != 1+positionLen {
+				continue
+			}
+			_ = it.Item().Value(func(v []byte) error {
+				info, err := decodeBlockInfo(v, int64(binary.BigEndian.Uint64(key[1:])), binary.BigEndian.Uint64(key[9:]))
+				if err == nil {
+					last = max(last, info.lastRV)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	prefixes := [][]byte{{'f'}, {'t'}, {'i'}, {prefixCatalog}, {prefixFrame}, {prefixPosting},
+		append([]byte{prefixMeta}, metaNoIndex...), append([]byte{prefixMeta}, metaCompactedThrough...)}
+	if err := s.db.DropPrefix(prefixes...); err != nil {
+		return fmt.Errorf("clear flows of an older store layout: %w", err)
+	}
+	if last > 0 {
+		raw, err := s.GetMeta(metaEvictedThrough)
+		if err != nil {
+			return err
+		}
+		if len(raw) != 8 || binary.BigEndian.Uint64(raw) < last {
+			if err := s.SetMeta(metaEvictedThrough, binary.BigEndian.AppendUint64(nil, last)); err != nil {
+				return err
+			}
+		}
+	}
+	if format != "" {
+		klog.InfoS("Cleared the flows of an older store layout", "layout", format, "dir", s.dir, "lastVersion", last)
 	}
 	return nil
 }
@@ -279,15 +325,16 @@ func (s *Store) writeBlocks(w entrySetter, blocks []*block, jobs []frameJob) err
 		}
 	}
 	for _, b := range blocks {
-		if err := s.writeIndex(w, b); err != nil {
+		if err := s.writeIndex(w, b, jobs); err != nil {
 			return fmt.Errorf("write block %d: %w", b.firstRV, err)
 		}
 	}
 	return nil
 }
 
-// writeIndex writes a block's catalog entry and posting lists.
-func (s *Store) writeIndex(wb entrySetter, b *block) error {
+// writeIndex writes a block's catalog entry and posting lists; jobs hold
+// its encoded frames.
+func (s *Store) writeIndex(wb entrySetter, b *block, jobs []frameJob) error {
 	exp := s.expiresAt(b.info.lastRV)
 	if err := wb.SetEntry(&badger.Entry{Key: catalogKey(b.minTime, b.firstRV),
 		Value: b.info.append(nil, b.minTime, b.firstRV), ExpiresAt: exp}); err != nil {
@@ -299,7 +346,7 @@ func (s *Store) writeIndex(wb entrySetter, b *block) error {
 	// Keys and values never move once handed to the batch: a grown
 	// buffer is a new array, the old one stays referenced by the batch.
 	buf := make([]byte, 0, 64<<10)
-	for field, values := range b.postings() {
+	for field, values := range b.postingsOf(jobs) {
 		for v, pos := range values {
 			start := len(buf)
 			buf = appendPostingKey(buf, indexField(field), v, b.minTime, b.firstRV)
@@ -379,8 +426,8 @@ func blockOf(txn *badger.Txn, rv uint64) (uint64, bool) {
 
 // scanFrames calls fn with each frame, decoded into a cursor, of the blocks
 // whose first versions are in [from, to], in version order, until fn
-// returns false. The cursor's minTime is unknown: entries carry times
-// relative to it, and are corrected by the caller when it needs them.
+// returns false. The cursor's minTime is unknown; entries carry their
+// times.
 func scanFrames(txn *badger.Txn, from, to uint64, fn func(*cursor) (bool, error)) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixFrame}})
 	defer it.Close()
@@ -396,7 +443,7 @@ func scanFrames(txn *badger.Txn, from, to uint64, fn func(*cursor) (bool, error)
 		}
 		err := it.Item().Value(func(v []byte) error {
 			var err error
-			c.buf, c.entries, err = decodeFrame(v, c.buf, 0, c.firstRV, c.entries)
+			c.buf, c.entries, err = decodeFrame(v, c.buf, c.firstRV, c.entries)
 			return err
 		})
 		if err != nil {
