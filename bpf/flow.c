@@ -12,10 +12,13 @@
  * packet. Nothing here ever changes a verdict: every TC exit is TC_ACT_UNSPEC
  * (TCX "next"), including on errors, which are only counted.
  *
- * Packet bytes are read with bpf_skb_load_bytes (TC) or bpf_probe_read_kernel
- * (kfree_skb): both fail cleanly past the end, work on non-linear skbs and
- * keep the verifier out of packet-pointer arithmetic. Each read is a bounds
- * check; each comment "bounds:" says why that length is required.
+ * The common packet (TCP or UDP over IPv4 without options or IPv6 without
+ * extension headers, headers linear) is read in place with direct packet
+ * access at constant offsets (fast_parse). Every other one is read with
+ * bpf_skb_load_bytes (TC) or bpf_probe_read_kernel (kfree_skb): both fail
+ * cleanly past the end, work on non-linear skbs and keep the verifier out
+ * of variable packet-pointer arithmetic. Each read is a bounds check; each
+ * comment "bounds:" says why that length is required.
  */
 
 #include "vmlinux.h"
@@ -1108,6 +1111,164 @@ __noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
 	return 0;
 }
 
+/* Loads of a packet field in place, in network byte order. */
+#define PKT_U16(ptr) (*(const __u16 *)(ptr))
+#define PKT_U32(ptr) (*(const __u32 *)(ptr))
+
+/*
+ * fast_parse reads the common packet in place (direct packet access, no
+ * helper call and no copy): untagged Ethernet (or an L3 device's IP),
+ * IPv4 without options or IPv6 without extension headers, not a
+ * fragment, TCP or UDP, with every header in the skb's linear part.
+ * Every offset is a constant, so each check is one comparison with
+ * data_end. Anything else, including any packet the general parser would
+ * call truncated or malformed, returns false before writing *p, and the
+ * general parser (parse_ip) takes it with bpf_skb_load_bytes, which also
+ * reads non-linear skbs without pulling them. On success *p holds what
+ * parse_ip would have filled in for the same packet, and *off is where
+ * the IP header starts.
+ */
+static __always_inline bool fast_parse4(struct __sk_buff *skb, __u8 *ip,
+					void *end, const __u32 l3,
+					struct parsed *p)
+{
+	__u8 *l4 = ip + 20;
+
+	if ((void *)(l4 + 8) > end) /* IPv4 and a UDP header */
+		return false;
+	/* version 4, IHL 5: options take the general path */
+	if (ip[0] != 0x45)
+		return false;
+	/* MF or a fragment offset: the general path */
+	if (PKT_U16(ip + 6) & bpf_htons(0x3fff))
+		return false;
+	__u32 tot = bpf_ntohs(PKT_U16(ip + 2));
+	__u8 l4p = ip[9];
+	/* the datagram must lie in the packet (and a BIG TCP tot_len of 0
+	 * fails the header check below) */
+	if (tot > skb->len - l3)
+		return false;
+	__u32 hl = 8;
+	__u8 flags = 0;
+	if (l4p == IPPROTO_TCP) {
+		if ((void *)(l4 + 20) > end)
+			return false;
+		hl = (l4[12] >> 4) * 4;
+		flags = l4[13];
+		if (hl < 20)
+			return false;
+	} else if (l4p != IPPROTO_UDP) {
+		return false;
+	}
+	/* the headers must fit in the datagram */
+	if (20 + hl > tot)
+		return false;
+	__u32 *sa = (__u32 *)p->saddr, *da = (__u32 *)p->daddr;
+	sa[0] = 0;
+	sa[1] = 0;
+	sa[2] = bpf_htonl(0xffff);
+	sa[3] = PKT_U32(ip + 12);
+	da[0] = 0;
+	da[1] = 0;
+	da[2] = bpf_htonl(0xffff);
+	da[3] = PKT_U32(ip + 16);
+	p->family = 4;
+	p->proto = l4p;
+	p->l3_len = tot;
+	p->hdr_len = 20 + hl;
+	p->l4_off = l3 + 20;
+	p->sport = bpf_ntohs(PKT_U16(l4));
+	p->dport = bpf_ntohs(PKT_U16(l4 + 2));
+	p->tcp_flags = flags;
+	p->has_ports = 1;
+	return true;
+}
+
+static __always_inline bool fast_parse6(struct __sk_buff *skb, __u8 *ip,
+					void *end, const __u32 l3,
+					struct parsed *p)
+{
+	__u8 *l4 = ip + 40;
+
+	if ((void *)(l4 + 8) > end) /* IPv6 and a UDP header */
+		return false;
+	if ((ip[0] >> 4) != 6)
+		return false;
+	__u32 tot = 40 + bpf_ntohs(PKT_U16(ip + 4));
+	__u8 l4p = ip[6];
+	/* a payload length of 0 (jumbogram, BIG TCP) takes the general path */
+	if (tot == 40 || tot > skb->len - l3)
+		return false;
+	__u32 hl = 8;
+	__u8 flags = 0;
+	if (l4p == IPPROTO_TCP) {
+		if ((void *)(l4 + 20) > end)
+			return false;
+		hl = (l4[12] >> 4) * 4;
+		flags = l4[13];
+		if (hl < 20)
+			return false;
+	} else if (l4p != IPPROTO_UDP) {
+		return false; /* extension headers, ICMPv6, ... */
+	}
+	if (40 + hl > tot)
+		return false;
+	__u32 *sa = (__u32 *)p->saddr, *da = (__u32 *)p->daddr;
+	sa[0] = PKT_U32(ip + 8);
+	sa[1] = PKT_U32(ip + 12);
+	sa[2] = PKT_U32(ip + 16);
+	sa[3] = PKT_U32(ip + 20);
+	da[0] = PKT_U32(ip + 24);
+	da[1] = PKT_U32(ip + 28);
+	da[2] = PKT_U32(ip + 32);
+	da[3] = PKT_U32(ip + 36);
+	p->family = 6;
+	p->proto = l4p;
+	p->l3_len = tot;
+	p->hdr_len = 40 + hl;
+	p->l4_off = l3 + 40;
+	p->sport = bpf_ntohs(PKT_U16(l4));
+	p->dport = bpf_ntohs(PKT_U16(l4 + 2));
+	p->tcp_flags = flags;
+	p->has_ports = 1;
+	return true;
+}
+
+/*
+ * fast_parse reads the common packet in place (direct packet access: no
+ * helper call, no copy): untagged Ethernet (or an L3 device's IP), IPv4
+ * without options or IPv6 without extension headers, not a fragment,
+ * TCP or UDP, all headers in the skb's linear part. Every offset is a
+ * constant, so each bound is one comparison with data_end. Anything
+ * else, including every packet the general parser would call truncated
+ * or malformed, returns false with *p untouched, and the general parser
+ * (parse_ip, through bpf_skb_load_bytes, which also reads non-linear
+ * skbs without pulling them) takes it. On success *p holds what parse_ip
+ * fills in for the same packet; the IP header starts at *off.
+ */
+static __always_inline bool fast_parse(struct __sk_buff *skb, const bool l3dev,
+				       struct parsed *p, __u32 *off)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	const __u32 l3 = l3dev ? 0 : ETH_HLEN;
+	__u16 proto;
+
+	if (l3dev) {
+		proto = bpf_ntohs(skb->protocol);
+	} else {
+		if (data + ETH_HLEN > end)
+			return false;
+		proto = bpf_ntohs(PKT_U16((__u8 *)data + 12));
+	}
+	*off = l3;
+	if (proto == ETH_P_IP)
+		return fast_parse4(skb, (__u8 *)data + l3, end, l3, p);
+	if (proto == ETH_P_IPV6)
+		return fast_parse6(skb, (__u8 *)data + l3, end, l3, p);
+	return false;
+}
+
 static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
 				     const __u8 hook)
 {
@@ -1125,6 +1286,9 @@ static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
 	/* Each packet ends in exactly one outcome counter (accounted,
 	 * non-IP, a parse error, filtered out); user space adds them up
 	 * into "seen", so the common path updates one counter, not two. */
+	if (fast_parse(skb, l3dev, &p, &off))
+		goto parsed;
+	off = 0;
 	if (!l3dev) {
 		__u8 eth[ETH_HLEN];
 		/* bounds: a frame without a whole Ethernet header (runt) */
@@ -1177,6 +1341,7 @@ static __always_inline int handle_tc(struct __sk_buff *skb, const bool l3dev,
 	}
 	handle_frags(&p);
 
+parsed:;
 	struct flow_config *cfg = bpf_map_lookup_elem(&config, &key);
 	if (!cfg) /* cannot happen for an ARRAY; for the verifier */
 		return TC_ACT_UNSPEC;
