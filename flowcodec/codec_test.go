@@ -84,6 +84,8 @@ func TestRoundTripEdges(t *testing.T) {
 		"endpoint no ip":  {Source: &v1alpha1.Endpoint{IP: "10.0.0.1", Port: 5}},
 		"rv not numeric":  {ObjectMeta: metav1ObjectMeta("n.007", "007"), NodeName: "n"},
 		"rv empty, named": {ObjectMeta: metav1ObjectMeta("n.", ""), NodeName: "n"},
+		"grpc message":    {L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, GRPC: &v1alpha1.GRPC{Service: "s", Method: "m", StatusCode: 5, Message: "no order 42"}}},
+		"grpc headers":    {L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, GRPC: &v1alpha1.GRPC{Service: "s", Method: "m", ResponseHeaders: []v1alpha1.HTTPHeader{{Key: "x-served-by", Value: ""}}}}},
 	} {
 		t.Run(name, func(t *testing.T) { checkRoundTrip(t, f) })
 	}

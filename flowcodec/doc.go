@@ -78,7 +78,9 @@ limitations under the License.
 //	        http:  code zz, method enum, url str, protocol enum, headers
 //	               list of (key str, value str), and when
 //	               fHTTPResponseHeaders responseHeaders list of the same
-//	        grpc:  service str, method str, statusCode zz
+//	        grpc:  service str, method str, statusCode zz, and when
+//	               fGRPCDetails message str, responseHeaders list of
+//	               (key str, value str)
 //	        kafka: errorCode zz, apiVersion zz, apiKey enum,
 //	               correlationID zz, topic str
 //
@@ -129,6 +131,10 @@ const (
 	fHTTPResponseHeaders
 	// fDNSRetriedOverTCP: DNS.RetriedOverTCP; no bytes follow.
 	fDNSRetriedOverTCP
+	// fGRPCDetails: the l7 grpc section ends with the message and the
+	// response headers (GRPC.Message and GRPC.ResponseHeaders, not both
+	// empty then).
+	fGRPCDetails
 	fAll = 1<<iota - 1
 )
 

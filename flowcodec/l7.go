@@ -85,6 +85,10 @@ func (e *encoder) layer7(l7 *v1alpha1.Layer7) {
 		e.string(g.Service)
 		e.string(g.Method)
 		e.varint(int64(g.StatusCode))
+		if g.Message != "" || len(g.ResponseHeaders) > 0 {
+			e.string(g.Message)
+			e.headers(g.ResponseHeaders)
+		}
 	}
 	if k := l7.Kafka; k != nil {
 		e.varint(int64(k.ErrorCode))
@@ -107,8 +111,9 @@ func (e *encoder) headers(hs []v1alpha1.HTTPHeader) {
 }
 
 // layer7 decodes an l7 section; respHeaders: its http section ends with
-// the response headers.
-func (d *decoder) layer7(l7 *v1alpha1.Layer7, respHeaders bool) {
+// the response headers; grpcDetails: its grpc section ends with the
+// message and response headers.
+func (d *decoder) layer7(l7 *v1alpha1.Layer7, respHeaders, grpcDetails bool) {
 	bits := d.byte()
 	if bits&^l7All != 0 || bits&(l7Latency|l7LatencyMicros) == l7LatencyMicros ||
 		bits&(l7Kafka|l7KafkaClientID) == l7KafkaClientID {
@@ -169,6 +174,14 @@ func (d *decoder) layer7(l7 *v1alpha1.Layer7, respHeaders bool) {
 		g.Service = d.string()
 		g.Method = d.string()
 		g.StatusCode = d.int32()
+		if grpcDetails {
+			g.Message = d.string()
+			if g.ResponseHeaders = d.headers(); g.Message == "" && g.ResponseHeaders == nil {
+				d.fail("empty grpc details")
+			}
+		}
+	} else if grpcDetails {
+		d.fail("grpc details without grpc")
 	}
 	if bits&l7Kafka != 0 {
 		k := new(v1alpha1.Kafka)

@@ -101,6 +101,9 @@ func (e *encoder) flow(f *v1alpha1.Flow) {
 		if f.L7.DNS != nil && f.L7.DNS.RetriedOverTCP {
 			flags |= fDNSRetriedOverTCP
 		}
+		if g := f.L7.GRPC; g != nil && (g.Message != "" || len(g.ResponseHeaders) > 0) {
+			flags |= fGRPCDetails
+		}
 	}
 	if f.Traffic != nil {
 		flags |= fTraffic

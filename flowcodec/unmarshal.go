@@ -79,7 +79,7 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 		flags&(fLabelsSource|fLabelsDestination) == fLabelsSource|fLabelsDestination ||
 		flags&(fIsReply|fIsReplyTrue) == fIsReplyTrue || flags&(fL4|fICMP) == fICMP ||
 		flags&(fTime|fCreationDerived) == fCreationDerived || flags&(fL7|fHTTPResponseHeaders) == fHTTPResponseHeaders ||
-		flags&(fL7|fDNSRetriedOverTCP) == fDNSRetriedOverTCP {
+		flags&(fL7|fDNSRetriedOverTCP) == fDNSRetriedOverTCP || flags&(fL7|fGRPCDetails) == fGRPCDetails {
 		d.fail("bad flags")
 		return
 	}
@@ -195,7 +195,7 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 	}
 	if flags&fL7 != 0 {
 		f.L7 = &blk.l7
-		d.layer7(f.L7, flags&fHTTPResponseHeaders != 0)
+		d.layer7(f.L7, flags&fHTTPResponseHeaders != 0, flags&fGRPCDetails != 0)
 		if flags&fDNSRetriedOverTCP != 0 {
 			if f.L7.DNS == nil {
 				d.fail("retried over TCP without dns")

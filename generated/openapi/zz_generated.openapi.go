@@ -940,10 +940,37 @@ func schema_flowscope_apis_flows_v1alpha1_GRPC(ref common.ReferenceCallback) com
 							Format:      "int32",
 						},
 					},
+					"message": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Message is the grpc-message from the trailers, percent-decoded, at most 256 bytes.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"responseHeaders": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "ResponseHeaders are the response's headers and trailers that the agent's header allow-list names (never Set-Cookie).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.HTTPHeader{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
 				},
 				Required: []string{"service", "method"},
 			},
 		},
+		Dependencies: []string{
+			v1alpha1.HTTPHeader{}.OpenAPIModelName()},
 	}
 }
 

@@ -102,12 +102,21 @@ func New(opts Options) (*Redactor, error) {
 // Flow redacts f in place. The pipeline owns the flows it is given, and
 // versions and names them in place too.
 func (r *Redactor) Flow(f *v1alpha1.Flow) {
-	if f == nil || f.L7 == nil || f.L7.HTTP == nil {
-		// DNS names, Kafka topics and gRPC methods name things, they
-		// do not authenticate anyone: they stay.
+	if f == nil || f.L7 == nil {
 		return
 	}
+	// DNS names, Kafka topics and gRPC methods name things, they do not
+	// authenticate anyone: they stay. A gRPC call's response headers
+	// follow the allow-list as HTTP's do.
+	if g := f.L7.GRPC; g != nil {
+		for i := range g.ResponseHeaders {
+			g.ResponseHeaders[i] = r.header(g.ResponseHeaders[i])
+		}
+	}
 	h := f.L7.HTTP
+	if h == nil {
+		return
+	}
 	h.URL = URL(h.URL, r.keepQuery)
 	for i := range h.Headers {
 		h.Headers[i] = r.header(h.Headers[i])

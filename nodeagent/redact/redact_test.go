@@ -164,8 +164,13 @@ func TestFlowHeaders(t *testing.T) {
 				ResponseHeaders: append([]v1alpha1.HTTPHeader(nil), in...),
 			}}}
 			red.Flow(f)
+			// And to a gRPC call's.
+			g := &v1alpha1.Flow{L7: &v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, GRPC: &v1alpha1.GRPC{
+				Service: "shop.v1.Orders", Method: "Get", ResponseHeaders: append([]v1alpha1.HTTPHeader(nil), in...),
+			}}}
+			red.Flow(g)
 			h := f.L7.HTTP
-			for _, hs := range [][]v1alpha1.HTTPHeader{h.Headers, h.ResponseHeaders} {
+			for _, hs := range [][]v1alpha1.HTTPHeader{h.Headers, h.ResponseHeaders, g.L7.GRPC.ResponseHeaders} {
 				if len(hs) != len(in) {
 					t.Fatalf("%d headers, want %d: %v", len(hs), len(in), hs)
 				}

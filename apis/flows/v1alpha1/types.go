@@ -329,6 +329,15 @@ type GRPC struct {
 	// StatusCode is the grpc-status from the trailers.
 	// +optional
 	StatusCode int32 `json:"statusCode,omitempty"`
+	// Message is the grpc-message from the trailers, percent-decoded,
+	// at most 256 bytes.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// ResponseHeaders are the response's headers and trailers that the
+	// agent's header allow-list names (never Set-Cookie).
+	// +optional
+	// +listType=atomic
+	ResponseHeaders []HTTPHeader `json:"responseHeaders,omitempty"`
 }
 
 // Kafka is a Kafka request.

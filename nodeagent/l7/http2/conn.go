@@ -112,6 +112,10 @@ type stream struct {
 	reqType, respType string // content types
 	status            int    // :status, 0 when not known
 	grpcStatus        int    // -1 when not seen
+	grpcMessage       string // percent-decoded
+	// grpcMessageLost: a grpc-message field was there, its value unknown
+	// (a late join's table entry).
+	grpcMessageLost   bool
 	reqSeen, respSeen bool
 	reqPartial        bool // the request block had unknown fields or was cut
 	respPartial       bool
@@ -130,6 +134,8 @@ type fields struct {
 	method, path, ctype string
 	status              int
 	grpcStatus          int
+	grpcMessage         string
+	grpcMessageLost     bool
 	pseudo              bool // a request pseudo-header is known
 	unknown             bool // a field's name is unknown
 	cut                 bool
@@ -150,6 +156,15 @@ func (h *fields) add(f hpackjoin.Field) {
 	}
 	switch f.Name {
 	case ":method", ":path", ":scheme", ":authority", ":status", "content-type", "grpc-status":
+	case "grpc-message":
+		// Not needed to pair or type the call: an unknown value loses
+		// the message alone.
+		if v, ok := f.Value(); !ok {
+			h.grpcMessageLost = true
+		} else if h.grpcMessage == "" {
+			h.grpcMessage = cutValue(grpcUnescape(v))
+		}
+		return
 	default:
 		return
 	}
@@ -267,6 +282,7 @@ func (c *conn) response(id uint32, end bool, h *fields, at time.Time) {
 		if h.grpcStatus >= 0 {
 			s.grpcStatus = h.grpcStatus // trailers-only
 		}
+		s.grpcMessage, s.grpcMessageLost = h.grpcMessage, h.grpcMessageLost
 		if end {
 			c.complete(s, endStream)
 		} else if s.notGRPC() {
@@ -280,6 +296,9 @@ func (c *conn) response(id uint32, end bool, h *fields, at time.Time) {
 		s.respHeaders = append(s.respHeaders, h.kept[:min(len(h.kept), MaxHeaders-len(s.respHeaders))]...)
 		if h.grpcStatus >= 0 {
 			s.grpcStatus = h.grpcStatus
+		}
+		if h.grpcMessage != "" || h.grpcMessageLost {
+			s.grpcMessage, s.grpcMessageLost = h.grpcMessage, h.grpcMessageLost
 		}
 		c.complete(s, endStream)
 	}
@@ -379,9 +398,10 @@ func (c *conn) complete(s *stream, how ending) {
 	service, method, ok := grpcPath(s.path)
 	if grpc && (ok || s.path == "") {
 		code, known := s.grpcCode(how)
-		partial = partial || !known || s.path == ""
+		partial = partial || !known || s.path == "" || s.grpcMessageLost
 		rec.Type = v1alpha1.L7TypeGRPC
-		rec.GRPC = &v1alpha1.GRPC{Service: service, Method: method, StatusCode: int32(code)}
+		rec.GRPC = &v1alpha1.GRPC{Service: service, Method: method, StatusCode: int32(code),
+			Message: s.grpcMessage, ResponseHeaders: s.respHeaders}
 	} else {
 		// It may be gRPC all the same if a content type (or the
 		// trailers) could not be read.
@@ -432,6 +452,39 @@ func (s *stream) grpcCode(how ending) (int, bool) {
 		return 2, true // UNKNOWN
 	}
 	return 0, false
+}
+
+// grpcUnescape decodes grpc-message's percent-encoding
+// (PROTOCOL-HTTP2.md: "%" followed by two hex digits is a byte of the
+// UTF-8 message). Like grpc-go, it leaves a malformed escape as it is.
+func grpcUnescape(v string) string {
+	if !strings.Contains(v, "%") {
+		return v
+	}
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		if v[i] == '%' && i+2 < len(v) {
+			if hi, lo := unhex(v[i+1]), unhex(v[i+2]); hi >= 0 && lo >= 0 {
+				b = append(b, byte(hi<<4|lo))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, v[i])
+	}
+	return string(b)
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
 }
 
 // grpcType: a gRPC content type (application/grpc, +proto, +json, ...).

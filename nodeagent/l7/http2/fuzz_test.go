@@ -118,15 +118,22 @@ func FuzzHTTP2(f *testing.F) {
 					(ex.Request.IsZero() && !ex.Partial) || (ex.Request.IsZero() && ex.Response.IsZero()) {
 					t.Fatalf("malformed exchange %+v", ex)
 				}
+				var kept []v1alpha1.HTTPHeader
 				if r.HTTP != nil {
-					if len(r.HTTP.ResponseHeaders) > MaxHeaders {
-						t.Fatalf("%d response headers", len(r.HTTP.ResponseHeaders))
+					kept = r.HTTP.ResponseHeaders
+				} else {
+					kept = r.GRPC.ResponseHeaders
+					if m := r.GRPC.Message; len(m) > MaxHeaderValue || !utf8.ValidString(m) {
+						t.Fatalf("grpc-message out of bounds: %q", m)
 					}
-					for _, f := range r.HTTP.ResponseHeaders {
-						if len(f.Value) > MaxHeaderValue || !utf8.ValidString(f.Key) || !utf8.ValidString(f.Value) ||
-							strings.EqualFold(f.Key, "set-cookie") || strings.HasPrefix(f.Key, ":") {
-							t.Fatalf("response header out of bounds: %q", f)
-						}
+				}
+				if len(kept) > MaxHeaders {
+					t.Fatalf("%d response headers", len(kept))
+				}
+				for _, f := range kept {
+					if len(f.Value) > MaxHeaderValue || !utf8.ValidString(f.Key) || !utf8.ValidString(f.Value) ||
+						strings.EqualFold(f.Key, "set-cookie") || strings.HasPrefix(f.Key, ":") {
+						t.Fatalf("response header out of bounds: %q", f)
 					}
 				}
 			}

@@ -61,11 +61,12 @@ type Protocol struct {
 	// MaxHeaderBlock bounds the bytes of one header block read; a longer
 	// one is read as cut. Default DefaultMaxHeaderBlock.
 	MaxHeaderBlock int
-	// ResponseHeaders names the response header fields that HTTP
-	// records keep (and trailers, when the record waits for them), at
-	// most MaxHeaders of at most MaxHeaderValue bytes each; nil keeps
-	// none. A field whose name or value refers to a table entry from
-	// before a late join is left out. gRPC records have no headers.
+	// ResponseHeaders names the response header fields that HTTP and
+	// gRPC records keep (and trailers, when the record waits for them,
+	// as a gRPC call's does), at most MaxHeaders of at most
+	// MaxHeaderValue bytes each; nil keeps none. A field whose name or
+	// value refers to a table entry from before a late join is left out.
+	// A gRPC record's grpc-message is kept whatever the list says.
 	ResponseHeaders *l7.HeaderAllowlist
 }
 

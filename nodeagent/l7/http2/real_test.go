@@ -173,8 +173,8 @@ func (cs *calls) since(t time.Time) []call {
 	return out
 }
 
-func grpcRecord(method string, code codes.Code) v1alpha1.Layer7 {
-	return v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, GRPC: &v1alpha1.GRPC{Service: "test.v1.Echo", Method: method, StatusCode: int32(code)}}
+func grpcRecord(method string, code codes.Code, message string) v1alpha1.Layer7 {
+	return v1alpha1.Layer7{Type: v1alpha1.L7TypeGRPC, GRPC: &v1alpha1.GRPC{Service: "test.v1.Echo", Method: method, StatusCode: int32(code), Message: message}}
 }
 
 func httpRecord(method, url string, code int) v1alpha1.Layer7 {
@@ -207,7 +207,8 @@ func fits(ex l7.Exchange, c call) bool {
 	switch w := c.want; {
 	case rec.GRPC != nil:
 		return w.GRPC != nil && rec.HTTP == nil && eq(rec.GRPC.Service, w.GRPC.Service) &&
-			eq(rec.GRPC.Method, w.GRPC.Method) && (rec.GRPC.StatusCode == 0 || rec.GRPC.StatusCode == w.GRPC.StatusCode)
+			eq(rec.GRPC.Method, w.GRPC.Method) && (rec.GRPC.StatusCode == 0 || rec.GRPC.StatusCode == w.GRPC.StatusCode) &&
+			eq(rec.GRPC.Message, w.GRPC.Message)
 	case rec.HTTP != nil && w.GRPC != nil:
 		// A gRPC call not known as one: an HTTP/2 POST, status 200.
 		return eq(rec.HTTP.Method, "POST") && eq(rec.HTTP.URL, "/"+w.GRPC.Service+"/"+w.GRPC.Method) &&
@@ -557,7 +558,14 @@ func recordGRPC(t *testing.T) *recording {
 	ctx := context.Background()
 	var cs calls
 	invoke := func(method, in string, want codes.Code, sleep time.Duration) {
-		cs.do(t, method+" "+in, grpcRecord(method, want), sleep, func() error {
+		var msg string // the server's status message
+		switch {
+		case method == "Fail":
+			msg = "no " + in
+		case want != codes.OK:
+			msg = "as asked"
+		}
+		cs.do(t, method+" "+in, grpcRecord(method, want, msg), sleep, func() error {
 			err := cc.Invoke(ctx, "/test.v1.Echo/"+method, wrapperspb.String(in), new(wrapperspb.StringValue))
 			if status.Code(err) != want {
 				return fmt.Errorf("status %w, want %v", err, want)
@@ -566,7 +574,7 @@ func recordGRPC(t *testing.T) *recording {
 		})
 	}
 	count := func(n int) {
-		cs.do(t, fmt.Sprintf("Count %d", n), grpcRecord("Count", codes.OK), 0, func() error {
+		cs.do(t, fmt.Sprintf("Count %d", n), grpcRecord("Count", codes.OK, ""), 0, func() error {
 			s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/test.v1.Echo/Count")
 			if err != nil {
 				return err

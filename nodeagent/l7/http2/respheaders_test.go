@@ -25,6 +25,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/l7"
 )
 
@@ -100,6 +108,84 @@ func TestH2CResponseHeaders(t *testing.T) {
 				slices.Sort(keys)
 				if !slices.Equal(keys, tc.keys) {
 					t.Errorf("exchange %d: response headers %q, want %q", i, keys, tc.keys)
+				}
+			}
+		})
+	}
+}
+
+// TestGRPCResponseHeaders: a grpc-go call's response headers and trailers
+// that the allow-list names are kept in its gRPC record (Set-Cookie never,
+// even with "*"), and its grpc-message is kept percent-decoded whatever
+// the list says.
+func TestGRPCResponseHeaders(t *testing.T) {
+	rec := &recorder{}
+	l := rec.listen(t)
+	const message = "order 42: 100% gone, ünknown\n"
+	gs := grpc.NewServer()
+	gs.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "test.v1.Orders",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Get", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			if err := dec(new(wrapperspb.StringValue)); err != nil {
+				return nil, err
+			}
+			_ = grpc.SetHeader(ctx, metadata.Pairs("x-served-by", "orders-1", "set-cookie", "session=s3cr3t"))
+			_ = grpc.SetTrailer(ctx, metadata.Pairs("x-checksum", "abc123"))
+			return nil, status.Error(codes.NotFound, message)
+		}}},
+	}, struct{}{})
+	go func() { _ = gs.Serve(l) }()
+	t.Cleanup(gs.Stop)
+	cc, err := grpc.NewClient("passthrough:///"+l.Addr().String(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(rec.dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	for range 2 {
+		err := cc.Invoke(context.Background(), "/test.v1.Orders/Get", wrapperspb.String("42"), new(wrapperspb.StringValue))
+		if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != message {
+			t.Fatalf("call: %v", err)
+		}
+	}
+	chunks := rec.chunks(time.Time{}, 0)
+
+	credentials := []string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie"}
+	for name, tc := range map[string]struct {
+		allow []string
+		want  []v1alpha1.HTTPHeader // in wire order: headers, then trailers
+	}{
+		"none":                    {nil, nil},
+		"x-served-by, x-checksum": {[]string{"X-Served-By", "x-checksum"}, []v1alpha1.HTTPHeader{{Key: "x-served-by", Value: "orders-1"}, {Key: "x-checksum", Value: "abc123"}}},
+		"all": {[]string{"*"}, []v1alpha1.HTTPHeader{
+			{Key: "content-type", Value: "application/grpc"}, {Key: "x-served-by", Value: "orders-1"},
+			{Key: "grpc-status", Value: "5"}, {Key: "grpc-message", Value: "order 42: 100%25 gone, %C3%BCnknown%0A"}, {Key: "x-checksum", Value: "abc123"},
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := Protocol{}
+			if tc.allow != nil {
+				p.ResponseHeaders = l7.NewHeaderAllowlist(tc.allow, credentials)
+			}
+			c := p.New(l7.Start{FromHandshake: true})
+			var xs []l7.Exchange
+			for _, ch := range chunks {
+				xs = append(xs, c.Feed(ch)...)
+			}
+			if len(xs) != 2 {
+				t.Fatalf("%d exchanges, want 2", len(xs))
+			}
+			for i, x := range xs {
+				g := x.Record.GRPC
+				if x.Partial || g == nil || g.Service != "test.v1.Orders" || g.Method != "Get" || g.StatusCode != int32(codes.NotFound) {
+					t.Fatalf("exchange %d: %s", i, describe(x))
+				}
+				if g.Message != message {
+					t.Errorf("exchange %d: message %q, want %q", i, g.Message, message)
+				}
+				if !slices.Equal(g.ResponseHeaders, tc.want) {
+					t.Errorf("exchange %d: response headers %q, want %q", i, g.ResponseHeaders, tc.want)
 				}
 			}
 		})
