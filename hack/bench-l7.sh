@@ -24,8 +24,11 @@
 #   - the gRPC request rate and p99 latency of grpc-go unary calls
 #     (grpc.health.v1.Health/Check) over 4 h2c connections to a grpc-go
 #     server (hack/l7load),
-# plus the agent's CPU per 1,000 requests of each and the payload samples
-# it took and dropped. The modes run side by side in every round, in an order that
+# plus, per 1,000 requests of each, the agent's CPU (user space: the ring
+# reader, stream tracker, parsers, records and ingest) and the time its
+# eBPF programs ran (kernel.bpf_stats_enabled, on during the benchmark:
+# the capture and the L7 sampling, charged to whichever task sent the
+# packet), and the payload samples it took and dropped. The modes run side by side in every round, in an order that
 # rotates from round to round, so the machine's noise hits them alike;
 # ratios are each round's mode over the same round's off, reported as
 # median [min, max] over the rounds.
@@ -55,7 +58,9 @@ IPERF_PID="" HTTP_PID=""
 [[ $(id -u) == 0 ]] || { echo "bench-l7: needs root" >&2; exit 1; }
 command -v iperf3 >/dev/null || { apt-get update -qq && apt-get install -y -qq iperf3 >/dev/null; }
 
+BPF_STATS_WAS=$(cat /proc/sys/kernel/bpf_stats_enabled)
 cleanup() {
+  sysctl -qw kernel.bpf_stats_enabled="${BPF_STATS_WAS}"
   stop_agent
   for p in ${IPERF_PID} ${HTTP_PID}; do kill "$p" 2>/dev/null || true; done
   teardown_pods
@@ -73,23 +78,34 @@ l7_load() {
   ip netns exec "${NS_A}" "${WORK}/l7load" load "${target[@]}" -conns 4 -duration "${SECS}s"
 }
 
+# bpf_ns: the nanoseconds the agent's eBPF programs have run (their file
+# descriptors' fdinfo run_time_ns, summed).
+bpf_ns() {
+  local f t=0
+  for f in /proc/"${AGENT_PID}"/fdinfo/*; do
+    t=$((t + $(awk '$1 == "prog_type:" {p = 1} $1 == "run_time_ns:" && p {print $2; exit} END {if (!p) print 0}' "$f" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+
 # measure MODE ROUND KIND: one load of KIND (http, grpc) against the agent
 # in MODE, into rps, p99 and cpu[KIND,MODE,ROUND].
 measure() {
-  local m=$1 r=$2 k=$3 t0 t1 out n rate q99 prof=""
+  local m=$1 r=$2 k=$3 t0 t1 b0 b1 out n rate q99 prof=""
   if [[ -n ${PROFILE} && $m == all ]]; then
     curl -fsS -o "${PROFILE}/${k}-round${r}.pprof" "http://${METRICS}/debug/pprof/profile?seconds=${SECS}" &
     prof=$!
   fi
-  t0=$(cpu_ticks "${AGENT_PID}")
+  t0=$(cpu_ticks "${AGENT_PID}") b0=$(bpf_ns)
   out=$(l7_load "$k")
   sleep 1 # let the reader drain
-  t1=$(cpu_ticks "${AGENT_PID}")
+  t1=$(cpu_ticks "${AGENT_PID}") b1=$(bpf_ns)
   [[ -z ${prof} ]] || wait "${prof}"
   read -r n rate _ q99 <<<"${out}"
   rps[${k},${m},${r}]=${rate}
   p99[${k},${m},${r}]=${q99}
   cpu[${k},${m},${r}]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${n}" 'BEGIN{printf "%.4f", t / hz * 1000 / n * 1000}')
+  bpf[${k},${m},${r}]=$(awk -v t="$((b1 - b0))" -v n="${n}" 'BEGIN{printf "%.4f", t / 1e6 / n * 1000}')
 }
 
 # stats VALUES...: median [min, max].
@@ -107,7 +123,8 @@ main() {
   sleep 0.5
   [[ -z ${PROFILE} ]] || mkdir -p "${PROFILE}"
 
-  declare -A tcp rps p99 cpu ev drop recs
+  sysctl -qw kernel.bpf_stats_enabled=1
+  declare -A tcp rps p99 cpu bpf ev drop recs
   local r i m k
   for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < ${#MODES[@]}; i++)); do
@@ -126,9 +143,9 @@ main() {
       drop[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_dropped_total) - d0))
       recs[${m},${r}]=$(($(metric_sum flowscope_agent_l7_records_total) - x0))
       stop_agent
-      printf 'round %d %-8s tcp %6s Gbit/s  http %6s req/s p99 %5s µs %s CPU-ms/1k  grpc %6s req/s p99 %5s µs %s CPU-ms/1k  samples %d dropped %d records %d\n' \
-        "${r}" "${m}" "${tcp[${m},${r}]}" "${rps[http,${m},${r}]}" "${p99[http,${m},${r}]}" "${cpu[http,${m},${r}]}" \
-        "${rps[grpc,${m},${r}]}" "${p99[grpc,${m},${r}]}" "${cpu[grpc,${m},${r}]}" "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
+      printf 'round %d %-8s tcp %6s Gbit/s  http %6s req/s p99 %5s µs %s+%s CPU-ms/1k  grpc %6s req/s p99 %5s µs %s+%s CPU-ms/1k  samples %d dropped %d records %d\n' \
+        "${r}" "${m}" "${tcp[${m},${r}]}" "${rps[http,${m},${r}]}" "${p99[http,${m},${r}]}" "${cpu[http,${m},${r}]}" "${bpf[http,${m},${r}]}" \
+        "${rps[grpc,${m},${r}]}" "${p99[grpc,${m},${r}]}" "${cpu[grpc,${m},${r}]}" "${bpf[grpc,${m},${r}]}" "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
     done
   done
 
@@ -142,16 +159,17 @@ main() {
     done
     printf '  %-9s %-9s %-26s\n' "${m}" "iperf3" "$(stats "${rt[@]}")"
   done
-  printf '  %-9s %-9s %-26s %-26s %-26s\n' "--l7" "load" "req/s ratio to off" "p99 ratio to off" "agent CPU-ms per 1k req"
+  printf '  %-9s %-9s %-26s %-26s %-26s %-26s\n' "--l7" "load" "req/s ratio to off" "p99 ratio to off" "agent CPU-ms per 1k req" "eBPF ms per 1k req"
   for k in http grpc; do
     for m in "${MODES[@]}"; do
-      local rr=() rp=() c=()
+      local rr=() rp=() c=() bp=()
       for ((r = 1; r <= ROUNDS; r++)); do
         rr+=("$(awk -v a="${rps[${k},${m},${r}]}" -v b="${rps[${k},off,${r}]}" 'BEGIN{print a/b}')")
         rp+=("$(awk -v a="${p99[${k},${m},${r}]}" -v b="${p99[${k},off,${r}]}" 'BEGIN{print a/b}')")
         c+=("${cpu[${k},${m},${r}]}")
+        bp+=("${bpf[${k},${m},${r}]}")
       done
-      printf '  %-9s %-9s %-26s %-26s %-26s\n' "${m}" "${k}" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")"
+      printf '  %-9s %-9s %-26s %-26s %-26s %-26s\n' "${m}" "${k}" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")" "$(stats "${bp[@]}")"
     done
   done
   # off's absolute medians, for scale.
