@@ -47,9 +47,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/agentcerts"
 	"flowscope.io/flowscope/nodeagent/capture"
 	"flowscope.io/flowscope/nodeagent/flowlog"
-	"flowscope.io/flowscope/nodeagent/follow"
 	"flowscope.io/flowscope/nodeagent/hub"
-	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/redact"
@@ -416,59 +414,6 @@ func Run(ctx context.Context, o *Options) error {
 		g.Go(func() error { return runCapture(ctx, o, p, h, e, e, mode) })
 	}
 	return g.Wait()
-}
-
-func runReplay(ctx context.Context, o *Options, p *ingest.Pipeline) error {
-	// The pipeline outlives this source (Run): lines read as ctx ends are
-	// still stored, and the last checkpoint waits for them.
-	queueCtx := context.WithoutCancel(ctx)
-	f := follow.New(o.ReplayFile,
-		// A line becomes a flow a little larger at most (the pod labels
-		// that enrichment adds are bounded too): half the store's bound
-		// keeps every block readable.
-		follow.WithMaxLineBytes(store.MaxFlowBytes/2),
-		follow.WithCheckpoint(filepath.Join(o.DataDir, "replay.checkpoint")),
-		// A checkpoint covers only lines whose flows are stored and
-		// synced, so that neither a crash nor a power loss skips any.
-		follow.WithBeforeCheckpoint(func() error {
-			ctx, cancel := context.WithTimeout(queueCtx, time.Minute)
-			defer cancel()
-			return p.Flush(ctx)
-		}),
-		follow.WithOnError(func(err error) {
-			if errors.Is(err, follow.ErrLineTooLong) {
-				metrics.ReplayLines.WithLabelValues("too_long").Inc()
-			}
-			klog.ErrorS(err, "Problem following the replay file", "file", o.ReplayFile)
-		}))
-	opts := parse.Options{AgentNamespace: o.Namespace, NodeName: o.NodeName}
-	// A hostile or corrupt file must not flood the log: one line a second,
-	// with the count of those not logged; the counter has them all.
-	var lastLog time.Time
-	suppressed := 0
-	return f.Run(ctx, func(line []byte) {
-		flow, err := parse.ExportLine(line, opts)
-		var notAFlow *parse.NotAFlowError
-		switch {
-		case errors.As(err, &notAFlow):
-			metrics.ReplayLines.WithLabelValues("not_a_flow").Inc()
-			// Hubble's own losses, reported in its file, are losses too.
-			metrics.ReplayHubbleLostEvents.Add(float64(notAFlow.LostEvents))
-		case err != nil:
-			metrics.ReplayLines.WithLabelValues("malformed").Inc()
-			if time.Since(lastLog) < time.Second {
-				suppressed++
-				return
-			}
-			klog.ErrorS(err, "Skipping malformed replay line", "file", o.ReplayFile, "suppressedSinceLast", suppressed)
-			lastLog, suppressed = time.Now(), 0
-		default:
-			metrics.ReplayLines.WithLabelValues("flow").Inc()
-			// The file keeps what the queue cannot take yet: wait
-			// rather than drop.
-			_ = p.Put(queueCtx, flow) // cannot fail: queueCtx never ends
-		}
-	})
 }
 
 func serveMetrics(ctx context.Context, addr string, profiling bool, ready func() error) error {

@@ -66,6 +66,7 @@ type Follower struct {
 	checkpointPath     string
 	checkpointInterval time.Duration
 	beforeCheckpoint   func() error
+	caughtUp           func()
 	onError            func(error)
 	now                func() time.Time
 
@@ -129,6 +130,15 @@ func WithCheckpointInterval(d time.Duration) Option {
 // reported.
 func WithBeforeCheckpoint(fn func() error) Option {
 	return func(f *Follower) { f.beforeCheckpoint = fn }
+}
+
+// WithCaughtUp sets a function called from Run's goroutine each time Run
+// has delivered every complete line the file holds, before it waits for
+// more. A handler that gathers lines into batches hands on what it holds
+// then, so that a batch waits for more lines only while more are there to
+// read.
+func WithCaughtUp(fn func()) Option {
+	return func(f *Follower) { f.caughtUp = fn }
 }
 
 // WithOnError sets a function called with every problem Run meets and
@@ -262,6 +272,9 @@ func (t *tail) poll(ctx context.Context) {
 		if t.open() {
 			t.readToEOF(ctx)
 		}
+	}
+	if t.f.caughtUp != nil && ctx.Err() == nil {
+		t.f.caughtUp()
 	}
 	t.rememberHead()
 	t.maybeSaveCheckpoint(false)

@@ -629,3 +629,55 @@ func TestLatency(t *testing.T) {
 		t.Errorf("worst latency %v, want well under a second", worst)
 	}
 }
+
+// TestCaughtUp checks that a handler which batches lines is told when it
+// holds every complete line of the file, partial ones excepted, so that
+// it can hand its batch on.
+func TestCaughtUp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.log")
+	writeFile(t, path, "one\ntwo\nthr")
+	var mu sync.Mutex
+	var pending, flushed []string
+	c := &collector{}
+	f := New(path, WithPollInterval(testPoll), WithOnError(c.onError), WithCaughtUp(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		flushed = append(flushed, pending...)
+		pending = nil
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- f.Run(ctx, func(line []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			pending = append(pending, string(line))
+		})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFlushed := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			got := slices.Clone(flushed)
+			mu.Unlock()
+			if slices.Equal(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("flushed %q, want %q", got, want)
+			}
+			time.Sleep(testPoll)
+		}
+	}
+	waitFlushed("one", "two")
+	appendFile(t, path, "ee\nfour\n")
+	waitFlushed("one", "two", "three", "four")
+	if errs := c.errors(); len(errs) > 0 {
+		t.Errorf("errors: %v", errs)
+	}
+}

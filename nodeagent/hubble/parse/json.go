@@ -147,7 +147,8 @@ func (o object) child(name string) string {
 func (d *decoder) object(o object, names ...string) (object, bool) {
 	v, name, ok := o.get(names...)
 	if !ok {
-		return object{path: o.child(names[0])}, false
+		// No error names a missing object: spare its path.
+		return object{}, false
 	}
 	return d.decodeObject(o.child(name), v)
 }
