@@ -47,13 +47,10 @@ func (r *CheckReport) problem(format string, args ...any) {
 // flows call for (unless the store holds blocks written without them); and
 // no frame or posting list belongs to a block the catalog does not know.
 // Blocks that have left the store's answers, or will within a few seconds,
-// are not judged: their catalog entries and posting lists expire key by key
-// as the clock passes, and Maintain drops their frames.
+// are not judged: Maintain removes them.
 func (s *Store) Check() (CheckReport, error) {
 	var r CheckReport
-	soon := uint64(time.Now().Add(5 * time.Second).Unix())
-	from := s.OldestCompleteRV(time.Now().Add(5 * time.Second))
-	expiring := func(item *badger.Item) bool { return item.ExpiresAt() != 0 && item.ExpiresAt() <= soon }
+	from := s.OldestCompleteRV(s.now().Add(5 * time.Second))
 	departed := func(firstRV uint64) bool { return firstRV < from }
 	indexed := s.indexUsable()
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -63,9 +60,6 @@ func (s *Store) Check() (CheckReport, error) {
 		blocks := map[uint64]bool{}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCatalog}})
 		for it.Rewind(); it.Valid(); it.Next() {
-			if expiring(it.Item()) {
-				continue
-			}
 			key := it.Item().Key()
 			if len(key) != 1+positionLen {
 				r.problem("catalog key %x has the wrong length", key)
@@ -102,10 +96,10 @@ func (s *Store) Check() (CheckReport, error) {
 			}
 		}
 		it.Close()
-		r.Frames = s.checkOrphans(txn, &r, prefixFrame, blocks, expiring, departed, func(key []byte) uint64 {
+		r.Frames = s.checkOrphans(txn, &r, prefixFrame, blocks, departed, func(key []byte) uint64 {
 			return binary.BigEndian.Uint64(key[1:])
 		}, nil)
-		r.PostingLists = s.checkOrphans(txn, &r, prefixPosting, blocks, expiring, departed, func(key []byte) uint64 {
+		r.PostingLists = s.checkOrphans(txn, &r, prefixPosting, blocks, departed, func(key []byte) uint64 {
 			return binary.BigEndian.Uint64(key[len(key)-8:])
 		}, func(key, val []byte) {
 			if !indexed {
@@ -171,14 +165,11 @@ func (s *Store) checkBlock(txn *badger.Txn, r *CheckReport, minTime int64, first
 // not hold, calls fn (if not nil) with the others, and counts them; keys of
 // blocks that have departed are skipped.
 func (s *Store) checkOrphans(txn *badger.Txn, r *CheckReport, prefix byte, blocks map[uint64]bool,
-	expiring func(*badger.Item) bool, departed func(uint64) bool, blockOf func(key []byte) uint64, fn func(key, val []byte)) int {
+	departed func(uint64) bool, blockOf func(key []byte) uint64, fn func(key, val []byte)) int {
 	n := 0
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
-		if expiring(it.Item()) {
-			continue
-		}
 		key := it.Item().Key()
 		if len(key) < 9 {
 			r.problem("key %q is too short", key)

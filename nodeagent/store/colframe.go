@@ -160,6 +160,35 @@ func (fr *frame) flow(i int) (*v1alpha1.Flow, error) {
 	return f, nil
 }
 
+// indexValues calls fn with the posting value of every indexed field of
+// every flow of the frame, a value as often as it comes: the values of a
+// shape once, and each flow's destination port.
+func (fr *frame) indexValues(fn func(field indexField, v string)) error {
+	decoded := make([]bool, len(fr.shapes))
+	for i, sh := range fr.shape {
+		if fr.bits[i]&cPorts != 0 {
+			if fr.sport[i] != 0 || fr.dport[i] != 0 {
+				fn(idxDestPort, postingValue(idxDestPort, strconv.Itoa(int(fr.dport[i]))))
+			}
+		}
+		if decoded[sh] {
+			continue // a shape without cPorts holds its flows' ports
+		}
+		decoded[sh] = true
+		f, err := fr.flow(i)
+		if err != nil {
+			return err
+		}
+		vals := indexValues(f)
+		for field := indexField(1); field <= numIndexes; field++ {
+			if vals[field] != "" && (field != idxDestPort || fr.bits[i]&cPorts == 0) {
+				fn(field, postingValue(field, vals[field]))
+			}
+		}
+	}
+	return nil
+}
+
 // frameEncoder encodes frames; encoders are pooled with their buffers, so
 // that a write allocates little beyond its output.
 type frameEncoder struct {

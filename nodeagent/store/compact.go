@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -61,7 +60,7 @@ type oldBlock struct {
 // goroutine; upTo should leave the newest blocks alone, where watches join
 // the live stream.
 func (s *Store) Compact(upTo uint64) (int, error) {
-	from := max(s.compactedThrough, s.OldestCompleteRV(time.Now()))
+	from := max(s.compactedThrough, s.OldestCompleteRV(s.now()))
 	runs, through, err := s.smallRuns(from, upTo)
 	if err != nil {
 		return 0, err

@@ -19,6 +19,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -27,15 +28,22 @@ import (
 // Retention on disk.
 //
 // A flow leaves the store's answers at its version + retention
-// (OldestCompleteRV). Keys that expire in Badger only free disk space when a
-// compaction rewrites their table, which for old, cold tables may be never;
-// and Badger's DropPrefix ignores prefixes whose keys have all expired. So
-// frames, nearly all of a store's bytes, carry no TTL: Maintain drops them in
-// whole buckets of versions with DropPrefix, which deletes the tables that
-// hold nothing else, and the disk use really falls. Catalog entries and
-// posting lists are small and expire by TTL; a block whose frames are gone
-// is skipped by every read, and frames below OldestCompleteRV are never
-// answered.
+// (OldestCompleteRV). No key carries a Badger TTL: Badger would judge it by
+// the wall clock, so a clock stepped forward would hide every block at once
+// and one stepped back would bring expired ones back. Keys that expire in
+// Badger only free disk space when a compaction rewrites their table, which
+// for old, cold tables may be never. Maintain instead drops frames, nearly
+// all of a store's bytes, in whole buckets of versions with DropPrefix,
+// which deletes the tables that hold nothing else, so the disk use really
+// falls; first it deletes those blocks' catalog entries and posting lists,
+// which it finds from the frames' shapes (colframe.go). A block whose
+// frames are gone is skipped by every read, and frames below
+// OldestCompleteRV are never answered.
+//
+// What has expired is decided by the clock Maintain is given, bounded by the
+// store's newest version (a timestamp of the agent's hybrid clock): a clock
+// that jumps ahead of the flows being written deletes nothing they would
+// not.
 //
 // A bucket is the frames of the blocks whose first version shares its top
 // five bytes: 2^24 µs, about 17 s of versions.
@@ -68,6 +76,9 @@ type MaintainReport struct {
 	// OverBudget: the store is over its budget with nothing left to evict
 	// but the newest bucket.
 	OverBudget bool
+	// ClockAhead is how far the clock Maintain was given ran ahead of the
+	// store's newest version, which bounded what expired.
+	ClockAhead time.Duration
 }
 
 // Maintain removes the frames of expired flows from disk and, while the
@@ -79,9 +90,20 @@ type MaintainReport struct {
 // goroutine, between writes.
 func (s *Store) Maintain(now time.Time, evicting func(through uint64) error) (MaintainReport, error) {
 	var r MaintainReport
+	newest, err := s.LastRV()
+	if err != nil {
+		return r, err
+	}
+	if ahead := now.Sub(time.UnixMicro(int64(newest))); newest != 0 && ahead > 0 {
+		r.ClockAhead = ahead
+		now = time.UnixMicro(int64(newest))
+	}
 	gone := uint64(max(now.Add(-s.retention-dropMargin).UnixMicro(), 0))
 	var expired [][]byte
 	for b, ok := s.firstBucket(0); ok && (b+1)<<bucketShift <= gone; b, ok = s.firstBucket(b + 1) {
+		if err := s.deleteIndexOf(b); err != nil {
+			return r, err
+		}
 		expired = append(expired, bucketPrefix(b))
 	}
 	if len(expired) > 0 {
@@ -89,6 +111,9 @@ func (s *Store) Maintain(now time.Time, evicting func(through uint64) error) (Ma
 			return r, fmt.Errorf("drop expired flows: %w", err)
 		}
 		r.Dropped = len(expired)
+	}
+	if err := s.clearNoIndex(); err != nil {
+		return r, err
 	}
 	disk, err := s.DiskBytes()
 	if err != nil {
@@ -119,6 +144,9 @@ func (s *Store) Maintain(now time.Time, evicting func(through uint64) error) (Ma
 			}
 			s.evictedThrough.Store(through)
 		}
+		if err := s.deleteIndexOf(b); err != nil {
+			return r, err
+		}
 		if err := s.db.DropPrefix(bucketPrefix(b)); err != nil {
 			return r, fmt.Errorf("evict flows through version %d: %w", through, err)
 		}
@@ -131,6 +159,87 @@ func (s *Store) Maintain(now time.Time, evicting func(through uint64) error) (Ma
 	s.RunGC()
 	r.DiskBytes = disk
 	return r, nil
+}
+
+// deleteIndexOf deletes the catalog entries and posting lists of the blocks
+// that start in bucket b, whose frames are about to be dropped.
+func (s *Store) deleteIndexOf(b uint64) error {
+	var keys [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		var ix blockIndex
+		err := scanFrames(txn, b<<bucketShift, (b+1)<<bucketShift-1, func(c *cursor) (bool, error) {
+			if ix.started && ix.firstRV != c.firstRV {
+				keys = ix.appendKeys(keys)
+				ix = blockIndex{}
+			}
+			return true, ix.add(c)
+		})
+		if ix.started {
+			keys = ix.appendKeys(keys)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("find the index of bucket %d: %w", b, err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("delete the index of bucket %d: %w", b, err)
+	}
+	return nil
+}
+
+// blockIndex gathers the catalog position and index values of one block
+// from its frames.
+type blockIndex struct {
+	started bool
+	firstRV uint64
+	minTime int64
+	values  [numIndexes + 1]map[string]bool
+}
+
+func (ix *blockIndex) add(c *cursor) error {
+	if !ix.started {
+		*ix = blockIndex{started: true, firstRV: c.firstRV, minTime: math.MaxInt64}
+		for field := indexField(1); field <= numIndexes; field++ {
+			ix.values[field] = map[string]bool{}
+		}
+	}
+	if len(c.entries) == 0 {
+		return nil
+	}
+	for _, e := range c.entries {
+		ix.minTime = min(ix.minTime, e.time)
+	}
+	return c.entries[0].fr.indexValues(func(field indexField, v string) { ix.values[field][v] = true })
+}
+
+func (ix *blockIndex) appendKeys(keys [][]byte) [][]byte {
+	keys = append(keys, catalogKey(ix.minTime, ix.firstRV))
+	for field, vals := range ix.values {
+		for v := range vals {
+			keys = append(keys, appendPostingKey(nil, indexField(field), v, ix.minTime, ix.firstRV))
+		}
+	}
+	return keys
+}
+
+// clearNoIndex deletes the marker of blocks without posting lists once the
+// last of them has left the store.
+func (s *Store) clearNoIndex() error {
+	raw, err := s.GetMeta(metaNoIndex)
+	if err != nil || len(raw) != 8 || s.writeNoIndex || binary.BigEndian.Uint64(raw) >= s.OldestCompleteRV(s.now()) {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete(append([]byte{prefixMeta}, metaNoIndex...))
+	})
 }
 
 // firstBucket returns the first bucket at or after b that holds frames.

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,51 +399,47 @@ func TestQueryBeforeIndex(t *testing.T) {
 	}
 }
 
-// TestIndexExpiry: a block's catalog entry and posting lists carry the
-// expiry of its last flow and vanish together; its frames carry none
-// (Maintain drops them). Badger's clock is the
-// wall clock, so the test writes flows whose versions are just past the
-// retention and waits for them to go (about a second).
-func TestIndexExpiry(t *testing.T) {
-	const retention = 3 * time.Second
-	s := openTest(t, Options{Retention: retention})
-	now := time.Now()
-	oldRV := uint64(now.Add(-retention).UnixMicro())
-	newRV := uint64(now.UnixMicro())
+// TestIndexLeavesWithItsFrames: no key carries a Badger TTL, which would
+// follow the wall clock; Maintain removes a block's catalog entry and posting
+// lists with its frames, once the block has left the store by the store's
+// clock, bounded by its newest version.
+func TestIndexLeavesWithItsFrames(t *testing.T) {
+	const retention = time.Minute
+	var clock atomicTime
+	real := time.Now()
+	clock.set(real)
+	s := openTest(t, Options{Retention: retention, Now: clock.now})
+	oldRV := uint64(real.Add(-10 * retention).UnixMicro())
+	newRV := uint64(real.UnixMicro())
 	sp := spec{ns: "shop", srcNS: "shop", srcPod: "web-1", dstNS: "shop", dstPod: "db-0", srcWorkload: "web",
 		dstWorkload: "db", proto: v1alpha1.ProtocolTCP, sport: 1, dport: 5432, verdict: v1alpha1.VerdictForwarded,
 		dir: v1alpha1.TrafficDirectionEgress, l7: v1alpha1.L7TypeHTTP}
-	for _, rv0 := range []uint64{oldRV, newRV} {
+	write := func(rv0 uint64, at time.Time) {
 		var recs []Record
 		for i := range 10 {
-			recs = append(recs, Record{RV: rv0 + uint64(i), Flow: sp.flow(now, rv0+uint64(i))})
+			recs = append(recs, Record{RV: rv0 + uint64(i), Flow: sp.flow(at, rv0+uint64(i))})
 		}
 		if err := s.Write(recs); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// keysByBlock maps the first version of each block to the expiries
-	// of its visible keys.
-	keysByBlock := func() map[uint64][]uint64 {
-		m := map[uint64][]uint64{}
+	write(oldRV, real.Add(-10*retention))
+	write(newRV, real)
+	// keysByBlock maps the first version of each block to its catalog
+	// and posting keys.
+	keysByBlock := func() map[uint64]int {
+		m := map[uint64]int{}
 		err := s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
 				k := it.Item().Key()
-				var rv uint64
-				switch k[0] {
-				case prefixFrame:
-					if it.Item().ExpiresAt() != 0 {
-						t.Fatalf("frame %x expires", k)
-					}
-					continue
-				case prefixCatalog, prefixPosting:
-					rv = binary.BigEndian.Uint64(k[len(k)-8:])
-				default:
-					continue
+				if it.Item().ExpiresAt() != 0 {
+					t.Fatalf("key %q expires", k)
 				}
-				m[rv] = append(m[rv], it.Item().ExpiresAt())
+				if k[0] == prefixCatalog || k[0] == prefixPosting {
+					m[binary.BigEndian.Uint64(k[len(k)-8:])]++
+				}
 			}
 			return nil
 		})
@@ -451,40 +448,49 @@ func TestIndexExpiry(t *testing.T) {
 		}
 		return m
 	}
-	blocks := keysByBlock()
 	// One catalog entry, one posting list per index the flows have a
 	// value for.
 	want := 1
-	for _, v := range indexValues(sp.flow(now, oldRV)) {
+	for _, v := range indexValues(sp.flow(real, oldRV)) {
 		if v != "" {
 			want++
 		}
 	}
-	for rv, exps := range blocks {
-		if len(exps) != want {
-			t.Fatalf("block %d has %d keys, want %d", rv, len(exps), want)
-		}
-		for _, e := range exps {
-			if e != s.expiresAt(rv+9) {
-				t.Fatalf("a key of block %d expires at %d, its last flow at %d", rv, e, s.expiresAt(rv+9))
-			}
-		}
+	blocks := keysByBlock()
+	if len(blocks) != 2 || blocks[oldRV] != want || blocks[newRV] != want {
+		t.Fatalf("keys by block %v, want %d for each of %d and %d", blocks, want, oldRV, newRV)
 	}
-	if len(blocks) != 2 {
-		t.Fatalf("%d blocks, want 2", len(blocks))
+	// A clock an hour ahead of the flows being written hides the flows
+	// from answers, but Maintain deletes only what the newest version
+	// allows: the old block.
+	clock.set(real.Add(time.Hour))
+	if got, _ := query(t, s, TimeScan{}, flowfilter.Filter{}, 0); len(got) != 0 {
+		t.Fatalf("%d flows answered an hour past their retention", len(got))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(keysByBlock()) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d blocks after the old one expired, want 1", len(keysByBlock()))
-		}
-		time.Sleep(100 * time.Millisecond)
+	r, err := s.Maintain(clock.now(), func(uint64) error { t.Error("no budget"); return nil })
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := keysByBlock()[newRV]; !ok {
-		t.Fatalf("the new block is gone, the old one left")
+	if r.Dropped != 1 || r.ClockAhead < 59*time.Minute {
+		t.Fatalf("Maintain an hour ahead: %+v; want the old bucket dropped and the clock ahead by an hour", r)
 	}
+	blocks = keysByBlock()
+	if len(blocks) != 1 || blocks[newRV] != want {
+		t.Fatalf("keys by block after Maintain %v, want %d for %d only", blocks, want, newRV)
+	}
+	// The clock steps back: the new flows are all there again.
+	clock.set(real)
 	got, p := query(t, s, TimeScan{}, flowfilter.Filter{FieldSelector: "source.namespace=shop,source.podName=web-1"}, 0)
 	if p.Index != "source.podName" || len(got) != 10 || got[0].RV != newRV {
 		t.Fatalf("plan %v, flows %v; want source.podName and the 10 new flows", p, rvsOf(got))
 	}
+	if c, err := s.Check(); err != nil || len(c.Problems) != 0 || c.Blocks != 1 {
+		t.Fatalf("Check: %+v, %v", c, err)
+	}
 }
+
+// atomicTime is a clock that a test sets.
+type atomicTime struct{ ns atomic.Int64 }
+
+func (c *atomicTime) set(t time.Time) { c.ns.Store(t.UnixNano()) }
+func (c *atomicTime) now() time.Time  { return time.Unix(0, c.ns.Load()) }

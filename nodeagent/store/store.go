@@ -35,8 +35,9 @@ limitations under the License.
 // retention, or when evicted to keep within the disk budget: the oldest
 // version still complete is a function of the clock and of the last
 // eviction, which is what a watch needs to answer 410 Gone exactly.
-// Catalog entries and posting lists expire by Badger's TTL; frames, nearly
-// all the bytes, are removed by Maintain (maintain.go).
+// No key carries a Badger TTL, which would follow the wall clock: Maintain
+// (maintain.go) removes a block's frames, catalog entry and posting lists
+// together, when the store's own clock and its newest version say so.
 package store
 
 import (
@@ -98,6 +99,9 @@ type Options struct {
 	// SmallMemory shrinks Badger's memtables and caches, for the stores
 	// of stored mode's tiers, which see a fraction of the flows.
 	SmallMemory bool
+	// Now is the clock that decides which flows have left the store's
+	// answers, the agent's hybrid clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Store is a node's flow store. Its methods are safe for concurrent use;
@@ -117,6 +121,7 @@ type Store struct {
 	writeNoIndex bool
 	// compactedThrough: Compact has merged the small blocks up to it.
 	compactedThrough uint64
+	now              func() time.Time
 }
 
 // Record is a flow with its resource version.
@@ -165,7 +170,10 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("open flow store in %q: %w", o.Dir, err)
 	}
 	s := &Store{db: db, dir: o.Dir, retention: o.Retention, maxBytes: o.MaxBytes,
-		writeNoIndex: o.DisableIndex}
+		writeNoIndex: o.DisableIndex, now: o.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	if err := s.initFormat(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -189,7 +197,7 @@ func (s *Store) initFormat() error {
 		}
 	}
 	// The marker lives until the last block written without posting lists
-	// has expired: it holds that block's expiry.
+	// has left the store: it holds that block's last version.
 	raw, err := s.GetMeta(metaNoIndex)
 	if err != nil {
 		return err
@@ -269,7 +277,7 @@ func (s *Store) indexUsable() bool {
 		return !s.noIndex.Load()
 	}
 	raw, err := s.GetMeta(metaNoIndex)
-	if err != nil || raw != nil {
+	if err != nil || len(raw) == 8 && binary.BigEndian.Uint64(raw) >= s.OldestCompleteRV(s.now()) {
 		return false
 	}
 	s.noIndex.Store(false)
@@ -298,9 +306,9 @@ func (s *Store) Write(recs []Record) error {
 		return err
 	}
 	if s.writeNoIndex {
-		// Until the last of these blocks has expired, Query scans.
+		// Until the last of these blocks has left, Query scans.
 		last := blocks[len(blocks)-1].info.lastRV
-		e := &badger.Entry{Key: append([]byte{prefixMeta}, metaNoIndex...), Value: []byte{1}, ExpiresAt: s.expiresAt(last)}
+		e := &badger.Entry{Key: append([]byte{prefixMeta}, metaNoIndex...), Value: binary.BigEndian.AppendUint64(nil, last)}
 		if err := wb.SetEntry(e); err != nil {
 			return err
 		}
@@ -335,9 +343,8 @@ func (s *Store) writeBlocks(w entrySetter, blocks []*block, jobs []frameJob) err
 // writeIndex writes a block's catalog entry and posting lists; jobs hold
 // its encoded frames.
 func (s *Store) writeIndex(wb entrySetter, b *block, jobs []frameJob) error {
-	exp := s.expiresAt(b.info.lastRV)
 	if err := wb.SetEntry(&badger.Entry{Key: catalogKey(b.minTime, b.firstRV),
-		Value: b.info.append(nil, b.minTime, b.firstRV), ExpiresAt: exp}); err != nil {
+		Value: b.info.append(nil, b.minTime, b.firstRV)}); err != nil {
 		return err
 	}
 	if s.writeNoIndex {
@@ -353,19 +360,12 @@ func (s *Store) writeIndex(wb entrySetter, b *block, jobs []frameJob) error {
 			key := buf[start:len(buf):len(buf)]
 			start = len(buf)
 			buf = appendPostingList(buf, pos)
-			if err := wb.SetEntry(&badger.Entry{Key: key, Value: buf[start:len(buf):len(buf)], ExpiresAt: exp}); err != nil {
+			if err := wb.SetEntry(&badger.Entry{Key: key, Value: buf[start:len(buf):len(buf)]}); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-// expiresAt is the Unix second after which Badger hides a catalog entry
-// or posting list: the first whole second after rv + retention. Frames do
-// not expire: Maintain removes them (maintain.go).
-func (s *Store) expiresAt(rv uint64) uint64 {
-	return (rv+uint64(s.retention.Microseconds()))/1e6 + 1
 }
 
 // OldestCompleteRV returns the smallest version v such that every flow the
@@ -379,7 +379,7 @@ func (s *Store) OldestCompleteRV(now time.Time) uint64 {
 
 // Get returns the flow with version rv.
 func (s *Store) Get(rv uint64) (*v1alpha1.Flow, error) {
-	if rv < s.OldestCompleteRV(time.Now()) {
+	if rv < s.OldestCompleteRV(s.now()) {
 		return nil, ErrNotFound
 	}
 	var f *v1alpha1.Flow
@@ -473,7 +473,7 @@ func (s *Store) LastRV() (uint64, error) {
 // ScanRV calls fn for every flow with a version in (after, upTo], in version
 // order, until fn returns false.
 func (s *Store) ScanRV(after, upTo uint64, fn func(Record) bool) error {
-	return s.scanRV(max(after, s.OldestCompleteRV(time.Now())-1), upTo, fn)
+	return s.scanRV(max(after, s.OldestCompleteRV(s.now())-1), upTo, fn)
 }
 
 // scanRV is ScanRV, flows that have left the store included while they
@@ -551,7 +551,7 @@ func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
 // window is q with the versions that have left the store excluded.
 func (s *Store) window(q TimeScan) window {
 	w := newWindow(q)
-	w.minRV = s.OldestCompleteRV(time.Now())
+	w.minRV = s.OldestCompleteRV(s.now())
 	return w
 }
 
