@@ -17,7 +17,6 @@ limitations under the License.
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"time"
@@ -60,16 +59,15 @@ func (s *Store) Check() (CheckReport, error) {
 		blocks := map[uint64]bool{}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCatalog}})
 		for it.Rewind(); it.Valid(); it.Next() {
-			key := it.Item().Key()
-			if len(key) != 1+positionLen {
-				r.problem("catalog key %x has the wrong length", key)
+			key, err := parseKey(it.Item().Key())
+			if err != nil {
+				r.problem("catalog: %v", err)
 				continue
 			}
-			minTime := int64(binary.BigEndian.Uint64(key[1:]))
-			firstRV := binary.BigEndian.Uint64(key[9:])
+			minTime, firstRV := key.minTime, key.firstRV
 			blocks[firstRV] = true
 			var info blockInfo
-			err := it.Item().Value(func(v []byte) error {
+			err = it.Item().Value(func(v []byte) error {
 				var err error
 				info, err = decodeBlockInfo(v, minTime, firstRV)
 				return err
@@ -96,12 +94,8 @@ func (s *Store) Check() (CheckReport, error) {
 			}
 		}
 		it.Close()
-		r.Frames = s.checkOrphans(txn, &r, prefixFrame, blocks, departed, func(key []byte) uint64 {
-			return binary.BigEndian.Uint64(key[1:])
-		}, nil)
-		r.PostingLists = s.checkOrphans(txn, &r, prefixPosting, blocks, departed, func(key []byte) uint64 {
-			return binary.BigEndian.Uint64(key[len(key)-8:])
-		}, func(key, val []byte) {
+		r.Frames = s.checkOrphans(txn, &r, prefixFrame, blocks, departed, nil)
+		r.PostingLists = s.checkOrphans(txn, &r, prefixPosting, blocks, departed, func(key, val []byte) {
 			if !indexed {
 				return
 			}
@@ -165,21 +159,22 @@ func (s *Store) checkBlock(txn *badger.Txn, r *CheckReport, minTime int64, first
 // not hold, calls fn (if not nil) with the others, and counts them; keys of
 // blocks that have departed are skipped.
 func (s *Store) checkOrphans(txn *badger.Txn, r *CheckReport, prefix byte, blocks map[uint64]bool,
-	departed func(uint64) bool, blockOf func(key []byte) uint64, fn func(key, val []byte)) int {
+	departed func(uint64) bool, fn func(key, val []byte)) int {
 	n := 0
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		key := it.Item().Key()
-		if len(key) < 9 {
-			r.problem("key %q is too short", key)
+		k, err := parseKey(key)
+		if err != nil {
+			r.problem("%v: %q", err, key)
 			continue
 		}
-		if departed(blockOf(key)) {
+		if departed(k.firstRV) {
 			continue
 		}
 		n++
-		if !blocks[blockOf(key)] {
+		if !blocks[k.firstRV] {
 			r.problem("key %q belongs to no block of the catalog", key)
 			continue
 		}
