@@ -33,11 +33,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -66,11 +70,13 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "how long to offer flows")
 	flag.IntVar(&o.rate, "rate", 0, "flows per second to offer; 0 offers as fast as the producers can")
 	flag.IntVar(&o.producers, "producers", 1, "goroutines offering flows")
+	flag.IntVar(&o.pool, "pool", 1<<16, "distinct flows the producers cycle through (they live in the process, and are reported apart)")
 	flag.IntVar(&o.queue, "queue", 65536, "the pipeline's queue (flowscope-agent --ingest-queue-size)")
 	flag.IntVar(&o.batch, "batch", store.MaxBlockFlows, "flows per store write at most (the agent's batch size)")
 	flag.IntVar(&o.watchers, "watchers", 1, "watches draining the hub, each for one namespace: subscriptions of one hub listener, as an aggregated server's feed is")
 	flag.StringVar(&o.dir, "dir", "", "store directory (default: a new temporary one, removed at exit)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to this file when the producers stop, before the queue drains")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "ingestload:", err)
@@ -79,9 +85,9 @@ func main() {
 }
 
 type options struct {
-	duration                                time.Duration
-	rate, producers, queue, batch, watchers int
-	dir, cpuProfile                         string
+	duration                                      time.Duration
+	rate, producers, queue, batch, watchers, pool int
+	dir, cpuProfile, memProfile                   string
 }
 
 func run(o options) error {
@@ -93,11 +99,15 @@ func run(o options) error {
 		defer os.RemoveAll(d)
 		o.dir = d
 	}
-	pool, err := flowPool(1 << 16)
+	pool, err := flowPool(o.pool)
 	if err != nil {
 		return err
 	}
 	producerNs := producerCost(pool)
+	// The producers' flows are not the agent's memory: note them first.
+	runtime.GC()
+	poolHeap := sample().heap
+	rss := watchRSS()
 
 	st, err := store.Open(store.Options{Dir: filepath.Join(o.dir, "store"), Retention: time.Hour})
 	if err != nil {
@@ -139,6 +149,12 @@ func run(o options) error {
 		}()
 	}
 	wg.Wait()
+	// What the agent holds under load: before the queue drains.
+	if o.memProfile != "" {
+		if err := writeHeapProfile(o.memProfile); err != nil {
+			return err
+		}
+	}
 	// Let the queue drain: what was accepted is ingested or dropped.
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if counter(metrics.FlowsIngested)+dropped("store_error") >= float64(offered.Load())-dropped("queue_full") {
@@ -146,6 +162,7 @@ func run(o options) error {
 		}
 	}
 	after := sample()
+	peak := rss.stop()
 	cancel()
 	if err := <-done; err != nil {
 		return err
@@ -161,7 +178,8 @@ func run(o options) error {
 	fmt.Printf("  dropped          %12.0f queue_full, %.0f store_error\n", dropped("queue_full"), dropped("store_error"))
 	fmt.Printf("  watchers got     %12d events\n", received.Load())
 	fmt.Printf("  CPU              %12.2f cores   %10.2f µs/flow (producers alone: %.2f µs/flow)\n", cpu/elapsed, cpu/ingested*1e6, producerNs/1e3)
-	fmt.Printf("  memory           peak RSS %d MiB, Go heap in use %d MiB\n", after.peakRSS>>20, after.heap>>20)
+	fmt.Printf("  memory           peak RSS %d MiB (anonymous %d MiB, files %d MiB), Go heap in use %d MiB; the producers' pool of flows is %d MiB of it, GOMEMLIMIT %s\n",
+		after.peakRSS>>20, peak.anon>>20, peak.file>>20, after.heap>>20, poolHeap>>20, memLimitString())
 	fmt.Printf("  batch write      p50 %s  p99 %s  (%d batches)\n", batchQuantile(0.5), batchQuantile(0.99), batchCount())
 	fmt.Printf("  store on disk    %d MiB\n", disk>>20)
 	return nil
@@ -174,7 +192,11 @@ func rateString(r int) string {
 	return strconv.Itoa(r) + "/s"
 }
 
-// flowPool parses n of flowgen's lines: the shop application's flows.
+// flowPool parses n of flowgen's lines: the shop application's flows. The
+// flows share their equal parts (endpoints, addresses, ports, L7 records)
+// as a source that enriches from a cache shares them, so that the pool,
+// which lives in the agent's process here only, is a small part of the
+// memory measured.
 func flowPool(n int) ([]v1alpha1.Flow, error) {
 	lines, err := flowgen.Generate(n, flowgen.Options{NodeName: "node-a", NodeIndex: -1, Seed: 1})
 	if err != nil {
@@ -188,7 +210,99 @@ func flowPool(n int) ([]v1alpha1.Flow, error) {
 		}
 		pool[i] = *f
 	}
-	return pool, nil
+	shared := map[string]any{}
+	for i := range pool {
+		f := &pool[i]
+		f.Source = share(shared, "s", f.Source)
+		f.Destination = share(shared, "d", f.Destination)
+		f.IP = share(shared, "i", f.IP)
+		f.L4 = share(shared, "4", f.L4)
+		f.L7 = share(shared, "7", f.L7)
+		f.Traffic = share(shared, "t", f.Traffic)
+		f.EndTime = nil // the producer sets Time only
+	}
+	// Parsing left the flows scattered among its garbage: copy them into
+	// memory of their own, or the pool's pages stay resident half empty.
+	c := &compactor{strs: map[string]string{}, refs: map[uintptr]reflect.Value{}}
+	compact := make([]v1alpha1.Flow, len(pool))
+	for i := range pool {
+		c.copy(reflect.ValueOf(&compact[i]).Elem(), reflect.ValueOf(pool[i]))
+	}
+	return compact, nil
+}
+
+// compactor deep-copies values, sharing equal strings and keeping shared
+// pointers and maps shared.
+type compactor struct {
+	strs map[string]string
+	refs map[uintptr]reflect.Value
+}
+
+func (c *compactor) copy(dst, src reflect.Value) {
+	switch src.Kind() {
+	case reflect.String:
+		s, ok := c.strs[src.String()]
+		if !ok {
+			s = strings.Clone(src.String())
+			c.strs[s] = s
+		}
+		dst.SetString(s)
+	case reflect.Pointer, reflect.Map, reflect.Slice:
+		if src.IsNil() {
+			return
+		}
+		if seen, ok := c.refs[src.Pointer()]; ok && src.Kind() != reflect.Slice {
+			dst.Set(seen)
+			return
+		}
+		var n reflect.Value
+		switch src.Kind() {
+		case reflect.Pointer:
+			n = reflect.New(src.Elem().Type())
+			c.copy(n.Elem(), src.Elem())
+		case reflect.Slice:
+			n = reflect.MakeSlice(src.Type(), src.Len(), src.Len())
+			for i := range src.Len() {
+				c.copy(n.Index(i), src.Index(i))
+			}
+		case reflect.Map:
+			n = reflect.MakeMapWithSize(src.Type(), src.Len())
+			for it := src.MapRange(); it.Next(); {
+				k, v := reflect.New(src.Type().Key()).Elem(), reflect.New(src.Type().Elem()).Elem()
+				c.copy(k, it.Key())
+				c.copy(v, it.Value())
+				n.SetMapIndex(k, v)
+			}
+		}
+		c.refs[src.Pointer()] = n
+		dst.Set(n)
+	case reflect.Struct:
+		dst.Set(src) // unexported fields, such as a time's, as they are
+		for i := range src.NumField() {
+			if dst.Field(i).CanSet() {
+				c.copy(dst.Field(i), src.Field(i))
+			}
+		}
+	default:
+		dst.Set(src)
+	}
+}
+
+// share returns the first value equal to v, as JSON, that it was given.
+func share[T any](shared map[string]any, kind string, v *T) *T {
+	if v == nil {
+		return nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	key := kind + string(raw)
+	if s, ok := shared[key]; ok {
+		return s.(*T)
+	}
+	shared[key] = v
+	return v
 }
 
 // newFlow is what a source hands the pipeline: a fresh flow, now.
@@ -283,6 +397,70 @@ func drainWatchers(ctx context.Context, h *hub.Hub, n int) *atomic.Int64 {
 		}
 	}()
 	return &got
+}
+
+func writeHeapProfile(path string) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	runtime.GC()
+	return pprof.Lookup("heap").WriteTo(out, 0)
+}
+
+func memLimitString() string {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		return fmt.Sprintf("%d MiB", l>>20)
+	}
+	return "off"
+}
+
+// rssPeaks are the largest anonymous and file-backed resident sizes seen:
+// the peak RSS of getrusage is their sum at one moment, and Badger's tables
+// are mapped files whose pages the kernel reclaims under pressure, while
+// anonymous memory (the Go heap) it cannot.
+type rssPeaks struct{ anon, file uint64 }
+
+type rssWatch struct {
+	done chan struct{}
+	out  chan rssPeaks
+}
+
+// watchRSS samples /proc/self/status every 20 ms until stop.
+func watchRSS() *rssWatch {
+	w := &rssWatch{done: make(chan struct{}), out: make(chan rssPeaks, 1)}
+	go func() {
+		var peak rssPeaks
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if raw, err := os.ReadFile("/proc/self/status"); err == nil {
+				for _, line := range strings.Split(string(raw), "\n") {
+					name, value, _ := strings.Cut(line, ":")
+					kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+					switch name {
+					case "RssAnon":
+						peak.anon = max(peak.anon, kb<<10)
+					case "RssFile":
+						peak.file = max(peak.file, kb<<10)
+					}
+				}
+			}
+			select {
+			case <-w.done:
+				w.out <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *rssWatch) stop() rssPeaks {
+	close(w.done)
+	return <-w.out
 }
 
 type snapshot struct {

@@ -17,8 +17,11 @@ limitations under the License.
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -30,6 +33,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
 )
 
@@ -106,15 +110,60 @@ func (g *benchGenerator) next() Record {
 	return Record{RV: g.rv, Flow: &f}
 }
 
+// benchStoreInfo is what FLOWSCOPE_BENCH_DIR keeps beside a bench store,
+// so that a later run, of this test binary or of another build, reuses it.
+type benchStoreInfo struct {
+	N        int    `json:"n"`
+	Selector string `json:"selector"`
+	Matches  int    `json:"matches"`
+}
+
+// benchStoreOptions opens BenchmarkList's store. FLOWSCOPE_BENCH_CACHE_BYTES
+// overrides its cache budget (Options.CacheBytes), so that one store is
+// measured with several budgets side by side.
+func benchStoreOptions(dir string) Options {
+	o := Options{Dir: dir, Retention: 30 * 24 * time.Hour}
+	if n, err := strconv.ParseInt(os.Getenv("FLOWSCOPE_BENCH_CACHE_BYTES"), 10, 64); err == nil {
+		o.CacheBytes = n
+	}
+	return o
+}
+
+// openBenchStore opens BenchmarkList's store, writing it first. With
+// FLOWSCOPE_BENCH_DIR set, the store lives in that directory and is kept:
+// a store of 100 million flows takes long to write, and comparing builds or
+// cache budgets side by side needs the same store anyway.
 func openBenchStore(b *testing.B) {
 	s := &benchStore
 	s.once.Do(func() {
 		s.n = benchFlowCount()
-		s.dir, s.err = os.MkdirTemp("", "flowscope-bench-store-")
-		if s.err != nil {
-			return
+		if keep := os.Getenv("FLOWSCOPE_BENCH_DIR"); keep != "" {
+			if raw, err := os.ReadFile(filepath.Join(keep, "bench.json")); err == nil {
+				var info benchStoreInfo
+				if err := json.Unmarshal(raw, &info); err == nil && info.N == s.n {
+					s.selector, s.matches = info.Selector, info.Matches
+					s.st, s.err = Open(benchStoreOptions(filepath.Join(keep, "store")))
+					fmt.Fprintf(os.Stderr, "bench store: %d flows reused from %s; selective query %q matches %d\n", s.n, keep, s.selector, s.matches)
+					return
+				}
+			}
+			if s.err = os.RemoveAll(keep); s.err != nil {
+				return
+			}
+			defer func() {
+				if s.err == nil {
+					raw, _ := json.Marshal(benchStoreInfo{N: s.n, Selector: s.selector, Matches: s.matches})
+					s.err = os.WriteFile(filepath.Join(keep, "bench.json"), raw, 0o644)
+				}
+			}()
+			s.st, s.err = Open(benchStoreOptions(filepath.Join(keep, "store")))
+		} else {
+			s.dir, s.err = os.MkdirTemp("", "flowscope-bench-store-")
+			if s.err != nil {
+				return
+			}
+			s.st, s.err = Open(benchStoreOptions(s.dir))
 		}
-		s.st, s.err = Open(Options{Dir: s.dir, Retention: 30 * 24 * time.Hour})
 		if s.err != nil {
 			return
 		}
@@ -161,11 +210,14 @@ func openBenchStore(b *testing.B) {
 	}
 }
 
-// measure runs list b.N times and reports latency percentiles.
+// measure runs list b.N times and reports latency percentiles and the
+// block cache's hit ratio meanwhile.
 func measure(b *testing.B, list func() (int, error)) {
 	var lat []time.Duration
 	var flows int
+	hits, misses := blockCacheCounts(benchStore.st)
 	b.ResetTimer()
+	cpu := rusage.CPU()
 	for b.Loop() {
 		start := time.Now()
 		n, err := list()
@@ -176,6 +228,9 @@ func measure(b *testing.B, list func() (int, error)) {
 		flows = n
 	}
 	b.StopTimer()
+	// On a shared machine the percentiles measure the scheduler too; the
+	// CPU a list takes (Badger's compactors' included) varies less.
+	b.ReportMetric(float64((rusage.CPU()-cpu).Microseconds())/float64(len(lat)), "cpu-µs/op")
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds())
@@ -183,6 +238,23 @@ func measure(b *testing.B, list func() (int, error)) {
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
 	b.ReportMetric(float64(flows), "flows/page")
+	if h, m := blockCacheCounts(benchStore.st); h+m > hits+misses {
+		b.ReportMetric(float64(h-hits)/float64(h+m-hits-misses), "cache-hits/read")
+	}
+	// What the cache costs the heap: the store, its caches and the
+	// benchmark's last page are what the process holds.
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+}
+
+// blockCacheCounts returns the hits and misses of st's block cache so far.
+func blockCacheCounts(st *Store) (hits, misses uint64) {
+	if m := st.db.BlockCacheMetrics(); m != nil {
+		return m.Hits(), m.Misses()
+	}
+	return 0, 0
 }
 
 // BenchmarkList lists the first page of 500 of a store of a million of the
