@@ -23,6 +23,7 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/nodeagent/metrics"
+	"flowscope.io/flowscope/nodeagent/store"
 )
 
 // FairShare shares the store's disk budget (--max-store-bytes) among
@@ -64,6 +65,12 @@ type FairShare struct {
 	disk         int64
 	sinceMeasure int64
 	bytesPerFlow float64
+	// smallWrite is the store's, a field for tests.
+	smallWrite int64
+	// small counts, by second, the flows admitted in writes the store
+	// will merge (compaction.go); smallSecond is each slot's second.
+	small       [rewriteWindow]int64
+	smallSecond [rewriteWindow]int64
 
 	// batchRefused counts the flows of a batch refused, by namespace;
 	// sinceLog those since the last log line, for a few namespaces, and
@@ -119,6 +126,16 @@ const (
 	// flowscope_agent_store_share_refused_flows_total; the others are
 	// counted under "_other".
 	maxShareSeries = 64
+	// rewriteWindow, in seconds, and smallWrite describe the store's
+	// Compact, which the pipeline runs every 30 s (MaintainInterval), just
+	// before the budget check, on blocks older than compactAfter (10 s):
+	// it merges the blocks of writes of fewer than a quarter of
+	// store.MaxBlockFlows, as replayed flows often come, and until Badger
+	// compacts its own tables they take their bytes twice. Room is kept
+	// for that rewrite, or a store filling within one maintenance would
+	// find itself over budget and evict before any share held.
+	rewriteWindow = 40
+	smallWrite    = store.MaxBlockFlows / 4
 	// shareLogInterval rate-limits the log line of refusals.
 	shareLogInterval = 10 * time.Second
 )
@@ -143,6 +160,7 @@ func NewFairShare(o FairShareOptions) *FairShare {
 		slotWidth:    max(o.Retention/shareSlots, time.Second),
 		byNS:         map[string]*nsHolding{},
 		bytesPerFlow: defaultBytesPerFlow,
+		smallWrite:   smallWrite,
 		batchRefused: map[string]int{},
 		sinceLog:     map[string]int{},
 		series:       map[string]bool{},
@@ -161,7 +179,7 @@ func (s *FairShare) Admit(batch []*v1alpha1.Flow) []*v1alpha1.Flow {
 	}
 	// Below the pressure every flow is admitted; beyond it, a flow is
 	// admitted while its namespace holds less than its share.
-	free := s.freeFlows()
+	free := s.freeFlows(now)
 	limit := int64(-1) // computed when first needed, and when n changes
 	slot := now.UnixNano() / int64(s.slotWidth)
 	out := batch[:0]
@@ -196,6 +214,14 @@ func (s *FairShare) Admit(batch []*v1alpha1.Flow) []*v1alpha1.Flow {
 	admitted := int64(len(out))
 	s.total += admitted
 	s.sinceMeasure += admitted
+	if admitted < s.smallWrite {
+		sec := now.Unix()
+		i := sec % rewriteWindow
+		if s.smallSecond[i] != sec {
+			s.smallSecond[i], s.small[i] = sec, 0
+		}
+		s.small[i] += admitted
+	}
 	if refused > 0 {
 		s.countRefused(now, refused, limit)
 	}
@@ -218,10 +244,17 @@ func (s *FairShare) Held(ns string) int64 {
 }
 
 // freeFlows returns the flows that fit below sharePressure of the budget,
-// by the estimate of the store's disk use: the last measurement and the
-// flows admitted since.
-func (s *FairShare) freeFlows() int64 {
-	usage := float64(s.disk) + float64(s.sinceMeasure)*s.bytesPerFlow
+// by the estimate of the store's disk use: the last measurement, the flows
+// admitted since, and those that the store's Compact may rewrite.
+func (s *FairShare) freeFlows(now time.Time) int64 {
+	flows := s.sinceMeasure
+	sec := now.Unix()
+	for i, n := range s.small {
+		if s.smallSecond[i] > sec-rewriteWindow {
+			flows += n
+		}
+	}
+	usage := float64(s.disk) + float64(flows)*s.bytesPerFlow
 	return max(int64((sharePressure*float64(s.opts.MaxBytes)-usage)/s.bytesPerFlow), 0)
 }
 

@@ -48,8 +48,12 @@ type shareClock struct{ t time.Time }
 
 func (c *shareClock) now() time.Time { return c.t }
 
+// newTestShares returns shares that, but in TestFairShareRewrite, keep no
+// room for the store's Compact, which the fake does not do.
 func newTestShares(maxBytes int64, d *fakeStoreDisk, c *shareClock) *FairShare {
-	return NewFairShare(FairShareOptions{MaxBytes: maxBytes, Retention: time.Hour, DiskBytes: d.bytes, Now: c.now})
+	s := NewFairShare(FairShareOptions{MaxBytes: maxBytes, Retention: time.Hour, DiskBytes: d.bytes, Now: c.now})
+	s.smallWrite = 0
+	return s
 }
 
 func counterValue(t *testing.T, c compbasemetrics.CounterMetric) float64 {
@@ -187,6 +191,33 @@ func TestFairShareWithinInterval(t *testing.T) {
 	}
 	if stored != 9000 {
 		t.Errorf("flood flows stored within one measurement: %d, want 9000", stored)
+	}
+}
+
+// TestFairShareRewrite checks that room is kept for the store's Compact
+// to rewrite the flows of small writes of the last rewriteWindow seconds:
+// a store filling with small writes within one maintenance is held below
+// 90% of its budget by the estimate with them counted twice.
+func TestFairShareRewrite(t *testing.T) {
+	d := &fakeStoreDisk{perFlow: 100}
+	c := &shareClock{time.Unix(1_700_000_000, 0)}
+	s := NewFairShare(FairShareOptions{MaxBytes: 1_000_000, Retention: time.Hour, DiskBytes: d.bytes, Now: c.now})
+	s.bytesPerFlow = 100
+	addHeld(s, "quiet")
+	stored := 0
+	for range 30 { // 100 flows a write, 30 writes a second
+		for range 30 {
+			stored += admit(s, d, nsFlows("flood", 100))["flood"]
+		}
+		c.t = c.t.Add(time.Second)
+	}
+	if stored != 4500 {
+		t.Errorf("flood flows stored in small writes: %d, want 4500 (9000 with their rewrite)", stored)
+	}
+	// Once they are older than the window, the disk alone counts.
+	c.t = c.t.Add(rewriteWindow * time.Second)
+	if got := admit(s, d, nsFlows("flood", 100))["flood"]; got != 100 {
+		t.Errorf("flood admitted %d after the window, want 100", got)
 	}
 }
 
