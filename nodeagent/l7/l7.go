@@ -65,6 +65,10 @@ func (d Dir) String() string {
 //
 // For datagrams (UDP), each Chunk is one datagram: Off is 0, and Len is
 // the datagram's length.
+//
+// Data is valid only during the Feed (or Detect) it is passed to: it may
+// be the datapath reader's buffer, reused for the next sample. A parser
+// copies what it keeps.
 type Chunk struct {
 	Dir  Dir
 	Time time.Time

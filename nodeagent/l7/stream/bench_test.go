@@ -62,7 +62,7 @@ type conversation struct {
 func BenchmarkTracker(b *testing.B) {
 	for _, bc := range []struct {
 		name string
-		conv func(b *testing.B, n int) conversation
+		conv func(b testing.TB, n int) conversation
 	}{
 		{"http1", http1Conversation},
 		{"dns", dnsConversation},
@@ -132,7 +132,7 @@ func protocols() (tcp, udp []l7.Protocol) {
 	return tcp, []l7.Protocol{l7dns.New(l7dns.UDP, l7dns.Options{})}
 }
 
-func http1Conversation(_ *testing.B, n int) conversation {
+func http1Conversation(_ testing.TB, n int) conversation {
 	req := []byte("GET /api/orders?id=42 HTTP/1.1\r\nHost: orders:8080\r\nUser-Agent: Go-http-client/1.1\r\n" +
 		"Accept: application/json\r\nAccept-Encoding: gzip\r\n\r\n")
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: Mon, 02 Mar 2026 09:00:00 GMT\r\n" +
@@ -144,7 +144,7 @@ func http1Conversation(_ *testing.B, n int) conversation {
 	return c
 }
 
-func dnsConversation(b *testing.B, n int) conversation {
+func dnsConversation(b testing.TB, n int) conversation {
 	c := conversation{udp: true}
 	for i := range n {
 		q := new(dns.Msg)
@@ -169,7 +169,7 @@ func dnsConversation(b *testing.B, n int) conversation {
 	return c
 }
 
-func pack(b *testing.B, m *dns.Msg) []byte {
+func pack(b testing.TB, m *dns.Msg) []byte {
 	p, err := m.Pack()
 	if err != nil {
 		b.Fatal(err)
@@ -192,7 +192,7 @@ func newH2Peer() *h2peer {
 	return p
 }
 
-func (p *h2peer) headers(b *testing.B, id uint32, end bool, kv ...string) {
+func (p *h2peer) headers(b testing.TB, id uint32, end bool, kv ...string) {
 	p.hb.Reset()
 	for i := 0; i < len(kv); i += 2 {
 		if err := p.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]}); err != nil {
@@ -212,7 +212,7 @@ func (p *h2peer) take() []byte {
 
 // http2Conversation is gRPC unary calls over h2c: HEADERS and a DATA
 // frame each way, then the trailers.
-func http2Conversation(b *testing.B, n int) conversation {
+func http2Conversation(b testing.TB, n int) conversation {
 	c, s := newH2Peer(), newH2Peer()
 	conv := conversation{}
 	c.buf.WriteString(http2.ClientPreface)
@@ -243,7 +243,7 @@ func http2Conversation(b *testing.B, n int) conversation {
 
 // kafkaConversation is Produce v9 (flexible) requests of one record batch
 // to one partition, and their responses.
-func kafkaConversation(b *testing.B, n int) conversation {
+func kafkaConversation(b testing.TB, n int) conversation {
 	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("bench-producer"))
 	conv := conversation{}
 	for i := range n {

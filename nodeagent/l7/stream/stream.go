@@ -239,7 +239,7 @@ func (t *Tracker) Add(s Segment) []Record {
 		if s.TCP {
 			out = t.tcpData(c, dir, &s)
 		} else {
-			out = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: slices.Clone(s.Data)})
+			out = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})
 		}
 	}
 	if s.TCP && s.Flags&(FlagFIN|FlagRST) != 0 {
@@ -330,7 +330,10 @@ func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) []Record {
 		out := t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)
 		return append(out, t.drain(c, d)...)
 	}
-	out := t.emit(c, d, s.Time, dir.nextOff, s.Len, slices.Clone(s.Data))
+	// In order: the parser reads the bytes now, and copies what it
+	// keeps (l7.Chunk), so the reader's buffer needs no copy. Only the
+	// segments held above do.
+	out := t.emit(c, d, s.Time, dir.nextOff, s.Len, s.Data)
 	return append(out, t.drain(c, d)...)
 }
 
