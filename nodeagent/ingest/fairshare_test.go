@@ -29,6 +29,8 @@ import (
 	"k8s.io/component-base/metrics/testutil"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/flowtest"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -397,5 +399,98 @@ func TestPipelineFairShare(t *testing.T) {
 	}
 	if n != 100 {
 		t.Errorf("%d flows stored, want 100: the flood's last 10 over its share", n)
+	}
+}
+
+// BenchmarkIngestFairShare measures the normal path's cost of the fair
+// shares: the agent's ingest (pipeline, store on disk, hub) taking the
+// demo application's flows as fast as it can, with the shares off and on
+// (the chart's --max-store-bytes of 10Gi, so far from its pressure; the
+// disk measured every second as in the agent). cpu-ns/flow is the whole
+// process's CPU time per flow. On a shared machine run the two cases
+// alternately, a process each:
+//
+//	go test -c -o /tmp/ingest.test ./nodeagent/ingest
+//	for i in 1 2 3 4 5; do for s in off on; do
+//	  /tmp/ingest.test -test.run '^$' -test.bench "IngestFairShare/shares=$s\$" -test.benchtime 200000x
+//	done; done | tee /tmp/shares.txt; benchstat -col /shares /tmp/shares.txt
+func BenchmarkIngestFairShare(b *testing.B) {
+	pool := flowtest.RealisticFlows(b, 1<<14)
+	for _, on := range []bool{false, true} {
+		name := "shares=off"
+		if on {
+			name = "shares=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			opts := Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: store.MaxBlockFlows,
+				SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond}
+			if on {
+				opts.FairShare = NewFairShare(FairShareOptions{MaxBytes: 10 << 30, Retention: time.Hour, DiskBytes: st.DiskBytes})
+			}
+			p, err := New(st, hub.New(1<<16), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			}()
+			now := time.Now()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := rusage.CPU()
+			for i := range b.N {
+				f := pool[i%len(pool)] // shallow, as the sources hand flows over
+				f.Time = metav1.NewMicroTime(now)
+				if err := p.Put(ctx, &f); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			cpu = rusage.CPU() - cpu
+			b.StopTimer()
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+		})
+	}
+}
+
+// BenchmarkFairShareAdmit is the shares' own cost per flow on the ingest
+// goroutine, batches of store.MaxBlockFlows of the demo application's
+// flows, below the pressure and beyond it (every namespace under its
+// share, so each flow is checked and admitted).
+func BenchmarkFairShareAdmit(b *testing.B) {
+	pool := flowtest.RealisticFlows(b, store.MaxBlockFlows)
+	for _, tc := range []struct {
+		name string
+		disk int64
+	}{{"pressure=below", 0}, {"pressure=beyond", 95 << 30}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s := NewFairShare(FairShareOptions{MaxBytes: 100 << 30, Retention: time.Hour,
+				DiskBytes: func() (int64, error) { return tc.disk, nil }})
+			batch := make([]*v1alpha1.Flow, len(pool))
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := range pool {
+					batch[i] = &pool[i]
+				}
+				if got := s.Admit(batch); len(got) != len(pool) {
+					b.Fatalf("admitted %d of %d", len(got), len(pool))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pool)), "ns/flow")
+		})
 	}
 }
