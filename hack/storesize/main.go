@@ -28,6 +28,16 @@ limitations under the License.
 // does. A batch is what one write of the ingest pipeline holds: up to 4096
 // flows under load, fewer when flows trickle in; a block never spans two
 // batches, so small batches compress less.
+//
+// With -live-rate, it measures what a node really writes: the same flows,
+// made diverse (replicas of every pod with their own names and addresses,
+// many server ports and world peers, new UIDs), offered at that rate in
+// real time to the agent's ingest pipeline (ingest.New, as flowscope-agent
+// wires it: its batches, Compact and Maintain every -live-maintain), which
+// versions and writes them. It samples du while it runs and reports it
+// after a clean stop, next to the JSON of the same flows.
+//
+//	go run ./hack/storesize -n 200000 -live-rate 2000
 package main
 
 import (
@@ -54,7 +64,16 @@ func main() {
 	dir := flag.String("dir", "", "work directory (default: a new temporary one, removed at exit)")
 	batches := flag.String("batches", "4096,64", "comma-separated flows per write batch, one store each (the agent writes up to 4096)")
 	noIndex := flag.Bool("noindex", true, "also measure a store without posting lists (batches of the first size)")
+	flag.IntVar(&live.rate, "live-rate", 0, "flows per second offered to the ingest pipeline in real time; 0: no live run")
+	flag.DurationVar(&live.maintain, "live-maintain", 30*time.Second, "the pipeline's MaintainInterval (Compact and Maintain), the agent's default")
 	flag.Parse()
+	if live.rate > 0 {
+		if err := runLive(*n, *dir); err != nil {
+			fmt.Fprintln(os.Stderr, "storesize:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*n, *dir, *batches, *noIndex); err != nil {
 		fmt.Fprintln(os.Stderr, "storesize:", err)
 		os.Exit(1)

@@ -54,6 +54,7 @@ import (
 //	n × varint   time: µs after the previous flow's (the first: since 1970)
 //	n × varint   rv - time µs, after the previous flow's
 //	per flow with cUID: 16 bytes
+//	per flow with cCreated: varint creationTimestamp - time, s (floored)
 //	per flow with cEnd: varint endTime - time, µs
 //	per flow with cPorts: 2 bytes source port, then varint destination port
 //	               after the previous such flow's
@@ -67,7 +68,7 @@ const (
 	cRV      = 1 << iota // metadata.resourceVersion is the record's version
 	cName    = 1 << iota // metadata.name is nodeName "." resourceVersion
 	cTime    = 1 << iota // time is the time column
-	cCreated = 1 << iota // creationTimestamp is time's second
+	cCreated = 1 << iota // creationTimestamp, in seconds after time's second
 	cEnd     = 1 << iota
 	cUID     = 1 << iota // a lowercase RFC 4122 UUID
 	cPorts   = 1 << iota // l4's ports
@@ -89,6 +90,7 @@ type frame struct {
 	time    []int64 // µs
 	rv      []uint64
 	uid     [][]byte
+	created []int64 // s after time's second
 	end     []int64 // µs after time
 	sport   []int32
 	dport   []int32
@@ -117,7 +119,7 @@ func (fr *frame) flow(i int) (*v1alpha1.Flow, error) {
 		f.Time = metav1.NewMicroTime(time.UnixMicro(us))
 	}
 	if bits&cCreated != 0 {
-		f.CreationTimestamp = metav1.NewTime(time.Unix(us/1e6, 0))
+		f.CreationTimestamp = metav1.NewTime(time.Unix(us/1e6+fr.created[i], 0))
 	}
 	if bits&cEnd != 0 {
 		end := metav1.NewMicroTime(time.UnixMicro(us + fr.end[i]))
@@ -202,11 +204,17 @@ type frameEncoder struct {
 	shape   []uint32
 	bits    []uint16
 	uid     []byte
+	created []int64
 	end     []int64
 	ports   []int32 // source, destination
 	traffic []int64
 	latency []int64
-	scratch []byte
+	// The shape of the flow being added: a copy of the flow and of the
+	// parts it changes, reused for each flow.
+	flow     v1alpha1.Flow
+	l4       v1alpha1.Layer4
+	src, dst v1alpha1.Endpoint
+	l7       v1alpha1.Layer7
 }
 
 var frameEncoders = sync.Pool{New: func() any {
@@ -253,6 +261,9 @@ func (e *frameEncoder) encode(b *block, lo, hi int) ([]uint32, error) {
 		prevLag = lag
 	}
 	raw = append(raw, e.uid...)
+	for _, d := range e.created {
+		raw = binary.AppendVarint(raw, d)
+	}
 	for _, d := range e.end {
 		raw = binary.AppendVarint(raw, d)
 	}
@@ -275,13 +286,14 @@ func (e *frameEncoder) encode(b *block, lo, hi int) ([]uint32, error) {
 func (e *frameEncoder) reset() {
 	e.shapes, e.ends = e.shapes[:0], e.ends[:0]
 	clear(e.index)
-	e.shape, e.bits, e.uid, e.end = e.shape[:0], e.bits[:0], e.uid[:0], e.end[:0]
+	e.shape, e.bits, e.uid, e.created, e.end = e.shape[:0], e.bits[:0], e.uid[:0], e.created[:0], e.end[:0]
 	e.ports, e.traffic, e.latency = e.ports[:0], e.traffic[:0], e.latency[:0]
 }
 
 // add takes one flow apart into its columns and its shape.
 func (e *frameEncoder) add(r Record, t int64) error {
-	f := *r.Flow // what is left is the shape; r.Flow is not changed
+	e.flow = *r.Flow // what is left is the shape; r.Flow is not changed
+	f := &e.flow
 	var bits uint16
 	e.rvText = strconv.AppendUint(e.rvText[:0], r.RV, 10)
 	if f.ResourceVersion == string(e.rvText) {
@@ -298,8 +310,10 @@ func (e *frameEncoder) add(r Record, t int64) error {
 	if us := f.Time.UnixMicro(); !f.Time.IsZero() && us > 0 && us*1e3 == t {
 		bits |= cTime
 		f.Time = metav1.MicroTime{}
-		if !f.CreationTimestamp.IsZero() && f.CreationTimestamp.Unix() == us/1e6 {
+		// As a rule, the flow's second (flowcodec's fCreationDerived).
+		if !f.CreationTimestamp.IsZero() {
 			bits |= cCreated
+			e.created = append(e.created, f.CreationTimestamp.Unix()-us/1e6)
 			f.CreationTimestamp = metav1.Time{}
 		}
 		if f.EndTime != nil && !f.EndTime.IsZero() {
@@ -316,20 +330,20 @@ func (e *frameEncoder) add(r Record, t int64) error {
 	if l4 := f.L4; l4 != nil && uint32(l4.SourcePort) <= 0xffff && uint32(l4.DestinationPort) <= 0xffff {
 		bits |= cPorts
 		e.ports = append(e.ports, l4.SourcePort, l4.DestinationPort)
-		c := *l4
-		c.SourcePort, c.DestinationPort = 0, 0
-		f.L4 = &c
+		e.l4 = *l4
+		e.l4.SourcePort, e.l4.DestinationPort = 0, 0
+		f.L4 = &e.l4
 		if f.Source != nil && f.Source.Port == l4.SourcePort {
 			bits |= cSrcPort
-			ep := *f.Source
-			ep.Port = 0
-			f.Source = &ep
+			e.src = *f.Source
+			e.src.Port = 0
+			f.Source = &e.src
 		}
 		if f.Destination != nil && f.Destination.Port == l4.DestinationPort {
 			bits |= cDstPort
-			ep := *f.Destination
-			ep.Port = 0
-			f.Destination = &ep
+			e.dst = *f.Destination
+			e.dst.Port = 0
+			f.Destination = &e.dst
 		}
 	}
 	if tr := f.Traffic; tr != nil {
@@ -340,13 +354,13 @@ func (e *frameEncoder) add(r Record, t int64) error {
 	if f.L7 != nil && f.L7.Latency != nil {
 		bits |= cLatency
 		e.latency = append(e.latency, int64(f.L7.Latency.Duration))
-		l7 := *f.L7
-		l7.Latency = nil
-		f.L7 = &l7
+		e.l7 = *f.L7
+		e.l7.Latency = nil
+		f.L7 = &e.l7
 	}
 	start := len(e.shapes)
 	var err error
-	e.shapes, err = flowcodec.AppendMarshal(e.shapes, &f)
+	e.shapes, err = flowcodec.AppendMarshal(e.shapes, f)
 	if err != nil {
 		return fmt.Errorf("encode flow %d: %w", r.RV, err)
 	}
@@ -428,6 +442,9 @@ func decodeColumns(raw []byte, firstRV uint64) (*frame, error) {
 	if seen&cUID != 0 {
 		fr.uid = make([][]byte, n)
 	}
+	if seen&cCreated != 0 {
+		fr.created = make([]int64, n)
+	}
 	if seen&cEnd != 0 {
 		fr.end = make([]int64, n)
 	}
@@ -443,6 +460,11 @@ func decodeColumns(raw []byte, firstRV uint64) (*frame, error) {
 	for i, bits := range fr.bits {
 		if bits&cUID != 0 {
 			fr.uid[i] = d.bytes(16)
+		}
+	}
+	for i, bits := range fr.bits {
+		if bits&cCreated != 0 {
+			fr.created[i] = d.varint()
 		}
 	}
 	for i, bits := range fr.bits {

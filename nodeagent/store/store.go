@@ -73,10 +73,11 @@ const (
 
 // metaFormat records the key layout; stores of an older layout are
 // cleared on open: one key per flow (prefixes f, t and i), or blocks of
-// per-flow encodings ("blocks/1", before columnar frames).
+// per-flow encodings ("blocks/1", before columnar frames), or of columnar
+// frames before their creation column ("blocks/2").
 const (
 	metaFormat    = "store.format"
-	currentFormat = "blocks/2"
+	currentFormat = "blocks/3"
 	metaNoIndex   = "store.noIndex"
 	// metaEvictedThrough and metaCompactedThrough hold
 	// Store.evictedThrough and Store.compactedThrough.
