@@ -68,7 +68,8 @@ type FairShare struct {
 	// smallWrite is the store's, a field for tests.
 	smallWrite int64
 	// small counts, by second, the flows admitted in writes the store
-	// will merge (compaction.go); smallSecond is each slot's second.
+	// will merge (store.Store.Compact); smallSecond is each slot's
+	// second.
 	small       [rewriteWindow]int64
 	smallSecond [rewriteWindow]int64
 
@@ -97,9 +98,10 @@ type FairShareOptions struct {
 
 const (
 	// sharePressure is the fraction of the budget beyond which shares
-	// hold. Tests of the backstop showed a flood overshooting the last
-	// measurement by up to a second of ingest; 10% of a budget covers
-	// that at any budget a node would set (10Gi in the chart).
+	// hold. The rest is room for the namespaces under their share to
+	// grow into before a flood's flows leave, and for the estimate's
+	// error (Badger's memtables, 32 MiB, and tables not yet compacted):
+	// at the chart's budget of 10Gi, 1 GiB.
 	sharePressure = 0.9
 	// shareSlots divides the retention into slots of accounting: a
 	// namespace's flows leave its holding a slot at a time.
@@ -113,8 +115,8 @@ const (
 	// dominate.
 	shareMinSample = 4096
 	// defaultBytesPerFlow is a flow's disk use before it is measured: a
-	// few times what hack/storesize measures (about 64), so that shares
-	// start small rather than large.
+	// few times the 64 bytes the demo application's flows take in
+	// batches of a block, so that shares start small rather than large.
 	defaultBytesPerFlow = 256
 	// maxShareNamespaces bounds the namespaces counted apart. Replayed
 	// input names any namespace it likes; beyond the bound, new ones
