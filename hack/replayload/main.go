@@ -20,7 +20,7 @@ limitations under the License.
 // lines (internal/flowgen: TCP at both ends, DNS and HTTP records, drops,
 // world ends) at once, and times how long the agent takes until it has
 // stored them all: its flowscope_agent_flows_ingested_total, read from its
-// /metrics every 50ms, is the count of flows committed to the store, where
+// /metrics every 100ms, is the count of flows committed to the store, where
 // a list finds them. Then it lists them through the agent's gRPC API, as
 // flowscope-apiserver does (mutual TLS, certificates made here), and checks
 // that every one is there.
@@ -318,7 +318,7 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 			return res, fmt.Errorf("agent exited: %v (log: %s)", err, logFile.Name())
 		case <-ctx.Done():
 			return res, fmt.Errorf("%.0f of %d flows stored: %w (log: %s)", n-before, o.lines, ctx.Err(), logFile.Name())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	res.seconds = time.Since(start).Seconds()
