@@ -61,6 +61,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/membudget"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -109,7 +110,15 @@ func run(o options) error {
 	poolHeap := sample().heap
 	rss := watchRSS()
 
-	st, err := store.Open(store.Options{Dir: filepath.Join(o.dir, "store"), Retention: time.Hour})
+	// As flowscope-agent: its memory budget from GOMEMLIMIT (the
+	// DaemonSet's limit), and room for the pool, which an agent does not
+	// hold, beyond its soft limit.
+	mem := membudget.Plan(membudget.Limit(), 0, 0, o.queue)
+	o.queue = mem.Queue
+	if mem.Target > 0 {
+		debug.SetMemoryLimit(mem.Target + int64(poolHeap))
+	}
+	st, err := store.Open(store.Options{Dir: filepath.Join(o.dir, "store"), Retention: time.Hour, CacheBytes: mem.StoreCache})
 	if err != nil {
 		return err
 	}
@@ -178,8 +187,9 @@ func run(o options) error {
 	fmt.Printf("  dropped          %12.0f queue_full, %.0f store_error\n", dropped("queue_full"), dropped("store_error"))
 	fmt.Printf("  watchers got     %12d events\n", received.Load())
 	fmt.Printf("  CPU              %12.2f cores   %10.2f µs/flow (producers alone: %.2f µs/flow)\n", cpu/elapsed, cpu/ingested*1e6, producerNs/1e3)
-	fmt.Printf("  memory           peak RSS %d MiB (anonymous %d MiB, files %d MiB), Go heap in use %d MiB; the producers' pool of flows is %d MiB of it, GOMEMLIMIT %s\n",
-		after.peakRSS>>20, peak.anon>>20, peak.file>>20, after.heap>>20, poolHeap>>20, memLimitString())
+	fmt.Printf("  memory           peak RSS %d MiB (anonymous %d MiB, files %d MiB), Go heap in use %d MiB; the producers' pool of flows is %d MiB of it, memory limit %s, Go soft limit %s (the pool's included)\n",
+		after.peakRSS>>20, peak.anon>>20, peak.file>>20, after.heap>>20, poolHeap>>20, mib(mem.Limit), memLimitString())
+	fmt.Printf("  agent memory     peak RSS without the pool %d MiB (anonymous %d MiB)\n", (after.peakRSS-poolHeap)>>20, (peak.anon-poolHeap)>>20)
 	fmt.Printf("  batch write      p50 %s  p99 %s  (%d batches)\n", batchQuantile(0.5), batchQuantile(0.99), batchCount())
 	fmt.Printf("  store on disk    %d MiB\n", disk>>20)
 	return nil
@@ -407,6 +417,13 @@ func writeHeapProfile(path string) error {
 	defer out.Close()
 	runtime.GC()
 	return pprof.Lookup("heap").WriteTo(out, 0)
+}
+
+func mib(n int64) string {
+	if n <= 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func memLimitString() string {

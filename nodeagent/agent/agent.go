@@ -49,6 +49,7 @@ import (
 	"flowscope.io/flowscope/nodeagent/flowlog"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/membudget"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/redact"
 	"flowscope.io/flowscope/nodeagent/server"
@@ -80,6 +81,8 @@ type Options struct {
 	ProgressInterval   time.Duration
 	MinFreeDisk        resource.QuantityValue
 	MinFreeDiskPercent int
+	MemoryTarget       resource.QuantityValue
+	StoreCacheBytes    resource.QuantityValue
 
 	Capture               string
 	Interfaces            []string
@@ -158,7 +161,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.AllowedClientNames, "allowed-client-names", o.AllowedClientNames, "Client certificate common names allowed to call the agent.")
 	fs.StringVar(&o.ReplayFile, "replay-file", o.ReplayFile, "Hubble export file (JSON lines) to follow like tail -F, e.g. /var/log/acns/hubble/events.log.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig for the Kubernetes API; empty means in-cluster configuration.")
-	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted.")
+	fs.IntVar(&o.QueueSize, "ingest-queue-size", o.QueueSize, "Flows waiting for the store before new ones are dropped and counted; at most a quarter of --memory-target at 1KiB a flow.")
+	fs.Var(&o.MemoryTarget, "memory-target", "The Go runtime's soft memory limit: near it the agent collects harder instead of growing its heap. 0 means a quarter of the memory limit (GOMEMLIMIT, which the DaemonSet sets to the container's limit, else the cgroup's memory.max), at least 96Mi: the rest of the limit is headroom for bursts and for the page cache of the store's files, which the limit counts too.")
+	fs.Var(&o.StoreCacheBytes, "store-cache-bytes", "Budget of the flow store's block cache, as Badger counts it: mapped pages of the store's files, which cost the heap about 8Mi per Gi. 0 means the memory limit, at most 1Gi, or 256Mi without a limit.")
 	fs.Var(&o.MinFreeDisk, "min-free-disk", "Free space below which the data directory's filesystem takes no more flows: they are dropped and counted (reason disk_full) until space returns. It must cover a second of ingest, a memtable (16Mi) and compactions; 0 disables the check, and Badger then crashes when the disk fills.")
 	fs.IntVar(&o.MinFreeDiskPercent, "min-free-disk-percent", o.MinFreeDiskPercent, "Free space, in percent of the data directory's filesystem, below which it takes no more flows either: the larger of this and --min-free-disk holds. Set it above the kubelet's eviction threshold (nodefs.available, 10% by default), so that the flow store never evicts pods for disk pressure; the chart sets 15. 0 leaves only --min-free-disk.")
 	fs.IntVar(&o.WatchBuffer, "watch-buffer", o.WatchBuffer, "Live flows buffered per feed (one per aggregated server), and per watch while it catches up from the store. A watch that overflows it while catching up reads the store again; a feed that overflows it is ended, and its server resumes its watches from the store.")
@@ -257,7 +262,10 @@ func (o *Options) redactor() (*redact.Redactor, error) {
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, o *Options) error {
 	storeDir := filepath.Join(o.DataDir, "store")
-	st, err := store.Open(store.Options{Dir: storeDir, Retention: o.Retention, MaxBytes: o.MaxStoreBytes.Value()})
+	mem := membudget.Plan(membudget.Limit(), o.MemoryTarget.Value(), o.StoreCacheBytes.Value(), o.QueueSize)
+	mem.Apply()
+	klog.InfoS("Memory budget", "limit", mem.Limit, "target", mem.Target, "storeCache", mem.StoreCache, "ingestQueue", mem.Queue)
+	st, err := store.Open(store.Options{Dir: storeDir, Retention: o.Retention, MaxBytes: o.MaxStoreBytes.Value(), CacheBytes: mem.StoreCache})
 	if err != nil {
 		return err
 	}
@@ -325,7 +333,7 @@ func Run(ctx context.Context, o *Options) error {
 		shares = ingest.NewFairShare(ingest.FairShareOptions{MaxBytes: o.MaxStoreBytes.Value(), Retention: o.Retention, DiskBytes: st.DiskBytes})
 	}
 	p, err := ingest.New(st, h, ingest.Options{
-		NodeName: o.NodeName, QueueSize: o.QueueSize, BatchSize: store.MaxBlockFlows,
+		NodeName: o.NodeName, QueueSize: mem.Queue, BatchSize: store.MaxBlockFlows,
 		SyncInterval: time.Second, ProgressInterval: o.ProgressInterval,
 		DiskGuard: guard, FairShare: shares, Stored: mode, Redact: redactor.Flow, Observe: flowMetrics.observe(),
 	})

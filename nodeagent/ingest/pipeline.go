@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -82,13 +83,14 @@ type Options struct {
 	Redact func(*v1alpha1.Flow)
 	// Observe, if not nil, sees every committed batch after the watchers,
 	// on the pipeline's goroutine (flow metrics count there); it must
-	// not block.
+	// not block, nor keep the slice, which the pipeline reuses.
 	Observe func(recs []store.Record)
 }
 
 // Stored is stored mode as the pipeline drives it, on its goroutine.
 type Stored interface {
-	// Keep takes a committed batch; it must not block on a slow output.
+	// Keep takes a committed batch; it must not block on a slow output,
+	// nor keep the slice, which the pipeline reuses.
 	Keep(recs []store.Record)
 	// Holding returns the versions in (after, upTo] it keeps: their
 	// departure from the store is not a deletion yet.
@@ -118,6 +120,8 @@ type Pipeline struct {
 	head       atomic.Uint64
 	// departedThrough: the deletion of every flow up to it is announced.
 	departedThrough uint64
+	// recs is commit's buffer.
+	recs []store.Record
 }
 
 type reservation struct {
@@ -339,7 +343,10 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 		return
 	}
 	start := time.Now()
-	recs := make([]store.Record, 0, len(batch))
+	// The store, the hub, stored mode and Observe copy what they keep of
+	// a batch's records, not the slice: it is reused.
+	recs := p.recs[:0]
+	defer func() { p.recs = recs[:0] }()
 	for _, f := range batch {
 		if p.opts.Redact != nil {
 			p.opts.Redact(f)
@@ -350,11 +357,10 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 			metrics.FlowsDropped.WithLabelValues("store_error").Add(float64(len(batch)))
 			return
 		}
-		f.ResourceVersion = formatRV(rv)
+		f.Name, f.ResourceVersion = nameAndVersion(p.opts.NodeName, rv)
 		// The API carries microseconds; the time index must agree with
 		// what a decoded flow says.
 		f.Time = metav1.NewMicroTime(f.Time.Truncate(time.Microsecond))
-		f.Name = Name(p.opts.NodeName, rv)
 		f.NodeName = p.opts.NodeName
 		recs = append(recs, store.Record{RV: rv, Flow: f})
 	}
@@ -381,3 +387,17 @@ func Name(node string, rv uint64) string {
 }
 
 func formatRV(rv uint64) string { return strconv.FormatUint(rv, 10) }
+
+// nameAndVersion returns Name(node, rv) and formatRV(rv) in one
+// allocation, the version being the name's tail: the writer's only
+// allocation per flow.
+func nameAndVersion(node string, rv uint64) (name, version string) {
+	var b strings.Builder
+	b.Grow(len(node) + 1 + 20)
+	b.WriteString(node)
+	b.WriteByte('.')
+	var digits [20]byte
+	b.Write(strconv.AppendUint(digits[:0], rv, 10))
+	name = b.String()
+	return name, name[len(node)+1:]
+}
