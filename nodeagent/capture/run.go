@@ -140,26 +140,31 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 		k bpf.FlowFlowKey
 		v bpf.FlowFlowValue
 	}
+	// An ending is a record to delete, with the final event it gets
+	// (none for closed records: their close event was final).
+	type ending struct {
+		k    bpf.FlowFlowKey
+		kind Kind
+		end  End
+	}
 	var live []entry
 	var k bpf.FlowFlowKey
 	var v bpf.FlowFlowValue
 	occupancy := uint64(0)
 	it := d.objs.Flows.Iterate()
-	var gone []bpf.FlowFlowKey
+	var gone []ending
 	for it.Next(&k, &v) {
 		occupancy++
 		idle := time.Duration(now - min(now, v.LastSeen))
 		switch {
 		case v.Closed != 0:
 			if final || idle > d.opts.CloseGrace {
-				gone = append(gone, k)
+				gone = append(gone, ending{k: k})
 			}
 		case final:
-			emit(flowEvent(&k, &v, KindClose, EndShutdown, toWall))
-			gone = append(gone, k)
+			gone = append(gone, ending{k, KindClose, EndShutdown})
 		case idle > d.idleTimeout(k.Proto):
-			emit(flowEvent(&k, &v, KindClose, EndIdle, toWall))
-			gone = append(gone, k)
+			gone = append(gone, ending{k, KindClose, EndIdle})
 			d.swept.Add(1)
 		default:
 			live = append(live, entry{k, v})
@@ -169,13 +174,24 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 		sort.Slice(live, func(i, j int) bool { return live[i].v.LastSeen < live[j].v.LastSeen })
 		n := len(live) - int(d.opts.FlowTableSize*8/10)
 		for i := 0; i < n; i++ {
-			emit(flowEvent(&live[i].k, &live[i].v, KindEvict, EndPressure, toWall))
-			gone = append(gone, live[i].k)
+			gone = append(gone, ending{live[i].k, KindEvict, EndPressure})
 			d.evicted.Add(1)
 		}
 	}
+	// The final event is built from the record as it is deleted (one
+	// lookup-and-delete), not from the walk's copy: packets that came in
+	// meanwhile are in it rather than lost, and a kernel report of the
+	// same counts after the walk's copy cannot be repeated in it. Only a
+	// kernel report racing the deletion itself (an emitter holding the
+	// record when it goes) can still overlap.
 	for i := range gone {
-		if err := d.objs.Flows.Delete(&gone[i]); err == nil {
+		var err error
+		if gone[i].kind == 0 {
+			err = d.objs.Flows.Delete(&gone[i].k)
+		} else if err = d.objs.Flows.LookupAndDelete(&gone[i].k, &v); err == nil {
+			emit(flowEvent(&gone[i].k, &v, gone[i].kind, gone[i].end, toWall))
+		}
+		if err == nil {
 			d.deleted.Add(1)
 			occupancy--
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -189,19 +205,19 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 	var dgone []bpf.FlowDropKey
 	dit := d.objs.Drops.Iterate()
 	for dit.Next(&dk, &dv) {
-		if !final && time.Duration(now-min(now, dv.LastSeen)) <= d.opts.IdleTimeout {
+		if final || time.Duration(now-min(now, dv.LastSeen)) > d.opts.IdleTimeout {
+			dgone = append(dgone, dk)
+		}
+	}
+	for i := range dgone {
+		if d.objs.Drops.LookupAndDelete(&dgone[i], &dv) != nil {
 			continue
 		}
+		d.dropsSwept.Add(1)
 		// The kernel reported the first drop and every interval; only
 		// drops since the last report still need a record.
 		if dv.Packets > dv.RepPackets {
-			emit(dropEvent(&dk, &dv, toWall, d.reasons))
-		}
-		dgone = append(dgone, dk)
-	}
-	for i := range dgone {
-		if d.objs.Drops.Delete(&dgone[i]) == nil {
-			d.dropsSwept.Add(1)
+			emit(dropEvent(&dgone[i], &dv, toWall, d.reasons))
 		}
 	}
 }
