@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 )
 
 // BenchmarkTCProgram measures the TC program's own cost per packet in the
@@ -28,7 +29,10 @@ import (
 // connection: in "all" mode (parse, table lookup, counters) and in
 // "selected" mode with nothing selected (parse and selector lookups only).
 // The difference to the end-to-end cost in hack/bench-capture.sh is the
-// cost of having a TC hook on the veth at all.
+// cost of having a TC hook on the veth at all. "empty" is the floor: a
+// program that only returns, run the same way (the test runner's own
+// cost per run, and what the kernel adds to every program run, such as
+// run-time statistics while kernel.bpf_stats_enabled is 1).
 func BenchmarkTCProgram(b *testing.B) {
 	pkt := udpPkt(b, v4A, v4B, 40000, 53, 64)
 	for _, mode := range []struct {
@@ -56,4 +60,27 @@ func BenchmarkTCProgram(b *testing.B) {
 			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
 		})
 	}
+	b.Run("empty", func(b *testing.B) {
+		requireDatapath(b, Options{NoDrops: true, FlowTableSize: 1024}) // skips as the others do
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type:         ebpf.SchedCLS,
+			License:      "Apache-2.0",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer prog.Close()
+		const repeat = 10000
+		var total time.Duration
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			_, per, err := prog.Benchmark(pkt, repeat, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += per * repeat
+		}
+		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+	})
 }
