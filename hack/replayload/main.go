@@ -115,6 +115,7 @@ func main() {
 
 type result struct {
 	label    string
+	commits  float64 // store writes (ingest batches) meanwhile
 	seconds  float64 // from the append to the last flow stored
 	cpu      float64 // the agent's CPU seconds meanwhile
 	listSecs float64
@@ -160,8 +161,8 @@ func run(o options) error {
 			if err != nil {
 				return fmt.Errorf("round %d of %s: %w", r, b.label, err)
 			}
-			fmt.Printf("round %d %-10s %8.0f lines/s  %6.2f s  agent CPU %6.2f s (%.1f µs/line)  list of all %.2f s\n",
-				r, b.label, res.linesPerSec(o.lines), res.seconds, res.cpu, res.cpu/float64(o.lines)*1e6, res.listSecs)
+			fmt.Printf("round %d %-10s %8.0f lines/s  %6.2f s  agent CPU %6.2f s (%.1f µs/line)  %6.0f flows/commit  list of all %.2f s\n",
+				r, b.label, res.linesPerSec(o.lines), res.seconds, res.cpu, res.cpu/float64(o.lines)*1e6, float64(o.lines)/res.commits, res.listSecs)
 			results = append(results, res)
 		}
 	}
@@ -294,6 +295,10 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 	} else {
 		profiled <- nil
 	}
+	commits0, err := scrape(ctx, metricsURL, "flowscope_agent_ingest_batch_seconds_count")
+	if err != nil {
+		return res, err
+	}
 	cpu0 := procCPU(cmd.Process.Pid)
 	start := time.Now()
 	f, err := os.OpenFile(replay, os.O_WRONLY|os.O_APPEND, 0)
@@ -323,6 +328,11 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 	}
 	res.seconds = time.Since(start).Seconds()
 	res.cpu = (procCPU(cmd.Process.Pid) - cpu0).Seconds()
+	commits, err := scrape(ctx, metricsURL, "flowscope_agent_ingest_batch_seconds_count")
+	if err != nil {
+		return res, err
+	}
+	res.commits = commits - commits0
 	if err := <-profiled; err != nil {
 		return res, fmt.Errorf("profile: %w", err)
 	}
