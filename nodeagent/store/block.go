@@ -45,8 +45,8 @@ import (
 //	k<minTime:8><firstRV:8>          catalog entry: blockInfo
 //	b<firstRV:8><frame:2>            zstd(frame)
 //
-// A frame is, per flow: uvarint(rv - firstRV), uvarint(time - minTime) in
-// nanoseconds, uvarint(len), the codec's encoding.
+// A frame is columnar (colframe.go): its flows' versions, times and other
+// per-flow values in columns, and each distinct shape of flow once.
 //
 // Keys per flow are what limits Badger's ingest rate, and compression
 // needs many similar flows side by side: a block of 4096 flows costs 16

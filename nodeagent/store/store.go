@@ -16,10 +16,10 @@ limitations under the License.
 
 // Package store keeps a node's flows in Badger.
 //
-// Key layout (block.go, index.go, maintain.go):
+// Key layout (block.go, colframe.go, index.go, maintain.go, keys.go):
 //
 //	k<minTime:8><firstRV:8>                         catalog: one entry per block, in list order
-//	b<firstRV:8><frame:2>                           a block's flows, zstd-compressed frames
+//	b<firstRV:8><frame:2>                           a block's flows, zstd-compressed columnar frames
 //	p<field:1><len:uvarint><value><minTime:8><firstRV:8>
 //	                                                posting lists: secondary indexes
 //	m<name>                                         metadata such as the clock ceiling
