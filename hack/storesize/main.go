@@ -205,6 +205,13 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 	if err == nil && len(recs) > 0 {
 		err = st.Write(recs)
 	}
+	if err == nil {
+		var u store.Usage
+		if u, err = st.Usage(); err == nil {
+			fmt.Printf("  live keys, bytes/flow: frames %.1f, postings %.1f (%d keys), catalog %.1f\n",
+				float64(u.Bytes["frames"])/float64(n), float64(u.Bytes["postings"])/float64(n), u.Keys["postings"], float64(u.Bytes["catalog"])/float64(n))
+		}
+	}
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}

@@ -406,11 +406,11 @@ func TestQueryBeforeIndex(t *testing.T) {
 func TestIndexLeavesWithItsFrames(t *testing.T) {
 	const retention = time.Minute
 	var clock atomicTime
-	real := time.Now()
-	clock.set(real)
+	wall := time.Now()
+	clock.set(wall)
 	s := openTest(t, Options{Retention: retention, Now: clock.now})
-	oldRV := uint64(real.Add(-10 * retention).UnixMicro())
-	newRV := uint64(real.UnixMicro())
+	oldRV := uint64(wall.Add(-10 * retention).UnixMicro())
+	newRV := uint64(wall.UnixMicro())
 	sp := spec{ns: "shop", srcNS: "shop", srcPod: "web-1", dstNS: "shop", dstPod: "db-0", srcWorkload: "web",
 		dstWorkload: "db", proto: v1alpha1.ProtocolTCP, sport: 1, dport: 5432, verdict: v1alpha1.VerdictForwarded,
 		dir: v1alpha1.TrafficDirectionEgress, l7: v1alpha1.L7TypeHTTP}
@@ -423,8 +423,8 @@ func TestIndexLeavesWithItsFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(oldRV, real.Add(-10*retention))
-	write(newRV, real)
+	write(oldRV, wall.Add(-10*retention))
+	write(newRV, wall)
 	// keysByBlock maps the first version of each block to its catalog
 	// and posting keys.
 	keysByBlock := func() map[uint64]int {
@@ -451,7 +451,7 @@ func TestIndexLeavesWithItsFrames(t *testing.T) {
 	// One catalog entry, one posting list per index the flows have a
 	// value for.
 	want := 1
-	for _, v := range indexValues(sp.flow(real, oldRV)) {
+	for _, v := range indexValues(sp.flow(wall, oldRV)) {
 		if v != "" {
 			want++
 		}
@@ -463,7 +463,7 @@ func TestIndexLeavesWithItsFrames(t *testing.T) {
 	// A clock an hour ahead of the flows being written hides the flows
 	// from answers, but Maintain deletes only what the newest version
 	// allows: the old block.
-	clock.set(real.Add(time.Hour))
+	clock.set(wall.Add(time.Hour))
 	if got, _ := query(t, s, TimeScan{}, flowfilter.Filter{}, 0); len(got) != 0 {
 		t.Fatalf("%d flows answered an hour past their retention", len(got))
 	}
@@ -479,7 +479,7 @@ func TestIndexLeavesWithItsFrames(t *testing.T) {
 		t.Fatalf("keys by block after Maintain %v, want %d for %d only", blocks, want, newRV)
 	}
 	// The clock steps back: the new flows are all there again.
-	clock.set(real)
+	clock.set(wall)
 	got, p := query(t, s, TimeScan{}, flowfilter.Filter{FieldSelector: "source.namespace=shop,source.podName=web-1"}, 0)
 	if p.Index != "source.podName" || len(got) != 10 || got[0].RV != newRV {
 		t.Fatalf("plan %v, flows %v; want source.podName and the 10 new flows", p, rvsOf(got))
