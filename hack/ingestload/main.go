@@ -48,7 +48,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -58,6 +57,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/ingest"
@@ -108,6 +108,8 @@ func run(o options) error {
 	// The producers' flows are not the agent's memory: note them first.
 	runtime.GC()
 	poolHeap := sample().heap
+	// Building the pool peaked higher than the pool: measure the run.
+	rusage.ResetPeakRSS()
 	rss := watchRSS()
 
 	// As flowscope-agent: its memory budget from GOMEMLIMIT (the
@@ -487,14 +489,12 @@ type snapshot struct {
 }
 
 func sample() snapshot {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return snapshot{
 		at:      time.Now(),
-		cpu:     time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-		peakRSS: uint64(ru.Maxrss) << 10,
+		cpu:     rusage.CPU(),
+		peakRSS: uint64(rusage.PeakRSS()),
 		heap:    ms.HeapInuse,
 	}
 }
