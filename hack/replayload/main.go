@@ -257,8 +257,12 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 	if err := cmd.Start(); err != nil {
 		return res, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error // set before exited is closed
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -274,8 +278,8 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 			break
 		}
 		select {
-		case err := <-exited:
-			return res, fmt.Errorf("agent exited: %v (log: %s)", err, logFile.Name())
+		case <-exited:
+			return res, fmt.Errorf("agent exited: %w (log: %s)", waitErr, logFile.Name())
 		case <-ctx.Done():
 			return res, fmt.Errorf("agent not up: %w (log: %s)", ctx.Err(), logFile.Name())
 		case <-time.After(100 * time.Millisecond):
@@ -319,8 +323,8 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 			break
 		}
 		select {
-		case err := <-exited:
-			return res, fmt.Errorf("agent exited: %v (log: %s)", err, logFile.Name())
+		case <-exited:
+			return res, fmt.Errorf("agent exited: %w (log: %s)", waitErr, logFile.Name())
 		case <-ctx.Done():
 			return res, fmt.Errorf("%.0f of %d flows stored: %w (log: %s)", n-before, o.lines, ctx.Err(), logFile.Name())
 		case <-time.After(100 * time.Millisecond):

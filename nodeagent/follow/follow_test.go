@@ -656,7 +656,9 @@ func TestCaughtUp(t *testing.T) {
 	}()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
 	}()
 	waitFlushed := func(want ...string) {
 		t.Helper()

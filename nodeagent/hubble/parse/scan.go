@@ -227,8 +227,8 @@ func (s *scanner) string() ([]byte, bool) {
 			s.pos = i
 			return nil, false
 		}
-		switch c := data[i]; {
-		case c == '"':
+		switch data[i] {
+		case '"':
 			i++
 			s.pos = i
 			raw := data[start:i]
@@ -236,7 +236,7 @@ func (s *scanner) string() ([]byte, bool) {
 				return unquote(raw), true
 			}
 			return raw[1 : len(raw)-1], true
-		case c == '\\':
+		case '\\':
 			escaped = true
 			i++
 			if i >= len(data) {
