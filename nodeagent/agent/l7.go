@@ -100,7 +100,7 @@ func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipel
 	}()
 	return d.RunL7(ctx, func(ev capture.L7Event) {
 		s := stream.Segment{Time: ev.Time, Ifindex: ev.Ifindex, Ingress: ev.Ingress, Src: ev.Src, Dst: ev.Dst,
-			TCP: ev.Proto == 6, Seq: ev.Seq, Flags: ev.Flags, Len: ev.PayloadLen, Data: ev.Data}
+			TCP: ev.Proto == 6, Seq: ev.Seq, Ack: ev.Ack, Flags: ev.Flags, Len: ev.PayloadLen, Data: ev.Data}
 		mu.Lock()
 		recs := tr.Add(s)
 		mu.Unlock()

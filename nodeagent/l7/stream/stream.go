@@ -52,7 +52,10 @@ type Segment struct {
 	Src, Dst netip.AddrPort
 	TCP      bool
 	Seq      uint32
-	Flags    uint8
+	// Ack is the acknowledgment number, when Flags has FlagACK: the peer
+	// has received the other direction's bytes before it.
+	Ack   uint32
+	Flags uint8
 	// Len is the L4 payload's length; Data its sampled prefix, valid
 	// only during Add.
 	Len  int
@@ -196,6 +199,15 @@ type direction struct {
 	started bool
 	nextSeq uint32
 	nextOff uint64
+	// acked is the highest acknowledgment of this direction's bytes the
+	// peer sent (when ackSet): bytes before it reached the peer, so if
+	// they were not seen here they never will be (but as retransmits).
+	acked  uint32
+	ackSet bool
+	// fin is the sequence number of the direction's FIN (when finSet),
+	// which an acknowledgment counts as a byte no chunk carries.
+	fin     uint32
+	finSet  bool
 	pending []held
 	// tried: a chunk of this direction was offered to Detect.
 	tried bool
@@ -235,12 +247,21 @@ func (t *Tracker) Add(s Segment) []Record {
 		dir = l7.FromServer
 	}
 	var out []Record
+	if s.TCP && s.Flags&FlagACK != 0 {
+		// First what the acknowledgment proves lost in the other
+		// direction, so that a request reaches the parser before the
+		// response that acknowledges it.
+		out = t.acknowledged(c, 1-dir, s.Ack, s.Time)
+	}
 	if s.Len > 0 {
 		if s.TCP {
 			out = t.tcpData(c, dir, &s)
 		} else {
 			out = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})
 		}
+	}
+	if s.TCP && s.Flags&FlagFIN != 0 {
+		c.dirs[dir].fin, c.dirs[dir].finSet = s.Seq+uint32(s.Len), true
 	}
 	if s.TCP && s.Flags&(FlagFIN|FlagRST) != 0 {
 		c.closed[dir] = true
@@ -308,6 +329,12 @@ func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) []Record {
 		seg := *s
 		seg.Seq, seg.Len, seg.Data = dir.nextSeq, s.Len-skip, data
 		return t.tcpData(c, d, &seg)
+	case delta > 0 && dir.ackSet && int32(dir.acked-s.Seq) >= 0:
+		// The peer acknowledged the bytes missing before this segment:
+		// they went by unseen (not sampled), and will not come.
+		t.stats.Gaps++
+		dir.nextSeq, dir.nextOff = s.Seq, dir.nextOff+uint64(delta)
+		return t.tcpData(c, d, s)
 	case delta > 0:
 		for _, h := range dir.pending {
 			if h.off == dir.nextOff+uint64(delta) {
@@ -345,6 +372,55 @@ func compareOff(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// acknowledged takes the peer's acknowledgment of direction d's bytes up
+// to ack. Segments of d held behind a hole that it covers need wait no
+// longer: the hole's bytes reached the peer without being seen here (a
+// sample the datapath dropped, or never took), so they are a gap now, not
+// after ReorderSegments more segments, during which the other direction's
+// records would have gone by without theirs. A hole not acknowledged
+// waits for its retransmission, as before.
+//
+// A hole with nothing held behind it yet is a gap too: the parser learns
+// of it now, before the bytes that come with the acknowledgment (a
+// response that answers the request it hides), not only when the next
+// bytes of d reveal it.
+func (t *Tracker) acknowledged(c *conn, d l7.Dir, ack uint32, at time.Time) []Record {
+	dir := &c.dirs[d]
+	if !dir.started {
+		return nil
+	}
+	if dir.finSet && ack == dir.fin+1 {
+		ack = dir.fin // the FIN's own sequence number is no byte
+	}
+	if !dir.ackSet || int32(ack-dir.acked) > 0 {
+		dir.acked, dir.ackSet = ack, true
+	}
+	var out []Record
+	for len(dir.pending) > 0 {
+		h := dir.pending[0]
+		if int32(dir.acked-(dir.nextSeq+uint32(h.off-dir.nextOff))) < 0 {
+			break // the hole before it may yet be retransmitted
+		}
+		t.stats.Gaps++
+		dir.pending = dir.pending[1:]
+		dir.nextSeq += uint32(h.off - dir.nextOff)
+		dir.nextOff = h.off
+		out = append(out, t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)...)
+		out = append(out, t.drain(c, d)...)
+	}
+	if hole := int32(dir.acked - dir.nextSeq); len(dir.pending) == 0 && hole > 0 {
+		t.stats.Gaps++
+		if c.state != parsing {
+			// Nothing to tell a parser yet: the first bytes it gets
+			// are then not the connection's first.
+			dir.nextSeq, dir.nextOff = dir.acked, dir.nextOff+uint64(hole)
+			return out
+		}
+		out = append(out, t.emit(c, d, at, dir.nextOff, int(hole), nil)...)
+	}
+	return out
 }
 
 // emit delivers bytes at the direction's next offset and advances it.

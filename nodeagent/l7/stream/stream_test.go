@@ -277,3 +277,64 @@ func FuzzTracker(f *testing.F) {
 		}
 	})
 }
+
+// acking returns s with its acknowledgment number: the peer received
+// the other direction's bytes up to its offset off.
+func acking(s Segment, off uint32) Segment {
+	if s.Src == cli {
+		s.Ack = 5001 + off
+	} else {
+		s.Ack = 1001 + off
+	}
+	return s
+}
+
+// TestAcknowledgedHoleIsAGapAtOnce: a request the agent never sampled,
+// though the server got it (its response acknowledges it), is a gap as
+// soon as the next request comes: that request is not held for its
+// hole's retransmission, which will not come, while its response goes by
+// without it. A hole the peer has not acknowledged still waits.
+func TestAcknowledgedHoleIsAGapAtOnce(t *testing.T) {
+	tr := newTracker()
+	segs := append(syns(),
+		seg(true, 0, "GET /a\n", 0),
+		acking(seg(false, 0, "OK /a\n", 0), 7),
+		// "GET /b\n" at 7 went by unseen; its response acknowledges it.
+		acking(seg(false, 6, "OK /b\n", 0), 14),
+		seg(true, 14, "GET /c\n", 0),
+		acking(seg(false, 12, "OK /c\n", 0), 21),
+		// "GET /d\n" at 21 is lost on its way: the server acknowledges
+		// only what came before it, and the next request waits for its
+		// retransmission.
+		acking(seg(false, 18, "OK /x\n", 0), 21),
+		seg(true, 28, "GET /e\n", 0),
+		seg(true, 21, "GET /d\n", 0),
+		acking(seg(false, 24, "OK /d\nOK /e\n", 0), 35))
+	got := run(t, tr, segs)
+	want := []string{"/a partial=false paired=true", "/b partial=false paired=false", "/c partial=true paired=true",
+		"/x partial=false paired=false", "/d partial=false paired=true", "/e partial=false paired=true"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+	if st := tr.Stats(); st.Gaps != 1 || st.Reordered != 1 {
+		t.Errorf("stats %+v, want 1 gap, 1 reordered", st)
+	}
+}
+
+// TestAcknowledgedFINIsNoGap: the acknowledgment of a FIN counts its
+// sequence number, which carries no byte: no gap.
+func TestAcknowledgedFINIsNoGap(t *testing.T) {
+	tr := newTracker()
+	segs := append(syns(),
+		seg(true, 0, "GET /a\n", 0),
+		acking(seg(false, 0, "OK /a\n", 0), 7),
+		seg(true, 7, "", FlagFIN),
+		acking(seg(false, 6, "", FlagFIN), 8))
+	got := run(t, tr, segs)
+	if want := []string{"/a partial=false paired=true"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if st := tr.Stats(); st.Gaps != 0 {
+		t.Errorf("stats %+v, want no gap", st)
+	}
+}

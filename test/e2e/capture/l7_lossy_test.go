@@ -46,6 +46,13 @@ import (
 //   - it duplicates a share of them (bpf_clone_redirect to the same hook):
 //     the agents after it sample the segment twice.
 //
+// A third run, of HTTP/1.1 to another port, has a share of its requests
+// leave web-0's veth straight for api-0's (bpf_redirect_neigh, first in
+// the ingress hook) so that the agent of web-0's veth never samples them:
+// the only way bytes really go missing for an agent, as when its
+// sampling limits or ring drop them. Each such exchange is one partial
+// record there, of its response; every other record is whole.
+//
 // The stream layer must put every connection's bytes back in order, drop
 // what it saw twice (flowscope_agent_l7_retransmits_total rises), and
 // give each exchange the record it would have had on a clean link:
@@ -164,6 +171,84 @@ func impair(t *testing.T, dev string, ports ...uint16) {
 	}
 }
 
+// hidePercent of the hidden run's request segments bypass the agent of
+// the client's veth.
+const hidePercent = 10
+
+// hiding returns a TC program for a host-side veth's ingress that sends
+// hidePercent of the IPv4 TCP segments with payload to port straight out
+// of the veth to (bpf_redirect_neigh), before the agent's program there
+// runs: the segment reaches the server, but that agent never samples it,
+// a real gap in what it sees. Everything else goes on (TCX_NEXT).
+func hiding(port uint16, to int) *ebpf.ProgramSpec {
+	htons := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
+	const skbLen, skbProtocol, tcxNext = 0, 16, -1
+	return &ebpf.ProgramSpec{Name: "fs_l7_hide", Type: ebpf.SchedCLS, License: "Apache-2.0", Instructions: asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R0, asm.R6, skbProtocol, asm.Word),
+		asm.JNE.Imm(asm.R0, htons(0x0800), "pass"),
+		// Longer than any bare ACK (Ethernet, IPv4 and TCP headers
+		// with options): a segment with payload.
+		asm.LoadMem(asm.R0, asm.R6, skbLen, asm.Word),
+		asm.JLE.Imm(asm.R0, 14+60+60, "pass"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 14),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -24),
+		asm.Mov.Imm(asm.R4, 20),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R0, asm.RFP, -24+9, asm.Byte),
+		asm.JNE.Imm(asm.R0, 6, "pass"),
+		asm.LoadMem(asm.R2, asm.RFP, -24, asm.Byte),
+		asm.And.Imm(asm.R2, 0x0f),
+		asm.LSh.Imm(asm.R2, 2),
+		asm.Add.Imm(asm.R2, 14),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -32),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R0, asm.RFP, -30, asm.Half), // destination port
+		asm.JNE.Imm(asm.R0, htons(port), "pass"),
+		asm.FnGetPrandomU32.Call(),
+		asm.Mod.Imm(asm.R0, 100),
+		asm.JGE.Imm(asm.R0, hidePercent, "pass"),
+		asm.Mov.Imm(asm.R1, int32(to)),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRedirectNeigh.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("pass"),
+		asm.Return(),
+	}}
+}
+
+// hide attaches hiding to dev's ingress, first, until the test ends.
+func hide(t *testing.T, dev string, port uint16, to string) {
+	t.Helper()
+	from, err := net.InterfaceByName(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := net.InterfaceByName(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(hiding(port, dst.Index))
+	if err != nil {
+		t.Fatalf("loading the hiding program: %v", err)
+	}
+	t.Cleanup(func() { _ = prog.Close() })
+	l, err := link.AttachTCX(link.TCXOptions{Interface: from.Index, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+	if err != nil {
+		t.Fatalf("attaching the hiding program to %s: %v", dev, err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+}
+
 // hostVeth returns the host-side veth of a pod: the device the host
 // routes the pod's address through.
 func hostVeth(t *testing.T, netns string) string {
@@ -217,6 +302,7 @@ func TestL7LossyLink(t *testing.T) {
 	awaitL7Ready(t)
 	trafficInPod(t, apiNetns, 0, "--listen=http:18091")
 	trafficInPod(t, apiNetns, 0, "--listen=grpc:15091")
+	trafficInPod(t, apiNetns, 0, "--listen=http:18092")
 	time.Sleep(300 * time.Millisecond)
 	var before [2]streamCounters
 	for i, s := range sides {
@@ -225,14 +311,20 @@ func TestL7LossyLink(t *testing.T) {
 	for _, netns := range []string{webNetns, apiNetns} {
 		impair(t, hostVeth(t, netns), 18091, 15091)
 	}
+	webVeth, apiVeth := hostVeth(t, webNetns), hostVeth(t, apiNetns)
+	hide(t, webVeth, 18092, apiVeth)
 
 	// Long enough to hit every rule often; a lost SYN costs a second.
+	// The hidden run's requests reach the server whole, but the agent of
+	// web-0's veth misses some of them: a real gap there.
 	runs := []struct {
 		name, port string
+		hidden     bool
 		report     l7Report
 	}{
-		{"http", "18091", trafficInPod(t, webNetns, 6*time.Second, "--connect=http:"+apiIPv4+":18091", "--interval=20ms", "--timeout=5s")},
-		{"grpc", "15091", trafficInPod(t, webNetns, 6*time.Second, "--connect=grpc:"+apiIPv4+":15091", "--interval=50ms", "--timeout=5s")},
+		{"http", "18091", false, trafficInPod(t, webNetns, 6*time.Second, "--connect=http:"+apiIPv4+":18091", "--interval=20ms", "--timeout=5s")},
+		{"grpc", "15091", false, trafficInPod(t, webNetns, 6*time.Second, "--connect=grpc:"+apiIPv4+":15091", "--interval=50ms", "--timeout=5s")},
+		{"hidden http", "18092", true, trafficInPod(t, webNetns, 4*time.Second, "--connect=http:"+apiIPv4+":18092", "--interval=20ms", "--timeout=5s")},
 	}
 
 	var partial [2]int
@@ -248,8 +340,45 @@ func TestL7LossyLink(t *testing.T) {
 		if exchanges < 50 {
 			t.Fatalf("%s client made only %d exchanges", r.name, exchanges)
 		}
-		for i, s := range sides {
+		order := []int{0, 1}
+		if r.hidden {
+			order = []int{1, 0} // the server's side, whole, first
+		}
+		for _, i := range order {
+			s := sides[i]
 			var got []v1alpha1.Flow
+			if r.hidden && i == 0 {
+				// At web-0's veth, an exchange whose request was never
+				// sampled is one partial record, its response's (the
+				// response acknowledges the request's bytes, so the
+				// stream layer knows them lost at once); the others are
+				// whole, and never count more than the client did.
+				var whole []v1alpha1.Flow
+				framework.Eventually(t, 40*time.Second, fmt.Sprintf("the %s records of port %s in %s, one per exchange", r.name, r.port, s.ns), func() (bool, string) {
+					got = slices.DeleteFunc(flows(t, "-n", s.ns, "--field-selector", "l4.destinationPort="+r.port),
+						func(f v1alpha1.Flow) bool { return f.L7 == nil })
+					whole = slices.DeleteFunc(slices.Clone(got), func(f v1alpha1.Flow) bool { return f.L7.Partial })
+					return uint64(len(got)) == exchanges, fmt.Sprintf("%d records (%d partial) for %d exchanges", len(got), len(got)-len(whole), exchanges)
+				})
+				for k, n := range tally(whole) {
+					if n > c.Results[k].Count {
+						t.Errorf("%s at %s: %q: %d whole records, the client made %d", r.name, s.node, k, n, c.Results[k].Count)
+					}
+				}
+				if len(whole) == len(got) {
+					t.Errorf("%s at %s: no partial record, though %d%% of the requests went by unsampled", r.name, s.node, hidePercent)
+				}
+				t.Logf("%s at %s: %d records (%d partial) for %d exchanges", r.name, s.node, len(got), len(got)-len(whole), exchanges)
+				checkEnds(t, got, s.ns, s.dir, s.node, v1alpha1.ProtocolTCP)
+				checkLatencies(t, whole, c)
+				for _, f := range got {
+					if f.L7.Partial {
+						partial[i]++
+						checkPartialFits(t, f, c)
+					}
+				}
+				continue
+			}
 			framework.Eventually(t, 40*time.Second, fmt.Sprintf("the %s records of port %s in %s to count the client's", r.name, r.port, s.ns), func() (bool, string) {
 				got = slices.DeleteFunc(flows(t, "-n", s.ns, "--field-selector", "l4.destinationPort="+r.port),
 					func(f v1alpha1.Flow) bool { return f.L7 == nil })
@@ -289,6 +418,9 @@ func TestL7LossyLink(t *testing.T) {
 		}
 		if partial[i] > 0 && d.gaps == 0 {
 			t.Errorf("agent of %s: %d partial records, but no gap: every byte was sampled", s.node, partial[i])
+		}
+		if s.node == "node-a" && d.gaps == 0 {
+			t.Errorf("agent of %s: no gap counted, though %d%% of the hidden run's requests bypassed it", s.node, hidePercent)
 		}
 	}
 }
