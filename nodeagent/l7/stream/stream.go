@@ -236,6 +236,20 @@ func (t *Tracker) Add(s Segment) []Record {
 	}
 	c.lastSeen = s.Time
 	if s.TCP && s.Flags&FlagSYN != 0 {
+		d := l7.FromClient
+		if s.Flags&FlagACK != 0 {
+			d = l7.FromServer
+		}
+		if dir := &c.dirs[d]; dir.started && dir.nextSeq != s.Seq+1 {
+			// Not a retransmitted SYN: a new connection on the same
+			// addresses, so the old one ended. Its parser must not
+			// see offsets start over.
+			out := t.finish(c, s.Time)
+			c = &conn{key: k, lastSeen: s.Time}
+			t.conns[k] = c
+			t.syn(c, &s)
+			return out
+		}
 		t.syn(c, &s)
 		return nil
 	}
@@ -255,9 +269,9 @@ func (t *Tracker) Add(s Segment) []Record {
 	}
 	if s.Len > 0 {
 		if s.TCP {
-			out = t.tcpData(c, dir, &s)
+			out = append(out, t.tcpData(c, dir, &s)...)
 		} else {
-			out = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})
+			out = append(out, t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})...)
 		}
 	}
 	if s.TCP && s.Flags&FlagFIN != 0 {
