@@ -234,6 +234,7 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 	}
 	r.Memory.APIServerRSSBefore = before.usage["flowscope-apiserver"].rss
 	r.Memory.HeapBefore = m.heapInuse(ctx)
+	liveBefore := m.live(ctx)
 
 	watchCtx, stopWatchers := context.WithCancel(ctx)
 	defer stopWatchers()
@@ -270,6 +271,7 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 	}
 	t.tracking.Store(false)
 	r.Memory.HeapWatching = m.heapInuse(ctx)
+	liveWatching := m.live(ctx)
 	agentsAfter := scrapeAgents(ctx, o)
 	r.CPU = append(r.CPU, newPhaseCPU("watches", first, last))
 
@@ -281,6 +283,12 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 
 	r.Memory.APIServerRSSWatching = last.usage["flowscope-apiserver"].rss
 	r.Memory.RSSPerWatcher = float64(r.Memory.APIServerRSSWatching-r.Memory.APIServerRSSBefore) / float64(max(o.watchers, 1))
+	if liveBefore.heap > 0 && liveWatching.heap > 0 {
+		n := float64(max(o.watchers, 1))
+		r.Memory.LiveHeapPerWatcher = (liveWatching.heap - liveBefore.heap) / n
+		r.Memory.StacksPerWatcher = (liveWatching.stacks - liveBefore.stacks) / n
+		r.Memory.GoroutinesPerWatcher = (liveWatching.goroutines - liveBefore.goroutines) / n
+	}
 	if r.Memory.HeapBefore > 0 && r.Memory.HeapWatching > 0 {
 		r.Memory.HeapPerWatcher = (r.Memory.HeapWatching - r.Memory.HeapBefore) / float64(max(o.watchers, 1))
 	}
@@ -587,6 +595,30 @@ func newMetricsReader(o options, token string) (*metricsReader, error) {
 		url:    strings.TrimSuffix(o.apiserverURL, "/") + "/metrics",
 		token:  token,
 	}, nil
+}
+
+// liveMemory is the server's memory after a garbage collection: the heap
+// it holds, its goroutines' stacks, and how many goroutines.
+type liveMemory struct{ heap, stacks, goroutines float64 }
+
+// live returns the server's live memory, read just after the collection
+// that a heap profile (/debug/pprof/heap?gc=1) runs first; the zero value
+// when profiling is off or the server does not answer. Unlike the heap in
+// use and the RSS, it leaves out the garbage between collections (as much
+// as the live heap, at GOGC=100) and what the runtime has not given back.
+func (m *metricsReader) live(ctx context.Context) liveMemory {
+	pprofURL := strings.TrimSuffix(m.url, "/metrics") + "/debug/pprof/heap?gc=1"
+	if _, err := scrape(ctx, m.client, pprofURL, m.token); err != nil {
+		logf("collecting flowscope-apiserver's garbage: %v", err)
+		return liveMemory{}
+	}
+	lines, err := scrape(ctx, m.client, m.url, m.token)
+	if err != nil {
+		logf("reading flowscope-apiserver's memory: %v", err)
+		return liveMemory{}
+	}
+	return liveMemory{heap: lines.sum("go_memstats_heap_alloc_bytes"), stacks: lines.sum("go_memstats_stack_inuse_bytes"),
+		goroutines: lines.sum("go_goroutines")}
 }
 
 // heapInuse returns the server's Go heap in use, 0 when it cannot be read.

@@ -149,6 +149,11 @@ type memoryResult struct {
 	HeapWatching         float64 `json:"apiserverHeapInuseWatchingBytes"`
 	RSSPerWatcher        float64 `json:"apiserverRSSPerWatcherBytes"`
 	HeapPerWatcher       float64 `json:"apiserverHeapPerWatcherBytes"`
+	// The live heap and the goroutines' stacks per watcher, after a
+	// garbage collection (metricsReader.live); 0 when unknown.
+	LiveHeapPerWatcher   float64 `json:"apiserverLiveHeapPerWatcherBytes"`
+	StacksPerWatcher     float64 `json:"apiserverStacksPerWatcherBytes"`
+	GoroutinesPerWatcher float64 `json:"apiserverGoroutinesPerWatcher"`
 	AgentsRSS            int64   `json:"agentsRSSBytes"`
 	KubeAPIServerRSS     int64   `json:"kubeAPIServerRSSBytes"`
 	HarnessRSS           int64   `json:"harnessRSSBytes"`
@@ -232,6 +237,10 @@ func (r *report) print(w io.Writer) {
 			mib(m.HeapBefore), mib(m.HeapWatching), kib(m.HeapPerWatcher))
 	} else {
 		p("  flowscope-apiserver Go heap: its /metrics did not answer")
+	}
+	if m.LiveHeapPerWatcher != 0 {
+		p("  flowscope-apiserver after a GC, per watcher: live heap %s, goroutine stacks %s (%.1f goroutines)",
+			kib(m.LiveHeapPerWatcher), kib(m.StacksPerWatcher), m.GoroutinesPerWatcher)
 	}
 	p("  agents RSS %s in total (%s each), kube-apiserver %s, harness %s",
 		mib(float64(m.AgentsRSS)), mib(float64(m.AgentsRSS)/float64(max(s.Agents, 1))), mib(float64(m.KubeAPIServerRSS)), mib(float64(m.HarnessRSS)))
