@@ -268,10 +268,16 @@ func (t *Tracker) Add(s Segment) []Record {
 		out = t.acknowledged(c, 1-dir, s.Ack, s.Time)
 	}
 	if s.Len > 0 {
+		var recs []Record
 		if s.TCP {
-			out = append(out, t.tcpData(c, dir, &s)...)
+			recs = t.tcpData(c, dir, &s)
 		} else {
-			out = append(out, t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})...)
+			recs = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})
+		}
+		if out == nil {
+			out = recs // the common case: no copy
+		} else {
+			out = append(out, recs...)
 		}
 	}
 	if s.TCP && s.Flags&FlagFIN != 0 {
