@@ -24,6 +24,7 @@ limitations under the License.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -44,7 +45,7 @@ func main() {
 
 func run(ifnames []string) error {
 	if len(ifnames) == 0 {
-		return fmt.Errorf("usage: tcxfloor IFNAME...")
+		return errors.New("usage: tcxfloor IFNAME [IFNAME]")
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:    "floor",

@@ -33,6 +33,12 @@ import (
 // program that only returns, run the same way (the test runner's own
 // cost per run, and what the kernel adds to every program run, such as
 // run-time statistics while kernel.bpf_stats_enabled is 1).
+//
+// On the project's shared 2-core machine, test binaries of before and
+// after alternating over 6 rounds (session 7): "all" went from a median
+// of 181 ns (179-266) to 96 ns (91-175) with the coarse clock, one
+// counter per packet and direct packet access, 60-70 ns above "empty";
+// "selected-nothing" from 108 ns to 38 ns, about 7 ns above it.
 func BenchmarkTCProgram(b *testing.B) {
 	pkt := udpPkt(b, v4A, v4B, 40000, 53, 64)
 	for _, mode := range []struct {
