@@ -26,7 +26,7 @@ func TestPlan(t *testing.T) {
 		queue                int
 		want                 Budget
 	}{
-		{"unbounded: the runtime's and the store's defaults", 0, 0, 0, 65536, Budget{Queue: 65536}},
+		{"unbounded: the runtime's own soft limit", 0, 0, 0, 65536, Budget{StoreCache: Gi, Queue: 65536}},
 		{"the DaemonSet's 1Gi: its 256Mi request as the target", 1 * Gi, 0, 0, 65536, Budget{Limit: Gi, Target: 256 * Mi, StoreCache: Gi, Queue: 65536}},
 		{"a small limit: the target's floor, a shorter queue", 256 * Mi, 0, 0, 65536, Budget{Limit: 256 * Mi, Target: 96 * Mi, StoreCache: 256 * Mi, Queue: 24576}},
 		{"below the floor: the limit itself", 64 * Mi, 0, 0, 65536, Budget{Limit: 64 * Mi, Target: 64 * Mi, StoreCache: 64 * Mi, Queue: 16384}},
