@@ -93,3 +93,17 @@ func TestPutWaits(t *testing.T) {
 		t.Errorf("Put to a full queue: %v, want %v", err, context.DeadlineExceeded)
 	}
 }
+
+// TestNameAndVersion: the writer's one allocation per flow names it as
+// Name does, its version the name's tail.
+func TestNameAndVersion(t *testing.T) {
+	for _, rv := range []uint64{0, 7, 1765000000123456, math.MaxUint64} {
+		name, version := nameAndVersion("node-a", rv)
+		if name != Name("node-a", rv) || version != formatRV(rv) {
+			t.Errorf("nameAndVersion(node-a, %d) = %q, %q; want %q, %q", rv, name, version, Name("node-a", rv), formatRV(rv))
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { nameAndVersion("node-a", 1765000000123456) }); n != 1 {
+		t.Errorf("nameAndVersion allocates %v times, want 1", n)
+	}
+}
