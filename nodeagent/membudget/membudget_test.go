@@ -27,10 +27,10 @@ func TestPlan(t *testing.T) {
 		want                 Budget
 	}{
 		{"unbounded: the runtime's own soft limit", 0, 0, 0, 65536, Budget{StoreCache: Gi, Queue: 65536}},
-		{"the DaemonSet's 1Gi: a fifth, within its 256Mi request", 1 * Gi, 0, 0, 65536, Budget{Limit: Gi, Target: Gi / 5, StoreCache: Gi, Queue: Gi / 5 / 4 / 1024}},
+		{"the DaemonSet's 1Gi: its 256Mi request as the target", 1 * Gi, 0, 0, 65536, Budget{Limit: Gi, Target: 256 * Mi, StoreCache: Gi, Queue: 65536}},
 		{"a small limit: the target's floor, a shorter queue", 256 * Mi, 0, 0, 65536, Budget{Limit: 256 * Mi, Target: 96 * Mi, StoreCache: 256 * Mi, Queue: 24576}},
 		{"below the floor: the limit itself", 64 * Mi, 0, 0, 65536, Budget{Limit: 64 * Mi, Target: 64 * Mi, StoreCache: 64 * Mi, Queue: 16384}},
-		{"a large limit: the cache capped", 8 * Gi, 0, 0, 65536, Budget{Limit: 8 * Gi, Target: 8 * Gi / 5, StoreCache: Gi, Queue: 65536}},
+		{"a large limit: the cache capped", 8 * Gi, 0, 0, 65536, Budget{Limit: 8 * Gi, Target: 2 * Gi, StoreCache: Gi, Queue: 65536}},
 		{"operator's settings win", Gi, 512 * Mi, 32 * Mi, 1 << 20, Budget{Limit: Gi, Target: 512 * Mi, StoreCache: 32 * Mi, Queue: 131072}},
 	} {
 		if got := Plan(c.limit, c.target, c.cache, c.queue); got != c.want {
