@@ -370,10 +370,16 @@ func (s *Store) writeBlocks(w entrySetter, blocks []*block, jobs []frameJob) err
 			return fmt.Errorf("write block %d: %w", j.b.firstRV, err)
 		}
 	}
+	// encodeFrames lists each block's frames together, in block order:
+	// hand each block only its own, so that a write of many blocks costs
+	// no more than their frames (not blocks times frames).
+	rest := jobs
 	for _, b := range blocks {
-		if err := s.writeIndex(w, b, jobs); err != nil {
+		n := frames(len(b.recs))
+		if err := s.writeIndex(w, b, rest[:n]); err != nil {
 			return fmt.Errorf("write block %d: %w", b.firstRV, err)
 		}
+		rest = rest[n:]
 	}
 	return nil
 }
