@@ -240,10 +240,13 @@ func (t *Tracker) Add(s Segment) []Record {
 		if s.Flags&FlagACK != 0 {
 			d = l7.FromServer
 		}
-		if dir := &c.dirs[d]; dir.started && dir.nextSeq != s.Seq+1 {
-			// Not a retransmitted SYN: a new connection on the same
-			// addresses, so the old one ended. Its parser must not
-			// see offsets start over.
+		if dir := &c.dirs[d]; dir.started {
+			if dir.nextSeq == s.Seq+1 && dir.nextOff == 0 {
+				return nil // a retransmitted SYN: nothing to learn
+			}
+			// A new connection on the same addresses (or a SYN behind
+			// bytes already delivered), so the old one ended. Its
+			// parser must not see offsets start over.
 			out := t.finish(c, s.Time)
 			c = &conn{key: k, lastSeen: s.Time}
 			t.conns[k] = c
