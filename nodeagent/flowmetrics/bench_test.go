@@ -29,8 +29,8 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
 	"flowscope.io/flowscope/internal/rusage"
-	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
+	"flowscope.io/flowscope/nodeagent/ingest/ingesttest"
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
@@ -50,8 +50,7 @@ func BenchmarkIngestFlowMetrics(b *testing.B) {
 		{"metrics=on,hubble", &Options{Context: ContextWorkload, WorldPrefixV4: 24, WorldPrefixV6: 48, MaxSeries: 10000, Idle: 10 * time.Minute, Hubble: true}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			opts := ingest.Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: store.MaxBlockFlows,
-				SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond}
+			opts := ingest.Options{ProgressInterval: 100 * time.Millisecond}
 			if c.opts != nil {
 				m, err := New(*c.opts)
 				if err != nil {
@@ -59,38 +58,12 @@ func BenchmarkIngestFlowMetrics(b *testing.B) {
 				}
 				opts.Observe = m.Observe
 			}
-			st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			p, err := ingest.New(st, hub.New(1<<16), opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- p.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					b.Error(err)
-				}
-			}()
-			now := time.Now()
+			p, stop := ingesttest.Run(b, ingesttest.OpenStore(b, b.TempDir()), opts)
+			defer stop()
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := rusage.CPU()
-			for i := range b.N {
-				f := pool[i%len(pool)] // shallow, as the sources hand flows over
-				f.Time = metav1.NewMicroTime(now)
-				if err := p.Put(ctx, &f); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := p.Flush(ctx); err != nil {
-				b.Fatal(err)
-			}
+			ingesttest.Feed(b, p, pool, b.N)
 			cpu = rusage.CPU() - cpu
 			b.StopTimer()
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
@@ -114,8 +87,7 @@ func BenchmarkIngestFlowMetricsAlternating(b *testing.B) {
 		cpu time.Duration
 	}
 	start := func(observe bool) *side {
-		opts := ingest.Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: store.MaxBlockFlows,
-			SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond}
+		opts := ingest.Options{ProgressInterval: 100 * time.Millisecond}
 		if observe {
 			m, err := New(DefaultOptions())
 			if err != nil {
@@ -123,23 +95,8 @@ func BenchmarkIngestFlowMetricsAlternating(b *testing.B) {
 			}
 			opts.Observe = m.Observe
 		}
-		st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = st.Close() })
-		p, err := ingest.New(st, hub.New(1<<16), opts)
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		b.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				b.Error(err)
-			}
-		})
+		p, stop := ingesttest.Run(b, ingesttest.OpenStore(b, b.TempDir()), opts)
+		b.Cleanup(stop)
 		return &side{p: p}
 	}
 	off, on := start(false), start(true)

@@ -17,7 +17,6 @@ limitations under the License.
 package ingest
 
 import (
-	"context"
 	"errors"
 	"math"
 	"sync/atomic"
@@ -29,7 +28,6 @@ import (
 	"k8s.io/component-base/metrics/testutil"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
-	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -152,29 +150,11 @@ func TestStatfsFree(t *testing.T) {
 // empties: while full, batches are dropped and counted, not written; once
 // there is room, the next flows are written.
 func TestPipelineStopsWhileDiskFull(t *testing.T) {
-	st, err := store.Open(store.Options{Retention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var free atomic.Uint64
 	g := NewDiskGuard("/data/store", 100<<20)
 	g.interval = 0 // measure before every batch
 	g.free = func(string) (uint64, error) { return free.Load(), nil }
-	p, err := New(st, hub.New(16), Options{NodeName: "node-a", QueueSize: 16, BatchSize: 16,
-		SyncInterval: time.Second, ProgressInterval: time.Second, DiskGuard: g})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	p, st := runTestPipeline(t, Options{SyncInterval: time.Second, ProgressInterval: time.Second, DiskGuard: g})
 	offer := func(n int) {
 		for range n {
 			if !p.Offer(&v1alpha1.Flow{Time: metav1.NewMicroTime(time.Now()), Verdict: v1alpha1.VerdictForwarded}) {

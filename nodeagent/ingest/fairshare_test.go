@@ -30,8 +30,6 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
-	"flowscope.io/flowscope/internal/rusage"
-	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/store"
 )
@@ -335,29 +333,12 @@ func TestFairShareMeasureError(t *testing.T) {
 // TestPipelineFairShare checks the pipeline's use: refused flows are not
 // stored, versioned or published, and the others are.
 func TestPipelineFairShare(t *testing.T) {
-	st, err := store.Open(store.Options{Retention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	d := &fakeStoreDisk{base: 950_000}
 	shares := NewFairShare(FairShareOptions{MaxBytes: 1_000_000, Retention: time.Hour, DiskBytes: d.bytes})
 	shares.bytesPerFlow = 100
 	addHeld(shares, "quiet")
-	p, err := New(st, hub.New(16), Options{NodeName: "node-a", QueueSize: 100, BatchSize: 16,
-		SyncInterval: time.Hour, ProgressInterval: time.Hour, FairShare: shares})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	p, st := runTestPipeline(t, Options{QueueSize: 100, FairShare: shares})
+	ctx := context.Background()
 	for i := range 100 {
 		ns := "flood"
 		if i%10 == 0 {
@@ -399,71 +380,6 @@ func TestPipelineFairShare(t *testing.T) {
 	}
 	if n != 100 {
 		t.Errorf("%d flows stored, want 100: the flood's last 10 over its share", n)
-	}
-}
-
-// BenchmarkIngestFairShare measures the normal path's cost of the fair
-// shares: the agent's ingest (pipeline, store on disk, hub) taking the
-// demo application's flows as fast as it can, with the shares off and on
-// (the chart's --max-store-bytes of 10Gi, so far from its pressure; the
-// disk measured every second as in the agent). cpu-ns/flow is the whole
-// process's CPU time per flow. On a shared machine run the two cases
-// alternately, a process each:
-//
-//	go test -c -o /tmp/ingest.test ./nodeagent/ingest
-//	for i in 1 2 3 4 5; do for s in off on; do
-//	  /tmp/ingest.test -test.run '^$' -test.bench "IngestFairShare/shares=$s\$" -test.benchtime 200000x
-//	done; done | tee /tmp/shares.txt; benchstat -col /shares /tmp/shares.txt
-func BenchmarkIngestFairShare(b *testing.B) {
-	pool := flowtest.RealisticFlows(b, 1<<14)
-	for _, on := range []bool{false, true} {
-		name := "shares=off"
-		if on {
-			name = "shares=on"
-		}
-		b.Run(name, func(b *testing.B) {
-			st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			opts := Options{NodeName: "node-a", QueueSize: 1 << 16, BatchSize: store.MaxBlockFlows,
-				SyncInterval: time.Second, ProgressInterval: 100 * time.Millisecond}
-			if on {
-				opts.FairShare = NewFairShare(FairShareOptions{MaxBytes: 10 << 30, Retention: time.Hour, DiskBytes: st.DiskBytes})
-			}
-			p, err := New(st, hub.New(1<<16), opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- p.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					b.Error(err)
-				}
-			}()
-			now := time.Now()
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := rusage.CPU()
-			for i := range b.N {
-				f := pool[i%len(pool)] // shallow, as the sources hand flows over
-				f.Time = metav1.NewMicroTime(now)
-				if err := p.Put(ctx, &f); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := p.Flush(ctx); err != nil {
-				b.Fatal(err)
-			}
-			cpu = rusage.CPU() - cpu
-			b.StopTimer()
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
-		})
 	}
 }
 

@@ -17,6 +17,7 @@ limitations under the License.
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math"
@@ -42,6 +43,36 @@ func newTestPipeline(t *testing.T, queue int) (*Pipeline, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, st
+}
+
+// runTestPipeline runs a pipeline with o over a store in memory until the
+// test ends; o's zero fields take small values for tests (node-a, queues
+// and batches of 16, no sync or progress to speak of).
+func runTestPipeline(t *testing.T, o Options) (*Pipeline, *store.Store) {
+	t.Helper()
+	st, err := store.Open(store.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.NodeName = cmp.Or(o.NodeName, "node-a")
+	o.QueueSize, o.BatchSize = cmp.Or(o.QueueSize, 16), cmp.Or(o.BatchSize, 16)
+	o.SyncInterval, o.ProgressInterval = cmp.Or(o.SyncInterval, time.Hour), cmp.Or(o.ProgressInterval, time.Hour)
+	p, err := New(st, hub.New(16), o)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		st.Close()
+	})
 	return p, st
 }
 

@@ -31,6 +31,7 @@ import (
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowtest"
 	"flowscope.io/flowscope/internal/rusage"
+	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/ingest/ingesttest"
 	"flowscope.io/flowscope/nodeagent/stored"
 	"flowscope.io/flowscope/nodeagent/tiers"
@@ -103,7 +104,7 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, otlp bool, compression stri
 	m := stored.New(o)
 	m.Apply([]stored.Source{{Kind: "ClusterFlowLogPolicy", Name: "all", Spec: &cfg.FlowLogPolicySpec{
 		IncludeFilters: []cfg.FlowLogFilter{{}}, Outputs: []cfg.Output{cfg.OutputOTLP}}}})
-	p, stop := ingesttest.Start(b, dir, m)
+	p, stop := ingesttest.Run(b, ingesttest.OpenStore(b, dir), ingest.Options{Stored: m})
 	defer stop()
 
 	before := readCounts(b)

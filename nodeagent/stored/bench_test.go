@@ -42,6 +42,7 @@ import (
 	"flowscope.io/flowscope/internal/flowtest"
 	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/flowlog"
+	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/ingest/ingesttest"
 	"flowscope.io/flowscope/nodeagent/metrics"
 	"flowscope.io/flowscope/nodeagent/tiers"
@@ -127,7 +128,7 @@ func benchIngest(b *testing.B, pool []v1alpha1.Flow, srcs []Source) {
 			b.Error(err)
 		}
 	}()
-	p, stop := ingesttest.Start(b, dir, m)
+	p, stop := ingesttest.Run(b, ingesttest.OpenStore(b, dir), ingest.Options{Stored: m})
 	defer stop()
 
 	before := readBenchCounts(b)

@@ -19,6 +19,7 @@ limitations under the License.
 package ingesttest
 
 import (
+	"cmp"
 	"context"
 	"path/filepath"
 	"testing"
@@ -32,21 +33,36 @@ import (
 	"flowscope.io/flowscope/nodeagent/store"
 )
 
-// Start opens an on-demand store under dir with an hour's retention and
-// runs a pipeline over it with the agent's batch (a whole block) and a
-// queue of 64k flows, handing every committed batch to stored. stop ends
-// the pipeline and closes the store, failing tb on an error of either:
-// call it before closing what stored writes to.
-func Start(tb testing.TB, dir string, stored ingest.Stored) (p *ingest.Pipeline, stop func()) {
+// OpenStore opens an on-demand store under dir with an hour's retention,
+// closed when tb ends.
+func OpenStore(tb testing.TB, dir string) *store.Store {
 	tb.Helper()
 	st, err := store.Open(store.Options{Dir: filepath.Join(dir, "store"), Retention: time.Hour})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p, err = ingest.New(st, hub.New(4096), ingest.Options{NodeName: "node-a", QueueSize: 1 << 16,
-		BatchSize: store.MaxBlockFlows, SyncInterval: time.Second, ProgressInterval: time.Second, Stored: stored})
+	tb.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return st
+}
+
+// Run runs a pipeline over st with o, whose zero fields take the agent's
+// values for a benchmark: node-a, a batch of a whole block, a queue of
+// 64k flows, a sync and a watermark every second. stop ends the
+// pipeline, failing tb on its error: call it before closing what o's
+// hooks write to.
+func Run(tb testing.TB, st *store.Store, o ingest.Options) (p *ingest.Pipeline, stop func()) {
+	tb.Helper()
+	o.NodeName = cmp.Or(o.NodeName, "node-a")
+	o.QueueSize = cmp.Or(o.QueueSize, 1<<16)
+	o.BatchSize = cmp.Or(o.BatchSize, store.MaxBlockFlows)
+	o.SyncInterval = cmp.Or(o.SyncInterval, time.Second)
+	o.ProgressInterval = cmp.Or(o.ProgressInterval, time.Second)
+	p, err := ingest.New(st, hub.New(1<<16), o)
 	if err != nil {
-		_ = st.Close()
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -55,9 +71,6 @@ func Start(tb testing.TB, dir string, stored ingest.Stored) (p *ingest.Pipeline,
 	return p, func() {
 		cancel()
 		if err := <-done; err != nil {
-			tb.Error(err)
-		}
-		if err := st.Close(); err != nil {
 			tb.Error(err)
 		}
 	}
