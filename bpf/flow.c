@@ -1116,18 +1116,42 @@ __noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
 #define PKT_U32(ptr) (*(const __u32 *)(ptr))
 
 /*
- * fast_parse reads the common packet in place (direct packet access, no
- * helper call and no copy): untagged Ethernet (or an L3 device's IP),
- * IPv4 without options or IPv6 without extension headers, not a
- * fragment, TCP or UDP, with every header in the skb's linear part.
- * Every offset is a constant, so each check is one comparison with
- * data_end. Anything else, including any packet the general parser would
- * call truncated or malformed, returns false before writing *p, and the
- * general parser (parse_ip) takes it with bpf_skb_load_bytes, which also
- * reads non-linear skbs without pulling them. On success *p holds what
- * parse_ip would have filled in for the same packet, and *off is where
- * the IP header starts.
+ * fast_l4 checks the TCP or UDP header at l4, behind an IP header of iphl
+ * bytes in a datagram of tot bytes, and on success fills in what both
+ * families share. Anything else returns false with *p untouched.
  */
+static __always_inline bool fast_l4(__u8 *l4, void *end, const __u8 l4p,
+				    const __u32 iphl, const __u32 tot,
+				    const __u32 l3, const __u8 family,
+				    struct parsed *p)
+{
+	__u32 hl = 8;
+	__u8 flags = 0;
+	if (l4p == IPPROTO_TCP) {
+		if ((void *)(l4 + 20) > end)
+			return false;
+		hl = (l4[12] >> 4) * 4;
+		flags = l4[13];
+		if (hl < 20)
+			return false;
+	} else if (l4p != IPPROTO_UDP) {
+		return false; /* ICMP, IPv6 extension headers, ... */
+	}
+	/* the headers must fit in the datagram */
+	if (iphl + hl > tot)
+		return false;
+	p->family = family;
+	p->proto = l4p;
+	p->l3_len = tot;
+	p->hdr_len = iphl + hl;
+	p->l4_off = l3 + iphl;
+	p->sport = bpf_ntohs(PKT_U16(l4));
+	p->dport = bpf_ntohs(PKT_U16(l4 + 2));
+	p->tcp_flags = flags;
+	p->has_ports = 1;
+	return true;
+}
+
 static __always_inline bool fast_parse4(struct __sk_buff *skb, __u8 *ip,
 					void *end, const __u32 l3,
 					struct parsed *p)
@@ -1148,20 +1172,7 @@ static __always_inline bool fast_parse4(struct __sk_buff *skb, __u8 *ip,
 	 * fails the header check below) */
 	if (tot > skb->len - l3)
 		return false;
-	__u32 hl = 8;
-	__u8 flags = 0;
-	if (l4p == IPPROTO_TCP) {
-		if ((void *)(l4 + 20) > end)
-			return false;
-		hl = (l4[12] >> 4) * 4;
-		flags = l4[13];
-		if (hl < 20)
-			return false;
-	} else if (l4p != IPPROTO_UDP) {
-		return false;
-	}
-	/* the headers must fit in the datagram */
-	if (20 + hl > tot)
+	if (!fast_l4(l4, end, l4p, 20, tot, l3, 4, p))
 		return false;
 	__u32 *sa = (__u32 *)p->saddr, *da = (__u32 *)p->daddr;
 	sa[0] = 0;
@@ -1172,15 +1183,6 @@ static __always_inline bool fast_parse4(struct __sk_buff *skb, __u8 *ip,
 	da[1] = 0;
 	da[2] = bpf_htonl(0xffff);
 	da[3] = PKT_U32(ip + 16);
-	p->family = 4;
-	p->proto = l4p;
-	p->l3_len = tot;
-	p->hdr_len = 20 + hl;
-	p->l4_off = l3 + 20;
-	p->sport = bpf_ntohs(PKT_U16(l4));
-	p->dport = bpf_ntohs(PKT_U16(l4 + 2));
-	p->tcp_flags = flags;
-	p->has_ports = 1;
 	return true;
 }
 
@@ -1199,19 +1201,7 @@ static __always_inline bool fast_parse6(struct __sk_buff *skb, __u8 *ip,
 	/* a payload length of 0 (jumbogram, BIG TCP) takes the general path */
 	if (tot == 40 || tot > skb->len - l3)
 		return false;
-	__u32 hl = 8;
-	__u8 flags = 0;
-	if (l4p == IPPROTO_TCP) {
-		if ((void *)(l4 + 20) > end)
-			return false;
-		hl = (l4[12] >> 4) * 4;
-		flags = l4[13];
-		if (hl < 20)
-			return false;
-	} else if (l4p != IPPROTO_UDP) {
-		return false; /* extension headers, ICMPv6, ... */
-	}
-	if (40 + hl > tot)
+	if (!fast_l4(l4, end, l4p, 40, tot, l3, 6, p))
 		return false;
 	__u32 *sa = (__u32 *)p->saddr, *da = (__u32 *)p->daddr;
 	sa[0] = PKT_U32(ip + 8);
@@ -1222,15 +1212,6 @@ static __always_inline bool fast_parse6(struct __sk_buff *skb, __u8 *ip,
 	da[1] = PKT_U32(ip + 28);
 	da[2] = PKT_U32(ip + 32);
 	da[3] = PKT_U32(ip + 36);
-	p->family = 6;
-	p->proto = l4p;
-	p->l3_len = tot;
-	p->hdr_len = 40 + hl;
-	p->l4_off = l3 + 40;
-	p->sport = bpf_ntohs(PKT_U16(l4));
-	p->dport = bpf_ntohs(PKT_U16(l4 + 2));
-	p->tcp_flags = flags;
-	p->has_ports = 1;
 	return true;
 }
 
