@@ -75,7 +75,7 @@ func Plan(limit, target, storeCache int64, queue int) Budget {
 	if b.StoreCache == 0 {
 		// The cache's budget counts mapped pages of the store's files,
 		// which the container's limit counts as page cache: it cannot
-		// usefully exceed the limit. At 10M flows a list takes a quarter
+		// usefully exceed the limit. At 10M flows a list takes a fifth
 		// less CPU with 1Gi than with 256Mi (BenchmarkList).
 		b.StoreCache = maxStoreCache
 		if limit > 0 {
