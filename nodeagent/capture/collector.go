@@ -45,6 +45,7 @@ var (
 	parseDesc    = newDesc("flowscope_agent_capture_parse_errors_total", "Packets passed unparsed: truncated, malformed, too deep.")
 	filteredDesc = newDesc("flowscope_agent_capture_filtered_out_total", "Packets the selection left uncaptured.")
 	eventsDesc   = newDesc("flowscope_agent_capture_events_total", "Records the kernel emitted.")
+	flushedDesc  = newDesc("flowscope_agent_capture_flushed_total", "Records the sweep had the kernel emit for connections and drop aggregates that fell silent with counts not yet reported.")
 	dropsDesc    = newDesc("flowscope_agent_capture_drops_seen_total", "Dropped packets the kernel reported.")
 	connsDesc    = newDesc("flowscope_agent_capture_connections", "Connection records in the table at the last sweep.")
 	ifacesDesc   = newDesc("flowscope_agent_capture_attached_interfaces", "Interfaces the datapath is attached to.")
@@ -56,7 +57,7 @@ var (
 
 // DescribeWithStability implements metrics.StableCollector.
 func (c *Collector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, dropsDesc, connsDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
+	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, flushedDesc, dropsDesc, connsDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
 		ch <- d
 	}
 }
@@ -76,6 +77,7 @@ func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	counter(parseDesc, s.ParseErrors())
 	counter(filteredDesc, s.FilteredOut)
 	counter(eventsDesc, s.EventsEmitted)
+	counter(flushedDesc, s.Flushed)
 	counter(dropsDesc, s.DropsSeen)
 	ch <- metrics.NewLazyConstMetric(connsDesc, metrics.GaugeValue, float64(s.Occupancy))
 	ch <- metrics.NewLazyConstMetric(ifacesDesc, metrics.GaugeValue, float64(len(c.d.Attached())))

@@ -37,6 +37,7 @@ func TestCollector(t *testing.T) {
 		"flowscope_agent_capture_drops_seen_total":    "COUNTER",
 		"flowscope_agent_capture_events_total":        "COUNTER",
 		"flowscope_agent_capture_filtered_out_total":  "COUNTER",
+		"flowscope_agent_capture_flushed_total":       "COUNTER",
 		"flowscope_agent_capture_lost_events_total":   "COUNTER",
 		"flowscope_agent_capture_packets_total":       "COUNTER",
 		"flowscope_agent_capture_parse_errors_total":  "COUNTER",
