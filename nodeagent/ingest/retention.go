@@ -133,6 +133,7 @@ func (p *Pipeline) maintain() {
 	}
 	metrics.StoreBucketsRemoved.WithLabelValues("expired").Add(float64(r.Dropped))
 	metrics.StoreBucketsRemoved.WithLabelValues("budget").Add(float64(r.Evicted))
+	metrics.StoreNewestFlowAge.Set(r.NewestFlowAge.Seconds())
 	if r.Evicted > 0 {
 		klog.InfoS("Evicted the oldest flows to keep the flow store within its budget",
 			"through", r.EvictedThrough, "buckets", r.Evicted, "bytes", r.DiskBytes)

@@ -100,6 +100,15 @@ var (
 		Help:           "Buckets of flows (about 17 s of versions each) removed from disk, by reason (expired, budget).",
 		StabilityLevel: compbasemetrics.ALPHA,
 	}, []string{"reason"})
+	// StoreNewestFlowAge is the age of the store's newest flow at its last
+	// maintenance (store.MaintainReport.NewestFlowAge): expiry stops at
+	// the newest flow, so a clock stepped forward shows here instead of
+	// deleting flows early.
+	StoreNewestFlowAge = compbasemetrics.NewGauge(&compbasemetrics.GaugeOpts{
+		Namespace: namespace, Name: "store_newest_flow_age_seconds",
+		Help:           "Age of the flow store's newest flow by the node's clock at its last maintenance. Expiry stops at the newest flow: a clock stepped forward shows here rather than deleting flows early.",
+		StabilityLevel: compbasemetrics.ALPHA,
+	})
 	// StoreBlocksCompacted counts small blocks merged into bigger ones.
 	StoreBlocksCompacted = compbasemetrics.NewCounter(&compbasemetrics.CounterOpts{
 		Namespace: namespace, Name: "store_blocks_compacted_total",
@@ -143,7 +152,7 @@ func Handler() http.Handler {
 
 func init() {
 	Registry.MustRegister(FlowsIngested, Requests, ReplayHubbleLostEvents, FlowsDropped, ReplayLines, BatchSeconds, Watchers, WatchersCutOff,
-		FlowsDeleted, StoreBucketsRemoved, StoreBlocksCompacted, LabelsOmitted)
+		FlowsDeleted, StoreBucketsRemoved, StoreNewestFlowAge, StoreBlocksCompacted, LabelsOmitted)
 	// The same Go and process collectors as before component-base: its
 	// legacy registry's Go collector adds every runtime/metrics series.
 	Registry.RawMustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

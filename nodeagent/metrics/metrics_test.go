@@ -50,6 +50,7 @@ func TestSeries(t *testing.T) {
 		"flowscope_agent_replay_lines_total":              "COUNTER result",
 		"flowscope_agent_store_blocks_compacted_total":    "COUNTER",
 		"flowscope_agent_store_buckets_removed_total":     "COUNTER reason",
+		"flowscope_agent_store_newest_flow_age_seconds":   "GAUGE",
 		"flowscope_agent_store_share_refused_flows_total": "COUNTER namespace",
 		"flowscope_agent_stored_tier_bytes":               "GAUGE",
 		"flowscope_agent_stored_tier_evictions_total":     "COUNTER",

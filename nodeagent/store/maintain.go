@@ -76,9 +76,12 @@ type MaintainReport struct {
 	// OverBudget: the store is over its budget with nothing left to evict
 	// but the newest bucket.
 	OverBudget bool
-	// ClockAhead is how far the clock Maintain was given ran ahead of the
-	// store's newest version, which bounded what expired.
-	ClockAhead time.Duration
+	// NewestFlowAge is how far the clock Maintain was given is past the
+	// store's newest version: expiry stops at that version, so that a
+	// clock stepped forward deletes nothing early, and on a node with no
+	// new flows for a while expired flows stay on disk (never in answers)
+	// until newer ones come.
+	NewestFlowAge time.Duration
 }
 
 // Maintain removes the frames of expired flows from disk and, while the
@@ -95,7 +98,7 @@ func (s *Store) Maintain(now time.Time, evicting func(through uint64) error) (Ma
 		return r, err
 	}
 	if ahead := now.Sub(time.UnixMicro(int64(newest))); newest != 0 && ahead > 0 {
-		r.ClockAhead = ahead
+		r.NewestFlowAge = ahead
 		now = time.UnixMicro(int64(newest))
 	}
 	gone := uint64(max(now.Add(-s.retention-dropMargin).UnixMicro(), 0))

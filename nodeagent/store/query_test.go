@@ -471,7 +471,7 @@ func TestIndexLeavesWithItsFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Dropped != 1 || r.ClockAhead < 59*time.Minute {
+	if r.Dropped != 1 || r.NewestFlowAge < 59*time.Minute {
 		t.Fatalf("Maintain an hour ahead: %+v; want the old bucket dropped and the clock ahead by an hour", r)
 	}
 	blocks = keysByBlock()
