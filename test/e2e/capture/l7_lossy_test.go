@@ -83,41 +83,16 @@ func impairment(ingress bool, ports ...uint16) *ebpf.ProgramSpec {
 	if ingress {
 		redirect = 1
 	}
-	htons := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
 	const (
-		skbMark, skbProtocol, skbIfindex = 8, 16, 40
-		tcxNext, tcActShot               = -1, 2
+		skbMark, skbIfindex = 8, 40
+		tcxNext, tcActShot  = -1, 2
 	)
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R0, asm.R6, skbMark, asm.Word),
 		asm.JEq.Imm(asm.R0, impairedMark, "pass"),
-		asm.LoadMem(asm.R0, asm.R6, skbProtocol, asm.Word),
-		asm.JNE.Imm(asm.R0, htons(0x0800), "pass"),
-		// The IPv4 header: 20 bytes after the Ethernet header, to fp-24.
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, 14),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -24),
-		asm.Mov.Imm(asm.R4, 20),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R0, asm.RFP, -24+9, asm.Byte), // protocol
-		asm.JNE.Imm(asm.R0, 6, "pass"),
-		// The TCP ports, after the IPv4 header's IHL words, to fp-32.
-		asm.LoadMem(asm.R2, asm.RFP, -24, asm.Byte),
-		asm.And.Imm(asm.R2, 0x0f),
-		asm.LSh.Imm(asm.R2, 2),
-		asm.Add.Imm(asm.R2, 14),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -32),
-		asm.Mov.Imm(asm.R4, 4),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R7, asm.RFP, -32, asm.Half), // source port, network order
-		asm.LoadMem(asm.R8, asm.RFP, -30, asm.Half), // destination port
 	}
+	insns = append(insns, loadTCPPorts()...)
 	for _, p := range ports {
 		insns = append(insns, asm.JEq.Imm(asm.R7, htons(p), "impair"), asm.JEq.Imm(asm.R8, htons(p), "impair"))
 	}
@@ -181,37 +156,17 @@ const hidePercent = 10
 // runs: the segment reaches the server, but that agent never samples it,
 // a real gap in what it sees. Everything else goes on (TCX_NEXT).
 func hiding(port uint16, to int) *ebpf.ProgramSpec {
-	htons := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
-	const skbLen, skbProtocol, tcxNext = 0, 16, -1
-	return &ebpf.ProgramSpec{Name: "fs_l7_hide", Type: ebpf.SchedCLS, License: "Apache-2.0", Instructions: asm.Instructions{
+	const skbLen, tcxNext = 0, -1
+	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R0, asm.R6, skbProtocol, asm.Word),
-		asm.JNE.Imm(asm.R0, htons(0x0800), "pass"),
 		// Longer than any bare ACK (Ethernet, IPv4 and TCP headers
 		// with options): a segment with payload.
 		asm.LoadMem(asm.R0, asm.R6, skbLen, asm.Word),
 		asm.JLE.Imm(asm.R0, 14+60+60, "pass"),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, 14),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -24),
-		asm.Mov.Imm(asm.R4, 20),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R0, asm.RFP, -24+9, asm.Byte),
-		asm.JNE.Imm(asm.R0, 6, "pass"),
-		asm.LoadMem(asm.R2, asm.RFP, -24, asm.Byte),
-		asm.And.Imm(asm.R2, 0x0f),
-		asm.LSh.Imm(asm.R2, 2),
-		asm.Add.Imm(asm.R2, 14),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -32),
-		asm.Mov.Imm(asm.R4, 4),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R0, asm.RFP, -30, asm.Half), // destination port
-		asm.JNE.Imm(asm.R0, htons(port), "pass"),
+	}
+	insns = append(insns, loadTCPPorts()...)
+	insns = append(insns,
+		asm.JNE.Imm(asm.R8, htons(port), "pass"),
 		asm.FnGetPrandomU32.Call(),
 		asm.Mod.Imm(asm.R0, 100),
 		asm.JGE.Imm(asm.R0, hidePercent, "pass"),
@@ -223,7 +178,46 @@ func hiding(port uint16, to int) *ebpf.ProgramSpec {
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("pass"),
 		asm.Return(),
-	}}
+	)
+	return &ebpf.ProgramSpec{Name: "fs_l7_hide", Type: ebpf.SchedCLS, License: "Apache-2.0", Instructions: insns}
+}
+
+// htons is v in network byte order, as an immediate to compare a loaded
+// half word with.
+func htons(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
+
+// loadTCPPorts loads the ports of the IPv4 TCP segment whose skb is in
+// R6, in network byte order: the source's into R7, the destination's
+// into R8. Any other packet, or one too short, jumps to "pass".
+func loadTCPPorts() asm.Instructions {
+	const skbProtocol = 16
+	return asm.Instructions{
+		asm.LoadMem(asm.R0, asm.R6, skbProtocol, asm.Word),
+		asm.JNE.Imm(asm.R0, htons(0x0800), "pass"),
+		// The IPv4 header: 20 bytes after the Ethernet header, to fp-24.
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 14),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -24),
+		asm.Mov.Imm(asm.R4, 20),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R0, asm.RFP, -24+9, asm.Byte), // protocol
+		asm.JNE.Imm(asm.R0, 6, "pass"),
+		// The TCP ports, after the IPv4 header's IHL words, to fp-32.
+		asm.LoadMem(asm.R2, asm.RFP, -24, asm.Byte),
+		asm.And.Imm(asm.R2, 0x0f),
+		asm.LSh.Imm(asm.R2, 2),
+		asm.Add.Imm(asm.R2, 14),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -32),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R7, asm.RFP, -32, asm.Half), // source port
+		asm.LoadMem(asm.R8, asm.RFP, -30, asm.Half), // destination port
+	}
 }
 
 // hide attaches hiding to dev's ingress, first, until the test ends.
