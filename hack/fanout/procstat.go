@@ -29,10 +29,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"flowscope.io/flowscope/internal/rusage"
 )
 
-// userHZ is the unit of the CPU times in /proc/<pid>/stat: USER_HZ, which
-// Linux fixes at 100 for user space on every architecture it exports it.
+// userHZ is the unit of the CPU times in /proc/stat: USER_HZ, which Linux
+// fixes at 100 for user space on every architecture it exports it.
 const userHZ = 100
 
 // component is a process of the local system, found by its pid file.
@@ -77,29 +79,15 @@ type usage struct {
 	rss int64
 }
 
-// usageOf sums /proc/<pid>/stat's utime and stime and /proc/<pid>/status's
-// VmRSS over pids.
+// usageOf sums the CPU time and /proc/<pid>/status's VmRSS over pids.
 func usageOf(pids ...int) (usage, error) {
 	var u usage
 	for _, pid := range pids {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		cpu, err := rusage.ProcessCPU(pid)
 		if err != nil {
 			return usage{}, err
 		}
-		// The command name may hold spaces: the fields that follow it
-		// start after its closing parenthesis; utime and stime are the
-		// 14th and 15th fields, the 12th and 13th after it.
-		rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(rest) < 13 {
-			return usage{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-		}
-		for _, field := range rest[11:13] {
-			ticks, err := strconv.ParseInt(field, 10, 64)
-			if err != nil {
-				return usage{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-			}
-			u.cpu += time.Duration(ticks) * time.Second / userHZ
-		}
+		u.cpu += cpu
 		rss, err := vmRSS(pid)
 		if err != nil {
 			return usage{}, err

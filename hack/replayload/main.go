@@ -65,6 +65,7 @@ import (
 	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/flowfilter"
 	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/internal/tlsutil"
 )
 
@@ -303,7 +304,10 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 	if err != nil {
 		return res, err
 	}
-	cpu0 := procCPU(cmd.Process.Pid)
+	cpu0, err := rusage.ProcessCPU(cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	f, err := os.OpenFile(replay, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -331,7 +335,11 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 		}
 	}
 	res.seconds = time.Since(start).Seconds()
-	res.cpu = (procCPU(cmd.Process.Pid) - cpu0).Seconds()
+	cpu, err := rusage.ProcessCPU(cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	res.cpu = (cpu - cpu0).Seconds()
 	commits, err := scrape(ctx, metricsURL, "flowscope_agent_ingest_batch_seconds_count")
 	if err != nil {
 		return res, err
@@ -406,23 +414,6 @@ func scrape(ctx context.Context, url, name string) (float64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("no %s in %s", name, url)
-}
-
-// procCPU returns the user and system CPU time of process pid.
-func procCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which may hold spaces: utime and
-	// stime are the 14th and 15th of the line, in clock ticks (100 Hz).
-	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // listAll lists every flow of the agent, page by page, as flowscope-apiserver

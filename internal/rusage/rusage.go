@@ -14,13 +14,15 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Package rusage reads what this process has used so far, for benchmarks
-// and load tools that report CPU per unit of work and peak memory.
+// Package rusage reads what this process, or another, has used so far, for
+// benchmarks and load tools that report CPU per unit of work and peak
+// memory.
 package rusage
 
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 	"syscall"
@@ -60,4 +62,33 @@ func PeakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// userHZ is the clock tick of /proc's CPU times, 100 on every Linux
+// architecture Go supports.
+const userHZ = 100
+
+// ProcessCPU returns process pid's user and system CPU time so far, from
+// /proc/<pid>/stat.
+func ProcessCPU(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: the fields that follow it start
+	// after its closing parenthesis; utime and stime are the 14th and
+	// 15th fields, the 12th and 13th after it.
+	rest := bytes.Fields(stat[bytes.LastIndexByte(stat, ')')+1:])
+	if len(rest) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	var cpu time.Duration
+	for _, field := range rest[11:13] {
+		ticks, err := strconv.ParseInt(string(field), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		cpu += time.Duration(ticks) * time.Second / userHZ
+	}
+	return cpu, nil
 }
