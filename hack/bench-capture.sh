@@ -92,13 +92,13 @@ main() {
       start_agent --capture="${CAPTURE}"
       local t0 p0
       t0=$(cpu_ticks "${AGENT_PID}")
-      p0=$(metric flowscope_agent_capture_packets_total "")
+      p0=$(metric flowscope_agent_capture_packets_total)
       cap_tcp+=("$(tcp_gbps "${SECS}")")
       cap_udp+=("$(udp_kpps "${SECS}")")
       sleep 1 # let the reader drain
       cpu_s=$(awk -v a="${cpu_s}" -v t="$(cpu_ticks "${AGENT_PID}")" -v t0="${t0}" -v hz="$(getconf CLK_TCK)" 'BEGIN{print a + (t - t0) / hz}')
-      pkts=$(awk -v a="${pkts}" -v p="$(metric flowscope_agent_capture_packets_total "")" -v p0="${p0}" 'BEGIN{print a + p - p0}')
-      lost=$(awk -v a="${lost}" -v l="$(metric flowscope_agent_capture_lost_events_total "")" 'BEGIN{print a + l}')
+      pkts=$(awk -v a="${pkts}" -v p="$(metric flowscope_agent_capture_packets_total)" -v p0="${p0}" 'BEGIN{print a + p - p0}')
+      lost=$(awk -v a="${lost}" -v l="$(metric flowscope_agent_capture_lost_events_total)" 'BEGIN{print a + l}')
     fi
     stop_agent
     tcp_ratio+=("$(awk -v a="${cap_tcp[-1]}" -v b="${base_tcp[-1]}" 'BEGIN{printf "%.3f", a/b}')")

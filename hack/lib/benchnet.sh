@@ -104,7 +104,7 @@ stop_agent() {
 
 # metric NAME [LABELS]: the agent's value of a sample, labels as written
 # in the exposition ({a="b"}), or nothing.
-metric() { curl -fsS "http://${METRICS}/metrics" | awk -v m="$1$2" '$1 == m {print $2}' | tail -1; }
+metric() { curl -fsS "http://${METRICS}/metrics" | awk -v m="$1${2:-}" '$1 == m {print $2}' | tail -1; }
 
 # cpu_ticks PID: user+system clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
