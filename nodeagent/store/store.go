@@ -101,7 +101,8 @@ type Options struct {
 	// of stored mode's tiers, which see a fraction of the flows.
 	SmallMemory bool
 	// Now is the clock that decides which flows have left the store's
-	// answers, the agent's hybrid clock; nil means time.Now.
+	// answers; nil means time.Now, the clock the agent's ingest passes to
+	// Maintain too (tests step it).
 	Now func() time.Time
 	// CacheBytes is the budget of Badger's block cache, as Badger counts
 	// it; 0 means DefaultCacheBytes, negative no cache. See cacheBudget.
