@@ -185,9 +185,15 @@ func (c *Converter) L7Flows(x stream.Record) []*v1alpha1.Flow {
 	if end.IsZero() {
 		end = start
 	}
-	l7 := x.Record
+	// One allocation for the record and its latency.
+	parts := &struct {
+		l7      v1alpha1.Layer7
+		latency metav1.Duration
+	}{l7: x.Record}
+	l7 := &parts.l7
 	if !x.Request.IsZero() && !x.Response.IsZero() && !x.Response.Before(x.Request) {
-		l7.Latency = &metav1.Duration{Duration: x.Response.Sub(x.Request)}
+		parts.latency.Duration = x.Response.Sub(x.Request)
+		l7.Latency = &parts.latency
 	}
 	l7.Partial = l7.Partial || x.Partial
 	info := c.iface(x.Ifindex)
@@ -197,7 +203,7 @@ func (c *Converter) L7Flows(x stream.Record) []*v1alpha1.Flow {
 		// On a pod's veth the pod sends into TC ingress.
 		InitiatorIsLocal: x.ClientIngress == info.podSide,
 		Protocol:         v1alpha1.ProtocolUDP,
-		L7:               &l7,
+		L7:               l7,
 	}
 	if x.TCP {
 		r.Protocol = v1alpha1.ProtocolTCP

@@ -26,7 +26,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 )
@@ -93,54 +92,89 @@ type Mapper struct {
 // Flows returns the flows of a record: one for a connection record, filed
 // under the pod at the observation point; for a drop, one per end that is a
 // pod of this node, so both namespaces' owners see it.
+//
+// A flow shares nothing that changes with another flow, nor with its
+// caller: the ingest pipeline owns it and may redact it in place. It does
+// share what never changes once made: the enricher's labels and
+// workloads (read-only by its contract), and the record's TCPFlags and
+// L7, which the record's maker hands over with it.
 func (m Mapper) Flows(r Record) []*v1alpha1.Flow {
-	src := m.Enricher.Endpoint(r.Initiator.Addr(), r.Initiator.Port())
-	dst := m.Enricher.Endpoint(r.Responder.Addr(), r.Responder.Port())
-	base := v1alpha1.Flow{
-		Time:    metav1.NewMicroTime(r.Start),
-		EndTime: ptr.To(metav1.NewMicroTime(r.End)),
-		Verdict: v1alpha1.VerdictForwarded,
-		IsReply: ptr.To(false),
-		IP: &v1alpha1.IP{
-			Source: r.Initiator.Addr().String(), Destination: r.Responder.Addr().String(),
-			IPVersion: ipVersion(r.Initiator.Addr()),
-		},
-		L4:          layer4(r),
-		Source:      &src,
-		Destination: &dst,
-		Traffic:     &v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply},
-		Interface:   r.Interface,
+	// One allocation holds the flow and the parts it points to: a record
+	// makes a flow, and the flow all of them.
+	p := &flowParts{
+		end:     metav1.NewMicroTime(r.End),
+		l4:      v1alpha1.Layer4{Protocol: r.Protocol, TCPFlags: r.TCPFlags},
+		src:     m.Enricher.Endpoint(r.Initiator.Addr(), r.Initiator.Port()),
+		dst:     m.Enricher.Endpoint(r.Responder.Addr(), r.Responder.Port()),
+		traffic: v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply},
 	}
-	base.CreationTimestamp = metav1.NewTime(r.Start)
+	p.ip = v1alpha1.IP{
+		Source: addrString(r.Initiator.Addr(), p.src.IP), Destination: addrString(r.Responder.Addr(), p.dst.IP),
+		IPVersion: ipVersion(r.Initiator.Addr()),
+	}
+	switch r.Protocol {
+	case v1alpha1.ProtocolICMPv4, v1alpha1.ProtocolICMPv6:
+		p.icmp = v1alpha1.ICMP{Type: r.ICMPType, Code: r.ICMPCode}
+		p.l4.ICMP = &p.icmp
+	default:
+		p.l4.SourcePort = int32(r.Initiator.Port())
+		p.l4.DestinationPort = int32(r.Responder.Port())
+	}
+	f := &p.flow
+	f.Time = metav1.NewMicroTime(r.Start)
+	f.EndTime = &p.end
+	f.Verdict = v1alpha1.VerdictForwarded
+	f.IsReply = &p.isReply
+	f.IP = &p.ip
+	f.L4 = &p.l4
+	f.Source, f.Destination = &p.src, &p.dst
+	f.Traffic = &p.traffic
+	f.Interface = r.Interface
+	f.CreationTimestamp = metav1.NewTime(r.Start)
 	if r.L7 != nil {
-		base.L7, base.Traffic = r.L7, nil
+		f.L7, f.Traffic = r.L7, nil
 	}
 
 	if r.Kind == Dropped {
-		base.Verdict = v1alpha1.VerdictDropped
-		base.DropReason = r.DropReason
-		var out []*v1alpha1.Flow
-		if m.Enricher.IsLocalPod(r.Initiator.Addr()) {
-			out = append(out, m.filed(base, v1alpha1.TrafficDirectionEgress, &src))
+		f.Verdict = v1alpha1.VerdictDropped
+		f.DropReason = r.DropReason
+		src, dst := m.Enricher.IsLocalPod(r.Initiator.Addr()), m.Enricher.IsLocalPod(r.Responder.Addr())
+		switch {
+		case src && dst:
+			// Two flows: the first a copy, so that they share nothing.
+			return []*v1alpha1.Flow{
+				m.filed(f.DeepCopy(), v1alpha1.TrafficDirectionEgress, &p.src),
+				m.filed(f, v1alpha1.TrafficDirectionIngress, &p.dst),
+			}
+		case src:
+			return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionEgress, &p.src)}
+		case dst:
+			return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionIngress, &p.dst)}
 		}
-		if m.Enricher.IsLocalPod(r.Responder.Addr()) {
-			out = append(out, m.filed(base, v1alpha1.TrafficDirectionIngress, &dst))
-		}
-		if len(out) == 0 {
-			out = append(out, m.filed(base, v1alpha1.TrafficDirectionUnknown, nil))
-		}
-		return out
+		return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionUnknown, nil)}
 	}
 	if r.InitiatorIsLocal {
-		return []*v1alpha1.Flow{m.filed(base, v1alpha1.TrafficDirectionEgress, &src)}
+		return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionEgress, &p.src)}
 	}
-	return []*v1alpha1.Flow{m.filed(base, v1alpha1.TrafficDirectionIngress, &dst)}
+	return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionIngress, &p.dst)}
 }
 
-// filed copies base into the namespace of the local end; without a pod
-// there, into the agent's namespace.
-func (m Mapper) filed(base v1alpha1.Flow, dir v1alpha1.TrafficDirection, local *v1alpha1.Endpoint) *v1alpha1.Flow {
-	f := base.DeepCopy()
+// flowParts are a flow and what it points to, allocated as one.
+type flowParts struct {
+	flow     v1alpha1.Flow
+	end      metav1.MicroTime
+	isReply  bool
+	ip       v1alpha1.IP
+	l4       v1alpha1.Layer4
+	icmp     v1alpha1.ICMP
+	src, dst v1alpha1.Endpoint
+	traffic  v1alpha1.Traffic
+}
+
+// filed files f in the namespace of the local end; without a pod there,
+// in the agent's namespace. The flow's labels are its own copy of the
+// pod's.
+func (m Mapper) filed(f *v1alpha1.Flow, dir v1alpha1.TrafficDirection, local *v1alpha1.Endpoint) *v1alpha1.Flow {
 	f.TrafficDirection = dir
 	if local != nil && local.PodName != "" {
 		f.Namespace = local.Namespace
@@ -151,16 +185,15 @@ func (m Mapper) filed(base v1alpha1.Flow, dir v1alpha1.TrafficDirection, local *
 	return f
 }
 
-func layer4(r Record) *v1alpha1.Layer4 {
-	l4 := &v1alpha1.Layer4{Protocol: r.Protocol, TCPFlags: r.TCPFlags}
-	switch r.Protocol {
-	case v1alpha1.ProtocolICMPv4, v1alpha1.ProtocolICMPv6:
-		l4.ICMP = &v1alpha1.ICMP{Type: r.ICMPType, Code: r.ICMPCode}
-	default:
-		l4.SourcePort = int32(r.Initiator.Port())
-		l4.DestinationPort = int32(r.Responder.Port())
+// addrString returns a.String(): known, the enricher's string of the
+// address, when it is the same, as it mostly is.
+func addrString(a netip.Addr, known string) string {
+	var buf [64]byte
+	b := a.AppendTo(buf[:0])
+	if string(b) == known {
+		return known
 	}
-	return l4
+	return string(b)
 }
 
 func ipVersion(a netip.Addr) v1alpha1.IPVersion {
