@@ -137,14 +137,30 @@ func (r *Redactor) header(h v1alpha1.HTTPHeader) v1alpha1.HTTPHeader {
 	if h.Value == "" || h.Value == Marker {
 		return h
 	}
-	lower := strings.ToLower(h.Key)
+	// The name in lower case, in a buffer on the stack: a lookup with
+	// string(lower) does not allocate.
+	var buf [64]byte
+	lower := appendLower(buf[:0], h.Key)
 	switch {
-	case isCredential(lower), !r.allowAll && !r.allow[lower]:
+	case isCredential(h.Key), !r.allowAll && !r.allow[string(lower)]:
 		h.Value = Marker
-	case urlHeaders[lower]:
+	case urlHeaders[string(lower)]:
 		h.Value = URL(h.Value, r.keepQuery)
 	}
 	return h
+}
+
+// appendLower appends s in lower case (ASCII: header names are tokens) to
+// b.
+func appendLower(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
 }
 
 func isCredential(name string) bool {
