@@ -40,13 +40,22 @@
 # profile of its HTTP/1.1 and gRPC loads to DIR (pprof; the agent runs
 # with --profiling, in every mode alike).
 #
+# With BASELINE=FILE, an agent binary built from another commit, a mode
+# "base" runs it with --l7=all in every round too, so a change to the L7
+# path is measured against the agent before it, side by side. L7_MODES
+# chooses the modes of this checkout's agent ("off selected all"; off is
+# the ratios' reference and always runs).
+#
 # Root only. Usage: hack/bench-l7.sh [rounds (5)] [seconds per run (5)]
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${1:-5}
 SECS=${2:-5}
-MODES=(off selected all)
+read -r -a MODES <<<"${L7_MODES:-off selected all}"
+[[ " ${MODES[*]} " == *" off "* ]] || MODES=(off "${MODES[@]}")
+BASELINE=${BASELINE:-}
+[[ -z ${BASELINE} ]] || MODES+=(base)
 BIN=${BIN_DIR:-${ROOT}/_output/bin}
 WORK=$(mktemp -d /tmp/flowscope-bench-l7.XXXXXX)
 # shellcheck source=hack/lib/benchnet.sh
@@ -113,6 +122,10 @@ stats() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {m = NR % 2 ? v[(NR
 
 main() {
   go build -o "${BIN}/" "${ROOT}/cmd/flowscope-agent" 2>/dev/null || [[ -x "${BIN}/flowscope-agent" ]]
+  if [[ -n ${BASELINE} ]]; then
+    mkdir -p "${WORK}/base"
+    cp "${BASELINE}" "${WORK}/base/flowscope-agent"
+  fi
   go build -o "${WORK}/l7load" "${ROOT}/hack/l7load"
   setup_pods
   certs
@@ -129,7 +142,11 @@ main() {
   for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < ${#MODES[@]}; i++)); do
       m=${MODES[$(((i + r) % ${#MODES[@]}))]}
-      start_agent --capture=all --l7="${m}" ${PROFILE:+--profiling}
+      if [[ $m == base ]]; then
+        BIN=${WORK}/base start_agent --capture=all --l7=all ${PROFILE:+--profiling}
+      else
+        start_agent --capture=all --l7="${m}" ${PROFILE:+--profiling}
+      fi
       sleep 1 # the L7 gate follows --l7 within a second
       local e0 d0 x0
       e0=$(metric_sum flowscope_agent_l7_events_total)
