@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -294,6 +295,29 @@ func BenchmarkList(b *testing.B) {
 			})
 		}))
 	})
+	// The same pod without its namespace, as kubectl get flows -A asks,
+	// alone and with the port.
+	var anyNS []string
+	for _, r := range strings.Split(benchStore.selector, ",") {
+		if !strings.Contains(r, ".namespace=") {
+			anyNS = append(anyNS, r)
+		}
+	}
+	for _, reqs := range [][]string{anyNS, anyNS[:1]} {
+		sel := flowfilter.Filter{FieldSelector: strings.Join(reqs, ",")}
+		name := "allns-pod"
+		if len(reqs) > 1 {
+			name += "-port"
+		}
+		b.Run(name+"/planner", func(b *testing.B) {
+			p, _ := st.Query(TimeScan{}, sel, func(Record) bool { return false })
+			b.Logf("%s: plan %v", sel.FieldSelector, p)
+			measure(b, page(func(fn func(Record) bool) error {
+				_, err := st.Query(TimeScan{}, sel, fn)
+				return err
+			}))
+		})
+	}
 	b.Run("unfiltered", func(b *testing.B) {
 		measure(b, page(func(fn func(Record) bool) error {
 			_, err := st.Query(TimeScan{}, flowfilter.Filter{}, fn)

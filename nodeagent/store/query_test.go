@@ -201,8 +201,11 @@ func TestPlan(t *testing.T) {
 		{ns: "small", fields: "verdict=Dropped", index: "verdict", value: "Dropped"},
 		{ns: "big", fields: "verdict==Dropped,l4.destinationPort=5432", index: "l4.destinationPort", value: "5432"},
 		{fields: "destination.namespace=small,destination.podName=server,l4.protocol=TCP", index: "destination.podName", value: "small/server"},
-		{fields: "destination.podName=server,l4.protocol=UDP", index: "l4.protocol", value: "UDP"},
-		{fields: "destination.podName=server", index: "time"},
+		{fields: "destination.podName=server,l4.protocol=UDP", index: "destination.podName", value: "*/server"},
+		{fields: "destination.podName=server", index: "destination.podName", value: "*/server"},
+		{fields: "destination.podName=nowhere", index: "destination.podName", value: "*/nowhere"},
+		{fields: "destination.podName=server,trafficDirection=Ingress", index: "destination.podName", value: "*/server"},
+		{fields: "source.podName=client-1,l4.destinationPort=5432", index: "l4.destinationPort", value: "5432"},
 		{fields: "source.namespace=big,source.podName=client-1,trafficDirection=Ingress", index: "source.podName", value: "big/client-1"},
 		{fields: "trafficDirection=Ingress", index: "trafficDirection", value: "Ingress"},
 		{fields: "l4.protocol=UDP,l7.type=DNS", index: "l7.type", value: "DNS"},
@@ -370,6 +373,83 @@ func TestQueryMatchesTimeScan(t *testing.T) {
 	t.Logf("plans used: %v", plans)
 	if plans["time"] == 0 || len(plans) < 6 {
 		t.Errorf("the random filters exercised too few plans: %v", plans)
+	}
+}
+
+// TestPodInAnyNamespace: a pod name without its namespace is answered
+// from the pod index's ranges of every namespace that holds it, exactly as
+// the time scan answers it, whatever '/' the names hold, across blocks and
+// windows and pages.
+func TestPodInAnyNamespace(t *testing.T) {
+	s := openTest(t, Options{})
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	rv0 := uint64(time.Now().UnixMicro())
+	// Endpoints of the same pod name x in many namespaces, and values
+	// that end like it without being it.
+	eps := []struct{ ns, pod string }{
+		{"shop", "x"}, {"payments", "x"}, {"", "x"}, {"a/b", "x"}, {"a", "b/x"}, {"shop", "xx"},
+		{"shop", "ax"}, {"shop", "a/x"}, {strings.Repeat("n", 45), "x"}, {"shop", strings.Repeat("p", 46)},
+		{"kube-system", "y"}, {"", ""},
+	}
+	rng := rand.New(rand.NewPCG(3, 5))
+	const batches, perBatch = 40, 50
+	for b := range batches {
+		var recs []Record
+		for i := range perBatch {
+			// Some batches hold one pod's namespace only; times overlap
+			// between batches.
+			src, dst := pick(rng, eps), pick(rng, eps)
+			if b%5 == 0 {
+				src = eps[b%3]
+			}
+			sp := spec{ns: src.ns, srcNS: src.ns, srcPod: src.pod, dstNS: dst.ns, dstPod: dst.pod,
+				proto: v1alpha1.ProtocolTCP, sport: 40000, dport: pick(rng, testPorts), dir: pick(rng, testDirections)}
+			rv := rv0 + uint64(b*perBatch+i)
+			at := base.Add(time.Duration(b)*time.Minute + time.Duration(rng.IntN(90))*time.Second)
+			recs = append(recs, Record{RV: rv, Flow: sp.flow(at, rv)})
+		}
+		if err := s.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans := map[string]int{}
+	for _, fields := range []string{
+		"source.podName=x", "destination.podName=x", "source.podName=b/x", "source.podName=xx",
+		"source.podName=" + strings.Repeat("p", 46), "source.podName=y", "source.podName=z",
+		"source.podName=x,destination.podName=x", "source.podName=x,l4.destinationPort=443",
+		"source.podName=x,source.namespace!=shop", "source.podName=x,trafficDirection=Ingress",
+	} {
+		for _, limit := range []int{0, 7} {
+			for _, w := range []TimeScan{{}, {Since: base.Add(10 * time.Minute)}, {Until: base.Add(3 * time.Minute)},
+				{Since: base.Add(20 * time.Minute), Until: base.Add(21 * time.Minute)}, {Since: base.Add(2 * time.Hour)},
+				{MaxRV: rv0 + batches*perBatch/2}} {
+				f := flowfilter.Filter{FieldSelector: fields}
+				q := w
+				for page := 0; ; page++ {
+					got, p := query(t, s, q, f, limit)
+					plans[p.Index+"="+p.Value]++
+					want := reference(t, s, q, f, limit)
+					if fmt.Sprint(rvsOf(got)) != fmt.Sprint(want) {
+						t.Fatalf("%s, scan %+v, page %d, plan %v:\nQuery %v\nscan  %v", fields, q, page, p, rvsOf(got), want)
+					}
+					if limit == 0 || len(got) < limit {
+						break
+					}
+					last := got[len(got)-1]
+					q.AfterTime, q.AfterRV = last.Flow.Time.Time, last.RV
+				}
+			}
+		}
+	}
+	t.Logf("plans used: %v", plans)
+	// The probe counts every namespace's flows of the pod.
+	for _, fields := range []string{"source.podName=x", "destination.podName=b/x"} {
+		f := flowfilter.Filter{FieldSelector: fields}
+		_, p := query(t, s, TimeScan{}, f, 0)
+		want := min(len(reference(t, s, TimeScan{}, f, 0)), probeLimit)
+		if p.Value != "*/"+strings.SplitN(fields, "=", 2)[1] || p.Estimate < want {
+			t.Errorf("%s: plan %v, want */pod and an estimate of at least %d", fields, p, want)
+		}
 	}
 }
 
