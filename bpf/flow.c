@@ -5,8 +5,13 @@
  * Flowscope datapath.
  *
  * Four passive TC programs (ingress/egress x Ethernet/L3 devices) parse every
- * packet and aggregate it into a per-connection record in an LRU hash; a
+ * packet and aggregate it into a per-connection record in a hash table; a
  * tp_btf/kfree_skb program aggregates dropped packets per (5-tuple, reason).
+ * Both tables are plain (preallocated) hashes, not LRU: the kernel never
+ * evicts a record, so none is lost unseen. A record that finds the table
+ * full is not made, and its packet is counted (CNT_UNTRACKED_FULL,
+ * CNT_DROPS_INSERT_FAIL); user space evicts with a final record before
+ * the tables fill.
  * Events reach user space only through one ring buffer, and only per
  * connection (new, periodic update, close) or per drop aggregate, never per
  * packet. Nothing here ever changes a verdict: every TC exit is TC_ACT_UNSPEC
@@ -51,6 +56,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_SCTP 132
 #define IPPROTO_UDPLITE 136
 
+#define E2BIG 7
+
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -66,18 +73,30 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define SERVICE_PORT_MAX 1024
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* user space may resize before load */
 	__type(key, struct flow_key);
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct drop_key);
 	__type(value, struct drop_value);
 } drops SEC(".maps");
+
+/* Budgets of the interfaces (struct iface_budget), while one is set. Not
+ * preallocated: user space deletes the entries of detached interfaces,
+ * and a program that looked one up just before keeps writing to memory
+ * that RCU has not freed, rather than to another interface's entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct iface_budget);
+} iface_budgets SEC(".maps");
 
 /* First-fragment ports, so later fragments join their connection. Small
  * and LRU: reassembly windows are short. */
@@ -736,6 +755,64 @@ static __always_inline int emit_flow(const struct flow_key *k,
 	return 0;
 }
 
+/* budget_of returns ifindex's budget, made on its first connection;
+ * NULL only when the budget table is full. */
+static __always_inline struct iface_budget *budget_of(__u32 ifindex)
+{
+	struct iface_budget *b = bpf_map_lookup_elem(&iface_budgets, &ifindex);
+	if (b)
+		return b;
+	struct iface_budget nb = {};
+	/* -EEXIST: another CPU made it first, which is as good */
+	bpf_map_update_elem(&iface_budgets, &ifindex, &nb, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&iface_budgets, &ifindex);
+}
+
+/*
+ * track inserts a new connection record, within its interface's budget.
+ * Returns 0 when inserted, 1 when another CPU inserted the key first,
+ * and -1 when the packet is not tracked (counted by reason). Not inlined:
+ * only new connections come here, and its stack would otherwise add to
+ * handle_tc's, which with l7_sample's is at the verifier's 512 bytes.
+ */
+static __noinline int track(const struct flow_key *k,
+				 const struct flow_value *nv,
+				 const struct flow_config *cfg)
+{
+	struct iface_budget *b = NULL;
+	__u32 limit = cfg->iface_max_conns;
+
+	if (limit) {
+		/* Take a place first, then insert: places taken never exceed
+		 * the budget however many CPUs race (a check, then an add,
+		 * would let each CPU pass the check). An interface without
+		 * an entry (the budget table full) tracks nothing new. */
+		b = budget_of(k->ifindex);
+		if (!b) {
+			count(CNT_UNTRACKED_BUDGET);
+			return -1;
+		}
+		if (__sync_fetch_and_add(&b->conns, 1) >= (__s64)limit) {
+			__sync_fetch_and_add(&b->conns, -1);
+			__sync_fetch_and_add(&b->untracked, 1);
+			count(CNT_UNTRACKED_BUDGET);
+			return -1;
+		}
+	}
+	long rc = bpf_map_update_elem(&flows, k, nv, BPF_NOEXIST);
+	if (rc == 0)
+		return 0;
+	if (b)
+		__sync_fetch_and_add(&b->conns, -1);
+	if (rc == -E2BIG) {
+		if (b)
+			__sync_fetch_and_add(&b->untracked_full, 1);
+		count(CNT_UNTRACKED_FULL);
+		return -1;
+	}
+	return 1; /* -EEXIST, or a bucket lock busy: the caller looks */
+}
+
 static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 				    __u64 pkts, __u64 bytes,
 				    const struct flow_config *cfg)
@@ -750,7 +827,6 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 	bool syn_only = p->proto == IPPROTO_TCP &&
 			(p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 
-	count(CNT_PACKETS_ACCOUNTED);
 	/* A SYN on a closed record is a new connection reusing the tuple
 	 * (TIME_WAIT recycling): start a fresh record over the old one. */
 	bool reuse = v && v->closed && syn_only;
@@ -765,21 +841,30 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 		nv.packets[side & 1] = pkts;
 		nv.bytes[side & 1] = bytes;
 		nv.tcp_flags = (__u32)p->tcp_flags << (8 * (side & 1));
-		if (bpf_map_update_elem(&flows, &k, &nv, reuse ? BPF_ANY : BPF_NOEXIST) == 0) {
+		int rc;
+		/* BPF_EXIST: replacing takes no place of the table or the
+		 * budget; if user space deleted the closed record meanwhile,
+		 * this is a new record like any other. */
+		if (reuse && bpf_map_update_elem(&flows, &k, &nv, BPF_EXIST) == 0) {
+			count(CNT_FLOW_REPLACED);
+			rc = 0;
+		} else {
+			rc = track(&k, &nv, cfg);
+		}
+		if (rc < 0)
+			return;
+		if (rc == 0) {
 			count(CNT_FLOW_CREATED);
-			if (reuse)
-				count(CNT_FLOW_REPLACED);
+			count(CNT_PACKETS_ACCOUNTED);
 			v = bpf_map_lookup_elem(&flows, &k);
-			/* v is NULL only if evicted in between: the NEW event is
-			 * lost with the record, and counted as a failed insert. */
-			if (!v) {
-				count(CNT_FLOW_INSERT_FAIL);
+			/* NULL only if user space deleted it in between: its
+			 * final record carried this packet. */
+			if (!v)
 				return;
-			}
 			emit_flow(&k, v, EVENT_NEW, 0);
 			goto close_check;
 		}
-		/* Another CPU created it first (-EEXIST): add to theirs. */
+		/* Another CPU created it first: add to theirs. */
 		v = bpf_map_lookup_elem(&flows, &k);
 		if (!v) {
 			count(CNT_FLOW_INSERT_FAIL);
@@ -787,6 +872,7 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 		}
 	}
 
+	count(CNT_PACKETS_ACCOUNTED);
 	if (side) {
 		__sync_fetch_and_add(&v->packets[1], pkts);
 		__sync_fetch_and_add(&v->bytes[1], bytes);
@@ -1502,7 +1588,8 @@ int BPF_PROG(flowscope_kfree_skb, struct sk_buff *skb, void *location,
 				emit_drop(&k, v);
 			return 0;
 		}
-		/* Lost the race to another CPU: add to its record. */
+		/* Lost the race to another CPU: add to its record. Else the
+		 * table is full (-E2BIG): the drop is counted only. */
 		v = bpf_map_lookup_elem(&drops, &k);
 		if (!v) {
 			count(CNT_DROPS_INSERT_FAIL);
@@ -1601,4 +1688,34 @@ int flowscope_flush(struct __sk_buff *skb)
 	if (!c.full)
 		bpf_for_each_map_elem(&drops, flush_drop, &c, 0);
 	return c.events;
+}
+
+/*
+ * Release: user space deleted connection records (the sweep) and gives
+ * their places in their interfaces' budgets back. prog.Run hands it the
+ * packet struct release_entry[], at most RELEASE_MAX of them; entries
+ * with n 0 pad it to the minimum length. An interface whose budget entry
+ * is gone (user space deletes those of detached interfaces) has nothing
+ * to give back. Returns the number of places given back.
+ */
+SEC("tc")
+int flowscope_release(struct __sk_buff *skb)
+{
+	__u32 done = 0;
+	__u32 i;
+
+	for (i = 0; i < RELEASE_MAX; i++) {
+		struct release_entry e;
+		/* bounds: the end of the list */
+		if (bpf_skb_load_bytes(skb, i * sizeof(e), &e, sizeof(e)) < 0)
+			break;
+		if (!e.n)
+			continue;
+		struct iface_budget *b = bpf_map_lookup_elem(&iface_budgets, &e.ifindex);
+		if (!b)
+			continue;
+		__sync_fetch_and_add(&b->conns, -(__s64)e.n);
+		done += e.n;
+	}
+	return done;
 }

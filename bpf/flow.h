@@ -64,7 +64,15 @@ enum counter {
 	CNT_FRAG_INSERT_FAIL,    /* fragment table update failed */
 	CNT_FLOW_CREATED,        /* connection records inserted */
 	CNT_FLOW_REPLACED,       /* closed record reused by a new SYN */
-	CNT_FLOW_INSERT_FAIL,    /* connection table update failed */
+	/* Packets not added to any record, each in exactly one of these
+	 * three (instead of CNT_PACKETS_ACCOUNTED). The connection table is
+	 * a plain hash: the kernel never evicts a record, so a record ends
+	 * only by replacement or user space's delete, and every packet that
+	 * finds no room is counted here. Its connection's next packet tries
+	 * again. */
+	CNT_FLOW_INSERT_FAIL,    /* insert failed otherwise (a bucket lock busy) */
+	CNT_UNTRACKED_FULL,      /* the connection table is full */
+	CNT_UNTRACKED_BUDGET,    /* the interface holds its budget of records */
 	CNT_FLOW_CLOSED,         /* close events emitted */
 	CNT_RINGBUF_FAIL,        /* ring buffer reservation failed: event lost */
 	CNT_EVENTS,              /* events submitted */
@@ -72,7 +80,7 @@ enum counter {
 	CNT_DROPS_UNSPECIFIED,   /* ... ignored because NOT_SPECIFIED */
 	CNT_DROPS_NOT_IP,        /* ... ignored: no IP header to attribute */
 	CNT_DROPS_PARSE,         /* ... IP header unreadable or malformed */
-	CNT_DROPS_INSERT_FAIL,   /* drop table update failed */
+	CNT_DROPS_INSERT_FAIL,   /* drop table full: the drop is counted only */
 	/* L7 sampling: every packet the gate admits ends in exactly one of
 	 * CNT_L7_EVENTS and the CNT_L7_DROP_* counters. */
 	CNT_L7_GATED,            /* packets the l7 gate admitted */
@@ -197,7 +205,31 @@ struct flow_config {
 	__u32 l7_conn_events;     /* l7 records per second, per connection and direction */
 	__u32 l7_conn_bytes;      /* l7 payload bytes per second, per connection and direction */
 	__u32 l7_wakeup_bytes;    /* wake the l7 reader only from this much data on; 0: always */
+	__u32 iface_max_conns;    /* connection records per ifindex; 0: no budget */
+	__u32 _pad;
 };
+
+/*
+ * The new-connection budget of one interface (ifindex), kept while
+ * config.iface_max_conns is set. conns is taken (atomically, before the
+ * insert, and given back when the insert fails) by the packet path and
+ * given back by user space for the records it deleted (flowscope_release),
+ * so it is never below the interface's live records and a reservation
+ * succeeds only below the budget: an interface never holds more records
+ * than its budget, on any number of CPUs.
+ */
+struct iface_budget {
+	__s64 conns;          /* live records + reservations + deleted, not yet released */
+	__u64 untracked;      /* packets refused by the budget */
+	__u64 untracked_full; /* packets of this interface the full table refused */
+};
+
+/* One entry of flowscope_release's input: n records of ifindex deleted. */
+struct release_entry {
+	__u32 ifindex;
+	__u32 n;
+};
+#define RELEASE_MAX 256
 
 /* Which selector maps are non-empty: the datapath skips lookups in empty
  * ones (an LPM trie lookup is the dearest thing on the selected path). */

@@ -31,22 +31,24 @@ const (
 	FlowCounterCNT_FLOW_CREATED         FlowCounter = 12
 	FlowCounterCNT_FLOW_REPLACED        FlowCounter = 13
 	FlowCounterCNT_FLOW_INSERT_FAIL     FlowCounter = 14
-	FlowCounterCNT_FLOW_CLOSED          FlowCounter = 15
-	FlowCounterCNT_RINGBUF_FAIL         FlowCounter = 16
-	FlowCounterCNT_EVENTS               FlowCounter = 17
-	FlowCounterCNT_DROPS_SEEN           FlowCounter = 18
-	FlowCounterCNT_DROPS_UNSPECIFIED    FlowCounter = 19
-	FlowCounterCNT_DROPS_NOT_IP         FlowCounter = 20
-	FlowCounterCNT_DROPS_PARSE          FlowCounter = 21
-	FlowCounterCNT_DROPS_INSERT_FAIL    FlowCounter = 22
-	FlowCounterCNT_L7GATED              FlowCounter = 23
-	FlowCounterCNT_L7EVENTS             FlowCounter = 24
-	FlowCounterCNT_L7BYTES              FlowCounter = 25
-	FlowCounterCNT_L7DROP_RINGBUF       FlowCounter = 26
-	FlowCounterCNT_L7DROP_CPU_RATE      FlowCounter = 27
-	FlowCounterCNT_L7DROP_CONN_RATE     FlowCounter = 28
-	FlowCounterCNT_L7DROP_UNREADABLE    FlowCounter = 29
-	FlowCounterCNT_MAX                  FlowCounter = 30
+	FlowCounterCNT_UNTRACKED_FULL       FlowCounter = 15
+	FlowCounterCNT_UNTRACKED_BUDGET     FlowCounter = 16
+	FlowCounterCNT_FLOW_CLOSED          FlowCounter = 17
+	FlowCounterCNT_RINGBUF_FAIL         FlowCounter = 18
+	FlowCounterCNT_EVENTS               FlowCounter = 19
+	FlowCounterCNT_DROPS_SEEN           FlowCounter = 20
+	FlowCounterCNT_DROPS_UNSPECIFIED    FlowCounter = 21
+	FlowCounterCNT_DROPS_NOT_IP         FlowCounter = 22
+	FlowCounterCNT_DROPS_PARSE          FlowCounter = 23
+	FlowCounterCNT_DROPS_INSERT_FAIL    FlowCounter = 24
+	FlowCounterCNT_L7GATED              FlowCounter = 25
+	FlowCounterCNT_L7EVENTS             FlowCounter = 26
+	FlowCounterCNT_L7BYTES              FlowCounter = 27
+	FlowCounterCNT_L7DROP_RINGBUF       FlowCounter = 28
+	FlowCounterCNT_L7DROP_CPU_RATE      FlowCounter = 29
+	FlowCounterCNT_L7DROP_CONN_RATE     FlowCounter = 30
+	FlowCounterCNT_L7DROP_UNREADABLE    FlowCounter = 31
+	FlowCounterCNT_MAX                  FlowCounter = 32
 )
 
 type FlowDropKey struct {
@@ -134,6 +136,8 @@ type FlowFlowConfig struct {
 	L7ConnEvents     uint32
 	L7ConnBytes      uint32
 	L7WakeupBytes    uint32
+	IfaceMaxConns    uint32
+	Pad              uint32
 }
 
 type FlowFlowKey struct {
@@ -181,6 +185,13 @@ type FlowFragPorts struct {
 	_     structs.HostLayout
 	Sport uint16
 	Dport uint16
+}
+
+type FlowIfaceBudget struct {
+	_             structs.HostLayout
+	Conns         int64
+	Untracked     uint64
+	UntrackedFull uint64
 }
 
 type FlowL7Bucket struct {
@@ -277,6 +288,7 @@ const (
 	FlowMapEvents              = "events"
 	FlowMapFlows               = "flows"
 	FlowMapFrags               = "frags"
+	FlowMapIfaceBudgets        = "iface_budgets"
 	FlowMapL7Buckets           = "l7_buckets"
 	FlowMapL7Conns             = "l7_conns"
 	FlowMapL7Events            = "l7_events"
@@ -291,6 +303,7 @@ const (
 	FlowProgFlowscopeKfreeSkb  = "flowscope_kfree_skb"
 	FlowProgFlowscopeL3Egress  = "flowscope_l3_egress"
 	FlowProgFlowscopeL3Ingress = "flowscope_l3_ingress"
+	FlowProgFlowscopeRelease   = "flowscope_release"
 	FlowVarUnusedCounter       = "unused_counter"
 	FlowVarUnusedEvent         = "unused_event"
 	FlowVarUnusedFlag          = "unused_flag"
@@ -348,26 +361,28 @@ type FlowProgramSpecs struct {
 	FlowscopeKfreeSkb  *ebpf.ProgramSpec `ebpf:"flowscope_kfree_skb"`
 	FlowscopeL3Egress  *ebpf.ProgramSpec `ebpf:"flowscope_l3_egress"`
 	FlowscopeL3Ingress *ebpf.ProgramSpec `ebpf:"flowscope_l3_ingress"`
+	FlowscopeRelease   *ebpf.ProgramSpec `ebpf:"flowscope_release"`
 }
 
 // FlowMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowMapSpecs struct {
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Drops     *ebpf.MapSpec `ebpf:"drops"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	Frags     *ebpf.MapSpec `ebpf:"frags"`
-	L7Buckets *ebpf.MapSpec `ebpf:"l7_buckets"`
-	L7Conns   *ebpf.MapSpec `ebpf:"l7_conns"`
-	L7Events  *ebpf.MapSpec `ebpf:"l7_events"`
-	L7Gate    *ebpf.MapSpec `ebpf:"l7_gate"`
-	L7Scratch *ebpf.MapSpec `ebpf:"l7_scratch"`
-	SelAddrs  *ebpf.MapSpec `ebpf:"sel_addrs"`
-	SelIfaces *ebpf.MapSpec `ebpf:"sel_ifaces"`
-	SelPorts  *ebpf.MapSpec `ebpf:"sel_ports"`
+	Config       *ebpf.MapSpec `ebpf:"config"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	Frags        *ebpf.MapSpec `ebpf:"frags"`
+	IfaceBudgets *ebpf.MapSpec `ebpf:"iface_budgets"`
+	L7Buckets    *ebpf.MapSpec `ebpf:"l7_buckets"`
+	L7Conns      *ebpf.MapSpec `ebpf:"l7_conns"`
+	L7Events     *ebpf.MapSpec `ebpf:"l7_events"`
+	L7Gate       *ebpf.MapSpec `ebpf:"l7_gate"`
+	L7Scratch    *ebpf.MapSpec `ebpf:"l7_scratch"`
+	SelAddrs     *ebpf.MapSpec `ebpf:"sel_addrs"`
+	SelIfaces    *ebpf.MapSpec `ebpf:"sel_ifaces"`
+	SelPorts     *ebpf.MapSpec `ebpf:"sel_ports"`
 }
 
 // FlowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -403,20 +418,21 @@ func (o *FlowObjects) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowMaps struct {
-	Config    *ebpf.Map `ebpf:"config"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Drops     *ebpf.Map `ebpf:"drops"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	Frags     *ebpf.Map `ebpf:"frags"`
-	L7Buckets *ebpf.Map `ebpf:"l7_buckets"`
-	L7Conns   *ebpf.Map `ebpf:"l7_conns"`
-	L7Events  *ebpf.Map `ebpf:"l7_events"`
-	L7Gate    *ebpf.Map `ebpf:"l7_gate"`
-	L7Scratch *ebpf.Map `ebpf:"l7_scratch"`
-	SelAddrs  *ebpf.Map `ebpf:"sel_addrs"`
-	SelIfaces *ebpf.Map `ebpf:"sel_ifaces"`
-	SelPorts  *ebpf.Map `ebpf:"sel_ports"`
+	Config       *ebpf.Map `ebpf:"config"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	Frags        *ebpf.Map `ebpf:"frags"`
+	IfaceBudgets *ebpf.Map `ebpf:"iface_budgets"`
+	L7Buckets    *ebpf.Map `ebpf:"l7_buckets"`
+	L7Conns      *ebpf.Map `ebpf:"l7_conns"`
+	L7Events     *ebpf.Map `ebpf:"l7_events"`
+	L7Gate       *ebpf.Map `ebpf:"l7_gate"`
+	L7Scratch    *ebpf.Map `ebpf:"l7_scratch"`
+	SelAddrs     *ebpf.Map `ebpf:"sel_addrs"`
+	SelIfaces    *ebpf.Map `ebpf:"sel_ifaces"`
+	SelPorts     *ebpf.Map `ebpf:"sel_ports"`
 }
 
 func (m *FlowMaps) Close() error {
@@ -427,6 +443,7 @@ func (m *FlowMaps) Close() error {
 		m.Events,
 		m.Flows,
 		m.Frags,
+		m.IfaceBudgets,
 		m.L7Buckets,
 		m.L7Conns,
 		m.L7Events,
@@ -461,6 +478,7 @@ type FlowPrograms struct {
 	FlowscopeKfreeSkb  *ebpf.Program `ebpf:"flowscope_kfree_skb"`
 	FlowscopeL3Egress  *ebpf.Program `ebpf:"flowscope_l3_egress"`
 	FlowscopeL3Ingress *ebpf.Program `ebpf:"flowscope_l3_ingress"`
+	FlowscopeRelease   *ebpf.Program `ebpf:"flowscope_release"`
 }
 
 func (p *FlowPrograms) Close() error {
@@ -471,6 +489,7 @@ func (p *FlowPrograms) Close() error {
 		p.FlowscopeKfreeSkb,
 		p.FlowscopeL3Egress,
 		p.FlowscopeL3Ingress,
+		p.FlowscopeRelease,
 	)
 }
 

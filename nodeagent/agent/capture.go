@@ -19,6 +19,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"time"
 
@@ -51,7 +52,8 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 	if err := capture.RemoveStaleFilters(); err != nil {
 		klog.ErrorS(err, "Failed removing stale tc filters of an earlier agent")
 	}
-	d, err := capture.Load(capture.Options{ReportInterval: o.CaptureReportInterval, IdleTimeout: o.CaptureIdleTimeout})
+	d, err := capture.Load(capture.Options{ReportInterval: o.CaptureReportInterval, IdleTimeout: o.CaptureIdleTimeout,
+		MaxConnectionsPerInterface: uint32(min(o.CaptureMaxConns, math.MaxUint32))})
 	if err != nil {
 		return fmt.Errorf("load the eBPF datapath (use --capture=off to run without it): %w", err)
 	}

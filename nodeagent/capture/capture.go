@@ -44,6 +44,12 @@ type Options struct {
 	FlowTableSize uint32
 	// DropTableSize is the drop aggregate table's capacity (default 16384).
 	DropTableSize uint32
+	// MaxConnectionsPerInterface is the most connection records one
+	// interface (a pod's veth) may hold; its new connections beyond it
+	// are not tracked, only counted (Stats.UntrackedBudget), so a pod
+	// opening connections without end cannot take the others' places in
+	// the table. 0, unlike the other options, means no budget.
+	MaxConnectionsPerInterface uint32
 	// RingBufferSize in bytes, a power of two multiple of the page size
 	// (default 2 MiB).
 	RingBufferSize uint32
@@ -83,6 +89,10 @@ type Options struct {
 	// L7Limits bound the payload samples; nil means DefaultL7Limits.
 	L7Limits *L7Limits
 }
+
+// DefaultMaxConnectionsPerInterface is a quarter of the default
+// connection table: the agent's default budget (Load's is none).
+const DefaultMaxConnectionsPerInterface = 65536 / 4
 
 func (o *Options) defaults() {
 	set := func(d *time.Duration, v time.Duration) {
@@ -139,6 +149,7 @@ type Datapath struct {
 	deleted       atomic.Uint64
 	evicted       atomic.Uint64
 	dropsSwept    atomic.Uint64
+	dropsEvicted  atomic.Uint64
 	flushed       atomic.Uint64
 	delivered     atomic.Uint64
 	lastOccupancy atomic.Uint64
@@ -219,6 +230,7 @@ func (d *Datapath) writeConfig() error {
 		L7ConnEvents:     d.l7Limits.ConnEventsPerSecond,
 		L7ConnBytes:      d.l7Limits.ConnBytesPerSecond,
 		L7WakeupBytes:    d.opts.L7RingBufferSize / 8,
+		IfaceMaxConns:    d.opts.MaxConnectionsPerInterface,
 	}
 	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("write config: %w", err)

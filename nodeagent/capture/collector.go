@@ -41,7 +41,7 @@ func newDesc(name, help string) *metrics.Desc {
 
 var (
 	packetsDesc  = newDesc("flowscope_agent_capture_packets_total", "Packets the datapath saw.")
-	lostDesc     = newDesc("flowscope_agent_capture_lost_events_total", "Records lost in the datapath: ring buffer full, connection or drop table full, estimated LRU evictions.")
+	lostDesc     = newDesc("flowscope_agent_capture_lost_events_total", "Records lost in the datapath: events the ring buffer was full for, drops the drop table was full for, failed inserts other than for room, garbled records. The kernel evicts no record.")
 	parseDesc    = newDesc("flowscope_agent_capture_parse_errors_total", "Packets passed unparsed: truncated, malformed, too deep.")
 	filteredDesc = newDesc("flowscope_agent_capture_filtered_out_total", "Packets the selection left uncaptured.")
 	eventsDesc   = newDesc("flowscope_agent_capture_events_total", "Records the kernel emitted.")
@@ -53,11 +53,14 @@ var (
 	l7DropDesc   = metrics.NewDesc("flowscope_agent_l7_events_dropped_total",
 		"Payload samples the L7 gate admitted that were not delivered, by reason: ring_full, cpu_rate_limit, conn_rate_limit, unreadable, decode_error.",
 		[]string{"reason"}, nil, metrics.ALPHA, "")
+	untrackedDesc = metrics.NewDesc("flowscope_agent_capture_untracked_packets_total",
+		"Packets added to no connection record, by reason: table_full (the connection table was full), interface_budget (the interface held --capture-max-connections-per-interface records). The connection's next packet tries again.",
+		[]string{"reason"}, nil, metrics.ALPHA, "")
 )
 
 // DescribeWithStability implements metrics.StableCollector.
 func (c *Collector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, flushedDesc, dropsDesc, connsDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
+	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, flushedDesc, dropsDesc, connsDesc, untrackedDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
 		ch <- d
 	}
 }
@@ -80,6 +83,8 @@ func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	counter(flushedDesc, s.Flushed)
 	counter(dropsDesc, s.DropsSeen)
 	ch <- metrics.NewLazyConstMetric(connsDesc, metrics.GaugeValue, float64(s.Occupancy))
+	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedFull), "table_full")
+	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedBudget), "interface_budget")
 	ch <- metrics.NewLazyConstMetric(ifacesDesc, metrics.GaugeValue, float64(len(c.d.Attached())))
 	counter(l7EventsDesc, s.L7Events)
 	for _, r := range []struct {

@@ -32,17 +32,22 @@ func TestCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"flowscope_agent_capture_attached_interfaces": "GAUGE",
-		"flowscope_agent_capture_connections":         "GAUGE",
-		"flowscope_agent_capture_drops_seen_total":    "COUNTER",
-		"flowscope_agent_capture_events_total":        "COUNTER",
-		"flowscope_agent_capture_filtered_out_total":  "COUNTER",
-		"flowscope_agent_capture_flushed_total":       "COUNTER",
-		"flowscope_agent_capture_lost_events_total":   "COUNTER",
-		"flowscope_agent_capture_packets_total":       "COUNTER",
-		"flowscope_agent_capture_parse_errors_total":  "COUNTER",
-		"flowscope_agent_l7_events_total":             "COUNTER",
-		"flowscope_agent_l7_events_dropped_total":     "COUNTER",
+		"flowscope_agent_capture_attached_interfaces":     "GAUGE",
+		"flowscope_agent_capture_connections":             "GAUGE",
+		"flowscope_agent_capture_drops_seen_total":        "COUNTER",
+		"flowscope_agent_capture_events_total":            "COUNTER",
+		"flowscope_agent_capture_filtered_out_total":      "COUNTER",
+		"flowscope_agent_capture_flushed_total":           "COUNTER",
+		"flowscope_agent_capture_lost_events_total":       "COUNTER",
+		"flowscope_agent_capture_packets_total":           "COUNTER",
+		"flowscope_agent_capture_parse_errors_total":      "COUNTER",
+		"flowscope_agent_capture_untracked_packets_total": "COUNTER",
+		"flowscope_agent_l7_events_total":                 "COUNTER",
+		"flowscope_agent_l7_events_dropped_total":         "COUNTER",
+	}
+	reasons := map[string]string{
+		"flowscope_agent_l7_events_dropped_total":         "conn_rate_limit,cpu_rate_limit,decode_error,ring_full,unreadable",
+		"flowscope_agent_capture_untracked_packets_total": "interface_budget,table_full",
 	}
 	got := map[string]string{}
 	for _, mf := range families {
@@ -50,15 +55,15 @@ func TestCollector(t *testing.T) {
 		if !strings.HasPrefix(mf.GetHelp(), "[ALPHA] ") {
 			t.Errorf("%s: help %q, want it marked ALPHA", mf.GetName(), mf.GetHelp())
 		}
-		if mf.GetName() == "flowscope_agent_l7_events_dropped_total" {
-			var reasons []string
+		if want, ok := reasons[mf.GetName()]; ok {
+			var got []string
 			for _, m := range mf.GetMetric() {
 				if l := m.GetLabel(); len(l) == 1 && l[0].GetName() == "reason" {
-					reasons = append(reasons, l[0].GetValue())
+					got = append(got, l[0].GetValue())
 				}
 			}
-			if got := strings.Join(reasons, ","); got != "conn_rate_limit,cpu_rate_limit,decode_error,ring_full,unreadable" {
-				t.Errorf("%s: reasons %s", mf.GetName(), got)
+			if got := strings.Join(got, ","); got != want {
+				t.Errorf("%s: reasons %s, want %s", mf.GetName(), got, want)
 			}
 			continue
 		}

@@ -17,7 +17,9 @@ limitations under the License.
 package capture
 
 import (
+	"container/heap"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -124,10 +126,13 @@ func (d *Datapath) Flush() (int, error) {
 // sweep walks the connection and drop tables. It first has the kernel
 // report the counts of records that fell silent (Flush), then ends idle
 // records with a final event and deletes them, deletes closed records
-// after their grace period, and, when the connection table is over 90%
-// full, evicts the least recently seen down to 80% (KindEvict) so that
-// the kernel's silent LRU eviction stays the exception. final ends
-// everything (shutdown).
+// after their grace period, and, when a table is over 90% full, evicts
+// down to 80% (KindEvict for connections) so that it does not fill: the
+// kernel then tracks no new connection or drop, and only counts them.
+// Connections are evicted from the interfaces that hold the most first
+// (pressureVictims), drop aggregates least recently seen first. It gives
+// the deleted connections' places back to their interfaces' budgets.
+// final ends everything (shutdown).
 func (d *Datapath) sweep(emit func(Event), final bool) {
 	if !final {
 		if _, err := d.Flush(); err != nil {
@@ -171,13 +176,18 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 		}
 	}
 	if high := uint64(d.opts.FlowTableSize) * 9 / 10; !final && uint64(len(live)) > high {
-		sort.Slice(live, func(i, j int) bool { return live[i].v.LastSeen < live[j].v.LastSeen })
 		n := len(live) - int(d.opts.FlowTableSize*8/10)
-		for i := 0; i < n; i++ {
+		groups := map[uint32][]pressureEntry{}
+		for i := range live {
+			groups[live[i].k.Ifindex] = append(groups[live[i].k.Ifindex], pressureEntry{i, live[i].v.LastSeen})
+		}
+		for _, i := range pressureVictims(groups, n) {
 			gone = append(gone, ending{live[i].k, KindEvict, EndPressure})
 			d.evicted.Add(1)
 		}
 	}
+	budgets := d.opts.MaxConnectionsPerInterface != 0
+	released := map[uint32]uint32{}
 	// The final event is built from the record as it is deleted (one
 	// lookup-and-delete), not from the walk's copy: packets that came in
 	// meanwhile are in it rather than lost, and a kernel report of the
@@ -194,32 +204,197 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 		if err == nil {
 			d.deleted.Add(1)
 			occupancy--
+			if budgets {
+				released[gone[i].k.Ifindex]++
+			}
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 			klog.V(2).InfoS("Deleting connection record failed", "err", err)
 		}
 	}
 	d.lastOccupancy.Store(occupancy)
+	if budgets {
+		if err := d.release(released); err != nil {
+			klog.V(2).InfoS("Releasing interface budgets failed", "err", err)
+		}
+		d.pruneBudgets()
+	}
 
+	type dropEntry struct {
+		k        bpf.FlowDropKey
+		lastSeen uint64
+	}
 	var dk bpf.FlowDropKey
 	var dv bpf.FlowDropValue
 	var dgone []bpf.FlowDropKey
+	var dlive []dropEntry
 	dit := d.objs.Drops.Iterate()
 	for dit.Next(&dk, &dv) {
 		if final || time.Duration(now-min(now, dv.LastSeen)) > d.opts.IdleTimeout {
 			dgone = append(dgone, dk)
+		} else {
+			dlive = append(dlive, dropEntry{dk, dv.LastSeen})
+		}
+	}
+	swept := len(dgone)
+	if high := uint64(d.opts.DropTableSize) * 9 / 10; uint64(len(dlive)) > high {
+		sort.Slice(dlive, func(i, j int) bool { return dlive[i].lastSeen < dlive[j].lastSeen })
+		for i := range len(dlive) - int(d.opts.DropTableSize*8/10) {
+			dgone = append(dgone, dlive[i].k)
 		}
 	}
 	for i := range dgone {
 		if d.objs.Drops.LookupAndDelete(&dgone[i], &dv) != nil {
 			continue
 		}
-		d.dropsSwept.Add(1)
+		if i < swept {
+			d.dropsSwept.Add(1)
+		} else {
+			d.dropsEvicted.Add(1)
+		}
 		// The kernel reported the first drop and every interval; only
 		// drops since the last report still need a record.
 		if dv.Packets > dv.RepPackets {
 			emit(dropEvent(&dgone[i], &dv, toWall, d.reasons))
 		}
 	}
+}
+
+// pressureEntry is a live connection record (its index in the sweep's
+// walk) as pressureVictims sees it.
+type pressureEntry struct {
+	i        int
+	lastSeen uint64
+}
+
+// pressureVictims picks n records to evict from groups (the live records
+// by interface): always the least recently seen record of the interface
+// that holds the most at that point, so an interface that floods the
+// table with new connections loses its own first, and the others lose
+// any only once it is down to their size. It returns the records' walk
+// indexes; groups are sorted in place.
+func pressureVictims(groups map[uint32][]pressureEntry, n int) []int {
+	h := make(groupHeap, 0, len(groups))
+	for _, g := range groups {
+		sort.Slice(g, func(i, j int) bool { return g[i].lastSeen < g[j].lastSeen })
+		h = append(h, g)
+	}
+	heap.Init(&h)
+	out := make([]int, 0, n)
+	for len(out) < n && len(h) > 0 {
+		g := h[0]
+		out = append(out, g[0].i)
+		if h[0] = g[1:]; len(h[0]) == 0 {
+			heap.Pop(&h)
+		} else {
+			heap.Fix(&h, 0)
+		}
+	}
+	return out
+}
+
+// groupHeap orders interfaces' records by count, most first, then by
+// their oldest record, oldest first.
+type groupHeap [][]pressureEntry
+
+func (h groupHeap) Len() int { return len(h) }
+func (h groupHeap) Less(i, j int) bool {
+	if len(h[i]) != len(h[j]) {
+		return len(h[i]) > len(h[j])
+	}
+	return h[i][0].lastSeen < h[j][0].lastSeen
+}
+func (h groupHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *groupHeap) Push(x any)   { *h = append(*h, x.([]pressureEntry)) }
+func (h *groupHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// releaseBatch is RELEASE_MAX in bpf/flow.h: entries per flowscope_release run.
+const releaseBatch = 256
+
+// release gives the places of deleted connection records back to their
+// interfaces' budgets (n records of each ifindex), through the kernel's
+// flowscope_release: only an atomic add in the kernel cannot lose a
+// place the packet path takes meanwhile, which a read and a write of the
+// entry from here could.
+func (d *Datapath) release(n map[uint32]uint32) error {
+	buf := make([]byte, 0, 8*min(len(n), releaseBatch))
+	run := func() error {
+		for len(buf) < 16 { // a TC test run takes at least an Ethernet header
+			buf = binary.LittleEndian.AppendUint64(buf, 0)
+		}
+		if _, err := d.objs.FlowscopeRelease.Run(&ebpf.RunOptions{Data: buf}); err != nil {
+			return fmt.Errorf("release interface budgets: %w", err)
+		}
+		buf = buf[:0]
+		return nil
+	}
+	for ifindex, c := range n {
+		buf = binary.LittleEndian.AppendUint32(buf, ifindex)
+		buf = binary.LittleEndian.AppendUint32(buf, c)
+		if len(buf) == 8*releaseBatch {
+			if err := run(); err != nil {
+				return err
+			}
+		}
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	return run()
+}
+
+// pruneBudgets deletes the budget entries of interfaces that are no
+// longer attached and hold no records, so that pod churn does not fill
+// the budget table. A packet of the interface still in a program when it
+// was detached may take a place in the entry just deleted (the map is not
+// preallocated, so that memory is not another interface's); its record
+// is then counted nowhere, and its release later finds no entry.
+func (d *Datapath) pruneBudgets() {
+	d.mu.Lock()
+	attached := make(map[uint32]bool, len(d.attached))
+	for ifindex := range d.attached {
+		attached[uint32(ifindex)] = true
+	}
+	d.mu.Unlock()
+	var k uint32
+	var v bpf.FlowIfaceBudget
+	var stale []uint32
+	it := d.objs.IfaceBudgets.Iterate()
+	for it.Next(&k, &v) {
+		if v.Conns <= 0 && !attached[k] {
+			stale = append(stale, k)
+		}
+	}
+	for i := range stale {
+		_ = d.objs.IfaceBudgets.Delete(&stale[i])
+	}
+}
+
+// InterfaceBudget is one interface's use of its new-connection budget.
+type InterfaceBudget struct {
+	Connections   int64  // records held, plus deletions not yet given back
+	Untracked     uint64 // packets the budget refused
+	UntrackedFull uint64 // packets of this interface the full table refused
+}
+
+// InterfaceBudgets returns the budgets in use by ifindex; empty without
+// MaxConnectionsPerInterface.
+func (d *Datapath) InterfaceBudgets() (map[int]InterfaceBudget, error) {
+	out := map[int]InterfaceBudget{}
+	var k uint32
+	var v bpf.FlowIfaceBudget
+	it := d.objs.IfaceBudgets.Iterate()
+	for it.Next(&k, &v) {
+		out[int(k)] = InterfaceBudget{v.Conns, v.Untracked, v.UntrackedFull}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read interface budgets: %w", err)
+	}
+	return out, nil
 }
 
 func (d *Datapath) idleTimeout(proto uint8) time.Duration {

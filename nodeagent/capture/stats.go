@@ -28,17 +28,23 @@ import (
 // Stats are the datapath's counters, cumulative since Load, for metrics.
 //
 // Loss accounting: RingbufFail counts events the kernel could not queue
-// (the ring buffer was full); FlowInsertFail and DropInsertFail records
-// that could not be created. The kernel's LRU evicts silently, so
-// LRUEvictions is derived: every record created is eventually deleted by
-// user space (Deleted), still in the table (Occupancy, as of the last
-// sweep) or evicted by the kernel, hence created - replaced - deleted -
-// occupancy. An evicted record loses at most one ReportInterval of counts
-// (its earlier totals were already reported). User space evicts first
-// when the table is over 90% full (Evicted), with a final record.
+// (the ring buffer was full). The connection and drop tables are plain
+// hashes, not LRU: the kernel never evicts a record, so every record
+// created is replaced by a new SYN on its closed tuple (FlowsReplaced),
+// deleted by user space (Deleted) or still in the table, exactly:
+// FlowsCreated = FlowsReplaced + Deleted + the table's records. A packet
+// that finds no room is counted in one of UntrackedFull (the table is
+// full), UntrackedBudget (its interface holds MaxConnectionsPerInterface
+// records) or FlowInsertFail (anything else), and its connection's next
+// packet tries again; DropInsertFail counts drops not aggregated because
+// the drop table was full. User space evicts when a table is over 90%
+// full (Evicted, DropsEvicted), with a final record, so that it does not
+// fill.
 type Stats struct {
 	PacketsSeen        uint64 // the sum of the outcomes below, one per packet
-	PacketsAccounted   uint64
+	PacketsAccounted   uint64 // added to a connection record
+	UntrackedFull      uint64 // not tracked: the connection table was full
+	UntrackedBudget    uint64 // not tracked: the interface was over its budget
 	NonIP              uint64
 	Truncated          uint64
 	Malformed          uint64
@@ -80,9 +86,9 @@ type Stats struct {
 	Evicted      uint64 // records ended by table pressure
 	Deleted      uint64 // records deleted by user space
 	DropsSwept   uint64
+	DropsEvicted uint64 // drop aggregates ended by table pressure
 	Flushed      uint64 // updates of silent records the sweep had the kernel emit
 	Occupancy    uint64 // connection records at the last sweep
-	LRUEvictions uint64 // estimated, see above
 }
 
 // ParseErrors sums the packets passed unparsed because they were
@@ -91,9 +97,18 @@ func (s Stats) ParseErrors() uint64 {
 	return s.Truncated + s.Malformed + s.VLANDepth + s.IPv6ExtDepth
 }
 
-// Lost sums everything that should have been reported and was not.
+// Lost sums everything that should have been reported and was not:
+// events the ring buffer had no room for, drops the drop table had no
+// room for, packets that failed their insert for another reason than
+// room, and garbled records. Untracked() counts the packets the
+// connection table or a budget had no room for.
 func (s Stats) Lost() uint64 {
-	return s.RingbufFail + s.FlowInsertFail + s.DropInsertFail + s.LRUEvictions + s.DecodeErrors
+	return s.RingbufFail + s.FlowInsertFail + s.DropInsertFail + s.DecodeErrors
+}
+
+// Untracked sums the packets that were not tracked for want of room.
+func (s Stats) Untracked() uint64 {
+	return s.UntrackedFull + s.UntrackedBudget
 }
 
 // L7Dropped sums the payload samples the gate admitted that never
@@ -129,6 +144,8 @@ func (d *Datapath) Stats() (Stats, error) {
 		FlowsCreated:       c[bpf.FlowCounterCNT_FLOW_CREATED],
 		FlowsReplaced:      c[bpf.FlowCounterCNT_FLOW_REPLACED],
 		FlowInsertFail:     c[bpf.FlowCounterCNT_FLOW_INSERT_FAIL],
+		UntrackedFull:      c[bpf.FlowCounterCNT_UNTRACKED_FULL],
+		UntrackedBudget:    c[bpf.FlowCounterCNT_UNTRACKED_BUDGET],
 		FlowsClosed:        c[bpf.FlowCounterCNT_FLOW_CLOSED],
 		RingbufFail:        c[bpf.FlowCounterCNT_RINGBUF_FAIL],
 		EventsEmitted:      c[bpf.FlowCounterCNT_EVENTS],
@@ -152,16 +169,13 @@ func (d *Datapath) Stats() (Stats, error) {
 		Evicted:            d.evicted.Load(),
 		Deleted:            d.deleted.Load(),
 		DropsSwept:         d.dropsSwept.Load(),
+		DropsEvicted:       d.dropsEvicted.Load(),
 		Flushed:            d.flushed.Load(),
 		Occupancy:          d.lastOccupancy.Load(),
 	}
 	// The kernel counts each packet's outcome only (one per-CPU update
 	// per packet, not two); every packet has exactly one.
-	s.PacketsSeen = s.PacketsAccounted + s.NonIP + s.ParseErrors() + s.FilteredOut
-	// Creates race with the sweep that measured occupancy; clamp at 0.
-	if ends := s.FlowsReplaced + s.Deleted + s.Occupancy; s.FlowsCreated > ends {
-		s.LRUEvictions = s.FlowsCreated - ends
-	}
+	s.PacketsSeen = s.PacketsAccounted + s.Untracked() + s.FlowInsertFail + s.NonIP + s.ParseErrors() + s.FilteredOut
 	return s, nil
 }
 
@@ -172,13 +186,14 @@ type lossWarner struct {
 }
 
 func (w *lossWarner) check(s Stats, now time.Time) bool {
-	lost := s.Lost()
+	lost := s.Lost() + s.Untracked()
 	if lost <= w.last || now.Sub(w.warned) < time.Minute {
 		return false
 	}
-	klog.InfoS("Warning: flow events lost", "new", lost-w.last,
-		"ringbufFull", s.RingbufFail, "insertFailed", s.FlowInsertFail+s.DropInsertFail,
-		"lruEvicted", s.LRUEvictions, "decodeErrors", s.DecodeErrors)
+	klog.InfoS("Warning: flow events lost or packets untracked", "new", lost-w.last,
+		"ringbufFull", s.RingbufFail, "insertFailed", s.FlowInsertFail, "dropTableFull", s.DropInsertFail,
+		"untrackedTableFull", s.UntrackedFull, "untrackedBudget", s.UntrackedBudget,
+		"decodeErrors", s.DecodeErrors)
 	w.last, w.warned = lost, now
 	return true
 }
