@@ -319,13 +319,17 @@ func TestListMergesStoredTier(t *testing.T) {
 	for port := int32(1); port <= 10; port++ {
 		a.ingest(t, "shop", port)
 		time.Sleep(time.Millisecond)
-		if port%3 == 0 { // a flow the store no longer has, between these
+		if port%3 == 0 {
+			// A flow the store no longer has, between these: its version
+			// is past the store's retention. (The tier keeps only flows
+			// the store has committed, so a version the store still
+			// covers is the store's to answer.)
 			at := time.Now().Truncate(time.Microsecond)
-			rv := uint64(at.UnixMicro())
+			rv := uint64(at.Add(-2*time.Hour).UnixMicro()) + uint64(port)
 			f := &v1alpha1.Flow{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: ingest.Name("node-a", rv),
 				ResourceVersion: strconv.FormatUint(rv, 10)}, NodeName: "node-a", Time: metav1.NewMicroTime(at),
 				L4: &v1alpha1.Layer4{Protocol: v1alpha1.ProtocolTCP, SourcePort: 100 + port}}
-			if _, err := tr.Write([]tiers.Kept{{Record: store.Record{RV: rv, Flow: f}, Retention: time.Hour}}); err != nil {
+			if _, err := tr.Write([]tiers.Kept{{Record: store.Record{RV: rv, Flow: f}, Retention: 24 * time.Hour}}); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Millisecond)
