@@ -90,3 +90,44 @@ func BenchmarkTCProgram(b *testing.B) {
 		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
 	})
 }
+
+// BenchmarkUntracked measures what a packet of a connection that gets no
+// record costs, as BenchmarkTCProgram does: every such packet tries the
+// insert again. table-full: the table (of 1) holds another connection;
+// table-full-budget: the same with a budget, whose place is taken and
+// given back; over-budget: the interface holds its budget (1) of records.
+// Each is a lookup that misses plus the insert or reservation that fails.
+func BenchmarkUntracked(b *testing.B) {
+	first := udpPkt(b, v4A, v4B, 40000, 53, 64)
+	pkt := udpPkt(b, v4A, v4B, 40001, 53, 64)
+	for _, c := range []struct {
+		name          string
+		table, budget uint32
+	}{{"table-full", 1, 0}, {"table-full-budget", 1, 8}, {"over-budget", 1024, 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			d := requireDatapath(b, Options{NoDrops: true, ReportInterval: time.Hour,
+				FlowTableSize: c.table, MaxConnectionsPerInterface: c.budget})
+			if err := d.SetSelection(Selection{All: true}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.objs.FlowscopeIngress.Run(&ebpf.RunOptions{Data: first}); err != nil {
+				b.Fatal(err)
+			}
+			const repeat = 10000
+			var total time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				_, per, err := d.objs.FlowscopeIngress.Benchmark(pkt, repeat, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += per * repeat
+			}
+			b.StopTimer()
+			if s, err := d.Stats(); err != nil || s.FlowsCreated != 1 || s.Untracked() == 0 {
+				b.Fatalf("stats %+v, %v: want one record and the rest untracked", s, err)
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+		})
+	}
+}
