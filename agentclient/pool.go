@@ -75,6 +75,9 @@ type Pool struct {
 	changed chan struct{}
 
 	progress Broadcast
+	// maxAgentLag bounds the heartbeats the agents are asked for
+	// (PacingFor); 0 leaves them to the agents.
+	maxAgentLag time.Duration
 }
 
 // NewPool returns a pool that dials agents with tlsConfig. Each agent's
@@ -252,6 +255,20 @@ func (p *Pool) reconcileLocked() {
 		close(p.changed)
 		p.changed = make(chan struct{})
 	}
+	pacing := PacingFor(len(p.agents), p.maxAgentLag)
+	for _, a := range p.agents {
+		a.SetPacing(pacing)
+	}
+}
+
+// SetMaxAgentLag says how long the server lets a silent agent hold back
+// watches (--max-agent-lag): in a large cluster the agents are asked for
+// heartbeats less often, up to a third of it (see PacingFor).
+func (p *Pool) SetMaxAgentLag(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.maxAgentLag = d
+	p.reconcileLocked()
 }
 
 // Keepalive and redial settings of the agent connections. An agent's

@@ -18,6 +18,7 @@ package agentclient
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,8 @@ type session struct {
 	heard     atomic.Int64 // unix nanoseconds of the last message
 	// wanted is the highest watermark a watch asked for.
 	wanted atomic.Uint64
+	// pacing is the Pacing the pool set (PacingFor one agent until then).
+	pacing atomic.Pointer[Pacing]
 }
 
 // Subscription is one watch's subscription on an agent. Its events arrive
@@ -328,16 +331,14 @@ func (s *session) signalLive() {
 	}
 }
 
-// Asking for watermarks: at most one ask per askInterval and agent, so a
-// steady stream of flows costs an agent at most 200 asks and watermarks a
-// second, and a flow waits at most about askInterval plus a round trip
-// (at 10 agents and 50 watches, watch p99 15.9 ms against 27.8 ms at
-// 20 ms, for 0.15 more cores). An ask the agent answered below what was
-// asked (its clock was behind) is repeated after reaskInterval.
-const (
-	askInterval   = 5 * time.Millisecond
-	reaskInterval = 100 * time.Millisecond
-)
+// Asking for watermarks: at most one ask per Pacing.Ask and agent
+// (askInterval up to paceAgents agents), so a steady stream of flows
+// costs an agent at most 200 asks and watermarks a second, and a flow
+// waits at most about askInterval plus a round trip (at 10 agents and 50
+// watches, watch p99 15.9 ms against 27.8 ms at 20 ms, for 0.15 more
+// cores). An ask the agent answered below what was asked (its clock was
+// behind) is repeated after reaskInterval.
+const reaskInterval = 100 * time.Millisecond
 
 // sender writes a stream's requests in order from one goroutine, so that
 // subscribing never waits on the network, and asks for watermarks.
@@ -350,6 +351,13 @@ type sender struct {
 
 	asked   uint64
 	askedAt time.Time
+
+	// beat is the heartbeat this stream asked the agent for; beatable is
+	// set once the agent announced that it takes one (featuresAsked: the
+	// sender has started to find out).
+	beat          time.Duration
+	featuresAsked bool
+	beatable      atomic.Bool
 }
 
 func newSender(stream *agentwire.FeedClient, s *session) *sender {
@@ -389,6 +397,9 @@ func (o *sender) run(ctx context.Context) {
 				return // the receiver sees the stream break
 			}
 		}
+		if err := o.heartbeat(); err != nil {
+			return
+		}
 		wait, err := o.ask(time.Now())
 		if err != nil {
 			return
@@ -407,7 +418,7 @@ func (o *sender) ask(now time.Time) (time.Duration, error) {
 	if wanted <= o.session.watermark.Load() {
 		return 0, nil
 	}
-	next := o.askedAt.Add(askInterval)
+	next := o.askedAt.Add(o.session.pace().Ask)
 	if wanted <= o.asked {
 		next = o.askedAt.Add(reaskInterval)
 	}
@@ -416,6 +427,57 @@ func (o *sender) ask(now time.Time) (time.Duration, error) {
 	}
 	o.asked, o.askedAt = wanted, now
 	return reaskInterval, o.stream.Send(&agentwire.FeedRequest{Progress: wanted})
+}
+
+// heartbeat asks the agent for the pacing's heartbeat when it differs
+// from what this stream asked for, once the agent has said it takes one:
+// older agents refuse the request. The header that says so is awaited
+// off the sender, which must not wait on it to subscribe.
+func (o *sender) heartbeat() error {
+	want := o.session.pace().Heartbeat
+	if want == o.beat {
+		return nil
+	}
+	if !o.beatable.Load() {
+		if !o.featuresAsked {
+			o.featuresAsked = true
+			go func() {
+				features, err := o.stream.Features()
+				if err == nil && slices.Contains(features, agentwire.FeatureHeartbeat) {
+					o.beatable.Store(true)
+					o.poke()
+				}
+			}()
+		}
+		return nil
+	}
+	// Back to the agent's own pace: it never beats more often than its
+	// --progress-interval, so the shortest heartbeat asks for that.
+	req := max(want, time.Millisecond)
+	if err := o.stream.Send(&agentwire.FeedRequest{Heartbeat: req}); err != nil {
+		return err
+	}
+	o.beat = want
+	return nil
+}
+
+func (s *session) pace() *Pacing {
+	if p := s.pacing.Load(); p != nil {
+		return p
+	}
+	return &defaultPacing
+}
+
+var defaultPacing = PacingFor(1, 0)
+
+// SetPacing sets how often this agent is asked for watermarks and sends
+// them unasked (see PacingFor); the pool sets it as agents come and go.
+func (a *Agent) SetPacing(p Pacing) {
+	if old := a.sess.pacing.Load(); old != nil && *old == p {
+		return
+	}
+	a.sess.pacing.Store(&p)
+	a.sess.poke()
 }
 
 // Watermark returns the agent's last watermark: every subscription that

@@ -57,7 +57,9 @@ import (
 // ListRequest: filter, snapshotRV uv, after opt cursor, limit zz.
 // ListResponse: snapshotRV uv, more bool, uv n, n flows.
 // GetRequest: rv uv, namespace str. GetResponse: flow.
-// FeedRequest: id uv, cancel bool, filter, fromRV uv, progress uv.
+// FeedRequest: id uv, cancel bool, filter, fromRV uv, progress uv, then,
+// only when not 0, heartbeat uv (milliseconds): a field added after the
+// others, so that a request without it is what older servers send.
 // FeedEvent: event, rv uv, uv n, n ids uv, opt flow, code uv,
 // message str. SummaryRequest and SummaryResponse: see summary.go.
 const WireVersion = 1
@@ -125,6 +127,9 @@ func (Codec) Marshal(v any) ([]byte, error) {
 		e.filter(&m.Filter)
 		e.uvarint(m.FromRV)
 		e.uvarint(m.Progress)
+		if m.Heartbeat != 0 {
+			e.heartbeat(m.Heartbeat)
+		}
 	case *FeedEvent:
 		e.header(kindFeedEvent)
 		e.eventType(m.Type)
@@ -197,6 +202,9 @@ func (Codec) Unmarshal(data []byte, v any) error {
 		d.filter(&m.Filter)
 		m.FromRV = d.uvarint()
 		m.Progress = d.uvarint()
+		if d.err == nil && d.i < len(d.b) {
+			m.Heartbeat = d.heartbeat()
+		}
 	case *FeedEvent:
 		*m = FeedEvent{}
 		d.header(kindFeedEvent)
@@ -242,6 +250,18 @@ type wireEncoder struct {
 func (e *wireEncoder) header(kind byte) { e.b = append(e.b, WireVersion, kind) }
 
 func (e *wireEncoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+
+// heartbeat writes a FeedRequest.Heartbeat in whole milliseconds, at
+// least 1 and at most MaxHeartbeat's.
+func (e *wireEncoder) heartbeat(d time.Duration) {
+	if d < 0 || d > MaxHeartbeat {
+		if e.err == nil {
+			e.err = fmt.Errorf("heartbeat %v outside (0, %v]", d, MaxHeartbeat)
+		}
+		return
+	}
+	e.uvarint(uint64(max(d.Milliseconds(), 1)))
+}
 
 func (e *wireEncoder) varint(v int64) { e.b = binary.AppendVarint(e.b, v) }
 
@@ -362,6 +382,15 @@ func (d *wireDecoder) byte() byte {
 	}
 	d.i++
 	return d.b[d.i-1]
+}
+
+func (d *wireDecoder) heartbeat() time.Duration {
+	ms := d.uvarint()
+	if d.err == nil && (ms == 0 || ms > uint64(MaxHeartbeat.Milliseconds())) {
+		d.fail("heartbeat out of range")
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func (d *wireDecoder) uvarint() uint64 {

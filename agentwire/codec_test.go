@@ -52,6 +52,7 @@ func messages(tb testing.TB) []any {
 		&agentwire.FeedRequest{ID: 7, Filter: filter, FromRV: 42},
 		&agentwire.FeedRequest{ID: 7, Cancel: true},
 		&agentwire.FeedRequest{Progress: 1772442000000123},
+		&agentwire.FeedRequest{Heartbeat: 2500 * time.Millisecond},
 		&agentwire.FeedEvent{Type: agentwire.Added, RV: 45, IDs: []uint64{1, 7, 300}, Flow: &flows[0]},
 		&agentwire.FeedEvent{Type: agentwire.Deleted, RV: 47, IDs: []uint64{300}, Flow: &flows[1]},
 		&agentwire.FeedEvent{Type: agentwire.Progress, RV: 46},
@@ -123,6 +124,11 @@ func TestCodecRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ask, err := agentwire.Codec{}.Marshal(&agentwire.FeedRequest{Progress: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func(ms uint64) []byte { return binary.AppendUvarint(ask[:len(ask):len(ask)], ms) }
 	for _, tt := range []struct {
 		name    string
 		data    []byte
@@ -135,6 +141,9 @@ func TestCodecRejects(t *testing.T) {
 		{"another message type", list, new(agentwire.GetRequest), "wrong message type"},
 		{"truncated", list[:len(list)-1], new(agentwire.ListRequest), "truncated"},
 		{"trailing bytes", append(list[:len(list):len(list)], 0), new(agentwire.ListRequest), "trailing bytes"},
+		{"a heartbeat of 0", beat(0), new(agentwire.FeedRequest), "heartbeat out of range"},
+		{"a heartbeat over an hour", beat(uint64(time.Hour.Milliseconds()) + 1), new(agentwire.FeedRequest), "heartbeat out of range"},
+		{"bytes after the heartbeat", append(beat(1000), 0), new(agentwire.FeedRequest), "trailing bytes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := agentwire.Codec{}.Unmarshal(tt.data, tt.into)
@@ -142,6 +151,9 @@ func TestCodecRejects(t *testing.T) {
 				t.Errorf("err = %v, want ErrWire with %q", err, tt.wantErr)
 			}
 		})
+	}
+	if _, err := (agentwire.Codec{}).Marshal(&agentwire.FeedRequest{Heartbeat: 2 * time.Hour}); err == nil {
+		t.Error("encoded a heartbeat over MaxHeartbeat")
 	}
 	if _, err := (agentwire.Codec{}).Marshal(&agentwire.FeedEvent{Type: "BOGUS"}); err == nil {
 		t.Error("encoded an unknown event type")
@@ -323,5 +335,30 @@ func BenchmarkListResponse(b *testing.B) {
 			}
 			b.ReportMetric(float64(size), "bytes/msg")
 		})
+	}
+}
+
+// TestFeedRequestWithoutHeartbeat: a request that asks for no heartbeat is
+// encoded as servers that never heard of one encode it, byte for byte, so
+// agents of either release read the other's requests.
+func TestFeedRequestWithoutHeartbeat(t *testing.T) {
+	filter := flowfilter.Filter{Namespace: "shop"}
+	for _, m := range []*agentwire.FeedRequest{{ID: 7, Filter: filter, FromRV: 42}, {Progress: 9}, {ID: 3, Cancel: true}} {
+		b, err := agentwire.Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The encoding as it was: id, cancel, filter, fromRV, progress.
+		want := []byte{agentwire.WireVersion, 7}
+		want = binary.AppendUvarint(want, m.ID)
+		want = append(want, map[bool]byte{false: 0, true: 1}[m.Cancel])
+		for _, s := range []string{m.Filter.Namespace, m.Filter.LabelSelector, m.Filter.FieldSelector} {
+			want = append(binary.AppendUvarint(want, uint64(len(s))), s...)
+		}
+		want = append(want, 0, 0) // no since, no until
+		want = binary.AppendUvarint(binary.AppendUvarint(want, m.FromRV), m.Progress)
+		if !bytes.Equal(b, want) {
+			t.Errorf("%+v encodes as %x, want %x", m, b, want)
+		}
 	}
 }

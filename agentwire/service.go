@@ -20,6 +20,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // serviceName is the gRPC service the agents serve.
@@ -100,6 +101,11 @@ func (s feedServerStream) Recv() (*FeedRequest, error) {
 }
 
 func feedHandler(srv any, stream grpc.ServerStream) error {
+	// The header goes out at once, before any event: a server waits for
+	// it to learn what it may ask (FeedClient.Features).
+	if err := stream.SendHeader(metadata.Pairs(FeaturesHeader, FeatureHeartbeat)); err != nil {
+		return err
+	}
 	return srv.(Server).Feed(feedServerStream{stream})
 }
 
@@ -148,6 +154,17 @@ func (s *FeedClient) Recv() (*FeedEvent, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// Features returns the features the agent announced for this call. It
+// waits for the header, which an agent of this release sends at once and
+// an older one only with its first event.
+func (s *FeedClient) Features() ([]string, error) {
+	md, err := s.stream.Header()
+	if err != nil {
+		return nil, err
+	}
+	return md.Get(FeaturesHeader), nil
 }
 
 // Feed opens a Feed call; cancel ctx to end it.

@@ -28,6 +28,8 @@ limitations under the License.
 package agentwire
 
 import (
+	"time"
+
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/flowfilter"
 )
@@ -123,7 +125,29 @@ type FeedRequest struct {
 	// waits for this agent's watermark. Unasked, the agent sends its
 	// watermark only every --progress-interval, as a heartbeat.
 	Progress uint64 `json:"progress,omitempty"`
+	// Heartbeat, when not 0, asks the agent to send its watermark
+	// unasked at most this often on this Feed (the other fields are then
+	// unused): a server of many agents thins out their heartbeats. The
+	// agent still answers every Progress ask at once, and never beats
+	// more often than its --progress-interval. Send it only to an agent
+	// that announced FeatureHeartbeat (FeedClient.Features): older agents
+	// refuse the field.
+	Heartbeat time.Duration `json:"heartbeat,omitempty"`
 }
+
+// Features an agent announces in the header of a Feed call, so that a
+// server sends only what the agent understands.
+const (
+	// FeaturesHeader is the header's metadata key; its values are
+	// features.
+	FeaturesHeader = "flowscope-feed-features"
+	// FeatureHeartbeat: the agent takes FeedRequest.Heartbeat.
+	FeatureHeartbeat = "heartbeat"
+)
+
+// MaxHeartbeat bounds FeedRequest.Heartbeat: an agent silent for longer
+// is taken for gone.
+const MaxHeartbeat = time.Hour
 
 // Feed event types, beyond Added, Deleted and Progress.
 const (

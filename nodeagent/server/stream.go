@@ -137,8 +137,14 @@ type stream struct {
 	// hubRV is the version of the last event received from the hub:
 	// every flow up to it has been received.
 	hubRV uint64
-	// progressRV is the last watermark sent.
+	// progressRV is the last watermark sent, at progressAt.
 	progressRV uint64
+	progressAt time.Time
+	// askedRV is the highest watermark the server asked for.
+	askedRV uint64
+	// heartbeat is how often the server wants a watermark it did not ask
+	// for (FeedRequest.Heartbeat); 0 is every one the pipeline makes.
+	heartbeat time.Duration
 }
 
 // subscription is one ID's state.
@@ -218,11 +224,17 @@ func (st *stream) send(e *agentwire.FeedEvent) error {
 }
 
 func (st *stream) request(req *agentwire.FeedRequest) error {
+	if req.Heartbeat != 0 {
+		st.heartbeat = req.Heartbeat
+		return nil
+	}
 	if req.Progress != 0 {
 		// Not past the agent's clock by more than maxProgressLead: a
 		// server whose clock runs ahead must not drag this one along.
 		// It asks again, and the clock catches up.
-		st.svc.pipeline.AskProgress(min(req.Progress, uint64(st.svc.now().Add(maxProgressLead).UnixMicro())))
+		rv := min(req.Progress, uint64(st.svc.now().Add(maxProgressLead).UnixMicro()))
+		st.askedRV = max(st.askedRV, rv)
+		st.svc.pipeline.AskProgress(rv)
 		return nil
 	}
 	if req.Cancel {
@@ -384,7 +396,13 @@ func (st *stream) hubEvent(e hub.Event) error {
 		if st.live == 0 || e.RV <= st.progressRV {
 			return nil
 		}
-		st.progressRV = e.RV
+		// Unasked, a watermark waits for the server's heartbeat: the
+		// pipeline's next one carries a later version anyway.
+		now := st.svc.now()
+		if st.askedRV <= st.progressRV && now.Sub(st.progressAt) < st.heartbeat {
+			return nil
+		}
+		st.progressRV, st.progressAt = e.RV, now
 		return st.send(&agentwire.FeedEvent{Type: agentwire.Progress, RV: e.RV})
 	}
 	ids := e.IDs[:0] // the hub made the slice for us

@@ -28,6 +28,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -96,6 +97,9 @@ const (
 	simWindow = 3 * time.Second
 	// simHeartbeat is the agents' --progress-interval.
 	simHeartbeat = time.Second
+	// simMaxAgentLag is flowscope-apiserver's default --max-agent-lag,
+	// which the agents' pacing follows (agentclient.PacingFor).
+	simMaxAgentLag = 5 * time.Second
 	// simListFlows is how many flows the one agent that has any answers.
 	simListFlows = 290
 	// simLists is how many lists one iteration of the list benchmark makes.
@@ -213,6 +217,9 @@ type simCluster struct {
 	blocked atomic.Int64
 	// busyNanos is the time the agents' goroutine was busy so far.
 	busyNanos atomic.Int64
+	// heartbeat is how often each agent sends its watermark unasked:
+	// simHeartbeat, or what the sessions asked for (the same for all).
+	heartbeat time.Duration
 	progress  agentclient.Broadcast
 	changed   chan struct{}
 	done      chan struct{}
@@ -222,7 +229,8 @@ type simCluster struct {
 
 func newSimCluster(b *testing.B, n int, rate float64) *simCluster {
 	c := &simCluster{byNode: map[string]*simAgent{}, reqs: make(chan simRequest, 1<<16),
-		changed: make(chan struct{}), done: make(chan struct{}), rate: rate}
+		changed: make(chan struct{}), done: make(chan struct{}), rate: rate, heartbeat: simHeartbeat}
+	pacing := agentclient.PacingFor(n, simMaxAgentLag)
 	flows := simFlows("node-0000", simListFlows)
 	for i := range n {
 		a := &simAgent{c: c, node: fmt.Sprintf("node-%04d", i), subs: map[uint64]int{}}
@@ -234,7 +242,9 @@ func newSimCluster(b *testing.B, n int, rate float64) *simCluster {
 		if a.page, err = (agentwire.Codec{}).Marshal(page); err != nil {
 			b.Fatal(err)
 		}
-		a.agent = clientAgent{agentclient.NewAgent(a.node, "", a, &c.progress)}
+		client := agentclient.NewAgent(a.node, "", a, &c.progress)
+		client.SetPacing(pacing)
+		a.agent = clientAgent{client}
 		c.agents = append(c.agents, a.agent)
 		c.byNode[a.node] = a
 		c.sims = append(c.sims, a)
@@ -308,7 +318,7 @@ func (c *simCluster) run() {
 		last = now
 		// Heartbeats, spread evenly over the interval, at most one per
 		// agent in a tick.
-		beats := int(float64(len(c.sims)) * elapsed.Seconds() / simHeartbeat.Seconds())
+		beats := int(float64(len(c.sims)) * elapsed.Seconds() / c.heartbeat.Seconds())
 		for range min(max(beats, 1), len(c.sims)) {
 			c.sims[beat%len(c.sims)].send(&agentwire.FeedEvent{Type: agentwire.Progress, RV: bump()})
 			beat++
@@ -373,6 +383,9 @@ func (a *simAgent) handle(req simRequest, bump func() uint64) {
 		panic(err)
 	}
 	switch {
+	case r.Heartbeat != 0:
+		// Never more often than the agents' own pace, as an agent's.
+		a.c.heartbeat = max(simHeartbeat, r.Heartbeat)
 	case r.Cancel:
 		delete(a.subs, r.ID)
 		a.regroup()
@@ -471,6 +484,11 @@ func (s *simStream) RecvMsg(m any) error {
 }
 
 func (s *simStream) CloseSend() error { return nil }
+
+// Header announces what agents of this release take.
+func (s *simStream) Header() (metadata.MD, error) {
+	return metadata.Pairs(agentwire.FeaturesHeader, agentwire.FeatureHeartbeat), nil
+}
 
 // simFlows returns n flows of node as an agent serves them, in list order,
 // with the endpoints, labels and workloads of a real pod-to-pod flow.
