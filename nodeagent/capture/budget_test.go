@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	"k8s.io/component-base/metrics"
 
 	"flowscope.io/flowscope/bpf"
 )
@@ -255,6 +257,35 @@ func TestInterfaceBudget(t *testing.T) {
 		t.Fatalf("budgets %+v, want %+v", b, want)
 	}
 
+	// Exported by interface, as the kernel counted them.
+	reg := metrics.NewKubeRegistry()
+	reg.CustomMustRegister(NewCollector(d))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]float64{}
+	for _, mf := range families {
+		if mf.GetName() == "flowscope_agent_capture_interface_untracked_packets_total" {
+			for _, m := range mf.GetMetric() {
+				var l []string
+				for _, lp := range m.GetLabel() {
+					l = append(l, lp.GetName()+"="+lp.GetValue())
+				}
+				series[strings.Join(l, ",")] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	wantSeries := map[string]float64{
+		fmt.Sprintf("interface=%d,reason=interface_budget", attacker): spray - budget,
+		fmt.Sprintf("interface=%d,reason=table_full", attacker):       0,
+		fmt.Sprintf("interface=%d,reason=interface_budget", victim):   1,
+		fmt.Sprintf("interface=%d,reason=table_full", victim):         0,
+	}
+	if !reflect.DeepEqual(series, wantSeries) {
+		t.Fatalf("series %v, want %v", series, wantSeries)
+	}
+
 	// The sweep ends every record and gives the places back; the
 	// budgets of interfaces not attached are then deleted.
 	d.opts.IdleTimeout, d.opts.TCPIdleTimeout, d.opts.CloseGrace = time.Nanosecond, time.Nanosecond, time.Nanosecond
@@ -273,6 +304,18 @@ func TestInterfaceBudget(t *testing.T) {
 	}
 	if b, _ := d.InterfaceBudgets(); b[attacker].Connections != budget {
 		t.Fatalf("attacker's budget %+v", b[attacker])
+	}
+}
+
+func TestTopUntracked(t *testing.T) {
+	b := map[int]InterfaceBudget{
+		1: {Untracked: 5}, 2: {}, 3: {UntrackedFull: 9}, 4: {Untracked: 1, UntrackedFull: 4}, 5: {Untracked: 1},
+	}
+	if got := topUntracked(b, 3); !reflect.DeepEqual(got, []int{3, 1, 4}) {
+		t.Fatalf("top 3 %v", got)
+	}
+	if got := topUntracked(b, 10); !reflect.DeepEqual(got, []int{3, 1, 4, 5}) {
+		t.Fatalf("top 10 %v", got)
 	}
 }
 

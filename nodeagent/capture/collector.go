@@ -17,6 +17,10 @@ limitations under the License.
 package capture
 
 import (
+	"net"
+	"sort"
+	"strconv"
+
 	"k8s.io/component-base/metrics"
 	"k8s.io/klog/v2"
 )
@@ -56,11 +60,18 @@ var (
 	untrackedDesc = metrics.NewDesc("flowscope_agent_capture_untracked_packets_total",
 		"Packets added to no connection record, by reason: table_full (the connection table was full), interface_budget (the interface held --capture-max-connections-per-interface records). The connection's next packet tries again.",
 		[]string{"reason"}, nil, metrics.ALPHA, "")
+	ifaceUntrackedDesc = metrics.NewDesc("flowscope_agent_capture_interface_untracked_packets_total",
+		"Packets added to no connection record, of the interfaces that lost the most (at most 10, with a budget set), by interface and reason: interface_budget, table_full.",
+		[]string{"interface", "reason"}, nil, metrics.ALPHA, "")
 )
+
+// maxInterfaceSeries bounds flowscope_agent_capture_interface_untracked_packets_total
+// to the interfaces that lost the most.
+const maxInterfaceSeries = 10
 
 // DescribeWithStability implements metrics.StableCollector.
 func (c *Collector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, flushedDesc, dropsDesc, connsDesc, untrackedDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
+	for _, d := range []*metrics.Desc{packetsDesc, lostDesc, parseDesc, filteredDesc, eventsDesc, flushedDesc, dropsDesc, connsDesc, untrackedDesc, ifaceUntrackedDesc, ifacesDesc, l7EventsDesc, l7DropDesc} {
 		ch <- d
 	}
 }
@@ -85,6 +96,22 @@ func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	ch <- metrics.NewLazyConstMetric(connsDesc, metrics.GaugeValue, float64(s.Occupancy))
 	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedFull), "table_full")
 	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedBudget), "interface_budget")
+	if b, err := c.d.InterfaceBudgets(); err != nil {
+		klog.ErrorS(err, "Failed reading interface budgets")
+	} else {
+		attached := map[int]bool{}
+		for _, i := range c.d.Attached() {
+			attached[i] = true
+		}
+		for _, i := range topUntracked(b, maxInterfaceSeries) {
+			name := strconv.Itoa(i)
+			if ifc, err := net.InterfaceByIndex(i); err == nil && attached[i] {
+				name = ifc.Name
+			}
+			ch <- metrics.NewLazyConstMetric(ifaceUntrackedDesc, metrics.CounterValue, float64(b[i].Untracked), name, "interface_budget")
+			ch <- metrics.NewLazyConstMetric(ifaceUntrackedDesc, metrics.CounterValue, float64(b[i].UntrackedFull), name, "table_full")
+		}
+	}
 	ch <- metrics.NewLazyConstMetric(ifacesDesc, metrics.GaugeValue, float64(len(c.d.Attached())))
 	counter(l7EventsDesc, s.L7Events)
 	for _, r := range []struct {
@@ -99,4 +126,23 @@ func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	} {
 		ch <- metrics.NewLazyConstMetric(l7DropDesc, metrics.CounterValue, float64(r.n), r.reason)
 	}
+}
+
+// topUntracked returns the ifindexes of the (at most n) interfaces with
+// the most untracked packets, the most first; none without any.
+func topUntracked(b map[int]InterfaceBudget, n int) []int {
+	var out []int
+	for i, u := range b {
+		if u.Untracked+u.UntrackedFull > 0 {
+			out = append(out, i)
+		}
+	}
+	sort.Slice(out, func(x, y int) bool {
+		ux, uy := b[out[x]].Untracked+b[out[x]].UntrackedFull, b[out[y]].Untracked+b[out[y]].UntrackedFull
+		if ux != uy {
+			return ux > uy
+		}
+		return out[x] < out[y]
+	})
+	return out[:min(len(out), n)]
 }
