@@ -44,27 +44,23 @@ func (c committed) Reserve(_ context.Context, atLeast uint64) (uint64, error) {
 func (c committed) Head() uint64     { return uint64(c) }
 func (committed) AskProgress(uint64) {}
 
-// BenchmarkListStored lists a first page of 500 from an agent whose store
-// holds 100,000 of the demo application's flows (one a millisecond, ending
-// now), without a stored tier ("none"), and with a tier that keeps every
-// one of them too, as a policy that selects everything does ("all"):
-// within the store's retention the tier's flows are the store's. Each
-// lists all flows and one namespace's; cpu-µs/op is the process's CPU per
-// list.
-//
-//	go test ./nodeagent/server -run '^$' -bench ListStored -benchtime 200x
-func BenchmarkListStored(b *testing.B) {
-	const n, limit = 100_000, 500
+// storedAgent returns a store holding 100,000 of the demo application's
+// flows (one a millisecond, ending now), a stored tier that keeps every one
+// of them too, as a policy that selects everything does (within the
+// store's retention the tier's flows are the store's), and the newest
+// version.
+func storedAgent(b *testing.B) (*store.Store, *tiers.Tiers, uint64) {
+	const n = 100_000
 	st, err := store.Open(store.Options{Dir: b.TempDir(), Retention: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	b.Cleanup(func() { _ = st.Close() })
 	tr, err := tiers.Open(tiers.Options{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer tr.Close()
+	b.Cleanup(func() { _ = tr.Close() })
 	lines, err := flowgen.Generate(n, flowgen.Options{NodeName: "node-a", NodeIndex: -1, Seed: 1})
 	if err != nil {
 		b.Fatal(err)
@@ -93,15 +89,30 @@ func BenchmarkListStored(b *testing.B) {
 			recs, kept = recs[:0], kept[:0]
 		}
 	}
+	return st, tr, rv
+}
+
+// benchFilters are the filters of the stored benchmarks: all flows and one
+// namespace's.
+var benchFilters = []struct {
+	name string
+	f    flowfilter.Filter
+}{{"unfiltered", flowfilter.Filter{}}, {"namespace", flowfilter.Filter{Namespace: "shop"}}}
+
+// BenchmarkListStored lists a first page of 500 from an agent (storedAgent)
+// without its stored tier ("none") and with it ("all"); cpu-µs/op is the
+// process's CPU per list.
+//
+//	go test ./nodeagent/server -run '^$' -bench ListStored -benchtime 200x
+func BenchmarkListStored(b *testing.B) {
+	const limit = 500
+	st, tr, rv := storedAgent(b)
 	for _, tier := range []string{"none", "all"} {
 		svc := New("node-a", st, committed(rv), hub.New(16))
 		if tier == "all" {
 			svc.ListStored(tr)
 		}
-		for _, filter := range []struct {
-			name string
-			f    flowfilter.Filter
-		}{{"unfiltered", flowfilter.Filter{}}, {"namespace", flowfilter.Filter{Namespace: "shop"}}} {
+		for _, filter := range benchFilters {
 			b.Run(tier+"/"+filter.name, func(b *testing.B) {
 				req := &agentwire.ListRequest{Filter: filter.f, Limit: limit}
 				cpu := rusage.CPU()
@@ -117,6 +128,36 @@ func BenchmarkListStored(b *testing.B) {
 				// On a shared machine the CPU a list takes (Badger's
 				// and the collector's included) varies less than its time.
 				b.ReportMetric(float64((rusage.CPU()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+			})
+		}
+	}
+}
+
+// BenchmarkSummarizeStored summarizes every flow of an agent
+// (storedAgent), as BenchmarkListStored lists them.
+//
+//	go test ./nodeagent/server -run '^$' -bench SummarizeStored -benchtime 10x
+func BenchmarkSummarizeStored(b *testing.B) {
+	st, tr, rv := storedAgent(b)
+	for _, tier := range []string{"none", "all"} {
+		svc := New("node-a", st, committed(rv), hub.New(16))
+		if tier == "all" {
+			svc.ListStored(tr)
+		}
+		for _, filter := range benchFilters {
+			b.Run(tier+"/"+filter.name, func(b *testing.B) {
+				req := &agentwire.SummaryRequest{Filter: filter.f}
+				cpu := rusage.CPU()
+				var flows int64
+				for b.Loop() {
+					resp, err := svc.Summarize(context.Background(), req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					flows = resp.Flows
+				}
+				b.ReportMetric(float64((rusage.CPU()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+				b.ReportMetric(float64(flows), "flows")
 			})
 		}
 	}

@@ -170,15 +170,9 @@ func (s *Service) List(ctx context.Context, req *agentwire.ListRequest) (*agentw
 // retention, which is where lists mostly look, that is all of the tier's
 // flows, which decoding twice made about half the cost of such a list.
 func (s *Service) mergeStored(ctx context.Context, q store.TimeScan, f flowfilter.Filter, limit int64, resp *agentwire.ListResponse) error {
-	oldest := s.store.OldestCompleteRV(s.now())
-	if oldest <= 1 {
-		return nil // versions start at 1: the store has every flow
-	}
-	if q.MaxRV == 0 || q.MaxRV >= oldest {
-		q.MaxRV = oldest - 1
-	}
+	below := tierBelow{s.stored, s.store.OldestCompleteRV(s.now())}
 	var kept []v1alpha1.Flow
-	err := s.stored.Query(q, f, func(r store.Record) bool {
+	err := below.Query(q, f, func(r store.Record) bool {
 		// The store's page ends at its last flow when it has more: the
 		// tier's flows past that one belong to later pages.
 		if resp.More && flowfilter.CompareFlows(r.Flow, &resp.Flows[len(resp.Flows)-1]) > 0 {
@@ -225,6 +219,25 @@ func (s *Service) mergeStored(ctx context.Context, q store.TimeScan, f flowfilte
 	}
 	resp.Flows = merged
 	return nil
+}
+
+// tierBelow is the stored tier's flows below oldest, the store's
+// OldestCompleteRV: the others are the store's to answer (mergeStored), and
+// a scan bounded by it passes over their blocks without decoding them. A
+// summary counts no other either.
+type tierBelow struct {
+	tier   StoredLister
+	oldest uint64
+}
+
+func (t tierBelow) Query(q store.TimeScan, f flowfilter.Filter, fn func(store.Record) bool) error {
+	if t.oldest <= 1 {
+		return nil
+	}
+	if q.MaxRV == 0 || q.MaxRV >= t.oldest {
+		q.MaxRV = t.oldest - 1
+	}
+	return t.tier.Query(q, f, fn)
 }
 
 // Get implements agentwire.Server.

@@ -292,7 +292,7 @@ func (k keepEven) Sync() error                         { return k.t.Sync() }
 
 // TestListMergesStoredTier: pages merge the store's flows with the stored
 // tier's, in list order, each flow once, whether it is in both or only in
-// the tier (gone from the store).
+// the tier (gone from the store); a summary counts them once too.
 func TestListMergesStoredTier(t *testing.T) {
 	st, err := store.Open(store.Options{Retention: time.Hour})
 	if err != nil {
@@ -355,6 +355,11 @@ func TestListMergesStoredTier(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("limit %d: pages = %v, want %v", limit, got, want)
 		}
+	}
+	// A summary counts the same flows, each once.
+	sum, err := svc.Summarize(ctx, &agentwire.SummaryRequest{SnapshotRV: uint64(time.Now().UnixMicro())})
+	if err != nil || sum.Flows != int64(len(want)) {
+		t.Errorf("Summarize: %v flows, %v; want %d", sum, err, len(want))
 	}
 	// A flow only the tier has is found by Get.
 	var only uint64

@@ -56,12 +56,13 @@ func (s *Service) Summarize(ctx context.Context, req *agentwire.SummaryRequest) 
 	if req.MaxEdges > 0 && req.MaxEdges < int64(maxEdges) {
 		maxEdges = int(req.MaxEdges)
 	}
+	oldest := s.store.OldestCompleteRV(s.now())
 	var tier summary.Tier
 	if s.stored != nil {
-		tier = s.stored
+		tier = tierBelow{s.stored, oldest}
 	}
 	q := store.TimeScan{Since: m.Since(), Until: m.Until(), MaxRV: snap}
-	agg, n, err := summary.Summarize(ctx, s.store, tier, s.store.OldestCompleteRV(s.now()), q, req.Filter, maxEdges)
+	agg, n, err := summary.Summarize(ctx, s.store, tier, oldest, q, req.Filter, maxEdges)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, status.FromContextError(ctxErr).Err()
