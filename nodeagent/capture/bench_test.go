@@ -97,6 +97,14 @@ func BenchmarkTCProgram(b *testing.B) {
 // table-full-budget: the same with a budget, whose place is taken and
 // given back; over-budget: the interface holds its budget (1) of records.
 // Each is a lookup that misses plus the insert or reservation that fails.
+//
+// On the shared 2-core machine (session 8, load 11-17), 3 runs each:
+// table-full 195-201 ns, table-full-budget 235-239 ns, over-budget
+// 126-132 ns, against 102-104 ns for BenchmarkTCProgram/all in the same
+// runs. A failed insert into the full preallocated table looks at every
+// CPU's free list; over its budget, an interface's new connections cost a
+// lookup and two atomic adds instead, and a budget keeps one interface
+// from filling the table.
 func BenchmarkUntracked(b *testing.B) {
 	first := udpPkt(b, v4A, v4B, 40000, 53, 64)
 	pkt := udpPkt(b, v4A, v4B, 40001, 53, 64)

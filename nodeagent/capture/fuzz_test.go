@@ -30,7 +30,8 @@ import (
 
 // FuzzTCProgram feeds arbitrary frames to the Ethernet and L3 ingress
 // programs, with L7 sampling on: each must pass the packet on and account
-// for it in exactly one outcome counter, and for a sample in one L7 one.
+// for it in exactly one outcome counter, and for a sample in one L7 one,
+// and every record created must be in the table (nothing deletes here).
 // Run: go test -fuzz FuzzTCProgram ./nodeagent/capture
 func FuzzTCProgram(f *testing.F) {
 	for _, p := range [][]byte{
@@ -44,7 +45,9 @@ func FuzzTCProgram(f *testing.F) {
 	} {
 		f.Add(p)
 	}
-	d := requireDatapath(f, Options{NoDrops: true, FlowTableSize: 4096, L7Limits: &L7Limits{}})
+	// A small table with a budget: the fuzzer soon fills both, so the
+	// untracked outcomes are fuzzed too.
+	d := requireDatapath(f, Options{NoDrops: true, FlowTableSize: 64, MaxConnectionsPerInterface: 48, L7Limits: &L7Limits{}})
 	// Every packet through the L7 sampler too (the ring fills and stays
 	// full: ring_full drops are outcomes like any other).
 	if err := d.SetL7Gate([]L7GateEntry{{Ifindex: runIfindex, Protocols: l7AllProtocols, Budget: L7MaxBudget}}); err != nil {
@@ -69,6 +72,7 @@ func FuzzTCProgram(f *testing.F) {
 			}
 			checkConservation(t, s)
 			checkL7Conservation(t, s)
+			checkRecords(t, d)
 		}
 	})
 }
