@@ -99,6 +99,10 @@ type Exchange struct {
 }
 
 // Conn parses one connection's bytes. It is not safe for concurrent use.
+//
+// The slice of exchanges that Feed and Expire return is the parser's
+// again at its next Feed or Expire: the caller copies the exchanges it
+// keeps (their records are the caller's).
 type Conn interface {
 	// Feed takes the next chunk of either direction and returns the
 	// exchanges it completed.

@@ -66,9 +66,14 @@ type pending struct {
 	cClean bool
 }
 
+// flush returns the exchanges made since the last flush. Their slice is
+// reused after the next Feed or Expire (l7.Conn lets it).
 func (c *conn) flush() []l7.Exchange {
 	out := c.out
-	c.out = nil
+	c.out = c.out[:0]
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
 

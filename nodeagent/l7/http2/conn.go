@@ -33,7 +33,12 @@ type conn struct {
 	dirs       [2]reader
 	streams    map[uint32]*stream
 	maxStreams int
-	out        []l7.Exchange
+	// out collects the exchanges of a Feed or Expire, and is reused by
+	// the next (l7.Conn lets it).
+	out []l7.Exchange
+	// spare is a stream completed, for newStream to reuse: a connection
+	// mostly has one or a few streams at a time.
+	spare *stream
 	// Client streams [horizon, lastReq] had their requests seen (horizon
 	// 0: none since the client direction was last lost): a response on
 	// one of them that is no longer tracked was reported already.
@@ -64,10 +69,9 @@ func (c *conn) Feed(ch l7.Chunk) []l7.Exchange {
 	if c.dead || ch.Dir > l7.FromServer {
 		return nil
 	}
+	c.out = c.out[:0]
 	c.feed(&c.dirs[ch.Dir], ch)
-	out := c.out
-	c.out = nil
-	return out
+	return c.out
 }
 
 // answeredIdle is how long a stream seen whole and answered may stay
@@ -82,6 +86,7 @@ const answeredIdle = 10 * time.Minute
 // idle for timeout, and answered streams once idle for answeredIdle;
 // those records are partial.
 func (c *conn) Expire(now time.Time, timeout time.Duration) []l7.Exchange {
+	c.out = c.out[:0]
 	var ids []uint32
 	for id, s := range c.streams {
 		idle := now.Sub(s.last)
@@ -99,9 +104,7 @@ func (c *conn) Expire(now time.Time, timeout time.Duration) []l7.Exchange {
 		}
 		c.complete(s, how)
 	}
-	out := c.out
-	c.out = nil
-	return out
+	return c.out
 }
 
 // stream is what is known of one request and its response.
@@ -358,7 +361,13 @@ func (c *conn) newStream(id uint32, at time.Time) *stream {
 		}
 		c.complete(c.streams[oldest], endEvicted)
 	}
-	s := &stream{id: id, last: at, grpcStatus: -1}
+	s := c.spare
+	if s != nil {
+		c.spare = nil
+		*s = stream{id: id, last: at, grpcStatus: -1}
+	} else {
+		s = &stream{id: id, last: at, grpcStatus: -1}
+	}
 	// A direction without frame boundaries loses this stream's frames
 	// too, until it finds them again.
 	s.gap[l7.FromClient], s.gap[l7.FromServer] = !c.dirs[l7.FromClient].synced, !c.dirs[l7.FromServer].synced
@@ -410,6 +419,9 @@ func (c *conn) complete(s *stream, how ending) {
 	}
 	rec.Partial = partial
 	c.out = append(c.out, l7.Exchange{Request: s.req, Response: s.resp, Record: rec, Partial: partial})
+	// The record has what it needs of s (its response headers are the
+	// record's now): s may serve the next stream.
+	c.spare = s
 }
 
 // grpcCode is the call's status: grpc-status, or what the gRPC protocol
