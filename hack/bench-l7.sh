@@ -28,7 +28,10 @@
 # reader, stream tracker, parsers, records and ingest) and the time its
 # eBPF programs ran (kernel.bpf_stats_enabled, on during the benchmark:
 # the capture and the L7 sampling, charged to whichever task sent the
-# packet), and the payload samples it took and dropped. The modes run side by side in every round, in an order that
+# packet), and the payload samples it took and dropped; and the agent's
+# CPU per L7 record, which the per-connection rate limit makes the
+# steadier measure of the L7 path (it caps the records, not the
+# requests). The modes run side by side in every round, in an order that
 # rotates from round to round, so the machine's noise hits them alike;
 # ratios are each round's mode over the same round's off, reported as
 # median [min, max] over the rounds.
@@ -100,21 +103,24 @@ bpf_ns() {
 # measure MODE ROUND KIND: one load of KIND (http, grpc) against the agent
 # in MODE, into rps, p99 and cpu[KIND,MODE,ROUND].
 measure() {
-  local m=$1 r=$2 k=$3 t0 t1 b0 b1 out n rate q99 prof=""
+  local m=$1 r=$2 k=$3 t0 t1 b0 b1 x0 x1 out n rate q99 prof=""
   if [[ -n ${PROFILE} && $m == all ]]; then
     curl -fsS -o "${PROFILE}/${k}-round${r}.pprof" "http://${METRICS}/debug/pprof/profile?seconds=${SECS}" &
     prof=$!
   fi
-  t0=$(cpu_ticks "${AGENT_PID}") b0=$(bpf_ns)
+  t0=$(cpu_ticks "${AGENT_PID}") b0=$(bpf_ns) x0=$(metric_sum flowscope_agent_l7_records_total)
   out=$(l7_load "$k")
   sleep 1 # let the reader drain
-  t1=$(cpu_ticks "${AGENT_PID}") b1=$(bpf_ns)
+  t1=$(cpu_ticks "${AGENT_PID}") b1=$(bpf_ns) x1=$(metric_sum flowscope_agent_l7_records_total)
   [[ -z ${prof} ]] || wait "${prof}"
   read -r n rate _ q99 <<<"${out}"
   rps[${k},${m},${r}]=${rate}
   p99[${k},${m},${r}]=${q99}
   cpu[${k},${m},${r}]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${n}" 'BEGIN{printf "%.4f", t / hz * 1000 / n * 1000}')
   bpf[${k},${m},${r}]=$(awk -v t="$((b1 - b0))" -v n="${n}" 'BEGIN{printf "%.4f", t / 1e6 / n * 1000}')
+  # Per L7 record, all the agent's CPU: the per-connection limit caps the
+  # records, so per request it also follows the request rate.
+  perrec[${k},${m},${r}]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v x="$((x1 - x0))" 'BEGIN{if (x > 0) printf "%.3f", t / hz * 1e6 / x; else print "nan"}')
 }
 
 # stats VALUES...: median [min, max].
@@ -137,7 +143,7 @@ main() {
   [[ -z ${PROFILE} ]] || mkdir -p "${PROFILE}"
 
   sysctl -qw kernel.bpf_stats_enabled=1
-  declare -A tcp rps p99 cpu bpf ev drop recs
+  declare -A tcp rps p99 cpu bpf ev drop recs perrec
   local r i m k
   for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < ${#MODES[@]}; i++)); do
@@ -187,6 +193,17 @@ main() {
         bp+=("${bpf[${k},${m},${r}]}")
       done
       printf '  %-9s %-9s %-26s %-26s %-26s %-26s\n' "${m}" "${k}" "$(stats "${rr[@]}")" "$(stats "${rp[@]}")" "$(stats "${c[@]}")" "$(stats "${bp[@]}")"
+    done
+  done
+  printf '  %-9s %-9s %-26s\n' "--l7" "load" "agent CPU-µs per L7 record"
+  for k in http grpc; do
+    for m in "${MODES[@]}"; do
+      [[ $m != off && $m != selected ]] || continue
+      local pr=()
+      for ((r = 1; r <= ROUNDS; r++)); do
+        pr+=("${perrec[${k},${m},${r}]}")
+      done
+      printf '  %-9s %-9s %-26s\n' "${m}" "${k}" "$(stats "${pr[@]}")"
     done
   done
   # off's absolute medians, for scale.
