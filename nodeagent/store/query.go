@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 
 	"flowscope.io/flowscope/flowfilter"
-	"flowscope.io/flowscope/internal/minheap"
 )
 
 // probeLimit bounds the flows the planner counts per candidate range.
@@ -93,7 +92,7 @@ func (s *Store) Query(q TimeScan, f flowfilter.Filter, fn func(Record) bool) (Pl
 		if s.indexUsable() {
 			p = s.plan(txn, q, candidates(f))
 		}
-		return scanRanges(txn, p.prefixes, p.also, s.window(q), func(r Record) bool {
+		return scanBlocks(txn, p.prefixes, p.also, s.window(q), func(r Record) bool {
 			if !m.Matches(r.Flow) {
 				return true
 			}
@@ -308,81 +307,5 @@ func countRanges(txn *badger.Txn, prefixes [][]byte, q TimeScan, limit int) (n i
 			return err
 		})
 		it.Next()
-	}
-}
-
-// scanRanges is scanBlocks over the union of ranges whose flows are
-// disjoint (a pod's in each namespace): their blocks are opened in the
-// order of their first flow, whichever range holds them, and their cursors
-// merged as scanBlocks merges one range's.
-func scanRanges(txn *badger.Txn, prefixes [][]byte, also [][]byte, w window, fn func(Record) bool) error {
-	switch len(prefixes) {
-	case 0:
-		return nil
-	case 1:
-		return scanBlocks(txn, prefixes[0], also, w, fn)
-	}
-	type source struct {
-		it      *badger.Iterator
-		prefix  []byte
-		pending *cursor // its next block; nil once it has none
-	}
-	srcs := make([]*source, len(prefixes))
-	for i, prefix := range prefixes {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))
-		c, err := nextCursor(txn, it, prefix, also, w)
-		if err != nil {
-			return err
-		}
-		srcs[i] = &source{it: it, prefix: prefix, pending: c}
-	}
-	h := minheap.New(cursorBefore, nil)
-	for {
-		for {
-			// The pending block that starts first, of any range.
-			var next *source
-			for _, src := range srcs {
-				if src.pending != nil && (next == nil || src.pending.minTime < next.pending.minTime) {
-					next = src
-				}
-			}
-			if next == nil || h.Len() > 0 && next.pending.minTime > h.Min().cur.time {
-				break
-			}
-			c := next.pending
-			var err error
-			if next.pending, err = nextCursor(txn, next.it, next.prefix, also, w); err != nil {
-				return err
-			}
-			ok, err := c.advance(w)
-			if err != nil {
-				return err
-			}
-			if ok {
-				h.Push(c)
-			}
-		}
-		if h.Len() == 0 {
-			return nil
-		}
-		c := h.Min()
-		r, err := c.record()
-		if err != nil {
-			return err
-		}
-		if !fn(r) {
-			return nil
-		}
-		ok, err := c.advance(w)
-		if err != nil {
-			return err
-		}
-		if ok {
-			h.FixMin()
-		} else {
-			h.Pop()
-		}
 	}
 }

@@ -195,39 +195,53 @@ func (c *cursor) record() (Record, error) {
 func cursorBefore(a, b *cursor) bool { return a.cur.compare(b.cur) < 0 }
 
 // scanBlocks calls fn, in list order, for the flows of q's window in the
-// blocks of one range: the catalog (prefix "k", every flow) or one index
-// value's posting lists. Blocks come in order of their first flow and
-// overlap in time, so their cursors are merged: a block is opened once the
-// next flow to emit is not before its first.
-func scanBlocks(txn *badger.Txn, prefix []byte, also [][]byte, w window, fn func(Record) bool) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))
+// blocks of the ranges prefixes: the catalog (prefix "k", every flow), one
+// index value's posting lists, or several whose flows are disjoint (a pod's
+// in each namespace). Blocks come in order of their first flow, whichever
+// range holds them, and overlap in time, so their cursors are merged: a
+// block is opened once the next flow to emit is not before its first.
+func scanBlocks(txn *badger.Txn, prefixes [][]byte, also [][]byte, w window, fn func(Record) bool) error {
+	type source struct {
+		it      *badger.Iterator
+		prefix  []byte
+		pending *cursor // its next block; nil once it has none
+	}
+	srcs := make([]source, len(prefixes))
+	for i, prefix := range prefixes {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		it.Seek(appendPosition(append([]byte(nil), prefix...), w.seekFrom(), 0))
+		c, err := nextCursor(txn, it, prefix, also, w)
+		if err != nil {
+			return err
+		}
+		srcs[i] = source{it: it, prefix: prefix, pending: c}
+	}
 	h := minheap.New(cursorBefore, nil)
-	var pending *cursor
 	for {
 		for {
-			if pending == nil {
-				c, err := nextCursor(txn, it, prefix, also, w)
-				if err != nil || c == nil {
-					if err != nil {
-						return err
-					}
-					break
+			// The pending block that starts first, of any range.
+			var next *source
+			for i := range srcs {
+				if src := &srcs[i]; src.pending != nil && (next == nil || src.pending.minTime < next.pending.minTime) {
+					next = src
 				}
-				pending = c
 			}
-			if h.Len() > 0 && pending.minTime > h.Min().cur.time {
+			if next == nil || h.Len() > 0 && next.pending.minTime > h.Min().cur.time {
 				break
 			}
-			ok, err := pending.advance(w)
+			c := next.pending
+			var err error
+			if next.pending, err = nextCursor(txn, next.it, next.prefix, also, w); err != nil {
+				return err
+			}
+			ok, err := c.advance(w)
 			if err != nil {
 				return err
 			}
 			if ok {
-				h.Push(pending)
+				h.Push(c)
 			}
-			pending = nil
 		}
 		if h.Len() == 0 {
 			return nil

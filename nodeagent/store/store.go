@@ -71,6 +71,9 @@ const (
 	prefixMeta    = 'm'
 )
 
+// catalogRange is the catalog alone, as scanBlocks takes ranges.
+var catalogRange = [][]byte{{prefixCatalog}}
+
 // metaFormat records the key layout; stores of an older layout are
 // cleared on open: one key per flow (prefixes f, t and i), or blocks of
 // per-flow encodings ("blocks/1", before columnar frames), or of columnar
@@ -589,7 +592,7 @@ type TimeScan struct {
 // fn returns false.
 func (s *Store) ScanTime(q TimeScan, fn func(Record) bool) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		return scanBlocks(txn, []byte{prefixCatalog}, nil, s.window(q), fn)
+		return scanBlocks(txn, catalogRange, nil, s.window(q), fn)
 	})
 }
 
