@@ -203,6 +203,7 @@ const enum event_flag unused_flag __attribute__((unused));
 const struct l7_event *unused_l7_event __attribute__((unused));
 const enum l7_proto unused_l7_proto __attribute__((unused));
 const enum l7_gate_flag unused_l7_gate_flag __attribute__((unused));
+const enum ending unused_ending __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -813,6 +814,22 @@ static __noinline int track(const struct flow_key *k,
 	return 1; /* -EEXIST, or a bucket lock busy: the caller looks */
 }
 
+/* usable says whether a packet may add to record v, which user space may
+ * be ending (enum ending): a marked record is taken back, a claimed one
+ * is user space's alone, and the packet is counted instead. */
+static __always_inline bool usable(struct flow_value *v)
+{
+	__u32 e = *(volatile __u32 *)&v->ending;
+
+	if (e == ENDING_NONE)
+		return true;
+	if (e == ENDING_MARKED &&
+	    __sync_val_compare_and_swap(&v->ending, ENDING_MARKED, ENDING_NONE) == ENDING_MARKED)
+		return true;
+	count(CNT_UNTRACKED_ENDING);
+	return false;
+}
+
 static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 				    __u64 pkts, __u64 bytes,
 				    const struct flow_config *cfg)
@@ -826,6 +843,9 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 	struct flow_value *v = bpf_map_lookup_elem(&flows, &k);
 	bool syn_only = p->proto == IPPROTO_TCP &&
 			(p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+
+	if (v && !usable(v))
+		return;
 
 	/* A SYN on a closed record is a new connection reusing the tuple
 	 * (TIME_WAIT recycling): start a fresh record over the old one. */
@@ -870,6 +890,8 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 			count(CNT_FLOW_INSERT_FAIL);
 			return;
 		}
+		if (!usable(v))
+			return;
 	}
 
 	count(CNT_PACKETS_ACCOUNTED);
@@ -1642,7 +1664,7 @@ static __always_inline bool due(__u64 *last_report, __u64 now, __u64 interval)
 static long flush_flow(void *map, const struct flow_key *k, struct flow_value *v,
 		       struct flush_ctx *c)
 {
-	if (v->closed ||
+	if (v->closed || v->ending == ENDING_CLAIMED ||
 	    (v->packets[0] == v->rep_packets[0] && v->packets[1] == v->rep_packets[1]))
 		return 0;
 	if (!due(&v->last_report, c->now, c->interval))
@@ -1716,6 +1738,43 @@ int flowscope_release(struct __sk_buff *skb)
 			continue;
 		__sync_fetch_and_add(&b->conns, -(__s64)e.n);
 		done += e.n;
+	}
+	return done;
+}
+
+/*
+ * End: user space marks or claims the records it is ending (enum
+ * ending). prog.Run hands it the packet struct end_entry[], at most
+ * END_MAX of them, and gets it back with each entry's result: the
+ * record's state after the operation, 0 when it is gone or a packet took
+ * the mark back. Marking an already marked (or claimed) record leaves it
+ * so. Returns the number of entries that ended in the state asked for.
+ */
+SEC("tc")
+int flowscope_end(struct __sk_buff *skb)
+{
+	__u32 done = 0;
+	__u32 i;
+
+	for (i = 0; i < END_MAX; i++) {
+		struct end_entry e;
+		__u32 off = i * sizeof(e);
+		/* bounds: the end of the list */
+		if (bpf_skb_load_bytes(skb, off, &e, sizeof(e)) < 0)
+			break;
+		struct flow_value *v = bpf_map_lookup_elem(&flows, &e.key);
+		__u32 r = 0;
+		if (v) {
+			if (e.op == ENDING_MARKED)
+				__sync_val_compare_and_swap(&v->ending, ENDING_NONE, ENDING_MARKED);
+			else if (e.op == ENDING_CLAIMED)
+				__sync_val_compare_and_swap(&v->ending, ENDING_MARKED, ENDING_CLAIMED);
+			r = *(volatile __u32 *)&v->ending;
+		}
+		if (r == e.op)
+			done++;
+		bpf_skb_store_bytes(skb, off + __builtin_offsetof(struct end_entry, result),
+				    &r, sizeof(r), 0);
 	}
 	return done;
 }

@@ -65,7 +65,7 @@ enum counter {
 	CNT_FLOW_CREATED,        /* connection records inserted */
 	CNT_FLOW_REPLACED,       /* closed record reused by a new SYN */
 	/* Packets not added to any record, each in exactly one of these
-	 * three (instead of CNT_PACKETS_ACCOUNTED). The connection table is
+	 * four (instead of CNT_PACKETS_ACCOUNTED). The connection table is
 	 * a plain hash: the kernel never evicts a record, so a record ends
 	 * only by replacement or user space's delete, and every packet that
 	 * finds no room is counted here. Its connection's next packet tries
@@ -73,6 +73,7 @@ enum counter {
 	CNT_FLOW_INSERT_FAIL,    /* insert failed otherwise (a bucket lock busy) */
 	CNT_UNTRACKED_FULL,      /* the connection table is full */
 	CNT_UNTRACKED_BUDGET,    /* the interface holds its budget of records */
+	CNT_UNTRACKED_ENDING,    /* user space is deleting the record (enum ending) */
 	CNT_FLOW_CLOSED,         /* close events emitted */
 	CNT_RINGBUF_FAIL,        /* ring buffer reservation failed: event lost */
 	CNT_EVENTS,              /* events submitted */
@@ -132,8 +133,33 @@ struct flow_value {
 	__u8 flags;         /* EV_F_INITIATOR_KNOWN, EV_F_INIT_EGRESS, EV_F_FRAGMENTS */
 	__u8 icmp_type;     /* of the first packet */
 	__u8 icmp_code;
-	__u32 _pad;
+	__u32 ending;       /* enum ending: user space is ending the record */
 };
+
+/*
+ * How user space ends a record that is still open (idle expiry, table
+ * pressure) without a packet's report overlapping its final record, and
+ * without a packet's counts going into a record already read: it marks
+ * the record (ENDING_MARKED), waits until every program that may have
+ * read it unmarked is done (an RCU grace period), then claims it
+ * (ENDING_CLAIMED), and only then reads and deletes it. A packet that
+ * finds it marked takes the mark back (the connection is alive: the
+ * claim fails and the record stays); one that finds it claimed leaves it
+ * alone and is counted (CNT_UNTRACKED_ENDING). See flowscope_end.
+ */
+enum ending {
+	ENDING_NONE = 0,
+	ENDING_MARKED = 1,
+	ENDING_CLAIMED = 2,
+};
+
+/* One entry of flowscope_end's input; result is written back. */
+struct end_entry {
+	struct flow_key key;
+	__u32 op;     /* ENDING_MARKED: mark; ENDING_CLAIMED: claim */
+	__u32 result; /* the record's enum ending after; 0 also when gone */
+};
+#define END_MAX 64
 
 /* A drop aggregate: packets of one (oriented 5-tuple, reason). */
 struct drop_key {

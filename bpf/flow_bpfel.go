@@ -33,22 +33,23 @@ const (
 	FlowCounterCNT_FLOW_INSERT_FAIL     FlowCounter = 14
 	FlowCounterCNT_UNTRACKED_FULL       FlowCounter = 15
 	FlowCounterCNT_UNTRACKED_BUDGET     FlowCounter = 16
-	FlowCounterCNT_FLOW_CLOSED          FlowCounter = 17
-	FlowCounterCNT_RINGBUF_FAIL         FlowCounter = 18
-	FlowCounterCNT_EVENTS               FlowCounter = 19
-	FlowCounterCNT_DROPS_SEEN           FlowCounter = 20
-	FlowCounterCNT_DROPS_UNSPECIFIED    FlowCounter = 21
-	FlowCounterCNT_DROPS_NOT_IP         FlowCounter = 22
-	FlowCounterCNT_DROPS_PARSE          FlowCounter = 23
-	FlowCounterCNT_DROPS_INSERT_FAIL    FlowCounter = 24
-	FlowCounterCNT_L7GATED              FlowCounter = 25
-	FlowCounterCNT_L7EVENTS             FlowCounter = 26
-	FlowCounterCNT_L7BYTES              FlowCounter = 27
-	FlowCounterCNT_L7DROP_RINGBUF       FlowCounter = 28
-	FlowCounterCNT_L7DROP_CPU_RATE      FlowCounter = 29
-	FlowCounterCNT_L7DROP_CONN_RATE     FlowCounter = 30
-	FlowCounterCNT_L7DROP_UNREADABLE    FlowCounter = 31
-	FlowCounterCNT_MAX                  FlowCounter = 32
+	FlowCounterCNT_UNTRACKED_ENDING     FlowCounter = 17
+	FlowCounterCNT_FLOW_CLOSED          FlowCounter = 18
+	FlowCounterCNT_RINGBUF_FAIL         FlowCounter = 19
+	FlowCounterCNT_EVENTS               FlowCounter = 20
+	FlowCounterCNT_DROPS_SEEN           FlowCounter = 21
+	FlowCounterCNT_DROPS_UNSPECIFIED    FlowCounter = 22
+	FlowCounterCNT_DROPS_NOT_IP         FlowCounter = 23
+	FlowCounterCNT_DROPS_PARSE          FlowCounter = 24
+	FlowCounterCNT_DROPS_INSERT_FAIL    FlowCounter = 25
+	FlowCounterCNT_L7GATED              FlowCounter = 26
+	FlowCounterCNT_L7EVENTS             FlowCounter = 27
+	FlowCounterCNT_L7BYTES              FlowCounter = 28
+	FlowCounterCNT_L7DROP_RINGBUF       FlowCounter = 29
+	FlowCounterCNT_L7DROP_CPU_RATE      FlowCounter = 30
+	FlowCounterCNT_L7DROP_CONN_RATE     FlowCounter = 31
+	FlowCounterCNT_L7DROP_UNREADABLE    FlowCounter = 32
+	FlowCounterCNT_MAX                  FlowCounter = 33
 )
 
 type FlowDropKey struct {
@@ -76,6 +77,14 @@ type FlowDropValue struct {
 	LastSeen   uint64
 	LastReport uint64
 }
+
+type FlowEnding uint32
+
+const (
+	FlowEndingENDING_NONE    FlowEnding = 0
+	FlowEndingENDING_MARKED  FlowEnding = 1
+	FlowEndingENDING_CLAIMED FlowEnding = 2
+)
 
 type FlowEvent struct {
 	_                 structs.HostLayout
@@ -168,7 +177,7 @@ type FlowFlowValue struct {
 	Flags      uint8
 	IcmpType   uint8
 	IcmpCode   uint8
-	Pad        uint32
+	Ending     uint32
 }
 
 type FlowFragKey struct {
@@ -298,6 +307,7 @@ const (
 	FlowMapSelIfaces           = "sel_ifaces"
 	FlowMapSelPorts            = "sel_ports"
 	FlowProgFlowscopeEgress    = "flowscope_egress"
+	FlowProgFlowscopeEnd       = "flowscope_end"
 	FlowProgFlowscopeFlush     = "flowscope_flush"
 	FlowProgFlowscopeIngress   = "flowscope_ingress"
 	FlowProgFlowscopeKfreeSkb  = "flowscope_kfree_skb"
@@ -305,6 +315,7 @@ const (
 	FlowProgFlowscopeL3Ingress = "flowscope_l3_ingress"
 	FlowProgFlowscopeRelease   = "flowscope_release"
 	FlowVarUnusedCounter       = "unused_counter"
+	FlowVarUnusedEnding        = "unused_ending"
 	FlowVarUnusedEvent         = "unused_event"
 	FlowVarUnusedFlag          = "unused_flag"
 	FlowVarUnusedKind          = "unused_kind"
@@ -356,6 +367,7 @@ type FlowSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowProgramSpecs struct {
 	FlowscopeEgress    *ebpf.ProgramSpec `ebpf:"flowscope_egress"`
+	FlowscopeEnd       *ebpf.ProgramSpec `ebpf:"flowscope_end"`
 	FlowscopeFlush     *ebpf.ProgramSpec `ebpf:"flowscope_flush"`
 	FlowscopeIngress   *ebpf.ProgramSpec `ebpf:"flowscope_ingress"`
 	FlowscopeKfreeSkb  *ebpf.ProgramSpec `ebpf:"flowscope_kfree_skb"`
@@ -390,6 +402,7 @@ type FlowMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowVariableSpecs struct {
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEnding     *ebpf.VariableSpec `ebpf:"unused_ending"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag       *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind       *ebpf.VariableSpec `ebpf:"unused_kind"`
@@ -460,6 +473,7 @@ func (m *FlowMaps) Close() error {
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowVariables struct {
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEnding     *ebpf.Variable `ebpf:"unused_ending"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag       *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind       *ebpf.Variable `ebpf:"unused_kind"`
@@ -473,6 +487,7 @@ type FlowVariables struct {
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowPrograms struct {
 	FlowscopeEgress    *ebpf.Program `ebpf:"flowscope_egress"`
+	FlowscopeEnd       *ebpf.Program `ebpf:"flowscope_end"`
 	FlowscopeFlush     *ebpf.Program `ebpf:"flowscope_flush"`
 	FlowscopeIngress   *ebpf.Program `ebpf:"flowscope_ingress"`
 	FlowscopeKfreeSkb  *ebpf.Program `ebpf:"flowscope_kfree_skb"`
@@ -484,6 +499,7 @@ type FlowPrograms struct {
 func (p *FlowPrograms) Close() error {
 	return _FlowClose(
 		p.FlowscopeEgress,
+		p.FlowscopeEnd,
 		p.FlowscopeFlush,
 		p.FlowscopeIngress,
 		p.FlowscopeKfreeSkb,

@@ -150,6 +150,8 @@ type Datapath struct {
 	evicted       atomic.Uint64
 	dropsSwept    atomic.Uint64
 	dropsEvicted  atomic.Uint64
+	revived       atomic.Uint64 // records a packet took back while the sweep was ending them
+	noGrace       atomic.Bool   // the kernel cannot wait for a grace period (see claim)
 	flushed       atomic.Uint64
 	delivered     atomic.Uint64
 	lastOccupancy atomic.Uint64

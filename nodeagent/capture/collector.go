@@ -58,7 +58,7 @@ var (
 		"Payload samples the L7 gate admitted that were not delivered, by reason: ring_full, cpu_rate_limit, conn_rate_limit, unreadable, decode_error.",
 		[]string{"reason"}, nil, metrics.ALPHA, "")
 	untrackedDesc = metrics.NewDesc("flowscope_agent_capture_untracked_packets_total",
-		"Packets added to no connection record, by reason: table_full (the connection table was full), interface_budget (the interface held --capture-max-connections-per-interface records). The connection's next packet tries again.",
+		"Packets added to no connection record, by reason: table_full (the connection table was full), interface_budget (the interface held --capture-max-connections-per-interface records), record_ending (the sweep was deleting the connection's record, with its final report). The connection's next packet tries again.",
 		[]string{"reason"}, nil, metrics.ALPHA, "")
 	ifaceUntrackedDesc = metrics.NewDesc("flowscope_agent_capture_interface_untracked_packets_total",
 		"Packets added to no connection record, of the interfaces that lost the most (at most 10, with a budget set), by interface and reason: interface_budget, table_full.",
@@ -96,6 +96,7 @@ func (c *Collector) CollectWithStability(ch chan<- metrics.Metric) {
 	ch <- metrics.NewLazyConstMetric(connsDesc, metrics.GaugeValue, float64(s.Occupancy))
 	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedFull), "table_full")
 	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedBudget), "interface_budget")
+	ch <- metrics.NewLazyConstMetric(untrackedDesc, metrics.CounterValue, float64(s.UntrackedEnding), "record_ending")
 	if b, err := c.d.InterfaceBudgets(); err != nil {
 		klog.ErrorS(err, "Failed reading interface budgets")
 	} else {

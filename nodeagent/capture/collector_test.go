@@ -47,7 +47,7 @@ func TestCollector(t *testing.T) {
 	}
 	reasons := map[string]string{
 		"flowscope_agent_l7_events_dropped_total":         "conn_rate_limit,cpu_rate_limit,decode_error,ring_full,unreadable",
-		"flowscope_agent_capture_untracked_packets_total": "interface_budget,table_full",
+		"flowscope_agent_capture_untracked_packets_total": "interface_budget,record_ending,table_full",
 	}
 	got := map[string]string{}
 	for _, mf := range families {

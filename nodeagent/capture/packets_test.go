@@ -215,7 +215,7 @@ func stats(t testing.TB, d *Datapath) Stats {
 // exactly one outcome counter: nothing is silently dropped by the parser.
 func checkConservation(t testing.TB, s Stats) {
 	t.Helper()
-	sum := s.PacketsAccounted + s.UntrackedFull + s.UntrackedBudget + s.FlowInsertFail + s.NonIP + s.ParseErrors() + s.FilteredOut
+	sum := s.PacketsAccounted + s.UntrackedFull + s.UntrackedBudget + s.UntrackedEnding + s.FlowInsertFail + s.NonIP + s.ParseErrors() + s.FilteredOut
 	if sum != s.PacketsSeen {
 		t.Fatalf("outcomes %d != packets seen %d: %+v", sum, s.PacketsSeen, s)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/bpf"
@@ -145,13 +146,6 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 		k bpf.FlowFlowKey
 		v bpf.FlowFlowValue
 	}
-	// An ending is a record to delete, with the final event it gets
-	// (none for closed records: their close event was final).
-	type ending struct {
-		k    bpf.FlowFlowKey
-		kind Kind
-		end  End
-	}
 	var live []entry
 	var k bpf.FlowFlowKey
 	var v bpf.FlowFlowValue
@@ -168,9 +162,9 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 			}
 		case final:
 			gone = append(gone, ending{k, KindClose, EndShutdown})
-		case idle > d.idleTimeout(k.Proto):
+		case idle > d.idleTimeout(k.Proto) || v.Ending == uint32(bpf.FlowEndingENDING_CLAIMED):
+			// (A claimed record is one an earlier sweep failed to delete.)
 			gone = append(gone, ending{k, KindClose, EndIdle})
-			d.swept.Add(1)
 		default:
 			live = append(live, entry{k, v})
 		}
@@ -183,25 +177,34 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 		}
 		for _, i := range pressureVictims(groups, n) {
 			gone = append(gone, ending{live[i].k, KindEvict, EndPressure})
-			d.evicted.Add(1)
 		}
 	}
 	budgets := d.opts.MaxConnectionsPerInterface != 0
 	released := map[uint32]uint32{}
 	// The final event is built from the record as it is deleted (one
-	// lookup-and-delete), not from the walk's copy: packets that came in
-	// meanwhile are in it rather than lost, and a kernel report of the
-	// same counts after the walk's copy cannot be repeated in it. Only a
-	// kernel report racing the deletion itself (an emitter holding the
-	// record when it goes) can still overlap.
+	// lookup-and-delete), not from the walk's copy, and only once the
+	// kernel no longer touches it (claim): packets that came in meanwhile
+	// are in it rather than lost, a packet that comes later is counted,
+	// and no kernel report overlaps it. A record a packet took back
+	// meanwhile stays; at shutdown it is ended all the same.
+	claimed := d.claim(gone)
 	for i := range gone {
 		var err error
 		if gone[i].kind == 0 {
 			err = d.objs.Flows.Delete(&gone[i].k)
+		} else if !claimed[i] && !final {
+			d.revived.Add(1)
+			continue
 		} else if err = d.objs.Flows.LookupAndDelete(&gone[i].k, &v); err == nil {
 			emit(flowEvent(&gone[i].k, &v, gone[i].kind, gone[i].end, toWall))
 		}
 		if err == nil {
+			switch gone[i].end {
+			case EndIdle:
+				d.swept.Add(1)
+			case EndPressure:
+				d.evicted.Add(1)
+			}
 			d.deleted.Add(1)
 			occupancy--
 			if budgets {
@@ -257,6 +260,120 @@ func (d *Datapath) sweep(emit func(Event), final bool) {
 			emit(dropEvent(&dgone[i], &dv, toWall, d.reasons))
 		}
 	}
+}
+
+// An ending is a connection record the sweep deletes, with the final
+// event it gets (none for closed records: their close event was final).
+type ending struct {
+	k    bpf.FlowFlowKey
+	kind Kind
+	end  End
+}
+
+// endBatch is END_MAX in bpf/flow.h: entries per flowscope_end run.
+const endBatch = 64
+
+// claim takes the records of gone that end with a final record from the
+// kernel (see enum ending in bpf/flow.h): it marks them, waits for every
+// program that may have read one unmarked to be done, and claims those
+// no packet took back. It reports which it claimed; all where the kernel
+// cannot wait (ends then race the packet path, as before claims).
+func (d *Datapath) claim(gone []ending) []bool {
+	claimed := make([]bool, len(gone))
+	var keys []bpf.FlowFlowKey
+	var idx []int
+	for i := range gone {
+		if gone[i].kind != 0 {
+			keys = append(keys, gone[i].k)
+			idx = append(idx, i)
+		}
+	}
+	if len(keys) == 0 {
+		return claimed
+	}
+	all := func() []bool {
+		for _, i := range idx {
+			claimed[i] = true
+		}
+		return claimed
+	}
+	if d.noGrace.Load() {
+		return all()
+	}
+	marked, err := d.end(keys, uint32(bpf.FlowEndingENDING_MARKED))
+	if err != nil {
+		klog.V(2).InfoS("Marking connection records failed", "err", err)
+		return all()
+	}
+	if err := rcuGrace(); err != nil {
+		// nohz_full kernels refuse it: end records as before claims.
+		klog.InfoS("Warning: the kernel cannot wait for a grace period (membarrier); a connection's last report may overlap its final record", "err", err)
+		d.noGrace.Store(true)
+		return all()
+	}
+	var again []bpf.FlowFlowKey
+	var againIdx []int
+	for j, r := range marked {
+		switch r {
+		case uint32(bpf.FlowEndingENDING_MARKED):
+			again = append(again, keys[j])
+			againIdx = append(againIdx, idx[j])
+		case uint32(bpf.FlowEndingENDING_CLAIMED): // by an earlier sweep
+			claimed[idx[j]] = true
+		}
+	}
+	res, err := d.end(again, uint32(bpf.FlowEndingENDING_CLAIMED))
+	if err != nil {
+		klog.V(2).InfoS("Claiming connection records failed", "err", err)
+		return claimed
+	}
+	for j, r := range res {
+		claimed[againIdx[j]] = r == uint32(bpf.FlowEndingENDING_CLAIMED)
+	}
+	return claimed
+}
+
+// end runs flowscope_end with op on keys and returns each one's result.
+func (d *Datapath) end(keys []bpf.FlowFlowKey, op uint32) ([]uint32, error) {
+	const size = 44 + 8 // struct end_entry
+	out := make([]uint32, 0, len(keys))
+	buf := make([]byte, 0, size*min(len(keys), endBatch))
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), endBatch)]
+		keys = keys[len(batch):]
+		buf = buf[:0]
+		for i := range batch {
+			var err error
+			if buf, err = binary.Append(buf, binary.LittleEndian, &batch[i]); err != nil {
+				return nil, err
+			}
+			buf = binary.LittleEndian.AppendUint32(buf, op)
+			buf = binary.LittleEndian.AppendUint32(buf, 0)
+		}
+		res := make([]byte, len(buf))
+		if _, err := d.objs.FlowscopeEnd.Run(&ebpf.RunOptions{Data: buf, DataOut: res}); err != nil {
+			return nil, fmt.Errorf("end connection records: %w", err)
+		}
+		if len(res) != len(buf) {
+			return nil, fmt.Errorf("end connection records: %d bytes back, want %d", len(res), len(buf))
+		}
+		for i := range batch {
+			out = append(out, binary.LittleEndian.Uint32(res[i*size+size-4:]))
+		}
+	}
+	return out, nil
+}
+
+// rcuGrace waits for an RCU grace period: membarrier(MEMBARRIER_CMD_GLOBAL)
+// is synchronize_rcu(), and the TC programs run inside RCU read-side
+// critical sections, so every program run that began before the call has
+// ended when it returns.
+func rcuGrace() error {
+	const membarrierCmdGlobal = 1
+	if _, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); errno != 0 {
+		return fmt.Errorf("membarrier: %w", errno)
+	}
+	return nil
 }
 
 // pressureEntry is a live connection record (its index in the sweep's

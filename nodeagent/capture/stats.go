@@ -35,7 +35,9 @@ import (
 // FlowsCreated = FlowsReplaced + Deleted + the table's records. A packet
 // that finds no room is counted in one of UntrackedFull (the table is
 // full), UntrackedBudget (its interface holds MaxConnectionsPerInterface
-// records) or FlowInsertFail (anything else), and its connection's next
+// records), UntrackedEnding (the sweep was deleting its record, for
+// microseconds: see claim) or FlowInsertFail (anything else), and its
+// connection's next
 // packet tries again; DropInsertFail counts drops not aggregated because
 // the drop table was full. User space evicts when a table is over 90%
 // full (Evicted, DropsEvicted), with a final record, so that it does not
@@ -45,6 +47,7 @@ type Stats struct {
 	PacketsAccounted   uint64 // added to a connection record
 	UntrackedFull      uint64 // not tracked: the connection table was full
 	UntrackedBudget    uint64 // not tracked: the interface was over its budget
+	UntrackedEnding    uint64 // not tracked: the sweep was deleting the record
 	NonIP              uint64
 	Truncated          uint64
 	Malformed          uint64
@@ -88,6 +91,7 @@ type Stats struct {
 	DropsSwept   uint64
 	DropsEvicted uint64 // drop aggregates ended by table pressure
 	Flushed      uint64 // updates of silent records the sweep had the kernel emit
+	Revived      uint64 // records a packet took back while the sweep was ending them
 	Occupancy    uint64 // connection records at the last sweep
 }
 
@@ -108,7 +112,7 @@ func (s Stats) Lost() uint64 {
 
 // Untracked sums the packets that were not tracked for want of room.
 func (s Stats) Untracked() uint64 {
-	return s.UntrackedFull + s.UntrackedBudget
+	return s.UntrackedFull + s.UntrackedBudget + s.UntrackedEnding
 }
 
 // L7Dropped sums the payload samples the gate admitted that never
@@ -146,6 +150,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		FlowInsertFail:     c[bpf.FlowCounterCNT_FLOW_INSERT_FAIL],
 		UntrackedFull:      c[bpf.FlowCounterCNT_UNTRACKED_FULL],
 		UntrackedBudget:    c[bpf.FlowCounterCNT_UNTRACKED_BUDGET],
+		UntrackedEnding:    c[bpf.FlowCounterCNT_UNTRACKED_ENDING],
 		FlowsClosed:        c[bpf.FlowCounterCNT_FLOW_CLOSED],
 		RingbufFail:        c[bpf.FlowCounterCNT_RINGBUF_FAIL],
 		EventsEmitted:      c[bpf.FlowCounterCNT_EVENTS],
@@ -171,6 +176,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		DropsSwept:         d.dropsSwept.Load(),
 		DropsEvicted:       d.dropsEvicted.Load(),
 		Flushed:            d.flushed.Load(),
+		Revived:            d.revived.Load(),
 		Occupancy:          d.lastOccupancy.Load(),
 	}
 	// The kernel counts each packet's outcome only (one per-CPU update
@@ -192,7 +198,7 @@ func (w *lossWarner) check(s Stats, now time.Time) bool {
 	}
 	klog.InfoS("Warning: flow events lost or packets untracked", "new", lost-w.last,
 		"ringbufFull", s.RingbufFail, "insertFailed", s.FlowInsertFail, "dropTableFull", s.DropInsertFail,
-		"untrackedTableFull", s.UntrackedFull, "untrackedBudget", s.UntrackedBudget,
+		"untrackedTableFull", s.UntrackedFull, "untrackedBudget", s.UntrackedBudget, "untrackedEnding", s.UntrackedEnding,
 		"decodeErrors", s.DecodeErrors)
 	w.last, w.warned = lost, now
 	return true
