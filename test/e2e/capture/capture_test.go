@@ -47,14 +47,6 @@ func TestMain(m *testing.M) {
 	}, &sys))
 }
 
-// The demo pods (hack/lib/pods.sh): web-0 on node-a, api-0 on node-b.
-const (
-	webNetns = "fs-node-a-shop-web-0"
-	apiNetns = "fs-node-b-payments-api-0"
-	apiIPv4  = "10.244.2.2"
-	apiIPv6  = "fd00:10:244:2::2"
-)
-
 // stat is one line of flowscope-traffic's stats file.
 type stat struct {
 	Role, Spec                string
@@ -175,9 +167,9 @@ func bothSides(t *testing.T, port string, proto v1alpha1.Protocol, want v1alpha1
 }
 
 func TestUDPCountsMatchTheSender(t *testing.T) {
-	inPod(t, apiNetns, 0, "--listen=udp:15353")
+	inPod(t, framework.DemoAPINetns, 0, "--listen=udp:15353")
 	time.Sleep(300 * time.Millisecond)
-	st := inPod(t, webNetns, 3*time.Second, "--connect=udp:"+apiIPv4+":15353", "--interval=100ms")
+	st := inPod(t, framework.DemoWebNetns, 3*time.Second, "--connect=udp:"+framework.DemoAPIIPv4+":15353", "--interval=100ms")
 	c := st[0]
 	if c.Sent == 0 || c.Recv != c.Sent || c.Timeouts != 0 {
 		t.Fatalf("client stats %+v: want every datagram answered", c)
@@ -187,9 +179,9 @@ func TestUDPCountsMatchTheSender(t *testing.T) {
 }
 
 func TestIPv6UDP(t *testing.T) {
-	inPod(t, apiNetns, 0, "--listen=udp:15354")
+	inPod(t, framework.DemoAPINetns, 0, "--listen=udp:15354")
 	time.Sleep(300 * time.Millisecond)
-	st := inPod(t, webNetns, 2*time.Second, "--connect=udp:["+apiIPv6+"]:15354", "--interval=100ms")
+	st := inPod(t, framework.DemoWebNetns, 2*time.Second, "--connect=udp:["+framework.DemoAPIIPv6+"]:15354", "--interval=100ms")
 	c := st[0]
 	if c.Sent == 0 || c.Recv != c.Sent {
 		t.Fatalf("client stats %+v", c)
@@ -197,16 +189,16 @@ func TestIPv6UDP(t *testing.T) {
 	want := v1alpha1.Traffic{Packets: int64(c.Sent), Bytes: int64(c.SentIPBytes), PacketsReply: int64(c.Recv), BytesReply: int64(c.SentIPBytes)}
 	bothSides(t, "15354", v1alpha1.ProtocolUDP, want)
 	for _, f := range flows(t, "-n", "shop", "--field-selector", "l4.destinationPort=15354") {
-		if f.IP == nil || f.IP.IPVersion != v1alpha1.IPv6 || f.IP.Destination != apiIPv6 {
-			t.Errorf("flow %s: ip %+v, want IPv6 to %s", f.Name, f.IP, apiIPv6)
+		if f.IP == nil || f.IP.IPVersion != v1alpha1.IPv6 || f.IP.Destination != framework.DemoAPIIPv6 {
+			t.Errorf("flow %s: ip %+v, want IPv6 to %s", f.Name, f.IP, framework.DemoAPIIPv6)
 		}
 	}
 }
 
 func TestTCPConnectionsOpenAndClose(t *testing.T) {
-	inPod(t, apiNetns, 0, "--listen=tcp:18080")
+	inPod(t, framework.DemoAPINetns, 0, "--listen=tcp:18080")
 	time.Sleep(300 * time.Millisecond)
-	st := inPod(t, webNetns, 3*time.Second, "--connect=tcp:"+apiIPv4+":18080", "--interval=500ms")
+	st := inPod(t, framework.DemoWebNetns, 3*time.Second, "--connect=tcp:"+framework.DemoAPIIPv4+":18080", "--interval=500ms")
 	c := st[0]
 	if c.Conns == 0 || c.Errors != 0 {
 		t.Fatalf("client stats %+v", c)
@@ -242,7 +234,7 @@ func closed(fs []v1alpha1.Flow) int {
 }
 
 func TestICMPEcho(t *testing.T) {
-	st := inPod(t, webNetns, 2*time.Second, "--connect=icmp:"+apiIPv4, "--interval=200ms")
+	st := inPod(t, framework.DemoWebNetns, 2*time.Second, "--connect=icmp:"+framework.DemoAPIIPv4, "--interval=200ms")
 	c := st[0]
 	if c.Sent == 0 || c.Recv != c.Sent {
 		t.Fatalf("client stats %+v", c)
@@ -258,7 +250,7 @@ func TestICMPEcho(t *testing.T) {
 }
 
 func TestDropsCarryTheKernelReason(t *testing.T) {
-	st := inPod(t, webNetns, 2*time.Second, "--connect=udp:"+apiIPv4+":19999", "--interval=200ms", "--timeout=100ms")
+	st := inPod(t, framework.DemoWebNetns, 2*time.Second, "--connect=udp:"+framework.DemoAPIIPv4+":19999", "--interval=200ms", "--timeout=100ms")
 	c := st[0]
 	if c.Sent == 0 {
 		t.Fatalf("client stats %+v", c)
@@ -295,9 +287,9 @@ func TestSelectedCaptureFollowsWatches(t *testing.T) {
 	events := func() float64 { return sys.AgentMetric(t, 1, "flowscope_agent_capture_events_total") }
 	filtered := func() float64 { return sys.AgentMetric(t, 1, "flowscope_agent_capture_filtered_out_total") }
 	e0, f0 := events(), filtered()
-	inPod(t, apiNetns, 0, "--listen=udp:15355")
+	inPod(t, framework.DemoAPINetns, 0, "--listen=udp:15355")
 	time.Sleep(300 * time.Millisecond)
-	inPod(t, webNetns, 2*time.Second, "--connect=udp:"+apiIPv4+":15355", "--interval=100ms")
+	inPod(t, framework.DemoWebNetns, 2*time.Second, "--connect=udp:"+framework.DemoAPIIPv4+":15355", "--interval=100ms")
 	if e1, f1 := events(), filtered(); e1 != e0 || f1 <= f0 {
 		t.Fatalf("with no watch the kernel emitted %v events (%v → %v) and filtered %v → %v packets; want none emitted", e1-e0, e0, e1, f0, f1)
 	}
@@ -323,9 +315,9 @@ func TestSelectedCaptureFollowsWatches(t *testing.T) {
 	framework.Eventually(t, 20*time.Second, "the kernel to capture again", func() (bool, string) {
 		return events() > e0, fmt.Sprint(events())
 	})
-	inPod(t, apiNetns, 0, "--listen=udp:15356")
+	inPod(t, framework.DemoAPINetns, 0, "--listen=udp:15356")
 	time.Sleep(300 * time.Millisecond)
-	inPod(t, webNetns, 2*time.Second, "--connect=udp:"+apiIPv4+":15356", "--interval=100ms")
+	inPod(t, framework.DemoWebNetns, 2*time.Second, "--connect=udp:"+framework.DemoAPIIPv4+":15356", "--interval=100ms")
 	select {
 	case l := <-lines:
 		if l != "15356 web-0" {

@@ -294,18 +294,18 @@ func TestL7LossyLink(t *testing.T) {
 	}{{"shop", "node-a", "Egress"}, {"payments", "node-b", "Ingress"}}
 
 	awaitL7Ready(t)
-	trafficInPod(t, apiNetns, 0, "--listen=http:18091")
-	trafficInPod(t, apiNetns, 0, "--listen=grpc:15091")
-	trafficInPod(t, apiNetns, 0, "--listen=http:18092")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=http:18091")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=grpc:15091")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=http:18092")
 	time.Sleep(300 * time.Millisecond)
 	var before [2]streamCounters
 	for i, s := range sides {
 		before[i] = readStreamCounters(t, nodes[s.node])
 	}
-	for _, netns := range []string{webNetns, apiNetns} {
+	for _, netns := range []string{framework.DemoWebNetns, framework.DemoAPINetns} {
 		impair(t, hostVeth(t, netns), 18091, 15091)
 	}
-	webVeth, apiVeth := hostVeth(t, webNetns), hostVeth(t, apiNetns)
+	webVeth, apiVeth := hostVeth(t, framework.DemoWebNetns), hostVeth(t, framework.DemoAPINetns)
 	hide(t, webVeth, 18092, apiVeth)
 
 	// Long enough to hit every rule often; a lost SYN costs a second.
@@ -316,9 +316,9 @@ func TestL7LossyLink(t *testing.T) {
 		hidden     bool
 		report     l7Report
 	}{
-		{"http", "18091", false, trafficInPod(t, webNetns, 6*time.Second, "--connect=http:"+apiIPv4+":18091", "--interval=20ms", "--timeout=5s")},
-		{"grpc", "15091", false, trafficInPod(t, webNetns, 6*time.Second, "--connect=grpc:"+apiIPv4+":15091", "--interval=50ms", "--timeout=5s")},
-		{"hidden http", "18092", true, trafficInPod(t, webNetns, 4*time.Second, "--connect=http:"+apiIPv4+":18092", "--interval=20ms", "--timeout=5s")},
+		{"http", "18091", false, trafficInPod(t, framework.DemoWebNetns, 6*time.Second, "--connect=http:"+framework.DemoAPIIPv4+":18091", "--interval=20ms", "--timeout=5s")},
+		{"grpc", "15091", false, trafficInPod(t, framework.DemoWebNetns, 6*time.Second, "--connect=grpc:"+framework.DemoAPIIPv4+":15091", "--interval=50ms", "--timeout=5s")},
+		{"hidden http", "18092", true, trafficInPod(t, framework.DemoWebNetns, 4*time.Second, "--connect=http:"+framework.DemoAPIIPv4+":18092", "--interval=20ms", "--timeout=5s")},
 	}
 
 	var partial [2]int

@@ -266,9 +266,9 @@ func awaitL7Ready(t *testing.T) {
 
 func TestL7HTTP(t *testing.T) {
 	awaitL7Ready(t)
-	trafficInPod(t, apiNetns, 0, "--listen=http:18081")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=http:18081")
 	time.Sleep(300 * time.Millisecond)
-	c := mustClient(t, trafficInPod(t, webNetns, 3*time.Second, "--connect=http:"+apiIPv4+":18081", "--interval=100ms"))
+	c := mustClient(t, trafficInPod(t, framework.DemoWebNetns, 3*time.Second, "--connect=http:"+framework.DemoAPIIPv4+":18081", "--interval=100ms"))
 	if count(c, "GET /api/orders 200") == 0 || count(c, "POST /api/fail 500") == 0 || count(c, "GET /api/missing 404") == 0 || c.Conns != 1 {
 		t.Fatalf("client stats %+v", c)
 	}
@@ -300,9 +300,9 @@ func hasHeader(hs []v1alpha1.HTTPHeader, key, value string) bool {
 
 func TestL7GRPC(t *testing.T) {
 	awaitL7Ready(t)
-	trafficInPod(t, apiNetns, 0, "--listen=grpc:15051")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=grpc:15051")
 	time.Sleep(300 * time.Millisecond)
-	c := mustClient(t, trafficInPod(t, webNetns, 3*time.Second, "--connect=grpc:"+apiIPv4+":15051", "--interval=200ms"))
+	c := mustClient(t, trafficInPod(t, framework.DemoWebNetns, 3*time.Second, "--connect=grpc:"+framework.DemoAPIIPv4+":15051", "--interval=200ms"))
 	const check, watch = "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"
 	if n := count(c, check+" OK"); n == 0 || count(c, check+" NotFound") != n || count(c, watch+" Canceled") != n {
 		t.Fatalf("client stats %+v", c)
@@ -371,9 +371,9 @@ func checkAnswers(t *testing.T, fs []v1alpha1.Flow, hosts map[string][]string) {
 
 func TestL7DNS(t *testing.T) {
 	awaitL7Ready(t)
-	trafficInPod(t, apiNetns, 0, "--listen=dns:15300")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=dns:15300")
 	time.Sleep(300 * time.Millisecond)
-	c := mustClient(t, trafficInPod(t, webNetns, 3*time.Second, "--connect=dns:"+apiIPv4+":15300", "--interval=100ms"))
+	c := mustClient(t, trafficInPod(t, framework.DemoWebNetns, 3*time.Second, "--connect=dns:"+framework.DemoAPIIPv4+":15300", "--interval=100ms"))
 	var tcp uint64
 	for k, r := range c.Results {
 		if strings.HasPrefix(k, "tcp ") {
@@ -431,9 +431,9 @@ func awaitL7Proto(t *testing.T, c l7Stat, port string, proto v1alpha1.Protocol) 
 
 func TestL7Kafka(t *testing.T) {
 	awaitL7Ready(t)
-	trafficInPod(t, apiNetns, 0, "--listen=kafka:19092")
+	trafficInPod(t, framework.DemoAPINetns, 0, "--listen=kafka:19092")
 	time.Sleep(300 * time.Millisecond)
-	c := mustClient(t, trafficInPod(t, webNetns, 5*time.Second, "--connect=kafka:"+apiIPv4+":19092", "--interval=200ms"))
+	c := mustClient(t, trafficInPod(t, framework.DemoWebNetns, 5*time.Second, "--connect=kafka:"+framework.DemoAPIIPv4+":19092", "--interval=200ms"))
 	if count(c, "produce") == 0 || count(c, "fetch") == 0 || count(c, "metadata") == 0 || c.Recv == 0 {
 		t.Fatalf("client stats %+v", c)
 	}

@@ -63,6 +63,15 @@ const (
 // AgentPort returns the gRPC port of the i-th agent.
 func (s *System) AgentPort(i int) int { return s.PortBase + agentPortOffset + i }
 
+// Demo pods the capture suites drive (hack/lib/pods.sh): web-0 of shop on
+// node-a, api-0 of payments on node-b.
+const (
+	DemoWebNetns = "fs-node-a-shop-web-0"
+	DemoAPINetns = "fs-node-b-payments-api-0"
+	DemoAPIIPv4  = "10.244.2.2"
+	DemoAPIIPv6  = "fd00:10:244:2::2"
+)
+
 // Options choose what the suite's system runs.
 type Options struct {
 	// DemoPods creates the network-namespace pods with live traffic and

@@ -37,6 +37,8 @@ const (
 	budgetEvicted   = `flowscope_agent_store_buckets_removed_total{reason="budget"}`
 	storeBytes      = `flowscope_agent_store_bytes`
 	compactedBlocks = `flowscope_agent_store_blocks_compacted_total`
+	// newestFlowAge is set by every maintenance, to a new value each time.
+	newestFlowAge = `flowscope_agent_store_newest_flow_age_seconds`
 )
 
 // floodMinDuration is how long the flood lasts at least: its versions must
@@ -110,8 +112,16 @@ func TestFloodKeepsQuietNamespace(t *testing.T) {
 		got := delta(replayedFlows)
 		return got == float64(sent), fmt.Sprintf("%v of %d flows read", got, sent)
 	})
-	// A maintenance after the flood, when the store would evict.
-	time.Sleep(35 * time.Second)
+	// A maintenance after the flood, when the store would evict: the
+	// second one to set its gauge from now on started after the flood
+	// was read (maintenance runs every 30 s).
+	for i := range 2 {
+		last := sys.AgentMetric(t, 0, newestFlowAge)
+		framework.Eventually(t, 2*time.Minute, fmt.Sprintf("maintenance %d after the flood", i+1), func() (bool, string) {
+			got := sys.AgentMetric(t, 0, newestFlowAge)
+			return got != last, fmt.Sprintf("%s still %v", newestFlowAge, got)
+		})
+	}
 	t.Logf("flood: %d flows replayed (and %d of shop's), %v stored, %v over their share; store %v bytes, %v buckets evicted",
 		sent, len(quiet), delta(ingestedFlows), delta(overShareFlows), sys.AgentMetric(t, 0, storeBytes), delta(budgetEvicted))
 

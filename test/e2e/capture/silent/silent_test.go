@@ -47,12 +47,6 @@ func TestMain(m *testing.M) {
 	}, &sys))
 }
 
-// The demo pods (hack/lib/pods.sh): web-0 on node-a, api-0 on node-b.
-const (
-	webNetns = "fs-node-a-shop-web-0"
-	apiIPv4  = "10.244.2.2"
-)
-
 // sendBurst sends n datagrams from web-0 to port at once, from an
 // unconnected socket (a connected one stops at the first ICMP port
 // unreachable).
@@ -65,7 +59,7 @@ func sendBurst(t *testing.T, port, n int) {
 		t.Fatal(err)
 	}
 	defer host.Close()
-	pod, err := netns.GetFromName(webNetns)
+	pod, err := netns.GetFromName(framework.DemoWebNetns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +77,7 @@ func sendBurst(t *testing.T, port, n int) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	dst := &net.UDPAddr{IP: net.ParseIP(apiIPv4), Port: port}
+	dst := &net.UDPAddr{IP: net.ParseIP(framework.DemoAPIIPv4), Port: port}
 	payload := make([]byte, 64)
 	for i := 0; i < n; i++ {
 		if _, err := c.WriteToUDP(payload, dst); err != nil {
