@@ -18,12 +18,17 @@
 # measurement: between two network-namespace pods (hack/lib/benchnet.sh),
 # with flowscope-agent attached (--capture=all) and --l7=off, selected
 # (nothing selected: the gate is empty) and all, it measures
-#   - TCP throughput (iperf3, one stream), and
+#   - TCP throughput (iperf3, one stream),
 #   - the HTTP/1.1 request rate and p99 latency of a net/http client over
-#     4 keep-alive connections to a net/http server (hack/l7load), and
+#     4 keep-alive connections to a net/http server (hack/l7load),
 #   - the gRPC request rate and p99 latency of grpc-go unary calls
 #     (grpc.health.v1.Health/Check) over 4 h2c connections to a grpc-go
 #     server (hack/l7load),
+#   - the DNS query rate and p99 latency of miekg/dns A queries over UDP,
+#     from 4 sockets, to a miekg/dns server (hack/l7load), and
+#   - the Kafka produce rate and p99 latency of 4 franz-go clients, one
+#     100-byte record at a time (acks all), to a one-broker kfake cluster
+#     (hack/l7load),
 # plus, per 1,000 requests of each, the agent's CPU (user space: the ring
 # reader, stream tracker, parsers, records and ingest) and the time its
 # eBPF programs ran (kernel.bpf_stats_enabled, on during the benchmark:
@@ -47,7 +52,8 @@
 # "base" runs it with --l7=all in every round too, so a change to the L7
 # path is measured against the agent before it, side by side. L7_MODES
 # chooses the modes of this checkout's agent ("off selected all"; off is
-# the ratios' reference and always runs).
+# the ratios' reference and always runs), and LOADS the loads ("http grpc
+# dns kafka").
 #
 # Root only. Usage: hack/bench-l7.sh [rounds (5)] [seconds per run (5)]
 set -Eeuo pipefail
@@ -63,7 +69,9 @@ BIN=${BIN_DIR:-${ROOT}/_output/bin}
 WORK=$(mktemp -d /tmp/flowscope-bench-l7.XXXXXX)
 # shellcheck source=hack/lib/benchnet.sh
 source "${ROOT}/hack/lib/benchnet.sh"
-HTTP_PORT=8080 GRPC_PORT=9090
+HTTP_PORT=8080 GRPC_PORT=9090 DNS_PORT=53 KAFKA_PORT=9092
+# LOADS chooses the loads (all four by default).
+read -r -a LOADS <<<"${LOADS:-http grpc dns kafka}"
 PROFILE=${PROFILE:-}
 IPERF_PID="" HTTP_PID=""
 
@@ -83,10 +91,14 @@ trap cleanup EXIT
 # metric_sum NAME: the sum of every series of NAME.
 metric_sum() { curl -fsS "http://${METRICS}/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d\n", s}'; }
 
-# l7_load http|grpc: prints "requests rps p50_us p99_us".
+# l7_load http|grpc|dns|kafka: prints "requests rps p50_us p99_us".
 l7_load() {
   local target=(-url "http://${IP_B}:${HTTP_PORT}/api/orders?id=42")
-  [[ $1 == grpc ]] && target=(-grpc "${IP_B}:${GRPC_PORT}")
+  case $1 in
+  grpc) target=(-grpc "${IP_B}:${GRPC_PORT}") ;;
+  dns) target=(-dns "${IP_B}:${DNS_PORT}") ;;
+  kafka) target=(-kafka "${IP_B}:${KAFKA_PORT}") ;;
+  esac
   ip netns exec "${NS_A}" "${WORK}/l7load" load "${target[@]}" -conns 4 -duration "${SECS}s"
 }
 
@@ -100,7 +112,7 @@ bpf_ns() {
   echo "$t"
 }
 
-# measure MODE ROUND KIND: one load of KIND (http, grpc) against the agent
+# measure MODE ROUND KIND: one load of KIND (http, grpc, dns, kafka) against the agent
 # in MODE, into rps, p99 and cpu[KIND,MODE,ROUND].
 measure() {
   local m=$1 r=$2 k=$3 t0 t1 b0 b1 x0 x1 out n rate q99 prof=""
@@ -137,7 +149,8 @@ main() {
   certs
   ip netns exec "${NS_B}" iperf3 -s -B "${IP_B}" >/dev/null 2>&1 &
   IPERF_PID=$!
-  ip netns exec "${NS_B}" "${WORK}/l7load" serve -listen "${IP_B}:${HTTP_PORT}" -grpc-listen "${IP_B}:${GRPC_PORT}" >/dev/null 2>&1 &
+  ip netns exec "${NS_B}" "${WORK}/l7load" serve -listen "${IP_B}:${HTTP_PORT}" -grpc-listen "${IP_B}:${GRPC_PORT}" \
+    -dns-listen "${IP_B}:${DNS_PORT}" -kafka-listen "${IP_B}:${KAFKA_PORT}" >/dev/null 2>&1 &
   HTTP_PID=$!
   sleep 0.5
   [[ -z ${PROFILE} ]] || mkdir -p "${PROFILE}"
@@ -159,16 +172,18 @@ main() {
       d0=$(metric_sum flowscope_agent_l7_events_dropped_total)
       x0=$(metric_sum flowscope_agent_l7_records_total)
       tcp[${m},${r}]=$(tcp_gbps "${SECS}")
-      for k in http grpc; do
+      for k in "${LOADS[@]}"; do
         measure "$m" "$r" "$k"
       done
       ev[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_total) - e0))
       drop[${m},${r}]=$(($(metric_sum flowscope_agent_l7_events_dropped_total) - d0))
       recs[${m},${r}]=$(($(metric_sum flowscope_agent_l7_records_total) - x0))
       stop_agent
-      printf 'round %d %-8s tcp %6s Gbit/s  http %6s req/s p99 %5s µs %s+%s CPU-ms/1k  grpc %6s req/s p99 %5s µs %s+%s CPU-ms/1k  samples %d dropped %d records %d\n' \
-        "${r}" "${m}" "${tcp[${m},${r}]}" "${rps[http,${m},${r}]}" "${p99[http,${m},${r}]}" "${cpu[http,${m},${r}]}" "${bpf[http,${m},${r}]}" \
-        "${rps[grpc,${m},${r}]}" "${p99[grpc,${m},${r}]}" "${cpu[grpc,${m},${r}]}" "${bpf[grpc,${m},${r}]}" "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
+      printf 'round %d %-8s tcp %6s Gbit/s' "${r}" "${m}" "${tcp[${m},${r}]}"
+      for k in "${LOADS[@]}"; do
+        printf '  %s %6s req/s p99 %5s µs %s+%s CPU-ms/1k' "${k}" "${rps[${k},${m},${r}]}" "${p99[${k},${m},${r}]}" "${cpu[${k},${m},${r}]}" "${bpf[${k},${m},${r}]}"
+      done
+      printf '  samples %d dropped %d records %d\n' "${ev[${m},${r}]}" "${drop[${m},${r}]}" "${recs[${m},${r}]}"
     done
   done
 
@@ -183,7 +198,7 @@ main() {
     printf '  %-9s %-9s %-26s\n' "${m}" "iperf3" "$(stats "${rt[@]}")"
   done
   printf '  %-9s %-9s %-26s %-26s %-26s %-26s\n' "--l7" "load" "req/s ratio to off" "p99 ratio to off" "agent CPU-ms per 1k req" "eBPF ms per 1k req"
-  for k in http grpc; do
+  for k in "${LOADS[@]}"; do
     for m in "${MODES[@]}"; do
       local rr=() rp=() c=() bp=()
       for ((r = 1; r <= ROUNDS; r++)); do
@@ -196,7 +211,7 @@ main() {
     done
   done
   printf '  %-9s %-9s %-26s\n' "--l7" "load" "agent CPU-µs per L7 record"
-  for k in http grpc; do
+  for k in "${LOADS[@]}"; do
     for m in "${MODES[@]}"; do
       [[ $m != off && $m != selected ]] || continue
       local pr=()
@@ -208,7 +223,7 @@ main() {
   done
   # off's absolute medians, for scale.
   printf '  absolute medians for off: TCP %.3f Gbit/s' "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${tcp[off,${r}]}"; done)" | cut -d' ' -f1)"
-  for k in http grpc; do
+  for k in "${LOADS[@]}"; do
     printf ', %s %.0f req/s p99 %.0f µs' "${k}" \
       "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${rps[${k},off,${r}]}"; done)" | cut -d' ' -f1)" \
       "$(stats "$(for ((r = 1; r <= ROUNDS; r++)); do echo "${p99[${k},off,${r}]}"; done)" | cut -d' ' -f1)"

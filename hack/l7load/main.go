@@ -38,9 +38,13 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -73,11 +77,53 @@ func main() {
 // services that L7 records are about.
 var body = []byte(`{"id":42,"status":"shipped"}`)
 
+// kafkaTopic is the topic the Kafka load produces to.
+const kafkaTopic = "bench"
+
+// answerDNS answers every A question with one address.
+func answerDNS(w dns.ResponseWriter, q *dns.Msg) {
+	m := new(dns.Msg).SetReply(q)
+	for _, qq := range q.Question {
+		if qq.Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30},
+				A: net.IPv4(10, 96, 0, 42)})
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve HTTP/1.1 on")
 	grpcListen := fs.String("grpc-listen", "", "address to serve gRPC (h2c) on, if any")
+	dnsListen := fs.String("dns-listen", "", "address to serve DNS over UDP on, if any: every A query is answered")
+	kafkaListen := fs.String("kafka-listen", "", "address to run a one-broker Kafka cluster (kfake) on, if any, with the topic "+kafkaTopic)
 	_ = fs.Parse(args)
+	if *dnsListen != "" {
+		srv := &dns.Server{Addr: *dnsListen, Net: "udp", Handler: dns.HandlerFunc(answerDNS)}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil {
+				fmt.Fprintln(os.Stderr, "l7load: dns:", err)
+				os.Exit(1)
+			}
+		}()
+	}
+	if *kafkaListen != "" {
+		// A broker names itself in Metadata by the address it listens
+		// on: one address, the flag's.
+		_, port, err := net.SplitHostPort(*kafkaListen)
+		if err != nil {
+			return err
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return err
+		}
+		if _, err := kfake.NewCluster(kfake.Ports(p), kfake.SeedTopics(1, kafkaTopic),
+			kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, *kafkaListen) })); err != nil {
+			return err
+		}
+	}
 	if *grpcListen != "" {
 		ln, err := net.Listen("tcp", *grpcListen)
 		if err != nil {
@@ -107,13 +153,58 @@ func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	url := fs.String("url", "http://127.0.0.1:8080/api/orders", "URL to GET")
 	target := fs.String("grpc", "", "host:port to call grpc.health.v1.Health/Check on instead of GETting -url")
+	dnsServer := fs.String("dns", "", "host:port to ask A questions of over UDP instead of GETting -url")
+	kafkaBroker := fs.String("kafka", "", "host:port of a Kafka broker to produce records to (topic "+kafkaTopic+", acks all) instead of GETting -url")
 	conns := fs.Int("conns", 4, "keep-alive connections, one client goroutine each")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send")
 	_ = fs.Parse(args)
 
 	// call is one request on connection i.
 	var call func(ctx context.Context, i int) error
-	if *target != "" {
+	switch {
+	case *dnsServer != "":
+		// A socket each, kept: a client's queries from one port, as a
+		// resolver's stub sends them.
+		c := &dns.Client{Net: "udp", Timeout: 10 * time.Second}
+		socks := make([]*dns.Conn, *conns)
+		for i := range socks {
+			co, err := c.Dial(*dnsServer)
+			if err != nil {
+				return err
+			}
+			defer co.Close()
+			socks[i] = co
+		}
+		q := new(dns.Msg).SetQuestion("orders.shop.svc.cluster.local.", dns.TypeA)
+		call = func(ctx context.Context, i int) error {
+			m := q.Copy()
+			m.Id = dns.Id()
+			r, _, err := c.ExchangeWithConnContext(ctx, m, socks[i])
+			if err != nil {
+				return err
+			}
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+				return fmt.Errorf("rcode %s, %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
+			}
+			return nil
+		}
+	case *kafkaBroker != "":
+		// A client each: its own connection, one record at a time.
+		clients := make([]*kgo.Client, *conns)
+		for i := range clients {
+			cl, err := kgo.NewClient(kgo.SeedBrokers(*kafkaBroker), kgo.DefaultProduceTopic(kafkaTopic),
+				kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			clients[i] = cl
+		}
+		value := make([]byte, 100)
+		call = func(ctx context.Context, i int) error {
+			return clients[i].ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr()
+		}
+	case *target != "":
 		// A connection each: grpc-go would otherwise multiplex every
 		// goroutine's calls onto one.
 		clients := make([]healthpb.HealthClient, *conns)
@@ -135,13 +226,14 @@ func load(args []string) error {
 			}
 			return nil
 		}
-	} else {
+	default:
 		tr := &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns, DisableCompression: true}
 		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		call = func(ctx context.Context, _ int) error { return get(ctx, client, *url) }
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 
 	var (
 		mu   sync.Mutex
@@ -160,8 +252,10 @@ func load(args []string) error {
 				t0 := time.Now()
 				if err := call(ctx, i); err != nil {
 					// The run's end: grpc-go may report its deadline
-					// before the context's timer closes Done.
-					end := errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
+					// before the context's timer closes Done, and a
+					// socket given the deadline (DNS) its timeout.
+					end := errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded ||
+						!time.Now().Before(deadline)
 					if !end && ctx.Err() == nil {
 						bad, lastErr = bad+1, err
 					}
