@@ -66,14 +66,18 @@ func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipel
 	h1 := http1.New(http1.Options{ResponseHeaders: allow})
 	tcp, udp := l7Protocols(h1, allow)
 	tr := stream.New(stream.Options{Protocols: tcp, DatagramProtocols: udp, Timeout: o.L7Timeout})
-	var mu sync.Mutex // the tracker is the reader's and the expiry's
+	// The tracker and the converter are the reader's and the expiry's:
+	// mu guards both, from a segment or a tick to its flows' offer (which
+	// does not block).
+	var mu sync.Mutex
 	registerL7Metrics(func() stream.Stats {
 		mu.Lock()
 		defer mu.Unlock()
 		return tr.Stats()
 	}, h1.Stats())
 	// A converter of its own: the connection records' one belongs to the
-	// datapath's reader goroutine.
+	// datapath's reader goroutine. It caches interface names, so it is
+	// used under mu.
 	conv := observe.NewConverter(observe.Mapper{Enricher: enricher, AgentNamespace: o.Namespace}, false)
 	offer := func(recs []stream.Record) {
 		for _, r := range recs {
@@ -92,9 +96,8 @@ func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipel
 				return
 			case now := <-tick.C:
 				mu.Lock()
-				recs := tr.Expire(now)
+				offer(tr.Expire(now))
 				mu.Unlock()
-				offer(recs)
 			}
 		}
 	}()
@@ -102,9 +105,8 @@ func runL7(ctx context.Context, o *Options, d *capture.Datapath, p *ingest.Pipel
 		s := stream.Segment{Time: ev.Time, Ifindex: ev.Ifindex, Ingress: ev.Ingress, Src: ev.Src, Dst: ev.Dst,
 			TCP: ev.Proto == 6, Seq: ev.Seq, Ack: ev.Ack, Flags: ev.Flags, Len: ev.PayloadLen, Data: ev.Data}
 		mu.Lock()
-		recs := tr.Add(s)
+		offer(tr.Add(s))
 		mu.Unlock()
-		offer(recs)
 	})
 }
 
