@@ -229,6 +229,8 @@ pods::agent_flags() {
     printf -- '--l7=%s\n' "${L7:-all}"
     [[ -z "${CAPTURE_REPORT_INTERVAL:-}" ]] || printf -- '--capture-report-interval=%s\n' "${CAPTURE_REPORT_INTERVAL}"
     [[ -z "${CAPTURE_IDLE_TIMEOUT:-}" ]] || printf -- '--capture-idle-timeout=%s\n' "${CAPTURE_IDLE_TIMEOUT}"
+    [[ -z "${CAPTURE_TABLE_SIZE:-}" ]] || printf -- '--capture-table-size=%s\n' "${CAPTURE_TABLE_SIZE}"
+    [[ -z "${CAPTURE_MAX_CONNS_PER_IFACE:-}" ]] || printf -- '--capture-max-connections-per-interface=%s\n' "${CAPTURE_MAX_CONNS_PER_IFACE}"
   else
     printf -- '--capture=off\n'
   fi

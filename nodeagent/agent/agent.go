@@ -90,6 +90,7 @@ type Options struct {
 	CaptureReportInterval time.Duration
 	CaptureIdleTimeout    time.Duration
 	CaptureMaxConns       int
+	CaptureTableSize      int
 	L7                    string
 	L7Timeout             time.Duration
 
@@ -129,6 +130,7 @@ func NewOptions() *Options {
 		CaptureReportInterval: 10 * time.Second,
 		CaptureIdleTimeout:    time.Minute,
 		CaptureMaxConns:       capture.DefaultMaxConnectionsPerInterface,
+		CaptureTableSize:      capture.DefaultFlowTableSize,
 		L7:                    L7Selected,
 		L7Timeout:             10 * time.Second,
 
@@ -175,7 +177,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AttachDefaultRoute, "attach-default-route", o.AttachDefaultRoute, "Also attach to the interfaces of the default routes (the node's own traffic).")
 	fs.DurationVar(&o.CaptureReportInterval, "capture-report-interval", o.CaptureReportInterval, "How often a long connection yields a record.")
 	fs.DurationVar(&o.CaptureIdleTimeout, "capture-idle-timeout", o.CaptureIdleTimeout, "How long a connection without FIN or RST (UDP, ICMP) may be silent before its final record.")
-	fs.IntVar(&o.CaptureMaxConns, "capture-max-connections-per-interface", o.CaptureMaxConns, "Connection records one interface (a pod's veth, or a default-route interface) may hold in the connection table of 65536; its further new connections are not tracked, only counted (flowscope_agent_capture_untracked_packets_total{reason=\"interface_budget\"}), until some of its records end. The default, a quarter of the table, keeps a pod that opens connections without end from taking the other pods' places. 0 means no budget.")
+	fs.IntVar(&o.CaptureMaxConns, "capture-max-connections-per-interface", o.CaptureMaxConns, "Connection records one interface (a pod's veth, or a default-route interface) may hold in the connection table (--capture-table-size); its further new connections are not tracked, only counted (flowscope_agent_capture_untracked_packets_total{reason=\"interface_budget\"}), until some of its records end. The default, a quarter of the default table, keeps a pod that opens connections without end from taking the other pods' places. 0 means no budget.")
+	fs.IntVar(&o.CaptureTableSize, "capture-table-size", o.CaptureTableSize, "Connection records the kernel holds at once, each about 200 bytes of kernel memory allocated at start. The sweep ends the least recently seen once the table is 90% full, and a packet of a new connection that finds no room is counted (flowscope_agent_capture_untracked_packets_total{reason=\"table_full\"}) and tried again with the connection's next packet.")
 	fs.StringVar(&o.L7, "l7", o.L7, "L7 records (DNS, HTTP/1, HTTP/2 and gRPC, Kafka) from the payload the eBPF programs sample, no proxy: all (every captured pod interface), selected (only the pods that active watches naming an l7 field, or policies with an l7 filter, select; with none, no payload is copied at all), or off. The default is selected: with all, make bench-l7 measured 0.995 of the HTTP/1.1 and 0.805 of the gRPC requests per second, and a 1.3-1.4x p99, on a 2-core node (README, the L7 section).")
 	fs.DurationVar(&o.L7Timeout, "l7-timeout", o.L7Timeout, "How long an L7 request waits for its response before it becomes a record without one.")
 	fs.StringVar(&o.FlowLogFile, "flow-log-file", o.FlowLogFile, "File the flows of policies with output File are written to, as Hubble export lines; /var/log/acns/hubble/events.log makes this agent a source for AKS Container Network Logs consumers. Nothing is written while no policy selects anything.")
@@ -221,6 +224,9 @@ func (o *Options) Validate() []error {
 	}
 	if o.CaptureMaxConns < 0 {
 		errs = append(errs, errors.New("--capture-max-connections-per-interface must not be negative"))
+	}
+	if o.CaptureTableSize < capture.MinFlowTableSize || o.CaptureTableSize > capture.MaxFlowTableSize {
+		errs = append(errs, fmt.Errorf("--capture-table-size must be between %d and %d", capture.MinFlowTableSize, capture.MaxFlowTableSize))
 	}
 	if o.MinFreeDisk.Sign() < 0 {
 		errs = append(errs, errors.New("--min-free-disk must not be negative"))

@@ -90,9 +90,18 @@ type Options struct {
 	L7Limits *L7Limits
 }
 
+// The connection table's size: the default, and the bounds the agent
+// accepts (the kernel allocates the whole table at load, about 200 bytes
+// a record).
+const (
+	DefaultFlowTableSize = 65536
+	MinFlowTableSize     = 64
+	MaxFlowTableSize     = 1 << 21
+)
+
 // DefaultMaxConnectionsPerInterface is a quarter of the default
 // connection table: the agent's default budget (Load's is none).
-const DefaultMaxConnectionsPerInterface = 65536 / 4
+const DefaultMaxConnectionsPerInterface = DefaultFlowTableSize / 4
 
 func (o *Options) defaults() {
 	set := func(d *time.Duration, v time.Duration) {
@@ -101,7 +110,7 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.FlowTableSize == 0 {
-		o.FlowTableSize = 65536
+		o.FlowTableSize = DefaultFlowTableSize
 	}
 	if o.DropTableSize == 0 {
 		o.DropTableSize = 16384

@@ -63,13 +63,16 @@ const (
 // AgentPort returns the gRPC port of the i-th agent.
 func (s *System) AgentPort(i int) int { return s.PortBase + agentPortOffset + i }
 
-// Demo pods the capture suites drive (hack/lib/pods.sh): web-0 of shop on
-// node-a, api-0 of payments on node-b.
+// Demo pods the capture suites drive (hack/lib/pods.sh): web-0 and db-0
+// of shop and coredns-0 of kube-system on node-a, api-0 of payments on
+// node-b.
 const (
-	DemoWebNetns = "fs-node-a-shop-web-0"
-	DemoAPINetns = "fs-node-b-payments-api-0"
-	DemoAPIIPv4  = "10.244.2.2"
-	DemoAPIIPv6  = "fd00:10:244:2::2"
+	DemoWebNetns     = "fs-node-a-shop-web-0"
+	DemoDBNetns      = "fs-node-a-shop-db-0"
+	DemoCoreDNSNetns = "fs-node-a-kube-system-coredns-0"
+	DemoAPINetns     = "fs-node-b-payments-api-0"
+	DemoAPIIPv4      = "10.244.2.2"
+	DemoAPIIPv6      = "fd00:10:244:2::2"
 )
 
 // Options choose what the suite's system runs.
@@ -288,6 +291,36 @@ func (s *System) AgentMetric(t *testing.T, i int, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// AgentSeries returns the series of metric name that the i-th agent
+// exports, by their labels as exposed ("" for none), e.g.
+// `{reason="table_full"}`.
+func (s *System) AgentSeries(t *testing.T, i int, name string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.PortBase+agentMetricsPortOffset+i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	series := map[string]float64{}
+	for _, l := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		labels, value := "", rest[1:]
+		if end := strings.LastIndex(rest, "} "); rest[0] == '{' && end > 0 {
+			labels, value = rest[:end+1], rest[end+2:]
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", l, err)
+		}
+		series[labels] = v
+	}
+	return series
 }
 
 // Kill kills a component with SIGKILL and returns a function that starts

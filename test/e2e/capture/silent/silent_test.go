@@ -14,11 +14,14 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Package silent tests that the counts of connections that fall silent
-// reach the API without waiting for the idle timeout: with the agents'
-// default report interval (10s) and idle timeout (60s), which the capture
-// suite shortens for its own tests, a burst of datagrams followed by
-// silence is listed in full within the report interval plus one sweep.
+// Package silent tests capture at the agents' default report interval
+// (10s) and idle timeout (60s), which the capture suite shortens for its
+// own tests: the counts of connections that fall silent reach the API
+// without waiting for the idle timeout (a burst of datagrams followed by
+// silence is listed in full within the report interval plus one sweep),
+// and a pod that opens new connections without end, which the idle
+// timeout does not relieve, holds only its interface's budget of the
+// connection table.
 package silent
 
 import (
@@ -27,6 +30,9 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,14 +49,26 @@ func TestMain(m *testing.M) {
 		DemoPods: true, Capture: "all",
 		// The defaults, said out loud: the idle timeout must not be what
 		// delivers the counts.
-		Env: []string{"CAPTURE_REPORT_INTERVAL=10s", "CAPTURE_IDLE_TIMEOUT=60s"},
+		Env: []string{"CAPTURE_REPORT_INTERVAL=10s", "CAPTURE_IDLE_TIMEOUT=60s",
+			// A small table, so that a spray could fill it.
+			"CAPTURE_TABLE_SIZE=" + strconv.Itoa(tableSize), "CAPTURE_MAX_CONNS_PER_IFACE=" + strconv.Itoa(budget)},
 	}, &sys))
 }
 
-// sendBurst sends n datagrams from web-0 to port at once, from an
-// unconnected socket (a connected one stops at the first ICMP port
-// unreachable).
+// The agents' connection table and each interface's budget in it.
+const tableSize, budget = 512, 64
+
+// sendBurst sends n datagrams from web-0 to api-0's port at once.
 func sendBurst(t *testing.T, port, n int) {
+	t.Helper()
+	dst := &net.UDPAddr{IP: net.ParseIP(framework.DemoAPIIPv4), Port: port}
+	sendDatagrams(t, framework.DemoWebNetns, slices.Repeat([]*net.UDPAddr{dst}, n))
+}
+
+// sendDatagrams sends a datagram to each of dsts from the pod of
+// netnsName, from one unconnected socket (a connected one stops at the
+// first ICMP port unreachable).
+func sendDatagrams(t *testing.T, netnsName string, dsts []*net.UDPAddr) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -59,7 +77,7 @@ func sendBurst(t *testing.T, port, n int) {
 		t.Fatal(err)
 	}
 	defer host.Close()
-	pod, err := netns.GetFromName(framework.DemoWebNetns)
+	pod, err := netns.GetFromName(netnsName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +95,8 @@ func sendBurst(t *testing.T, port, n int) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	dst := &net.UDPAddr{IP: net.ParseIP(framework.DemoAPIIPv4), Port: port}
 	payload := make([]byte, 64)
-	for i := 0; i < n; i++ {
+	for i, dst := range dsts {
 		if _, err := c.WriteToUDP(payload, dst); err != nil {
 			t.Fatalf("datagram %d: %v", i, err)
 		}
@@ -138,4 +155,68 @@ func TestBurstToAClosedPort(t *testing.T) {
 	if packets(fwd) != n || packets(drop) != n {
 		t.Fatalf("after another report interval: forwarded %d, dropped %d; want %d each", packets(fwd), packets(drop), n)
 	}
+}
+
+// Node-a's agent's series of untracked packets.
+const (
+	untracked          = "flowscope_agent_capture_untracked_packets_total"
+	untrackedBudget    = untracked + `{reason="interface_budget"}`
+	untrackedTableFull = untracked + `{reason="table_full"}`
+	untrackedByIface   = "flowscope_agent_capture_interface_untracked_packets_total"
+)
+
+// TestSprayHoldsItsBudget is the hardening issue's item 5: a pod that
+// opens new 5-tuples without end (here db-0: 2,000 datagrams to as many
+// ports, four times the table) filled the connection table and the kernel
+// evicted other pods' connections silently. Now its interface holds at
+// most its budget, every packet beyond it is counted against that
+// interface, nothing finds the table full, and another pod of the node
+// (coredns-0) still gets a record for a new connection.
+func TestSprayHoldsItsBudget(t *testing.T) {
+	const spray = 4 * tableSize
+	budgetBefore, fullBefore := sys.AgentMetric(t, 0, untrackedBudget), sys.AgentMetric(t, 0, untrackedTableFull)
+	api := net.ParseIP(framework.DemoAPIIPv4)
+	var dsts []*net.UDPAddr
+	for i := range spray {
+		dsts = append(dsts, &net.UDPAddr{IP: api, Port: 20000 + i})
+	}
+	sendDatagrams(t, framework.DemoDBNetns, dsts)
+
+	// db-0 held at most budget records before the spray, so at least
+	// spray-budget of its datagrams found no room, and at most all.
+	var refused float64
+	framework.Eventually(t, 20*time.Second, "the spray's refused packets counted", func() (bool, string) {
+		refused = sys.AgentMetric(t, 0, untrackedBudget) - budgetBefore
+		return refused >= spray-budget, fmt.Sprintf("%v packets over the budget", refused)
+	})
+	if refused > spray {
+		t.Errorf("%v packets counted over the budget, more than the %d sent", refused, spray)
+	}
+	if full := sys.AgentMetric(t, 0, untrackedTableFull) - fullBefore; full != 0 {
+		t.Errorf("%v packets found the table full: the budget did not hold", full)
+	}
+	// One interface, node-a's (fsa*), lost them all.
+	framework.Eventually(t, 20*time.Second, "the spraying interface named", func() (bool, string) {
+		var over []string
+		total := sys.AgentMetric(t, 0, untrackedBudget)
+		for labels, v := range sys.AgentSeries(t, 0, untrackedByIface) {
+			if strings.Contains(labels, `reason="interface_budget"`) {
+				over = append(over, fmt.Sprintf("%s %v", labels, v))
+				if !strings.Contains(labels, `interface="fsa`) || v != total {
+					return false, fmt.Sprintf("%v, want one interface fsa* with %v", over, total)
+				}
+			}
+		}
+		return len(over) == 1, fmt.Sprint(over)
+	})
+
+	// Another pod of the node, while the spray's records live (the idle
+	// timeout is a minute), opens a connection: it is tracked.
+	const port = 19978
+	sendDatagrams(t, framework.DemoCoreDNSNetns, []*net.UDPAddr{{IP: api, Port: port}})
+	framework.Eventually(t, 20*time.Second, "coredns-0's new connection listed", func() (bool, string) {
+		fwd := flows(t, "-n", "kube-system", "--field-selector",
+			fmt.Sprintf("verdict=Forwarded,trafficDirection=Egress,l4.destinationPort=%d", port))
+		return packets(fwd) == 1, fmt.Sprintf("%d packets in %d flows", packets(fwd), len(fwd))
+	})
 }
