@@ -78,7 +78,7 @@ bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, wi
 	hack/bench-capture.sh
 
 .PHONY: bench-l7
-bench-l7: build ## (root) L7 sampling's cost: iperf3 TCP, HTTP/1.1 keep-alive and gRPC unary (h2c) rate and p99 between two netns, --l7=off vs selected vs all side by side (ROUNDS 5, SECS 5, PROFILE=dir for pprof of all); the tracker and parsers per exchange.
+bench-l7: build ## (root) L7 sampling's cost: iperf3 TCP, HTTP/1.1 keep-alive, gRPC unary (h2c), DNS over UDP and Kafka produce rate and p99 between two netns, --l7=off vs selected vs all side by side (ROUNDS 5, SECS 5, LOADS and L7_MODES choose, BASELINE=agent-binary adds it with --l7=all, PROFILE=dir for pprof of all); the tracker and parsers per exchange.
 	hack/bench-l7.sh $${ROUNDS:-5} $${SECS:-5}
 
 .PHONY: bench-fanout
