@@ -407,7 +407,9 @@ func (c *conn) complete(s *stream, how ending) {
 	service, method, ok := grpcPath(s.path)
 	if grpc && (ok || s.path == "") {
 		code, known := s.grpcCode(how)
-		partial = partial || !known || s.path == "" || s.grpcMessageLost
+		// A response block read in part (cut, or a late join's unknown
+		// fields) may have held the message or an allow-listed header.
+		partial = partial || !known || s.path == "" || s.grpcMessageLost || s.respPartial || s.trailPartial
 		rec.Type = v1alpha1.L7TypeGRPC
 		rec.GRPC = &v1alpha1.GRPC{Service: service, Method: method, StatusCode: int32(code),
 			Message: s.grpcMessage, ResponseHeaders: s.respHeaders}
