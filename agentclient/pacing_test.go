@@ -17,16 +17,12 @@ limitations under the License.
 package agentclient
 
 import (
-	"context"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"flowscope.io/flowscope/agentwire"
 )
@@ -58,11 +54,7 @@ func TestPacingFor(t *testing.T) {
 // nextHeartbeat waits for the server's next request for a heartbeat.
 func nextHeartbeat(t *testing.T, feed *fakeFeed) time.Duration {
 	t.Helper()
-	for {
-		if req := feed.next(t); req.Heartbeat != 0 {
-			return req.Heartbeat
-		}
-	}
+	return feed.nextWhere(t, func(req *agentwire.FeedRequest) bool { return req.Heartbeat != 0 }).Heartbeat
 }
 
 // TestHeartbeatAsked: an agent that announced heartbeats is asked for the
@@ -120,22 +112,8 @@ func TestHeartbeatNotAskedOfOlderAgents(t *testing.T) {
 				}
 			}}},
 	}
-	srv := grpc.NewServer(agentwire.ServerOptions()...)
-	srv.RegisterService(&older, struct{}{})
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///node-a", append(agentwire.DialOptions(),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := NewAgent("node-a", "node-a:1", conn, new(Broadcast))
-	t.Cleanup(func() {
-		a.shutdown()
-		srv.Stop()
-		close(events)
-	})
+	a := serveOn(t, new(Broadcast), func(srv *grpc.Server) { srv.RegisterService(&older, struct{}{}) })
+	t.Cleanup(func() { close(events) })
 	a.SetPacing(Pacing{Ask: askInterval, Heartbeat: 3 * time.Second})
 	subscribe(a, all, 10, 100)
 	expectNoHeartbeat := func(when string) {

@@ -133,15 +133,21 @@ func (f *fakeFeed) next(t *testing.T) *agentwire.FeedRequest {
 	}
 }
 
+// nextWhere returns the server's next request that keep keeps.
+func (f *fakeFeed) nextWhere(t *testing.T, keep func(*agentwire.FeedRequest) bool) *agentwire.FeedRequest {
+	t.Helper()
+	for {
+		if req := f.next(t); keep(req) {
+			return req
+		}
+	}
+}
+
 // nextSubscribe returns the server's next request that is not an ask for
 // a watermark.
 func (f *fakeFeed) nextSubscribe(t *testing.T) *agentwire.FeedRequest {
 	t.Helper()
-	for {
-		if req := f.next(t); req.Progress == 0 {
-			return req
-		}
-	}
+	return f.nextWhere(t, func(req *agentwire.FeedRequest) bool { return req.Progress == 0 })
 }
 
 func (f *fakeFeed) send(events ...*agentwire.FeedEvent) {
@@ -155,8 +161,14 @@ func (f *fakeFeed) send(events ...*agentwire.FeedEvent) {
 // progress.
 func serveFake(t *testing.T, agent agentwire.Server, progress *Broadcast) *Agent {
 	t.Helper()
+	return serveOn(t, progress, func(srv *grpc.Server) { agentwire.Register(srv, agent) })
+}
+
+// serveOn serves what register registers as serveFake serves an agent.
+func serveOn(t *testing.T, progress *Broadcast, register func(*grpc.Server)) *Agent {
+	t.Helper()
 	srv := grpc.NewServer(agentwire.ServerOptions()...)
-	agentwire.Register(srv, agent)
+	register(srv)
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///node-a", append(agentwire.DialOptions(),
@@ -614,11 +626,7 @@ func TestCancelWhileBroken(t *testing.T) {
 // nextAsk waits for the server's next ask for a watermark.
 func nextAsk(t *testing.T, feed *fakeFeed) uint64 {
 	t.Helper()
-	for {
-		if req := feed.next(t); req.Progress != 0 {
-			return req.Progress
-		}
-	}
+	return feed.nextWhere(t, func(req *agentwire.FeedRequest) bool { return req.Progress != 0 }).Progress
 }
 
 // TestAskProgress: asks for watermarks the agent has already sent go

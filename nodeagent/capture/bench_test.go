@@ -54,16 +54,7 @@ func BenchmarkTCProgram(b *testing.B) {
 			if _, err := d.objs.FlowscopeIngress.Run(&ebpf.RunOptions{Data: pkt}); err != nil { // creates the record
 				b.Fatal(err)
 			}
-			var total time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				_, per, err := d.objs.FlowscopeIngress.Benchmark(pkt, repeat, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += per * repeat
-			}
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+			b.ReportMetric(nsPerPacket(b, d.objs.FlowscopeIngress, pkt, repeat), "ns/packet")
 		})
 	}
 	b.Run("empty", func(b *testing.B) {
@@ -78,16 +69,7 @@ func BenchmarkTCProgram(b *testing.B) {
 		}
 		defer prog.Close()
 		const repeat = 10000
-		var total time.Duration
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			_, per, err := prog.Benchmark(pkt, repeat, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += per * repeat
-		}
-		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+		b.ReportMetric(nsPerPacket(b, prog, pkt, repeat), "ns/packet")
 	})
 }
 
@@ -122,20 +104,28 @@ func BenchmarkUntracked(b *testing.B) {
 				b.Fatal(err)
 			}
 			const repeat = 10000
-			var total time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				_, per, err := d.objs.FlowscopeIngress.Benchmark(pkt, repeat, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += per * repeat
-			}
-			b.StopTimer()
+			perPacket := nsPerPacket(b, d.objs.FlowscopeIngress, pkt, repeat)
 			if s, err := d.Stats(); err != nil || s.FlowsCreated != 1 || s.Untracked() == 0 {
 				b.Fatalf("stats %+v, %v: want one record and the rest untracked", s, err)
 			}
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+			b.ReportMetric(perPacket, "ns/packet")
 		})
 	}
+}
+
+// nsPerPacket runs prog on pkt repeat times in the kernel per iteration
+// and returns the mean time per packet; the timer is stopped after.
+func nsPerPacket(b *testing.B, prog *ebpf.Program, pkt []byte, repeat int) float64 {
+	b.Helper()
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, per, err := prog.Benchmark(pkt, repeat, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += per * time.Duration(repeat)
+	}
+	b.StopTimer()
+	return float64(total.Nanoseconds()) / float64(b.N*repeat)
 }

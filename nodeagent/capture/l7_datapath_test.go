@@ -546,19 +546,10 @@ func BenchmarkL7Gate(b *testing.B) {
 				}
 			}()
 			const repeat = 1000
-			var total time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				_, per, err := d.objs.FlowscopeIngress.Benchmark(pkt, repeat, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += per * repeat
-			}
-			b.StopTimer()
+			perPacket := nsPerPacket(b, d.objs.FlowscopeIngress, pkt, repeat)
 			close(stop)
 			<-done
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+			b.ReportMetric(perPacket, "ns/packet")
 			if s, err := d.Stats(); err == nil && mode.name == "sampled" {
 				b.ReportMetric(float64(s.L7DropRingbuf)/float64(max(1, s.L7Gated)), "ringfull/gated")
 			}
