@@ -60,14 +60,7 @@ func BenchmarkIngestFlowMetrics(b *testing.B) {
 			}
 			p, stop := ingesttest.Run(b, ingesttest.OpenStore(b, b.TempDir()), opts)
 			defer stop()
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := rusage.CPU()
-			ingesttest.Feed(b, p, pool, b.N)
-			cpu = rusage.CPU() - cpu
-			b.StopTimer()
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+			ingesttest.FeedBenchmark(b, p, pool)
 		})
 	}
 }

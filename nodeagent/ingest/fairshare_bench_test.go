@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"flowscope.io/flowscope/internal/flowtest"
-	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/ingest/ingesttest"
 )
@@ -53,14 +52,7 @@ func BenchmarkIngestFairShare(b *testing.B) {
 			}
 			p, stop := ingesttest.Run(b, st, opts)
 			defer stop()
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := rusage.CPU()
-			ingesttest.Feed(b, p, pool, b.N)
-			cpu = rusage.CPU() - cpu
-			b.StopTimer()
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+			ingesttest.FeedBenchmark(b, p, pool)
 		})
 	}
 }

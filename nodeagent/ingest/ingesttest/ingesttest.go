@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/ingest"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -97,4 +98,19 @@ func Feed(tb testing.TB, p *ingest.Pipeline, pool []v1alpha1.Flow, n int) {
 	if err := p.Flush(ctx); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// FeedBenchmark feeds b.N flows of pool to p as the benchmark's timed
+// work (Feed) and reports the process's CPU time per flow (cpu-ns/flow:
+// the pipeline, Badger and the producer) and the flows per second.
+func FeedBenchmark(b *testing.B, p *ingest.Pipeline, pool []v1alpha1.Flow) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := rusage.CPU()
+	Feed(b, p, pool, b.N)
+	cpu = rusage.CPU() - cpu
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }
