@@ -17,7 +17,6 @@ limitations under the License.
 package capture
 
 import (
-	"container/heap"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -32,6 +31,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/bpf"
+	"flowscope.io/flowscope/internal/minheap"
 )
 
 // Run delivers Events to fn until ctx is done or the Datapath is closed:
@@ -390,43 +390,32 @@ type pressureEntry struct {
 // any only once it is down to their size. It returns the records' walk
 // indexes; groups are sorted in place.
 func pressureVictims(groups map[uint32][]pressureEntry, n int) []int {
-	h := make(groupHeap, 0, len(groups))
+	gs := make([][]pressureEntry, 0, len(groups))
 	for _, g := range groups {
 		sort.Slice(g, func(i, j int) bool { return g[i].lastSeen < g[j].lastSeen })
-		h = append(h, g)
+		gs = append(gs, g)
 	}
-	heap.Init(&h)
+	h := minheap.New(holdsMore, gs)
 	out := make([]int, 0, n)
-	for len(out) < n && len(h) > 0 {
-		g := h[0]
+	for len(out) < n && h.Len() > 0 {
+		g := h.Min()
 		out = append(out, g[0].i)
-		if h[0] = g[1:]; len(h[0]) == 0 {
-			heap.Pop(&h)
+		if len(g) == 1 {
+			h.Pop()
 		} else {
-			heap.Fix(&h, 0)
+			h.ReplaceMin(g[1:])
 		}
 	}
 	return out
 }
 
-// groupHeap orders interfaces' records by count, most first, then by
+// holdsMore orders interfaces' records by count, most first, then by
 // their oldest record, oldest first.
-type groupHeap [][]pressureEntry
-
-func (h groupHeap) Len() int { return len(h) }
-func (h groupHeap) Less(i, j int) bool {
-	if len(h[i]) != len(h[j]) {
-		return len(h[i]) > len(h[j])
+func holdsMore(a, b []pressureEntry) bool {
+	if len(a) != len(b) {
+		return len(a) > len(b)
 	}
-	return h[i][0].lastSeen < h[j][0].lastSeen
-}
-func (h groupHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *groupHeap) Push(x any)   { *h = append(*h, x.([]pressureEntry)) }
-func (h *groupHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+	return a[0].lastSeen < b[0].lastSeen
 }
 
 // releaseBatch is RELEASE_MAX in bpf/flow.h: entries per flowscope_release run.
