@@ -275,22 +275,11 @@ func Eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 // AgentMetric reads one sample from the i-th agent's /metrics; absent is 0.
 func (s *System) AgentMetric(t *testing.T, i int, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.PortBase+agentMetricsPortOffset+i))
-	if err != nil {
-		t.Fatal(err)
+	name, labels, _ := strings.Cut(series, "{")
+	if labels != "" {
+		labels = "{" + labels
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(l, series+" "); ok {
-			v, err := strconv.ParseFloat(rest, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
-		}
-	}
-	return 0
+	return s.AgentSeries(t, i, name)[labels]
 }
 
 // AgentSeries returns the series of metric name that the i-th agent
