@@ -121,11 +121,25 @@ func TestAgentMayWriteOnlyItsOwnLease(t *testing.T) {
 		}
 		t.Logf("refused: %s", strings.TrimSpace(stderr))
 	}
+	// replaceAsA replaces the Lease name, changed by change, as node-a's
+	// agent. Its agent renews a Lease every 10 s: a write that crossed a
+	// renewal gets Conflict before admission sees it, and is made again
+	// from the Lease as it is now.
+	replaceAsA := func(t *testing.T, name string, change func(*coordinationv1.Lease)) (out, stderr string, err error) {
+		t.Helper()
+		for range 5 {
+			l := getLease(t, name)
+			change(l)
+			out, stderr, err = kubectlAs(agentA, "replace", "-f", writeLease(t, l))
+			if err == nil || !strings.Contains(stderr, "the object has been modified") {
+				return out, stderr, err
+			}
+		}
+		return out, stderr, err
+	}
 
 	t.Run("point node-b's Lease at node-a", func(t *testing.T) {
-		l := getLease(t, agentlease.Name("node-b"))
-		addrB := l.Annotations[agentlease.AddressAnnotation]
-		l.Annotations[agentlease.AddressAnnotation] = addrA
+		addrB := getLease(t, agentlease.Name("node-b")).Annotations[agentlease.AddressAnnotation]
 		t.Cleanup(func() {
 			// Had it succeeded, node-b's agent would put its address back
 			// at its next renewal, within 10 s.
@@ -134,7 +148,9 @@ func TestAgentMayWriteOnlyItsOwnLease(t *testing.T) {
 				return got == addrB, got
 			})
 		})
-		out, stderr, err := kubectlAs(agentA, "replace", "-f", writeLease(t, l))
+		out, stderr, err := replaceAsA(t, agentlease.Name("node-b"), func(l *coordinationv1.Lease) {
+			l.Annotations[agentlease.AddressAnnotation] = addrA
+		})
 		denied(t, "rewrote node-b's Lease", out, stderr, err, "may write only the Lease flowscope-agent-node-a, not flowscope-agent-node-b")
 	})
 
@@ -154,9 +170,9 @@ func TestAgentMayWriteOnlyItsOwnLease(t *testing.T) {
 	})
 
 	t.Run("hand its own Lease to node-b", func(t *testing.T) {
-		l := getLease(t, agentlease.Name("node-a"))
-		l.Spec.HolderIdentity = ptr("node-b")
-		out, stderr, err := kubectlAs(agentA, "replace", "-f", writeLease(t, l))
+		out, stderr, err := replaceAsA(t, agentlease.Name("node-a"), func(l *coordinationv1.Lease) {
+			l.Spec.HolderIdentity = ptr("node-b")
+		})
 		denied(t, "made node-b the holder of its Lease", out, stderr, err, "must hold its own Lease: spec.holderIdentity node-a, not node-b")
 	})
 
