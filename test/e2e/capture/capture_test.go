@@ -283,10 +283,19 @@ func TestDropsCarryTheKernelReason(t *testing.T) {
 func TestSelectedCaptureFollowsWatches(t *testing.T) {
 	restart := restartAgentWith(t, "agent-node-b", "--capture=selected")
 	defer restart()
-	time.Sleep(3 * time.Second) // the demo traffic keeps flowing
 	events := func() float64 { return sys.AgentMetric(t, 1, "flowscope_agent_capture_events_total") }
 	filtered := func() float64 { return sys.AgentMetric(t, 1, "flowscope_agent_capture_filtered_out_total") }
-	e0, f0 := events(), filtered()
+	// The demo traffic keeps flowing. What the agent emitted while it
+	// started (its first sweep, a watch the server reopened on it before
+	// the kubectl that made it was gone) must have settled: the count
+	// must stand still for 3 s while the selection filters packets out.
+	var e0, f0 float64
+	framework.Eventually(t, 60*time.Second, "the agent to emit nothing with no watch", func() (bool, string) {
+		e, f := events(), filtered()
+		time.Sleep(3 * time.Second)
+		e0, f0 = events(), filtered()
+		return e0 == e && f0 > f, fmt.Sprintf("events %v → %v, filtered %v → %v", e, e0, f, f0)
+	})
 	inPod(t, framework.DemoAPINetns, 0, "--listen=udp:15355")
 	time.Sleep(300 * time.Millisecond)
 	inPod(t, framework.DemoWebNetns, 2*time.Second, "--connect=udp:"+framework.DemoAPIIPv4+":15355", "--interval=100ms")
