@@ -53,7 +53,8 @@ func runCapture(ctx context.Context, o *Options, p *ingest.Pipeline, h *hub.Hub,
 		klog.ErrorS(err, "Failed removing stale tc filters of an earlier agent")
 	}
 	d, err := capture.Load(capture.Options{ReportInterval: o.CaptureReportInterval, IdleTimeout: o.CaptureIdleTimeout,
-		MaxConnectionsPerInterface: uint32(min(o.CaptureMaxConns, math.MaxUint32)), FlowTableSize: uint32(o.CaptureTableSize)})
+		MaxConnectionsPerInterface: uint32(min(o.CaptureMaxConns, math.MaxUint32)), FlowTableSize: uint32(o.CaptureTableSize),
+		Selected: o.Capture == CaptureSelected})
 	if err != nil {
 		return fmt.Errorf("load the eBPF datapath (use --capture=off to run without it): %w", err)
 	}

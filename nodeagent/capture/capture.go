@@ -71,6 +71,11 @@ type Options struct {
 	ReportUnspecifiedDrops bool
 	// NoDrops leaves the kfree_skb program unattached.
 	NoDrops bool
+	// Selected starts the datapath with an empty selection: nothing is
+	// captured until SetSelection says what. Without it the datapath
+	// captures everything from Load on, so an agent in selected mode
+	// would record whatever crossed it before its first selection.
+	Selected bool
 	// NoFlushOnStop keeps Run from emitting final records of all open
 	// connections when it returns.
 	NoFlushOnStop bool
@@ -198,6 +203,9 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.NoDrops {
 		d.cfgFlags |= uint32(cfgDropsOff)
 	}
+	if opts.Selected {
+		d.selMode = captureSelected
+	}
 	if err := d.writeConfig(); err != nil {
 		d.objs.Close()
 		return nil, err
@@ -221,6 +229,12 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	return d, nil
 }
+
+// The datapath's capture modes (flow.h's CAPTURE_ALL and CAPTURE_SELECTED).
+const (
+	captureAll      = 0
+	captureSelected = 1
+)
 
 const (
 	cfgDropsUnspecified = 1 << 0

@@ -591,6 +591,27 @@ func TestSelection(t *testing.T) {
 	checkConservation(t, stats(t, d))
 }
 
+// TestSelectedFromLoad: a datapath loaded for selected mode captures
+// nothing before its first selection, and everything once that says All.
+func TestSelectedFromLoad(t *testing.T) {
+	d := requireDatapath(t, Options{NoDrops: true, ReportInterval: time.Hour, FlowTableSize: 1024, Selected: true})
+	runTC(t, d.objs.FlowscopeIngress, udpPkt(t, v4A, v4B, 1, 2, 0))
+	if n, evs := len(table(t, d)), events(t, d); n != 0 || len(evs) != 0 {
+		t.Fatalf("before any selection: %d records, %d events; want none", n, len(evs))
+	}
+	if got := stats(t, d).FilteredOut; got != 1 {
+		t.Fatalf("filtered out %d packets, want 1", got)
+	}
+	if err := d.SetSelection(Selection{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	runTC(t, d.objs.FlowscopeIngress, udpPkt(t, v4A, v4B, 1, 2, 0))
+	if len(table(t, d)) != 1 {
+		t.Fatal("all mode did not record")
+	}
+	checkConservation(t, stats(t, d))
+}
+
 func TestSweep(t *testing.T) {
 	d := requireDatapath(t, Options{NoDrops: true, FlowTableSize: 20, IdleTimeout: time.Hour, TCPIdleTimeout: time.Hour})
 	for i := 0; i < 19; i++ {

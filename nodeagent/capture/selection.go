@@ -89,11 +89,10 @@ func (d *Datapath) SetSelection(sel Selection) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("set selection: %w", err)
 	}
-	mode := uint32(1) // CAPTURE_SELECTED
+	d.selMode = captureSelected
 	if sel.All {
-		mode = 0
+		d.selMode = captureAll
 	}
-	d.selMode = mode
 	// The union of old and new kinds until the stale entries are pruned
 	// would be as correct; the new kinds alone only skip maps whose
 	// entries are all about to go.
