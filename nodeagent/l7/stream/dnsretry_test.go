@@ -215,7 +215,9 @@ func TestTruncatedAnswerRetryOtherInterface(t *testing.T) {
 	c := netip.AddrPortFrom(r.client, 50000)
 	qp := framed(packMsg(t, q))
 	ap := framed(packMsg(t, answer(t, q, 40, false)))
-	out := tr.Add(stream.Segment{Time: r.now, Ifindex: 8, Src: c, Dst: r.server, TCP: true, Seq: 1, Flags: stream.FlagSYN})
+	// Add's records are the tracker's until its next call: copy them.
+	var out []stream.Record
+	out = append(out, tr.Add(stream.Segment{Time: r.now, Ifindex: 8, Src: c, Dst: r.server, TCP: true, Seq: 1, Flags: stream.FlagSYN})...)
 	out = append(out, tr.Add(stream.Segment{Time: r.now, Ifindex: 8, Src: c, Dst: r.server, TCP: true, Seq: 2, Flags: stream.FlagACK, Len: len(qp), Data: qp})...)
 	out = append(out, tr.Add(stream.Segment{Time: r.now, Ifindex: 8, Src: r.server, Dst: c, TCP: true, Seq: 7, Flags: stream.FlagACK, Len: len(ap), Data: ap})...)
 	if len(out) != 1 || out[0].RetriedOverTCP {

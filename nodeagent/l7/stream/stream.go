@@ -127,6 +127,8 @@ type Tracker struct {
 	// truncated holds the truncated DNS answers over UDP waiting for
 	// their retries over TCP, oldest first.
 	truncated []Record
+	// out is what Add and Expire return, reused from call to call.
+	out []Record
 }
 
 // maxTruncated bounds the truncated DNS answers waiting for a retry;
@@ -219,14 +221,38 @@ type held struct {
 	data []byte
 }
 
-// Add takes a segment and returns the records it completed.
+// Add takes a segment and returns the records it completed. The slice is
+// the tracker's again at its next Add or Expire: the caller copies the
+// records it keeps (their Layer7 records are the caller's).
 func (t *Tracker) Add(s Segment) []Record {
+	t.out = t.out[:0]
+	t.add(&s)
+	return t.result()
+}
+
+// result is the records of a call, nil when there are none. A
+// connection's end leaves the buffer with the capacity of its burst of
+// records; one much larger than a call needs is let go.
+func (t *Tracker) result() []Record {
+	if len(t.out) == 0 {
+		if cap(t.out) > maxOut {
+			t.out = nil
+		}
+		return nil
+	}
+	return t.out
+}
+
+// maxOut is the capacity of the records' buffer that an empty call keeps.
+const maxOut = 64
+
+func (t *Tracker) add(s *Segment) {
 	t.stats.Segments++
-	k := keyOf(&s)
+	k := keyOf(s)
 	c := t.conns[k]
 	if c == nil {
 		if s.TCP && s.Len == 0 && s.Flags&FlagSYN == 0 {
-			return nil // a bare ACK or FIN of a connection we never saw
+			return // a bare ACK or FIN of a connection we never saw
 		}
 		if len(t.conns) >= t.opts.MaxConns {
 			t.evictOne()
@@ -242,45 +268,36 @@ func (t *Tracker) Add(s Segment) []Record {
 		}
 		if dir := &c.dirs[d]; dir.started {
 			if dir.nextSeq == s.Seq+1 && dir.nextOff == 0 {
-				return nil // a retransmitted SYN: nothing to learn
+				return // a retransmitted SYN: nothing to learn
 			}
 			// A new connection on the same addresses (or a SYN behind
 			// bytes already delivered), so the old one ended. Its
 			// parser must not see offsets start over.
-			out := t.finish(c, s.Time)
+			t.finish(c, s.Time)
 			c = &conn{key: k, lastSeen: s.Time}
 			t.conns[k] = c
-			t.syn(c, &s)
-			return out
 		}
-		t.syn(c, &s)
-		return nil
+		t.syn(c, s)
+		return
 	}
 	if !c.clientSet {
-		t.guessClient(c, &s)
+		t.guessClient(c, s)
 	}
 	dir := l7.FromClient
 	if s.Src != c.client {
 		dir = l7.FromServer
 	}
-	var out []Record
 	if s.TCP && s.Flags&FlagACK != 0 {
 		// First what the acknowledgment proves lost in the other
 		// direction, so that a request reaches the parser before the
 		// response that acknowledges it.
-		out = t.acknowledged(c, 1-dir, s.Ack, s.Time)
+		t.acknowledged(c, 1-dir, s.Ack, s.Time)
 	}
 	if s.Len > 0 {
-		var recs []Record
 		if s.TCP {
-			recs = t.tcpData(c, dir, &s)
+			t.tcpData(c, dir, s)
 		} else {
-			recs = t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})
-		}
-		if out == nil {
-			out = recs // the common case: no copy
-		} else {
-			out = append(out, recs...)
+			t.deliver(c, l7.Chunk{Dir: dir, Time: s.Time, Len: s.Len, Data: s.Data})
 		}
 	}
 	if s.TCP && s.Flags&FlagFIN != 0 {
@@ -289,10 +306,9 @@ func (t *Tracker) Add(s Segment) []Record {
 	if s.TCP && s.Flags&(FlagFIN|FlagRST) != 0 {
 		c.closed[dir] = true
 		if s.Flags&FlagRST != 0 || c.closed[0] && c.closed[1] {
-			out = append(out, t.finish(c, s.Time)...)
+			t.finish(c, s.Time)
 		}
 	}
-	return out
 }
 
 // syn learns the client and each direction's first sequence number.
@@ -335,7 +351,7 @@ func (t *Tracker) guessClient(c *conn, s *Segment) {
 }
 
 // tcpData orders a data segment into its direction's stream.
-func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) []Record {
+func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) {
 	dir := &c.dirs[d]
 	if !dir.started { // joined late: this byte is offset 0
 		dir.started, dir.nextSeq, dir.nextOff = true, s.Seq, 0
@@ -344,32 +360,34 @@ func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) []Record {
 	switch {
 	case delta+int64(s.Len) <= 0:
 		t.stats.Retransmits++
-		return nil
+		return
 	case delta < 0: // overlaps what was delivered: keep the new bytes
 		t.stats.Retransmits++
 		skip := int(-delta)
 		data := s.Data[min(skip, len(s.Data)):]
 		seg := *s
 		seg.Seq, seg.Len, seg.Data = dir.nextSeq, s.Len-skip, data
-		return t.tcpData(c, d, &seg)
+		t.tcpData(c, d, &seg)
+		return
 	case delta > 0 && dir.ackSet && int32(dir.acked-s.Seq) >= 0:
 		// The peer acknowledged the bytes missing before this segment:
 		// they went by unseen (not sampled), and will not come.
 		t.stats.Gaps++
 		dir.nextSeq, dir.nextOff = s.Seq, dir.nextOff+uint64(delta)
-		return t.tcpData(c, d, s)
+		t.tcpData(c, d, s)
+		return
 	case delta > 0:
 		for _, h := range dir.pending {
 			if h.off == dir.nextOff+uint64(delta) {
 				t.stats.Retransmits++
-				return nil
+				return
 			}
 		}
 		dir.pending = append(dir.pending, held{seg: *s, off: dir.nextOff + uint64(delta), data: slices.Clone(s.Data)})
 		slices.SortFunc(dir.pending, func(a, b held) int { return compareOff(a.off, b.off) })
 		t.stats.Reordered++
 		if len(dir.pending) <= t.opts.ReorderSegments {
-			return nil
+			return
 		}
 		// Waited long enough: what is missing is lost.
 		t.stats.Gaps++
@@ -377,14 +395,15 @@ func (t *Tracker) tcpData(c *conn, d l7.Dir, s *Segment) []Record {
 		dir.pending = dir.pending[1:]
 		dir.nextSeq += uint32(h.off - dir.nextOff)
 		dir.nextOff = h.off
-		out := t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)
-		return append(out, t.drain(c, d)...)
+		t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)
+		t.drain(c, d)
+		return
 	}
 	// In order: the parser reads the bytes now, and copies what it
 	// keeps (l7.Chunk), so the reader's buffer needs no copy. Only the
 	// segments held above do.
-	out := t.emit(c, d, s.Time, dir.nextOff, s.Len, s.Data)
-	return append(out, t.drain(c, d)...)
+	t.emit(c, d, s.Time, dir.nextOff, s.Len, s.Data)
+	t.drain(c, d)
 }
 
 func compareOff(a, b uint64) int {
@@ -409,10 +428,10 @@ func compareOff(a, b uint64) int {
 // of it now, before the bytes that come with the acknowledgment (a
 // response that answers the request it hides), not only when the next
 // bytes of d reveal it.
-func (t *Tracker) acknowledged(c *conn, d l7.Dir, ack uint32, at time.Time) []Record {
+func (t *Tracker) acknowledged(c *conn, d l7.Dir, ack uint32, at time.Time) {
 	dir := &c.dirs[d]
 	if !dir.started {
-		return nil
+		return
 	}
 	if dir.finSet && ack == dir.fin+1 {
 		ack = dir.fin // the FIN's own sequence number is no byte
@@ -420,7 +439,6 @@ func (t *Tracker) acknowledged(c *conn, d l7.Dir, ack uint32, at time.Time) []Re
 	if !dir.ackSet || int32(ack-dir.acked) > 0 {
 		dir.acked, dir.ackSet = ack, true
 	}
-	var out []Record
 	for len(dir.pending) > 0 {
 		h := dir.pending[0]
 		if int32(dir.acked-(dir.nextSeq+uint32(h.off-dir.nextOff))) < 0 {
@@ -430,8 +448,8 @@ func (t *Tracker) acknowledged(c *conn, d l7.Dir, ack uint32, at time.Time) []Re
 		dir.pending = dir.pending[1:]
 		dir.nextSeq += uint32(h.off - dir.nextOff)
 		dir.nextOff = h.off
-		out = append(out, t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)...)
-		out = append(out, t.drain(c, d)...)
+		t.emit(c, d, h.seg.Time, h.off, h.seg.Len, h.data)
+		t.drain(c, d)
 	}
 	if hole := int32(dir.acked - dir.nextSeq); len(dir.pending) == 0 && hole > 0 {
 		t.stats.Gaps++
@@ -439,25 +457,23 @@ func (t *Tracker) acknowledged(c *conn, d l7.Dir, ack uint32, at time.Time) []Re
 			// Nothing to tell a parser yet: the first bytes it gets
 			// are then not the connection's first.
 			dir.nextSeq, dir.nextOff = dir.acked, dir.nextOff+uint64(hole)
-			return out
+			return
 		}
-		out = append(out, t.emit(c, d, at, dir.nextOff, int(hole), nil)...)
+		t.emit(c, d, at, dir.nextOff, int(hole), nil)
 	}
-	return out
 }
 
 // emit delivers bytes at the direction's next offset and advances it.
-func (t *Tracker) emit(c *conn, d l7.Dir, at time.Time, off uint64, n int, data []byte) []Record {
+func (t *Tracker) emit(c *conn, d l7.Dir, at time.Time, off uint64, n int, data []byte) {
 	dir := &c.dirs[d]
 	dir.nextSeq += uint32(n)
 	dir.nextOff = off + uint64(n)
-	return t.deliver(c, l7.Chunk{Dir: d, Time: at, Off: off, Len: n, Data: data})
+	t.deliver(c, l7.Chunk{Dir: d, Time: at, Off: off, Len: n, Data: data})
 }
 
 // drain delivers the held segments that now come next.
-func (t *Tracker) drain(c *conn, d l7.Dir) []Record {
+func (t *Tracker) drain(c *conn, d l7.Dir) {
 	dir := &c.dirs[d]
-	var out []Record
 	for len(dir.pending) > 0 {
 		h := dir.pending[0]
 		switch {
@@ -465,25 +481,24 @@ func (t *Tracker) drain(c *conn, d l7.Dir) []Record {
 			t.stats.Retransmits++
 		case h.off <= dir.nextOff:
 			skip := int(dir.nextOff - h.off)
-			out = append(out, t.emit(c, d, h.seg.Time, dir.nextOff, h.seg.Len-skip, h.data[min(skip, len(h.data)):])...)
+			t.emit(c, d, h.seg.Time, dir.nextOff, h.seg.Len-skip, h.data[min(skip, len(h.data)):])
 		default:
-			return out
+			return
 		}
 		dir.pending = dir.pending[1:]
 	}
-	return out
 }
 
 // deliver picks the parser on the first bytes and feeds it.
-func (t *Tracker) deliver(c *conn, ch l7.Chunk) []Record {
+func (t *Tracker) deliver(c *conn, ch l7.Chunk) {
 	switch c.state {
 	case ignored:
-		return nil
+		return
 	case detecting:
 		if len(ch.Data) >= 2 && ch.Data[0] == 0x16 && ch.Data[1] == 0x03 {
 			t.stats.TLS++
 			c.state = ignored
-			return nil
+			return
 		}
 		for _, p := range t.protocols(c) {
 			if p.Detect(ch.Dir, ch.Data) {
@@ -498,10 +513,10 @@ func (t *Tracker) deliver(c *conn, ch l7.Chunk) []Record {
 				t.stats.Undetected++
 				c.state = ignored
 			}
-			return nil
+			return
 		}
 	}
-	return t.records(c, c.parser.Feed(ch))
+	t.records(c, c.parser.Feed(ch))
 }
 
 func (t *Tracker) protocols(c *conn) []l7.Protocol {
@@ -511,24 +526,24 @@ func (t *Tracker) protocols(c *conn) []l7.Protocol {
 	return t.opts.DatagramProtocols
 }
 
-func (t *Tracker) records(c *conn, xs []l7.Exchange) []Record {
+// records appends the parser's exchanges to the call's records.
+func (t *Tracker) records(c *conn, xs []l7.Exchange) {
 	if len(xs) == 0 {
-		return nil
+		return
 	}
 	server := c.key.a
 	if server == c.client {
 		server = c.key.b
 	}
-	out := make([]Record, 0, len(xs))
-	for _, x := range xs {
-		r := Record{Ifindex: c.key.ifindex, ClientIngress: c.clientIngress, Client: c.client, Server: server, TCP: c.key.tcp, Exchange: x}
-		if t.retry(&r) {
+	for i := range xs {
+		t.out = append(t.out, Record{Ifindex: c.key.ifindex, ClientIngress: c.clientIngress, Client: c.client, Server: server,
+			TCP: c.key.tcp, Exchange: xs[i]})
+		if t.retry(&t.out[len(t.out)-1]) {
+			t.out = t.out[:len(t.out)-1]
 			continue
 		}
-		out = append(out, r)
+		t.stats.Records++
 	}
-	t.stats.Records += int64(len(out))
-	return out
 }
 
 // retry pairs DNS over UDP answered truncated with the client's retry
@@ -575,24 +590,22 @@ func sameQuestion(a, b *v1alpha1.DNS) bool {
 
 // expireTruncated reports the truncated answers whose retry did not come
 // within the RetryWindow, alone.
-func (t *Tracker) expireTruncated(now time.Time) []Record {
+func (t *Tracker) expireTruncated(now time.Time) {
 	n := 0
 	for n < len(t.truncated) && now.Sub(t.truncated[n].Response) > t.opts.RetryWindow {
 		n++
 	}
 	if n == 0 {
-		return nil
+		return
 	}
-	out := slices.Clone(t.truncated[:n])
+	t.out = append(t.out, t.truncated[:n]...)
 	t.truncated = slices.Delete(t.truncated, 0, n)
 	t.stats.Records += int64(n)
-	return out
 }
 
 // finish flushes a closing connection's held bytes and waiting requests,
 // and forgets it.
-func (t *Tracker) finish(c *conn, now time.Time) []Record {
-	var out []Record
+func (t *Tracker) finish(c *conn, now time.Time) {
 	for d := range c.dirs {
 		dir := &c.dirs[d]
 		for len(dir.pending) > 0 {
@@ -601,33 +614,33 @@ func (t *Tracker) finish(c *conn, now time.Time) []Record {
 			dir.pending = dir.pending[1:]
 			dir.nextSeq += uint32(h.off - dir.nextOff)
 			dir.nextOff = h.off
-			out = append(out, t.emit(c, l7.Dir(d), h.seg.Time, h.off, h.seg.Len, h.data)...)
-			out = append(out, t.drain(c, l7.Dir(d))...)
+			t.emit(c, l7.Dir(d), h.seg.Time, h.off, h.seg.Len, h.data)
+			t.drain(c, l7.Dir(d))
 		}
 	}
 	if c.parser != nil {
 		// Requests still waiting when the connection closes got no
 		// response.
-		out = append(out, t.records(c, c.parser.Expire(now.Add(time.Hour), 0))...)
+		t.records(c, c.parser.Expire(now.Add(time.Hour), 0))
 	}
 	delete(t.conns, c.key)
-	return out
 }
 
 // Expire returns the requests that waited longer than the timeout, and
-// forgets idle connections.
+// forgets idle connections. The slice is the tracker's, as Add's is.
 func (t *Tracker) Expire(now time.Time) []Record {
-	out := t.expireTruncated(now)
+	t.out = t.out[:0]
+	t.expireTruncated(now)
 	for _, c := range t.conns {
 		if now.Sub(c.lastSeen) > t.opts.IdleTimeout {
-			out = append(out, t.finish(c, now)...)
+			t.finish(c, now)
 			continue
 		}
 		if c.parser != nil {
-			out = append(out, t.records(c, c.parser.Expire(now, t.opts.Timeout))...)
+			t.records(c, c.parser.Expire(now, t.opts.Timeout))
 		}
 	}
-	return out
+	return t.result()
 }
 
 // evictOne forgets a connection to make room: whichever the map's
