@@ -35,6 +35,9 @@ type conn struct {
 	pending []query
 	// streams are the TCP framing states, by Dir.
 	streams [2]stream
+	// out is what Feed returns, reused from Feed to Feed (l7.Conn lets
+	// it).
+	out []l7.Exchange
 }
 
 // query is a query waiting for its response.
@@ -74,9 +77,11 @@ func (c *conn) Feed(ch l7.Chunk) []l7.Exchange {
 		c.d = nil
 	}()
 	if c.p.tcp {
-		return c.feedStream(ch, data, nil)
+		c.out = c.feedStream(ch, data, c.out[:0])
+	} else {
+		c.out = c.handle(ch.Dir, ch.Time, data, ch.Len, c.out[:0])
 	}
-	return c.handle(ch.Dir, ch.Time, data, ch.Len, nil)
+	return c.out
 }
 
 // handle reads one message of n bytes sent from dir at t, of which b was
@@ -155,8 +160,9 @@ func (c *conn) response(dir l7.Dir, t time.Time, m *message) l7.Exchange {
 	// first (its strings are made already).
 	fromQuery := found >= 0 && (!q.partial || !m.questionsDone && q.hasQuestion)
 	questionExact := found >= 0 && !q.partial || m.questionsDone
-	rec := &v1alpha1.DNS{RCode: m.rcode, TTL: int32(m.ttl)} // decode keeps TTLs within int32
-	rec.Query, rec.QTypes, rec.IPs, rec.CNAMEs, rec.RRTypes = c.d.strings(m, !fromQuery)
+	r := &record{dns: v1alpha1.DNS{RCode: m.rcode, TTL: int32(m.ttl)}} // decode keeps TTLs within int32
+	rec := &r.dns
+	rec.Query, rec.QTypes, rec.IPs, rec.CNAMEs, rec.RRTypes = c.d.strings(m, !fromQuery, r.strs[:])
 	if fromQuery {
 		rec.Query, rec.QTypes = q.name, q.qtypes
 	}
@@ -164,6 +170,13 @@ func (c *conn) response(dir l7.Dir, t time.Time, m *message) l7.Exchange {
 	x.Truncated = m.tc && rec.Query != ""
 	x.Record = v1alpha1.Layer7{Type: v1alpha1.L7TypeDNS, DNS: rec, Partial: x.Partial}
 	return x
+}
+
+// record is a response's record and the array its lists share when they
+// fit: one allocation for both, for an answer of a few records.
+type record struct {
+	dns  v1alpha1.DNS
+	strs [8]string
 }
 
 // remove forgets pending[i].

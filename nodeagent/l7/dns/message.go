@@ -216,10 +216,10 @@ func (d *decoder) decode(b []byte, cut bool) (message, bool) {
 }
 
 // strings makes the strings of a response's record, and its question's
-// if question, with one string and one array for them all. The record's
-// strings then keep each other alive, which costs nothing: they are
-// written, and dropped, together.
-func (d *decoder) strings(m *message, question bool) (name string, qtypes, ips, cnames, rrtypes []string) {
+// if question, with one string and one array for them all: buf's, when
+// they fit in it. The record's strings then keep each other alive, which
+// costs nothing: they are written, and dropped, together.
+func (d *decoder) strings(m *message, question bool, buf []string) (name string, qtypes, ips, cnames, rrtypes []string) {
 	nq := 0
 	if question {
 		nq = len(m.qtypes)
@@ -234,7 +234,10 @@ func (d *decoder) strings(m *message, question bool) (name string, qtypes, ips, 
 	}
 	text := string(d.text)
 	name = text[nameAt:]
-	all := make([]string, n)
+	all := buf[:min(n, len(buf))]
+	if n > len(buf) {
+		all = make([]string, n)
+	}
 	take := func(k int) []string {
 		if k == 0 {
 			return nil

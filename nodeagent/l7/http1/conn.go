@@ -50,8 +50,10 @@ type conn struct {
 
 // pending is a request waiting for its response.
 type pending struct {
-	t       time.Time
-	r       *v1alpha1.HTTP // nil once reported
+	t time.Time
+	r *v1alpha1.HTTP // nil once reported
+	// spare is what is left of r's array for the response's fields.
+	spare   []v1alpha1.HTTPHeader
 	method  string
 	partial bool
 	// reported: given up by Expire; its response is still due.
@@ -80,9 +82,9 @@ func (c *conn) flush() []l7.Exchange {
 // request takes a request whose head ended or was cut.
 func (c *conn) request(h *head) {
 	c.joining = false
-	r := h.record()
+	r, spare := h.record()
 	srv := &c.sides[l7.FromServer]
-	p := pending{t: h.time, r: r, method: r.Method, partial: h.partial, cEpoch: c.sides[l7.FromClient].epoch,
+	p := pending{t: h.time, r: r, spare: spare, method: r.Method, partial: h.partial, cEpoch: c.sides[l7.FromClient].epoch,
 		sGaps: h.sGaps, cClean: h.cClean}
 	if c.broken || !c.pipelined && !srv.final.IsZero() && !srv.final.Before(h.time) {
 		// Or a response began since the request did (its head was cut,
@@ -206,7 +208,7 @@ func (c *conn) response(h *head) (method string, known bool) {
 		c.out = append(c.out, l7.Exchange{
 			Response: h.time,
 			Record: v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, Partial: true,
-				HTTP: &v1alpha1.HTTP{Code: int32(h.code), Protocol: h.proto, ResponseHeaders: h.responseHeaders()}},
+				HTTP: &v1alpha1.HTTP{Code: int32(h.code), Protocol: h.proto, ResponseHeaders: h.responseHeaders(nil)}},
 			Partial: true,
 		})
 		return "", false
@@ -215,7 +217,7 @@ func (c *conn) response(h *head) (method string, known bool) {
 	c.drop(k + 1)
 	if !p.reported {
 		p.r.Code = int32(h.code)
-		p.r.ResponseHeaders = h.responseHeaders()
+		p.r.ResponseHeaders = h.responseHeaders(p.spare)
 		partial := p.partial || h.partial
 		c.out = append(c.out, l7.Exchange{
 			Request:  p.t,
@@ -264,7 +266,7 @@ func (c *conn) unpaired(p *pending) {
 		Record:  v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, HTTP: p.r, Partial: true},
 		Partial: true,
 	})
-	p.reported, p.r = true, nil
+	p.reported, p.r, p.spare = true, nil, nil
 }
 
 // drop forgets the n oldest requests.
@@ -291,7 +293,7 @@ func (c *conn) Expire(now time.Time, timeout time.Duration) []l7.Exchange {
 			Record:  v1alpha1.Layer7{Type: v1alpha1.L7TypeHTTP, HTTP: p.r, Partial: partial},
 			Partial: partial,
 		})
-		p.reported, p.r = true, nil
+		p.reported, p.r, p.spare = true, nil, nil
 	}
 	return c.flush()
 }

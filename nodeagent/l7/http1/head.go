@@ -222,59 +222,87 @@ func (h *head) contentLength(v []byte, over bool) {
 	h.cl = n
 }
 
+// record is a request's record and the array its header fields, and
+// then its response's, share when they fit: one allocation for the
+// record of a request with a few fields.
+type record struct {
+	http v1alpha1.HTTP
+	hs   [6]v1alpha1.HTTPHeader
+}
+
 // record makes the request's record: one string holds the arena, and
-// the fields are slices of it.
-func (h *head) record() *v1alpha1.HTTP {
-	r := &v1alpha1.HTTP{Method: h.method, Protocol: h.proto}
+// the fields are slices of it. spare is what is left of the record's
+// array for the response's fields.
+func (h *head) record() (r *v1alpha1.HTTP, spare []v1alpha1.HTTPHeader) {
+	rec := &record{http: v1alpha1.HTTP{Method: h.method, Protocol: h.proto}}
+	r, spare = &rec.http, rec.hs[:]
 	if len(h.arena) == 0 {
-		return r
+		return r, spare
 	}
 	str := h.strings()
 	if r.Method == "" && h.mspan.hi > 0 {
-		r.Method = str(h.mspan, maxMethod)
+		r.Method = str.of(h.mspan, maxMethod)
 	}
 	if h.hasURL {
-		r.URL = str(h.url, MaxURL)
+		r.URL = str.of(h.url, MaxURL)
 	}
-	r.Headers = h.headers(str)
-	return r
+	r.Headers, spare = h.headers(str, spare)
+	return r, spare
 }
 
-// responseHeaders returns a response's kept header fields.
-func (h *head) responseHeaders() []v1alpha1.HTTPHeader {
+// responseHeaders returns a response's kept header fields, in spare if
+// they fit.
+func (h *head) responseHeaders(spare []v1alpha1.HTTPHeader) []v1alpha1.HTTPHeader {
 	if len(h.fields) == 0 {
 		return nil
 	}
-	return h.headers(h.strings())
-}
-
-// strings returns the strings of spans of the arena: one string holds
-// the arena, and they are slices of it.
-func (h *head) strings() func(sp span, limit int) string {
-	s := string(h.arena)
-	valid := utf8.ValidString(s)
-	return func(sp span, limit int) string {
-		if valid {
-			return s[sp.lo:sp.hi]
-		}
-		// U+FFFD takes 3 bytes where a bad byte took 1: cut again.
-		v := strings.ToValidUTF8(s[sp.lo:sp.hi], "\uFFFD")
-		if len(v) <= limit {
-			return v
-		}
-		return string(cutUTF8([]byte(v), limit))
-	}
-}
-
-func (h *head) headers(str func(sp span, limit int) string) []v1alpha1.HTTPHeader {
-	if len(h.fields) == 0 {
-		return nil
-	}
-	hs := make([]v1alpha1.HTTPHeader, len(h.fields))
-	for i, f := range h.fields {
-		hs[i] = v1alpha1.HTTPHeader{Key: str(f.name, maxHeaderName), Value: str(f.value, MaxHeaderValue)}
-	}
+	hs, _ := h.headers(h.strings(), spare)
 	return hs
+}
+
+// arenaStrings are the strings of spans of a head's arena: one string
+// holds the arena, and they are slices of it.
+type arenaStrings struct {
+	s     string
+	valid bool
+}
+
+func (h *head) strings() arenaStrings {
+	s := string(h.arena)
+	return arenaStrings{s: s, valid: utf8.ValidString(s)}
+}
+
+// of returns the string of sp, cut to limit bytes if the arena is not
+// valid UTF-8.
+func (a arenaStrings) of(sp span, limit int) string {
+	if a.valid {
+		return a.s[sp.lo:sp.hi]
+	}
+	// U+FFFD takes 3 bytes where a bad byte took 1: cut again.
+	v := strings.ToValidUTF8(a.s[sp.lo:sp.hi], "\uFFFD")
+	if len(v) <= limit {
+		return v
+	}
+	return string(cutUTF8([]byte(v), limit))
+}
+
+// headers returns the kept fields, in spare if they fit, and what is left
+// of spare.
+func (h *head) headers(str arenaStrings, spare []v1alpha1.HTTPHeader) (hs, left []v1alpha1.HTTPHeader) {
+	n := len(h.fields)
+	if n == 0 {
+		return nil, spare
+	}
+	if n <= len(spare) {
+		// Capped, so that an append to one never writes the other's.
+		hs, left = spare[:n:n], spare[n:]
+	} else {
+		hs, left = make([]v1alpha1.HTTPHeader, n), spare
+	}
+	for i, f := range h.fields {
+		hs[i] = v1alpha1.HTTPHeader{Key: str.of(f.name, maxHeaderName), Value: str.of(f.value, MaxHeaderValue)}
+	}
+	return hs, left
 }
 
 // internMethod returns the known method m spells, or "".

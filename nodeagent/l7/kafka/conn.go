@@ -81,7 +81,7 @@ var _ l7.Conn = (*conn)(nil)
 
 // Feed takes the next chunk of either direction.
 func (c *conn) Feed(ch l7.Chunk) []l7.Exchange {
-	c.out = nil
+	c.out = c.out[:0]
 	if ch.Dir != l7.FromClient && ch.Dir != l7.FromServer {
 		return nil
 	}
@@ -109,7 +109,7 @@ func (c *conn) Feed(ch l7.Chunk) []l7.Exchange {
 
 // Expire gives up the requests older than timeout.
 func (c *conn) Expire(now time.Time, timeout time.Duration) []l7.Exchange {
-	c.out = nil
+	c.out = c.out[:0]
 	srv := &c.sides[l7.FromServer]
 	keep := c.pending[:0]
 	for i := range c.pending {
