@@ -185,11 +185,10 @@ func (c *Converter) L7Flows(x stream.Record) []*v1alpha1.Flow {
 	if end.IsZero() {
 		end = start
 	}
-	// One allocation for the record and its latency.
-	parts := &struct {
-		l7      v1alpha1.Layer7
-		latency metav1.Duration
-	}{l7: x.Record}
+	// One allocation for the flow, its parts, the record, its latency and
+	// the slice of the one flow.
+	parts := &l7FlowParts{l7: x.Record}
+	parts.one = &parts.flows
 	l7 := &parts.l7
 	if !x.Request.IsZero() && !x.Response.IsZero() && !x.Response.Before(x.Request) {
 		parts.latency.Duration = x.Response.Sub(x.Request)
@@ -208,5 +207,13 @@ func (c *Converter) L7Flows(x stream.Record) []*v1alpha1.Flow {
 	if x.TCP {
 		r.Protocol = v1alpha1.ProtocolTCP
 	}
-	return c.mapper.Flows(r)
+	return c.mapper.flows(&r, &parts.flowParts)
+}
+
+// l7FlowParts are an L7 exchange's flow and what it points to.
+type l7FlowParts struct {
+	flowParts
+	l7      v1alpha1.Layer7
+	latency metav1.Duration
+	flows   [1]*v1alpha1.Flow
 }

@@ -101,13 +101,16 @@ type Mapper struct {
 func (m Mapper) Flows(r Record) []*v1alpha1.Flow {
 	// One allocation holds the flow and the parts it points to: a record
 	// makes a flow, and the flow all of them.
-	p := &flowParts{
-		end:     metav1.NewMicroTime(r.End),
-		l4:      v1alpha1.Layer4{Protocol: r.Protocol, TCPFlags: r.TCPFlags},
-		src:     m.Enricher.Endpoint(r.Initiator.Addr(), r.Initiator.Port()),
-		dst:     m.Enricher.Endpoint(r.Responder.Addr(), r.Responder.Port()),
-		traffic: v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply},
-	}
+	return m.flows(&r, &flowParts{})
+}
+
+// flows makes the flows of r in p, which it fills.
+func (m Mapper) flows(r *Record, p *flowParts) []*v1alpha1.Flow {
+	p.end = metav1.NewMicroTime(r.End)
+	p.l4 = v1alpha1.Layer4{Protocol: r.Protocol, TCPFlags: r.TCPFlags}
+	p.src = m.Enricher.Endpoint(r.Initiator.Addr(), r.Initiator.Port())
+	p.dst = m.Enricher.Endpoint(r.Responder.Addr(), r.Responder.Port())
+	p.traffic = v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply}
 	p.ip = v1alpha1.IP{
 		Source: addrString(r.Initiator.Addr(), p.src.IP), Destination: addrString(r.Responder.Addr(), p.dst.IP),
 		IPVersion: ipVersion(r.Initiator.Addr()),
@@ -154,9 +157,15 @@ func (m Mapper) Flows(r Record) []*v1alpha1.Flow {
 		return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionUnknown, nil)}
 	}
 	if r.InitiatorIsLocal {
-		return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionEgress, &p.src)}
+		f = m.filed(f, v1alpha1.TrafficDirectionEgress, &p.src)
+	} else {
+		f = m.filed(f, v1alpha1.TrafficDirectionIngress, &p.dst)
 	}
-	return []*v1alpha1.Flow{m.filed(f, v1alpha1.TrafficDirectionIngress, &p.dst)}
+	if p.one != nil {
+		p.one[0] = f
+		return p.one[:]
+	}
+	return []*v1alpha1.Flow{f}
 }
 
 // flowParts are a flow and what it points to, allocated as one.
@@ -169,6 +178,9 @@ type flowParts struct {
 	icmp     v1alpha1.ICMP
 	src, dst v1alpha1.Endpoint
 	traffic  v1alpha1.Traffic
+	// one, if not nil, is where the slice of a lone flow goes, when it is
+	// allocated with the parts.
+	one *[1]*v1alpha1.Flow
 }
 
 // filed files f in the namespace of the local end; without a pod there,
