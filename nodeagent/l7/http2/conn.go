@@ -45,6 +45,9 @@ type conn struct {
 	horizon, lastReq uint32
 	dead             bool // not HTTP/2
 	keepResponse     *l7.HeaderAllowlist
+	// kept is the fields a response's block keeps, reused from block to
+	// block: the stream copies them.
+	kept []v1alpha1.HTTPHeader
 }
 
 func newConn(p Protocol, s l7.Start) *conn {
@@ -126,7 +129,9 @@ type stream struct {
 	gap               [2]bool // frames of a direction may have been lost since the stream began
 	rstKnown          bool
 	rstCode           uint32
-	respHeaders       []v1alpha1.HTTPHeader // kept by the allow-list
+	// respHeaders are kept by the allow-list; the record gets a copy, and
+	// the stream's next use the array.
+	respHeaders []v1alpha1.HTTPHeader
 }
 
 // whole: the stream was seen from its request on, nothing lost since.
@@ -281,7 +286,7 @@ func (c *conn) response(id uint32, end bool, h *fields, at time.Time) {
 		// was informational after all.
 		s.respSeen, s.resp = true, at
 		s.status, s.respType, s.respPartial = h.status, h.ctype, h.partial()
-		s.respHeaders = h.kept
+		s.respHeaders = append(s.respHeaders[:0], h.kept...)
 		if h.grpcStatus >= 0 {
 			s.grpcStatus = h.grpcStatus // trailers-only
 		}
@@ -364,7 +369,7 @@ func (c *conn) newStream(id uint32, at time.Time) *stream {
 	s := c.spare
 	if s != nil {
 		c.spare = nil
-		*s = stream{id: id, last: at, grpcStatus: -1}
+		*s = stream{id: id, last: at, grpcStatus: -1, respHeaders: s.respHeaders[:0]}
 	} else {
 		s = &stream{id: id, last: at, grpcStatus: -1}
 	}
@@ -411,19 +416,46 @@ func (c *conn) complete(s *stream, how ending) {
 		// fields) may have held the message or an allow-listed header.
 		partial = partial || !known || s.path == "" || s.grpcMessageLost || s.respPartial || s.trailPartial
 		rec.Type = v1alpha1.L7TypeGRPC
-		rec.GRPC = &v1alpha1.GRPC{Service: service, Method: method, StatusCode: int32(code),
-			Message: s.grpcMessage, ResponseHeaders: s.respHeaders}
+		r := &grpcCall{grpc: v1alpha1.GRPC{Service: service, Method: method, StatusCode: int32(code), Message: s.grpcMessage}}
+		r.grpc.ResponseHeaders = headersIn(r.hs[:], s.respHeaders)
+		rec.GRPC = &r.grpc
 	} else {
 		// It may be gRPC all the same if a content type (or the
 		// trailers) could not be read.
 		partial = partial || (!grpc && !s.notGRPC())
-		rec.HTTP = &v1alpha1.HTTP{Code: int32(s.status), Method: s.method, URL: s.path, Protocol: "HTTP/2", ResponseHeaders: s.respHeaders}
+		r := &httpExchange{http: v1alpha1.HTTP{Code: int32(s.status), Method: s.method, URL: s.path, Protocol: "HTTP/2"}}
+		r.http.ResponseHeaders = headersIn(r.hs[:], s.respHeaders)
+		rec.HTTP = &r.http
 	}
 	rec.Partial = partial
 	c.out = append(c.out, l7.Exchange{Request: s.req, Response: s.resp, Record: rec, Partial: partial})
-	// The record has what it needs of s (its response headers are the
-	// record's now): s may serve the next stream.
+	// The record has what it needs of s (a copy of its response
+	// headers): s may serve the next stream.
 	c.spare = s
+}
+
+// grpcCall and httpExchange are a record and the array of its response
+// headers, when they are a few: one allocation for both.
+type grpcCall struct {
+	grpc v1alpha1.GRPC
+	hs   [2]v1alpha1.HTTPHeader
+}
+
+type httpExchange struct {
+	http v1alpha1.HTTP
+	hs   [2]v1alpha1.HTTPHeader
+}
+
+// headersIn returns a copy of hs, in arr if they fit.
+func headersIn(arr, hs []v1alpha1.HTTPHeader) []v1alpha1.HTTPHeader {
+	switch {
+	case len(hs) == 0:
+		return nil
+	case len(hs) <= len(arr):
+		// Capped: an append to it must not write the array's rest.
+		return arr[:copy(arr, hs):len(hs)]
+	}
+	return slices.Clone(hs)
 }
 
 // grpcCode is the call's status: grpc-status, or what the gRPC protocol

@@ -273,7 +273,7 @@ func (c *conn) endBlock(r *reader) error {
 	r.blkOpen = false
 	h := fields{grpcStatus: -1, cut: r.blkCut}
 	if r.dir == l7.FromServer {
-		h.keep = c.keepResponse
+		h.keep, h.kept = c.keepResponse, c.kept[:0]
 	}
 	err := r.hp.Decode(r.blk, r.blkCut, h.add)
 	if err != nil || r.blkCut {
@@ -284,13 +284,13 @@ func (c *conn) endBlock(r *reader) error {
 		// connection's life.
 		r.blk, r.pay = nil, nil
 	}
-	if err != nil {
-		return err
-	}
-	if !r.blkSkip {
+	if err == nil && !r.blkSkip {
 		c.headers(r.dir, r.blkStream, r.blkEnd, &h, r.blkAt)
 	}
-	return nil
+	if h.keep != nil {
+		c.kept = h.kept[:0] // its fields are copied where they are kept
+	}
+	return err
 }
 
 // flushRequest reports the request on stream id now if the client
