@@ -43,6 +43,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,6 +78,7 @@ func main() {
 	flag.IntVar(&o.watchers, "watchers", 1, "watches draining the hub, each for one namespace: subscriptions of one hub listener, as an aggregated server's feed is")
 	flag.StringVar(&o.dir, "dir", "", "store directory (default: a new temporary one, removed at exit)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	flag.StringVar(&o.trace, "trace", "", "write an execution trace of the run to this file (go tool trace): where the pipeline waits")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to this file when the producers stop, before the queue drains")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -88,7 +90,7 @@ func main() {
 type options struct {
 	duration                                      time.Duration
 	rate, producers, queue, batch, watchers, pool int
-	dir, cpuProfile, memProfile                   string
+	dir, cpuProfile, memProfile, trace            string
 }
 
 func run(o options) error {
@@ -147,6 +149,17 @@ func run(o options) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.trace != "" {
+		out, err := os.Create(o.trace)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := trace.Start(out); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	before := sample()
 	var offered atomic.Int64

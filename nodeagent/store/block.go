@@ -134,38 +134,71 @@ func cutBlocks(recs []Record) []*block {
 
 // sort puts the block's flows in storage order: grouped by endpoints, then
 // in list order.
+//
+// The endpoints (namespace, source pod, destination pod) of a block are a
+// few hundred at most: they are ranked once, so that the sort compares
+// integers rather than three strings per comparison.
 func (b *block) sort() {
+	type endpoints struct{ ns, src, dst string }
 	type key struct {
-		ns, src, dst string
-		port         int32
-		time         int64
-		rv           uint64
+		rank uint32
+		port int32
+		time int64
+		rv   uint64
+		i    int
 	}
+	ranks := map[endpoints]uint32{}
+	var distinct []endpoints
 	keys := make([]key, len(b.recs))
-	idx := make([]int, len(b.recs))
+	var prev endpoints
+	var prevRank uint32
 	for i, r := range b.recs {
 		f := r.Flow
-		k := key{ns: f.Namespace, time: b.times[i], rv: r.RV}
+		e := endpoints{ns: f.Namespace}
 		if f.Source != nil {
-			k.src = f.Source.PodName
+			e.src = f.Source.PodName
 		}
 		if f.Destination != nil {
-			k.dst = f.Destination.PodName
+			e.dst = f.Destination.PodName
 		}
+		rank := prevRank
+		if i == 0 || e != prev {
+			var ok bool
+			if rank, ok = ranks[e]; !ok {
+				rank = uint32(len(distinct))
+				ranks[e] = rank
+				distinct = append(distinct, e)
+			}
+			prev, prevRank = e, rank
+		}
+		keys[i] = key{rank: rank, time: b.times[i], rv: r.RV, i: i}
 		if f.L4 != nil {
-			k.port = f.L4.DestinationPort
+			keys[i].port = f.L4.DestinationPort
 		}
-		keys[i], idx[i] = k, i
 	}
-	slices.SortFunc(idx, func(i, j int) int {
-		a, b := &keys[i], &keys[j]
-		return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.src, b.src), cmp.Compare(a.dst, b.dst),
-			cmp.Compare(a.port, b.port), cmp.Compare(a.time, b.time), cmp.Compare(a.rv, b.rv))
+	// Ranks in the endpoints' order.
+	order := make([]uint32, len(distinct))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	slices.SortFunc(order, func(i, j uint32) int {
+		a, b := &distinct[i], &distinct[j]
+		return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.src, b.src), cmp.Compare(a.dst, b.dst))
 	})
-	recs := make([]Record, len(idx))
-	times := make([]int64, len(idx))
-	for to, from := range idx {
-		recs[to], times[to] = b.recs[from], b.times[from]
+	rankOf := make([]uint32, len(distinct))
+	for r, i := range order {
+		rankOf[i] = uint32(r)
+	}
+	for i := range keys {
+		keys[i].rank = rankOf[keys[i].rank]
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.port, b.port), cmp.Compare(a.time, b.time), cmp.Compare(a.rv, b.rv))
+	})
+	recs := make([]Record, len(keys))
+	times := make([]int64, len(keys))
+	for to, k := range keys {
+		recs[to], times[to] = b.recs[k.i], b.times[k.i]
 	}
 	b.recs, b.times = recs, times
 }

@@ -322,9 +322,9 @@ func (e *frameEncoder) add(r Record, t int64) error {
 			f.EndTime = nil
 		}
 	}
-	if isUUID(string(f.UID)) {
+	if uid, ok := appendUUIDIf(e.uid, string(f.UID)); ok {
 		bits |= cUID
-		e.uid = appendUUID(e.uid, string(f.UID))
+		e.uid = uid
 		f.UID = ""
 	}
 	if l4 := f.L4; l4 != nil && uint32(l4.SourcePort) <= 0xffff && uint32(l4.DestinationPort) <= 0xffff {
@@ -560,44 +560,41 @@ func (d *colDecoder) bytes(n int) []byte {
 	return b
 }
 
-// isUUID tells whether s is a UUID in lowercase hex with dashes, which
-// appendUUID and formatUUID convert exactly.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
+// unhex maps a lowercase hex digit to its value, anything else to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	for i := range 36 {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-				return false
-			}
-		}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
 	}
-	return true
-}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c - 'a' + 10)
+	}
+	return t
+}()
 
-func appendUUID(b []byte, s string) []byte {
-	unhex := func(c byte) byte {
-		if c <= '9' {
-			return c - '0'
-		}
-		return c - 'a' + 10
+// appendUUIDIf appends the 16 bytes of s, and reports true, when s is a
+// UUID in lowercase hex with dashes, which formatUUID gives back exactly;
+// it returns b as it was otherwise.
+func appendUUIDIf(b []byte, s string) ([]byte, bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return b, false
 	}
-	for i := 0; i < 36; {
-		if s[i] == '-' {
+	n := len(b)
+	var bad byte
+	for i := 0; i < 36; i += 2 {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
 			i++
-			continue
 		}
-		b = append(b, unhex(s[i])<<4|unhex(s[i+1]))
-		i += 2
+		hi, lo := unhex[s[i]], unhex[s[i+1]]
+		bad |= hi | lo
+		b = append(b, hi<<4|lo)
 	}
-	return b
+	if bad&0xf0 != 0 {
+		return b[:n], false
+	}
+	return b, true
 }
 
 func formatUUID(u []byte) string {

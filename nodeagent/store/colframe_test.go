@@ -19,8 +19,11 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,5 +197,77 @@ func TestBlocksOfPerFlowEncodingsCleared(t *testing.T) {
 	}
 	if format, _ := s.GetMeta(metaFormat); string(format) != currentFormat {
 		t.Fatalf("format %q after opening", format)
+	}
+}
+
+// TestAppendUUIDIf: a UID goes into the UID column exactly when it is a
+// lowercase RFC 4122 UUID, and formatUUID gives it back.
+func TestAppendUUIDIf(t *testing.T) {
+	const u = "0123abcd-4567-89ef-a0b1-c2d3e4f5a6b7"
+	for _, tc := range []struct {
+		s  string
+		ok bool
+	}{
+		{u, true},
+		{"ffffffff-ffff-ffff-ffff-ffffffffffff", true},
+		{"", false},
+		{u[:35], false},
+		{u + "0", false},
+		{strings.ToUpper(u), false},
+		{strings.Replace(u, "-", "0", 1), false},
+		{"0123abcd04567-89ef-a0b1-c2d3e4f5a6b7", false},
+		{"0123abcg-4567-89ef-a0b1-c2d3e4f5a6b7", false},
+		{"0123abcd-4567-89ef-a0b1-c2d3e4f5a6b/", false},
+		{"0123abcd-4567-89ef-a0b1-c2d3e4f5a6b:", false},
+		{"0123abcd-4567-89ef-a0b1-c2d3e4f5a6b`", false},
+	} {
+		got, ok := appendUUIDIf([]byte("x"), tc.s)
+		if ok != tc.ok {
+			t.Errorf("appendUUIDIf(%q) = %v, want %v", tc.s, ok, tc.ok)
+			continue
+		}
+		if !ok {
+			if string(got) != "x" {
+				t.Errorf("appendUUIDIf(%q) appended %q to a UID it refused", tc.s, got[1:])
+			}
+			continue
+		}
+		if len(got) != 17 || formatUUID(got[1:]) != tc.s {
+			t.Errorf("appendUUIDIf(%q) = %x, which formats as %q", tc.s, got[1:], formatUUID(got[1:]))
+		}
+	}
+}
+
+// TestPostingBuilder: the posting lists Write makes from the frames' shapes
+// are those of each flow's own values (what Check compares the stored lists
+// with), with one builder reused from block to block.
+func TestPostingBuilder(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 5))
+	p := postingBuilders.Get().(*postingBuilder)
+	defer postingBuilders.Put(p)
+	for round := range 20 {
+		blocks := cutBlocks(roundTripFlows(rng, 1+rng.IntN(3*frameFlows)))
+		jobs, err := encodeFrames(blocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range blocks {
+			p.build(b, jobs)
+			got := map[string][]uint32{}
+			for _, l := range p.lists {
+				got[fmt.Sprintf("%v=%s", l.field, l.value)] = slices.Clone(l.pos)
+			}
+			want := map[string][]uint32{}
+			for field, values := range b.postings() {
+				for v, pos := range values {
+					want[fmt.Sprintf("%v=%s", indexField(field), v)] = pos
+				}
+			}
+			if !maps.EqualFunc(got, want, slices.Equal) {
+				t.Fatalf("round %d block %d: lists\n%v\nwant\n%v", round, b.firstRV, got, want)
+			}
+		}
 	}
 }

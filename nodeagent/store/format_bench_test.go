@@ -47,9 +47,11 @@ func BenchmarkFrames(b *testing.B) {
 			for _, j := range jobs {
 				size += len(j.out)
 			}
+			p := postingBuilders.Get().(*postingBuilder)
 			for _, bl := range blocks {
-				_ = bl.postingsOf(jobs)
+				p.build(bl, jobs)
 			}
+			postingBuilders.Put(p)
 		}
 		b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "flows/s")
 		b.ReportMetric(float64(size)/float64(len(recs)), "B/flow")

@@ -23,6 +23,9 @@ import (
 	"math/bits"
 	"slices"
 	"strconv"
+	"sync"
+
+	"flowscope.io/flowscope/apis/flows/v1alpha1"
 )
 
 // Posting lists: the positions, in a block's storage order, of the flows that
@@ -59,55 +62,184 @@ func (b *block) postings() [numIndexes + 1]map[string][]uint32 {
 	return p
 }
 
-// postingsOf is postings, built from the shapes of the block's frames
-// (colframe.go) that jobs encoded: flows of one shape share every index
-// value but the destination port, so each shape's values are worked out
-// once, and each flow costs an append or two.
-func (b *block) postingsOf(jobs []frameJob) [numIndexes + 1]map[string][]uint32 {
-	var p [numIndexes + 1]map[string][]uint32
-	for field := indexField(1); field <= numIndexes; field++ {
-		p[field] = map[string][]uint32{}
+// postingBuilder builds a block's posting lists from the shapes of its
+// frames (colframe.go): flows of one shape share every index value but the
+// destination port, so each shape's values are worked out once per frame,
+// and each flow costs an append per value. Positions are appended in
+// order, so every list comes out sorted. A builder is reused from block to
+// block (postingBuilders), with its lists' arrays and the values it had to
+// make (pod and gRPC values, port numbers), so that a block's lists
+// allocate nothing once the builder has seen its values.
+type postingBuilder struct {
+	// lists are the block's lists, in the order their values first came.
+	lists []postingAcc
+	// index finds a value's list in lists, ports a destination port's.
+	index [numIndexes + 1]map[string]int32
+	ports map[int32]int32
+	// shapes holds, per shape of the frame being read, its lists: n
+	// of them from first (0 means not worked out yet).
+	shapes []shapeLists
+	// Values made by concatenation or formatting, kept across blocks
+	// up to maxBuilderValues each.
+	pods       map[[2]string]string
+	methods    map[[2]string]string
+	portValues map[int32]string
+}
+
+// postingAcc is one value's list being built.
+type postingAcc struct {
+	field indexField
+	value string
+	pos   []uint32
+}
+
+type shapeLists struct {
+	n     int8
+	lists [numIndexes]int32
+}
+
+// maxBuilderValues bounds each of a postingBuilder's caches of values.
+const maxBuilderValues = 1 << 14
+
+var postingBuilders = sync.Pool{New: func() any {
+	p := &postingBuilder{ports: map[int32]int32{}, pods: map[[2]string]string{},
+		methods: map[[2]string]string{}, portValues: map[int32]string{}}
+	for field := range p.index {
+		p.index[field] = map[string]int32{}
 	}
-	ports := map[int32]string{}
+	return p
+}}
+
+// build makes b's posting lists from jobs, the encoded frames of b (and
+// possibly of other blocks, which it skips), into p.lists.
+func (p *postingBuilder) build(b *block, jobs []frameJob) {
+	for i := range p.lists {
+		p.lists[i].pos, p.lists[i].value = p.lists[i].pos[:0], ""
+	}
+	p.lists = p.lists[:0]
+	for field := range p.index {
+		clear(p.index[field])
+	}
+	clear(p.ports)
 	for _, j := range jobs {
 		if j.b != b {
 			continue
 		}
-		// Per shape of the frame: its positions.
-		var byShape [][]uint32
+		p.shapes = slices.Grow(p.shapes[:0], len(j.shape))[:0]
 		for k, sh := range j.shape {
-			for int(sh) >= len(byShape) {
-				byShape = append(byShape, nil)
+			for int(sh) >= len(p.shapes) {
+				p.shapes = append(p.shapes, shapeLists{n: -1})
 			}
 			pos := uint32(j.frame*frameFlows + k)
-			byShape[sh] = append(byShape[sh], pos)
-			if l4 := b.recs[pos].Flow.L4; l4 != nil && (l4.SourcePort != 0 || l4.DestinationPort != 0) {
-				v, ok := ports[l4.DestinationPort]
+			f := b.recs[pos].Flow
+			lists := &p.shapes[sh]
+			if lists.n < 0 {
+				p.shapeLists(f, lists)
+			}
+			for _, l := range lists.lists[:lists.n] {
+				p.lists[l].pos = append(p.lists[l].pos, pos)
+			}
+			if l4 := f.L4; l4 != nil && (l4.SourcePort != 0 || l4.DestinationPort != 0) {
+				l, ok := p.ports[l4.DestinationPort]
 				if !ok {
-					v = postingValue(idxDestPort, strconv.Itoa(int(l4.DestinationPort)))
-					ports[l4.DestinationPort] = v
+					l = p.list(idxDestPort, p.portValue(l4.DestinationPort))
+					p.ports[l4.DestinationPort] = l
 				}
-				p[idxDestPort][v] = append(p[idxDestPort][v], pos)
-			}
-		}
-		for _, pos := range byShape {
-			if len(pos) == 0 {
-				continue
-			}
-			vals := indexValues(b.recs[pos[0]].Flow)
-			for field := indexField(1); field <= numIndexes; field++ {
-				if v := vals[field]; v != "" && field != idxDestPort {
-					p[field][v] = append(p[field][v], pos...)
-				}
+				p.lists[l].pos = append(p.lists[l].pos, pos)
 			}
 		}
 	}
-	for field := indexField(1); field <= numIndexes; field++ {
-		for _, pos := range p[field] {
-			slices.Sort(pos)
+}
+
+// shapeLists sets out to the lists of f's index values but its
+// destination port's. It mirrors indexValues.
+func (p *postingBuilder) shapeLists(f *v1alpha1.Flow, out *shapeLists) {
+	out.n = 0
+	add := func(field indexField, v string) {
+		if v != "" {
+			out.lists[out.n] = p.list(field, v)
+			out.n++
 		}
 	}
-	return p
+	add(idxNamespace, f.Namespace)
+	add(idxVerdict, string(f.Verdict))
+	add(idxDirection, string(f.TrafficDirection))
+	if f.L4 != nil {
+		add(idxProtocol, string(f.L4.Protocol))
+	}
+	if l7 := f.L7; l7 != nil {
+		add(idxL7Type, string(l7.Type))
+		if l7.DNS != nil {
+			add(idxDNSQuery, l7.DNS.Query)
+		}
+		if l7.HTTP != nil {
+			add(idxHTTPURL, l7.HTTP.URL)
+		}
+		if l7.GRPC != nil {
+			add(idxGRPCMethod, p.joined(p.methods, l7.GRPC.Service, l7.GRPC.Method))
+		}
+		if l7.Kafka != nil {
+			add(idxKafkaTopic, l7.Kafka.Topic)
+		}
+	}
+	if e := f.Source; e != nil {
+		if e.PodName != "" {
+			add(idxSourcePod, p.joined(p.pods, e.Namespace, e.PodName))
+		}
+		if len(e.Workloads) > 0 {
+			add(idxSourceWorkload, e.Workloads[len(e.Workloads)-1].Name)
+		}
+	}
+	if e := f.Destination; e != nil {
+		if e.PodName != "" {
+			add(idxDestinationPod, p.joined(p.pods, e.Namespace, e.PodName))
+		}
+		if len(e.Workloads) > 0 {
+			add(idxDestWorkload, e.Workloads[len(e.Workloads)-1].Name)
+		}
+	}
+}
+
+// list returns the index in p.lists of field's list for value v.
+func (p *postingBuilder) list(field indexField, v string) int32 {
+	l, ok := p.index[field][v]
+	if !ok {
+		l = int32(len(p.lists))
+		if len(p.lists) < cap(p.lists) {
+			p.lists = p.lists[:l+1]
+			p.lists[l].field, p.lists[l].value = field, v
+		} else {
+			p.lists = append(p.lists, postingAcc{field: field, value: v})
+		}
+		p.index[field][v] = l
+	}
+	return l
+}
+
+// joined returns a "/" b (podValue), from cache when it has made it before.
+func (p *postingBuilder) joined(cache map[[2]string]string, a, b string) string {
+	v, ok := cache[[2]string{a, b}]
+	if !ok {
+		if len(cache) >= maxBuilderValues {
+			clear(cache)
+		}
+		v = podValue(a, b)
+		cache[[2]string{a, b}] = v
+	}
+	return v
+}
+
+// portValue returns the posting value of destination port port.
+func (p *postingBuilder) portValue(port int32) string {
+	v, ok := p.portValues[port]
+	if !ok {
+		if len(p.portValues) >= maxBuilderValues {
+			clear(p.portValues)
+		}
+		v = postingValue(idxDestPort, strconv.Itoa(int(port)))
+		p.portValues[port] = v
+	}
+	return v
 }
 
 // ephemeralPorts is where ephemeral ports start (Linux's default

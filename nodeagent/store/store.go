@@ -400,17 +400,19 @@ func (s *Store) writeIndex(wb entrySetter, b *block, jobs []frameJob) error {
 	}
 	// Keys and values never move once handed to the batch: a grown
 	// buffer is a new array, the old one stays referenced by the batch.
-	buf := make([]byte, 0, 64<<10)
-	for field, values := range b.postingsOf(jobs) {
-		for v, pos := range values {
-			start := len(buf)
-			buf = appendPostingKey(buf, indexField(field), v, b.minTime, b.firstRV)
-			key := buf[start:len(buf):len(buf)]
-			start = len(buf)
-			buf = appendPostingList(buf, pos)
-			if err := wb.SetEntry(&badger.Entry{Key: key, Value: buf[start:len(buf):len(buf)]}); err != nil {
-				return err
-			}
+	p := postingBuilders.Get().(*postingBuilder)
+	defer postingBuilders.Put(p)
+	p.build(b, jobs)
+	buf := make([]byte, 0, 16<<10)
+	for i := range p.lists {
+		l := &p.lists[i]
+		start := len(buf)
+		buf = appendPostingKey(buf, l.field, l.value, b.minTime, b.firstRV)
+		key := buf[start:len(buf):len(buf)]
+		start = len(buf)
+		buf = appendPostingList(buf, l.pos)
+		if err := wb.SetEntry(&badger.Entry{Key: key, Value: buf[start:len(buf):len(buf)]}); err != nil {
+			return err
 		}
 	}
 	return nil
