@@ -101,24 +101,29 @@ type Mapper struct {
 func (m Mapper) Flows(r Record) []*v1alpha1.Flow {
 	// One allocation holds the flow and the parts it points to: a record
 	// makes a flow, and the flow all of them.
-	return m.flows(&r, &flowParts{})
+	p := &connParts{}
+	return m.flows(&r, &p.flowParts, &p.counters, nil)
 }
 
-// flows makes the flows of r in p, which it fills.
-func (m Mapper) flows(r *Record, p *flowParts) []*v1alpha1.Flow {
+// flows makes the flows of r in p, which it fills. c holds a connection
+// record's counters and ICMP type, and is nil for an L7 record, which
+// has neither. one, if not nil, holds the slice of a lone flow, so that
+// it needs no allocation of its own.
+func (m Mapper) flows(r *Record, p *flowParts, c *counters, one *[1]*v1alpha1.Flow) []*v1alpha1.Flow {
 	p.end = metav1.NewMicroTime(r.End)
 	p.l4 = v1alpha1.Layer4{Protocol: r.Protocol, TCPFlags: r.TCPFlags}
 	p.src = m.Enricher.Endpoint(r.Initiator.Addr(), r.Initiator.Port())
 	p.dst = m.Enricher.Endpoint(r.Responder.Addr(), r.Responder.Port())
-	p.traffic = v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply}
 	p.ip = v1alpha1.IP{
 		Source: addrString(r.Initiator.Addr(), p.src.IP), Destination: addrString(r.Responder.Addr(), p.dst.IP),
 		IPVersion: ipVersion(r.Initiator.Addr()),
 	}
 	switch r.Protocol {
 	case v1alpha1.ProtocolICMPv4, v1alpha1.ProtocolICMPv6:
-		p.icmp = v1alpha1.ICMP{Type: r.ICMPType, Code: r.ICMPCode}
-		p.l4.ICMP = &p.icmp
+		if c != nil {
+			c.icmp = v1alpha1.ICMP{Type: r.ICMPType, Code: r.ICMPCode}
+			p.l4.ICMP = &c.icmp
+		}
 	default:
 		p.l4.SourcePort = int32(r.Initiator.Port())
 		p.l4.DestinationPort = int32(r.Responder.Port())
@@ -131,11 +136,13 @@ func (m Mapper) flows(r *Record, p *flowParts) []*v1alpha1.Flow {
 	f.IP = &p.ip
 	f.L4 = &p.l4
 	f.Source, f.Destination = &p.src, &p.dst
-	f.Traffic = &p.traffic
 	f.Interface = r.Interface
 	f.CreationTimestamp = metav1.NewTime(r.Start)
 	if r.L7 != nil {
-		f.L7, f.Traffic = r.L7, nil
+		f.L7 = r.L7
+	} else if c != nil {
+		c.traffic = v1alpha1.Traffic{Packets: r.Packets, Bytes: r.Bytes, PacketsReply: r.PacketsReply, BytesReply: r.BytesReply}
+		f.Traffic = &c.traffic
 	}
 
 	if r.Kind == Dropped {
@@ -161,26 +168,35 @@ func (m Mapper) flows(r *Record, p *flowParts) []*v1alpha1.Flow {
 	} else {
 		f = m.filed(f, v1alpha1.TrafficDirectionIngress, &p.dst)
 	}
-	if p.one != nil {
-		p.one[0] = f
-		return p.one[:]
+	if one != nil {
+		one[0] = f
+		return one[:]
 	}
 	return []*v1alpha1.Flow{f}
 }
 
-// flowParts are a flow and what it points to, allocated as one.
+// flowParts are a flow and what it points to, allocated as one, but for
+// what only connection records have (counters).
 type flowParts struct {
 	flow     v1alpha1.Flow
 	end      metav1.MicroTime
 	isReply  bool
 	ip       v1alpha1.IP
 	l4       v1alpha1.Layer4
-	icmp     v1alpha1.ICMP
 	src, dst v1alpha1.Endpoint
-	traffic  v1alpha1.Traffic
-	// one, if not nil, is where the slice of a lone flow goes, when it is
-	// allocated with the parts.
-	one *[1]*v1alpha1.Flow
+}
+
+// counters are what a connection record's flow points to that an L7
+// record's does not.
+type counters struct {
+	icmp    v1alpha1.ICMP
+	traffic v1alpha1.Traffic
+}
+
+// connParts are a connection record's flow and its parts.
+type connParts struct {
+	flowParts
+	counters
 }
 
 // filed files f in the namespace of the local end; without a pod there,
