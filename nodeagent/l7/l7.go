@@ -160,6 +160,9 @@ func (a *HeaderAllowlist) Keeps(name string) bool {
 	if a == nil {
 		return false
 	}
+	if isASCII(name) {
+		return keepsASCII(a, name)
+	}
 	for _, c := range a.credentials {
 		if strings.EqualFold(c, name) {
 			return false
@@ -181,6 +184,9 @@ func (a *HeaderAllowlist) KeepsBytes(name []byte) bool {
 	if a == nil {
 		return false
 	}
+	if isASCII(name) {
+		return keepsASCII(a, name)
+	}
 	for _, c := range a.credentials {
 		if bytes.EqualFold([]byte(c), name) {
 			return false
@@ -195,4 +201,59 @@ func (a *HeaderAllowlist) KeepsBytes(name []byte) bool {
 		}
 	}
 	return false
+}
+
+// keepsASCII is Keeps for a name of ASCII bytes, the usual case (a
+// token). Unicode's simple folding then agrees with ASCII's, and the
+// allow-list's names, tokens too, need comparing only when their length
+// is the name's. (A name with other bytes may fold to an ASCII one:
+// "\u212A" folds to "k".)
+func keepsASCII[S string | []byte](a *HeaderAllowlist, name S) bool {
+	for _, c := range a.credentials {
+		if equalFoldASCII(c, name) {
+			return false
+		}
+	}
+	if a.all {
+		return true
+	}
+	for _, n := range a.names {
+		if equalFoldASCII(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII[S string | []byte](s S) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// equalFoldASCII reports whether s and b are equal, ASCII letters
+// compared without case.
+func equalFoldASCII[S string | []byte](s string, b S) bool {
+	if len(s) != len(b) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		x, y := s[i], b[i]
+		if x == y {
+			continue
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
