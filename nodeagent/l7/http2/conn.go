@@ -152,7 +152,7 @@ type fields struct {
 	kept []v1alpha1.HTTPHeader
 }
 
-func (h *fields) add(f hpackjoin.Field) {
+func (h *fields) add(f *hpackjoin.Field) {
 	if !f.Known {
 		h.unknown = true
 		return

@@ -108,6 +108,9 @@ type Decoder struct {
 	sized bool
 	limit int // the memory cap of max
 	peer  int // the peer's SETTINGS_HEADER_TABLE_SIZE, 0 until known
+	// field is the one Decode hands emit: a local one would escape, an
+	// allocation per block.
+	field Field
 }
 
 // NewDecoder returns a decoder for a direction seen from its first byte:
@@ -167,14 +170,21 @@ func (d *Decoder) Len() int { return len(d.ents) - d.head }
 func (d *Decoder) Size() int { return d.size }
 
 // Decode decodes one header block, calling emit for every field in
-// order, and applies its insertions and size updates to the table. When
+// order (the field is emit's only during the call: Decode reuses it for
+// the next, so that no field is copied), and applies its insertions and size updates to the table. When
 // truncated, block is only the first part of a header block (the rest was
 // not captured): decoding stops at the first representation that does not
 // end within it, and the caller should Reset the decoder after, since
 // insertions were lost. An error means a malformed block: the table is
 // then in an unknown state and the caller must Reset it.
-func (d *Decoder) Decode(block []byte, truncated bool, emit func(Field)) error {
-	var f Field
+func (d *Decoder) Decode(block []byte, truncated bool, emit func(*Field)) error {
+	err := d.decode(block, truncated, emit)
+	d.field = Field{} // it holds nothing of the block past the call
+	return err
+}
+
+func (d *Decoder) decode(block []byte, truncated bool, emit func(*Field)) error {
+	f := &d.field
 	p := block
 	for len(p) > 0 {
 		var err error
@@ -186,7 +196,7 @@ func (d *Decoder) Decode(block []byte, truncated bool, emit func(Field)) error {
 				if i == 0 {
 					return fmt.Errorf("%w: index 0", ErrMalformed)
 				}
-				d.at(i, &f)
+				d.at(i, f)
 				emit(f)
 			}
 		case b&0xe0 == 0x20: // 6.3 dynamic table size update
@@ -200,12 +210,12 @@ func (d *Decoder) Decode(block []byte, truncated bool, emit func(Field)) error {
 				d.evict()
 			}
 		case b&0xc0 == 0x40: // 6.2.1 literal with incremental indexing
-			p, err = d.literal(p, 6, true, &f)
+			p, err = d.literal(p, 6, true, f)
 			if err == nil {
 				emit(f)
 			}
 		default: // 6.2.2 without indexing (0000), 6.2.3 never indexed (0001)
-			p, err = d.literal(p, 4, false, &f)
+			p, err = d.literal(p, 4, false, f)
 			if err == nil {
 				emit(f)
 			}
@@ -369,7 +379,7 @@ func readString(p []byte) (raw []byte, huff bool, rest []byte, err error) {
 func Valid(block []byte) bool {
 	d := NewLateDecoder(DefaultTableSize)
 	ok := true
-	err := d.Decode(block, false, func(f Field) {
+	err := d.Decode(block, false, func(f *Field) {
 		if f.lazy {
 			if _, vok := f.Value(); !vok {
 				ok = false

@@ -32,7 +32,7 @@ type got struct{ name, value string }
 func decode(t testing.TB, d *Decoder, block []byte, truncated bool) ([]got, error) {
 	t.Helper()
 	var out []got
-	err := d.Decode(block, truncated, func(f Field) {
+	err := d.Decode(block, truncated, func(f *Field) {
 		g := got{name: "?", value: "?"}
 		if f.Known {
 			g.name = f.Name
@@ -259,7 +259,7 @@ func newEncoderBlock(t *testing.T) []byte {
 // isBoundary reports whether cut falls between representations of b.
 func isBoundary(b []byte, cut int) bool {
 	d := NewLateDecoder(DefaultTableSize)
-	return d.Decode(b[:cut], false, func(Field) {}) == nil
+	return d.Decode(b[:cut], false, func(*Field) {}) == nil
 }
 
 func TestEviction(t *testing.T) {
