@@ -52,7 +52,26 @@ type query struct {
 	qtype   dnsmessage.Type
 	qclass  dnsmessage.Class
 	name    string
-	qtypes  []string
+	// types are the questions' types, named only in a record: a
+	// response's names them in its own array.
+	types  [maxQuestions]dnsmessage.Type
+	ntypes uint8
+}
+
+// qtypes names the query's types in buf if they fit.
+func (q *query) qtypes(buf []string) []string {
+	n := int(q.ntypes)
+	if n == 0 {
+		return nil
+	}
+	s := buf[:min(n, len(buf)):min(n, len(buf))]
+	if n > len(buf) {
+		s = make([]string, n)
+	}
+	for i, t := range q.types[:n] {
+		s[i] = typeName(t)
+	}
+	return s
 }
 
 // sameQuestion reports whether m asks q's first question. Names compare
@@ -117,7 +136,7 @@ func (c *conn) query(dir l7.Dir, t time.Time, m *message) {
 		c.remove(0)
 		c.p.stats.DroppedQueries.Add(1)
 	}
-	c.pending = append(c.pending, query{
+	q := query{
 		t:           t,
 		id:          m.id,
 		dir:         dir,
@@ -126,8 +145,9 @@ func (c *conn) query(dir l7.Dir, t time.Time, m *message) {
 		qtype:       m.qtype,
 		qclass:      m.qclass,
 		name:        string(m.name),
-		qtypes:      typeNames(m.qtypes),
-	})
+	}
+	q.ntypes = uint8(copy(q.types[:], m.qtypes))
+	c.pending = append(c.pending, q)
 }
 
 // response pairs a response with the oldest waiting query sent the other
@@ -157,14 +177,19 @@ func (c *conn) response(dir l7.Dir, t time.Time, m *message) l7.Exchange {
 		c.p.stats.Mismatches.Add(1)
 	}
 	// The question comes from whichever side read it whole, the query
-	// first (its strings are made already).
+	// first (its name is made already).
 	fromQuery := found >= 0 && (!q.partial || !m.questionsDone && q.hasQuestion)
 	questionExact := found >= 0 && !q.partial || m.questionsDone
 	r := &record{dns: v1alpha1.DNS{RCode: m.rcode, TTL: int32(m.ttl)}} // decode keeps TTLs within int32
 	rec := &r.dns
 	rec.Query, rec.QTypes, rec.IPs, rec.CNAMEs, rec.RRTypes = c.d.strings(m, !fromQuery, r.strs[:])
 	if fromQuery {
-		rec.Query, rec.QTypes = q.name, q.qtypes
+		// Its types go in what the response's lists left of the array.
+		spare := r.strs[:]
+		if n := len(m.ips) + len(m.cnames) + len(m.rrtypes); n <= len(spare) {
+			spare = spare[n:]
+		}
+		rec.Query, rec.QTypes = q.name, q.qtypes(spare)
 	}
 	x.Partial = !questionExact || !m.answersDone || !m.rcodeExact || m.tc
 	x.Truncated = m.tc && rec.Query != ""
@@ -214,7 +239,7 @@ func (c *conn) Expire(now time.Time, timeout time.Duration) []l7.Exchange {
 			Partial: q.partial,
 			Record: v1alpha1.Layer7{
 				Type:    v1alpha1.L7TypeDNS,
-				DNS:     &v1alpha1.DNS{Query: q.name, QTypes: q.qtypes, RCode: RCodeTimeout},
+				DNS:     &v1alpha1.DNS{Query: q.name, QTypes: q.qtypes(nil), RCode: RCodeTimeout},
 				Partial: q.partial,
 			},
 		})

@@ -301,15 +301,3 @@ func typeName(t dnsmessage.Type) string {
 	}
 	return "TYPE" + strconv.Itoa(int(t))
 }
-
-// typeNames names the types of ts.
-func typeNames(ts []dnsmessage.Type) []string {
-	if len(ts) == 0 {
-		return nil
-	}
-	s := make([]string, len(ts))
-	for i, t := range ts {
-		s[i] = typeName(t)
-	}
-	return s
-}
