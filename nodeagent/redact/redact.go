@@ -142,7 +142,7 @@ func (r *Redactor) header(h v1alpha1.HTTPHeader) v1alpha1.HTTPHeader {
 	var buf [64]byte
 	lower := appendLower(buf[:0], h.Key)
 	switch {
-	case isCredential(h.Key), !r.allowAll && !r.allow[string(lower)]:
+	case isCredentialToken(lower), !r.allowAll && !r.allow[string(lower)]:
 		h.Value = Marker
 	case urlHeaders[string(lower)]:
 		h.Value = URL(h.Value, r.keepQuery)
@@ -170,6 +170,32 @@ func isCredential(name string) bool {
 		}
 	}
 	return false
+}
+
+// isCredentialToken is isCredential for a header name that is a token
+// (ASCII), in lower case: Unicode's folding then agrees with ASCII's, and
+// only the credentials of its length need comparing.
+func isCredentialToken(lower []byte) bool {
+	for _, c := range Credentials {
+		if len(c) == len(lower) && equalLower(c, lower) {
+			return true
+		}
+	}
+	return false
+}
+
+// equalLower reports whether s in lower case (ASCII) is lower.
+func equalLower(s string, lower []byte) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // isHeaderName reports whether s is an HTTP field name (RFC 9110's token),

@@ -261,3 +261,19 @@ func FuzzRedactURL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCredentialToken: for a header name, the lower-case comparison the
+// redactor makes agrees with strings.EqualFold's.
+func FuzzCredentialToken(f *testing.F) {
+	for _, s := range []string{"Authorization", "set-cookie", "COOKIE", "Cookies", "X-Token", ":path"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if !isHeaderName(name) {
+			return
+		}
+		if got, want := isCredentialToken(appendLower(nil, name)), isCredential(name); got != want {
+			t.Errorf("isCredentialToken(%q) = %v, isCredential %v", name, got, want)
+		}
+	})
+}
