@@ -209,8 +209,27 @@ type frameEncoder struct {
 	ports   []int32 // source, destination
 	traffic []int64
 	latency []int64
-	// The shape of the flow being added: a copy of the flow and of the
-	// parts it changes, reused for each flow.
+	// The shape of the flow being added (cur), and the shapes last
+	// encoded, most recent first, with their indexes: storage order puts
+	// flows of one pair of endpoints side by side, whose few shapes
+	// alternate, so most flows are found to have one of the recent
+	// shapes (flowcodec.SameEncoding) without being encoded.
+	cur          *shapeBuf
+	recent       [recentShapes]*shapeBuf
+	recentShape  [recentShapes]uint32
+	recentShapes int
+}
+
+// recentShapes is how many shapes a frameEncoder compares a flow with
+// before it encodes the flow's shape: of a block of the demo application's
+// 4,096 flows (BenchmarkFrames), with 774 distinct shapes in its frames,
+// it encodes 3,041 shapes with 1, 1,599 with 4, 1,188 with 8 and 1,045
+// with 16.
+const recentShapes = 8
+
+// shapeBuf holds a flow's shape: a copy of the flow and of the parts its
+// columns change.
+type shapeBuf struct {
 	flow     v1alpha1.Flow
 	l4       v1alpha1.Layer4
 	src, dst v1alpha1.Endpoint
@@ -218,7 +237,11 @@ type frameEncoder struct {
 }
 
 var frameEncoders = sync.Pool{New: func() any {
-	return &frameEncoder{index: map[uint64]uint32{}, seed: maphash.MakeSeed()}
+	e := &frameEncoder{index: map[uint64]uint32{}, seed: maphash.MakeSeed(), cur: new(shapeBuf)}
+	for i := range e.recent {
+		e.recent[i] = new(shapeBuf)
+	}
+	return e
 }}
 
 // zeroTraffic stands in for a flow's counters in its shape; flowcodec only
@@ -288,12 +311,14 @@ func (e *frameEncoder) reset() {
 	clear(e.index)
 	e.shape, e.bits, e.uid, e.created, e.end = e.shape[:0], e.bits[:0], e.uid[:0], e.created[:0], e.end[:0]
 	e.ports, e.traffic, e.latency = e.ports[:0], e.traffic[:0], e.latency[:0]
+	e.recentShapes = 0
 }
 
 // add takes one flow apart into its columns and its shape.
 func (e *frameEncoder) add(r Record, t int64) error {
-	e.flow = *r.Flow // what is left is the shape; r.Flow is not changed
-	f := &e.flow
+	sb := e.cur
+	sb.flow = *r.Flow // what is left is the shape; r.Flow is not changed
+	f := &sb.flow
 	var bits uint16
 	e.rvText = strconv.AppendUint(e.rvText[:0], r.RV, 10)
 	if f.ResourceVersion == string(e.rvText) {
@@ -330,20 +355,20 @@ func (e *frameEncoder) add(r Record, t int64) error {
 	if l4 := f.L4; l4 != nil && uint32(l4.SourcePort) <= 0xffff && uint32(l4.DestinationPort) <= 0xffff {
 		bits |= cPorts
 		e.ports = append(e.ports, l4.SourcePort, l4.DestinationPort)
-		e.l4 = *l4
-		e.l4.SourcePort, e.l4.DestinationPort = 0, 0
-		f.L4 = &e.l4
+		sb.l4 = *l4
+		sb.l4.SourcePort, sb.l4.DestinationPort = 0, 0
+		f.L4 = &sb.l4
 		if f.Source != nil && f.Source.Port == l4.SourcePort {
 			bits |= cSrcPort
-			e.src = *f.Source
-			e.src.Port = 0
-			f.Source = &e.src
+			sb.src = *f.Source
+			sb.src.Port = 0
+			f.Source = &sb.src
 		}
 		if f.Destination != nil && f.Destination.Port == l4.DestinationPort {
 			bits |= cDstPort
-			e.dst = *f.Destination
-			e.dst.Port = 0
-			f.Destination = &e.dst
+			sb.dst = *f.Destination
+			sb.dst.Port = 0
+			f.Destination = &sb.dst
 		}
 	}
 	if tr := f.Traffic; tr != nil {
@@ -354,9 +379,16 @@ func (e *frameEncoder) add(r Record, t int64) error {
 	if f.L7 != nil && f.L7.Latency != nil {
 		bits |= cLatency
 		e.latency = append(e.latency, int64(f.L7.Latency.Duration))
-		e.l7 = *f.L7
-		e.l7.Latency = nil
-		f.L7 = &e.l7
+		sb.l7 = *f.L7
+		sb.l7.Latency = nil
+		f.L7 = &sb.l7
+	}
+	e.bits = append(e.bits, bits)
+	for k, sb := range e.recent[:e.recentShapes] {
+		if flowcodec.SameEncoding(&sb.flow, f) {
+			e.shape = append(e.shape, e.recentShape[k])
+			return nil
+		}
 	}
 	start := len(e.shapes)
 	var err error
@@ -367,8 +399,16 @@ func (e *frameEncoder) add(r Record, t int64) error {
 	if n := len(e.shapes) - start; n > MaxFlowBytes {
 		return fmt.Errorf("flow %d takes %d bytes encoded, over the store's bound of %d", r.RV, n, MaxFlowBytes)
 	}
-	e.shape = append(e.shape, e.intern(start))
-	e.bits = append(e.bits, bits)
+	i := e.intern(start)
+	e.shape = append(e.shape, i)
+	// cur goes first among the recent shapes; the last one's buffer
+	// holds the next flow's shape.
+	n := min(e.recentShapes+1, recentShapes)
+	last := e.recent[n-1]
+	copy(e.recent[1:n], e.recent[:n-1])
+	copy(e.recentShape[1:n], e.recentShape[:n-1])
+	e.recent[0], e.recentShape[0], e.cur = e.cur, i, last
+	e.recentShapes = n
 	return nil
 }
 

@@ -18,13 +18,16 @@ package store
 
 import (
 	"testing"
+
+	"flowscope.io/flowscope/internal/rusage"
 )
 
 // BenchmarkFrames measures the columnar frames (colframe.go) of a block of
 // the demo application's flows: encoding and compressing a full block with
 // its posting lists, as Write does, and decompressing a frame and decoding
 // all its flows, as a list does. It reports the bytes per flow of the
-// compressed frames.
+// compressed frames, and the process's CPU time per flow (the encoders run
+// on all CPUs).
 func BenchmarkFrames(b *testing.B) {
 	gen, err := newBenchGenerator(MaxBlockFlows, 3)
 	if err != nil {
@@ -37,6 +40,7 @@ func BenchmarkFrames(b *testing.B) {
 	b.Run("encode", func(b *testing.B) {
 		b.ReportAllocs()
 		var size int
+		cpu := rusage.CPU()
 		for b.Loop() {
 			blocks := cutBlocks(recs)
 			jobs, err := encodeFrames(blocks)
@@ -53,7 +57,9 @@ func BenchmarkFrames(b *testing.B) {
 			}
 			postingBuilders.Put(p)
 		}
+		cpu = rusage.CPU() - cpu
 		b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "flows/s")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*len(recs)), "cpu-ns/flow")
 		b.ReportMetric(float64(size)/float64(len(recs)), "B/flow")
 	})
 	b.Run("decode", func(b *testing.B) {
