@@ -43,9 +43,15 @@ func AppendMarshal(dst []byte, f *v1alpha1.Flow) ([]byte, error) {
 
 func (e *encoder) flow(f *v1alpha1.Flow) {
 	var flags uint64
-	rv, rvErr := strconv.ParseUint(f.ResourceVersion, 10, 64)
-	rvNumeric := rvErr == nil && len(f.ResourceVersion) > 0 && f.ResourceVersion[0] != '+' &&
-		(f.ResourceVersion == "0" || f.ResourceVersion[0] != '0')
+	// The store's frames keep the version apart, leaving it empty: no
+	// ParseUint, whose error for "" allocates.
+	var rv uint64
+	rvNumeric := false
+	if len(f.ResourceVersion) > 0 && f.ResourceVersion[0] != '+' {
+		var rvErr error
+		rv, rvErr = strconv.ParseUint(f.ResourceVersion, 10, 64)
+		rvNumeric = rvErr == nil && (f.ResourceVersion == "0" || f.ResourceVersion[0] != '0')
+	}
 	if rvNumeric {
 		flags |= fRVNumeric
 	}

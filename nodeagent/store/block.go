@@ -108,48 +108,71 @@ type block struct {
 	times   []int64
 }
 
-// cutBlocks splits recs, in version order, into blocks.
+// cutBlocks splits recs, in version order, into blocks. The blocks share
+// one copy of recs, each sorted in place.
 func cutBlocks(recs []Record) []*block {
+	all := slices.Clone(recs)
+	times := make([]int64, len(recs))
 	var blocks []*block
 	var cur *block
 	var lo, hi int64
-	for _, r := range recs {
+	start := 0
+	for i, r := range recs {
 		t := flowTime(r.Flow)
-		if cur == nil || len(cur.recs) == MaxBlockFlows || max(hi, t)-min(lo, t) > maxBlockSpan {
+		times[i] = t
+		if cur == nil || i-start == MaxBlockFlows || max(hi, t)-min(lo, t) > maxBlockSpan {
+			if cur != nil {
+				cur.recs, cur.times = all[start:i:i], times[start:i:i]
+			}
 			cur = &block{firstRV: r.RV}
 			blocks = append(blocks, cur)
-			lo, hi = t, t
+			lo, hi, start = t, t, i
 		}
 		lo, hi = min(lo, t), max(hi, t)
-		cur.recs = append(cur.recs, r)
-		cur.times = append(cur.times, t)
 		cur.minTime, cur.info.maxTime, cur.info.lastRV = lo, hi, r.RV
 	}
+	if cur != nil {
+		cur.recs, cur.times = all[start:], times[start:]
+	}
+	s := sorters.Get().(*sorter)
+	defer sorters.Put(s)
 	for _, b := range blocks {
 		b.info.count = len(b.recs)
-		b.sort()
+		s.sort(b)
 	}
 	return blocks
 }
 
-// sort puts the block's flows in storage order: grouped by endpoints, then
-// in list order.
+// sorter puts a block's flows in storage order: grouped by endpoints, then
+// in list order. Sorters are pooled with their buffers.
 //
 // The endpoints (namespace, source pod, destination pod) of a block are a
 // few hundred at most: they are ranked once, so that the sort compares
 // integers rather than three strings per comparison.
-func (b *block) sort() {
-	type endpoints struct{ ns, src, dst string }
-	type key struct {
-		rank uint32
-		port int32
-		time int64
-		rv   uint64
-		i    int
-	}
-	ranks := map[endpoints]uint32{}
-	var distinct []endpoints
-	keys := make([]key, len(b.recs))
+type sorter struct {
+	ranks    map[endpoints]uint32
+	distinct []endpoints
+	order    []uint32
+	rankOf   []uint32
+	keys     []sortKey
+}
+
+type endpoints struct{ ns, src, dst string }
+
+type sortKey struct {
+	rank uint32
+	port int32
+	time int64
+	rv   uint64
+	i    int
+}
+
+var sorters = sync.Pool{New: func() any { return &sorter{ranks: map[endpoints]uint32{}} }}
+
+func (s *sorter) sort(b *block) {
+	clear(s.ranks)
+	s.distinct = s.distinct[:0]
+	keys := slices.Grow(s.keys[:0], len(b.recs))[:len(b.recs)]
 	var prev endpoints
 	var prevRank uint32
 	for i, r := range b.recs {
@@ -164,43 +187,57 @@ func (b *block) sort() {
 		rank := prevRank
 		if i == 0 || e != prev {
 			var ok bool
-			if rank, ok = ranks[e]; !ok {
-				rank = uint32(len(distinct))
-				ranks[e] = rank
-				distinct = append(distinct, e)
+			if rank, ok = s.ranks[e]; !ok {
+				rank = uint32(len(s.distinct))
+				s.ranks[e] = rank
+				s.distinct = append(s.distinct, e)
 			}
 			prev, prevRank = e, rank
 		}
-		keys[i] = key{rank: rank, time: b.times[i], rv: r.RV, i: i}
+		keys[i] = sortKey{rank: rank, time: b.times[i], rv: r.RV, i: i}
 		if f.L4 != nil {
 			keys[i].port = f.L4.DestinationPort
 		}
 	}
 	// Ranks in the endpoints' order.
-	order := make([]uint32, len(distinct))
-	for i := range order {
-		order[i] = uint32(i)
+	order := s.order[:0]
+	for i := range s.distinct {
+		order = append(order, uint32(i))
 	}
 	slices.SortFunc(order, func(i, j uint32) int {
-		a, b := &distinct[i], &distinct[j]
+		a, b := &s.distinct[i], &s.distinct[j]
 		return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.src, b.src), cmp.Compare(a.dst, b.dst))
 	})
-	rankOf := make([]uint32, len(distinct))
+	rankOf := slices.Grow(s.rankOf[:0], len(order))[:len(order)]
 	for r, i := range order {
 		rankOf[i] = uint32(r)
 	}
 	for i := range keys {
 		keys[i].rank = rankOf[keys[i].rank]
 	}
-	slices.SortFunc(keys, func(a, b key) int {
+	slices.SortFunc(keys, func(a, b sortKey) int {
 		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.port, b.port), cmp.Compare(a.time, b.time), cmp.Compare(a.rv, b.rv))
 	})
-	recs := make([]Record, len(keys))
-	times := make([]int64, len(keys))
-	for to, k := range keys {
-		recs[to], times[to] = b.recs[k.i], b.times[k.i]
+	// Permute in place, cycle by cycle: position to takes from keys[to].i.
+	for start := range keys {
+		if keys[start].i == start {
+			continue
+		}
+		r, t := b.recs[start], b.times[start]
+		to := start
+		for {
+			from := keys[to].i
+			keys[to].i = to
+			if from == start {
+				b.recs[to], b.times[to] = r, t
+				break
+			}
+			b.recs[to], b.times[to] = b.recs[from], b.times[from]
+			to = from
+		}
 	}
-	b.recs, b.times = recs, times
+	s.keys, s.order, s.rankOf = keys, order, rankOf
+	clear(s.distinct) // no strings kept in the pool
 }
 
 // frames returns the number of frames of a block of n flows.
@@ -237,16 +274,44 @@ type frameJob struct {
 	shape []uint32
 }
 
-// encodeFrames encodes every frame of blocks, on all CPUs. The frames'
-// compressed bytes share one buffer per worker.
+// frameBufs holds what one write's encoded frames take: their compressed
+// bytes, in chunks per encoding worker, and their flows' shape indexes.
+// Write takes them from framePool and returns them once Badger has copied
+// the frames (the batch's Flush), so that a write allocates little.
+type frameBufs struct {
+	chunks [][][]byte // per worker
+	shapes []uint32
+}
+
+var framePool = sync.Pool{New: func() any { return new(frameBufs) }}
+
+// encodeFrames encodes every frame of blocks, on all CPUs, into buffers of
+// its own.
 func encodeFrames(blocks []*block) ([]frameJob, error) {
+	return encodeFramesInto(blocks, new(frameBufs))
+}
+
+// encodeFramesInto encodes every frame of blocks, on all CPUs, into bufs,
+// which the jobs then point into.
+func encodeFramesInto(blocks []*block, bufs *frameBufs) ([]frameJob, error) {
+	total := 0
+	for _, b := range blocks {
+		total += len(b.recs)
+	}
+	bufs.shapes = slices.Grow(bufs.shapes[:0], total)[:total]
 	var jobs []frameJob
+	off := 0
 	for _, b := range blocks {
 		for fr := range frames(len(b.recs)) {
-			jobs = append(jobs, frameJob{b: b, frame: fr})
+			lo, hi := off+fr*frameFlows, off+min((fr+1)*frameFlows, len(b.recs))
+			jobs = append(jobs, frameJob{b: b, frame: fr, shape: bufs.shapes[lo:hi:hi]})
 		}
+		off += len(b.recs)
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	for len(bufs.chunks) < workers {
+		bufs.chunks = append(bufs.chunks, nil)
+	}
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -255,6 +320,8 @@ func encodeFrames(blocks []*block) ([]frameJob, error) {
 			defer wg.Done()
 			e := frameEncoders.Get().(*frameEncoder)
 			defer frameEncoders.Put(e)
+			chunks, next := bufs.chunks[w], 0
+			defer func() { bufs.chunks[w] = chunks }()
 			var out []byte
 			for i := w; i < len(jobs); i += workers {
 				j := &jobs[i]
@@ -264,13 +331,20 @@ func encodeFrames(blocks []*block) ([]frameJob, error) {
 					errs[w] = err
 					return
 				}
-				j.shape = append(make([]uint32, 0, len(shape)), shape...)
+				copy(j.shape, shape)
 				if cap(out)-len(out) < len(e.raw)/2+64 {
-					out = make([]byte, 0, max(64<<10, len(e.raw)))
+					if next == len(chunks) {
+						chunks = append(chunks, make([]byte, 0, max(64<<10, len(e.raw))))
+					}
+					out = chunks[next][:0]
+					next++
 				}
 				start := len(out)
 				out = zstdEncoder.EncodeAll(e.raw, out)
 				j.out = out[start:len(out):len(out)]
+				// A chunk that EncodeAll outgrew is replaced by the
+				// larger one, for the next write.
+				chunks[next-1] = out[:0]
 			}
 		}()
 	}

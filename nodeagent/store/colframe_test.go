@@ -271,3 +271,47 @@ func TestPostingBuilder(t *testing.T) {
 		}
 	}
 }
+
+// TestCutBlocksOrder: each block holds its run of the records, in storage
+// order (namespace, source pod, destination pod, destination port, time,
+// version), and the records passed in are left as they were.
+func TestCutBlocksOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	recs := roundTripFlows(rng, 2*MaxBlockFlows+100)
+	in := slices.Clone(recs)
+	blocks := cutBlocks(recs)
+	if !slices.Equal(recs, in) {
+		t.Fatal("cutBlocks changed its input")
+	}
+	n := 0
+	for _, b := range blocks {
+		want := slices.Clone(in[n : n+len(b.recs)])
+		n += len(b.recs)
+		key := func(r Record) []string {
+			f := r.Flow
+			k := []string{f.Namespace, "", "", fmt.Sprintf("%012d", int64(1)<<31), fmt.Sprintf("%020d", flowTime(f)), fmt.Sprintf("%020d", r.RV)}
+			if f.Source != nil {
+				k[1] = f.Source.PodName
+			}
+			if f.Destination != nil {
+				k[2] = f.Destination.PodName
+			}
+			if f.L4 != nil {
+				k[3] = fmt.Sprintf("%012d", int64(f.L4.DestinationPort)+1<<31)
+			}
+			return k
+		}
+		slices.SortFunc(want, func(a, b Record) int { return slices.Compare(key(a), key(b)) })
+		if !slices.Equal(b.recs, want) {
+			t.Fatalf("block %d is not in storage order", b.firstRV)
+		}
+		for i, r := range b.recs {
+			if b.times[i] != flowTime(r.Flow) {
+				t.Fatalf("block %d: flow %d's time moved apart from it", b.firstRV, r.RV)
+			}
+		}
+	}
+	if n != len(in) {
+		t.Fatalf("blocks hold %d flows, want %d", n, len(in))
+	}
+}

@@ -338,7 +338,11 @@ func (s *Store) Write(recs []Record) error {
 		return nil
 	}
 	blocks := cutBlocks(recs)
-	jobs, err := encodeFrames(blocks)
+	bufs := framePool.Get().(*frameBufs)
+	// Put runs after the batch's Flush or Cancel, which wait until
+	// Badger has copied the frames.
+	defer framePool.Put(bufs)
+	jobs, err := encodeFramesInto(blocks, bufs)
 	if err != nil {
 		return err
 	}
