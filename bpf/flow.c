@@ -185,8 +185,9 @@ struct {
 	__type(value, struct l7_scratch);
 } l7_scratch SEC(".maps");
 
-/* Only used while a per-connection limit is set. LRU: a connection that
- * is evicted merely starts a fresh window. */
+/* Only used while a per-connection limit is set, for packets without a
+ * connection record (whose record holds the state). LRU: a connection
+ * that is evicted merely starts a fresh window. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -830,22 +831,23 @@ static __always_inline bool usable(struct flow_value *v)
 	return false;
 }
 
-static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
-				    __u64 pkts, __u64 bytes,
-				    const struct flow_config *cfg)
+/* account adds the packet to its connection's record and returns the
+ * record, or NULL when the packet went into none (counted by reason). now
+ * is bpf_ktime_get_coarse_ns. */
+static __always_inline struct flow_value *account(__u32 ifindex, __u8 hook,
+						  struct parsed *p, __u64 pkts,
+						  __u64 bytes,
+						  const struct flow_config *cfg,
+						  __u64 now)
 {
 	struct flow_key k = {};
 	int side = make_key(&k, p, ifindex);
-	/* CLOCK_MONOTONIC at tick resolution: the precise clocks cost a
-	 * clocksource read per packet (about 25 ns here, more in VMs), and
-	 * flow records need no finer time than a tick. */
-	__u64 now = bpf_ktime_get_coarse_ns();
 	struct flow_value *v = bpf_map_lookup_elem(&flows, &k);
 	bool syn_only = p->proto == IPPROTO_TCP &&
 			(p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 
 	if (v && !usable(v))
-		return;
+		return NULL;
 
 	/* A SYN on a closed record is a new connection reusing the tuple
 	 * (TIME_WAIT recycling): start a fresh record over the old one. */
@@ -872,7 +874,7 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 			rc = track(&k, &nv, cfg);
 		}
 		if (rc < 0)
-			return;
+			return NULL;
 		if (rc == 0) {
 			count(CNT_FLOW_CREATED);
 			count(CNT_PACKETS_ACCOUNTED);
@@ -880,7 +882,7 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 			/* NULL only if user space deleted it in between: its
 			 * final record carried this packet. */
 			if (!v)
-				return;
+				return NULL;
 			emit_flow(&k, v, EVENT_NEW, 0);
 			goto close_check;
 		}
@@ -888,10 +890,10 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 		v = bpf_map_lookup_elem(&flows, &k);
 		if (!v) {
 			count(CNT_FLOW_INSERT_FAIL);
-			return;
+			return NULL;
 		}
 		if (!usable(v))
-			return;
+			return NULL;
 	}
 
 	count(CNT_PACKETS_ACCOUNTED);
@@ -914,7 +916,7 @@ static __always_inline void account(__u32 ifindex, __u8 hook, struct parsed *p,
 
 close_check:
 	if (v->closed)
-		return; /* trailing ACKs after the close record: counted only */
+		return v; /* trailing ACKs after the close record: counted only */
 	if (p->proto == IPPROTO_TCP) {
 		__u32 tf = v->tcp_flags;
 		__u8 end = 0;
@@ -932,7 +934,7 @@ close_check:
 					 * (the last ACK) try again. */
 					v->closed = 0;
 			}
-			return;
+			return v;
 		}
 	}
 	__u64 lr = v->last_report;
@@ -941,13 +943,16 @@ close_check:
 		if (emit_flow(&k, v, EVENT_UPDATE, 0) < 0)
 			v->last_report = lr; /* retry on the next packet */
 	}
+	return v;
 }
 
 /*
  * L7 payload sampling. Runs after accounting, for packets the selection
- * captured; every step before the gate lookup is a test of what the
- * parser already knows, so with the gate empty (CFG_F_L7 clear) this
- * costs no map lookup, and on an interface without a gate entry one.
+ * captured; every step before the gate is a test of what the parser
+ * already knows, so with the gate empty (CFG_F_L7 clear) this costs no
+ * map lookup. The gate's answer is kept in the connection's record, so
+ * a connection with a record looks in the gate map once per change of
+ * the gate, and never for the per-connection limit.
  *
  * l7_sample is a global (non-inlined) function: the verifier checks it
  * once, on its own, rather than once for every path through the parser
@@ -990,6 +995,35 @@ static __always_inline struct l7_gate *l7_gate_find(__u32 ifindex,
 	return g; /* other ports: the interface's budget, often 0 (none) */
 }
 
+/* l7_gate_get copies the gate entry that applies to the packet to *out
+ * (budget 0: none). The connection's record, v, keeps a copy tagged with
+ * the gate's generation (config.l7_gate_gen, which user space changes
+ * after each change of the map), so that only the first packet after a
+ * change looks in the map. One 8-byte word: a CPU never sees one
+ * generation's tag with another's entry. */
+static __always_inline void l7_gate_get(__u32 ifindex, const struct parsed *p,
+					struct flow_value *v, __u32 gen,
+					struct l7_gate *out)
+{
+	__u64 cached;
+	__u32 bits = 0;
+
+	if (v) {
+		cached = *(volatile __u64 *)&v->l7_gate;
+		if ((__u32)(cached >> 32) == gen) {
+			bits = (__u32)cached;
+			__builtin_memcpy(out, &bits, sizeof(*out));
+			return;
+		}
+	}
+	struct l7_gate *g = l7_gate_find(ifindex, p);
+	if (g)
+		__builtin_memcpy(&bits, g, sizeof(bits));
+	__builtin_memcpy(out, &bits, sizeof(*out));
+	if (v)
+		*(volatile __u64 *)&v->l7_gate = (__u64)gen << 32 | bits;
+}
+
 /* l7_emit_class reserves a record of header + size bytes (a constant:
  * ring buffer reservations must be) and copies cap <= size payload bytes
  * from off into it. */
@@ -1003,12 +1037,20 @@ static __always_inline int l7_emit_class(struct __sk_buff *skb,
 		return L7_RINGBUF_FULL;
 	__builtin_memcpy(e, h, sizeof(*e));
 	if (size) {
-		/* bounds: the caller picked the class so that 0 < cap <= size;
-		 * said again for the verifier, which must see the copy fit
-		 * the record and have a non-zero length */
-		if (cap > size)
-			cap = size;
-		if (cap == 0 || bpf_skb_load_bytes(skb, off, (void *)(e + 1), cap) < 0) {
+		/* bounds: the caller picked the class (a power of two) so
+		 * that 0 < cap <= size; said again for the verifier, which
+		 * must see the copy fit the record and have a non-zero
+		 * length: masked on the register it checks, after a barrier
+		 * (clang clamped and tested a copy the verifier did not
+		 * connect to the argument, and would fold the mask) */
+		if (cap == 0) {
+			bpf_ringbuf_discard(e, 0);
+			return L7_UNREADABLE;
+		}
+		__u32 n = cap;
+		barrier_var(n);
+		n = ((n - 1) & (size - 1)) + 1;
+		if (bpf_skb_load_bytes(skb, off, (void *)(e + 1), n) < 0) {
 			bpf_ringbuf_discard(e, 0);
 			return L7_UNREADABLE;
 		}
@@ -1047,102 +1089,138 @@ static __always_inline void l7_refill(__u64 *tokens, __u64 rate, __u64 elapsed)
 	*tokens = t;
 }
 
-/* l7_sample sends the first bytes of a gated packet's payload to the l7
- * ring buffer: TCP segments with payload, SYN, FIN and RST (so user
- * space learns initial sequence numbers and ends), UDP datagrams. off is
- * where the IP header starts. Returns 0 (a global function must return
- * a scalar; nobody looks). */
-__noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
-			 const struct flow_config *cfg, __u32 off, __u32 hook)
+/* l7_wanted says whether a packet may carry something for user space:
+ * a TCP segment with payload, SYN, FIN or RST (so user space learns
+ * initial sequence numbers and ends), a UDP datagram. Pure ACKs, the
+ * bulk of TCP, carry nothing for a parser: they leave here, before any
+ * map lookup and before the call. */
+static __always_inline bool l7_wanted(const struct parsed *p)
 {
+	if (!p->l4_off || p->hdr_len > p->l3_len)
+		return false;
+	if (p->proto == IPPROTO_UDP)
+		return true;
+	return p->proto == IPPROTO_TCP &&
+	       (p->l3_len > p->hdr_len || (p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)));
+}
+
+/* l7_conn_of returns the per-connection limit's state: the record's (v,
+ * which the accounting looked up), or for a packet without a record
+ * (untracked: a full table, a budget, a record being ended) an entry of
+ * l7_conns, made on first use; NULL if that fails too, which leaves the
+ * packet unlimited per connection. *side gets the sender's side. */
+static __always_inline struct l7_conn *l7_conn_of(struct __sk_buff *skb,
+						  const struct parsed *p,
+						  struct flow_value *v, int *side)
+{
+	__u32 zero = 0;
+	struct l7_scratch *sc;
+	struct l7_conn *c;
+
+	if (v) {
+		/* the side make_key gives, without the key */
+		int cmp = addr_cmp(p->saddr, p->daddr);
+		*side = cmp > 0 || (cmp == 0 && p->sport > p->dport);
+		return &v->l7;
+	}
+	sc = bpf_map_lookup_elem(&l7_scratch, &zero);
+	if (!sc) /* cannot happen for an array; for the verifier */
+		return NULL;
+	struct flow_key *k = &sc->k;
+	__builtin_memset(k, 0, sizeof(*k));
+	*side = make_key(k, p, skb->ifindex) & 1;
+	c = bpf_map_lookup_elem(&l7_conns, k);
+	if (c)
+		return c;
+	__builtin_memset(&sc->nc, 0, sizeof(sc->nc));
+	/* -EEXIST (another CPU) is fine */
+	bpf_map_update_elem(&l7_conns, k, &sc->nc, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&l7_conns, k);
+}
+
+/* l7_sample sends the first bytes of a gated packet's payload (one that
+ * l7_wanted) to the l7 ring buffer. v is the packet's connection record
+ * or NULL, now bpf_ktime_get_coarse_ns; at holds the offset of the IP
+ * header in bits 0-15 and the hook above (a global function takes at
+ * most five arguments). Returns 0 (a global function must return a
+ * scalar; nobody looks).
+ *
+ * Ordered for the common case of a busy connection, whose packets are
+ * mostly over the per-connection limit: the gate, then the limits, which
+ * need no helper call but the gate's lookup when the connection has a
+ * record; reading the TCP header, the precise clock and building the
+ * record only for a packet that is sent. */
+__noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
+			 struct flow_value *v, __u64 now, __u32 at)
+{
+	__u32 off = at & 0xffff, hook = at >> 16;
+	__u32 zero = 0;
+
 	/* Checked once by the caller; a global function's pointer
 	 * arguments may be NULL as far as the verifier knows. */
-	if (!p || !cfg || !p->l4_off)
+	if (!p || !p->l4_off)
 		return 0;
 	/* bounds: parse_ip made hdr_len <= l3_len (headers inside the
 	 * datagram); repeated so that a wrap can never happen here */
 	if (p->hdr_len > p->l3_len)
 		return 0;
-	__u32 plen = p->l3_len - p->hdr_len; /* payload bytes in this skb */
-	if (p->proto == IPPROTO_TCP) {
-		/* Pure ACKs, the bulk of TCP, carry nothing for a parser. */
-		if (!plen && !(p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
-			return 0;
-	} else if (p->proto != IPPROTO_UDP) {
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return 0;
-	}
+	struct flow_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg) /* cannot happen for an ARRAY; for the verifier */
+		return 0;
+	__u32 plen = p->l3_len - p->hdr_len; /* payload bytes in this skb */
 
-	struct l7_gate *g = l7_gate_find(skb->ifindex, p);
-	if (!g || !g->budget)
+	struct l7_gate gate;
+	l7_gate_get(skb->ifindex, p, v, cfg->l7_gate_gen, &gate);
+	if (!gate.budget)
 		return 0;
 	count(CNT_L7_GATED);
 
-	__u8 l4[8];
-	/* bounds: parse_l4 read this TCP header (20 bytes or more) or UDP
-	 * header (8 bytes): seq and ack at 4..11, or the UDP length at 4..5;
-	 * the helper checks again */
-	if (bpf_skb_load_bytes(skb, p->l4_off + 4, l4,
-			       p->proto == IPPROTO_TCP ? 8 : 2) < 0) {
-		count(CNT_L7_DROP_UNREADABLE);
-		return 0;
-	}
-	__u32 seq = 0, ack = 0, payload_len = plen;
-	if (p->proto == IPPROTO_TCP) {
-		seq = ((__u32)l4[0] << 24) | ((__u32)l4[1] << 16) |
-		      ((__u32)l4[2] << 8) | l4[3];
-		ack = ((__u32)l4[4] << 24) | ((__u32)l4[5] << 16) |
-		      ((__u32)l4[6] << 8) | l4[7];
-	} else {
+	__u32 payload_len = plen;
+	if (p->proto == IPPROTO_UDP) {
+		__u8 ul[2];
+		/* bounds: parse_l4 read this UDP header (8 bytes), its length
+		 * at 4..5; the helper checks again */
+		if (bpf_skb_load_bytes(skb, p->l4_off + 4, ul, 2) < 0) {
+			count(CNT_L7_DROP_UNREADABLE);
+			return 0;
+		}
 		/* A first fragment holds the start of a longer datagram: the
 		 * UDP length tells how long. A UDP length shorter than the
 		 * packet means the rest is not payload. 0 (jumbograms) and
 		 * lengths under the header say nothing. */
-		__u32 ulen = ((__u32)l4[0] << 8) | l4[1];
+		__u32 ulen = ((__u32)ul[0] << 8) | ul[1];
 		if (ulen >= 8) {
 			payload_len = ulen - 8;
 			if (plen > ulen - 8)
 				plen = ulen - 8;
 		}
 	}
-	__u32 cap = g->budget;
+	__u32 cap = gate.budget;
 	if (cap > L7_MAX_BUDGET)
 		cap = L7_MAX_BUDGET;
 	if (cap > plen)
 		cap = plen;
 
-	__u32 zero = 0;
-	struct l7_scratch *sc = bpf_map_lookup_elem(&l7_scratch, &zero);
-	if (!sc) /* cannot happen for an array; for the verifier */
-		return 0;
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct l7_conn *c = NULL;
 	int side = 0;
 	if (cfg->l7_conn_events || cfg->l7_conn_bytes) {
-		struct flow_key *k = &sc->k;
-		__builtin_memset(k, 0, sizeof(*k));
-		side = make_key(k, p, skb->ifindex) & 1;
-		c = bpf_map_lookup_elem(&l7_conns, k);
-		if (!c) {
-			sc->nc.window_ns = now;
-			sc->nc.events[0] = sc->nc.events[1] = 0;
-			sc->nc.bytes[0] = sc->nc.bytes[1] = 0;
-			/* -EEXIST (another CPU) is fine; a failure leaves c
-			 * NULL and the packet unlimited per connection. */
-			bpf_map_update_elem(&l7_conns, k, &sc->nc, BPF_NOEXIST);
-			c = bpf_map_lookup_elem(&l7_conns, k);
-		}
+		c = l7_conn_of(skb, p, v, &side);
 		if (c) {
 			/* Racy across CPUs by design: a window reset twice or
-			 * an event too many is the price of no lock. */
-			if (now - c->window_ns >= NSEC_PER_SEC) {
+			 * an event too many is the price of no lock. Signed: a
+			 * CPU may read the clock a tick before another wrote
+			 * the window. */
+			if ((__s64)(now - c->window_ns) >= (__s64)NSEC_PER_SEC) {
 				c->window_ns = now;
 				c->events[0] = 0;
 				c->events[1] = 0;
 				c->bytes[0] = 0;
 				c->bytes[1] = 0;
 			}
-			if ((cfg->l7_conn_events && c->events[side] >= cfg->l7_conn_events) ||
-			    (cfg->l7_conn_bytes && c->bytes[side] + cap > cfg->l7_conn_bytes)) {
+			if ((cfg->l7_conn_events && c->events[side & 1] >= cfg->l7_conn_events) ||
+			    (cfg->l7_conn_bytes && c->bytes[side & 1] + cap > cfg->l7_conn_bytes)) {
 				count(CNT_L7_DROP_CONN_RATE);
 				return 0;
 			}
@@ -1154,11 +1232,16 @@ __noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
 	if (er || br)
 		b = bpf_map_lookup_elem(&l7_buckets, &zero);
 	if (b) {
-		/* Per CPU: no other program touches this bucket meanwhile. */
-		__u64 el = now - b->last_ns;
-		if (el > NSEC_PER_SEC)
-			el = NSEC_PER_SEC;
-		b->last_ns = now;
+		/* Per CPU: no other program touches this bucket meanwhile.
+		 * last_ns only moves forward (now may be a tick behind it
+		 * when another CPU's clock read went into v). */
+		__u64 el = 0;
+		if (now > b->last_ns) {
+			el = now - b->last_ns;
+			if (el > NSEC_PER_SEC)
+				el = NSEC_PER_SEC;
+			b->last_ns = now;
+		}
 		if (er)
 			l7_refill(&b->events, er, el);
 		if (br)
@@ -1170,9 +1253,27 @@ __noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
 		}
 	}
 
+	__u32 seq = 0, ack = 0;
+	if (p->proto == IPPROTO_TCP) {
+		__u8 l4[8];
+		/* bounds: parse_l4 read this TCP header (20 bytes or more):
+		 * seq and ack at 4..11; the helper checks again */
+		if (bpf_skb_load_bytes(skb, p->l4_off + 4, l4, 8) < 0) {
+			count(CNT_L7_DROP_UNREADABLE);
+			return 0;
+		}
+		seq = ((__u32)l4[0] << 24) | ((__u32)l4[1] << 16) |
+		      ((__u32)l4[2] << 8) | l4[3];
+		ack = ((__u32)l4[4] << 24) | ((__u32)l4[5] << 16) |
+		      ((__u32)l4[6] << 8) | l4[7];
+	}
+
+	struct l7_scratch *sc = bpf_map_lookup_elem(&l7_scratch, &zero);
+	if (!sc) /* cannot happen for an array; for the verifier */
+		return 0;
 	/* h->_pad stays zero: nothing writes it. */
 	struct l7_event *h = &sc->h;
-	h->ts_ns = now;
+	h->ts_ns = bpf_ktime_get_boot_ns(); /* user space times exchanges with it */
 	h->ifindex = skb->ifindex;
 	h->seq = seq;
 	h->ack = ack;
@@ -1186,7 +1287,7 @@ __noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
 	h->proto = p->proto;
 	h->family = p->family;
 	h->hook = hook;
-	h->protos = g->protos;
+	h->protos = gate.protos;
 	/* Waking the reader costs more than the rest of a sample: batch.
 	 * Below the mark the reader finds the samples on its own timer
 	 * (RunL7's flush interval); above it, every sample wakes it. */
@@ -1205,8 +1306,8 @@ __noinline int l7_sample(struct __sk_buff *skb, const struct parsed *p,
 	}
 	/* Charged only for what was sent. */
 	if (c) {
-		__sync_fetch_and_add(&c->events[side], 1);
-		__sync_fetch_and_add(&c->bytes[side], cap);
+		__sync_fetch_and_add(&c->events[side & 1], 1);
+		__sync_fetch_and_add(&c->bytes[side & 1], cap);
 	}
 	if (b) {
 		if (er)
@@ -1444,9 +1545,13 @@ parsed:;
 	if (segs == 0)
 		segs = 1;
 	__u64 bytes = p.l3_len + (__u64)(segs - 1) * p.hdr_len;
-	account(skb->ifindex, hook, &p, segs, bytes, cfg);
-	if ((cfg->flags & CFG_F_L7) && p.l4_off)
-		l7_sample(skb, &p, cfg, off, hook);
+	/* CLOCK_MONOTONIC at tick resolution: the precise clocks cost a
+	 * clocksource read per packet (about 25 ns here, more in VMs), and
+	 * flow records and the L7 limits need no finer time than a tick. */
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct flow_value *v = account(skb->ifindex, hook, &p, segs, bytes, cfg, now);
+	if ((cfg->flags & CFG_F_L7) && l7_wanted(&p))
+		l7_sample(skb, &p, v, now, off | (__u32)hook << 16);
 	return TC_ACT_UNSPEC;
 }
 

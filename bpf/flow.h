@@ -113,6 +113,16 @@ struct flow_key {
 	__u8 icmp_code;
 };
 
+/* The per-connection L7 limit's state (config.l7_conn_*), indexed by
+ * sending side like flow_value: kept in the connection record, which the
+ * accounting has already looked up, and in l7_conns for a packet that
+ * has no record. */
+struct l7_conn {
+	__u64 window_ns; /* start of the current one-second window (coarse clock) */
+	__u32 events[2];
+	__u32 bytes[2];
+};
+
 /*
  * The connection record. Counters are indexed by sending side (0 = a,
  * 1 = b) so they never move when the initiator is learned; the event is
@@ -134,6 +144,10 @@ struct flow_value {
 	__u8 icmp_type;     /* of the first packet */
 	__u8 icmp_code;
 	__u32 ending;       /* enum ending: user space is ending the record */
+	/* The datapath's alone; user space ignores them. */
+	struct l7_conn l7;  /* the per-connection L7 limit's state */
+	__u64 l7_gate;      /* config.l7_gate_gen << 32 | the struct l7_gate
+			     * (as __u32) that applies to the connection */
 };
 
 /*
@@ -232,7 +246,7 @@ struct flow_config {
 	__u32 l7_conn_bytes;      /* l7 payload bytes per second, per connection and direction */
 	__u32 l7_wakeup_bytes;    /* wake the l7 reader only from this much data on; 0: always */
 	__u32 iface_max_conns;    /* connection records per ifindex; 0: no budget */
-	__u32 _pad;
+	__u32 l7_gate_gen;        /* changes with every change of the l7_gate map; never 0 */
 };
 
 /*
@@ -297,7 +311,8 @@ struct frag_ports {
  *
  * The gate: user space lists the (pod) interfaces whose payload it wants,
  * optionally narrowed to ports. An interface's entry has port 0 and is the
- * only lookup unselected traffic pays: with L7_GATE_PORTS set, the
+ * only lookup unselected traffic pays (once per connection record and
+ * change of the gate: flow_value.l7_gate): with L7_GATE_PORTS set, the
  * packet's destination and then source port are looked up next
  * ({ifindex, port} entries), and the interface entry itself samples the
  * other ports only when its budget is non-zero.
@@ -364,14 +379,6 @@ struct l7_bucket {
 	__u64 last_ns;
 	__u64 events;
 	__u64 bytes;
-};
-
-/* Per-connection limit state, keyed by the connection's flow_key; indexed
- * by sending side like flow_value. */
-struct l7_conn {
-	__u64 window_ns; /* start of the current one-second window */
-	__u32 events[2];
-	__u32 bytes[2];
 };
 
 #endif /* __FLOWSCOPE_FLOW_H__ */

@@ -146,7 +146,7 @@ type FlowFlowConfig struct {
 	L7ConnBytes      uint32
 	L7WakeupBytes    uint32
 	IfaceMaxConns    uint32
-	Pad              uint32
+	L7GateGen        uint32
 }
 
 type FlowFlowKey struct {
@@ -178,6 +178,8 @@ type FlowFlowValue struct {
 	IcmpType   uint8
 	IcmpCode   uint8
 	Ending     uint32
+	L7         FlowL7Conn
+	L7Gate     uint64
 }
 
 type FlowFragKey struct {

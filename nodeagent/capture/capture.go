@@ -144,12 +144,16 @@ type Datapath struct {
 	objs    bpf.FlowObjects
 	reasons *dropReasons
 
-	mu       sync.Mutex // guards attached, selMode, cfgFlags, l7Limits
+	mu       sync.Mutex // guards attached, selMode, cfgFlags, l7Limits, l7GateGen
 	attached map[int]*attachment
 	selMode  uint32
 	selKinds uint32 // SEL_* bits of the non-empty selector maps
 	cfgFlags uint32
 	l7Limits L7Limits
+	// l7GateGen changes (and is written to the config) after every
+	// change of the l7_gate map: connection records keep a copy of their
+	// gate entry, tagged with it (flow.h, flow_value.l7_gate).
+	l7GateGen uint32
 
 	tracing interface{ Close() error } // the kfree_skb link
 	reader  *ringbuf.Reader
@@ -256,6 +260,7 @@ func (d *Datapath) writeConfig() error {
 		L7ConnBytes:      d.l7Limits.ConnBytesPerSecond,
 		L7WakeupBytes:    d.opts.L7RingBufferSize / 8,
 		IfaceMaxConns:    d.opts.MaxConnectionsPerInterface,
+		L7GateGen:        d.l7GateGen,
 	}
 	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("write config: %w", err)

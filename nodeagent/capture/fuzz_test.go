@@ -47,9 +47,12 @@ func FuzzTCProgram(f *testing.F) {
 	}
 	// A small table with a budget: the fuzzer soon fills both, so the
 	// untracked outcomes are fuzzed too.
-	d := requireDatapath(f, Options{NoDrops: true, FlowTableSize: 64, MaxConnectionsPerInterface: 48, L7Limits: &L7Limits{}})
 	// Every packet through the L7 sampler too (the ring fills and stays
-	// full: ring_full drops are outcomes like any other).
+	// full: ring_full drops are outcomes like any other), with a limit per
+	// connection: its state in the record, or for an untracked packet in
+	// l7_conns.
+	d := requireDatapath(f, Options{NoDrops: true, FlowTableSize: 64, MaxConnectionsPerInterface: 48,
+		L7Limits: &L7Limits{ConnEventsPerSecond: 4, ConnBytesPerSecond: 4096}})
 	if err := d.SetL7Gate([]L7GateEntry{{Ifindex: runIfindex, Protocols: l7AllProtocols, Budget: L7MaxBudget}}); err != nil {
 		f.Fatal(err)
 	}

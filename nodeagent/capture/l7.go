@@ -158,6 +158,7 @@ func (d *Datapath) SetL7Gate(entries []L7GateEntry) error {
 	} else {
 		d.cfgFlags &^= cfgL7
 	}
+	d.nextL7GateGen()
 	if err := d.writeConfig(); err != nil {
 		return fmt.Errorf("set l7 gate: %w", err)
 	}
@@ -165,10 +166,23 @@ func (d *Datapath) SetL7Gate(entries []L7GateEntry) error {
 	for k := range want {
 		keep[k] = true
 	}
-	if err := prune(d.objs.L7Gate, keep); err != nil {
+	pruneErr := prune(d.objs.L7Gate, keep)
+	// Records may have copied an entry that prune deleted since the
+	// last generation: a new one sends them back to the map.
+	d.nextL7GateGen()
+	if err := errors.Join(pruneErr, d.writeConfig()); err != nil {
 		return fmt.Errorf("set l7 gate: %w", err)
 	}
 	return nil
+}
+
+// nextL7GateGen moves the gate's generation on, past 0, which a new
+// connection record holds. Callers hold d.mu and write the config.
+func (d *Datapath) nextL7GateGen() {
+	d.l7GateGen++
+	if d.l7GateGen == 0 {
+		d.l7GateGen = 1
+	}
 }
 
 // L7Limits bound the payload samples the datapath sends. 0 means
