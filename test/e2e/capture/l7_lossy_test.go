@@ -331,7 +331,9 @@ func TestL7LossyLink(t *testing.T) {
 			}
 		}
 		t.Logf("%s client: %d exchanges on %d connections: %v", r.name, exchanges, c.Conns, c.Results)
-		if exchanges < 50 {
+		// Enough to meet the impairments many times over; a loaded
+		// machine made 39 gRPC exchanges where a quiet one makes 170.
+		if exchanges < 30 {
 			t.Fatalf("%s client made only %d exchanges", r.name, exchanges)
 		}
 		order := []int{0, 1}
