@@ -28,6 +28,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${ROOT}"
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-10s}
+# Go minimizes every input that finds new coverage, for up to a minute by
+# default, and the coordinator counts no executions meanwhile: a target
+# whose seeds are whole conversations (FuzzKafka's are 7 KB) spent all of a
+# short run minimizing its first find and fuzzed nothing (0 new inputs in
+# 20 s; 13 in 10 s with 1 s). Failing inputs are written either way.
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-1s}
 
 # targets prints "<package dir> <target>" for every fuzz target.
 targets() {
@@ -59,11 +65,11 @@ wanted() { # dir name
 fuzz_once() { # dir name
   local out rc=0
   out=$(mktemp)
-  "${GO}" test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME}" "$1" 2>&1 | tee "${out}" || rc=$?
+  "${GO}" test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME}" -fuzzminimizetime "${FUZZMINIMIZETIME}" "$1" 2>&1 | tee "${out}" || rc=$?
   if ((rc != 0)) && grep -q 'context deadline exceeded' "${out}" && ! grep -q 'Failing input written to' "${out}"; then
     echo "fuzz: $1 $2: the engine's deadline passed with a worker busy, no failing input; running it again"
     rc=0
-    "${GO}" test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME}" "$1" || rc=$?
+    "${GO}" test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME}" -fuzzminimizetime "${FUZZMINIMIZETIME}" "$1" || rc=$?
   fi
   rm -f "${out}"
   return "${rc}"
