@@ -45,8 +45,15 @@ type clock struct {
 func (c *clock) wall() uint64 { return uint64(c.now().UnixMicro()) }
 
 // next returns a new version, larger than every one before.
-func (c *clock) next() (uint64, error) {
-	return c.advance(max(c.wall(), c.last+1))
+func (c *clock) next() (uint64, error) { return c.nextAt(c.wall()) }
+
+// nextAt is next with the wall clock read before, as wall(): the pipeline
+// reads it once for a batch, whose flows then get the versions from there
+// on. Reading it costs more than the rest of a version (a vDSO call,
+// more in a VM), and at hundreds of thousands of flows a second a
+// batch takes milliseconds, which the next batch's reading makes up.
+func (c *clock) nextAt(wall uint64) (uint64, error) {
+	return c.advance(max(wall, c.last+1))
 }
 
 // reserve returns a version at least atLeast and the wall clock, not

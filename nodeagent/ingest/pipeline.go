@@ -347,11 +347,12 @@ func (p *Pipeline) commit(batch []*v1alpha1.Flow) {
 	// a batch's records, not the slice: it is reused.
 	recs := p.recs[:0]
 	defer func() { p.recs = recs[:0] }()
+	wall := p.clock.wall()
 	for _, f := range batch {
 		if p.opts.Redact != nil {
 			p.opts.Redact(f)
 		}
-		rv, err := p.clock.next()
+		rv, err := p.clock.nextAt(wall)
 		if err != nil {
 			klog.ErrorS(err, "Dropping flows: cannot assign versions", "flows", len(batch))
 			metrics.FlowsDropped.WithLabelValues("store_error").Add(float64(len(batch)))
