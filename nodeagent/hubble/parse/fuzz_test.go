@@ -20,6 +20,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"flowscope.io/flowscope/nodeagent/hubble/internal/hubbletest"
 )
@@ -69,5 +70,35 @@ func FuzzExportLine(f *testing.F) {
 		}
 		checkInvariants(t, flow)
 		roundTrip(t, flow, opts)
+	})
+}
+
+// FuzzParseUTC checks the timestamp fast path against time.Parse: when it
+// reads a text, time.Parse reads the same time from it.
+func FuzzParseUTC(f *testing.F) {
+	for _, s := range []string{
+		"2026-03-02T09:15:04Z",
+		"2026-03-02T09:15:04.123456789Z",
+		"2024-02-29T23:59:59.1Z",
+		"2026-02-29T00:00:00Z",
+		"2026-03-02T09:15:04.1234567891Z",
+		"2026-03-02T09:15:60Z",
+		"0000-01-01T00:00:00Z",
+		"9999-12-31T23:59:59.999999999Z",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseUTC([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatalf("parseUTC(%q) = %v, time.Parse refuses it: %v", s, got, err)
+		}
+		if !got.Equal(want) || got.Location() != want.Location() {
+			t.Fatalf("parseUTC(%q) = %v, time.Parse %v", s, got, want)
+		}
 	})
 }

@@ -32,8 +32,19 @@ import (
 // lowerCamelCase JSON name). A name given twice means its last value, as
 // encoding/json decoding into a map does.
 type object struct {
-	path   string
+	// d and node name the object's path, built only for an error message:
+	// node is one more than its index in d.paths, 0 for the line itself.
+	d      *decoder
+	node   int32
 	fields []member
+}
+
+// pathNode is a step of an object's path: a member's name, and for an item
+// of a list its index.
+type pathNode struct {
+	parent int32
+	index  int32 // -1 for a member that is not in a list
+	name   string
 }
 
 // decoder reads the values of one line that scan has indexed, and
@@ -43,6 +54,7 @@ type decoder struct {
 	// members holds the members of every object and array of the line,
 	// which values index.
 	members []member
+	paths   []pathNode
 	err     error
 	scanner *scanner
 }
@@ -57,12 +69,13 @@ func (d *decoder) release() {
 	if s == nil {
 		return
 	}
-	d.scanner, d.members = nil, nil
-	if cap(s.members) > 1<<12 || cap(s.stack) > 1<<12 {
+	s.paths = d.paths
+	d.scanner, d.members, d.paths = nil, nil, nil
+	if cap(s.members) > 1<<12 || cap(s.stack) > 1<<12 || cap(s.paths) > 1<<12 || cap(s.keys) > 1<<12 {
 		return // a hostile line's; let it go
 	}
-	clear(s.members[:cap(s.members)]) // keep no line alive
-	clear(s.stack[:cap(s.stack)])
+	clear(s.paths[:cap(s.paths)]) // keep no line alive
+	s.paths = s.paths[:0]
 	s.data = nil
 	scanners.Put(s)
 }
@@ -83,8 +96,9 @@ func (d *decoder) failf(path, format string, args ...any) {
 // costs nothing on the lines that are.
 func (d *decoder) decodeLine(line []byte) (object, bool) {
 	s := scanners.Get().(*scanner)
-	*s = scanner{data: line, stack: s.stack[:0], members: s.members[:0]}
+	*s = scanner{data: line, stack: s.stack[:0], members: s.members[:0], keys: s.keys[:0], paths: s.paths[:0], strings: s.strings, addrs: s.addrs}
 	d.scanner = s
+	d.paths = s.paths[:0]
 	v, ok := s.document()
 	if !ok {
 		var fields map[string]json.RawMessage
@@ -98,22 +112,58 @@ func (d *decoder) decodeLine(line []byte) (object, bool) {
 		return object{}, false
 	}
 	d.members = s.members
-	return d.decodeObject("", v)
+	return d.decodeObject(0, v)
+}
+
+// at returns the object named name (index >= 0: the item of that list) in
+// the object at node parent, without fields.
+func (d *decoder) at(parent int32, name string, index int) object {
+	d.paths = append(d.paths, pathNode{parent: parent, index: int32(index), name: name})
+	return object{d: d, node: int32(len(d.paths))}
+}
+
+// path is the dotted path that led to o, for error messages.
+func (o object) path() string {
+	if o.node == 0 {
+		return ""
+	}
+	n := o.d.paths[o.node-1]
+	p := n.name
+	if parent := (object{d: o.d, node: n.parent}).path(); parent != "" {
+		p = parent + "." + p
+	}
+	if n.index >= 0 {
+		p = indexPath(p, int(n.index))
+	}
+	return p
 }
 
 // decodeObject reads v, which must be a JSON object or null (protojson's
-// spelling of an unset message).
-func (d *decoder) decodeObject(path string, v value) (object, bool) {
-	o := object{path: path}
+// spelling of an unset message), as the object at o's path.
+func (d *decoder) decodeObject(node int32, v value) (object, bool) {
+	o := object{d: d, node: node}
 	if isNull(v.raw) {
 		return o, false
 	}
 	if v.raw[0] != '{' {
-		d.failf(path, "want an object, got %s", kindOf(v.raw))
+		d.failf(o.path(), "want an object, got %s", kindOf(v.raw))
 		return o, false
 	}
 	o.fields = d.members[v.first : v.first+v.n]
 	return o, true
+}
+
+// key returns the name of m, a member of an object.
+func (d *decoder) key(m *member) []byte {
+	if m.escapedKey {
+		return d.scanner.keys[m.keyStart:m.keyEnd]
+	}
+	return d.scanner.data[m.keyStart:m.keyEnd]
+}
+
+// value returns the value of m.
+func (d *decoder) value(m *member) value {
+	return value{raw: d.scanner.data[m.start:m.end], first: int(m.first), n: int(m.n)}
 }
 
 // get returns the first non-null field among names and the name it was
@@ -121,9 +171,9 @@ func (d *decoder) decodeObject(path string, v value) (object, bool) {
 func (o object) get(names ...string) (value, string, bool) {
 	for _, n := range names {
 		for i := len(o.fields) - 1; i >= 0; i-- {
-			if string(o.fields[i].key) == n {
-				if !isNull(o.fields[i].raw) {
-					return o.fields[i].value, n, true
+			if m := &o.fields[i]; string(o.d.key(m)) == n {
+				if v := o.d.value(m); !isNull(v.raw) {
+					return v, n, true
 				}
 				break
 			}
@@ -138,10 +188,11 @@ func (o object) has(names ...string) bool {
 }
 
 func (o object) child(name string) string {
-	if o.path == "" {
+	p := o.path()
+	if p == "" {
 		return name
 	}
-	return o.path + "." + name
+	return p + "." + name
 }
 
 func (d *decoder) object(o object, names ...string) (object, bool) {
@@ -150,7 +201,7 @@ func (d *decoder) object(o object, names ...string) (object, bool) {
 		// No error names a missing object: spare its path.
 		return object{}, false
 	}
-	return d.decodeObject(o.child(name), v)
+	return d.decodeObject(d.at(o.node, name, -1).node, v)
 }
 
 func (d *decoder) objects(o object, names ...string) []object {
@@ -164,7 +215,7 @@ func (d *decoder) objects(o object, names ...string) []object {
 	}
 	out := make([]object, 0, len(items))
 	for i, item := range items {
-		if c, ok := d.decodeObject(indexPath(o.child(name), i), item.value); ok {
+		if c, ok := d.decodeObject(d.at(o.node, name, i).node, d.value(&item)); ok {
 			out = append(out, c)
 		}
 	}
@@ -183,24 +234,58 @@ func (d *decoder) array(o object, name string, v value) ([]member, bool) {
 	return d.members[v.first : v.first+v.n], true
 }
 
-func (d *decoder) str(o object, names ...string) string {
+// text returns the text of the string field among names, a window on the
+// line when it holds no escapes.
+func (d *decoder) text(o object, names ...string) []byte {
 	v, name, ok := o.get(names...)
 	if !ok {
-		return ""
+		return nil
 	}
-	s, ok := stringValue(v.raw)
-	if !ok {
+	if v.raw[0] != '"' {
 		d.failf(o.child(name), "want a string, got %s", kindOf(v.raw))
+		return nil
 	}
-	return s
+	return unquote(v.raw)
 }
 
-// stringValue returns the text of a JSON string the scanner accepted.
-func stringValue(raw []byte) (string, bool) {
-	if raw[0] != '"' {
-		return "", false
+func (d *decoder) str(o object, names ...string) string {
+	return string(d.text(o, names...))
+}
+
+// name is str for the fields whose values repeat from flow to flow, such
+// as namespaces and pod names: it interns them.
+func (d *decoder) name(o object, names ...string) string {
+	return d.intern(d.text(o, names...))
+}
+
+// Interned strings are at most internLen bytes, and a scanner keeps at most
+// internEntries of them (and of addresses), forgetting them all when full,
+// so that lines of distinct names cost a bounded amount of memory.
+const (
+	internLen     = 128
+	internEntries = 2048
+)
+
+// intern returns b as a string, the same string for the same text as long
+// as the scanner remembers it: names, labels and enum values repeat, and
+// their allocations were most of a line's.
+func (d *decoder) intern(b []byte) string {
+	if len(b) == 0 {
+		return ""
 	}
-	return string(unquote(raw)), true
+	s := d.scanner
+	if len(b) > internLen || s == nil {
+		return string(b)
+	}
+	if v, ok := s.strings[string(b)]; ok {
+		return v
+	}
+	if s.strings == nil || len(s.strings) >= internEntries {
+		s.strings = make(map[string]string, 256)
+	}
+	v := string(b)
+	s.strings[v] = v
+	return v
 }
 
 func (d *decoder) strs(o object, names ...string) []string {
@@ -214,12 +299,12 @@ func (d *decoder) strs(o object, names ...string) []string {
 	}
 	out := make([]string, 0, len(items))
 	for i, item := range items {
-		s, ok := stringValue(item.raw)
-		if !ok {
-			d.failf(indexPath(o.child(name), i), "want a string, got %s", kindOf(item.raw))
+		raw := d.value(&item).raw
+		if raw[0] != '"' {
+			d.failf(indexPath(o.child(name), i), "want a string, got %s", kindOf(raw))
 			return nil
 		}
-		out = append(out, s)
+		out = append(out, d.intern(unquote(raw)))
 	}
 	return out
 }
@@ -356,7 +441,7 @@ func (d *decoder) enum(o object, table map[int64]string, names ...string) (strin
 		return "", false
 	}
 	if v.raw[0] == '"' {
-		s, _ := stringValue(v.raw)
+		s := d.intern(unquote(v.raw))
 		if s == "" || !(s[0] >= '0' && s[0] <= '9' || s[0] == '-' || s[0] == '+') {
 			return s, true // a name, the common case: no number to try
 		}

@@ -169,8 +169,8 @@ func ExportLine(line []byte, opts Options) (*v1alpha1.Flow, error) {
 		if !top.has(bareFlowFields...) {
 			return nil, malformed("line holds neither a flow nor another known event")
 		}
-		fl = top
-		fl.path = "flow"
+		fl = d.at(0, "flow", -1)
+		fl.fields = top.fields
 	}
 	f := convert(d, fl, top, opts)
 	if d.err != nil {
@@ -200,16 +200,16 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 		t, ok = d.timestamp(top, "time")
 	}
 	if !ok && d.err == nil {
-		d.failf(fl.path, "no time")
+		d.failf(fl.path(), "no time")
 	}
 	f.Time = metav1.NewMicroTime(t)
 	end := f.Time
 	f.EndTime = &end
 	f.CreationTimestamp = metav1.NewTime(t.Truncate(time.Second))
 
-	f.NodeName = nodeName(d.str(fl, "node_name", "nodeName"))
+	f.NodeName = nodeName(d.name(fl, "node_name", "nodeName"))
 	if f.NodeName == "" {
-		f.NodeName = nodeName(d.str(top, "node_name", "nodeName"))
+		f.NodeName = nodeName(d.name(top, "node_name", "nodeName"))
 	}
 	if f.NodeName == "" {
 		f.NodeName = opts.NodeName
@@ -238,7 +238,7 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 		f.IsReply = &reply
 	}
 	if iface, ok := d.object(fl, "interface"); ok {
-		f.Interface = d.str(iface, "name")
+		f.Interface = d.name(iface, "name")
 	}
 
 	var srcPort, dstPort int32
@@ -287,22 +287,75 @@ func nodeName(s string) string {
 }
 
 func (d *decoder) timestamp(o object, name string) (time.Time, bool) {
-	s := d.str(o, name)
-	if s == "" {
+	b := d.text(o, name)
+	if len(b) == 0 {
 		return time.Time{}, false
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		d.failf(o.child(name), "%.64q is not an RFC 3339 time", s)
-		return time.Time{}, false
+	t, ok := parseUTC(b)
+	if !ok {
+		var err error
+		if t, err = time.Parse(time.RFC3339Nano, string(b)); err != nil {
+			d.failf(o.child(name), "%.64q is not an RFC 3339 time", b)
+			return time.Time{}, false
+		}
 	}
 	// A MicroTime is serialized to the microsecond; keep only what survives.
 	t = t.UTC().Truncate(time.Microsecond)
 	if t.Before(minTime) || t.After(maxTime) {
-		d.failf(o.child(name), "%s is out of range [%s, %s]", s, minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339))
+		d.failf(o.child(name), "%s is out of range [%s, %s]", b, minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339))
 		return time.Time{}, false
 	}
 	return t, true
+}
+
+// parseUTC reads the form Hubble writes, 2006-01-02T15:04:05.999999999Z,
+// without time.Parse's generality, and says false for any other text,
+// which time.Parse then reads (or refuses).
+func parseUTC(b []byte) (time.Time, bool) {
+	if len(b) < len("2006-01-02T15:04:05Z") || b[4] != '-' || b[7] != '-' || b[10] != 'T' ||
+		b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
+		return time.Time{}, false
+	}
+	year, ok1 := digitsAt(b, 0, 4)
+	month, ok2 := digitsAt(b, 5, 2)
+	day, ok3 := digitsAt(b, 8, 2)
+	hour, ok4 := digitsAt(b, 11, 2)
+	minute, ok5 := digitsAt(b, 14, 2)
+	sec, ok6 := digitsAt(b, 17, 2)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(time.Month(month), year) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	var nsec int
+	if frac := b[19 : len(b)-1]; len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return time.Time{}, false
+		}
+		n, ok := digitsAt(frac, 1, len(frac)-1)
+		if !ok {
+			return time.Time{}, false
+		}
+		for range 10 - len(frac) {
+			n *= 10
+		}
+		nsec = n
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+func digitsAt(b []byte, at, n int) (int, bool) {
+	v := 0
+	for _, c := range b[at : at+n] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v, true
+}
+
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 // Flow times are bounded below by the Unix epoch, so that they are
@@ -377,17 +430,30 @@ func (d *decoder) ip(fl object) *v1alpha1.IP {
 }
 
 // addr reads an address in the canonical form field selectors compare.
+// Addresses repeat from flow to flow: the scanner remembers the canonical
+// form of those it read.
 func (d *decoder) addr(o object, name string) string {
-	s := d.str(o, name)
-	if s == "" {
+	b := d.text(o, name)
+	if len(b) == 0 {
 		return ""
 	}
-	a, err := netip.ParseAddr(s)
+	sc := d.scanner
+	if a, ok := sc.addrs[string(b)]; ok {
+		return a
+	}
+	a, err := netip.ParseAddr(string(b))
 	if err != nil {
-		d.failf(o.child(name), "%.64q is not an IP address", s)
+		d.failf(o.child(name), "%.64q is not an IP address", b)
 		return ""
 	}
-	return a.String()
+	canonical := a.String()
+	if len(b) <= internLen {
+		if sc.addrs == nil || len(sc.addrs) >= internEntries {
+			sc.addrs = make(map[string]string, 256)
+		}
+		sc.addrs[string(b)] = canonical
+	}
+	return canonical
 }
 
 var l4Protocols = []struct {
@@ -414,7 +480,7 @@ func (d *decoder) layer4(fl object) (l4 *v1alpha1.Layer4, srcPort, dstPort int32
 			continue
 		}
 		if l4 != nil {
-			d.failf(o.path, "holds both %s and %s", l4.Protocol, p.name)
+			d.failf(o.path(), "holds both %s and %s", l4.Protocol, p.name)
 			return nil, 0, 0
 		}
 		l4 = &v1alpha1.Layer4{Protocol: p.protocol}
@@ -449,13 +515,13 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 		return nil
 	}
 	e := &v1alpha1.Endpoint{IP: ip, Port: port}
-	e.Namespace = d.str(o, "namespace")
+	e.Namespace = d.name(o, "namespace")
 	if e.Namespace != "" {
 		if errs := flowproto.IsDNS1123Label(e.Namespace); len(errs) > 0 {
 			d.failf(o.child("namespace"), "%.64q is not a namespace name: %s", e.Namespace, errs[0])
 		}
 	}
-	e.PodName = d.str(o, "pod_name", "podName")
+	e.PodName = d.name(o, "pod_name", "podName")
 	if e.PodName != "" {
 		if errs := flowproto.IsDNS1123Subdomain(e.PodName); len(errs) > 0 {
 			d.failf(o.child("pod_name"), "%.64q is not a pod name: %s", e.PodName, errs[0])
@@ -463,16 +529,16 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 	}
 	e.Labels = flowproto.PodLabels(d.strs(o, "labels"))
 	for _, w := range d.objects(o, "workloads") {
-		wl := v1alpha1.Workload{Kind: d.str(w, "kind"), Name: d.str(w, "name")}
+		wl := v1alpha1.Workload{Kind: d.name(w, "kind"), Name: d.name(w, "name")}
 		if wl.Kind != "" || wl.Name != "" {
 			e.Workloads = append(e.Workloads, wl)
 		}
 	}
-	e.Service = d.str(svc, "name")
+	e.Service = d.name(svc, "name")
 	if e.Namespace == "" && e.Service != "" {
 		// The service is all that is known of this end, and Endpoint.Service
 		// is read in Endpoint.Namespace.
-		e.Namespace = d.str(svc, "namespace")
+		e.Namespace = d.name(svc, "namespace")
 		if errs := flowproto.IsDNS1123Label(e.Namespace); e.Namespace != "" && len(errs) > 0 {
 			d.failf(svc.child("namespace"), "%.64q is not a namespace name: %s", e.Namespace, errs[0])
 		}
@@ -513,18 +579,18 @@ func (d *decoder) layer7(fl object) *v1alpha1.Layer7 {
 	}
 	if http, ok := d.object(o, "http"); ok {
 		if l7.Type != "" {
-			d.failf(o.path, "holds more than one record")
+			d.failf(o.path(), "holds more than one record")
 		}
 		l7.Type = v1alpha1.L7TypeHTTP
 		code, _ := d.integer(http, 0, 999, "code")
 		h := &v1alpha1.HTTP{
 			Code:     int32(code),
-			Method:   d.str(http, "method"),
+			Method:   d.name(http, "method"),
 			URL:      d.str(http, "url"),
-			Protocol: d.str(http, "protocol"),
+			Protocol: d.name(http, "protocol"),
 		}
 		for _, hdr := range d.objects(http, "headers") {
-			h.Headers = append(h.Headers, v1alpha1.HTTPHeader{Key: d.str(hdr, "key"), Value: d.str(hdr, "value")})
+			h.Headers = append(h.Headers, v1alpha1.HTTPHeader{Key: d.name(hdr, "key"), Value: d.str(hdr, "value")})
 		}
 		if g := grpcCall(h); g != nil {
 			l7.Type, l7.GRPC = v1alpha1.L7TypeGRPC, g
@@ -534,7 +600,7 @@ func (d *decoder) layer7(fl object) *v1alpha1.Layer7 {
 	}
 	if kafka, ok := d.object(o, "kafka"); ok {
 		if l7.Type != "" {
-			d.failf(o.path, "holds more than one record")
+			d.failf(o.path(), "holds more than one record")
 		}
 		l7.Type = v1alpha1.L7TypeKafka
 		errorCode, _ := d.integer(kafka, math.MinInt32, math.MaxInt32, "error_code", "errorCode")
@@ -543,9 +609,9 @@ func (d *decoder) layer7(fl object) *v1alpha1.Layer7 {
 		l7.Kafka = &v1alpha1.Kafka{
 			ErrorCode:     int32(errorCode),
 			APIVersion:    int32(apiVersion),
-			APIKey:        d.str(kafka, "api_key", "apiKey"),
+			APIKey:        d.name(kafka, "api_key", "apiKey"),
 			CorrelationID: int32(correlationID),
-			Topic:         d.str(kafka, "topic"),
+			Topic:         d.name(kafka, "topic"),
 		}
 	}
 	if l7.Type == "" {

@@ -43,10 +43,17 @@ type value struct {
 }
 
 // member is a member of an object (with its name, escapes resolved) or an
-// item of an array (with a nil key).
+// item of an array (with an empty key). It holds offsets rather than
+// slices: without pointers, a line's index costs the garbage collector
+// nothing (no write barriers as it is built, no clearing when it is let go).
 type member struct {
-	key []byte
-	value
+	// The name is data[keyStart:keyEnd], or keys[keyStart:keyEnd] when it
+	// held escapes.
+	keyStart, keyEnd int32
+	// The value is data[start:end].
+	start, end int32
+	first, n   int32
+	escapedKey bool
 }
 
 // scanner indexes one line. The members of an object or array are
@@ -58,6 +65,14 @@ type scanner struct {
 	depth   int
 	stack   []member
 	members []member
+	// keys holds the names that held escapes, resolved.
+	keys []byte
+	// paths are the decoder's, kept for the next line.
+	paths []pathNode
+	// strings and addrs outlive the line: they intern the text of the
+	// fields that repeat from flow to flow (names, labels, addresses).
+	strings map[string]string
+	addrs   map[string]string
 }
 
 // document scans data, which must be one JSON value and nothing else but
@@ -92,7 +107,7 @@ func (s *scanner) value() (value, bool) {
 	case c == '[':
 		return s.container(']')
 	case c == '"':
-		_, ok = s.string()
+		_, _, ok = s.string()
 	case c == 't':
 		ok = s.literal("true")
 	case c == 'f':
@@ -124,11 +139,17 @@ func (s *scanner) container(end byte) (value, bool) {
 				if s.pos >= len(s.data) || s.data[s.pos] != '"' {
 					return value{}, false
 				}
-				key, ok := s.string()
+				keyStart := s.pos + 1
+				key, escaped, ok := s.string()
 				if !ok {
 					return value{}, false
 				}
-				m.key = key
+				if escaped {
+					m.escapedKey = true
+					keyStart = len(s.keys)
+					s.keys = append(s.keys, key...)
+				}
+				m.keyStart, m.keyEnd = int32(keyStart), int32(keyStart+len(key))
 				s.skipSpace()
 				if s.pos >= len(s.data) || s.data[s.pos] != ':' {
 					return value{}, false
@@ -139,7 +160,8 @@ func (s *scanner) container(end byte) (value, bool) {
 			if !ok {
 				return value{}, false
 			}
-			m.value = v
+			m.start, m.end = int32(s.pos-len(v.raw)), int32(s.pos)
+			m.first, m.n = int32(v.first), int32(v.n)
 			s.stack = append(s.stack, m)
 			s.skipSpace()
 			if s.pos >= len(s.data) {
@@ -212,12 +234,11 @@ func (s *scanner) digits() int {
 }
 
 // string scans a string and returns its text, escapes resolved: a window on
-// the line when it has none, the common case.
-func (s *scanner) string() ([]byte, bool) {
+// the line when it has none (escaped false), the common case.
+func (s *scanner) string() (text []byte, escaped, ok bool) {
 	data := s.data
 	start := s.pos
 	i := start + 1
-	escaped := false
 	for {
 		// Most bytes need no attention; skip them in a tight loop.
 		for i < len(data) && plain[data[i]] {
@@ -225,7 +246,7 @@ func (s *scanner) string() ([]byte, bool) {
 		}
 		if i >= len(data) {
 			s.pos = i
-			return nil, false
+			return nil, false, false
 		}
 		switch data[i] {
 		case '"':
@@ -233,15 +254,15 @@ func (s *scanner) string() ([]byte, bool) {
 			s.pos = i
 			raw := data[start:i]
 			if escaped {
-				return unquote(raw), true
+				return unquote(raw), true, true
 			}
-			return raw[1 : len(raw)-1], true
+			return raw[1 : len(raw)-1], false, true
 		case '\\':
 			escaped = true
 			i++
 			if i >= len(data) {
 				s.pos = i
-				return nil, false
+				return nil, false, false
 			}
 			switch data[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
@@ -249,16 +270,16 @@ func (s *scanner) string() ([]byte, bool) {
 			case 'u':
 				if len(data)-i < 5 || !isHex4(data[i+1:i+5]) {
 					s.pos = i
-					return nil, false
+					return nil, false, false
 				}
 				i += 5
 			default:
 				s.pos = i
-				return nil, false
+				return nil, false, false
 			}
 		default: // a control character
 			s.pos = i
-			return nil, false
+			return nil, false, false
 		}
 	}
 }
