@@ -63,14 +63,19 @@ type decoder struct {
 // as soon as its flow is made, since every string is copied out of it.
 var scanners = sync.Pool{New: func() any { return new(scanner) }}
 
-// release hands the scanner back once the line's values are read.
+// newDecoder returns a decoder, with its scanner, from the pool.
+func newDecoder() *decoder {
+	s := scanners.Get().(*scanner)
+	s.decoder = decoder{scanner: s}
+	return &s.decoder
+}
+
+// release hands the decoder and its scanner back once the line's values
+// are read; d must not be used after.
 func (d *decoder) release() {
 	s := d.scanner
-	if s == nil {
-		return
-	}
 	s.paths = d.paths
-	d.scanner, d.members, d.paths = nil, nil, nil
+	*d = decoder{}
 	if cap(s.members) > 1<<12 || cap(s.stack) > 1<<12 || cap(s.paths) > 1<<12 || cap(s.keys) > 1<<12 {
 		return // a hostile line's; let it go
 	}
@@ -95,9 +100,9 @@ func (d *decoder) failf(path, format string, args ...any) {
 // whether the line is valid, and encoding/json explains why not, which
 // costs nothing on the lines that are.
 func (d *decoder) decodeLine(line []byte) (object, bool) {
-	s := scanners.Get().(*scanner)
-	*s = scanner{data: line, stack: s.stack[:0], members: s.members[:0], keys: s.keys[:0], paths: s.paths[:0], strings: s.strings, addrs: s.addrs}
-	d.scanner = s
+	s := d.scanner
+	s.data, s.pos, s.depth = line, 0, 0
+	s.stack, s.members, s.keys = s.stack[:0], s.members[:0], s.keys[:0]
 	d.paths = s.paths[:0]
 	v, ok := s.document()
 	if !ok {
@@ -171,7 +176,8 @@ func (d *decoder) value(m *member) value {
 func (o object) get(names ...string) (value, string, bool) {
 	for _, n := range names {
 		for i := len(o.fields) - 1; i >= 0; i-- {
-			if m := &o.fields[i]; string(o.d.key(m)) == n {
+			// Lengths differ for most names: compare them first.
+			if m := &o.fields[i]; int(m.keyEnd-m.keyStart) == len(n) && string(o.d.key(m)) == n {
 				if v := o.d.value(m); !isNull(v.raw) {
 					return v, n, true
 				}

@@ -150,7 +150,7 @@ func ExportLine(line []byte, opts Options) (*v1alpha1.Flow, error) {
 	if line[0] != '{' {
 		return nil, malformed("line is not a JSON object")
 	}
-	d := &decoder{}
+	d := newDecoder()
 	defer d.release()
 	top, _ := d.decodeLine(line)
 	if d.err != nil {
@@ -528,9 +528,13 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 		}
 	}
 	e.Labels = flowproto.PodLabels(d.strs(o, "labels"))
-	for _, w := range d.objects(o, "workloads") {
+	workloads := d.objects(o, "workloads")
+	for _, w := range workloads {
 		wl := v1alpha1.Workload{Kind: d.name(w, "kind"), Name: d.name(w, "name")}
 		if wl.Kind != "" || wl.Name != "" {
+			if e.Workloads == nil {
+				e.Workloads = make([]v1alpha1.Workload, 0, len(workloads))
+			}
 			e.Workloads = append(e.Workloads, wl)
 		}
 	}

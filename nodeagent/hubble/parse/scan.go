@@ -73,6 +73,8 @@ type scanner struct {
 	// fields that repeat from flow to flow (names, labels, addresses).
 	strings map[string]string
 	addrs   map[string]string
+	// decoder reads the line the scanner indexed; it is pooled with it.
+	decoder decoder
 }
 
 // document scans data, which must be one JSON value and nothing else but
