@@ -20,6 +20,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,15 +126,23 @@ func BenchmarkIngestFlowMetricsAlternating(b *testing.B) {
 }
 
 // BenchmarkObserve is the flow metrics' own cost per flow on the ingest
-// goroutine, once the series exist.
+// goroutine, once the series exist: of parsed flows (replay), whose every
+// string is its own, and of the same flows with the strings of a pod
+// shared by its flows, as the agent's enrichment makes them (shared).
 func BenchmarkObserve(b *testing.B) {
-	pool := flowtest.RealisticFlows(b, 1<<14)
-	recs := make([]store.Record, len(pool))
-	for i := range pool {
-		recs[i] = store.Record{RV: uint64(i + 1), Flow: &pool[i]}
-	}
-	for _, hubble := range []bool{false, true} {
-		b.Run(fmt.Sprintf("hubble=%t", hubble), func(b *testing.B) {
+	parsed := flowtest.RealisticFlows(b, 1<<14)
+	shared := slices.Clone(parsed)
+	shareStrings(shared)
+	for _, c := range []struct {
+		name string
+		pool []v1alpha1.Flow
+	}{{"hubble=false", parsed}, {"hubble=true", parsed}, {"hubble=false/shared", shared}, {"hubble=true/shared", shared}} {
+		hubble := strings.HasPrefix(c.name, "hubble=true")
+		recs := make([]store.Record, len(c.pool))
+		for i := range c.pool {
+			recs[i] = store.Record{RV: uint64(i + 1), Flow: &c.pool[i]}
+		}
+		b.Run(c.name, func(b *testing.B) {
 			o := DefaultOptions()
 			o.Hubble = hubble
 			m, err := New(o)
@@ -147,6 +157,35 @@ func BenchmarkObserve(b *testing.B) {
 				m.Observe(recs[j:min(j+store.MaxBlockFlows, len(recs), j+b.N-i)])
 			}
 		})
+	}
+}
+
+// shareStrings makes the endpoints of one pod share their namespace, pod
+// and workload name strings, as the enrichment's pod index does; the
+// endpoints are copied first.
+func shareStrings(flows []v1alpha1.Flow) {
+	seen := map[string]string{}
+	intern := func(s string) string {
+		if t, ok := seen[s]; ok {
+			return t
+		}
+		seen[s] = s
+		return s
+	}
+	share := func(ep *v1alpha1.Endpoint) *v1alpha1.Endpoint {
+		if ep == nil {
+			return nil
+		}
+		c := *ep
+		c.Namespace, c.PodName = intern(c.Namespace), intern(c.PodName)
+		c.Workloads = slices.Clone(c.Workloads)
+		for i := range c.Workloads {
+			c.Workloads[i].Name = intern(c.Workloads[i].Name)
+		}
+		return &c
+	}
+	for i := range flows {
+		flows[i].Source, flows[i].Destination = share(flows[i].Source), share(flows[i].Destination)
 	}
 }
 

@@ -20,9 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// key is a series' identity: a fixed-size struct whose strings point into
-// the flow that created it, so that looking a series up allocates nothing.
-// Label values are rendered from it only when Prometheus scrapes.
+// key is a series' identity: a small fixed-size struct whose strings point
+// into the flow that created it, and whose ends are the one copy of each
+// (an endRef, ends.go), so that looking a series up allocates nothing and
+// hashes no end's strings. Label values are rendered from it only when
+// Prometheus scrapes.
 type key[K any] interface {
 	comparable
 	// fold returns the key's overflow series: every context label

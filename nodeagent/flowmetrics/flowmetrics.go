@@ -119,6 +119,7 @@ type Metrics struct {
 	httpD  family[httpDurationKey, histogram]
 	kafka  family[kafkaKey, counter]
 	hubble *hubbleFamilies // nil unless Options.Hubble
+	ends   ends
 }
 
 // New returns Metrics; register them (they are a prometheus.Collector) with
@@ -142,6 +143,7 @@ func New(opts Options) (*Metrics, error) {
 		http:  newFamily[httpKey, counter](n),
 		httpD: newFamily[httpDurationKey, histogram](n),
 		kafka: newFamily[kafkaKey, counter](n),
+		ends:  newEnds(),
 	}
 	if opts.Hubble {
 		m.hubble = newHubbleFamilies(n)
@@ -170,6 +172,7 @@ func (m *Metrics) Observe(recs []store.Record) {
 	defer m.mu.Unlock()
 	// Idle series leave first, making room for new ones.
 	m.maybeGC(now)
+	m.maybeSweepEnds()
 	for i := range recs {
 		m.observe(recs[i].Flow, nodes, now)
 	}
@@ -185,6 +188,7 @@ func (m *Metrics) ObserveFlow(f *v1alpha1.Flow) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maybeGC(now)
+	m.maybeSweepEnds()
 	m.observe(f, nodes, now)
 }
 
@@ -193,8 +197,8 @@ func (m *Metrics) observe(f *v1alpha1.Flow, nodes Nodes, now int64) {
 	if f.IP != nil {
 		srcIP, dstIP = f.IP.Source, f.IP.Destination
 	}
-	src := m.end(f.Source, srcIP, nodes)
-	dst := m.end(f.Destination, dstIP, nodes)
+	src := m.endRef(f.Source, srcIP, nodes)
+	dst := m.endRef(f.Destination, dstIP, nodes)
 	p := protoOf(f)
 	v := verdictOf(f.Verdict)
 	d := directionOf(f.TrafficDirection)
@@ -205,15 +209,14 @@ func (m *Metrics) observe(f *v1alpha1.Flow, nodes Nodes, now int64) {
 		t.packets += uint64(max(f.Traffic.Packets, 0)) + uint64(max(f.Traffic.PacketsReply, 0))
 		t.bytes += uint64(max(f.Traffic.Bytes, 0)) + uint64(max(f.Traffic.BytesReply, 0))
 	}
-	srcU, dstU := src.unkinded(), dst.unkinded()
 	if f.Verdict == v1alpha1.VerdictDropped {
-		m.drops.get(dropKey{src: srcU, dst: dst, reason: f.DropReason, proto: p, direction: d}, now).n++
+		m.drops.get(dropKey{src: m.ends.unkinded(src), dst: dst, reason: f.DropReason, proto: p, direction: d}, now).n++
 	}
 	if p == protoTCP {
 		m.observeTCP(f, src.namespace, dst.namespace, now)
 	}
 	if f.L7 != nil {
-		m.observeL7(f, srcU, dstU, now)
+		m.observeL7(f, m.ends.unkinded(src), m.ends.unkinded(dst), now)
 	}
 	if m.hubble != nil {
 		m.hubble.observe(f, p, v, d, now)

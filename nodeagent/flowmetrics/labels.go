@@ -252,7 +252,7 @@ func (r *renderer) code(c int32) string {
 
 // flowKey labels flows_total, flow_packets_total and flow_bytes_total.
 type flowKey struct {
-	src, dst  end
+	src, dst  *endRef
 	port      port
 	proto     proto
 	verdict   verdict
@@ -279,7 +279,7 @@ func (k flowKey) values(r *renderer) []string {
 
 // dropKey labels drops_total.
 type dropKey struct {
-	src, dst  end // src without kind
+	src, dst  *endRef // src without kind
 	reason    string
 	proto     proto
 	direction direction
@@ -334,7 +334,7 @@ func (k tcpKey) values(*renderer) []string {
 
 // dnsQueryKey labels dns_queries_total.
 type dnsQueryKey struct {
-	client       end // without kind
+	client       *endRef // without kind
 	qtype, query string
 	overflow     bool
 }
@@ -352,7 +352,7 @@ func (k dnsQueryKey) values(*renderer) []string {
 
 // dnsResponseKey labels dns_responses_total.
 type dnsResponseKey struct {
-	client   end // without kind
+	client   *endRef // without kind
 	qtype    string
 	rcode    int32
 	overflow bool
@@ -371,7 +371,7 @@ func (k dnsResponseKey) values(*renderer) []string {
 
 // dnsDurationKey labels dns_response_duration_seconds.
 type dnsDurationKey struct {
-	client   end // without kind
+	client   *endRef // without kind
 	rcode    int32
 	overflow bool
 }
@@ -400,7 +400,7 @@ func rcodeName(c int32) string {
 
 // httpKey labels http_requests_total.
 type httpKey struct {
-	src, dst end // without kind
+	src, dst *endRef // without kind
 	method   string
 	status   int32 // 0: no response
 	protocol string
@@ -426,7 +426,7 @@ func (k httpKey) values(r *renderer) []string {
 
 // httpDurationKey labels http_request_duration_seconds.
 type httpDurationKey struct {
-	src, dst end // without kind
+	src, dst *endRef // without kind
 	method   string
 	protocol string
 	overflow bool
@@ -447,7 +447,7 @@ func (k httpDurationKey) values(*renderer) []string {
 
 // kafkaKey labels kafka_requests_total.
 type kafkaKey struct {
-	src, dst  end // without kind
+	src, dst  *endRef // without kind
 	topic     string
 	apiKey    string
 	errorCode int32

@@ -31,18 +31,7 @@ func (m *Metrics) end(ep *v1alpha1.Endpoint, headerIP string, nodes Nodes) end {
 	if ep != nil {
 		switch {
 		case ep.PodName != "":
-			e := end{kind: kindPod, namespace: ep.Namespace}
-			switch m.opts.Context {
-			case ContextPod:
-				e.name = ep.PodName
-			case ContextWorkload:
-				e.name = ep.PodName
-				if n := len(ep.Workloads); n > 0 && ep.Workloads[n-1].Name != "" {
-					// The last is the top-level controller (enrich).
-					e.name = ep.Workloads[n-1].Name
-				}
-			}
-			return e
+			return end{kind: kindPod, namespace: ep.Namespace, name: podName(ep, m.opts.Context)}
 		case ep.Service != "":
 			e := end{kind: kindService}
 			if m.opts.Context != ContextNamespace {
@@ -79,6 +68,21 @@ func (m *Metrics) end(ep *v1alpha1.Endpoint, headerIP string, nodes Nodes) end {
 		e.world, _ = addr.Prefix(bits) // bits is within range: Validate
 	}
 	return e
+}
+
+// podName is the name of a pod end by the context option.
+func podName(ep *v1alpha1.Endpoint, context string) string {
+	switch context {
+	case ContextPod:
+		return ep.PodName
+	case ContextWorkload:
+		if n := len(ep.Workloads); n > 0 && ep.Workloads[n-1].Name != "" {
+			// The last is the top-level controller (enrich).
+			return ep.Workloads[n-1].Name
+		}
+		return ep.PodName
+	}
+	return ""
 }
 
 // observeTCP counts the flags of a TCP flow. A Flowscope connection record
@@ -134,7 +138,7 @@ const dnsTimeout = -1
 // (is_reply true). So a flow that is not a reply counts the request, and
 // the response too when it carries one; a reply counts the response only.
 // The client is the source of a request and the destination of a reply.
-func (m *Metrics) observeL7(f *v1alpha1.Flow, src, dst end, now int64) {
+func (m *Metrics) observeL7(f *v1alpha1.Flow, src, dst *endRef, now int64) {
 	l7 := f.L7
 	reply := f.IsReply != nil && *f.IsReply
 	client, server := src, dst
