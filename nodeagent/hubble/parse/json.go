@@ -76,11 +76,13 @@ func (d *decoder) release() {
 	s := d.scanner
 	s.paths = d.paths
 	*d = decoder{}
-	if cap(s.members) > 1<<12 || cap(s.stack) > 1<<12 || cap(s.paths) > 1<<12 || cap(s.keys) > 1<<12 {
+	if cap(s.members) > 1<<12 || cap(s.stack) > 1<<12 || cap(s.paths) > 1<<12 || cap(s.keys) > 1<<12 || cap(s.objects) > 1<<12 || cap(s.strs) > 1<<12 {
 		return // a hostile line's; let it go
 	}
 	clear(s.paths[:cap(s.paths)]) // keep no line alive
-	s.paths = s.paths[:0]
+	clear(s.objects[:cap(s.objects)])
+	clear(s.strs[:cap(s.strs)])
+	s.paths, s.objects = s.paths[:0], s.objects[:0]
 	s.data = nil
 	scanners.Put(s)
 }
@@ -219,12 +221,15 @@ func (d *decoder) objects(o object, names ...string) []object {
 	if !ok {
 		return nil
 	}
-	out := make([]object, 0, len(items))
+	// The list is read before the next one is asked for: the scanner's
+	// buffer holds it.
+	out := d.scanner.objects[:0]
 	for i, item := range items {
 		if c, ok := d.decodeObject(d.at(o.node, name, i).node, d.value(&item)); ok {
 			out = append(out, c)
 		}
 	}
+	d.scanner.objects = out
 	return out
 }
 
@@ -295,6 +300,20 @@ func (d *decoder) intern(b []byte) string {
 }
 
 func (d *decoder) strs(o object, names ...string) []string {
+	return d.appendStrs(nil, o, names...)
+}
+
+// tempStrs is strs into a buffer of the scanner's, for a list read before
+// the next one is asked for (pod labels, which become a map).
+func (d *decoder) tempStrs(o object, names ...string) []string {
+	out := d.appendStrs(d.scanner.strs[:0], o, names...)
+	if out != nil {
+		d.scanner.strs = out
+	}
+	return out
+}
+
+func (d *decoder) appendStrs(out []string, o object, names ...string) []string {
 	v, name, ok := o.get(names...)
 	if !ok {
 		return nil
@@ -303,7 +322,9 @@ func (d *decoder) strs(o object, names ...string) []string {
 	if !ok || len(items) == 0 {
 		return nil
 	}
-	out := make([]string, 0, len(items))
+	if out == nil {
+		out = make([]string, 0, len(items))
+	}
 	for i, item := range items {
 		raw := d.value(&item).raw
 		if raw[0] != '"' {

@@ -527,7 +527,7 @@ func (d *decoder) endpoint(fl object, ip string, port int32, names, serviceNames
 			d.failf(o.child("pod_name"), "%.64q is not a pod name: %s", e.PodName, errs[0])
 		}
 	}
-	e.Labels = flowproto.PodLabels(d.strs(o, "labels"))
+	e.Labels = flowproto.PodLabels(d.tempStrs(o, "labels"))
 	workloads := d.objects(o, "workloads")
 	for _, w := range workloads {
 		wl := v1alpha1.Workload{Kind: d.name(w, "kind"), Name: d.name(w, "name")}

@@ -67,8 +67,11 @@ type scanner struct {
 	members []member
 	// keys holds the names that held escapes, resolved.
 	keys []byte
-	// paths are the decoder's, kept for the next line.
-	paths []pathNode
+	// paths are the decoder's, kept for the next line, and objects the
+	// list it read last.
+	paths   []pathNode
+	objects []object
+	strs    []string
 	// strings and addrs outlive the line: they intern the text of the
 	// fields that repeat from flow to flow (names, labels, addresses).
 	strings map[string]string
