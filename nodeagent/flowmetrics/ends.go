@@ -39,6 +39,8 @@ type endRef struct {
 // ends interns ends. It is used under Metrics.mu.
 type ends struct {
 	refs map[end]*endRef
+	// podRefs are the Hubble set's, nil without it.
+	podRefs map[podContext]*podRef
 	// pods finds the endRef of a pod endpoint without hashing its
 	// strings (endCache).
 	pods endCache
@@ -76,31 +78,50 @@ func (t *ends) unkinded(r *endRef) *endRef {
 	return r.unkinded
 }
 
-// endRef returns the endRef of one side of a flow (end).
-func (m *Metrics) endRef(ep *v1alpha1.Endpoint, headerIP string, nodes Nodes) *endRef {
+// internPod returns c's podRef.
+func (t *ends) internPod(c podContext) *podRef {
+	if r := t.podRefs[c]; r != nil {
+		return r
+	}
+	r := &podRef{podContext: c}
+	t.podRefs[c] = r
+	return r
+}
+
+// endRef returns the endRef of one side of a flow (end), and the podRef of
+// its pod context with the Hubble set (nil without).
+func (m *Metrics) endRef(ep *v1alpha1.Endpoint, headerIP string, nodes Nodes) (*endRef, *podRef) {
 	if ep == nil || ep.PodName == "" {
-		return m.ends.intern(m.end(ep, headerIP, nodes))
+		var p *podRef
+		if m.hubble != nil {
+			p = m.ends.internPod(podContext{})
+		}
+		return m.ends.intern(m.end(ep, headerIP, nodes)), p
 	}
 	s := m.ends.pods.slot(ep.Namespace, ep.PodName)
 	name := podName(ep, m.opts.Context)
 	// ep.PodName is not empty, so an empty slot does not match.
 	if sameString(s.pod, ep.PodName) && sameString(s.namespace, ep.Namespace) && sameString(s.name, name) {
-		return s.ref
+		return s.ref, s.podRef
 	}
 	r := m.ends.intern(m.end(ep, headerIP, nodes))
-	*s = endSlot{namespace: ep.Namespace, pod: ep.PodName, name: name, ref: r}
-	return r
+	var p *podRef
+	if m.hubble != nil {
+		p = m.ends.internPod(podContextOf(ep))
+	}
+	*s = endSlot{namespace: ep.Namespace, pod: ep.PodName, name: name, ref: r, podRef: p}
+	return r, p
 }
 
 // maybeSweepEnds sweeps the endRefs no series names once they pass the
 // limit, which follows those named: the sweep costs a walk of the series,
 // at most once per as many new ends.
 func (m *Metrics) maybeSweepEnds() {
-	if len(m.ends.refs) <= m.ends.limit {
+	if len(m.ends.refs)+len(m.ends.podRefs) <= m.ends.limit {
 		return
 	}
 	m.sweepEnds()
-	m.ends.limit = max(2*len(m.ends.refs), minEndsLimit)
+	m.ends.limit = max(2*(len(m.ends.refs)+len(m.ends.podRefs)), minEndsLimit)
 }
 
 // sweepEnds forgets the endRefs that no series names. The series' keys
@@ -141,6 +162,43 @@ func (m *Metrics) sweepEnds() {
 	for k := range m.kafka.series {
 		mark(k.src, k.dst)
 	}
+	if h := m.hubble; h != nil {
+		markPods := func(e hubbleEnds) {
+			if e.src != nil {
+				e.src.marked, e.dst.marked = true, true
+			}
+		}
+		for k := range h.flows.series {
+			markPods(k.ends)
+		}
+		for k := range h.drops.series {
+			markPods(k.ends)
+		}
+		for k := range h.tcp.series {
+			markPods(k.ends)
+		}
+		for k := range h.ports.series {
+			markPods(k.ends)
+		}
+		for k := range h.dnsQ.series {
+			markPods(k.ends)
+		}
+		for k := range h.dnsR.series {
+			markPods(k.ends)
+		}
+		for k := range h.http.series {
+			markPods(k.ends)
+		}
+		for k := range h.httpD.series {
+			markPods(k.ends)
+		}
+		for c, r := range m.ends.podRefs {
+			if !r.marked {
+				delete(m.ends.podRefs, c)
+			}
+			r.marked = false
+		}
+	}
 	for e, r := range m.ends.refs {
 		if !r.marked {
 			delete(m.ends.refs, e)
@@ -176,6 +234,7 @@ type endCache struct {
 type endSlot struct {
 	namespace, pod, name string // the endpoint's, and its end's name
 	ref                  *endRef
+	podRef               *podRef // with the Hubble set
 }
 
 // sameString tells whether a and b are the same string in memory, hence

@@ -38,22 +38,28 @@ func cloneEndpoint(ep *v1alpha1.Endpoint) *v1alpha1.Endpoint {
 	return &c
 }
 
-// TestEndRefs: an end has one endRef whether its endpoint's strings are
+// TestEndRefs: an end has one endRef, and a pod context one podRef,
+// whether its endpoint's strings are
 // the cached ones, equal ones elsewhere, or other pods' that evicted them
 // from the pod cache's slots, under every context option.
 func TestEndRefs(t *testing.T) {
 	for _, context := range []string{ContextNamespace, ContextWorkload, ContextPod} {
 		t.Run(context, func(t *testing.T) {
-			m := newMetrics(t, func(o *Options) { o.Context = context })
+			m := newMetrics(t, func(o *Options) { o.Context, o.Hubble = context, true })
 			// More pods than slots, so that slots are shared and evicted.
 			eps := make([]*v1alpha1.Endpoint, 4<<endCacheBits)
 			for i := range eps {
 				eps[i] = deployPod(fmt.Sprintf("ns-%d", i%7), fmt.Sprintf("pod-%d", i), fmt.Sprintf("app-%d", i%11), "10.244.0.1")
 			}
 			refs := map[end]*endRef{}
+			pods := map[podContext]*podRef{}
 			check := func(ep *v1alpha1.Endpoint) {
 				t.Helper()
-				r := m.endRef(ep, "", nil)
+				r, p := m.endRef(ep, "", nil)
+				if p.podContext != podContextOf(ep) || pods[p.podContext] != nil && pods[p.podContext] != p {
+					t.Fatalf("%s/%s: podRef %+v, want the one of %+v", ep.Namespace, ep.PodName, p.podContext, podContextOf(ep))
+				}
+				pods[p.podContext] = p
 				want := m.end(ep, "", nil)
 				if r.end != want {
 					t.Fatalf("%s/%s: end %+v, want %+v", ep.Namespace, ep.PodName, r.end, want)
@@ -83,12 +89,20 @@ func TestEndRefs(t *testing.T) {
 // of their ends, from any strings, count in them again, without a second
 // series of the same labels.
 func TestEndRefsSweep(t *testing.T) {
+	for _, hubble := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hubble=%t", hubble), func(t *testing.T) { testEndRefsSweep(t, hubble) })
+	}
+}
+
+func testEndRefsSweep(t *testing.T, hubble bool) {
 	now := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
-	m := newMetrics(t, func(o *Options) { o.MaxSeries = 10; o.Idle = time.Minute; o.Now = func() time.Time { return now } })
+	m := newMetrics(t, func(o *Options) {
+		o.MaxSeries, o.Idle, o.Hubble, o.Now = 10, time.Minute, hubble, func() time.Time { return now }
+	})
 	recs := distinctEndpoints(5 * minEndsLimit) // 2 ends each, nearly all folded
 	for i := 0; i < len(recs); i += store.MaxBlockFlows {
 		m.Observe(recs[i:min(i+store.MaxBlockFlows, len(recs))])
-		if n := len(m.ends.refs); n > m.ends.limit+2*store.MaxBlockFlows {
+		if n := len(m.ends.refs) + len(m.ends.podRefs); n > m.ends.limit+4*store.MaxBlockFlows {
 			t.Fatalf("after %d flows: %d endRefs, limit %d", i, n, m.ends.limit)
 		}
 	}
@@ -97,6 +111,10 @@ func TestEndRefsSweep(t *testing.T) {
 	// kept with them.
 	if n := len(m.ends.refs); n > 30 {
 		t.Fatalf("after a sweep: %d endRefs, want at most 30", n)
+	}
+	// 10 pods and the context of the world ends.
+	if n := len(m.ends.podRefs); n > 11 {
+		t.Fatalf("after a sweep: %d podRefs, want at most 11", n)
 	}
 	// The first 10 flows have series: the same ends, in new strings, count
 	// there.
@@ -129,5 +147,10 @@ func TestEndRefsSweep(t *testing.T) {
 	}
 	if v := value(t, got, FlowsTotal, map[string]string{"source_workload": "app-00000"}); v != 2 {
 		t.Errorf("flows after GC = %v, want 2", v)
+	}
+	if hubble {
+		if v := value(t, got, HubbleFlowsProcessedTotal, map[string]string{"source": "team-00/app-00000-7d9f-x2k4"}); v != 2 {
+			t.Errorf("Hubble flows after GC = %v, want 2", v)
+		}
 	}
 }

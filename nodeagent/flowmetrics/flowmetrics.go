@@ -147,6 +147,7 @@ func New(opts Options) (*Metrics, error) {
 	}
 	if opts.Hubble {
 		m.hubble = newHubbleFamilies(n)
+		m.ends.podRefs = map[podContext]*podRef{}
 	}
 	return m, nil
 }
@@ -197,8 +198,8 @@ func (m *Metrics) observe(f *v1alpha1.Flow, nodes Nodes, now int64) {
 	if f.IP != nil {
 		srcIP, dstIP = f.IP.Source, f.IP.Destination
 	}
-	src := m.endRef(f.Source, srcIP, nodes)
-	dst := m.endRef(f.Destination, dstIP, nodes)
+	src, srcPod := m.endRef(f.Source, srcIP, nodes)
+	dst, dstPod := m.endRef(f.Destination, dstIP, nodes)
 	p := protoOf(f)
 	v := verdictOf(f.Verdict)
 	d := directionOf(f.TrafficDirection)
@@ -219,6 +220,6 @@ func (m *Metrics) observe(f *v1alpha1.Flow, nodes Nodes, now int64) {
 		m.observeL7(f, m.ends.unkinded(src), m.ends.unkinded(dst), now)
 	}
 	if m.hubble != nil {
-		m.hubble.observe(f, p, v, d, now)
+		m.hubble.observe(f, srcPod, dstPod, p, v, d, now)
 	}
 }

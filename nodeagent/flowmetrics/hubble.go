@@ -52,6 +52,13 @@ func podContextOf(ep *v1alpha1.Endpoint) podContext {
 	return podContext{ep.Namespace, ep.PodName}
 }
 
+// podRef is the one copy of a pod context that the keys of every Hubble
+// series naming it point to, as endRef is of an end.
+type podRef struct {
+	podContext
+	marked bool // by sweep
+}
+
 func (c podContext) String() string {
 	if c.pod == "" {
 		return ""
@@ -60,7 +67,7 @@ func (c podContext) String() string {
 }
 
 type hubbleEnds struct {
-	src, dst podContext
+	src, dst *podRef
 }
 
 func (e hubbleEnds) values(overflow bool) []string {
@@ -257,8 +264,8 @@ func newHubbleFamilies(n int) *hubbleFamilies {
 	}
 }
 
-func (h *hubbleFamilies) observe(f *v1alpha1.Flow, p proto, v verdict, d direction, now int64) {
-	ends := hubbleEnds{podContextOf(f.Source), podContextOf(f.Destination)}
+func (h *hubbleFamilies) observe(f *v1alpha1.Flow, srcPod, dstPod *podRef, p proto, v verdict, d direction, now int64) {
+	ends := hubbleEnds{srcPod, dstPod}
 	fk := hubbleFlowKey{ends: ends, verdict: v}
 	switch {
 	case f.L7 != nil:
