@@ -528,7 +528,14 @@ func TestL7DemoPods(t *testing.T) {
 	}
 
 	// One report interval of every demo generator.
-	files, _ := filepath.Glob(filepath.Join(sys.Out, "pods", "traffic-*.json"))
+	// Each generator writes its first report an interval after it starts,
+	// which may be after this test does when it runs first.
+	var files []string
+	framework.Eventually(t, 60*time.Second, "a report of every demo generator", func() (bool, string) {
+		files, _ = filepath.Glob(filepath.Join(sys.Out, "pods", "traffic-*.json"))
+		gens, _ := filepath.Glob(filepath.Join(sys.Out, "pids", "traffic-*.pid"))
+		return len(files) > 0 && len(files) == len(gens), fmt.Sprintf("%d reports of %d generators", len(files), len(gens))
+	})
 	var before, after []l7Report
 	for _, f := range files {
 		before = append(before, readReport(t, f))
