@@ -594,25 +594,10 @@ func BenchmarkL7Gate(b *testing.B) {
 			}
 			// Sampled: drain as the kernel fills, so that the measured
 			// path is a real send, not a full ring.
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				var rec ringbuf.Record
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					d.l7Reader.SetDeadline(time.Now().Add(10 * time.Millisecond))
-					_ = d.l7Reader.ReadInto(&rec)
-				}
-			}()
+			stop := drainL7(d)
 			const repeat = 1000
 			perPacket := nsPerPacket(b, d.objs.FlowscopeIngress, pkt, repeat)
-			close(stop)
-			<-done
+			stop()
 			b.ReportMetric(perPacket, "ns/packet")
 			if s, err := d.Stats(); err == nil && mode.name == "sampled" {
 				b.ReportMetric(float64(s.L7DropRingbuf)/float64(max(1, s.L7Gated)), "ringfull/gated")
@@ -710,26 +695,11 @@ func BenchmarkL7Path(b *testing.B) {
 			if _, _, err := d.objs.FlowscopeIngress.Benchmark(c.pkt, 1100, nil); err != nil {
 				b.Fatal(err)
 			}
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() { // drain as the kernel fills: a full ring is another path
-				defer close(done)
-				var rec ringbuf.Record
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					d.l7Reader.SetDeadline(time.Now().Add(10 * time.Millisecond))
-					_ = d.l7Reader.ReadInto(&rec)
-				}
-			}()
+			stop := drainL7(d) // a full ring is another path
 			s0 := stats(b, d)
 			const repeat = 10000
 			perPacket := nsPerPacket(b, d.objs.FlowscopeIngress, c.pkt, repeat)
-			close(stop)
-			<-done
+			stop()
 			s := stats(b, d)
 			checkL7Conservation(b, s)
 			runs := uint64(b.N * repeat)
@@ -744,4 +714,24 @@ func BenchmarkL7Path(b *testing.B) {
 			b.ReportMetric(perPacket, "ns/packet")
 		})
 	}
+}
+
+// drainL7 reads the L7 ring buffer as the kernel fills it until the
+// returned function is called, which returns once reading has stopped.
+func drainL7(d *Datapath) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		var rec ringbuf.Record
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			d.l7Reader.SetDeadline(time.Now().Add(10 * time.Millisecond))
+			_ = d.l7Reader.ReadInto(&rec)
+		}
+	}()
+	return func() { close(quit); <-done }
 }
