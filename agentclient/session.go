@@ -88,7 +88,7 @@ type inbox struct {
 	notify     chan<- struct{}
 	// signal, when set, is told which subscription to visit (see
 	// Subscription.Signal).
-	signal atomic.Pointer[func(events bool)]
+	signal atomic.Pointer[func()]
 }
 
 func (b *inbox) push(e agentwire.Event) {
@@ -102,32 +102,30 @@ func (b *inbox) push(e agentwire.Event) {
 	}
 	b.ready.Store(true)
 	b.mu.Unlock()
-	b.signalled(true)
+	b.signalled()
 	select {
 	case b.notify <- struct{}{}:
 	default:
 	}
 }
 
-func (b *inbox) signalled(events bool) {
+func (b *inbox) signalled() {
 	if f := b.signal.Load(); f != nil {
-		(*f)(events)
+		(*f)()
 	}
 }
 
 // Signal has ready called, from the session's goroutine and without
-// blocking it, whenever events arrive in the subscription's inbox (events
-// is true) and whenever the agent's watermark moves while the subscription
-// is caught up (false), and once now (true) if events wait already. A
-// watch with many agents then visits, when it wakes, only the
-// subscriptions that have something new, rather than reading every
-// agent's inbox and watermark; and it wakes for events at once, for
-// watermarks only while flows wait for them. Without it, the notify
-// channel passed to Subscribe is still signalled for events.
-func (sub *Subscription) Signal(ready func(events bool)) {
+// blocking it, whenever events arrive in the subscription's inbox and
+// whenever the agent's watermark moves while the subscription is caught up,
+// and once now if events wait already. A watch with many agents then
+// visits, when it wakes, only the subscriptions that have something new,
+// rather than reading every agent's inbox and watermark. Without it, the
+// notify channel passed to Subscribe is still signalled for events.
+func (sub *Subscription) Signal(ready func()) {
 	sub.inbox.signal.Store(&ready)
 	if sub.inbox.ready.Load() {
-		ready(true)
+		ready()
 	}
 }
 
@@ -328,7 +326,7 @@ func (s *session) signalLive() {
 	defer s.mu.Unlock()
 	for _, sub := range s.subs {
 		if sub.live {
-			sub.inbox.signalled(false)
+			sub.inbox.signalled()
 		}
 	}
 }

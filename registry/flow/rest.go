@@ -99,8 +99,6 @@ type REST struct {
 	// stopping ends every watch once StopWatches is called.
 	stopping    context.Context
 	stopWatches context.CancelFunc
-	// waker wakes the watches (see mergedWatch.kick).
-	waker watchWaker
 }
 
 var gr = v1alpha1.Resource("flows")
@@ -123,7 +121,6 @@ func NewREST(a Agents, opts Options) *REST {
 		opts.ContinueKeys = RandomContinueKeys()
 	}
 	r := &REST{agents: a, opts: opts, now: time.Now}
-	r.waker.agents = a
 	r.stopping, r.stopWatches = context.WithCancel(context.Background())
 	if opts.MaxConcurrentLists > 0 {
 		r.lists = make(chan struct{}, opts.MaxConcurrentLists)

@@ -19,7 +19,6 @@ package flow
 import (
 	"context"
 	"errors"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -124,23 +123,24 @@ func (r *REST) Watch(ctx context.Context, opts *metainternalversion.ListOptions)
 	ctx, cancel := context.WithCancel(ctx)
 	unregister := context.AfterFunc(r.stopping, cancel)
 	w := &mergedWatch{
-		result:    make(chan watch.Event, min(resultChanSize, r.opts.WatchBuffer)+1),
-		parent:    parent,
-		stopped:   make(chan struct{}),
-		cancel:    cancel,
-		done:      func() { unregister(); release() },
-		buffer:    r.opts.WatchBuffer,
-		grace:     slowWatcherGrace,
-		bookmarks: opts.AllowWatchBookmarks,
-		opts:      r.opts,
-		filter:    q.filter,
-		targets:   func() []Agent { return r.targets(q) },
-		changed:   r.agents.Changed,
-		sources:   map[string]*agentSource{},
-		merge:     newMerger(from, r.opts.MaxAgentLag),
-		waker:     &r.waker,
+		result:     make(chan watch.Event, min(resultChanSize, r.opts.WatchBuffer)+1),
+		parent:     parent,
+		stopped:    make(chan struct{}),
+		cancel:     cancel,
+		done:       func() { unregister(); release() },
+		buffer:     r.opts.WatchBuffer,
+		grace:      slowWatcherGrace,
+		bookmarks:  opts.AllowWatchBookmarks,
+		opts:       r.opts,
+		filter:     q.filter,
+		targets:    func() []Agent { return r.targets(q) },
+		changed:    r.agents.Changed,
+		progressed: r.agents.Progressed,
+		notify:     make(chan struct{}, 1),
+		sources:    map[string]*agentSource{},
+		merge:      newMerger(from, r.opts.MaxAgentLag),
 	}
-	w.start(ctx, initial, initialFlows)
+	go w.run(ctx, initial, initialFlows)
 	return w, nil
 }
 
@@ -160,29 +160,13 @@ type mergedWatch struct {
 	bookmarks bool
 	opts      Options
 
-	filter  flowfilter.Filter
-	targets func() []Agent         // the agents the watch should follow
-	changed func() <-chan struct{} // closed when targets may change
-	sources map[string]*agentSource
-	merge   *merger
-
-	// The watch has no goroutine of its own while its client keeps up:
-	// what it waits for (its subscriptions' events; through the waker, the
-	// agents' set, their watermarks and the tick; its end) wakes it (kick),
-	// and one of the waker's runners then runs it (work) until nothing is
-	// left to do and the client has every event queued for it. One runs it
-	// at a time (running). A goroutine's stack is most of what a watch
-	// costs, and k8s.io/apiserver's handler holds one per watch already.
-	ctx          context.Context
-	waker        *watchWaker
-	wake         chan struct{} // a kick since the last step
-	running      atomic.Bool   // a goroutine runs the watch, or it ended
-	waiting      atomic.Bool   // flows wait for watermarks
-	pooled       bool          // it runs on a runner of the waker's pool
-	stopAfter    func() bool   // ends the AfterFunc on ctx
-	start0       func() bool   // the first step: initial events, then follow
-	nextChange   <-chan struct{}
-	lastBookmark time.Time
+	filter     flowfilter.Filter
+	targets    func() []Agent         // the agents the watch should follow
+	changed    func() <-chan struct{} // closed when targets may change
+	progressed func() <-chan struct{} // closed when watermarks advanced
+	notify     chan struct{}          // signalled when a subscription has events
+	sources    map[string]*agentSource
+	merge      *merger
 
 	// ready lists the sources to visit at the next drain: those whose
 	// subscription has events or whose agent's watermark moved, as their
@@ -198,12 +182,11 @@ type mergedWatch struct {
 }
 
 // signaller is a Subscription that says when it has something new: ready
-// is called, without blocking, when events arrive (events is true) and
-// when the agent's watermark moves while the subscription is caught up,
-// and at once if events wait already. agentclient's subscriptions are
-// signallers; a watch polls the others at every tick.
+// is called, without blocking, when events arrive and when the agent's
+// watermark moves while the subscription is caught up, and at once if
+// events wait already. agentclient's subscriptions are signallers.
 type signaller interface {
-	Signal(ready func(events bool))
+	Signal(ready func())
 }
 
 func (w *mergedWatch) ResultChan() <-chan watch.Event { return w.result }
@@ -316,190 +299,69 @@ type agentSource struct {
 	queued  atomic.Bool // it is in the watch's ready list
 }
 
-// watchTick is how often a watch wakes whatever happens: to exclude the
-// agents that fell silent, ask again for the watermarks its flows wait for,
-// resume paused subscriptions and send bookmarks.
-const watchTick = 100 * time.Millisecond
-
-// start runs the watch until ctx ends: its first step sends the initial
-// events and subscribes to the agents.
-func (w *mergedWatch) start(ctx context.Context, initial bool, initialFlows []v1alpha1.Flow) {
+func (w *mergedWatch) run(ctx context.Context, initial bool, initialFlows []v1alpha1.Flow) {
 	watchers.Inc()
-	w.ctx = ctx
-	w.wake = make(chan struct{}, 1)
-	w.start0 = func() bool {
-		if initial && !w.sendInitial(ctx, initialFlows) {
-			return false
-		}
-		w.nextChange = w.follow()
-		w.lastBookmark = time.Now()
-		return true
-	}
-	w.stopAfter = context.AfterFunc(ctx, w.kick)
-	w.waker.add(w)
-	w.kick()
-}
+	defer close(w.result)
+	// Once the watch ends, what it queued for the client (its error last)
+	// is delivered without holding a watch slot or the agents.
+	defer w.flush()
+	defer watchers.Dec()
+	defer w.done()
+	defer w.cancel()
+	defer w.unsubscribe()
 
-// kick has the watch take a step soon: on one of the waker's runners if
-// none runs it, or in the goroutine that does, after its current step.
-func (w *mergedWatch) kick() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if initial && !w.sendInitial(ctx, initialFlows) {
+		return
 	}
-	if w.running.CompareAndSwap(false, true) {
-		w.waker.schedule(w)
-	}
-}
-
-// work runs the watch while it has something to do: a step, then the
-// delivery of what the step queued, again while kicks come, until the
-// client has everything and no kick came. A watch that ended keeps running
-// set, so kicks start nothing. work runs on a runner of the waker's pool
-// (pooled) or, once it had to wait for the client (see detach), in a
-// goroutine of its own; it reports whether it left the pool.
-func (w *mergedWatch) work(pooled bool) (left bool) {
-	w.pooled = pooled
-	for {
-		select {
-		case <-w.wake:
-		default:
-		}
-		if !w.step() || !w.deliver() {
-			w.end()
-			return pooled && !w.pooled
-		}
-		if w.head < len(w.queue) {
-			continue // woken while the client was behind
-		}
-		left = pooled && !w.pooled
-		w.running.Store(false)
-		select {
-		case <-w.wake:
-			// Kicked since the step: take the next one, unless the kick
-			// scheduled it already.
-			if !w.running.CompareAndSwap(false, true) {
-				return left
-			}
-			w.pooled = pooled && !left
-		default:
-			return left
-		}
-	}
-}
-
-// detach is called before the watch waits for its client: a runner of the
-// pool leaves it, and the pool starts another, so that one slow client
-// holds up no other watch.
-func (w *mergedWatch) detach() {
-	if w.pooled {
-		w.pooled = false
-		w.waker.leave()
-	}
-}
-
-// step follows the agents' set, drains the subscriptions, releases what
-// the watermarks passed, resumes paused subscriptions and sends a due
-// bookmark. It returns false when the watch has ended.
-func (w *mergedWatch) step() bool {
-	if w.ctx.Err() != nil {
-		return false
-	}
-	if w.start0 != nil {
-		first := w.start0
-		w.start0 = nil
-		if !first() {
-			return false
-		}
-	}
-	select {
-	case <-w.nextChange:
-		w.nextChange = w.follow()
-	default:
-	}
-	if w.advance(w.ctx); w.ctx.Err() != nil {
-		return false
-	}
-	w.resume(time.Now())
-	if w.bookmarks && time.Since(w.lastBookmark) >= w.opts.BookmarkInterval {
-		w.lastBookmark = time.Now()
-		// A bookmark is only a hint: skip it when the buffer is busy.
-		if w.buffered() < w.buffer {
-			w.put(watch.Event{Type: watch.Bookmark, Object: bookmark(w.merge.released)})
-		}
-	}
-	return true
-}
-
-// deliver hands the queued events to the client while it reads them,
-// until none is left or the watch is kicked; false when the watch ended.
-func (w *mergedWatch) deliver() bool {
-	if w.pump(); w.head == len(w.queue) {
-		return true
-	}
-	w.detach()
+	changed := w.follow()
+	// The watch listens to the agents' watermarks only while flows wait
+	// for them: most watches select few flows, and 200 watches woken for
+	// every tick of 50 agents would spend the server on nothing. The tick
+	// keeps the marks, and so exclusions and bookmarks, current anyway.
+	var progressed <-chan struct{}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	lastBookmark := time.Now()
 	for {
 		out, next := w.next()
-		if out == nil {
-			return true
-		}
 		select {
 		case out <- next:
 			w.popQueued()
 			w.pump()
-		case <-w.wake:
-			// Step first; the kick is taken again by work.
-			select {
-			case w.wake <- struct{}{}:
-			default:
+			continue
+		case <-w.notify:
+		case <-progressed:
+			progressed = nil
+		case <-changed:
+			changed = w.follow()
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+		if progressed = w.advance(ctx, progressed); ctx.Err() != nil {
+			return
+		}
+		w.resume(time.Now())
+		if w.bookmarks && time.Since(lastBookmark) >= w.opts.BookmarkInterval {
+			lastBookmark = time.Now()
+			// A bookmark is only a hint: skip it when the buffer is busy.
+			if w.buffered() < w.buffer {
+				w.put(watch.Event{Type: watch.Bookmark, Object: bookmark(w.merge.released)})
 			}
-			return true
-		case <-w.ctx.Done():
-			return false
 		}
 	}
 }
 
-// end releases what the watch holds, then delivers what it queued for the
-// client (its error last) without holding a watch slot or the agents.
-func (w *mergedWatch) end() {
-	w.cancel()
-	w.stopAfter()
-	w.waker.remove(w)
-	w.setWaiting(false)
-	w.unsubscribe()
-	w.done()
-	watchers.Dec()
-	if w.head < len(w.queue) {
-		w.detach()
-		w.flush()
-	}
-	close(w.result)
-}
-
-// setWaiting says whether flows wait for watermarks, so that the waker
-// wakes the watch when they advance.
-func (w *mergedWatch) setWaiting(b bool) {
-	if w.waiting.Swap(b) == b || w.waker == nil {
-		return
-	}
-	if !b {
-		w.waker.waiting.Add(-1)
-	} else if w.waker.waiting.Add(1) == 1 {
-		w.waker.wake()
-	}
-}
-
 // advance drains the subscriptions and releases what the watermarks
-// passed. While flows wait, the waker wakes the watch when watermarks
-// advance (see setWaiting). It ends the watch (cancels its context) when an
-// agent's error or the client ends it.
-func (w *mergedWatch) advance(ctx context.Context) {
+// passed. It returns the channel to listen to for watermarks: progressed,
+// or while flows wait a new one if that was nil. It ends the watch
+// (cancels its context) when an agent's error or the client ends it.
+func (w *mergedWatch) advance(ctx context.Context, progressed <-chan struct{}) <-chan struct{} {
 	for {
 		if err := w.drain(time.Now()); err != nil {
 			w.sendError(ctx, err)
 			w.cancel()
-			return
+			return nil
 		}
 		for _, e := range w.merge.release(time.Now()) {
 			if s, ok := w.sources[e.Object.(*v1alpha1.Flow).NodeName]; ok {
@@ -507,20 +369,19 @@ func (w *mergedWatch) advance(ctx context.Context) {
 			}
 			if !w.send(ctx, e) {
 				w.cancel()
-				return
+				return nil
 			}
 		}
 		if w.merge.pending.Len() == 0 {
-			w.setWaiting(false)
-			return
+			return progressed
 		}
 		w.askProgress()
-		if w.waiting.Load() {
-			return
+		if progressed != nil {
+			return progressed
 		}
 		// Flows wait: listen, then drain again, since a watermark
 		// announced before listening would be missed until the next.
-		w.setWaiting(true)
+		progressed = w.progressed()
 	}
 }
 
@@ -607,15 +468,10 @@ func (w *mergedWatch) follow() <-chan struct{} {
 // subscribe subscribes s from the version from, and has its subscription
 // tell when to visit it. The source is visited at the next drain anyway.
 func (w *mergedWatch) subscribe(s *agentSource, from uint64) {
-	s.sub = s.agent.Subscribe(w.filter, from, w.buffer, nil)
+	s.sub = s.agent.Subscribe(w.filter, from, w.buffer, w.notify)
 	if sig, ok := s.sub.(signaller); ok {
 		delete(w.polled, s)
-		sig.Signal(func(events bool) {
-			w.markReady(s)
-			if events {
-				w.kick()
-			}
-		})
+		sig.Signal(func() { w.markReady(s) })
 	} else {
 		if w.polled == nil {
 			w.polled = map[*agentSource]struct{}{}
@@ -812,7 +668,6 @@ func (w *mergedWatch) send(ctx context.Context, e watch.Event) bool {
 // are not listened to meanwhile, so the merge does not count that time as
 // their silence.
 func (w *mergedWatch) waitForRoom(ctx context.Context) bool {
-	w.detach()
 	start := time.Now()
 	defer func() { w.merge.stalled(time.Since(start)) }()
 	poll := time.NewTicker(10 * time.Millisecond)
@@ -863,181 +718,3 @@ func (b *watchBudget) acquire(limit int) bool {
 }
 
 func (b *watchBudget) release() { b.n.Add(-1) }
-
-// watchWaker wakes the running watches for what the agents' set announces:
-// a change of its agents, which every watch follows, and watermarks that
-// advanced, for the watches whose flows wait for them; and every watchTick.
-// One goroutine per REST serves every watch, and runs only while there are
-// watches. The watches' steps run on a small pool of runners, which leave
-// it for a watch that waits for its client (see mergedWatch.detach), so
-// that a step costs neither a goroutine of the watch's own nor the start
-// of one.
-type watchWaker struct {
-	agents  Agents
-	mu      sync.Mutex
-	watches map[*mergedWatch]struct{}
-	running bool
-	poke    chan struct{} // a watch left or began to wait
-	// waiting counts the watches whose flows wait for watermarks: run
-	// listens to them only while there are such watches, as the agents'
-	// set announces every watermark to those who listen.
-	waiting atomic.Int64
-
-	runMu   sync.Mutex
-	runq    []*mergedWatch // kicked, waiting for a runner, from runHead
-	runHead int
-	runners int           // in the pool
-	idle    int           // of them waiting for work
-	more    chan struct{} // work for an idle runner
-}
-
-// maxRunners bounds the pool: the steps are short and never wait (a watch
-// that waits for its client leaves the pool), so a few runners keep up
-// with the CPUs.
-var maxRunners = max(2, runtime.GOMAXPROCS(0))
-
-// runnerIdle is how long a runner with nothing to do stays in the pool.
-const runnerIdle = time.Second
-
-func (k *watchWaker) add(w *mergedWatch) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.watches == nil {
-		k.watches = map[*mergedWatch]struct{}{}
-		k.poke = make(chan struct{}, 1)
-	}
-	k.watches[w] = struct{}{}
-	if !k.running {
-		k.running = true
-		go k.run()
-	}
-}
-
-func (k *watchWaker) remove(w *mergedWatch) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.watches, w)
-	if len(k.watches) == 0 {
-		k.wake()
-	}
-}
-
-func (k *watchWaker) wake() {
-	select {
-	case k.poke <- struct{}{}:
-	default:
-	}
-}
-
-// run listens to the agents' set until no watch is left. It takes the
-// next channel before it wakes the watches: a watch woken drains after
-// that, so what it misses of an announcement before is announced again.
-// When it begins to listen to watermarks, it wakes the waiting watches
-// once, for those announced since they last drained.
-func (k *watchWaker) run() {
-	changed := k.agents.Changed()
-	var progressed <-chan struct{}
-	tick := time.NewTicker(watchTick)
-	defer tick.Stop()
-	for {
-		all, waiting := false, false
-		select {
-		case <-changed:
-			changed, all = k.agents.Changed(), true
-		case <-progressed:
-			progressed, waiting = nil, true
-		case <-tick.C:
-			all = true
-		case <-k.poke:
-		}
-		if progressed == nil && k.waiting.Load() > 0 {
-			progressed, waiting = k.agents.Progressed(), true
-		}
-		k.mu.Lock()
-		if len(k.watches) == 0 {
-			k.running = false
-			k.mu.Unlock()
-			return
-		}
-		for w := range k.watches {
-			if all || waiting && w.waiting.Load() {
-				w.kick()
-			}
-		}
-		k.mu.Unlock()
-	}
-}
-
-// schedule has a runner run w.
-func (k *watchWaker) schedule(w *mergedWatch) {
-	k.runMu.Lock()
-	if k.more == nil {
-		k.more = make(chan struct{}, 1)
-	}
-	k.runq = append(k.runq, w)
-	start := k.idle == 0 && k.runners < maxRunners
-	if start {
-		k.runners++
-	}
-	k.runMu.Unlock()
-	if start {
-		go k.runner()
-		return
-	}
-	select {
-	case k.more <- struct{}{}:
-	default:
-	}
-}
-
-// leave takes the calling runner out of the pool, and starts another if
-// work waits for none.
-func (k *watchWaker) leave() {
-	k.runMu.Lock()
-	k.runners--
-	start := len(k.runq) > k.runHead && k.idle == 0
-	if start {
-		k.runners++
-	}
-	k.runMu.Unlock()
-	if start {
-		go k.runner()
-	}
-}
-
-func (k *watchWaker) runner() {
-	idle := time.NewTimer(runnerIdle)
-	defer idle.Stop()
-	for {
-		k.runMu.Lock()
-		if len(k.runq) == k.runHead {
-			k.idle++
-			k.runMu.Unlock()
-			idle.Reset(runnerIdle)
-			timedOut := false
-			select {
-			case <-k.more:
-			case <-idle.C:
-				timedOut = true
-			}
-			k.runMu.Lock()
-			k.idle--
-			if timedOut && len(k.runq) == k.runHead {
-				k.runners--
-				k.runMu.Unlock()
-				return
-			}
-			k.runMu.Unlock()
-			continue
-		}
-		w := k.runq[k.runHead]
-		k.runq[k.runHead] = nil
-		if k.runHead++; k.runHead == len(k.runq) {
-			k.runq, k.runHead = k.runq[:0], 0
-		}
-		k.runMu.Unlock()
-		if w.work(true) {
-			return // it left the pool for a slow client
-		}
-	}
-}

@@ -40,21 +40,29 @@ import (
 // heap with the production WatchBuffer (1000): N watches are opened on
 // agents that speak the real session protocol (agentclient's sessions over
 // in-process Feed streams), every subscription caught up, and the live heap
-// after a GC is divided by N, with the goroutines' stacks. The HTTP serving
-// of a watch (k8s.io/apiserver's handler goroutine, encoder and framer, the
-// HTTP/2 stream) comes on top and is not counted.
+// after a GC is divided by N, with the goroutines' stacks. The HTTP serving of a watch (k8s.io/apiserver's
+// encoder and framer, the HTTP/2 stream) comes on top and is not counted.
 //
 //	go test ./registry/flow -run XXX -bench WatchMemory -benchtime 1x -count 5
 //
-// A watch has no goroutine of its own while its client keeps up (see
-// mergedWatch.kick): 9.2 KiB a watch at 10 agents and 33.6 KiB at 50, no
-// stack, against 11.2-14.1 KiB and 35.0-35.9 KiB with a goroutine per
-// watch (3 runs each). Through the whole system (AGENTS=10 WATCHERS=50
-// RATE=1000 make bench-fanout) a watcher costs flowscope-apiserver far more
-// RSS: k8s.io/apiserver's handler goroutine and its stack, the HTTP/2
-// stream and encoder buffers, and the heap's headroom at GOGC=100, which
-// doubles what a watch holds between collections; see the README's
-// "Memory per watcher".
+// Through the whole system (AGENTS=10 WATCHERS=50 RATE=1000 make
+// bench-fanout) a watcher costs flowscope-apiserver far more RSS than
+// this: two goroutines per watch (this package's and k8s.io/apiserver's
+// HandleHTTP at the bottom of the filter chain, whose stack grows), the
+// HTTP/2 stream and encoder buffers, and the garbage the flows' encoding
+// leaves for the GC. Those are measured there, not here: 312-377 KiB of
+// RSS per watcher after the changes that brought this benchmark from
+// 43 KiB to 13.5 KiB, against 329-442 KiB before them (4 alternating
+// rounds each on a loaded 2-core machine), far from the 50 KiB asked.
+// After a GC (bench-fanout's live figures; a heap profile at
+// GODEBUG=memprofilerate=4096), 50 watchers add 43 KiB of goroutine stacks
+// per watch (HandleHTTP's and this package's, 2 goroutines) and about
+// 32 KiB of live heap: k8s.io/apiserver's watch encoder buffer (10 KiB),
+// the HTTP/2 stream's writer (4 KiB), the filter chain's request copies
+// (2.6 KiB), and this package's and agentclient's share, as above. The
+// rest of the RSS per watcher is the heap's headroom between collections
+// (GOGC=100), the memory the runtime keeps, and the fixed costs the first
+// watches bring (the agents' sessions), divided by the watchers.
 func BenchmarkWatchMemory(b *testing.B) {
 	for _, c := range []struct{ agents, watches int }{{10, 200}, {50, 200}} {
 		b.Run(fmt.Sprintf("agents=%d/watches=%d", c.agents, c.watches), func(b *testing.B) {

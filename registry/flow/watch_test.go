@@ -32,7 +32,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"flowscope.io/flowscope/agentclient"
@@ -656,7 +655,7 @@ func benchmarkWatchWake(b *testing.B, n int, one bool) {
 		fakes = append(fakes, newFakeAgent(fmt.Sprintf("node-%04d", i)))
 	}
 	pool := newFakePool(fakes...)
-	w := &mergedWatch{buffer: 100, targets: pool.List, changed: pool.Changed,
+	w := &mergedWatch{buffer: 100, targets: pool.List, changed: pool.Changed, notify: make(chan struct{}, 1),
 		sources: map[string]*agentSource{}, merge: newMerger(100, time.Hour)}
 	w.follow()
 	for _, f := range fakes {
@@ -771,31 +770,4 @@ func TestStopWatchesEndsEveryWatch(t *testing.T) {
 			t.Fatal("the watch goes on after StopWatches")
 		}
 	}
-}
-
-// TestWatchWhoseClientDoesNotReadHoldsUpNoOther: the watches' steps run on
-// a pool of runners (one here); a watch whose client leaves events queued
-// takes its runner out of the pool while it waits, so another watch's
-// flows still reach its client.
-func TestWatchWhoseClientDoesNotReadHoldsUpNoOther(t *testing.T) {
-	defer func(n int) { maxRunners = n }(maxRunners)
-	maxRunners = 1
-	a, b := newFakeAgent("a"), newFakeAgent("b")
-	r := NewREST(newFakePool(a, b), testOptions())
-	on := func(node string) metainternalversion.ListOptions {
-		return metainternalversion.ListOptions{ResourceVersion: "100", FieldSelector: fields.OneTermEqualSelector("nodeName", node)}
-	}
-	slow := startWatch(t, r, on("a"))
-	sa := a.next(t)
-	fast := startWatch(t, r, on("b"))
-	sb := b.next(t)
-	var want []uint64
-	for rv := uint64(101); rv <= 100+3*resultChanSize; rv++ {
-		sa.send(added("a", rv))
-		want = append(want, rv)
-	}
-	sa.send(progress(200))
-	sb.send(added("b", 300), progress(300))
-	expectFlows(t, fast, 300)
-	expectFlows(t, slow, want...)
 }
