@@ -170,7 +170,6 @@ type sortKey struct {
 var sorters = sync.Pool{New: func() any { return &sorter{ranks: map[endpoints]uint32{}} }}
 
 func (s *sorter) sort(b *block) {
-	clear(s.ranks)
 	s.distinct = s.distinct[:0]
 	keys := slices.Grow(s.keys[:0], len(b.recs))[:len(b.recs)]
 	var prev endpoints
@@ -237,7 +236,9 @@ func (s *sorter) sort(b *block) {
 		}
 	}
 	s.keys, s.order, s.rankOf = keys, order, rankOf
-	clear(s.distinct) // no strings kept in the pool
+	// No strings kept in the pool.
+	clear(s.distinct)
+	clear(s.ranks)
 }
 
 // frames returns the number of frames of a block of n flows.

@@ -248,7 +248,9 @@ func TestPostingBuilder(t *testing.T) {
 	p := postingBuilders.Get().(*postingBuilder)
 	defer postingBuilders.Put(p)
 	for round := range 20 {
-		blocks := cutBlocks(roundTripFlows(rng, 1+rng.IntN(3*frameFlows)))
+		recs := roundTripFlows(rng, 1+rng.IntN(3*frameFlows))
+		withL7Details(rng, recs)
+		blocks := cutBlocks(recs)
 		jobs, err := encodeFrames(blocks)
 		if err != nil {
 			t.Fatal(err)
@@ -313,5 +315,33 @@ func TestCutBlocksOrder(t *testing.T) {
 	}
 	if n != len(in) {
 		t.Fatalf("blocks hold %d flows, want %d", n, len(in))
+	}
+}
+
+// withL7Details gives the L7 flows among recs a type of every kind and
+// the indexed field of their type (DNS query, HTTP URL, gRPC method, Kafka
+// topic), from few values so that lists hold several flows, and leaves
+// some without it.
+func withL7Details(rng *rand.Rand, recs []Record) {
+	for _, r := range recs {
+		l7 := r.Flow.L7
+		if l7 == nil {
+			continue
+		}
+		l7.Type = pick(rng, v1alpha1.L7Types)
+		if rng.IntN(5) == 0 {
+			continue
+		}
+		v := pick(rng, testPods)
+		switch l7.Type {
+		case v1alpha1.L7TypeDNS:
+			l7.DNS = &v1alpha1.DNS{Query: v + ".svc."}
+		case v1alpha1.L7TypeHTTP:
+			l7.HTTP = &v1alpha1.HTTP{Method: "GET", URL: "http://" + v + "/api"}
+		case v1alpha1.L7TypeGRPC:
+			l7.GRPC = &v1alpha1.GRPC{Service: "grpc.health.v1.Health", Method: v}
+		case v1alpha1.L7TypeKafka:
+			l7.Kafka = &v1alpha1.Kafka{Topic: v}
+		}
 	}
 }

@@ -79,10 +79,8 @@ type postingBuilder struct {
 	// shapes holds, per shape of the frame being read, its lists: n
 	// of them from first (0 means not worked out yet).
 	shapes []shapeLists
-	// Values made by concatenation or formatting, kept across blocks
-	// up to maxBuilderValues each.
-	pods       map[[2]string]string
-	methods    map[[2]string]string
+	// portValues are the destination ports' values, kept across blocks
+	// up to maxBuilderValues.
 	portValues map[int32]string
 }
 
@@ -98,12 +96,11 @@ type shapeLists struct {
 	lists [numIndexes]int32
 }
 
-// maxBuilderValues bounds each of a postingBuilder's caches of values.
+// maxBuilderValues bounds a postingBuilder's cache of port values.
 const maxBuilderValues = 1 << 14
 
 var postingBuilders = sync.Pool{New: func() any {
-	p := &postingBuilder{ports: map[int32]int32{}, pods: map[[2]string]string{},
-		methods: map[[2]string]string{}, portValues: map[int32]string{}}
+	p := &postingBuilder{ports: map[int32]int32{}, portValues: map[int32]string{}}
 	for field := range p.index {
 		p.index[field] = map[string]int32{}
 	}
@@ -152,50 +149,14 @@ func (p *postingBuilder) build(b *block, jobs []frameJob) {
 }
 
 // shapeLists sets out to the lists of f's index values but its
-// destination port's. It mirrors indexValues.
+// destination port's, which builds from each flow's port instead. It runs
+// once per shape, so indexValues' concatenations cost little.
 func (p *postingBuilder) shapeLists(f *v1alpha1.Flow, out *shapeLists) {
 	out.n = 0
-	add := func(field indexField, v string) {
-		if v != "" {
-			out.lists[out.n] = p.list(field, v)
+	for field, v := range indexValues(f) {
+		if v != "" && indexField(field) != idxDestPort {
+			out.lists[out.n] = p.list(indexField(field), v)
 			out.n++
-		}
-	}
-	add(idxNamespace, f.Namespace)
-	add(idxVerdict, string(f.Verdict))
-	add(idxDirection, string(f.TrafficDirection))
-	if f.L4 != nil {
-		add(idxProtocol, string(f.L4.Protocol))
-	}
-	if l7 := f.L7; l7 != nil {
-		add(idxL7Type, string(l7.Type))
-		if l7.DNS != nil {
-			add(idxDNSQuery, l7.DNS.Query)
-		}
-		if l7.HTTP != nil {
-			add(idxHTTPURL, l7.HTTP.URL)
-		}
-		if l7.GRPC != nil {
-			add(idxGRPCMethod, p.joined(p.methods, l7.GRPC.Service, l7.GRPC.Method))
-		}
-		if l7.Kafka != nil {
-			add(idxKafkaTopic, l7.Kafka.Topic)
-		}
-	}
-	if e := f.Source; e != nil {
-		if e.PodName != "" {
-			add(idxSourcePod, p.joined(p.pods, e.Namespace, e.PodName))
-		}
-		if len(e.Workloads) > 0 {
-			add(idxSourceWorkload, e.Workloads[len(e.Workloads)-1].Name)
-		}
-	}
-	if e := f.Destination; e != nil {
-		if e.PodName != "" {
-			add(idxDestinationPod, p.joined(p.pods, e.Namespace, e.PodName))
-		}
-		if len(e.Workloads) > 0 {
-			add(idxDestWorkload, e.Workloads[len(e.Workloads)-1].Name)
 		}
 	}
 }
@@ -214,19 +175,6 @@ func (p *postingBuilder) list(field indexField, v string) int32 {
 		p.index[field][v] = l
 	}
 	return l
-}
-
-// joined returns a "/" b (podValue), from cache when it has made it before.
-func (p *postingBuilder) joined(cache map[[2]string]string, a, b string) string {
-	v, ok := cache[[2]string{a, b}]
-	if !ok {
-		if len(cache) >= maxBuilderValues {
-			clear(cache)
-		}
-		v = podValue(a, b)
-		cache[[2]string{a, b}] = v
-	}
-	return v
 }
 
 // portValue returns the posting value of destination port port.
