@@ -153,22 +153,19 @@ func (d *Datapath) SetL7Gate(entries []L7GateEntry) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("set l7 gate: %w", err)
 	}
-	if len(want) > 0 {
-		d.cfgFlags |= cfgL7
-	} else {
-		d.cfgFlags &^= cfgL7
-	}
-	d.nextL7GateGen()
-	if err := d.writeConfig(); err != nil {
-		return fmt.Errorf("set l7 gate: %w", err)
-	}
 	keep := make(map[key]bool, len(want))
 	for k := range want {
 		keep[k] = true
 	}
 	pruneErr := prune(d.objs.L7Gate, keep)
-	// Records may have copied an entry that prune deleted since the
-	// last generation: a new one sends them back to the map.
+	if len(want) > 0 {
+		d.cfgFlags |= cfgL7
+	} else {
+		d.cfgFlags &^= cfgL7
+	}
+	// Records keep the answer they copied from the map until the
+	// generation moves on: once the map is as wanted, it sends them all
+	// back to it.
 	d.nextL7GateGen()
 	if err := errors.Join(pruneErr, d.writeConfig()); err != nil {
 		return fmt.Errorf("set l7 gate: %w", err)
