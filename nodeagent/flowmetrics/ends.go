@@ -199,17 +199,12 @@ func (m *Metrics) sweepEnds() {
 			r.marked = false
 		}
 	}
+	// A kept endRef's twin is kept too (mark).
 	for e, r := range m.ends.refs {
 		if !r.marked {
 			delete(m.ends.refs, e)
 		}
-	}
-	for _, r := range m.ends.refs {
 		r.marked = false
-		// A forgotten twin is made again when asked for.
-		if r.unkinded != nil && m.ends.refs[r.unkinded.end] != r.unkinded {
-			r.unkinded = nil
-		}
 	}
 	m.ends.pods = endCache{}
 }
