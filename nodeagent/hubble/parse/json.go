@@ -285,7 +285,7 @@ func (d *decoder) intern(b []byte) string {
 		return ""
 	}
 	s := d.scanner
-	if len(b) > internLen || s == nil {
+	if len(b) > internLen {
 		return string(b)
 	}
 	if v, ok := s.strings[string(b)]; ok {

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -788,5 +789,25 @@ func BenchmarkExportLine(b *testing.B) {
 		if _, err := ExportLine(line, Options{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestInternIsBounded: the scanner's interned strings start over once
+// internEntries are held, so a stream of ever new names keeps no more.
+func TestInternIsBounded(t *testing.T) {
+	d := newDecoder()
+	defer d.release()
+	for i := range 3 * internEntries {
+		name := []byte("pod-" + strconv.Itoa(i))
+		if got := d.intern(name); got != string(name) {
+			t.Fatalf("intern(%q) = %q", name, got)
+		}
+		if n := len(d.scanner.strings); n > internEntries {
+			t.Fatalf("after %d names: %d interned, want at most %d", i+1, n, internEntries)
+		}
+	}
+	long := bytes.Repeat([]byte("x"), internLen+1)
+	if _, ok := d.scanner.strings[d.intern(long)]; ok {
+		t.Fatal("a string longer than internLen was interned")
 	}
 }
