@@ -173,30 +173,18 @@ func isCredential(name string) bool {
 }
 
 // isCredentialToken is isCredential for a header name that is a token
-// (ASCII), in lower case: Unicode's folding then agrees with ASCII's, and
-// only the credentials of its length need comparing.
-func isCredentialToken(lower []byte) bool {
-	for _, c := range Credentials {
-		if len(c) == len(lower) && equalLower(c, lower) {
-			return true
-		}
-	}
-	return false
-}
+// (ASCII), in lower case: Unicode's folding then agrees with ASCII's, so a
+// lookup in the lower-case credentials answers.
+func isCredentialToken(lower []byte) bool { return credentialTokens[string(lower)] }
 
-// equalLower reports whether s in lower case (ASCII) is lower.
-func equalLower(s string, lower []byte) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
+// credentialTokens are the Credentials in lower case.
+var credentialTokens = func() map[string]bool {
+	m := map[string]bool{}
+	for _, c := range Credentials {
+		m[strings.ToLower(c)] = true
 	}
-	return true
-}
+	return m
+}()
 
 // isHeaderName reports whether s is an HTTP field name (RFC 9110's token),
 // or an HTTP/2 pseudo-header such as :path.
