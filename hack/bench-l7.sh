@@ -164,10 +164,8 @@ main() {
       # Each agent starts with an empty store. With the last one's, the
       # agent after an --l7=all run (off, in this rotation) inherited its
       # L7 flows, and its first store maintenance, 30 s after its start
-      # (in the Kafka load, the last), merged their small blocks: off's
-      # agent CPU for Kafka was 3.6 and 4.6 ms per 1,000 requests against
-      # selected's 0.5 and 0.7, and is 0.24 and 0.39 with a store of its
-      # own (2 rounds each, load average 14 to 21).
+      # (in the Kafka load, the last), merged their small blocks into its
+      # CPU figures (the README's L7 cost section has the numbers).
       rm -rf "${WORK}/agent"
       if [[ $m == base ]]; then
         BIN=${WORK}/base start_agent --capture=all --l7=all ${PROFILE:+--profiling}
