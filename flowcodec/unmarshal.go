@@ -147,7 +147,7 @@ func (d *decoder) flow(f *v1alpha1.Flow) {
 		u := d.bytes(16)
 		if d.err == nil {
 			start := len(d.scratch)
-			d.scratch = appendFormatUUID(d.scratch, u)
+			d.scratch = AppendFormatUUID(d.scratch, u)
 			d.set((*string)(&f.UID), strRef{start: start, end: len(d.scratch), scratch: true})
 		}
 	} else {

@@ -17,49 +17,62 @@ limitations under the License.
 package flowcodec
 
 // isUUID tells whether s is a UUID in lowercase hex with dashes, which
-// appendUUID and formatUUID convert exactly.
+// appendUUID and AppendFormatUUID convert exactly.
 func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
+	var b [16]byte
+	_, ok := AppendUUID(b[:0], s)
+	return ok
 }
 
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'a' + 10
-}
-
+// appendUUID appends the 16 bytes of s, a UUID (isUUID).
 func appendUUID(b []byte, s string) []byte {
-	for i := 0; i < 36; {
-		if s[i] == '-' {
-			i++
-			continue
-		}
-		b = append(b, unhex(s[i])<<4|unhex(s[i+1]))
-		i += 2
-	}
+	b, _ = AppendUUID(b, s)
 	return b
+}
+
+// hexValue maps a lowercase hex digit to its value, anything else to 0xff.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c - 'a' + 10)
+	}
+	return t
+}()
+
+// AppendUUID appends the 16 bytes of s, and reports true, when s is a
+// UUID in lowercase hex with dashes, which AppendFormatUUID gives back
+// exactly; it returns b as it was otherwise. One pass: the store packs
+// every flow's UID with it.
+func AppendUUID(b []byte, s string) ([]byte, bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return b, false
+	}
+	n := len(b)
+	var bad byte
+	for i := 0; i < 36; i += 2 {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
+		}
+		hi, lo := hexValue[s[i]], hexValue[s[i+1]]
+		bad |= hi | lo
+		b = append(b, hi<<4|lo)
+	}
+	if bad&0xf0 != 0 {
+		return b[:n], false
+	}
+	return b, true
 }
 
 const hexDigits = "0123456789abcdef"
 
-func appendFormatUUID(b []byte, u []byte) []byte {
+// AppendFormatUUID appends the 16 bytes u as a UUID in lowercase hex with
+// dashes.
+func AppendFormatUUID(b []byte, u []byte) []byte {
 	for i, c := range u {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
 			b = append(b, '-')

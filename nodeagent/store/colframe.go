@@ -347,7 +347,7 @@ func (e *frameEncoder) add(r Record, t int64) error {
 			f.EndTime = nil
 		}
 	}
-	if uid, ok := appendUUIDIf(e.uid, string(f.UID)); ok {
+	if uid, ok := flowcodec.AppendUUID(e.uid, string(f.UID)); ok {
 		bits |= cUID
 		e.uid = uid
 		f.UID = ""
@@ -600,54 +600,8 @@ func (d *colDecoder) bytes(n int) []byte {
 	return b
 }
 
-// unhex maps a lowercase hex digit to its value, anything else to 0xff.
-var unhex = func() (t [256]byte) {
-	for i := range t {
-		t[i] = 0xff
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = byte(c - '0')
-	}
-	for c := 'a'; c <= 'f'; c++ {
-		t[c] = byte(c - 'a' + 10)
-	}
-	return t
-}()
-
-// appendUUIDIf appends the 16 bytes of s, and reports true, when s is a
-// UUID in lowercase hex with dashes, which formatUUID gives back exactly;
-// it returns b as it was otherwise.
-func appendUUIDIf(b []byte, s string) ([]byte, bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return b, false
-	}
-	n := len(b)
-	var bad byte
-	for i := 0; i < 36; i += 2 {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			i++
-		}
-		hi, lo := unhex[s[i]], unhex[s[i+1]]
-		bad |= hi | lo
-		b = append(b, hi<<4|lo)
-	}
-	if bad&0xf0 != 0 {
-		return b[:n], false
-	}
-	return b, true
-}
-
+// formatUUID is the UUID whose 16 bytes are u.
 func formatUUID(u []byte) string {
-	const hexDigits = "0123456789abcdef"
 	var b [36]byte
-	j := 0
-	for i, c := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			b[j] = '-'
-			j++
-		}
-		b[j], b[j+1] = hexDigits[c>>4], hexDigits[c&15]
-		j += 2
-	}
-	return string(b[:])
+	return string(flowcodec.AppendFormatUUID(b[:0], u))
 }

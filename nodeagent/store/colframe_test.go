@@ -200,9 +200,9 @@ func TestBlocksOfPerFlowEncodingsCleared(t *testing.T) {
 	}
 }
 
-// TestAppendUUIDIf: a UID goes into the UID column exactly when it is a
+// TestAppendUUID: a UID goes into the UID column (flowcodec.AppendUUID) exactly when it is a
 // lowercase RFC 4122 UUID, and formatUUID gives it back.
-func TestAppendUUIDIf(t *testing.T) {
+func TestAppendUUID(t *testing.T) {
 	const u = "0123abcd-4567-89ef-a0b1-c2d3e4f5a6b7"
 	for _, tc := range []struct {
 		s  string
@@ -221,19 +221,19 @@ func TestAppendUUIDIf(t *testing.T) {
 		{"0123abcd-4567-89ef-a0b1-c2d3e4f5a6b:", false},
 		{"0123abcd-4567-89ef-a0b1-c2d3e4f5a6b`", false},
 	} {
-		got, ok := appendUUIDIf([]byte("x"), tc.s)
+		got, ok := flowcodec.AppendUUID([]byte("x"), tc.s)
 		if ok != tc.ok {
-			t.Errorf("appendUUIDIf(%q) = %v, want %v", tc.s, ok, tc.ok)
+			t.Errorf("flowcodec.AppendUUID(%q) = %v, want %v", tc.s, ok, tc.ok)
 			continue
 		}
 		if !ok {
 			if string(got) != "x" {
-				t.Errorf("appendUUIDIf(%q) appended %q to a UID it refused", tc.s, got[1:])
+				t.Errorf("flowcodec.AppendUUID(%q) appended %q to a UID it refused", tc.s, got[1:])
 			}
 			continue
 		}
 		if len(got) != 17 || formatUUID(got[1:]) != tc.s {
-			t.Errorf("appendUUIDIf(%q) = %x, which formats as %q", tc.s, got[1:], formatUUID(got[1:]))
+			t.Errorf("flowcodec.AppendUUID(%q) = %x, which formats as %q", tc.s, got[1:], formatUUID(got[1:]))
 		}
 	}
 }
