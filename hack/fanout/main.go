@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -320,12 +321,26 @@ func measureLists(ctx context.Context, o options, cs versioned.Interface, comps 
 	// the answer.
 	selective := filter{namespace: "shop", label: labels.Everything(), field: fields.SelectorFromSet(fields.Set{
 		"source.podName": pods.pods["shop/cart"], "l4.destinationPort": "5432"})}
+	// The floor: a list that crosses the same path (kube-apiserver's
+	// authentication, authorization and aggregation proxy,
+	// flowscope-apiserver's handler, selector compilation, list slots and
+	// encoding) but that flowscope-apiserver answers without asking any
+	// agent: nodeName= naming a node that has no agent routes to no agent
+	// (registry/flow listTargets), so the answer is an empty list with a
+	// warning naming the node. What a fan-out list takes above it is the
+	// agents, the merge and the items it carries.
+	floorNode := "no-agent"
+	if slices.Contains(o.nodes, floorNode) {
+		return fmt.Errorf("node %s has an agent; the floor needs a node without one", floorNode)
+	}
+	floor := filter{label: labels.Everything(), field: fields.OneTermEqualSelector("nodeName", floorNode)}
 	for _, l := range []struct {
 		name string
 		f    filter
 	}{
 		{"selective", selective},
 		{"first-page", filter{label: labels.Everything(), field: fields.Everything()}},
+		{"floor", floor},
 	} {
 		logf("list benchmark %s: %d requests by %d clients", l.name, o.listRequests, o.listClients)
 		res, err := benchList(ctx, cs, m, warnings, l.name, l.f, o.listRequests, o.listClients)
@@ -333,6 +348,15 @@ func measureLists(ctx context.Context, o options, cs versioned.Interface, comps 
 			return err
 		}
 		r.Lists = append(r.Lists, res)
+	}
+	if f := r.Lists[len(r.Lists)-1]; f.ItemsPerList != 0 || f.Warnings != f.Latency.Count {
+		// Items or a missing warning: an agent was asked after all.
+		logf("the floor is not one: %.0f items per list, %d warnings for %d lists", f.ItemsPerList, f.Warnings, f.Latency.Count)
+	}
+	if floorP99 := r.Lists[len(r.Lists)-1].Latency.P99; floorP99 > 0 {
+		for i := range r.Lists {
+			r.Lists[i].P99OverFloor = r.Lists[i].Latency.P99 / floorP99
+		}
 	}
 	end, err := takeSnapshot(comps)
 	if err != nil {

@@ -94,6 +94,10 @@ type listResult struct {
 	// lists (apiserver_request_duration_seconds); the rest of the client's
 	// latency is kube-apiserver's proxy, the network and decoding.
 	ServerMeanMs float64 `json:"serverMeanMs"`
+	// P99OverFloor is the p99 latency over the floor's, the list that
+	// flowscope-apiserver answers without asking an agent; 0 when the
+	// floor has no samples.
+	P99OverFloor float64 `json:"p99OverFloor"`
 	FirstError   string  `json:"firstError,omitempty"`
 }
 
@@ -197,12 +201,13 @@ func (r *report) print(w io.Writer) {
 	for _, l := range r.Lists {
 		p("  %-11s kubectl get flows %s", l.Name, l.Query)
 		p("              %s", l.Latency)
-		p("              %d requests by %d clients, %.0f items per list, %d errors, %d warnings; flowscope-apiserver mean %.1f ms",
-			l.Requests, l.Clients, l.ItemsPerList, l.Errors, l.Warnings, l.ServerMeanMs)
+		p("              %d requests by %d clients, %.0f items per list, %d errors, %d warnings; flowscope-apiserver mean %.1f ms; p99 %.1f× the floor's",
+			l.Requests, l.Clients, l.ItemsPerList, l.Errors, l.Warnings, l.ServerMeanMs, l.P99OverFloor)
 		if l.FirstError != "" {
 			p("              first error: %s", l.FirstError)
 		}
 	}
+	p("  (floor: a node without an agent, which flowscope-apiserver answers with an empty list and a warning, asking no agent)")
 	p("")
 	wr := r.Watch
 	p("Watch latency (%d of %d watchers ready %.0f s after starting, at most %d starting at once)", s.WatchersReady, s.Watchers, s.WatchersReadyS, s.StartConcurrency)
