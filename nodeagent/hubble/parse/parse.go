@@ -35,7 +35,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net/netip"
 	"strconv"
@@ -275,7 +274,8 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 	}
 	if local := f.ObservedPod(); local != nil {
 		f.Namespace = local.Namespace
-		f.Labels = copyLabels(local.Labels)
+		// The pod's map, as capture files it (observe.Mapper).
+		f.Labels = local.Labels
 	}
 	return f
 }
@@ -664,11 +664,4 @@ func grpcCall(h *v1alpha1.HTTP) *v1alpha1.GRPC {
 		g.StatusCode = int32(status)
 	}
 	return g
-}
-
-func copyLabels(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	return maps.Clone(m)
 }
