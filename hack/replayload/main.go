@@ -93,6 +93,7 @@ type options struct {
 	keep    bool
 	workDir string
 	pprof   string
+	rate    int
 }
 
 func main() {
@@ -103,6 +104,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long one round may take")
 	flag.BoolVar(&o.keep, "keep", false, "keep each round's directory (store, logs)")
 	flag.StringVar(&o.workDir, "work-dir", "", "parent of the rounds' directories (default: a temporary directory)")
+	flag.IntVar(&o.rate, "rate", 0, "append the lines at this many a second, as a node's Hubble writes them, instead of all at once (0); lines/s then says only that the agent kept up, and bytes on disk per flow are what a node at this rate keeps")
 	flag.StringVar(&o.pprof, "pprof", "", "directory for a CPU profile of each round's agent while it ingests (<label>-<round>.pprof; turns the agents' --profiling on)")
 	flag.Parse()
 	if len(o.agents) == 0 {
@@ -120,9 +122,12 @@ type result struct {
 	seconds  float64 // from the append to the last flow stored
 	cpu      float64 // the agent's CPU seconds meanwhile
 	listSecs float64
+	disk     int64 // bytes the data directory takes after a clean stop (du)
 }
 
 func (r result) linesPerSec(n int) float64 { return float64(n) / r.seconds }
+
+func (r result) bytesPerFlow(n int) float64 { return float64(r.disk) / float64(n) }
 
 func run(o options) error {
 	for _, b := range o.agents {
@@ -162,19 +167,25 @@ func run(o options) error {
 			if err != nil {
 				return fmt.Errorf("round %d of %s: %w", r, b.label, err)
 			}
-			fmt.Printf("round %d %-10s %8.0f lines/s  %6.2f s  agent CPU %6.2f s (%.1f µs/line)  %6.0f flows/commit  list of all %.2f s\n",
-				r, b.label, res.linesPerSec(o.lines), res.seconds, res.cpu, res.cpu/float64(o.lines)*1e6, float64(o.lines)/res.commits, res.listSecs)
+			fmt.Printf("round %d %-10s %8.0f lines/s  %6.2f s  agent CPU %6.2f s (%.1f µs/line)  %6.0f flows/commit  list of all %.2f s  disk %.1f B/flow\n",
+				r, b.label, res.linesPerSec(o.lines), res.seconds, res.cpu, res.cpu/float64(o.lines)*1e6, float64(o.lines)/res.commits, res.listSecs, res.bytesPerFlow(o.lines))
 			results = append(results, res)
 		}
 	}
-	fmt.Printf("\n%d lines appended at once, %d rounds each, alternating; lines/s = lines / (time from the append until the agent stored the last one)\n", o.lines, o.rounds)
+	how := "appended at once"
+	if o.rate > 0 {
+		how = fmt.Sprintf("appended at %d a second", o.rate)
+	}
+	fmt.Printf("\n%d lines %s, %d rounds each, alternating; lines/s = lines / (time from the first append until the agent stored the last one); disk = the data directory's blocks (du) after a clean stop, per flow\n", o.lines, how, o.rounds)
+	jsonPerLine := float64(len(blob)) / float64(o.lines)
 	var base float64
 	for i, b := range o.agents {
-		var rates, cpus []float64
+		var rates, cpus, disks []float64
 		for _, res := range results {
 			if res.label == b.label {
 				rates = append(rates, res.linesPerSec(o.lines))
 				cpus = append(cpus, res.cpu/float64(o.lines)*1e6)
+				disks = append(disks, res.bytesPerFlow(o.lines))
 			}
 		}
 		med := median(rates)
@@ -184,8 +195,9 @@ func run(o options) error {
 		} else {
 			ratio = fmt.Sprintf("  %.2fx %s", med/base, o.agents[0].label)
 		}
-		fmt.Printf("%-10s lines/s median %8.0f (min %8.0f, max %8.0f)  agent CPU µs/line median %6.1f (min %6.1f, max %6.1f)%s\n",
-			b.label, med, slices.Min(rates), slices.Max(rates), median(cpus), slices.Min(cpus), slices.Max(cpus), ratio)
+		fmt.Printf("%-10s lines/s median %8.0f (min %8.0f, max %8.0f)  agent CPU µs/line median %6.1f (min %6.1f, max %6.1f)  disk B/flow median %6.1f (min %6.1f, max %6.1f), %.1fx smaller than the JSON%s\n",
+			b.label, med, slices.Min(rates), slices.Max(rates), median(cpus), slices.Min(cpus), slices.Max(cpus),
+			median(disks), slices.Min(disks), slices.Max(disks), jsonPerLine/median(disks), ratio)
 	}
 	return nil
 }
@@ -309,15 +321,7 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 		return res, err
 	}
 	start := time.Now()
-	f, err := os.OpenFile(replay, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return res, err
-	}
-	_, err = f.Write(blob)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := appendLines(ctx, replay, blob, o.rate); err != nil {
 		return res, err
 	}
 	want := before + float64(o.lines)
@@ -358,7 +362,80 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 	if listed != o.lines {
 		return res, fmt.Errorf("the agent lists %d flows, want %d", listed, o.lines)
 	}
+
+	// What the node keeps: the store after the agent's clean stop (Badger
+	// closes its tables), as du counts it.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return res, err
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		return res, fmt.Errorf("agent did not stop within 30s of SIGTERM (log: %s)", logFile.Name())
+	}
+	if res.disk, err = diskUsage(filepath.Join(dir, "data")); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+// appendLines appends blob's lines to the replay file: all at once, or at
+// rate lines a second in slices of a tenth of a second.
+func appendLines(ctx context.Context, path string, blob []byte, rate int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if rate <= 0 {
+		if _, err := f.Write(blob); err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	start, sent := time.Now(), 0
+	for len(blob) > 0 {
+		due := int(time.Since(start).Seconds()*float64(rate)) + rate/10
+		end := 0
+		for ; sent < due && end < len(blob); sent++ {
+			nl := bytes.IndexByte(blob[end:], '\n')
+			if nl < 0 {
+				end = len(blob)
+				break
+			}
+			end += nl + 1
+		}
+		if _, err := f.Write(blob[:end]); err != nil {
+			return err
+		}
+		blob = blob[end:]
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return f.Close()
+}
+
+// diskUsage is the bytes of the blocks the files under dir take, as du
+// counts them.
+func diskUsage(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n, err
 }
 
 func fetch(ctx context.Context, url, path string) error {
