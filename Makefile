@@ -70,8 +70,8 @@ benchstat: ## Build benchstat (golang.org/x/perf, pinned in hack/tools/benchstat
 	GOWORK=off GOFLAGS= $(GO) -C hack/tools/benchstat build -o $(abspath $(BENCHSTAT)) golang.org/x/perf/cmd/benchstat
 
 .PHONY: bench-replay
-bench-replay: build ## Hubble import end to end (hack/replayload): LINES (200000) diverse export lines appended at once to a real agent's replay file; lines/s until all are stored, agent CPU per line, ROUNDS (5); AGENTS="old=PATH new=PATH" compares binaries in alternating rounds.
-	$(GO) run ./hack/replayload -lines $${LINES:-200000} -rounds $${ROUNDS:-5} $$(for a in $${AGENTS:-agent=$(BIN)/flowscope-agent}; do printf -- '-agent %s ' "$$a"; done)
+bench-replay: build ## Hubble import end to end (hack/replayload): LINES (200000) diverse export lines appended at once to a real agent's replay file; lines/s until all are stored, agent CPU per line, bytes on disk per flow after a clean stop, ROUNDS (5); RATE=N appends N lines a second instead, as a node's Hubble writes them; AGENTS="old=PATH new=PATH" compares binaries in alternating rounds.
+	$(GO) run ./hack/replayload -lines $${LINES:-200000} -rounds $${ROUNDS:-5} -rate $${RATE:-0} $$(for a in $${AGENTS:-agent=$(BIN)/flowscope-agent}; do printf -- '-agent %s ' "$$a"; done)
 
 .PHONY: bench-capture
 bench-capture: build ## (root) iperf3 and small-packet UDP between two netns, with vs. without the agent attached.
