@@ -138,6 +138,9 @@ func run(ctx context.Context, o options) error {
 	if len(o.nodes) == 0 || o.kubeconfig == "" || o.replayDir == "" || o.pidDir == "" {
 		return errors.New("--kubeconfig, --replay-dir, --pid-dir and --nodes are required")
 	}
+	if slices.Contains(o.nodes, floorNode) {
+		return fmt.Errorf("node %s has an agent; the floors need a node without one", floorNode)
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	if err != nil {
 		return err
@@ -198,9 +201,12 @@ func run(ctx context.Context, o options) error {
 	}
 	sleep(ctx, time.Until(warmupDone))
 
-	// The watchers first: the lists' garbage would blur the memory they
-	// take.
+	// The watchers first, then their floor (see measureWatchFloor): the
+	// lists' garbage would blur the memory they take.
 	if err := measureWatches(ctx, o, cfg, comps, apiserverMetrics, t, writeErr, r); err != nil {
+		return err
+	}
+	if err := measureWatchFloor(ctx, o, cfg, comps, apiserverMetrics, t, r); err != nil {
 		return err
 	}
 	if err := measureLists(ctx, o, cs, comps, apiserverMetrics, warnings, pods[0], r); err != nil {
@@ -235,7 +241,9 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 	}
 	r.Memory.APIServerRSSBefore = before.usage["flowscope-apiserver"].rss
 	r.Memory.HeapBefore = m.heapInuse(ctx)
+	r.Memory.HeapFreeBefore = m.heapFree(ctx)
 	liveBefore := m.live(ctx)
+	r.Memory.GoroutinesBefore = liveBefore.goroutines
 
 	watchCtx, stopWatchers := context.WithCancel(ctx)
 	defer stopWatchers()
@@ -325,15 +333,10 @@ func measureLists(ctx context.Context, o options, cs versioned.Interface, comps 
 	// authentication, authorization and aggregation proxy,
 	// flowscope-apiserver's handler, selector compilation, list slots and
 	// encoding) but that flowscope-apiserver answers without asking any
-	// agent: nodeName= naming a node that has no agent routes to no agent
-	// (registry/flow listTargets), so the answer is an empty list with a
-	// warning naming the node. What a fan-out list takes above it is the
-	// agents, the merge and the items it carries.
-	floorNode := "no-agent"
-	if slices.Contains(o.nodes, floorNode) {
-		return fmt.Errorf("node %s has an agent; the floor needs a node without one", floorNode)
-	}
-	floor := filter{label: labels.Everything(), field: fields.OneTermEqualSelector("nodeName", floorNode)}
+	// agent (floorNode), so the answer is an empty list with a warning
+	// naming the node. What a fan-out list takes above it is the agents,
+	// the merge and the items it carries.
+	floor := floorFilter()
 	for _, l := range []struct {
 		name string
 		f    filter
@@ -643,6 +646,28 @@ func (m *metricsReader) live(ctx context.Context) liveMemory {
 	}
 	return liveMemory{heap: lines.sum("go_memstats_heap_alloc_bytes"), stacks: lines.sum("go_memstats_stack_inuse_bytes"),
 		goroutines: lines.sum("go_goroutines")}
+}
+
+// gauge returns the value of one of the server's metrics, summed over its
+// series.
+func (m *metricsReader) gauge(ctx context.Context, name string) (float64, error) {
+	lines, err := scrape(ctx, m.client, m.url, m.token)
+	if err != nil {
+		return 0, err
+	}
+	return lines.sum(name), nil
+}
+
+// heapFree returns the heap the server's runtime holds free and has not
+// given back to the system, which the next allocations take without
+// growing the RSS; 0 when it cannot be read.
+func (m *metricsReader) heapFree(ctx context.Context) float64 {
+	lines, err := scrape(ctx, m.client, m.url, m.token)
+	if err != nil {
+		logf("reading flowscope-apiserver's heap: %v", err)
+		return 0
+	}
+	return lines.sum("go_memstats_heap_idle_bytes") - lines.sum("go_memstats_heap_released_bytes")
 }
 
 // heapInuse returns the server's Go heap in use, 0 when it cannot be read.

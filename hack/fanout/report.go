@@ -151,16 +151,60 @@ type memoryResult struct {
 	APIServerRSSMax      int64   `json:"apiserverRSSMaxBytes"`
 	HeapBefore           float64 `json:"apiserverHeapInuseBeforeBytes"`
 	HeapWatching         float64 `json:"apiserverHeapInuseWatchingBytes"`
-	RSSPerWatcher        float64 `json:"apiserverRSSPerWatcherBytes"`
-	HeapPerWatcher       float64 `json:"apiserverHeapPerWatcherBytes"`
+	// HeapFreeBefore is the heap the runtime held free, not given back,
+	// before the watchers: they take it without growing the RSS.
+	HeapFreeBefore   float64 `json:"apiserverHeapFreeBeforeBytes"`
+	GoroutinesBefore float64 `json:"apiserverGoroutinesBefore"`
+	RSSPerWatcher    float64 `json:"apiserverRSSPerWatcherBytes"`
+	HeapPerWatcher   float64 `json:"apiserverHeapPerWatcherBytes"`
 	// The live heap and the goroutines' stacks per watcher, after a
 	// garbage collection (metricsReader.live); 0 when unknown.
 	LiveHeapPerWatcher   float64 `json:"apiserverLiveHeapPerWatcherBytes"`
 	StacksPerWatcher     float64 `json:"apiserverStacksPerWatcherBytes"`
 	GoroutinesPerWatcher float64 `json:"apiserverGoroutinesPerWatcher"`
-	AgentsRSS            int64   `json:"agentsRSSBytes"`
-	KubeAPIServerRSS     int64   `json:"kubeAPIServerRSSBytes"`
-	HarnessRSS           int64   `json:"harnessRSSBytes"`
+	// Floor is the same measurement of as many watches that no agent
+	// serves (measureWatchFloor).
+	Floor watchFloor `json:"floor"`
+	// The watchers' figures above the floor's, per watcher: what
+	// flowscope-apiserver's subscriptions to the agents, and carrying
+	// their flows, add to a watch.
+	RSSPerWatcherAboveFloor        float64 `json:"apiserverRSSPerWatcherAboveFloorBytes"`
+	LiveHeapPerWatcherAboveFloor   float64 `json:"apiserverLiveHeapPerWatcherAboveFloorBytes"`
+	StacksPerWatcherAboveFloor     float64 `json:"apiserverStacksPerWatcherAboveFloorBytes"`
+	GoroutinesPerWatcherAboveFloor float64 `json:"apiserverGoroutinesPerWatcherAboveFloor"`
+	AgentsRSS                      int64   `json:"agentsRSSBytes"`
+	KubeAPIServerRSS               int64   `json:"kubeAPIServerRSSBytes"`
+	HarnessRSS                     int64   `json:"harnessRSSBytes"`
+}
+
+// watchFloor is flowscope-apiserver's memory with watches of a node
+// without an agent, measured after the watchers (measureWatchFloor).
+type watchFloor struct {
+	Query          string  `json:"query"`
+	Watchers       int     `json:"watchers"`
+	WatchersReady  int     `json:"watchersReady"`
+	WatchersReadyS float64 `json:"watchersReadySeconds"`
+	// SettleS is how long the server took, after the watchers stopped, to
+	// end their watches and give back what the runtime would.
+	SettleS              float64 `json:"settleSeconds"`
+	RSSBefore            int64   `json:"apiserverRSSBeforeBytes"`
+	RSSWatching          int64   `json:"apiserverRSSWatchingBytes"`
+	RSSMax               int64   `json:"apiserverRSSMaxBytes"`
+	HeapBefore           float64 `json:"apiserverHeapInuseBeforeBytes"`
+	HeapWatching         float64 `json:"apiserverHeapInuseWatchingBytes"`
+	HeapFreeBefore       float64 `json:"apiserverHeapFreeBeforeBytes"`
+	GoroutinesBefore     float64 `json:"apiserverGoroutinesBefore"`
+	RSSPerWatcher        float64 `json:"apiserverRSSPerWatcherBytes"`
+	HeapPerWatcher       float64 `json:"apiserverHeapPerWatcherBytes"`
+	LiveHeapPerWatcher   float64 `json:"apiserverLiveHeapPerWatcherBytes"`
+	StacksPerWatcher     float64 `json:"apiserverStacksPerWatcherBytes"`
+	GoroutinesPerWatcher float64 `json:"apiserverGoroutinesPerWatcher"`
+	// Events and Restarts must be 0: a flow or a watch that ended means an
+	// agent was asked or the watch did not stay open.
+	Events     int64  `json:"events"`
+	Restarts   int    `json:"watchRestarts"`
+	Errors     int    `json:"errors"`
+	FirstError string `json:"firstError,omitempty"`
 }
 
 type phaseCPU struct {
@@ -238,14 +282,38 @@ func (r *report) print(w io.Writer) {
 	p("  flowscope-apiserver RSS %s before the watchers, %s with %d (max %s): %s per watcher",
 		mib(float64(m.APIServerRSSBefore)), mib(float64(m.APIServerRSSWatching)), s.Watchers, mib(float64(m.APIServerRSSMax)), kib(m.RSSPerWatcher))
 	if m.HeapBefore > 0 && m.HeapWatching > 0 {
-		p("  flowscope-apiserver Go heap in use %s before, %s with the watchers: %s per watcher",
-			mib(m.HeapBefore), mib(m.HeapWatching), kib(m.HeapPerWatcher))
+		p("  flowscope-apiserver Go heap in use %s before (%s free, not given back), %s with the watchers: %s per watcher",
+			mib(m.HeapBefore), mib(m.HeapFreeBefore), mib(m.HeapWatching), kib(m.HeapPerWatcher))
 	} else {
 		p("  flowscope-apiserver Go heap: its /metrics did not answer")
 	}
 	if m.LiveHeapPerWatcher != 0 {
 		p("  flowscope-apiserver after a GC, per watcher: live heap %s, goroutine stacks %s (%.1f goroutines)",
 			kib(m.LiveHeapPerWatcher), kib(m.StacksPerWatcher), m.GoroutinesPerWatcher)
+	}
+	if f := m.Floor; f.Watchers > 0 {
+		p("  floor: %d watchers like those (%d ready) of kubectl get flows %s, asking no agent, measured after them:",
+			f.Watchers, f.WatchersReady, f.Query)
+		p("    RSS %s before (%s before the watchers; settled %.0f s after they stopped), %s with them (max %s): %s per watcher",
+			mib(float64(f.RSSBefore)), mib(float64(m.APIServerRSSBefore)), f.SettleS, mib(float64(f.RSSWatching)), mib(float64(f.RSSMax)), kib(f.RSSPerWatcher))
+		if f.HeapBefore > 0 && f.HeapWatching > 0 {
+			p("    Go heap in use %s before (%s free, not given back), %s with them: %s per watcher",
+				mib(f.HeapBefore), mib(f.HeapFreeBefore), mib(f.HeapWatching), kib(f.HeapPerWatcher))
+		}
+		if f.LiveHeapPerWatcher != 0 {
+			p("    after a GC, per watcher: live heap %s, goroutine stacks %s (%.1f goroutines)",
+				kib(f.LiveHeapPerWatcher), kib(f.StacksPerWatcher), f.GoroutinesPerWatcher)
+		}
+		p("    %d events, %d watch restarts, %d errors (all should be 0)", f.Events, f.Restarts, f.Errors)
+		if f.FirstError != "" {
+			p("    first error: %s", f.FirstError)
+		}
+		p("  per watcher above the floor (the agents' subscriptions and their flows): RSS %s, with the first watchers' one-off cost that the floor, measured second, does not pay",
+			kib(m.RSSPerWatcherAboveFloor))
+		if m.LiveHeapPerWatcherAboveFloor != 0 {
+			p("    after a GC: live heap %s, goroutine stacks %s (%.1f goroutines)",
+				kib(m.LiveHeapPerWatcherAboveFloor), kib(m.StacksPerWatcherAboveFloor), m.GoroutinesPerWatcherAboveFloor)
+		}
 	}
 	p("  agents RSS %s in total (%s each), kube-apiserver %s, harness %s",
 		mib(float64(m.AgentsRSS)), mib(float64(m.AgentsRSS)/float64(max(s.Agents, 1))), mib(float64(m.KubeAPIServerRSS)), mib(float64(m.HarnessRSS)))
