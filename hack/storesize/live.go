@@ -19,7 +19,10 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -42,7 +45,17 @@ import (
 var live struct {
 	rate     int
 	maintain time.Duration
+	sample   time.Duration
+	usage    bool
+	plain    bool
 }
+
+// jsonSample is how many flows' JSON lines a live run measures.
+const jsonSample = 100000
+
+// sampleHook, if set, adds to a live run's samples (a build's own
+// diagnostics, such as Badger's levels).
+var sampleHook func(*store.Store) string
 
 // diversity of the live run's flows.
 const (
@@ -136,22 +149,40 @@ func runLive(n int, dir string) error {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	// The flows first, and their JSON: generating them must not slow the
-	// offered rate.
-	g := flowgen.New(flowgen.Options{NodeName: "node-a", NodeIndex: -1, Seed: 1})
-	div := &diversifier{rng: rand.New(rand.NewPCG(1, 2))}
-	flows := make([]*v1alpha1.Flow, n)
-	for i := range flows {
-		line, err := g.Next()
-		if err != nil {
-			return err
+	// The flows are made ahead of the offers, a few seconds' worth, so
+	// that making them does not slow the offered rate, nor hold millions
+	// of flows in memory on long runs.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	made := make(chan *v1alpha1.Flow, 4*live.rate+1)
+	genErr := make(chan error, 1)
+	go func() {
+		defer close(made)
+		g := flowgen.New(flowgen.Options{NodeName: "node-a", NodeIndex: -1, Seed: 1})
+		div := &diversifier{rng: rand.New(rand.NewPCG(1, 2))}
+		for range n {
+			line, err := g.Next()
+			if err == nil {
+				var f *v1alpha1.Flow
+				if f, err = parse.ExportLine(line, parse.Options{NodeName: "node-a"}); err == nil {
+					if !live.plain {
+						div.flow(f)
+					}
+					select {
+					case made <- f:
+						continue
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+			genErr <- err
+			return
 		}
-		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
-		if err != nil {
-			return err
-		}
-		div.flow(f)
-		flows[i] = f
+	}()
+	// Wait for the generator to fill its buffer before starting the clock.
+	for len(made) < cap(made)-1 && len(made) < n {
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	storeDir := filepath.Join(dir, "store")
@@ -166,18 +197,24 @@ func runLive(n int, dir string) error {
 		_ = st.Close()
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 
-	fmt.Printf("live: %d diverse flows offered at %d/s to the ingest pipeline (maintain every %v)\n", n, live.rate, live.maintain)
-	fmt.Printf("%-12s %10s %14s %10s\n", "elapsed", "flows", "disk (du)", "bytes/flow")
+	kind := "diverse"
+	if live.plain {
+		kind = "plain"
+	}
+	fmt.Printf("live: %d %s flows offered at %d/s to the ingest pipeline (maintain every %v)\n", n, kind, live.rate, live.maintain)
+	fmt.Println("sst: Badger's tables; logs: its memtables' write-ahead logs and value log; live: the store's live keys and values (-live-usage)")
+	fmt.Printf("%-8s %10s %12s %10s %6s %12s %12s %10s %7s\n", "elapsed", "stored", "disk (du)", "bytes/flow", "ssts", "sst", "logs", "live/flow", "small")
 	start := time.Now()
 	interval := time.Second / time.Duration(live.rate)
-	var dropped int
-	nextReport := start.Add(10 * time.Second)
-	for i, f := range flows {
+	var dropped, i int
+	// The JSON of the first flows stands for all of them: the flows are
+	// not kept.
+	var sample []*v1alpha1.Flow
+	nextReport := start.Add(live.sample)
+	for f := range made {
 		// Paced in real time, as flows come from capture; the flow's time
 		// is when it is offered.
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
@@ -192,11 +229,19 @@ func runLive(n int, dir string) error {
 		if !p.Offer(f) {
 			dropped++
 		}
-		if now := time.Now(); now.After(nextReport) {
-			disk, _ := duDir(storeDir)
-			fmt.Printf("%-12v %10d %14d %10.1f\n", now.Sub(start).Round(time.Second), i+1, disk, float64(disk)/float64(i+1))
-			nextReport = nextReport.Add(10 * time.Second)
+		if len(sample) < jsonSample {
+			sample = append(sample, f)
 		}
+		i++
+		if now := time.Now(); now.After(nextReport) {
+			liveSample(st, storeDir, now.Sub(start), i-dropped)
+			nextReport = nextReport.Add(live.sample)
+		}
+	}
+	select {
+	case err := <-genErr:
+		return err
+	default:
 	}
 	if err := p.Flush(context.Background()); err != nil {
 		return err
@@ -214,20 +259,31 @@ func runLive(n int, dir string) error {
 		return err
 	}
 	stopped, apparent := duDir(storeDir)
+	// What the live keys come to once every small block is merged, as in
+	// a store written for long enough that the newest minute is a
+	// negligible part of it.
+	merged, err := mergeAll(storeDir)
+	if err != nil {
+		return err
+	}
 
-	var jsonBytes int64
-	for _, f := range flows {
+	var sampleBytes int64
+	for _, f := range sample {
 		line, err := format.ExportLine(f)
 		if err != nil {
 			return err
 		}
-		jsonBytes += int64(len(line)) + 1
+		sampleBytes += int64(len(line)) + 1
 	}
+	jsonBytes := sampleBytes * int64(n) / int64(len(sample))
 	stored := n - dropped
 	fmt.Printf("offered %d flows in %v, %d dropped by the pipeline\n", n, time.Since(start).Round(time.Millisecond), dropped)
 	fmt.Printf("%-40s %14s %14s %10s %8s\n", "", "bytes", "disk (du)", "bytes/flow", "ratio")
 	row := func(name string, size, disk int64) {
 		fmt.Printf("%-40s %14d %14d %10.1f %8.1f\n", name, size, disk, float64(disk)/float64(stored), float64(jsonBytes)/float64(disk))
+	}
+	if len(sample) < n {
+		fmt.Printf("JSON lines: the first %d flows' %.1f bytes a flow, times %d\n", len(sample), float64(sampleBytes)/float64(len(sample)), n)
 	}
 	row("hubble export JSON lines", jsonBytes, jsonBytes)
 	row("live store, running (after the last write)", 0, running)
@@ -239,5 +295,73 @@ func runLive(n int, dir string) error {
 		keyBytes += usage.Bytes[kind]
 	}
 	fmt.Printf("  %-10s %8s      %12d bytes %8.1f bytes/flow\n", "Badger", "", stopped-keyBytes, float64(stopped-keyBytes)/float64(stored))
+	var mergedBytes int64
+	for _, b := range merged.Bytes {
+		mergedBytes += b
+	}
+	fmt.Printf("after merging every small block: %d blocks (%d small), live keys %.1f bytes/flow (frames %.1f, postings %.1f)\n",
+		merged.Blocks, merged.Small, float64(mergedBytes)/float64(stored),
+		float64(merged.Bytes["frames"])/float64(stored), float64(merged.Bytes["postings"])/float64(stored))
 	return nil
+}
+
+// liveSample prints the disk use of a live run's store, by kind of file,
+// per flow stored (offered and not dropped), and with -live-usage what its
+// live keys take.
+func liveSample(st *store.Store, dir string, elapsed time.Duration, flows int) {
+	var disk, sst, logs, ssts int64
+	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return nil
+		}
+		d, _ := du(p)
+		disk += d
+		switch filepath.Ext(p) {
+		case ".sst":
+			sst += d
+			ssts++
+		case ".mem", ".vlog":
+			logs += d
+		}
+		return nil
+	})
+	liveFlow, small := "-", "-"
+	if live.usage {
+		if u, err := st.Usage(); err == nil {
+			var b int64
+			for _, v := range u.Bytes {
+				b += v
+			}
+			liveFlow, small = fmt.Sprintf("%.1f", float64(b)/float64(max(u.Flows, 1))), strconv.Itoa(u.Small)
+		}
+	}
+	fmt.Printf("%-8v %10d %12d %10.1f %6d %12d %12d %10s %7s", elapsed.Round(time.Second), flows, disk,
+		float64(disk)/float64(flows), ssts, sst, logs, liveFlow, small)
+	if sampleHook != nil {
+		fmt.Print("  ", sampleHook(st))
+	}
+	fmt.Println()
+}
+
+// mergeAll reopens the store, merges all its small blocks and returns
+// what its live keys take then.
+func mergeAll(dir string) (store.Usage, error) {
+	st, err := store.Open(store.Options{Dir: dir, Retention: 30 * 24 * time.Hour})
+	if err != nil {
+		return store.Usage{}, err
+	}
+	for {
+		n, err := st.Compact(math.MaxUint64)
+		if err != nil || n == 0 {
+			if err == nil {
+				var u store.Usage
+				u, err = st.Usage()
+				if sampleHook != nil {
+					fmt.Println(" ", sampleHook(st))
+				}
+				return u, errors.Join(err, st.Close())
+			}
+			return store.Usage{}, errors.Join(err, st.Close())
+		}
+	}
 }

@@ -21,23 +21,36 @@ limitations under the License.
 //	go run ./hack/storesize -n 1000000
 //
 // It generates realistic flows with flowgen (the demo shop application on
-// one node, a fake clock starting now, 1 ms per reading), and for each
+// one node, a fake clock starting now, 1 ms per reading; with -diverse,
+// made as diverse as a live run's), and for each
 // variant writes them with store.Open and Store.Write in batches with
 // increasing resource versions, closes the database (Badger flushes its
 // memtables into tables), and sums the disk usage of the directory as du
 // does. A batch is what one write of the ingest pipeline holds: up to 4096
 // flows under load, fewer when flows trickle in; a block never spans two
-// batches, so small batches compress less.
+// batches, so small batches compress less. With -compact-every, the
+// store's Compact merges the small blocks as the pipeline's maintain does,
+// without waiting for real time: small batches, such as a node's at a few
+// thousand flows a second, then show what the merged store comes to.
 //
 // With -live-rate, it measures what a node really writes: the same flows,
 // made diverse (replicas of every pod with their own names and addresses,
 // many server ports and world peers, new UIDs), offered at that rate in
 // real time to the agent's ingest pipeline (ingest.New, as flowscope-agent
 // wires it: its batches, Compact and Maintain every -live-maintain), which
-// versions and writes them. It samples du while it runs and reports it
-// after a clean stop, next to the JSON of the same flows.
+// versions and writes them. It samples du while it runs, every -live-sample,
+// split into Badger's tables and its logs, and with -live-usage the bytes a
+// flow of the live keys take and the small blocks not yet merged; it
+// reports du after a clean stop, next to the JSON of the same flows, and
+// what the live keys take once every small block is merged (Compact until
+// none is left): the figure that a store written for hours approaches, as
+// its newest minute becomes a negligible part of it. Compare it with
+// batches of the same flows, -diverse. Short runs overstate a node's
+// bytes a flow: the small blocks of the last 40 s, and the versions and
+// tombstones in Badger's tables that its compactions have not reached
+// yet, are a fixed cost spread over few flows:
 //
-//	go run ./hack/storesize -n 200000 -live-rate 2000
+//	go run ./hack/storesize -n 3000000 -live-rate 5000 -live-sample 30s -live-usage
 package main
 
 import (
@@ -45,6 +58,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,6 +68,7 @@ import (
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
 	"flowscope.io/flowscope/internal/flowgen"
+	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hubble/format"
 	"flowscope.io/flowscope/nodeagent/hubble/parse"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -64,8 +79,13 @@ func main() {
 	dir := flag.String("dir", "", "work directory (default: a new temporary one, removed at exit)")
 	batches := flag.String("batches", "4096,64", "comma-separated flows per write batch, one store each (the agent writes up to 4096)")
 	noIndex := flag.Bool("noindex", true, "also measure a store without posting lists (batches of the first size)")
+	flag.IntVar(&compactEvery, "compact-every", 0, "call Compact every this many flows, as the pipeline's maintain does every 30 s (150000 at 5000 flows/s); 0: never")
+	flag.BoolVar(&diverse, "diverse", false, "make the flows as diverse as a live run's (replicas, server ports, world peers)")
 	flag.IntVar(&live.rate, "live-rate", 0, "flows per second offered to the ingest pipeline in real time; 0: no live run")
 	flag.DurationVar(&live.maintain, "live-maintain", 30*time.Second, "the pipeline's MaintainInterval (Compact and Maintain), the agent's default")
+	flag.DurationVar(&live.sample, "live-sample", 10*time.Second, "how often a live run prints the store's disk use")
+	flag.BoolVar(&live.usage, "live-usage", false, "a live run's samples also sum the live keys (reads every key)")
+	flag.BoolVar(&live.plain, "live-plain", false, "a live run offers flowgen's flows as they are, as the batches without -diverse")
 	flag.Parse()
 	if live.rate > 0 {
 		if err := runLive(*n, *dir); err != nil {
@@ -79,6 +99,12 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// diverse: the batches' flows are a live run's.
+var diverse bool
+
+// compactEvery: the batches are compacted as the pipeline does.
+var compactEvery int
 
 func run(n int, dir, batches string, noIndex bool) error {
 	if dir == "" {
@@ -140,6 +166,10 @@ func flows(n int, start time.Time, fn func(f *v1alpha1.Flow, rv uint64, line []b
 		t = t.Add(time.Millisecond)
 		return t
 	}})
+	var div *diversifier
+	if diverse {
+		div = &diversifier{rng: rand.New(rand.NewPCG(1, 2))}
+	}
 	var rv uint64
 	for range n {
 		line, err := g.Next()
@@ -149,6 +179,9 @@ func flows(n int, start time.Time, fn func(f *v1alpha1.Flow, rv uint64, line []b
 		f, err := parse.ExportLine(line, parse.Options{NodeName: "node-a"})
 		if err != nil {
 			return err
+		}
+		if div != nil {
+			div.flow(f)
 		}
 		// As ingest.Pipeline: a µs clock a little after the flow.
 		rv = max(rv+1, uint64(f.Time.UnixMicro())+1500)
@@ -193,10 +226,39 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 		return err
 	}
 	recs := make([]store.Record, 0, batch)
+	// As the pipeline's maintain: every compactEvery flows, merge the
+	// small blocks of all but the newest third of them (the last 10 s of
+	// 30, which Compact leaves alone); at the end, all of them.
+	var rvs []uint64
+	var compactCPU time.Duration
+	var compacts, merged int
+	nextCompact := compactEvery
+	compact := func(upTo uint64) (int, error) {
+		cpu := rusage.CPU()
+		m, err := st.Compact(upTo)
+		compactCPU += rusage.CPU() - cpu
+		compacts++
+		merged += m
+		return m, err
+	}
+	maintain := func() error {
+		if compactEvery <= 0 || len(rvs) < nextCompact {
+			return nil
+		}
+		nextCompact += compactEvery
+		_, err := compact(rvs[len(rvs)-1-compactEvery/3])
+		return err
+	}
 	err = flows(n, start, func(f *v1alpha1.Flow, rv uint64, _ []byte) error {
 		recs = append(recs, store.Record{RV: rv, Flow: f})
+		if compactEvery > 0 {
+			rvs = append(rvs, rv)
+		}
 		if len(recs) == batch {
 			err := st.Write(recs)
+			if err == nil {
+				err = maintain()
+			}
 			recs = recs[:0]
 			return err
 		}
@@ -205,11 +267,22 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 	if err == nil && len(recs) > 0 {
 		err = st.Write(recs)
 	}
+	for m := 1; err == nil && compactEvery > 0 && m > 0; {
+		m, err = compact(rvs[len(rvs)-1])
+	}
+	if compactEvery > 0 {
+		fmt.Printf("  compact every %d flows: %d calls merged %d blocks, %.2f µs of CPU a flow\n",
+			compactEvery, compacts, merged, float64(compactCPU.Nanoseconds())/1e3/float64(n))
+	}
 	if err == nil {
 		var u store.Usage
 		if u, err = st.Usage(); err == nil {
-			fmt.Printf("  live keys, bytes/flow: frames %.1f, postings %.1f (%d keys), catalog %.1f\n",
-				float64(u.Bytes["frames"])/float64(n), float64(u.Bytes["postings"])/float64(n), u.Keys["postings"], float64(u.Bytes["catalog"])/float64(n))
+			var all int64
+			for _, b := range u.Bytes {
+				all += b
+			}
+			fmt.Printf("  live keys, bytes/flow: %.1f: frames %.1f, postings %.1f (%d keys), catalog %.1f; %d blocks\n",
+				float64(all)/float64(n), float64(u.Bytes["frames"])/float64(n), float64(u.Bytes["postings"])/float64(n), u.Keys["postings"], float64(u.Bytes["catalog"])/float64(n), u.Blocks)
 		}
 	}
 	if cerr := st.Close(); err == nil {
