@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -97,6 +98,53 @@ func TestCompact(t *testing.T) {
 		r := o[rng.IntN(len(o))]
 		if f, err := s.Get(r.RV); err != nil || f.Name != r.Flow.Name {
 			t.Fatalf("Get(%d) after compaction: %v, %v", r.RV, f, err)
+		}
+	}
+}
+
+// TestCompactDiverseBlocks: runs of small blocks whose flows share no
+// indexed value fit one transaction, with SmallMemory's memtable too:
+// Badger bounds a transaction's entries, and 512 blocks of 8 such flows
+// delete more posting lists than it takes.
+func TestCompactDiverseBlocks(t *testing.T) {
+	for _, small := range []bool{false, true} {
+		s := openTest(t, Options{Dir: t.TempDir(), SmallMemory: small})
+		rng := rand.New(rand.NewPCG(3, 3))
+		rv := uint64(time.Now().Add(-time.Minute).UnixMicro())
+		at := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+		for w := range 600 {
+			recs := make([]Record, 8)
+			for i := range recs {
+				rv++
+				at = at.Add(time.Millisecond)
+				sp := randomSpec(rng)
+				u := strconv.Itoa(w*8 + i)
+				sp.srcPod, sp.dstPod, sp.srcWorkload, sp.dstWorkload, sp.app = "src-"+u, "dst-"+u, "sw-"+u, "dw-"+u, "app-"+u
+				sp.sport, sp.dport = int32(1+(w*8+i)%60000), int32(1+(w*8+i+7)%60000)
+				recs[i] = Record{RV: rv, Flow: sp.flow(at, rv)}
+			}
+			if err := s.Write(recs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		merged := 0
+		for {
+			n, err := s.Compact(rv)
+			if err != nil {
+				t.Fatalf("SmallMemory %v: after merging %d blocks: %v", small, merged, err)
+			}
+			if n == 0 {
+				break
+			}
+			merged += n
+		}
+		c, err := s.Check()
+		if err != nil || len(c.Problems) != 0 || c.Flows != 4800 {
+			t.Fatalf("SmallMemory %v: Check after compaction: %d flows, problems %q, %v", small, c.Flows, c.Problems, err)
+		}
+		t.Logf("SmallMemory %v: merged %d blocks of 600 into %d", small, merged, c.Blocks)
+		if merged < 500 {
+			t.Fatalf("SmallMemory %v: merged %d blocks of 600", small, merged)
 		}
 	}
 }
