@@ -77,11 +77,7 @@ func measureWatchFloor(ctx context.Context, o options, cfg *rest.Config, comps [
 	if err != nil {
 		return err
 	}
-	f.RSSBefore = before.usage["flowscope-apiserver"].rss
-	f.HeapBefore = m.heapInuse(ctx)
-	f.HeapFreeBefore = m.heapFree(ctx)
-	liveBefore := m.live(ctx)
-	f.GoroutinesBefore = liveBefore.goroutines
+	f.before(ctx, m, before)
 
 	// The same informers and plain watches as the watchers, in the same
 	// order; the tracker knows none of the flows they could receive.
@@ -103,33 +99,14 @@ func measureWatchFloor(ctx context.Context, o options, cfg *rest.Config, comps [
 	if err != nil {
 		return err
 	}
-	last := first
-	for deadline := time.Now().Add(o.duration); time.Now().Before(deadline); {
-		sleep(ctx, min(5*time.Second, time.Until(deadline)))
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if last, err = takeSnapshot(comps); err != nil {
-			return err
-		}
-		f.RSSMax = max(f.RSSMax, last.usage["flowscope-apiserver"].rss)
+	last, err := f.sampleFor(ctx, comps, first, o.duration, nil)
+	if err != nil {
+		return err
 	}
-	f.HeapWatching = m.heapInuse(ctx)
-	liveWatching := m.live(ctx)
+	f.watching(ctx, m, last, o.watchers)
 	r.CPU = append(r.CPU, newPhaseCPU("floor", first, last))
 	stopWatchers()
 
-	n := float64(max(o.watchers, 1))
-	f.RSSWatching = last.usage["flowscope-apiserver"].rss
-	f.RSSPerWatcher = float64(f.RSSWatching-f.RSSBefore) / n
-	if f.HeapBefore > 0 && f.HeapWatching > 0 {
-		f.HeapPerWatcher = (f.HeapWatching - f.HeapBefore) / n
-	}
-	if liveBefore.heap > 0 && liveWatching.heap > 0 {
-		f.LiveHeapPerWatcher = (liveWatching.heap - liveBefore.heap) / n
-		f.StacksPerWatcher = (liveWatching.stacks - liveBefore.stacks) / n
-		f.GoroutinesPerWatcher = (liveWatching.goroutines - liveBefore.goroutines) / n
-	}
 	for _, w := range watchers {
 		w.mu.Lock()
 		f.Events += int64(w.untracked + len(w.seen))

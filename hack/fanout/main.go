@@ -239,11 +239,7 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 	if err != nil {
 		return err
 	}
-	r.Memory.APIServerRSSBefore = before.usage["flowscope-apiserver"].rss
-	r.Memory.HeapBefore = m.heapInuse(ctx)
-	r.Memory.HeapFreeBefore = m.heapFree(ctx)
-	liveBefore := m.live(ctx)
-	r.Memory.GoroutinesBefore = liveBefore.goroutines
+	r.Memory.before(ctx, m, before)
 
 	watchCtx, stopWatchers := context.WithCancel(ctx)
 	defer stopWatchers()
@@ -262,25 +258,19 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 	}
 	t.start = time.Now()
 	t.tracking.Store(true)
-	last := first
-	for deadline := time.Now().Add(o.duration); time.Now().Before(deadline); {
-		sleep(ctx, min(5*time.Second, time.Until(deadline)))
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if last, err = takeSnapshot(comps); err != nil {
-			return err
-		}
-		r.Memory.APIServerRSSMax = max(r.Memory.APIServerRSSMax, last.usage["flowscope-apiserver"].rss)
+	last, err := r.Memory.sampleFor(ctx, comps, first, o.duration, func() error {
 		select {
 		case err := <-writeErr:
 			return fmt.Errorf("writing flows: %w", err)
 		default:
+			return nil
 		}
+	})
+	if err != nil {
+		return err
 	}
 	t.tracking.Store(false)
-	r.Memory.HeapWatching = m.heapInuse(ctx)
-	liveWatching := m.live(ctx)
+	r.Memory.watching(ctx, m, last, o.watchers)
 	agentsAfter := scrapeAgents(ctx, o)
 	r.CPU = append(r.CPU, newPhaseCPU("watches", first, last))
 
@@ -290,17 +280,6 @@ func measureWatches(ctx context.Context, o options, cfg *rest.Config, comps []co
 	}
 	stopWatchers()
 
-	r.Memory.APIServerRSSWatching = last.usage["flowscope-apiserver"].rss
-	r.Memory.RSSPerWatcher = float64(r.Memory.APIServerRSSWatching-r.Memory.APIServerRSSBefore) / float64(max(o.watchers, 1))
-	if liveBefore.heap > 0 && liveWatching.heap > 0 {
-		n := float64(max(o.watchers, 1))
-		r.Memory.LiveHeapPerWatcher = (liveWatching.heap - liveBefore.heap) / n
-		r.Memory.StacksPerWatcher = (liveWatching.stacks - liveBefore.stacks) / n
-		r.Memory.GoroutinesPerWatcher = (liveWatching.goroutines - liveBefore.goroutines) / n
-	}
-	if r.Memory.HeapBefore > 0 && r.Memory.HeapWatching > 0 {
-		r.Memory.HeapPerWatcher = (r.Memory.HeapWatching - r.Memory.HeapBefore) / float64(max(o.watchers, 1))
-	}
 	r.Memory.AgentsRSS = last.usage["agents"].rss
 	r.Memory.KubeAPIServerRSS = last.usage["kube-apiserver"].rss
 	r.Memory.HarnessRSS = last.usage["harness"].rss

@@ -17,6 +17,7 @@ limitations under the License.
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -146,22 +147,7 @@ type kindResult struct {
 }
 
 type memoryResult struct {
-	APIServerRSSBefore   int64   `json:"apiserverRSSBeforeBytes"`
-	APIServerRSSWatching int64   `json:"apiserverRSSWatchingBytes"`
-	APIServerRSSMax      int64   `json:"apiserverRSSMaxBytes"`
-	HeapBefore           float64 `json:"apiserverHeapInuseBeforeBytes"`
-	HeapWatching         float64 `json:"apiserverHeapInuseWatchingBytes"`
-	// HeapFreeBefore is the heap the runtime held free, not given back,
-	// before the watchers: they take it without growing the RSS.
-	HeapFreeBefore   float64 `json:"apiserverHeapFreeBeforeBytes"`
-	GoroutinesBefore float64 `json:"apiserverGoroutinesBefore"`
-	RSSPerWatcher    float64 `json:"apiserverRSSPerWatcherBytes"`
-	HeapPerWatcher   float64 `json:"apiserverHeapPerWatcherBytes"`
-	// The live heap and the goroutines' stacks per watcher, after a
-	// garbage collection (metricsReader.live); 0 when unknown.
-	LiveHeapPerWatcher   float64 `json:"apiserverLiveHeapPerWatcherBytes"`
-	StacksPerWatcher     float64 `json:"apiserverStacksPerWatcherBytes"`
-	GoroutinesPerWatcher float64 `json:"apiserverGoroutinesPerWatcher"`
+	watchMemory
 	// Floor is the same measurement of as many watches that no agent
 	// serves (measureWatchFloor).
 	Floor watchFloor `json:"floor"`
@@ -177,6 +163,94 @@ type memoryResult struct {
 	HarnessRSS                     int64   `json:"harnessRSSBytes"`
 }
 
+// watchMemory is flowscope-apiserver's memory before and with a set of
+// watchers, and per watcher: the watchers' and the floor's alike.
+type watchMemory struct {
+	RSSBefore    int64   `json:"apiserverRSSBeforeBytes"`
+	RSSWatching  int64   `json:"apiserverRSSWatchingBytes"`
+	RSSMax       int64   `json:"apiserverRSSMaxBytes"`
+	HeapBefore   float64 `json:"apiserverHeapInuseBeforeBytes"`
+	HeapWatching float64 `json:"apiserverHeapInuseWatchingBytes"`
+	// HeapFreeBefore is the heap the runtime held free, not given back,
+	// before the watchers: they take it without growing the RSS.
+	HeapFreeBefore   float64 `json:"apiserverHeapFreeBeforeBytes"`
+	GoroutinesBefore float64 `json:"apiserverGoroutinesBefore"`
+	RSSPerWatcher    float64 `json:"apiserverRSSPerWatcherBytes"`
+	HeapPerWatcher   float64 `json:"apiserverHeapPerWatcherBytes"`
+	// The live heap and the goroutines' stacks per watcher, after a
+	// garbage collection (metricsReader.live); 0 when unknown.
+	LiveHeapPerWatcher   float64 `json:"apiserverLiveHeapPerWatcherBytes"`
+	StacksPerWatcher     float64 `json:"apiserverStacksPerWatcherBytes"`
+	GoroutinesPerWatcher float64 `json:"apiserverGoroutinesPerWatcher"`
+
+	liveBefore liveMemory
+}
+
+// before reads the server before the watchers start; snap is taken then.
+func (w *watchMemory) before(ctx context.Context, m *metricsReader, snap snapshot) {
+	w.RSSBefore = snap.usage["flowscope-apiserver"].rss
+	w.HeapBefore = m.heapInuse(ctx)
+	w.HeapFreeBefore = m.heapFree(ctx)
+	w.liveBefore = m.live(ctx)
+	w.GoroutinesBefore = w.liveBefore.goroutines
+}
+
+// sampleFor takes a snapshot every 5 s for d while the watchers run,
+// noting the server's largest RSS, and returns the last (first if none);
+// check, when not nil, ends it early with its error.
+func (w *watchMemory) sampleFor(ctx context.Context, comps []component, first snapshot, d time.Duration, check func() error) (snapshot, error) {
+	last := first
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		sleep(ctx, min(5*time.Second, time.Until(deadline)))
+		if err := ctx.Err(); err != nil {
+			return last, err
+		}
+		var err error
+		if last, err = takeSnapshot(comps); err != nil {
+			return last, err
+		}
+		w.RSSMax = max(w.RSSMax, last.usage["flowscope-apiserver"].rss)
+		if check != nil {
+			if err := check(); err != nil {
+				return last, err
+			}
+		}
+	}
+	return last, nil
+}
+
+// watching reads the server with its watchers, last being the last
+// snapshot taken while they ran, and works out the figures per watcher.
+func (w *watchMemory) watching(ctx context.Context, m *metricsReader, last snapshot, watchers int) {
+	n := float64(max(watchers, 1))
+	w.HeapWatching = m.heapInuse(ctx)
+	live := m.live(ctx)
+	w.RSSWatching = last.usage["flowscope-apiserver"].rss
+	w.RSSPerWatcher = float64(w.RSSWatching-w.RSSBefore) / n
+	if w.HeapBefore > 0 && w.HeapWatching > 0 {
+		w.HeapPerWatcher = (w.HeapWatching - w.HeapBefore) / n
+	}
+	if w.liveBefore.heap > 0 && live.heap > 0 {
+		w.LiveHeapPerWatcher = (live.heap - w.liveBefore.heap) / n
+		w.StacksPerWatcher = (live.stacks - w.liveBefore.stacks) / n
+		w.GoroutinesPerWatcher = (live.goroutines - w.liveBefore.goroutines) / n
+	}
+}
+
+// printHeap prints the heap lines of w, each after prefix.
+func (w watchMemory) printHeap(p func(string, ...any), prefix, with string) {
+	if w.HeapBefore > 0 && w.HeapWatching > 0 {
+		p("%sGo heap in use %s before (%s free, not given back), %s with %s: %s per watcher",
+			prefix, mib(w.HeapBefore), mib(w.HeapFreeBefore), mib(w.HeapWatching), with, kib(w.HeapPerWatcher))
+	} else {
+		p("%sGo heap: flowscope-apiserver's /metrics did not answer", prefix)
+	}
+	if w.LiveHeapPerWatcher != 0 {
+		p("%safter a GC, per watcher: live heap %s, goroutine stacks %s (%.1f goroutines)",
+			prefix, kib(w.LiveHeapPerWatcher), kib(w.StacksPerWatcher), w.GoroutinesPerWatcher)
+	}
+}
+
 // watchFloor is flowscope-apiserver's memory with watches of a node
 // without an agent, measured after the watchers (measureWatchFloor).
 type watchFloor struct {
@@ -186,19 +260,8 @@ type watchFloor struct {
 	WatchersReadyS float64 `json:"watchersReadySeconds"`
 	// SettleS is how long the server took, after the watchers stopped, to
 	// end their watches and give back what the runtime would.
-	SettleS              float64 `json:"settleSeconds"`
-	RSSBefore            int64   `json:"apiserverRSSBeforeBytes"`
-	RSSWatching          int64   `json:"apiserverRSSWatchingBytes"`
-	RSSMax               int64   `json:"apiserverRSSMaxBytes"`
-	HeapBefore           float64 `json:"apiserverHeapInuseBeforeBytes"`
-	HeapWatching         float64 `json:"apiserverHeapInuseWatchingBytes"`
-	HeapFreeBefore       float64 `json:"apiserverHeapFreeBeforeBytes"`
-	GoroutinesBefore     float64 `json:"apiserverGoroutinesBefore"`
-	RSSPerWatcher        float64 `json:"apiserverRSSPerWatcherBytes"`
-	HeapPerWatcher       float64 `json:"apiserverHeapPerWatcherBytes"`
-	LiveHeapPerWatcher   float64 `json:"apiserverLiveHeapPerWatcherBytes"`
-	StacksPerWatcher     float64 `json:"apiserverStacksPerWatcherBytes"`
-	GoroutinesPerWatcher float64 `json:"apiserverGoroutinesPerWatcher"`
+	SettleS float64 `json:"settleSeconds"`
+	watchMemory
 	// Events and Restarts must be 0: a flow or a watch that ended means an
 	// agent was asked or the watch did not stay open.
 	Events     int64  `json:"events"`
@@ -280,30 +343,14 @@ func (r *report) print(w io.Writer) {
 	m := r.Memory
 	p("Memory")
 	p("  flowscope-apiserver RSS %s before the watchers, %s with %d (max %s): %s per watcher",
-		mib(float64(m.APIServerRSSBefore)), mib(float64(m.APIServerRSSWatching)), s.Watchers, mib(float64(m.APIServerRSSMax)), kib(m.RSSPerWatcher))
-	if m.HeapBefore > 0 && m.HeapWatching > 0 {
-		p("  flowscope-apiserver Go heap in use %s before (%s free, not given back), %s with the watchers: %s per watcher",
-			mib(m.HeapBefore), mib(m.HeapFreeBefore), mib(m.HeapWatching), kib(m.HeapPerWatcher))
-	} else {
-		p("  flowscope-apiserver Go heap: its /metrics did not answer")
-	}
-	if m.LiveHeapPerWatcher != 0 {
-		p("  flowscope-apiserver after a GC, per watcher: live heap %s, goroutine stacks %s (%.1f goroutines)",
-			kib(m.LiveHeapPerWatcher), kib(m.StacksPerWatcher), m.GoroutinesPerWatcher)
-	}
+		mib(float64(m.RSSBefore)), mib(float64(m.RSSWatching)), s.Watchers, mib(float64(m.RSSMax)), kib(m.RSSPerWatcher))
+	m.printHeap(p, "  flowscope-apiserver ", "the watchers")
 	if f := m.Floor; f.Watchers > 0 {
 		p("  floor: %d watchers like those (%d ready) of kubectl get flows %s, asking no agent, measured after them:",
 			f.Watchers, f.WatchersReady, f.Query)
 		p("    RSS %s before (%s before the watchers; settled %.0f s after they stopped), %s with them (max %s): %s per watcher",
-			mib(float64(f.RSSBefore)), mib(float64(m.APIServerRSSBefore)), f.SettleS, mib(float64(f.RSSWatching)), mib(float64(f.RSSMax)), kib(f.RSSPerWatcher))
-		if f.HeapBefore > 0 && f.HeapWatching > 0 {
-			p("    Go heap in use %s before (%s free, not given back), %s with them: %s per watcher",
-				mib(f.HeapBefore), mib(f.HeapFreeBefore), mib(f.HeapWatching), kib(f.HeapPerWatcher))
-		}
-		if f.LiveHeapPerWatcher != 0 {
-			p("    after a GC, per watcher: live heap %s, goroutine stacks %s (%.1f goroutines)",
-				kib(f.LiveHeapPerWatcher), kib(f.StacksPerWatcher), f.GoroutinesPerWatcher)
-		}
+			mib(float64(f.RSSBefore)), mib(float64(m.RSSBefore)), f.SettleS, mib(float64(f.RSSWatching)), mib(float64(f.RSSMax)), kib(f.RSSPerWatcher))
+		f.printHeap(p, "    ", "them")
 		p("    %d events, %d watch restarts, %d errors (all should be 0)", f.Events, f.Restarts, f.Errors)
 		if f.FirstError != "" {
 			p("    first error: %s", f.FirstError)
