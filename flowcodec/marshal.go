@@ -119,7 +119,9 @@ func (e *encoder) flow(f *v1alpha1.Flow) {
 		f.Name[:len(f.NodeName)] == f.NodeName && f.Name[len(f.NodeName)+1:] == f.ResourceVersion {
 		flags |= fNameDerived
 	}
-	if isUUID(string(f.UID)) {
+	// A UID in UUID form travels as its 16 bytes, packed once here.
+	var uid [16]byte
+	if _, ok := AppendUUID(uid[:0], string(f.UID)); ok {
 		flags |= fUIDBinary
 	}
 	if len(f.Labels) > 0 {
@@ -159,7 +161,7 @@ func (e *encoder) flow(f *v1alpha1.Flow) {
 	}
 	e.string(f.Namespace)
 	if flags&fUIDBinary != 0 {
-		e.b = appendUUID(e.b, string(f.UID))
+		e.b = append(e.b, uid[:]...)
 	} else {
 		e.string(string(f.UID))
 	}

@@ -16,20 +16,6 @@ limitations under the License.
 
 package flowcodec
 
-// isUUID tells whether s is a UUID in lowercase hex with dashes, which
-// appendUUID and AppendFormatUUID convert exactly.
-func isUUID(s string) bool {
-	var b [16]byte
-	_, ok := AppendUUID(b[:0], s)
-	return ok
-}
-
-// appendUUID appends the 16 bytes of s, a UUID (isUUID).
-func appendUUID(b []byte, s string) []byte {
-	b, _ = AppendUUID(b, s)
-	return b
-}
-
 // hexValue maps a lowercase hex digit to its value, anything else to 0xff.
 var hexValue = func() (t [256]byte) {
 	for i := range t {
