@@ -274,7 +274,9 @@ func convert(d *decoder, fl, top object, opts Options) *v1alpha1.Flow {
 	}
 	if local := f.ObservedPod(); local != nil {
 		f.Namespace = local.Namespace
-		// The pod's map, as capture files it (observe.Mapper).
+		// The endpoint's map, made for this flow alone: the flow owns
+		// both. (Capture clones instead: its endpoints' maps are the
+		// enricher's, shared by every flow of the pod.)
 		f.Labels = local.Labels
 	}
 	return f
