@@ -64,6 +64,7 @@ import (
 
 	"flowscope.io/flowscope/agentwire"
 	"flowscope.io/flowscope/flowfilter"
+	"flowscope.io/flowscope/internal/diskusage"
 	"flowscope.io/flowscope/internal/flowgen"
 	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/internal/tlsutil"
@@ -373,7 +374,7 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 	case <-time.After(30 * time.Second):
 		return res, fmt.Errorf("agent did not stop within 30s of SIGTERM (log: %s)", logFile.Name())
 	}
-	if res.disk, err = diskUsage(filepath.Join(dir, "data")); err != nil {
+	if res.disk, _, err = diskusage.Dir(filepath.Join(dir, "data")); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -416,26 +417,6 @@ func appendLines(ctx context.Context, path string, blob []byte, rate int) error 
 		}
 	}
 	return f.Close()
-}
-
-// diskUsage is the bytes of the blocks the files under dir take, as du
-// counts them.
-func diskUsage(dir string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			n += st.Blocks * 512
-		}
-		return nil
-	})
-	return n, err
 }
 
 func fetch(ctx context.Context, url, path string) error {

@@ -45,13 +45,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -59,6 +56,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/diskusage"
 )
 
 // ErrNotFound is returned by Get for a version the store does not hold.
@@ -646,25 +644,11 @@ func (s *Store) RunGC() {
 // it: Badger preallocates files it has not filled. Badger's own Size is
 // refreshed only once a minute, too late for a budget or a dashboard.
 func (s *Store) DiskBytes() (int64, error) {
-	var total int64
 	if s.dir == "" {
 		return 0, nil
 	}
-	err := filepath.WalkDir(s.dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err == nil {
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				total += st.Blocks * 512
-			} else {
-				total += info.Size()
-			}
-		}
-		return nil // a file removed by compaction meanwhile is no error
-	})
-	return total, err
+	disk, _, err := diskusage.Dir(s.dir)
+	return disk, err
 }
 
 // klogAdapter sends Badger's log to klog; its info lines are verbose.

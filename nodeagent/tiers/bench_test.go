@@ -18,11 +18,9 @@ package tiers
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +29,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/diskusage"
 	"flowscope.io/flowscope/internal/flowtest"
 	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/store"
@@ -244,24 +243,9 @@ func (g *benchFlows) each(batch int, fn func([]store.Record)) {
 // du returns the disk use of the files under dir, as du counts it.
 func du(tb testing.TB, dir string) int64 {
 	tb.Helper()
-	var total int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			total += st.Blocks * 512
-		} else {
-			total += info.Size()
-		}
-		return nil
-	})
+	disk, _, err := diskusage.Dir(dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return total
+	return disk
 }
