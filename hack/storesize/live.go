@@ -34,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/diskusage"
 	"flowscope.io/flowscope/internal/flowgen"
 	"flowscope.io/flowscope/nodeagent/hub"
 	"flowscope.io/flowscope/nodeagent/hubble/format"
@@ -52,10 +53,6 @@ var live struct {
 
 // jsonSample is how many flows' JSON lines a live run measures.
 const jsonSample = 100000
-
-// sampleHook, if set, adds to a live run's samples (a build's own
-// diagnostics, such as Badger's levels).
-var sampleHook func(*store.Store) string
 
 // diversity of the live run's flows.
 const (
@@ -246,7 +243,7 @@ func runLive(n int, dir string) error {
 	if err := p.Flush(context.Background()); err != nil {
 		return err
 	}
-	running, _ := duDir(storeDir)
+	running, _, _ := diskusage.Dir(storeDir)
 	usage, err := st.Usage()
 	if err != nil {
 		return err
@@ -258,7 +255,10 @@ func runLive(n int, dir string) error {
 	if err := st.Close(); err != nil {
 		return err
 	}
-	stopped, apparent := duDir(storeDir)
+	stopped, apparent, err := diskusage.Dir(storeDir)
+	if err != nil {
+		return err
+	}
 	// What the live keys come to once every small block is merged, as in
 	// a store written for long enough that the newest minute is a
 	// negligible part of it.
@@ -314,7 +314,7 @@ func liveSample(st *store.Store, dir string, elapsed time.Duration, flows int) {
 		if err != nil || e.IsDir() {
 			return nil
 		}
-		d, _ := du(p)
+		d, _, _ := diskusage.File(p)
 		disk += d
 		switch filepath.Ext(p) {
 		case ".sst":
@@ -335,12 +335,8 @@ func liveSample(st *store.Store, dir string, elapsed time.Duration, flows int) {
 			liveFlow, small = fmt.Sprintf("%.1f", float64(b)/float64(max(u.Flows, 1))), strconv.Itoa(u.Small)
 		}
 	}
-	fmt.Printf("%-8v %10d %12d %10.1f %6d %12d %12d %10s %7s", elapsed.Round(time.Second), flows, disk,
+	fmt.Printf("%-8v %10d %12d %10.1f %6d %12d %12d %10s %7s\n", elapsed.Round(time.Second), flows, disk,
 		float64(disk)/float64(flows), ssts, sst, logs, liveFlow, small)
-	if sampleHook != nil {
-		fmt.Print("  ", sampleHook(st))
-	}
-	fmt.Println()
 }
 
 // mergeAll reopens the store, merges all its small blocks and returns
@@ -350,18 +346,12 @@ func mergeAll(dir string) (store.Usage, error) {
 	if err != nil {
 		return store.Usage{}, err
 	}
-	for {
-		n, err := st.Compact(math.MaxUint64)
-		if err != nil || n == 0 {
-			if err == nil {
-				var u store.Usage
-				u, err = st.Usage()
-				if sampleHook != nil {
-					fmt.Println(" ", sampleHook(st))
-				}
-				return u, errors.Join(err, st.Close())
-			}
-			return store.Usage{}, errors.Join(err, st.Close())
-		}
+	for n := 1; n > 0 && err == nil; {
+		n, err = st.Compact(math.MaxUint64)
 	}
+	var u store.Usage
+	if err == nil {
+		u, err = st.Usage()
+	}
+	return u, errors.Join(err, st.Close())
 }

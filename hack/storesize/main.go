@@ -57,16 +57,15 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"flowscope.io/flowscope/apis/flows/v1alpha1"
+	"flowscope.io/flowscope/internal/diskusage"
 	"flowscope.io/flowscope/internal/flowgen"
 	"flowscope.io/flowscope/internal/rusage"
 	"flowscope.io/flowscope/nodeagent/hubble/format"
@@ -122,7 +121,10 @@ func run(n int, dir, batches string, noIndex bool) error {
 	if err != nil {
 		return err
 	}
-	exportDisk, _ := du(exportPath)
+	exportDisk, _, err := diskusage.File(exportPath)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("flows: %d\n", n)
 	fmt.Printf("%-40s %14s %14s %10s %8s\n", "", "bytes", "disk (du)", "bytes/flow", "ratio")
 	row := func(name string, size, disk int64) {
@@ -143,7 +145,10 @@ func run(n int, dir, batches string, noIndex bool) error {
 		if err := writeStore(p, n, size, start, false); err != nil {
 			return err
 		}
-		d, a := duDir(p)
+		d, a, err := diskusage.Dir(p)
+		if err != nil {
+			return err
+		}
 		row(fmt.Sprintf("store, batches of %d", size), a, d)
 	}
 	if noIndex {
@@ -151,7 +156,10 @@ func run(n int, dir, batches string, noIndex bool) error {
 		if err := writeStore(p, n, sizes[0], start, true); err != nil {
 			return err
 		}
-		d, a := duDir(p)
+		d, a, err := diskusage.Dir(p)
+		if err != nil {
+			return err
+		}
 		row(fmt.Sprintf("store, batches of %d, no posting lists", sizes[0]), a, d)
 	}
 	fmt.Println("ratio = export JSON lines bytes / disk usage")
@@ -228,8 +236,14 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 	recs := make([]store.Record, 0, batch)
 	// As the pipeline's maintain: every compactEvery flows, merge the
 	// small blocks of all but the newest third of them (the last 10 s of
-	// 30, which Compact leaves alone); at the end, all of them.
-	var rvs []uint64
+	// 30, which Compact leaves alone); at the end, all of them. recent
+	// holds the versions of the last compactEvery/3+1 flows, a ring.
+	var recent []uint64
+	if compactEvery > 0 {
+		recent = make([]uint64, compactEvery/3+1)
+	}
+	var written int
+	var last uint64
 	var compactCPU time.Duration
 	var compacts, merged int
 	nextCompact := compactEvery
@@ -242,18 +256,19 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 		return m, err
 	}
 	maintain := func() error {
-		if compactEvery <= 0 || len(rvs) < nextCompact {
+		if compactEvery <= 0 || written < nextCompact {
 			return nil
 		}
 		nextCompact += compactEvery
-		_, err := compact(rvs[len(rvs)-1-compactEvery/3])
+		_, err := compact(recent[written%len(recent)]) // compactEvery/3 flows back
 		return err
 	}
 	err = flows(n, start, func(f *v1alpha1.Flow, rv uint64, _ []byte) error {
 		recs = append(recs, store.Record{RV: rv, Flow: f})
 		if compactEvery > 0 {
-			rvs = append(rvs, rv)
+			recent[written%len(recent)] = rv
 		}
+		written, last = written+1, rv
 		if len(recs) == batch {
 			err := st.Write(recs)
 			if err == nil {
@@ -268,7 +283,7 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 		err = st.Write(recs)
 	}
 	for m := 1; err == nil && compactEvery > 0 && m > 0; {
-		m, err = compact(rvs[len(rvs)-1])
+		m, err = compact(last)
 	}
 	if compactEvery > 0 {
 		fmt.Printf("  compact every %d flows: %d calls merged %d blocks, %.2f µs of CPU a flow\n",
@@ -289,28 +304,4 @@ func writeStore(dir string, n, batch int, start time.Time, noIndex bool) error {
 		err = cerr
 	}
 	return err
-}
-
-func du(path string) (int64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Blocks * 512, nil
-}
-
-// duDir returns the disk usage and the apparent size of a directory's files.
-func duDir(dir string) (disk, apparent int64) {
-	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return nil
-		}
-		d, _ := du(p)
-		disk += d
-		if info, err := e.Info(); err == nil {
-			apparent += info.Size()
-		}
-		return nil
-	})
-	return disk, apparent
 }
