@@ -40,8 +40,9 @@ import (
 // heap with the production WatchBuffer (1000): N watches are opened on
 // agents that speak the real session protocol (agentclient's sessions over
 // in-process Feed streams), every subscription caught up, and the live heap
-// after a GC is divided by N, with the goroutines' stacks. The HTTP serving of a watch (k8s.io/apiserver's
-// encoder and framer, the HTTP/2 stream) comes on top and is not counted.
+// after a GC is divided by N, with the goroutines' stacks. The HTTP
+// serving of a watch (k8s.io/apiserver's handler goroutine, encoder and
+// framer, the HTTP/2 stream) comes on top and is not counted.
 //
 //	go test ./registry/flow -run XXX -bench WatchMemory -benchtime 1x -count 5
 //
