@@ -382,41 +382,38 @@ func round(o options, b binary, dir string, c certFiles, blob []byte) (result, e
 
 // appendLines appends blob's lines to the replay file: all at once, or at
 // rate lines a second in slices of a tenth of a second.
-func appendLines(ctx context.Context, path string, blob []byte, rate int) error {
+func appendLines(ctx context.Context, path string, blob []byte, rate int) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if rate <= 0 {
-		if _, err := f.Write(blob); err != nil {
-			return err
-		}
-		return f.Close()
-	}
+	defer func() { err = errors.Join(err, f.Close()) }()
 	start, sent := time.Now(), 0
 	for len(blob) > 0 {
-		due := int(time.Since(start).Seconds()*float64(rate)) + rate/10
-		end := 0
-		for ; sent < due && end < len(blob); sent++ {
-			nl := bytes.IndexByte(blob[end:], '\n')
-			if nl < 0 {
-				end = len(blob)
-				break
+		end := len(blob)
+		if rate > 0 {
+			due := int(time.Since(start).Seconds()*float64(rate)) + rate/10
+			for end = 0; sent < due && end < len(blob); sent++ {
+				nl := bytes.IndexByte(blob[end:], '\n')
+				if nl < 0 {
+					end = len(blob)
+					break
+				}
+				end += nl + 1
 			}
-			end += nl + 1
 		}
 		if _, err := f.Write(blob[:end]); err != nil {
 			return err
 		}
-		blob = blob[end:]
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if blob = blob[end:]; len(blob) > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
-	return f.Close()
+	return nil
 }
 
 func fetch(ctx context.Context, url, path string) error {
