@@ -308,21 +308,16 @@ func measureLists(ctx context.Context, o options, cs versioned.Interface, comps 
 	// the answer.
 	selective := filter{namespace: "shop", label: labels.Everything(), field: fields.SelectorFromSet(fields.Set{
 		"source.podName": pods.pods["shop/cart"], "l4.destinationPort": "5432"})}
-	// The floor: a list that crosses the same path (kube-apiserver's
-	// authentication, authorization and aggregation proxy,
-	// flowscope-apiserver's handler, selector compilation, list slots and
-	// encoding) but that flowscope-apiserver answers without asking any
-	// agent (floorNode), so the answer is an empty list with a warning
-	// naming the node. What a fan-out list takes above it is the agents,
-	// the merge and the items it carries.
-	floor := floorFilter()
+	// The floor crosses the same path but asks no agent (floorNode): what
+	// a fan-out list takes above it is the agents, the merge and the items
+	// it carries.
 	for _, l := range []struct {
 		name string
 		f    filter
 	}{
 		{"selective", selective},
 		{"first-page", filter{label: labels.Everything(), field: fields.Everything()}},
-		{"floor", floor},
+		{"floor", floorFilter()},
 	} {
 		logf("list benchmark %s: %d requests by %d clients", l.name, o.listRequests, o.listClients)
 		res, err := benchList(ctx, cs, m, warnings, l.name, l.f, o.listRequests, o.listClients)
@@ -331,13 +326,14 @@ func measureLists(ctx context.Context, o options, cs versioned.Interface, comps 
 		}
 		r.Lists = append(r.Lists, res)
 	}
-	if f := r.Lists[len(r.Lists)-1]; f.ItemsPerList != 0 || f.Warnings != f.Latency.Count {
+	floor := r.Lists[len(r.Lists)-1]
+	if floor.ItemsPerList != 0 || floor.Warnings != floor.Latency.Count {
 		// Items or a missing warning: an agent was asked after all.
-		logf("the floor is not one: %.0f items per list, %d warnings for %d lists", f.ItemsPerList, f.Warnings, f.Latency.Count)
+		logf("the floor is not one: %.0f items per list, %d warnings for %d lists", floor.ItemsPerList, floor.Warnings, floor.Latency.Count)
 	}
-	if floorP99 := r.Lists[len(r.Lists)-1].Latency.P99; floorP99 > 0 {
+	if floor.Latency.P99 > 0 {
 		for i := range r.Lists {
-			r.Lists[i].P99OverFloor = r.Lists[i].Latency.P99 / floorP99
+			r.Lists[i].P99OverFloor = r.Lists[i].Latency.P99 / floor.Latency.P99
 		}
 	}
 	end, err := takeSnapshot(comps)
